@@ -1,0 +1,1 @@
+"""FPGA dev-board tops for the stackcam die."""

@@ -1,0 +1,1 @@
+"""stackcam RTL: the synthesizable logic die, written in Amaranth HDL."""

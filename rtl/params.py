@@ -1,0 +1,157 @@
+"""Hardware configuration of the stackcam die: one frozen dataclass with checks and named presets."""
+
+from dataclasses import dataclass, field, replace
+
+__all__ = ["DieConfig", "ConfigError", "PRESETS", "preset"]
+
+
+class ConfigError(ValueError):
+    """An invalid hardware configuration; the message names the offending value."""
+
+
+@dataclass(frozen=True)
+class DieConfig:
+    """One hardware configuration of the die.
+
+    Every hardware constant lives here; the toolchain (`quant/`) and the simulation (`sim/`) read it from this
+    object and never repeat it.
+    """
+
+    name: str = "custom"
+    # Pixel die readout: RAW10 Bayer RGGB, raster order, `pixels_per_clock` pixels per beat.
+    frame_width: int = 96
+    frame_height: int = 72
+    pixels_per_clock: int = 2
+    frame_rate: float = 30.0            # sensor frames per second, for bandwidth accounting
+    # Network input tensor produced by the ISP front end (int8 HWC, 3 channels).
+    input_width: int = 16
+    input_height: int = 16
+    isp_shift: int = 20                 # fixed-point shift of the ISP's normalize/quantize multiply
+    # NPU: MAC array of `array_rows` output channels x `array_cols` reduction lanes, int8 x int8 -> int32.
+    array_rows: int = 4
+    array_cols: int = 4
+    # On-die SRAM shared by weights and activations.
+    sram_banks: int = 4
+    sram_bank_bytes: int = 16 * 1024
+    # First-light layer: output channels of the 3x3 stride-2 convolution.
+    conv_out_channels: int = 8
+    # CSI-2 transmitter.
+    csi2_lanes: int = 1
+    # Nominal clock of the die, for converting cycles to time.
+    clock_mhz: float = 100.0
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        def need(cond, what):
+            if not cond:
+                raise ConfigError(f"config {self.name!r}: {what}")
+
+        for attr in ("frame_width", "frame_height", "input_width", "input_height", "array_rows",
+                     "array_cols", "sram_banks", "sram_bank_bytes", "conv_out_channels"):
+            value = getattr(self, attr)
+            need(isinstance(value, int) and value > 0, f"{attr} must be a positive integer, got {value!r}")
+        need(self.pixels_per_clock in (1, 2, 4),
+             f"pixels_per_clock must be 1, 2 or 4, got {self.pixels_per_clock!r}")
+        need(self.csi2_lanes in (1, 2, 4), f"csi2_lanes must be 1, 2 or 4, got {self.csi2_lanes!r}")
+        need(self.frame_width % 2 == 0 and self.frame_height % 2 == 0,
+             f"frame size must be even (whole RGGB quads), got {self.frame_width}x{self.frame_height}")
+        need(self.frame_width % self.pixels_per_clock == 0,
+             f"frame_width {self.frame_width} is not a multiple of pixels_per_clock {self.pixels_per_clock}")
+        need(self.frame_width >= 2 * self.input_width and self.frame_height >= 2 * self.input_height,
+             f"frame {self.frame_width}x{self.frame_height} is smaller than twice the input "
+             f"{self.input_width}x{self.input_height} (one RGGB quad per input pixel at least)")
+        need((2 * self.bin_factor) % self.pixels_per_clock == 0,
+             f"pixels_per_clock {self.pixels_per_clock} must divide the bin width {2 * self.bin_factor}")
+        need(self.array_cols >= 3, f"array_cols must be at least 3 (RGB input), got {self.array_cols}")
+        need(8 <= self.isp_shift <= 24, f"isp_shift must be in 8..24, got {self.isp_shift}")
+        need(self.clock_mhz > 0, f"clock_mhz must be positive, got {self.clock_mhz!r}")
+        need(self.frame_rate > 0, f"frame_rate must be positive, got {self.frame_rate!r}")
+        need(self.sram_bank_bytes & (self.sram_bank_bytes - 1) == 0,
+             f"sram_bank_bytes must be a power of two, got {self.sram_bank_bytes}")
+
+    # ISP geometry: a centred crop of whole bins; each input pixel is the average of a
+    # (2*bin_factor) x (2*bin_factor) block of Bayer pixels (bin_factor^2 RGGB quads).
+    @property
+    def bin_factor(self):
+        return min(self.frame_width // (2 * self.input_width), self.frame_height // (2 * self.input_height))
+
+    @property
+    def crop_width(self):
+        return 2 * self.bin_factor * self.input_width
+
+    @property
+    def crop_height(self):
+        return 2 * self.bin_factor * self.input_height
+
+    @property
+    def crop_x(self):
+        # Aligned to a beat (and to a quad) so that no beat straddles the crop edge.
+        align = max(2, self.pixels_per_clock)
+        return ((self.frame_width - self.crop_width) // 2) // align * align
+
+    @property
+    def crop_y(self):
+        return ((self.frame_height - self.crop_height) // 2) // 2 * 2
+
+    @property
+    def macs_per_cycle(self):
+        return self.array_rows * self.array_cols
+
+    @property
+    def sram_bytes(self):
+        return self.sram_banks * self.sram_bank_bytes
+
+    @property
+    def raw_frame_bytes(self):
+        """Bytes of one full frame as RAW10 (4 pixels in 5 bytes)."""
+        return self.frame_width * self.frame_height * 10 // 8
+
+    @property
+    def conv_out_width(self):
+        return -(-self.input_width // 2)
+
+    @property
+    def conv_out_height(self):
+        return -(-self.input_height // 2)
+
+    def cycles_to_ms(self, cycles):
+        return cycles / (self.clock_mhz * 1e3)
+
+    def with_(self, **changes):
+        return replace(self, **changes)
+
+    def summary(self):
+        return (f"{self.name}: frame {self.frame_width}x{self.frame_height} RAW10 @ {self.pixels_per_clock} px/clk, "
+                f"input {self.input_width}x{self.input_height}x3, MAC array {self.array_rows}x{self.array_cols}, "
+                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB, CSI-2 {self.csi2_lanes} lane(s), "
+                f"{self.clock_mhz:g} MHz")
+
+
+PRESETS = {
+    # Fast CI: a small frame, binning by 2, a 4x4 array.
+    "tiny": DieConfig(
+        name="tiny", frame_width=96, frame_height=72, pixels_per_clock=2, input_width=16, input_height=16,
+        array_rows=4, array_cols=4, sram_banks=4, sram_bank_bytes=16 * 1024, conv_out_channels=8,
+        csi2_lanes=1, clock_mhz=100.0,
+        notes="fast CI configuration"),
+    # Fits a ULX3S-85F (LFE5U-85F: 208 EBR = 468 KB block RAM, 156 18x18 multipliers).
+    "fpga": DieConfig(
+        name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
+        array_rows=8, array_cols=16, sram_banks=8, sram_bank_bytes=32 * 1024, conv_out_channels=16,
+        csi2_lanes=2, clock_mhz=50.0,
+        notes="ULX3S-85F: 128 MACs of 156 multipliers, 256 KiB SRAM of about 400 KB block RAM"),
+    # The reference ASIC, IMX500 class: 12.3 MP readout, 2048 MACs, 8 MiB SRAM.
+    "imx500": DieConfig(
+        name="imx500", frame_width=4056, frame_height=3040, pixels_per_clock=4, input_width=224,
+        input_height=224, array_rows=32, array_cols=64, sram_banks=64, sram_bank_bytes=128 * 1024,
+        conv_out_channels=32, csi2_lanes=4, clock_mhz=200.0,
+        notes="IMX500 class: 2048 MACs, 8 MiB SRAM, 200 MHz nominal"),
+}
+
+
+def preset(name):
+    """Return the named preset, or raise ConfigError listing the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown configuration {name!r}; presets are: {', '.join(PRESETS)}") from None
