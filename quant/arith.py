@@ -95,7 +95,9 @@ def requantize(acc, multiplier, shift, zero_point, act_min=-128, act_max=127):
 def activation_range(activation, scale, zero_point, qmin=-128, qmax=127):
     """TFLite CalculateActivationRangeQuantized for NONE, RELU, RELU6 and RELU_N1_TO_1."""
     def q(v):
-        return zero_point + round_half_away(v / scale)
+        # TFLite divides in float32 (float f / float scale), not double: 6 / 2.4f is 2.4999999 in double but
+        # exactly 2.5f in float32, so the clamp differs by one when the quotient sits next to a half.
+        return zero_point + round_half_away(float(np.float32(v) / np.float32(scale)))
     activation = activation.upper()
     if activation == "NONE":
         return qmin, qmax
