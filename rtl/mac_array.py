@@ -1,0 +1,71 @@
+"""MAC array: rows x cols int8 multipliers with a per-row adder tree and int32 accumulators."""
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MACArray"]
+
+
+class MACArray(wiring.Component):
+    """`rows` output lanes, each the dot product of `cols` (activation, weight) pairs, accumulated in int32.
+
+    The activation vector `x` (input minus its zero point, so 9-bit signed) is broadcast to every row; row r
+    multiplies it by its own weight vector `w[r]`. On a cycle with `en` high the products are registered; one
+    cycle later row r's sum is added to its accumulator (or replaces it when `clear` was high with that `en`).
+    So `acc` includes an input `latency` (2) cycles after it was presented. Accumulators wrap at 32 bits, as
+    int32 arithmetic does. No back-pressure: the array takes one vector per cycle when enabled.
+    """
+
+    latency = 2
+
+    def __init__(self, rows, cols):
+        self.rows = rows
+        self.cols = cols
+        super().__init__({
+            "x": In(data.ArrayLayout(signed(9), cols)),
+            "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), cols), rows)),
+            "en": In(1),
+            "clear": In(1),
+            "acc": Out(data.ArrayLayout(signed(32), rows)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en_d = Signal()
+        clear_d = Signal()
+        m.d.sync += [en_d.eq(self.en), clear_d.eq(self.clear)]
+        for r in range(self.rows):
+            products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
+            with m.If(self.en):
+                for c in range(self.cols):
+                    m.d.sync += products[c].eq(self.x[c] * self.w[r][c])
+            total = _adder_tree(products)
+            with m.If(en_d):
+                with m.If(clear_d):
+                    m.d.sync += self.acc[r].eq(total)
+                with m.Else():
+                    m.d.sync += self.acc[r].eq(self.acc[r] + total)
+        return m
+
+    def model(self, xs, ws):
+        """Software view: the int32 dot products of a sequence of (x, w) presented with clear on the first."""
+        import numpy as np
+
+        from quant.arith import wrap_int32
+        acc = np.zeros(self.rows, np.int64)
+        for x, w in zip(xs, ws):
+            acc = wrap_int32(acc + np.asarray(w, np.int64) @ np.asarray(x, np.int64))
+        return acc
+
+
+def _adder_tree(values):
+    values = list(values)
+    while len(values) > 1:
+        nxt = []
+        for i in range(0, len(values) - 1, 2):
+            nxt.append(values[i] + values[i + 1])
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values[0]
