@@ -14,7 +14,13 @@ INT32_MAX = (1 << 31) - 1
 
 def round_half_away(x):
     """std::round / TfLiteRound on a scalar: nearest integer, ties away from zero (Python's round() is not)."""
-    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+    # Not floor(|x| + 0.5): that sum rounds in double, giving 1 for 0.49999999999999994 and 2^52 + 2 for
+    # 2^52 + 1. The fractional part |x| - floor(|x|) is exact, so compare it with the half instead.
+    a = abs(x)
+    r = math.floor(a)
+    if a - r >= 0.5:
+        r += 1
+    return r if x >= 0 else -r
 
 
 def wrap_int32(x):
