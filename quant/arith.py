@@ -32,8 +32,9 @@ def wrap_int32(x):
 def saturating_rounding_doubling_high_mul(a, b):
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 (elementwise, numpy broadcasting).
 
-    The high 32 bits of 2*a*b, rounded to nearest with ties away from zero (the nudge), saturated only in the
-    single overflow case a == b == INT32_MIN.
+    The high 32 bits of 2*a*b rounded to nearest, saturated only in the single overflow case
+    a == b == INT32_MIN. Ties go toward +infinity, not away from zero: the negative nudge is 1 - 2^30 and the
+    division truncates, so -0.5 -> 0 and -1.5 -> -1 (0.5 -> 1). Only RoundingDivideByPOT rounds ties away.
     """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
