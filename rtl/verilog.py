@@ -1,0 +1,91 @@
+"""Verilog generation for the die: large uninitialised memories become SRAM-macro instances, as in an ASIC flow."""
+
+from amaranth import ClockSignal, Elaboratable, Module, Shape
+from amaranth.back import verilog
+from amaranth.hdl import Instance
+from amaranth.lib import memory
+
+__all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert"]
+
+# A behavioural 1-write, 1-read synchronous SRAM (read data registered, not write-through), the shape of a
+# foundry SRAM macro. Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
+SRAM_MACRO_VERILOG = """\
+module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4) (
+    input  wire             clk,
+    input  wire             we,
+    input  wire [ABITS-1:0] waddr,
+    input  wire [WIDTH-1:0] wdata,
+    input  wire             re,
+    input  wire [ABITS-1:0] raddr,
+    output reg  [WIDTH-1:0] rdata
+);
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    always @(posedge clk) begin
+        if (we) mem[waddr] <= wdata;
+        if (re) rdata <= mem[raddr];
+    end
+endmodule
+"""
+
+
+class _SRAMMacro(Elaboratable):
+    def __init__(self, mem):
+        self.mem = mem
+
+    def elaborate(self, platform):
+        m = Module()
+        mem = self.mem
+        width = Shape.cast(mem.shape).width
+        wp, = mem.write_ports
+        rp, = mem.read_ports
+        abits = max(1, len(rp.addr))
+        m.submodules.macro = Instance(
+            "stackcam_sram_1r1w",
+            p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits,
+            i_clk=ClockSignal(rp.domain),
+            i_we=wp.en, i_waddr=wp.addr, i_wdata=wp.data,
+            i_re=rp.en, i_raddr=rp.addr, o_rdata=rp.data,
+        )
+        return m
+
+
+class SRAMMacroPlatform:
+    """Amaranth platform hook: memories of at least `min_bits` with no initial contents, one write port (no
+    byte lanes) and one synchronous, non-transparent read port in the same domain become SRAM macros."""
+
+    def __init__(self, min_bits=64 * 1024):
+        self.min_bits = min_bits
+        self.macros = 0
+
+    def _eligible(self, mem):
+        width = Shape.cast(mem.shape).width
+        if width * mem.depth < self.min_bits:
+            return False
+        if any(int(v) != 0 for v in _raw_init(mem)):
+            return False
+        if len(mem.write_ports) != 1 or len(mem.read_ports) != 1:
+            return False
+        wp, rp = mem.write_ports[0], mem.read_ports[0]
+        return (len(wp.en) == 1 and rp.domain != "comb" and rp.domain == wp.domain
+                and not rp.transparent_for)
+
+    def get_memory(self, mem):
+        if self._eligible(mem):
+            self.macros += 1
+            return _SRAMMacro(mem)
+        # Default lowering, exactly what Memory.elaborate does without a platform.
+        return memory.Memory.elaborate(mem, None)
+
+
+def _raw_init(mem):
+    init = mem.init
+    return getattr(init, "_raw", None) or [0]
+
+
+def convert(component, name="top", sram_macros=True, min_macro_bits=64 * 1024):
+    """Convert a component to Verilog text (with the SRAM macro module appended when it is used)."""
+    platform = SRAMMacroPlatform(min_macro_bits) if sram_macros else None
+    text = verilog.convert(component, name=name, platform=platform, emit_src=False)
+    if platform is not None and platform.macros:
+        text += "\n" + SRAM_MACRO_VERILOG
+    return text

