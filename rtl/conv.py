@@ -15,8 +15,8 @@ __all__ = ["ConvEngine"]
 class ConvEngine(wiring.Component):
     """Runs one quantized CONV_2D (any kernel, stride, SAME/VALID padding) over an int8 HWC tensor.
 
-    `pixels` fills the input buffer (an SRAM of in_h*in_w words of in_channels bytes) in raster order; the
-    pixel with `last` starts the layer. While the layer runs, `pixels.ready` is low. The engine walks output
+    `pixels` fills the input buffer (an SRAM of in_h*in_w words of in_channels bytes) in raster order; `first`
+    restarts the fill and the pixel with `last` starts the layer. While the layer runs, `pixels.ready` is low. The engine walks output
     pixels in raster order and, for each, `ceil(out_channels / rows)` channel tiles of kh*kw taps: one tap per
     cycle feeds the MAC array (activation vector broadcast, one weight vector per row). Out-of-bounds taps are
     masked, which equals padding with the input zero point. Finished tiles go through the requantization
@@ -100,9 +100,10 @@ class ConvEngine(wiring.Component):
         # ---- input fill ----
         waddr = Signal(range(self.in_h * self.in_w + 1))
         running = Signal()
+        # `first` restarts the fill: a tensor cut short upstream (an aborted frame) is simply overwritten.
         m.d.comb += [
             self.pixels.ready.eq(~running),
-            iwr.addr.eq(waddr),
+            iwr.addr.eq(Mux(self.pixels.payload.first, 0, waddr)),
             iwr.data.eq(self.pixels.payload.data),
             iwr.en.eq(self.pixels.valid & self.pixels.ready),
         ]
@@ -111,6 +112,8 @@ class ConvEngine(wiring.Component):
             with m.If(self.pixels.payload.last):
                 m.d.sync += waddr.eq(0)
                 m.d.comb += start.eq(1)
+            with m.Elif(self.pixels.payload.first):
+                m.d.sync += waddr.eq(1)
             with m.Else():
                 m.d.sync += waddr.eq(waddr + 1)
         with m.If(start):

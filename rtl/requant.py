@@ -22,8 +22,8 @@ requant_params_layout = data.StructLayout({
 class RequantUnit(wiring.Component):
     """`lanes` parallel, fully pipelined TFLite requantizers: out = clamp(MBQM(acc + bias) + zero_point).
 
-    MBQM is gemmlowp's MultiplyByQuantizedMultiplier: SaturatingRoundingDoublingHighMul then
-    RoundingDivideByPOT (both round to nearest, ties away from zero), exactly as `quant.arith`.
+    MBQM is gemmlowp's MultiplyByQuantizedMultiplier: SaturatingRoundingDoublingHighMul (ties toward
+    +infinity) then RoundingDivideByPOT (ties away from zero), exactly as `quant.arith`.
     One vector per cycle; results appear `latency` (5) cycles after `valid`; `tag` travels with the data.
     No back-pressure: the producer must have room for what it issued (the conv engine uses credits).
     """

@@ -89,6 +89,11 @@ def test_requant_unit_matches_arith():
     bias[50:60] = 0
     shift = rng.integers(-31, 8, size=(n, lanes))
     shift[50:60] = 0
+    # Exact ties in both rounding steps: power-of-two multipliers on small odd accumulators.
+    acc[100:140] = rng.integers(-64, 64, size=(40, lanes)) * 2 + 1
+    bias[100:140] = 0
+    mult[100:140] = 1 << 30
+    shift[100:140] = rng.integers(-4, 1, size=(40, lanes))
     zp = rng.integers(-128, 128, size=(n, lanes))
     amin = rng.integers(-128, 0, size=(n, lanes))
     amax = rng.integers(0, 128, size=(n, lanes))

@@ -1,0 +1,46 @@
+"""nox sessions: tests, simulate (the main job), verilog, lint."""
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+PYTHON = None      # the interpreter nox runs under (3.11+)
+
+
+def _install(session, *extras):
+    spec = "." if not extras else f".[{','.join(extras)}]"
+    session.install("-e", spec)
+
+
+@nox.session(python=PYTHON)
+def tests(session):
+    """The whole pytest suite: unit tests (amaranth.sim), toolchain tests, system tests (cocotb on Verilator)."""
+    _install(session, "test")
+    workers = os.environ.get("STACKCAM_TEST_WORKERS", "2")
+    args = session.posargs or ["-n", workers, "--dist", "loadgroup"]
+    session.run("pytest", *args)
+
+
+@nox.session(python=PYTHON)
+def simulate(session):
+    """The main job: `stackcam simulate` with any extra arguments passed through."""
+    _install(session)
+    session.run("stackcam", "simulate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def verilog(session):
+    """Write the die's Verilog for every preset into build/verilog/ and lint it with Verilator."""
+    _install(session)
+    session.run("stackcam", "verilog", *(session.posargs or ["--config", "all"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session):
+    """ruff on the whole repository."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")

@@ -1,0 +1,118 @@
+"""The `stackcam` command line: simulate the die, write its Verilog."""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed as one line, exit status 2."""
+
+
+def _config(name):
+    from rtl.params import ConfigError, preset
+    try:
+        return preset(name)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_simulate(args):
+    from .frame_source import ImageError
+    from .simulate import simulate
+    config = _config(args.config)
+    if args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
+    if not 0.0 <= args.stall < 1.0:
+        raise UserError(f"--stall must be in [0, 1), got {args.stall}")
+    try:
+        status, _ = simulate(config, image=args.image, frames=args.frames, seed=args.seed,
+                             dump_csi2=args.dump_csi2, stall=args.stall, report=args.report,
+                             log=lambda s: print(s, file=sys.stderr))
+    except ImageError as e:
+        raise UserError(str(e)) from None
+    return status
+
+
+def cmd_verilog(args):
+    from quant.firstlight import first_light_program
+    from rtl.die import StackcamDie
+    from rtl.params import PRESETS
+    from rtl.verilog import convert
+
+    from .verilator import lint
+    names = list(PRESETS) if args.config == "all" else [args.config]
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        config = _config(name)
+        t0 = time.time()
+        text = convert(StackcamDie(config, first_light_program(config, seed=args.seed)), name="stackcam_die")
+        path = out_dir / f"stackcam_die_{name}.v"
+        path.write_text(text)
+        msg = f"{path}: {len(text.splitlines()):,} lines in {time.time() - t0:.1f} s"
+        if not args.no_lint:
+            t1 = time.time()
+            lint(path, "stackcam_die")
+            msg += f"; Verilator lint passed ({time.time() - t1:.1f} s)"
+        print(msg)
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="stackcam", description="stackcam: a cycle-accurate, synthesizable model of "
+                                "the logic die of a stacked AI image sensor.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("simulate", help="run a photo through the whole die in Verilator",
+                       description="Turn a photo into a RAW10 Bayer frame, stream it through the die in Verilator, "
+                       "decode the CSI-2 output and check it bit for bit against the numpy reference.")
+    s.add_argument("--config", default="fpga", help="configuration preset (tiny, fpga, imx500; default fpga)")
+    s.add_argument("--image", default=None, help="image file (default: skimage.data.astronaut())")
+    s.add_argument("--frames", type=int, default=1, help="consecutive frames to send (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the network's random weights (default 0)")
+    s.add_argument("--dump-csi2", metavar="FILE", default=None,
+                   help="write the CSI-2 packet bytes as a receiver sees them after lane merging")
+    s.add_argument("--stall", type=float, default=0.0,
+                   help="probability that the CSI-2 PHY is not ready in a cycle (default 0)")
+    s.add_argument("--report", metavar="FILE", default=None, help="write a JSON summary")
+    s.set_defaults(func=cmd_simulate)
+
+    v = sub.add_parser("verilog", help="write the die's Verilog and lint it with Verilator",
+                       description="Convert the die to Verilog for a preset (or all) and run Verilator lint.")
+    v.add_argument("--config", default="all", help="preset name or 'all' (default all)")
+    v.add_argument("-o", "--output", default="build/verilog", help="output folder (default build/verilog)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the first-light weights baked into the ROM")
+    v.add_argument("--no-lint", action="store_true", help="skip Verilator lint")
+    v.set_defaults(func=cmd_verilog)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"stackcam {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stackcam {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("STACKCAM_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()
+        print(f"stackcam {args.command}: error: {type(e).__name__}: {msg[0] if msg else ''} "
+              f"(set STACKCAM_DEBUG=1 for the traceback)", file=sys.stderr)
+        for line in msg[1:20]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
