@@ -276,21 +276,21 @@ class CSI2Decoder:
                 self.packets.append(packet)
                 return packet, len(buf)
             return None, len(buf)
-        if status == "corrected":
-            self.ecc_corrected += 1
         vc, dt, word = h >> 6 & 3, h & 0x3F, h >> 8
         packet = Packet(vc=vc, dt=dt, data_or_wc=word, ecc_corrected=status == "corrected", offset=offset)
+        end = 4 if is_short_dt(dt) else 4 + word + 2
+        if len(buf) < end and not whole:
+            return None, 0      # parsed again, and counted once, when the rest of the packet arrives
+        if status == "corrected":
+            self.ecc_corrected += 1
         if is_short_dt(dt):
             return packet, 4
-        end = 4 + word + 2
-        if len(buf) < end:
-            if whole:
-                self._error("framing_errors", f"packet at byte {offset}: word count {word} but the burst ends "
-                                              f"after {len(buf) - 4} bytes")
-                packet.payload = bytes(buf[4:])
-                packet.crc_ok = False
-                return packet, len(buf)
-            return None, 0
+        if len(buf) < end:      # only a whole burst gets here: it ends inside the packet
+            self._error("framing_errors", f"packet at byte {offset}: word count {word} but the burst ends "
+                                          f"after {len(buf) - 4} bytes")
+            packet.payload = bytes(buf[4:])
+            packet.crc_ok = False
+            return packet, len(buf)
         packet.payload = bytes(buf[4:4 + word])
         packet.crc = buf[4 + word] | buf[5 + word] << 8
         packet.crc_ok = packet.crc == crc16(packet.payload)

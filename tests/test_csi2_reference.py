@@ -77,6 +77,11 @@ def test_ecc_corrects_every_single_bit(bit):
         assert [p.ecc_corrected for p in packets] == [False, True, False]
         assert packets[1].payload == payload and packets[1].crc_ok
         assert (dec.ecc_corrected, dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (1, 0, 0, 0)
+        # Fed a byte at a time, the repaired header is still counted once.
+        dec = CSI2Decoder()
+        for byte in frame:
+            dec.feed(bytes([byte]))
+        assert dec.finish().ecc_corrected == 1 and dec.error_count == 0
 
 
 def test_ecc_double_errors_are_not_miscorrected_silently():
@@ -228,3 +233,17 @@ def test_data_type_constants():
     assert (csi2.FS, csi2.FE, csi2.LS, csi2.LE) == (0, 1, 2, 3)
     assert (csi2.EMBEDDED, csi2.YUV422_8, csi2.RGB888, csi2.RAW8, csi2.RAW10) == (0x12, 0x1E, 0x24, 0x2A, 0x2B)
     assert csi2.USER == tuple(range(0x30, 0x38)) and csi2.USER7 == 0x37
+
+
+def test_feed_packet_checks_burst_length():
+    dec = CSI2Decoder()
+    dec.feed_packet(short_packet(1, FS, 1))
+    truncated = dec.feed_packet(long_packet(1, RAW10, bytes(10))[:-3])
+    assert truncated.crc_ok is False
+    padded = dec.feed_packet(long_packet(1, RAW10, bytes(2)) + b"\0")
+    assert padded.crc_ok
+    dec.feed_packet(short_packet(1, FE, 1))
+    dec.finish()
+    assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 2)
+    with pytest.raises(CSI2DecodeError):
+        dec.feed_packet(b"\x00\x01")
