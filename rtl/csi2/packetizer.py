@@ -68,7 +68,8 @@ class CSI2Packetizer(wiring.Component):
     and `payload.ready` depend combinationally on `out.ready` (never the other way round), so a stall costs no
     bubble when it ends. Nothing is lost or reordered. A real D-PHY cannot pause inside an HS burst: `underruns`
     counts the cycles in which a packet has started on `out` but no beat is offered (the payload starved), which
-    a PHY would have seen as a broken burst.
+    a PHY would have seen as a broken burst (in the byte-per-clock mode on 2 or 4 lanes that is lanes - 1 of
+    every lanes cycles by construction: use `payload_width` = `lanes` to feed a multi-lane PHY at full rate).
 
     Bad input: the payload's `last` flag must be on the beat holding the `wc`-th byte (`first` is ignored), and in
     wide mode `strobe` must be all ones, or ones for the remaining bytes on that last beat. If `last` comes early,
@@ -312,6 +313,9 @@ class CSI2Packetizer(wiring.Component):
         for j in range(W):
             m.d.comb += pbytes[j].eq(Mux(~pad & in_count[j] & self.payload.payload.strobe[j],
                                          self.payload.payload.data[j], 0))
+        # Not amaranth's crc.Processor here: it folds a fixed word width and registers its result, but the last
+        # beat folds 1 to `lanes` bytes and its CRC must ride in that same beat. crc16_update is the same catalog
+        # algorithm as combinational logic; the running value lives in `crc_state`.
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(crc16_update(crc_state, pbytes))
         for k in range(1, W):
