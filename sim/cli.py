@@ -9,6 +9,11 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+# Modules that add subcommands: each has `register(subparsers)` adding its parser with `set_defaults(func=...)`;
+# `func(args)` returns the exit status and raises UserError (one line, exit 2) for bad input.
+COMMAND_MODULES = []
+
+
 class UserError(Exception):
     """A problem with what the user asked for; printed as one line, exit status 2."""
 
@@ -90,6 +95,10 @@ def build_parser():
     v.add_argument("--seed", type=int, default=0, help="seed of the first-light weights baked into the ROM")
     v.add_argument("--no-lint", action="store_true", help="skip Verilator lint")
     v.set_defaults(func=cmd_verilog)
+
+    import importlib
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
 
 
