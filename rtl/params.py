@@ -30,9 +30,12 @@ class DieConfig:
     # NPU: MAC array of `array_rows` output channels x `array_cols` reduction lanes, int8 x int8 -> int32.
     array_rows: int = 4
     array_cols: int = 4
-    # On-die SRAM shared by weights and activations.
+    # On-die SRAM shared by weights and activations: `weight_banks` of the banks hold the layer program,
+    # per-channel parameters and weights (words of array_rows*array_cols bytes), the others hold activation
+    # tensors (words of array_cols bytes, one channel vector).
     sram_banks: int = 4
     sram_bank_bytes: int = 16 * 1024
+    weight_banks: int = 2
     # First-light layer: output channels of the 3x3 stride-2 convolution.
     conv_out_channels: int = 8
     # CSI-2 transmitter.
@@ -68,6 +71,11 @@ class DieConfig:
         need(self.frame_rate > 0, f"frame_rate must be positive, got {self.frame_rate!r}")
         need(self.sram_bank_bytes & (self.sram_bank_bytes - 1) == 0,
              f"sram_bank_bytes must be a power of two, got {self.sram_bank_bytes}")
+        need(isinstance(self.weight_banks, int) and 0 < self.weight_banks < self.sram_banks,
+             f"weight_banks must be in 1..sram_banks-1 ({self.sram_banks - 1}), got {self.weight_banks!r}")
+        need(self.sram_bank_bytes % (self.array_rows * self.array_cols) == 0,
+             f"sram_bank_bytes {self.sram_bank_bytes} is not a whole number of weight words "
+             f"({self.array_rows * self.array_cols} bytes)")
 
     # ISP geometry: a centred crop of whole bins; each input pixel is the average of a
     # (2*bin_factor) x (2*bin_factor) block of Bayer pixels (bin_factor^2 RGGB quads).
@@ -102,6 +110,20 @@ class DieConfig:
         return self.sram_banks * self.sram_bank_bytes
 
     @property
+    def act_banks(self):
+        return self.sram_banks - self.weight_banks
+
+    @property
+    def weight_word_bytes(self):
+        """Bytes of one weight-SRAM word: one rows x cols int8 block of the MAC array."""
+        return self.array_rows * self.array_cols
+
+    @property
+    def act_word_bytes(self):
+        """Bytes of one activation-SRAM word: one pixel's vector of array_cols channels."""
+        return self.array_cols
+
+    @property
     def raw_frame_bytes(self):
         """Bytes of one full frame as RAW10 (4 pixels in 5 bytes)."""
         return self.frame_width * self.frame_height * 10 // 8
@@ -123,7 +145,7 @@ class DieConfig:
     def summary(self):
         return (f"{self.name}: frame {self.frame_width}x{self.frame_height} RAW10 @ {self.pixels_per_clock} px/clk, "
                 f"input {self.input_width}x{self.input_height}x3, MAC array {self.array_rows}x{self.array_cols}, "
-                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB, CSI-2 {self.csi2_lanes} lane(s), "
+                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB ({self.weight_banks} for weights), CSI-2 {self.csi2_lanes} lane(s), "
                 f"{self.clock_mhz:g} MHz")
 
 
@@ -131,20 +153,21 @@ PRESETS = {
     # Fast CI: a small frame, binning by 2, a 4x4 array.
     "tiny": DieConfig(
         name="tiny", frame_width=96, frame_height=72, pixels_per_clock=2, input_width=16, input_height=16,
-        array_rows=4, array_cols=4, sram_banks=4, sram_bank_bytes=16 * 1024, conv_out_channels=8,
+        array_rows=4, array_cols=4, sram_banks=4, sram_bank_bytes=16 * 1024, weight_banks=2, conv_out_channels=8,
         csi2_lanes=1, clock_mhz=100.0,
         notes="fast CI configuration"),
     # Fits a ULX3S-85F (LFE5U-85F: 208 EBR = 468 KB block RAM, 156 18x18 multipliers).
     "fpga": DieConfig(
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
-        array_rows=8, array_cols=16, sram_banks=8, sram_bank_bytes=32 * 1024, conv_out_channels=16,
+        array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=4,
+        conv_out_channels=16,
         csi2_lanes=2, clock_mhz=50.0,
-        notes="ULX3S-85F: 128 MACs of 156 multipliers, 256 KiB SRAM of about 400 KB block RAM"),
+        notes="ULX3S-85F: 128 MACs of 156 multipliers, 384 KiB SRAM of 468 KB block RAM"),
     # The reference ASIC, IMX500 class: 12.3 MP readout, 2048 MACs, 8 MiB SRAM.
     "imx500": DieConfig(
         name="imx500", frame_width=4056, frame_height=3040, pixels_per_clock=4, input_width=224,
         input_height=224, array_rows=32, array_cols=64, sram_banks=64, sram_bank_bytes=128 * 1024,
-        conv_out_channels=32, csi2_lanes=4, clock_mhz=200.0,
+        weight_banks=44, conv_out_channels=32, csi2_lanes=4, clock_mhz=200.0,
         notes="IMX500 class: 2048 MACs, 8 MiB SRAM, 200 MHz nominal"),
 }
 
