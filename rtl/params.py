@@ -145,7 +145,8 @@ class DieConfig:
     def summary(self):
         return (f"{self.name}: frame {self.frame_width}x{self.frame_height} RAW10 @ {self.pixels_per_clock} px/clk, "
                 f"input {self.input_width}x{self.input_height}x3, MAC array {self.array_rows}x{self.array_cols}, "
-                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB ({self.weight_banks} for weights), CSI-2 {self.csi2_lanes} lane(s), "
+                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB ({self.weight_banks} for weights), "
+                f"CSI-2 {self.csi2_lanes} lane(s), "
                 f"{self.clock_mhz:g} MHz")
 
 
