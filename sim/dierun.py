@@ -1,6 +1,5 @@
 """Host side of a die simulation: build the die's Verilator model, stream frames through it, decode CSI-2."""
 
-import os
 import sys
 import tempfile
 import threading
