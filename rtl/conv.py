@@ -16,13 +16,13 @@ class ConvEngine(wiring.Component):
     """Runs one quantized CONV_2D (any kernel, stride, SAME/VALID padding) over an int8 HWC tensor.
 
     `pixels` fills the input buffer (an SRAM of in_h*in_w words of in_channels bytes) in raster order; `first`
-    restarts the fill and the pixel with `last` starts the layer. While the layer runs, `pixels.ready` is low.
-    The engine walks output pixels in raster order and, for each, `ceil(out_channels / rows)` channel tiles of
-    kh*kw taps: one tap per cycle feeds the MAC array (activation vector broadcast, one weight vector per
-    row). Out-of-bounds taps are masked, which equals padding with the input zero point. Finished tiles go through the requantization
-    unit into a result FIFO; a tile is only issued when the FIFO has room for it (credits), so back-pressure
-    on `out` stalls the issue stage and nothing is lost. `out` carries the output tensor as bytes in HWC order,
-    `first`/`last` marking the first and last byte of each output row (one CSI-2 line each).
+    restarts the fill and the pixel with `last` starts the layer. While the layer runs, `pixels.ready` is low. The
+    engine walks output pixels in raster order and, for each, `ceil(out_channels / rows)` channel tiles of kh*kw
+    taps: one tap per cycle feeds the MAC array (activation vector broadcast, one weight vector per row). Out-of-
+    bounds taps are masked, which equals padding with the input zero point. Finished tiles go through the
+    requantization unit into a result FIFO; a tile is only issued when the FIFO has room for it (credits), so back-
+    pressure on `out` stalls the issue stage and nothing is lost. `out` carries the output tensor as bytes in HWC
+    order, `first`/`last` marking the first and last byte of each output row (one CSI-2 line each).
 
     Counters (valid after `done` pulses): `cycles` from start to the last byte accepted on `out`,
     `mac_cycles` the cycles the MAC array was enabled.
