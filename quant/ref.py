@@ -1,10 +1,22 @@
 """Bit-exact numpy reference kernels with the semantics of LiteRT's BUILTIN_REF int8 kernels."""
 
+import math
+
 import numpy as np
 
-from .arith import multiply_by_quantized_multiplier
+from .arith import (
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul,
+    wrap_int32,
+)
 
-__all__ = ["conv2d_accumulators", "conv2d_int8"]
+__all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_output_size", "conv2d_acc",
+           "depthwise_conv2d_acc", "fully_connected_acc", "requantize_acc", "float_activation", "add_int8",
+           "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
+           "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
+           "logistic_float"]
 
 
 def conv2d_accumulators(x, layer):
@@ -38,3 +50,362 @@ def conv2d_int8(x, layer):
     acc = conv2d_accumulators(x, layer)
     out = multiply_by_quantized_multiplier(acc, layer.multiplier, layer.shift) + layer.output_zero_point
     return np.clip(out, layer.act_min, layer.act_max).astype(np.int8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole-graph kernels on NHWC batches. Integer kernels take raw int8 arrays plus the parameters LiteRT's Prepare()
+# derives from the file (quant.executor computes those); float kernels are float32 and only need to be close.
+# ---------------------------------------------------------------------------------------------------------------
+
+def window_padding(in_size, kernel, stride, dilation=1, padding="SAME"):
+    """TFLite ComputePaddingHeightWidth along one axis: (output size, pad before, pad after).
+
+    SAME puts the odd extra row/column after (bottom/right); VALID pads nothing and drops what does not fit.
+    """
+    eff = (kernel - 1) * dilation + 1
+    if padding == "SAME":
+        out = -(-in_size // stride)
+    elif padding == "VALID":
+        out = (in_size - eff) // stride + 1
+    else:
+        raise ValueError(f"unsupported padding {padding!r}")
+    total = max((out - 1) * stride + eff - in_size, 0)
+    return out, total // 2, total - total // 2
+
+
+def window_output_size(in_size, kernel, stride, dilation, before, after):
+    """Output size of a window op over an explicitly padded axis."""
+    return (in_size + before + after - ((kernel - 1) * dilation + 1)) // stride + 1
+
+
+def _taps(xp, kh, kw, stride, dilation, out_h, out_w):
+    """(dy, dx, strided view) for every kernel tap over a padded NHWC array."""
+    sh, sw = stride
+    dh, dw = dilation
+    for dy in range(kh):
+        for dx in range(kw):
+            y0, x0 = dy * dh, dx * dw
+            yield dy, dx, xp[:, y0:y0 + sh * (out_h - 1) + 1:sh, x0:x0 + sw * (out_w - 1) + 1:sw, :]
+
+
+def _pad_nhwc(x, pads, value=0):
+    top, bottom, left, right = pads
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+def conv2d_acc(x, w, stride=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), input_offset=0):
+    """CONV_2D sums over NHWC `x` (offset added first, then zero padding) with OHWI `w`, without bias.
+
+    Integer inputs give exact int64 sums: they are computed in float64, which holds every partial sum exactly
+    (|x + offset| <= 255, |w| <= 128, so a sum stays below 2^53 for any kernel smaller than 2^38 taps) and lets
+    BLAS do the work. Float inputs give float32 sums.
+    """
+    integer = np.issubdtype(np.asarray(x).dtype, np.integer)
+    ct = np.float64 if integer else np.float32
+    n, h, wd, _ = x.shape
+    o, kh, kw, _ = w.shape
+    out_h = window_output_size(h, kh, stride[0], dilation[0], pads[0], pads[1])
+    out_w = window_output_size(wd, kw, stride[1], dilation[1], pads[2], pads[3])
+    xp = _pad_nhwc(x.astype(ct) + ct(input_offset), pads)
+    wc = w.astype(ct)
+    acc = np.zeros((n, out_h, out_w, o), ct)
+    for dy, dx, patch in _taps(xp, kh, kw, stride, dilation, out_h, out_w):
+        acc += patch @ wc[:, dy, dx, :].T
+    return acc.astype(np.int64) if integer else acc
+
+
+def depthwise_conv2d_acc(x, w, depth_multiplier=1, stride=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0),
+                         input_offset=0):
+    """DEPTHWISE_CONV_2D sums with 1HWO `w`: output channel c * multiplier + m reads input channel c."""
+    integer = np.issubdtype(np.asarray(x).dtype, np.integer)
+    ct = np.int64 if integer else np.float32
+    n, h, wd, c = x.shape
+    _, kh, kw, o = w.shape
+    if o != c * depth_multiplier:
+        raise ValueError(f"depthwise: {o} output channels for {c} inputs x multiplier {depth_multiplier}")
+    out_h = window_output_size(h, kh, stride[0], dilation[0], pads[0], pads[1])
+    out_w = window_output_size(wd, kw, stride[1], dilation[1], pads[2], pads[3])
+    xs = x.astype(ct) + ct(input_offset)
+    if depth_multiplier > 1:
+        xs = np.repeat(xs, depth_multiplier, axis=3)
+    xp = _pad_nhwc(xs, pads)
+    wc = w[0].astype(ct)
+    acc = np.zeros((n, out_h, out_w, o), ct)
+    for dy, dx, patch in _taps(xp, kh, kw, stride, dilation, out_h, out_w):
+        acc += patch * wc[dy, dx]
+    return acc
+
+
+def fully_connected_acc(x, w, input_offset=0, weights_offset=0):
+    """FULLY_CONNECTED sums: `x` flattened to [batches, in_features] times `w` [units, in_features] transposed."""
+    integer = np.issubdtype(np.asarray(x).dtype, np.integer)
+    ct = np.float64 if integer else np.float32
+    units, depth = w.shape[0], w.shape[-1]
+    xs = x.reshape(-1, depth).astype(ct) + ct(input_offset)
+    acc = xs @ (w.reshape(units, depth).astype(ct) + ct(weights_offset)).T
+    return acc.astype(np.int64) if integer else acc
+
+
+def requantize_acc(acc, bias, multiplier, shift, output_zero_point, act_min, act_max):
+    """int32 accumulators (+ bias) -> int8 by per-channel (last axis) multiplier/shift, zero point and clamp."""
+    acc = np.asarray(acc, np.int64)
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    out = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_zero_point
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def float_activation(x, activation):
+    """A fused activation on float values."""
+    if activation == "NONE":
+        return x
+    if activation == "RELU":
+        return np.maximum(x, np.float32(0))
+    if activation == "RELU6":
+        return np.clip(x, np.float32(0), np.float32(6))
+    if activation == "RELU_N1_TO_1":
+        return np.clip(x, np.float32(-1), np.float32(1))
+    raise ValueError(f"unsupported fused activation {activation!r}")
+
+
+def add_int8(a, b, p):
+    """TFLite reference AddElementwise for int8 (numpy broadcasting stands in for BroadcastAdd).
+
+    `p` holds input offsets (minus zero points), left_shift (20), per-input and output multipliers/shifts, the
+    output zero point and the activation clamp, as quant.executor.add_params derives them.
+    """
+    a = np.asarray(a, np.int64) + p["input1_offset"]
+    b = np.asarray(b, np.int64) + p["input2_offset"]
+    sa = multiply_by_quantized_multiplier(a << p["left_shift"], p["input1_multiplier"], p["input1_shift"])
+    sb = multiply_by_quantized_multiplier(b << p["left_shift"], p["input2_multiplier"], p["input2_shift"])
+    raw = multiply_by_quantized_multiplier(sa + sb, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return np.clip(raw, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def average_pool_int8(x, filter_hw, stride, pads, act_min=-128, act_max=127):
+    """TFLite reference int8 AveragePool: sum of the in-bounds taps, divided by their count (not the filter size),
+    rounded half away from zero in integer arithmetic, then clamped. Works on raw int8 values: the kernel
+    assumes input and output share scale and zero point."""
+    s, count = _pool_sum_count(np.asarray(x, np.int64), filter_hw, stride, pads)
+    half = count // 2
+    # C integer division truncates toward zero: ties (exact halves) go away from zero.
+    q = np.where(s > 0, (s + half) // count, -((-s + half) // count))
+    return np.clip(q, act_min, act_max).astype(np.int8)
+
+
+def average_pool_float(x, filter_hw, stride, pads, activation="NONE"):
+    s, count = _pool_sum_count(np.asarray(x, np.float32), filter_hw, stride, pads)
+    return float_activation((s / count).astype(np.float32), activation)
+
+
+def _pool_sum_count(x, filter_hw, stride, pads):
+    n, h, w, c = x.shape
+    fh, fw = filter_hw
+    out_h = window_output_size(h, fh, stride[0], 1, pads[0], pads[1])
+    out_w = window_output_size(w, fw, stride[1], 1, pads[2], pads[3])
+    xp = _pad_nhwc(x, pads)
+    ones = _pad_nhwc(np.ones((1, h, w, 1), np.int64), pads)
+    s = np.zeros((n, out_h, out_w, c), x.dtype)
+    count = np.zeros((1, out_h, out_w, 1), np.int64)
+    for _, _, patch in _taps(xp, fh, fw, stride, (1, 1), out_h, out_w):
+        s += patch
+    for _, _, patch in _taps(ones, fh, fw, stride, (1, 1), out_h, out_w):
+        count += patch
+    if np.any(count == 0):
+        raise ValueError("pool: a window lies entirely in the padding")
+    return s, count
+
+
+def max_pool(x, filter_hw, stride, pads, act_min=None, act_max=None):
+    """MAX_POOL_2D over the in-bounds taps only (padding never wins), then the activation clamp."""
+    x = np.asarray(x)
+    n, h, w, c = x.shape
+    fh, fw = filter_hw
+    out_h = window_output_size(h, fh, stride[0], 1, pads[0], pads[1])
+    out_w = window_output_size(w, fw, stride[1], 1, pads[2], pads[3])
+    lowest = np.iinfo(x.dtype).min if np.issubdtype(x.dtype, np.integer) else -np.inf
+    xp = _pad_nhwc(x, pads, lowest)
+    m = np.full((n, out_h, out_w, c), lowest, x.dtype)
+    for _, _, patch in _taps(xp, fh, fw, stride, (1, 1), out_h, out_w):
+        m = np.maximum(m, patch)
+    if act_min is not None:
+        m = np.clip(m, act_min, act_max)
+    return m.astype(x.dtype)
+
+
+def pad(x, paddings, value):
+    """PAD: `paddings` [rank, 2] (before, after) per dimension, filled with `value` (int8: the output zero point)."""
+    return np.pad(x, [(int(b), int(a)) for b, a in np.asarray(paddings).reshape(-1, 2)], constant_values=value)
+
+
+def quantize_float(x, scale, zero_point, qmin=-128, qmax=127, dtype=np.int8):
+    """reference_ops::AffineQuantize: x / scale in float32, rounded half away from zero, plus zero point, clamp."""
+    q = (np.asarray(x, np.float32) / np.float32(scale)).astype(np.float64)
+    # np.round rounds ties to even; TfLiteRound is std::round (ties away), so round the magnitude by its
+    # exact fractional part.
+    a = np.abs(q)
+    fl = np.floor(a)
+    r = np.clip(np.sign(q) * np.where(a - fl >= 0.5, fl + 1, fl), -(1 << 31), (1 << 31) - 1)
+    return np.clip(r.astype(np.int64) + int(zero_point), qmin, qmax).astype(dtype)
+
+
+def dequantize(q, scale, zero_point):
+    """reference_ops::Dequantize: float(double(scale) * (q - zero_point))."""
+    return (np.float64(np.float32(scale)) * (np.asarray(q, np.int64) - int(zero_point))).astype(np.float32)
+
+
+def requantize_int8(x, input_zero_point, multiplier, shift, output_zero_point):
+    """QUANTIZE int8 -> int8 (reference_ops::Requantize): rescale by the Q31 multiplier, add zero point, clamp."""
+    out = multiply_by_quantized_multiplier(np.asarray(x, np.int64) - input_zero_point, multiplier, shift)
+    return np.clip(out + output_zero_point, -128, 127).astype(np.int8)
+
+
+# --- SOFTMAX and LOGISTIC (int8) ---------------------------------------------------------------------------------
+# BUILTIN_REF runs int8 SOFTMAX as reference_ops::Softmax: gemmlowp fixed point (exp on Q5.26 differences, a
+# Q12.19 sum, a Newton-Raphson reciprocal); int8 LOGISTIC as a 256-entry table filled in float32 at Prepare time
+# (LUTPopulate with 1 / (1 + expf(-x))). Both are reproduced here bit for bit; int32 values live in int64 arrays.
+
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _wrap(x):
+    return wrap_int32(x)
+
+
+def _srdhm(a, b):
+    return saturating_rounding_doubling_high_mul(a, b)
+
+
+def _rdbp(x, exponent):
+    return rounding_divide_by_pot(x, exponent)
+
+
+def _sat_shl(x, exponent):
+    """gemmlowp SaturatingRoundingMultiplyByPOT for a positive exponent: saturating left shift."""
+    threshold = (1 << (31 - exponent)) - 1
+    r = _wrap(np.asarray(x, np.int64) << exponent)
+    r = np.where(x > threshold, _I32_MAX, r)
+    return np.where(x < -threshold, _I32_MIN, r)
+
+
+def _rescale(x, src_int_bits, dst_int_bits):
+    e = src_int_bits - dst_int_bits
+    if e > 0:
+        return _sat_shl(x, e)
+    if e < 0:
+        return _rdbp(x, -e)
+    return np.asarray(x, np.int64)
+
+
+def _exp_on_interval_between_negative_one_quarter_and_0_excl(a):
+    """gemmlowp: exp(a) for a in [-1/4, 0), Q0.31 in and out (Taylor series around -1/8)."""
+    constant_term = 1895147668                  # exp(-1/8)
+    constant_1_over_3 = 715827883
+    x = _wrap(a + (1 << 28))
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4 = _srdhm(x2, x2)
+    x4_over_4 = _rdbp(x4, 2)
+    poly = _rdbp(_wrap(_srdhm(_wrap(x4_over_4 + x3), constant_1_over_3) + x2), 1)
+    return _wrap(constant_term + _srdhm(constant_term, _wrap(x + poly)))
+
+
+def _exp_on_negative_values(a, integer_bits):
+    """gemmlowp exp_on_negative_values: Q(integer_bits) input <= 0 -> Q0.31 output."""
+    a = np.asarray(a, np.int64)
+    frac_bits = 31 - integer_bits
+    one_quarter = 1 << (frac_bits - 2)
+    mask = one_quarter - 1
+    a_mod_quarter_minus_one_quarter = _wrap((a & mask) - one_quarter)
+    result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
+        _rescale(a_mod_quarter_minus_one_quarter, integer_bits, 0))
+    remainder = _wrap(a_mod_quarter_minus_one_quarter - a)
+    for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                                 (2, 39332535), (3, 720401), (4, 242)):
+        if integer_bits > exponent:
+            bit = 1 << (frac_bits + exponent)
+            result = np.where(remainder & bit, _srdhm(result, multiplier), result)
+    if integer_bits > 5:
+        clamp = -(1 << (36 - integer_bits))
+        result = np.where(a < clamp, 0, result)
+    return np.where(a == 0, _I32_MAX, result)
+
+
+def _one_over_one_plus_x_for_x_in_0_1(a):
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 in, Q0.31 out (three Newton-Raphson steps in Q2.29)."""
+    s = np.asarray(a, np.int64) + _I32_MAX
+    half_denominator = np.where(s >= 0, (s + 1) // 2, -((-s + 1) // 2))      # RoundingHalfSum(a, One)
+    constant_48_over_17 = 1515870810
+    constant_neg_32_over_17 = -1010580540
+    x = _wrap(constant_48_over_17 + _srdhm(half_denominator, constant_neg_32_over_17))
+    for _ in range(3):
+        half_denominator_times_x = _srdhm(half_denominator, x)
+        one_minus = _wrap((1 << 29) - half_denominator_times_x)
+        x = _wrap(x + _rescale(_srdhm(x, one_minus), 4, 2))
+    return _rescale(x, 1, 0)                   # ExactMulByPot<-1> relabels Q2.29 as Q1.30, then Rescale<0>
+
+
+def _count_leading_zeros32(x):
+    """CountLeadingZeros of a uint32 (32 for zero): frexp's exponent is the exact bit length below 2^53."""
+    x = np.asarray(x, np.int64) & 0xFFFFFFFF
+    return 32 - np.frexp(x.astype(np.float64))[1].astype(np.int64)
+
+
+def softmax_params(beta, input_scale):
+    """SoftmaxPrepare (kReference, int8): PreprocessSoftmaxScaling with 5 integer bits, and diff_min."""
+    integer_bits = 5
+    real = min(float(np.float32(beta)) * float(np.float32(input_scale)) * (1 << (31 - integer_bits)),
+               float((1 << 31) - 1))
+    multiplier, left_shift = quantize_multiplier(real)
+    if left_shift < 0:
+        raise ValueError("softmax: beta * input_scale is too small for the reference kernel")
+    radius = math.floor(((1 << integer_bits) - 1) * (1 << (31 - integer_bits)) / (1 << left_shift))
+    return dict(input_multiplier=multiplier, input_left_shift=left_shift, diff_min=-radius)
+
+
+def softmax_int8(x, p):
+    """reference_ops::Softmax on int8 along the last axis; output scale 1/256, zero point -128."""
+    x = np.asarray(x, np.int64)
+    diff = x - x.max(axis=-1, keepdims=True)
+    valid = diff >= p["diff_min"]
+    rescaled = _srdhm(_wrap(diff << p["input_left_shift"]), p["input_multiplier"])
+    e = np.where(valid, _exp_on_negative_values(rescaled, 5), 0)
+    sum_of_exps = _wrap(np.where(valid, _rescale(e, 0, 12), 0).sum(axis=-1, keepdims=True))
+    headroom_plus_one = _count_leading_zeros32(sum_of_exps)
+    num_bits_over_unit = 12 - headroom_plus_one
+    shifted_sum_minus_one = _wrap((sum_of_exps << headroom_plus_one) - (1 << 31))
+    shifted_scale = _one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one)
+    out = _rdbp(_srdhm(shifted_scale, e), num_bits_over_unit + 31 - 8) - 128
+    return np.where(valid, np.clip(out, -128, 127), -128).astype(np.int8)
+
+
+def softmax_float(x, beta=1.0):
+    x = np.asarray(x, np.float32)
+    e = np.exp((x - x.max(axis=-1, keepdims=True)) * np.float32(beta))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def logistic_params(input_scale, input_zero_point, output_scale=1.0 / 256, output_zero_point=-128):
+    """SigmoidPrepare (int8): the 256-entry table LUTPopulate fills, indexed by the int8 value + 128."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        deq = np.float32(input_scale) * (q - int(input_zero_point)).astype(np.float32)
+        # expf: float64 exp rounded to float32 is the correctly rounded result glibc's expf returns.
+        e = np.exp(-deq.astype(np.float64)).astype(np.float32)
+        t = np.float32(1.0) / (np.float32(1.0) + e)
+        scaled = (t * (np.float32(1.0) / np.float32(output_scale))).astype(np.float64)
+    a = np.abs(scaled)
+    rounded = np.sign(scaled) * np.where(a - np.floor(a) >= 0.5, np.floor(a) + 1, np.floor(a))
+    lut = np.clip(rounded + int(output_zero_point), -128, 127)
+    lut = np.where(np.isfinite(scaled), lut, -128)
+    return dict(table=lut.astype(np.int8))
+
+
+def logistic_int8(x, p):
+    """LOGISTIC int8 as LiteRT runs it: a lookup in the table of logistic_params."""
+    return p["table"][np.asarray(x, np.int64) + 128]
+
+
+def logistic_float(x):
+    x = np.asarray(x, np.float32)
+    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)

@@ -58,6 +58,10 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.SOFTMAX: 2,
     schema.BuiltinOperator.QUANTIZE: 2,
     schema.BuiltinOperator.DEQUANTIZE: 2,
+    schema.BuiltinOperator.LOGISTIC: 2,
+    schema.BuiltinOperator.RELU: 2,
+    schema.BuiltinOperator.RELU6: 2,
+    schema.BuiltinOperator.PADV2: 2,
 }
 
 

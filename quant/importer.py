@@ -1,0 +1,226 @@
+"""Load a model (.tflite flatbuffer or ONNX) into the toolchain's Graph IR; refuse what we cannot run, by name.
+
+Float16 weights behind DEQUANTIZE ops (and other constant DEQUANTIZEs) are folded into float32 constants.
+"""
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .graph import ACTIVATIONS, SUPPORTED_OPS, Graph, ModelError, Op, QuantParams, Tensor
+from .tflite import FILE_IDENTIFIER, schema
+
+__all__ = ["load_model", "load_tflite", "graph_from_tflite_model", "BUILTIN_NAMES", "DTYPE_NAMES"]
+
+BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_ACTIVATION_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+_PADDING_NAMES = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
+DTYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def load_model(src, name=None) -> Graph:
+    """A Graph from a path or the bytes of a .tflite or .onnx model. Raises ModelError (one line) on bad input."""
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        name = name or path.name
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"{path}: cannot read the model: {e.strerror or e}") from None
+    else:
+        data = bytes(src)
+        name = name or "model"
+    if len(data) >= 8 and data[4:8] == FILE_IDENTIFIER:
+        return load_tflite(data, name)
+    if _looks_like_onnx(data) or name.lower().endswith(".onnx"):
+        from .onnx_import import load_onnx
+        return load_onnx(data, name)
+    raise ModelError(f"{name}: not a model: neither a TFLite flatbuffer (no '{FILE_IDENTIFIER.decode()}' "
+                     f"identifier) nor an ONNX protobuf")
+
+
+def _looks_like_onnx(data):
+    # An ONNX ModelProto starts with field 1 (ir_version, varint): tag byte 0x08.
+    return len(data) >= 2 and data[0] == 0x08 and data[1] < 0x80
+
+
+def load_tflite(data, name="model") -> Graph:
+    """A Graph from .tflite bytes (subgraph 0)."""
+    data = bytes(data)
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise ModelError(f"{name}: not a TFLite flatbuffer (no '{FILE_IDENTIFIER.decode()}' identifier)")
+    (root,) = struct.unpack_from("<I", data, 0)
+    if root + 4 > len(data):
+        raise ModelError(f"{name}: truncated TFLite file ({len(data)} bytes; root table at offset {root})")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        return graph_from_tflite_model(model, data, name)
+    except ModelError:
+        raise
+    except Exception as e:  # the generated reader raises whatever an out-of-range offset provokes
+        raise ModelError(f"{name}: truncated or corrupt TFLite file ({len(data)} bytes: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+
+
+def _tensor_bytes(model, t, file_data, name, tname):
+    if t.buffer <= 0 or t.buffer >= len(model.buffers or []):
+        return None
+    buf = model.buffers[t.buffer]
+    if buf.data is not None and len(buf.data) > 0:
+        return np.asarray(buf.data, np.uint8).tobytes()
+    if (buf.offset or 0) > 1:
+        # Large models keep constant data after the flatbuffer, addressed by offset/size from the file start.
+        if buf.offset + buf.size > len(file_data):
+            raise ModelError(f"{name}: truncated TFLite file: data of tensor '{tname}' ends at byte "
+                             f"{buf.offset + buf.size}, the file has {len(file_data)}")
+        return file_data[buf.offset:buf.offset + buf.size]
+    return None
+
+
+def _unique_names(tensors):
+    names, seen = [], set()
+    for i, t in enumerate(tensors):
+        n = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
+        n = n or f"tensor_{i}"
+        if n in seen:
+            n = f"{n}#{i}"
+        seen.add(n)
+        names.append(n)
+    return names
+
+
+def graph_from_tflite_model(model, file_data, name="model") -> Graph:
+    """Convert a schema ModelT to a Graph; `file_data` is the file (for buffers stored outside the flatbuffer)."""
+    if not model.subgraphs:
+        raise ModelError(f"{name}: the TFLite model has no subgraph")
+    sg = model.subgraphs[0]
+    ts = sg.tensors or []
+    names = _unique_names(ts)
+    tensors = {}
+    for i, t in enumerate(ts):
+        tname = names[i]
+        dtype = DTYPE_NAMES.get(t.type, f"type{t.type}")
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+        sig = t.shapeSignature
+        if any(d < 0 for d in shape) or (sig is not None and any(int(d) < 0 for d in sig)):
+            shown = list(int(d) for d in (sig if sig is not None and len(sig) else shape))
+            raise ModelError(f"{name}: tensor '{tname}' has a dynamic shape {shown}; the die needs static shapes "
+                             f"(fix the batch and image size when exporting the model)")
+        raw = _tensor_bytes(model, t, file_data, name, tname)
+        data = None
+        if raw is not None:
+            np_dtype = np.dtype(dtype).newbyteorder("<")
+            count = int(np.prod(shape, dtype=np.int64))
+            if len(raw) != count * np_dtype.itemsize:
+                raise ModelError(f"{name}: constant tensor '{tname}' holds {len(raw)} bytes, its shape {list(shape)} "
+                                 f"of {dtype} needs {count * np_dtype.itemsize} (truncated or corrupt file)")
+            data = np.frombuffer(raw, dtype=np_dtype).reshape(shape).astype(np_dtype.newbyteorder("="))
+        tensors[tname] = Tensor(tname, shape, dtype, data, _quant(t.quantization))
+
+    ops = []
+    for index, op in enumerate(sg.operators or []):
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        kind = BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
+        if kind == "CUSTOM":
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            kind = f"CUSTOM:{custom}"
+        ins = [names[i] if i >= 0 else "" for i in (op.inputs if op.inputs is not None else [])]
+        outs = [names[i] for i in (op.outputs if op.outputs is not None else [])]
+        layer = outs[0] if outs else f"op{index}"
+        if kind not in SUPPORTED_OPS:
+            raise ModelError(f"unsupported operator '{kind}' in layer '{layer}' (op {index})")
+        if kind == "DEQUANTIZE" and tensors[ins[0]].is_const:
+            _fold_dequantize(tensors, ins[0], outs[0])
+            continue
+        opts = _options(kind, op.builtinOptions, tensors, ins, outs, layer, index)
+        if kind == "RESHAPE":
+            ins = ins[:1]           # the target shape is static: it is the output tensor's shape
+        ops.append(Op(kind, ins, outs, opts, name=layer))
+
+    for t in tensors.values():
+        if t.dtype == "float16" and t.is_const:
+            # float16 constants read directly (not through DEQUANTIZE) are widened the same way.
+            t.data, t.dtype = t.data.astype(np.float32), "float32"
+    used = {n for op in ops for n in op.inputs + op.outputs if n}
+    used.update(names[i] for i in sg.inputs)
+    used.update(names[i] for i in sg.outputs)
+    for t in tensors.values():
+        if t.name in used and not t.is_const and t.dtype not in ("int8", "float32", "int32"):
+            raise ModelError(f"{name}: tensor '{t.name}' is {t.dtype}; the toolchain runs int8 and float32 models")
+    graph = Graph({k: v for k, v in tensors.items() if k in used}, ops, [names[i] for i in sg.inputs],
+                  [names[i] for i in sg.outputs], name=Path(name).stem)
+    return graph
+
+
+def _quant(q):
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    scale = np.asarray(q.scale, np.float32)
+    zp = np.zeros(scale.shape, np.int64) if q.zeroPoint is None or len(q.zeroPoint) == 0 else \
+        np.asarray(q.zeroPoint, np.int64)
+    return QuantParams(scale, zp, int(q.quantizedDimension or 0))
+
+
+def _fold_dequantize(tensors, src, dst):
+    s, d = tensors[src], tensors[dst]
+    if s.dtype in ("float16", "float32"):
+        data = s.data.astype(np.float32)
+    else:
+        q = s.quant
+        if q is None:
+            raise ModelError(f"DEQUANTIZE '{dst}': constant input '{src}' has no quantization")
+        shape = [1] * s.data.ndim
+        if q.per_channel:
+            shape[q.axis] = -1
+        data = ((s.data.astype(np.int64) - q.zero_point.reshape(shape)) *
+                q.scale.astype(np.float64).reshape(shape)).astype(np.float32)
+    d.data, d.dtype, d.quant = data, "float32", None
+
+
+def _activation(o, layer, index):
+    act = _ACTIVATION_NAMES.get(getattr(o, "fusedActivationFunction", 0) or 0, "?")
+    if act not in ACTIVATIONS:
+        raise ModelError(f"unsupported fused activation '{act}' in layer '{layer}' (op {index})")
+    return act
+
+
+def _padding(o):
+    return _PADDING_NAMES.get(o.padding, "SAME") if o is not None else "SAME"
+
+
+def _options(kind, o, tensors, ins, outs, layer, index):
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        opts = dict(stride=(o.strideH, o.strideW), padding=_padding(o), activation=_activation(o, layer, index),
+                    dilation=(o.dilationHFactor or 1, o.dilationWFactor or 1))
+        if kind == "DEPTHWISE_CONV_2D":
+            w = tensors[ins[1]].shape
+            cin = tensors[ins[0]].shape[-1]
+            # Old converters wrote depth_multiplier 0 or inconsistent values; the filter shape is what counts.
+            opts["depth_multiplier"] = int(w[3] // cin) if cin else int(o.depthMultiplier or 1)
+        return opts
+    if kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        return dict(filter=(o.filterHeight, o.filterWidth), stride=(o.strideH, o.strideW), padding=_padding(o),
+                    activation=_activation(o, layer, index))
+    if kind == "FULLY_CONNECTED":
+        if o is not None and o.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
+            raise ModelError(f"unsupported shuffled weights format in layer '{layer}' (op {index})")
+        return dict(activation=_activation(o, layer, index) if o is not None else "NONE",
+                    keep_num_dims=bool(o.keepNumDims) if o is not None else False)
+    if kind == "ADD":
+        return dict(activation=_activation(o, layer, index) if o is not None else "NONE")
+    if kind == "CONCATENATION":
+        rank = len(tensors[outs[0]].shape)
+        axis = int(o.axis) if o is not None else 0
+        return dict(axis=axis + rank if axis < 0 else axis,
+                    activation=_activation(o, layer, index) if o is not None else "NONE")
+    if kind == "RESHAPE":
+        return dict(new_shape=tuple(tensors[outs[0]].shape))
+    if kind == "PAD":
+        if len(ins) < 2 or not ins[1] or not tensors[ins[1]].is_const:
+            raise ModelError(f"PAD in layer '{layer}' (op {index}) has non-constant paddings")
+        return {}
+    if kind == "SOFTMAX":
+        return dict(beta=float(o.beta) if o is not None else 1.0)
+    return {}

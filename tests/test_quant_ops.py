@@ -1,0 +1,345 @@
+"""quant.executor.run_graph against LiteRT BUILTIN_REF, operator by operator and on a small MobileNet-like graph."""
+
+import numpy as np
+import pytest
+
+from quant.export import export_tflite
+from quant.importer import load_model
+from quant.litert import run_reference
+from quant.ref import window_padding
+from quant.tflite import TFLiteBuilder, activation_type, conv2d_options, padding_type, schema
+
+OPS = schema.BuiltinOperator
+
+
+class ModelBuilder:
+    """Builds small int8 .tflite models with seeded random weights; tracks activation shapes."""
+
+    def __init__(self, seed=0, dtype=np.int8):
+        self.b = TFLiteBuilder(description="stackcam test")
+        self.rng = np.random.default_rng(seed)
+        self.shapes = {}
+        self.dtype = dtype
+        self.n = 0
+
+    def _name(self, base):
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def input(self, shape, scale=1 / 64, zp=-3):
+        i = self.b.add_input(self._name("input"), shape, self.dtype, scale=scale, zero_point=zp)
+        self.shapes[i] = tuple(shape)
+        return i
+
+    def act(self, shape, scale, zp, base="act"):
+        i = self.b.add_tensor(self._name(base), shape, self.dtype, scale=scale, zero_point=zp)
+        self.shapes[i] = tuple(shape)
+        return i
+
+    def qparams(self, x):
+        q = self.b.tensors[x].quantization
+        return float(q.scale[0]), int(q.zeroPoint[0])
+
+    def conv(self, x, cout, k=3, stride=1, padding="SAME", act="NONE", out_q=(0.05, 2), depthwise=False,
+             per_channel=True, dilation=1):
+        n, h, w, cin = self.shapes[x]
+        kh, kw = (k, k) if isinstance(k, int) else k
+        if depthwise:
+            cout = cin
+        oh = window_padding(h, kh, stride, dilation, padding)[0]
+        ow = window_padding(w, kw, stride, dilation, padding)[0]
+        wshape = (1, kh, kw, cout) if depthwise else (cout, kh, kw, cin)
+        wq = self.rng.integers(-127, 128, wshape).astype(np.int8)
+        ws = (self.rng.uniform(0.002, 0.02, cout) if per_channel else np.full(1, 0.01)).astype(np.float32)
+        in_s, _ = self.qparams(x)
+        bias_s = np.float32(in_s) * ws
+        bias = self.rng.integers(-3000, 3000, cout).astype(np.int32)
+        f = self.b.add_tensor(self._name("filter"), wshape, np.int8, data=wq, scale=ws,
+                              zero_point=np.zeros(ws.size, np.int64), quantized_dimension=3 if depthwise else 0)
+        bt = self.b.add_tensor(self._name("bias"), (cout,), np.int32, data=bias, scale=bias_s,
+                               zero_point=np.zeros(ws.size, np.int64))
+        y = self.act((n, oh, ow, cout), *out_q)
+        if depthwise:
+            opts = schema.DepthwiseConv2DOptionsT(padding=padding_type(padding), strideH=stride, strideW=stride,
+                                                  depthMultiplier=1, fusedActivationFunction=activation_type(act),
+                                                  dilationHFactor=dilation, dilationWFactor=dilation)
+            self.b.add_operator(OPS.DEPTHWISE_CONV_2D, [x, f, bt], [y], opts)
+        else:
+            self.b.add_operator(OPS.CONV_2D, [x, f, bt], [y],
+                                conv2d_options((stride, stride), padding, act, (dilation, dilation)))
+        return y
+
+    def fc(self, x, units, act="NONE", out_q=(0.1, -5), per_channel=False, keep_num_dims=False):
+        shape = self.shapes[x]
+        depth = shape[-1] if keep_num_dims else int(np.prod(shape[1:]))
+        wq = self.rng.integers(-127, 128, (units, depth)).astype(np.int8)
+        ws = (self.rng.uniform(0.002, 0.02, units) if per_channel else np.array([0.0123])).astype(np.float32)
+        in_s, _ = self.qparams(x)
+        f = self.b.add_tensor(self._name("weights"), (units, depth), np.int8, data=wq, scale=ws,
+                              zero_point=np.zeros(ws.size, np.int64))
+        bt = self.b.add_tensor(self._name("bias"), (units,), np.int32,
+                               data=self.rng.integers(-2000, 2000, units).astype(np.int32),
+                               scale=np.float32(in_s) * ws, zero_point=np.zeros(ws.size, np.int64))
+        out_shape = (*shape[:-1], units) if keep_num_dims else (shape[0], units)
+        y = self.act(out_shape, *out_q)
+        self.b.add_operator(OPS.FULLY_CONNECTED, [x, f, bt], [y], schema.FullyConnectedOptionsT(
+            fusedActivationFunction=activation_type(act), keepNumDims=keep_num_dims))
+        return y
+
+    def add(self, a, b, out_q=(0.07, 4), act="NONE"):
+        y = self.act(np.broadcast_shapes(self.shapes[a], self.shapes[b]), *out_q)
+        self.b.add_operator(OPS.ADD, [a, b], [y], schema.AddOptionsT(fusedActivationFunction=activation_type(act)))
+        return y
+
+    def pool(self, x, kind, f, stride, padding="VALID", act="NONE"):
+        n, h, w, c = self.shapes[x]
+        oh = window_padding(h, f[0], stride, 1, padding)[0]
+        ow = window_padding(w, f[1], stride, 1, padding)[0]
+        y = self.act((n, oh, ow, c), *self.qparams(x))
+        self.b.add_operator(getattr(OPS, kind), [x], [y], schema.Pool2DOptionsT(
+            padding=padding_type(padding), strideH=stride, strideW=stride, filterHeight=f[0], filterWidth=f[1],
+            fusedActivationFunction=activation_type(act)))
+        return y
+
+    def pad(self, x, paddings, out_q=None):
+        shape = tuple(d + a + b for d, (a, b) in zip(self.shapes[x], paddings))
+        p = self.b.add_tensor(self._name("paddings"), (len(paddings), 2), np.int32,
+                              data=np.array(paddings, np.int32))
+        y = self.act(shape, *(out_q or self.qparams(x)))
+        self.b.add_operator(OPS.PAD, [x, p], [y], schema.PadOptionsT())
+        return y
+
+    def reshape(self, x, shape):
+        s = self.b.add_tensor(self._name("shape"), (len(shape),), np.int32, data=np.array(shape, np.int32))
+        y = self.act(tuple(shape), *self.qparams(x))
+        self.b.add_operator(OPS.RESHAPE, [x, s], [y], schema.ReshapeOptionsT(newShape=list(shape)))
+        return y
+
+    def concat(self, xs, axis=3, out_q=None):
+        shape = list(self.shapes[xs[0]])
+        shape[axis] = sum(self.shapes[x][axis] for x in xs)
+        y = self.act(tuple(shape), *(out_q or self.qparams(xs[0])))
+        self.b.add_operator(OPS.CONCATENATION, xs, [y], schema.ConcatenationOptionsT(axis=axis))
+        return y
+
+    def unary(self, x, kind, out_q, options=None):
+        y = self.act(self.shapes[x], *out_q)
+        self.b.add_operator(getattr(OPS, kind), [x], [y], options)
+        return y
+
+    def output(self, *ys):
+        for y in ys:
+            self.b.mark_output(y)
+        return self.b.build()
+
+    def random_inputs(self):
+        return [self.rng.integers(-128, 128, self.shapes[i]).astype(np.int8) for i in self.b.inputs]
+
+
+def compare(model_bytes, inputs, roundtrip=True):
+    """run_graph on the imported model == LiteRT BUILTIN_REF, element for element; the same after export."""
+    from quant.executor import run_graph
+    graph = load_model(model_bytes)
+    want = run_reference(model_bytes, inputs)
+    got = run_graph(graph, inputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        bad = int(np.count_nonzero(g != w))
+        assert bad == 0, f"{bad} of {w.size} outputs differ from LiteRT"
+    if roundtrip:
+        again = run_reference(export_tflite(graph), inputs)
+        for a, w in zip(again, want):
+            np.testing.assert_array_equal(a, w)
+    return got
+
+
+@pytest.mark.parametrize("size,stride,k,padding", [
+    ((11, 13), 2, 3, "SAME"), ((7, 9), 2, 3, "SAME"), ((10, 10), 2, 3, "SAME"), ((9, 9), 2, 5, "SAME"),
+    ((8, 7), 1, 3, "VALID"), ((12, 11), 2, 1, "SAME"), ((6, 5), 1, (1, 3), "SAME"), ((9, 8), 2, 2, "VALID"),
+])
+def test_conv(size, stride, k, padding):
+    m = ModelBuilder(seed=hash((size, stride, str(k), padding)) % 1000)
+    x = m.input((1, *size, 5))
+    y = m.conv(x, 7, k=k, stride=stride, padding=padding, act="RELU6", out_q=(6 / 255, -128))
+    compare(m.output(y), m.random_inputs())
+
+
+def test_conv_per_tensor_weights_and_dilation():
+    m = ModelBuilder(seed=3)
+    x = m.input((1, 12, 12, 4))
+    y = m.conv(x, 6, k=3, per_channel=False, act="RELU", out_q=(0.03, -100))
+    z = m.conv(y, 5, k=3, dilation=2, padding="SAME", out_q=(0.08, 3))
+    compare(m.output(z), m.random_inputs())
+
+
+@pytest.mark.parametrize("k,stride,size", [(3, 1, (9, 9)), (3, 2, (11, 13)), (5, 1, (10, 9)), (5, 2, (13, 11)),
+                                           (7, 2, (9, 9))])
+def test_depthwise(k, stride, size):
+    m = ModelBuilder(seed=k * 10 + stride)
+    x = m.input((1, *size, 8))
+    y = m.conv(x, 0, k=k, stride=stride, depthwise=True, act="RELU6", out_q=(6 / 255, -128))
+    compare(m.output(y), m.random_inputs())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected(per_channel):
+    m = ModelBuilder(seed=5 + per_channel)
+    x = m.input((1, 1, 1, 48))
+    y = m.fc(x, 10, per_channel=per_channel, act="RELU" if per_channel else "NONE")
+    compare(m.output(y), m.random_inputs())
+
+
+def test_fully_connected_flattens_4d_input():
+    m = ModelBuilder(seed=8)
+    x = m.input((1, 3, 3, 4))
+    y = m.fc(x, 5)
+    compare(m.output(y), m.random_inputs())
+
+
+@pytest.mark.parametrize("scales", [(0.05, 0.02, 0.07), (0.01, 0.1, 0.03), (0.2, 0.2, 0.5), (0.003, 0.004, 0.002)])
+def test_add_different_scales(scales):
+    m = ModelBuilder(seed=9)
+    a = m.input((1, 5, 6, 7), scale=scales[0], zp=10)
+    b = m.input((1, 5, 6, 7), scale=scales[1], zp=-20)
+    y = m.add(a, b, out_q=(scales[2], -7), act="RELU")
+    compare(m.output(y), m.random_inputs())
+
+
+def test_add_broadcast():
+    m = ModelBuilder(seed=10)
+    a = m.input((1, 4, 4, 6), scale=0.04, zp=1)
+    b = m.input((1, 1, 1, 6), scale=0.09, zp=-2)
+    compare(m.output(m.add(a, b)), m.random_inputs())
+
+
+@pytest.mark.parametrize("kind", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@pytest.mark.parametrize("f,stride,padding,size", [((2, 2), 2, "VALID", (8, 8)), ((3, 3), 2, "SAME", (9, 10)),
+                                                   ((3, 3), 1, "SAME", (5, 7)), ((7, 7), 1, "VALID", (7, 7)),
+                                                   ((5, 5), 1, "VALID", (5, 5))])
+def test_pools(kind, f, stride, padding, size):
+    m = ModelBuilder(seed=11)
+    x = m.input((1, *size, 9), scale=0.05, zp=-6)
+    y = m.pool(x, kind, f, stride, padding, act="RELU" if stride == 2 else "NONE")
+    compare(m.output(y), m.random_inputs())
+
+
+def test_global_average_pool_rounding():
+    # Many values, so sums land on exact halves: the reference rounds those away from zero.
+    m = ModelBuilder(seed=12)
+    x = m.input((1, 6, 6, 64), scale=0.05, zp=0)
+    y = m.pool(x, "AVERAGE_POOL_2D", (6, 6), 1, "VALID")
+    inputs = [np.random.default_rng(1).integers(-128, 128, (1, 6, 6, 64)).astype(np.int8)]
+    compare(m.output(y), inputs)
+
+
+def test_pad_then_conv_and_channel_pad():
+    m = ModelBuilder(seed=13)
+    x = m.input((1, 9, 9, 4), scale=0.03, zp=5)
+    p = m.pad(x, [(0, 0), (1, 2), (2, 1), (0, 0)])
+    y = m.conv(p, 6, k=3, stride=2, padding="VALID")
+    c = m.pad(y, [(0, 0), (0, 0), (0, 0), (0, 3)])
+    compare(m.output(c), m.random_inputs())
+
+
+def test_reshape_and_concat_same_scale():
+    m = ModelBuilder(seed=14)
+    x = m.input((1, 4, 4, 6), scale=0.03, zp=5)
+    a = m.conv(x, 2, k=1, out_q=(0.04, 1))
+    b = m.conv(x, 3, k=1, out_q=(0.04, 1))
+    c = m.concat([a, b], axis=3)
+    r1 = m.reshape(a, (1, 32, 1))
+    r2 = m.reshape(b, (1, 48, 1))
+    d = m.concat([r1, r2], axis=1)
+    compare(m.output(c, d), m.random_inputs())
+
+
+def test_concat_with_different_scales_is_refused_by_litert_and_exported_with_quantize():
+    """LiteRT's int8 CONCATENATION insists on one quantization; our requantizing concat exports as
+    QUANTIZE + CONCATENATION, and LiteRT agrees with run_graph on that."""
+    from quant.executor import run_graph
+    m = ModelBuilder(seed=15)
+    x = m.input((1, 4, 4, 3), scale=0.03, zp=5)
+    a = m.conv(x, 2, k=1, out_q=(0.04, 1))
+    b = m.conv(x, 3, k=1, out_q=(0.09, -9))
+    c = m.concat([a, b], axis=3, out_q=(0.06, -3))
+    model = m.output(c)
+    inputs = m.random_inputs()
+    with pytest.raises(RuntimeError, match="CONCATENATION"):
+        run_reference(model, inputs)
+    graph = load_model(model)
+    got = run_graph(graph, inputs)[0]
+    want = run_reference(export_tflite(graph), inputs)[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_quantize_dequantize_edges():
+    m = ModelBuilder(seed=16)
+    xf = m.b.add_input("image", (1, 6, 6, 3), np.float32)
+    m.shapes[xf] = (1, 6, 6, 3)
+    xq = m.act((1, 6, 6, 3), 1 / 128, 0)
+    m.b.add_operator(OPS.QUANTIZE, [xf], [xq])
+    y = m.conv(xq, 4, k=3, stride=2, act="RELU6", out_q=(6 / 255, -128))
+    r = m.unary(y, "QUANTIZE", (0.03, 10))                    # int8 -> int8 requantize
+    yf = m.b.add_tensor("out_float", m.shapes[r], np.float32)
+    m.b.add_operator(OPS.DEQUANTIZE, [r], [yf])
+    model = m.output(yf)
+    rng = np.random.default_rng(2)
+    img = rng.uniform(-1.2, 1.2, (1, 6, 6, 3)).astype(np.float32)
+    img[0, 0, 0, :] = [0.5 / 128, -1.5 / 128, 2.5 / 128]       # exact halves: ties go away from zero
+    compare(model, [img])
+
+
+def test_standalone_relu_relu6():
+    m = ModelBuilder(seed=17)
+    x = m.input((1, 5, 5, 4), scale=0.05, zp=-10)
+    y = m.unary(x, "RELU", (0.05, -10))
+    z = m.unary(x, "RELU6", (0.03, -128))
+    w = m.unary(x, "RELU", (0.021, -128))
+    compare(m.output(y, z, w), m.random_inputs())
+
+
+@pytest.mark.parametrize("scale,beta,depth", [(0.1, 1.0, 10), (0.05, 1.0, 1000), (0.5, 0.7, 7), (0.02, 2.0, 33),
+                                              (1.0, 1.0, 5)])
+def test_softmax(scale, beta, depth):
+    m = ModelBuilder(seed=18)
+    x = m.input((2, depth), scale=scale, zp=3)
+    y = m.unary(x, "SOFTMAX", (1 / 256, -128), schema.SoftmaxOptionsT(beta=beta))
+    compare(m.output(y), m.random_inputs())
+
+
+@pytest.mark.parametrize("scale,zp", [(0.1, 0), (0.05, -20), (1 / 16, 7), (0.3, 100), (0.0123, -128)])
+def test_logistic(scale, zp):
+    m = ModelBuilder(seed=19)
+    x = m.input((1, 256), scale=scale, zp=zp)
+    y = m.unary(x, "LOGISTIC", (1 / 256, -128))
+    compare(m.output(y), [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])
+
+
+def mobilenet_like(seed=0, size=17):
+    """conv 3x3/2 -> (dw 3x3, pw 1x1) x3 with a stride-2 dw and a 5x5 dw -> residual ADD -> GAP -> FC -> softmax."""
+    m = ModelBuilder(seed=seed)
+    relu6 = (6 / 255, -128)
+    x = m.input((1, size, size, 3), scale=1 / 128, zp=0)
+    y = m.conv(x, 8, k=3, stride=2, act="RELU6", out_q=relu6)
+    y = m.conv(y, 0, k=3, depthwise=True, act="RELU6", out_q=relu6)
+    y = m.conv(y, 16, k=1, act="RELU6", out_q=relu6)
+    y = m.conv(y, 0, k=3, stride=2, depthwise=True, act="RELU6", out_q=relu6)
+    a = m.conv(y, 16, k=1, out_q=(0.05, -3))
+    b = m.conv(a, 0, k=5, depthwise=True, act="RELU6", out_q=relu6)
+    b = m.conv(b, 16, k=1, out_q=(0.04, 2))
+    y = m.add(a, b, out_q=(0.06, -1), act="RELU")
+    n, h, w, c = m.shapes[y]
+    y = m.pool(y, "AVERAGE_POOL_2D", (h, w), 1, "VALID")
+    y = m.reshape(y, (1, c))
+    y = m.fc(y, 5, out_q=(0.1, 0))
+    y = m.unary(y, "SOFTMAX", (1 / 256, -128), schema.SoftmaxOptionsT(beta=1.0))
+    return m
+
+
+def test_mobilenet_like_graph():
+    m = mobilenet_like()
+    model = m.output(m.b.outputs[0] if m.b.outputs else len(m.b.tensors) - 1)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        compare(model, [rng.integers(-128, 128, (1, 17, 17, 3)).astype(np.int8)])
