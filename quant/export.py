@@ -59,8 +59,9 @@ class _Writer:
         if pad_value is None:
             self.op(_OPS.PAD, [self.tensor(x.name), p], [out], schema.PadOptionsT(), dtype=x.dtype)
         else:
-            v = self.b.add_tensor(f"{op.name or op.outputs[0]}/pad_value", (1,), np.dtype(x.dtype),
-                                  data=np.array([pad_value], x.dtype))
+            # LiteRT wants the pad value quantized exactly like the padded tensor.
+            v = self.new_tensor(f"{op.name or op.outputs[0]}/pad_value", x.name, (1,),
+                                data=np.array([pad_value], x.dtype))
             self.op(_OPS.PADV2, [self.tensor(x.name), p, v], [out], schema.PadV2OptionsT(), dtype=x.dtype)
         return out
 

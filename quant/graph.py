@@ -67,8 +67,12 @@ class Op:
     CONV_2D / DEPTHWISE_CONV_2D: stride (h, w), padding "SAME"|"VALID", dilation (h, w), activation,
       depth_multiplier (depthwise); after lowering, "pads" (top, bottom, left, right) may replace padding.
     FULLY_CONNECTED: activation, keep_num_dims.  ADD: activation.  CONCATENATION: axis, activation.
-    AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation.
+    AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation; MAX_POOL_2D may get
+      "pads" from lowering too.
     RESHAPE: new_shape.  PAD: (paddings come from the second input).  SOFTMAX: beta.
+    Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION
+    "layout_only" (every input already has the output's quantization: each producer can write straight into
+    its slice of the output buffer).
     """
 
     kind: str
@@ -90,6 +94,7 @@ class Graph:
     inputs: list
     outputs: list
     name: str = "model"
+    notes: list = field(default_factory=list)   # one line per rewrite quant.lower made, for reports
 
     def tensor(self, name):
         try:

@@ -26,18 +26,28 @@ class ModelBuilder:
         self.n += 1
         return f"{base}_{self.n}"
 
+    @property
+    def float(self):
+        return self.dtype == np.float32
+
     def input(self, shape, scale=1 / 64, zp=-3):
+        if self.float:
+            scale = zp = None
         i = self.b.add_input(self._name("input"), shape, self.dtype, scale=scale, zero_point=zp)
         self.shapes[i] = tuple(shape)
         return i
 
     def act(self, shape, scale, zp, base="act"):
+        if self.float:
+            scale = zp = None
         i = self.b.add_tensor(self._name(base), shape, self.dtype, scale=scale, zero_point=zp)
         self.shapes[i] = tuple(shape)
         return i
 
     def qparams(self, x):
         q = self.b.tensors[x].quantization
+        if q is None:
+            return None, None
         return float(q.scale[0]), int(q.zeroPoint[0])
 
     def conv(self, x, cout, k=3, stride=1, padding="SAME", act="NONE", out_q=(0.05, 2), depthwise=False,
@@ -54,10 +64,14 @@ class ModelBuilder:
         in_s, _ = self.qparams(x)
         bias_s = np.float32(in_s) * ws
         bias = self.rng.integers(-3000, 3000, cout).astype(np.int32)
-        f = self.b.add_tensor(self._name("filter"), wshape, np.int8, data=wq, scale=ws,
-                              zero_point=np.zeros(ws.size, np.int64), quantized_dimension=3 if depthwise else 0)
-        bt = self.b.add_tensor(self._name("bias"), (cout,), np.int32, data=bias, scale=bias_s,
-                               zero_point=np.zeros(ws.size, np.int64))
+        if self.float:
+            f = self.b.add_tensor(self._name("filter"), wshape, np.float32, data=wq * np.float32(0.01))
+            bt = self.b.add_tensor(self._name("bias"), (cout,), np.float32, data=bias * np.float32(1e-4))
+        else:
+            f = self.b.add_tensor(self._name("filter"), wshape, np.int8, data=wq, scale=ws,
+                                  zero_point=np.zeros(ws.size, np.int64), quantized_dimension=3 if depthwise else 0)
+            bt = self.b.add_tensor(self._name("bias"), (cout,), np.int32, data=bias, scale=bias_s,
+                                   zero_point=np.zeros(ws.size, np.int64))
         y = self.act((n, oh, ow, cout), *out_q)
         if depthwise:
             opts = schema.DepthwiseConv2DOptionsT(padding=padding_type(padding), strideH=stride, strideW=stride,
@@ -133,6 +147,8 @@ class ModelBuilder:
         return self.b.build()
 
     def random_inputs(self):
+        if self.float:
+            return [self.rng.normal(0, 1, self.shapes[i]).astype(np.float32) for i in self.b.inputs]
         return [self.rng.integers(-128, 128, self.shapes[i]).astype(np.int8) for i in self.b.inputs]
 
 
@@ -339,7 +355,110 @@ def mobilenet_like(seed=0, size=17):
 
 def test_mobilenet_like_graph():
     m = mobilenet_like()
-    model = m.output(m.b.outputs[0] if m.b.outputs else len(m.b.tensors) - 1)
+    model = m.output(len(m.b.tensors) - 1)
     rng = np.random.default_rng(4)
     for _ in range(3):
         compare(model, [rng.integers(-128, 128, (1, 17, 17, 3)).astype(np.int8)])
+
+
+# --- lowering: every rewrite leaves every output bit unchanged -----------------------------------------------------
+
+def lowered_equal(model_bytes, inputs_list, expect_kinds):
+    """lower() keeps run_graph's outputs bit for bit (and LiteRT agrees on the exported lowered graph);
+    returns the lowered graph, whose op kinds must be `expect_kinds`."""
+    from quant.executor import run_graph
+    from quant.lower import lower
+    graph = load_model(model_bytes)
+    low = lower(graph)
+    assert [op.kind for op in low.ops] == expect_kinds, low.notes
+    exported = export_tflite(low)
+    integer = graph.tensor(graph.inputs[0]).dtype == "int8"
+    for inputs in inputs_list:
+        before, after = run_graph(graph, inputs), run_graph(low, inputs)
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+        if integer:
+            for a, b in zip(before, run_reference(exported, inputs)):
+                np.testing.assert_array_equal(a, b)
+    return low
+
+
+def extreme_inputs(m, n=4):
+    out = [m.random_inputs() for _ in range(n)]
+    if not m.float:
+        out.append([np.full(m.shapes[i], -128, np.int8) for i in m.b.inputs])
+        out.append([np.full(m.shapes[i], 127, np.int8) for i in m.b.inputs])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32])
+def test_lower_folds_pad_into_conv_and_depthwise(dtype):
+    m = ModelBuilder(seed=20, dtype=dtype)
+    x = m.input((1, 9, 10, 4), scale=0.03, zp=5)
+    p = m.pad(x, [(0, 0), (1, 2), (0, 1), (0, 0)])
+    y = m.conv(p, 6, k=3, stride=2, padding="VALID")
+    q = m.pad(y, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    z = m.conv(q, 0, k=5, depthwise=True, padding="SAME", act="RELU6", out_q=(6 / 255, -128))
+    low = lowered_equal(m.output(z), extreme_inputs(m), ["CONV_2D", "DEPTHWISE_CONV_2D"])
+    assert low.ops[0].opts["pads"] == (1, 2, 0, 1) and low.ops[1].opts["pads"] == (4, 4, 4, 4)
+
+
+def test_lower_folds_pad_into_max_pool_only_when_exact():
+    m = ModelBuilder(seed=21)
+    x = m.input((1, 8, 8, 4), scale=0.03, zp=5)
+    r = m.conv(x, 4, k=1, act="RELU6", out_q=(6 / 255, -128))       # >= zero point: padding cannot win a max
+    p = m.pad(r, [(0, 0), (0, 1), (0, 1), (0, 0)])
+    y = m.pool(p, "MAX_POOL_2D", (2, 2), 2, "VALID")
+    p2 = m.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])                  # raw input: padding can win, keep the PAD
+    y2 = m.pool(p2, "MAX_POOL_2D", (3, 3), 2, "VALID")
+    p3 = m.pad(r, [(0, 0), (1, 1), (1, 1), (0, 0)])                  # average pool: never folded
+    y3 = m.pool(p3, "AVERAGE_POOL_2D", (3, 3), 2, "VALID")
+    lowered_equal(m.output(y, y2, y3), extreme_inputs(m),
+                  ["CONV_2D", "MAX_POOL_2D", "PAD", "MAX_POOL_2D", "PAD", "AVERAGE_POOL_2D"])
+
+
+def test_lower_keeps_channel_pad_and_requantizing_pad():
+    m = ModelBuilder(seed=22)
+    x = m.input((1, 6, 6, 4), scale=0.03, zp=5)
+    p = m.pad(x, [(0, 0), (0, 0), (0, 0), (0, 4)])
+    y = m.conv(p, 3, k=1)
+    p2 = m.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], out_q=(0.03, 7))   # PAD output zero point differs
+    y2 = m.conv(p2, 3, k=3, padding="VALID")
+    lowered_equal(m.output(y, y2), extreme_inputs(m), ["PAD", "CONV_2D", "PAD", "CONV_2D"])
+
+
+def test_lower_fuses_standalone_activations():
+    m = ModelBuilder(seed=23)
+    x = m.input((1, 6, 6, 4), scale=0.03, zp=5)
+    a = m.conv(x, 4, k=3, out_q=(0.04, -20))
+    a = m.unary(a, "RELU6", (0.04, -20))                             # same quantization: fused
+    b = m.conv(x, 4, k=3, act="RELU", out_q=(0.05, -128))
+    b = m.unary(b, "RELU6", (0.05, -128))                            # RELU then RELU6 is RELU6
+    c = m.add(a, b, out_q=(0.06, 3))
+    c = m.unary(c, "RELU", (0.02, -128))                             # requantizing RELU: kept
+    low = lowered_equal(m.output(c), extreme_inputs(m), ["CONV_2D", "CONV_2D", "ADD", "RELU"])
+    assert [op.opts.get("activation") for op in low.ops[:2]] == ["RELU6", "RELU6"]
+
+
+def test_lower_reshape_and_concat_layout():
+    m = ModelBuilder(seed=24)
+    x = m.input((1, 4, 4, 6), scale=0.03, zp=5)
+    a = m.conv(x, 2, k=1, out_q=(0.04, 1))
+    b = m.conv(x, 3, k=1, out_q=(0.04, 1))
+    c = m.concat([a, b], axis=3)                                     # same quantization: layout only
+    d = m.concat([a, m.conv(x, 1, k=1, out_q=(0.09, 0))], axis=3)   # requantizing
+    r = m.reshape(c, (1, 80))
+    f = m.fc(r, 4)
+    g = m.reshape(d, (1, 48))                                         # a graph output: stays
+    low = lowered_equal(m.output(f, g), extreme_inputs(m),
+                        ["CONV_2D", "CONV_2D", "CONCATENATION", "CONV_2D", "CONCATENATION", "FULLY_CONNECTED",
+                         "RESHAPE"])
+    assert low.ops[2].opts["layout_only"] and not low.ops[4].opts["layout_only"]
+    assert low.ops[6].opts["alias"]
+
+
+def test_lower_mobilenet_like_graph():
+    m = mobilenet_like(seed=7)
+    model = m.output(len(m.b.tensors) - 1)
+    kinds = [op.kind for op in load_model(model).ops if op.kind != "RESHAPE"]
+    lowered_equal(model, extreme_inputs(m), kinds)
