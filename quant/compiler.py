@@ -1,0 +1,658 @@
+"""The compiler: a lowered int8 Graph and a DieConfig in, the layer program, SRAM plan and weight blocks out.
+
+Formats are specified in `quant/program.py`; the ROM image that carries the result is `quant/romimage.py`.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import program as fmt
+from . import ref
+from .arith import activation_range
+from .executor import add_params, conv_params, fully_connected_params, op_pads, run_graph
+from .graph import Graph, ModelError, Op, Tensor
+
+__all__ = ["compile_graph", "CompiledModel", "Layer", "HOST_OPS", "LUT_OPS", "bank_use"]
+
+# Operators the host runs after the die when they sit at the tail of the graph (their inputs become the die's
+# outputs): layout the host does for free while unpacking CSI-2, and SOFTMAX, whose fixed-point reference kernel
+# (exp, a Newton-Raphson reciprocal, a row-wide sum) would cost die area for a few hundred values per frame.
+# LOGISTIC is elementwise, so it runs on the die (LUT) unless its input already comes from the host.
+HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
+
+# Elementwise int8 -> int8 operators: any function of one int8 value is a 256-entry table (LUT opcode).
+LUT_OPS = ("LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1", "QUANTIZE")
+
+_DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
+              "CONCATENATION", "RESHAPE", *LUT_OPS)
+_LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
+
+
+@dataclass
+class Layer:
+    """One compiled layer: a graph operator and the descriptors it became, with its cost."""
+
+    index: int
+    name: str
+    kind: str                    # graph operator (CONV_2D, ...)
+    op: str                      # die opcode name (CONV, DWCONV, ADD, MAXPOOL, AVGPOOL, COPY)
+    inputs: list                 # shapes of the activation inputs
+    output: tuple                # shape of the output
+    macs: int = 0
+    weights: int = 0             # weight values (filter elements; bias and requantization not counted)
+    weight_words: int = 0        # weight-SRAM words of its weight block
+    param_words: int = 0         # weight-SRAM words of its parameter records
+    weight_bytes: int = 0        # weight-SRAM bytes of both blocks
+    act_bytes: int = 0           # activation-SRAM bytes of its inputs and output
+    cycles: int = 0              # rough estimate: one MAC-array word per cycle; the NPU owns the real model
+    descriptors: list = field(default_factory=list)
+
+
+@dataclass
+class CompiledModel:
+    """What the compiler produced for one configuration; `romimage.build_rom` serializes it."""
+
+    name: str
+    config: object
+    layers: list
+    descriptors: list            # program.Descriptor, END last
+    program: np.ndarray          # uint8 [words, WB] per region, in weight-space order
+    params: np.ndarray
+    dw_weights: np.ndarray
+    weights: np.ndarray
+    io: dict                     # model I/O description (romimage section MIO)
+    tensors: dict                # activation tensor -> {"addr", "words", "hwc", "start", "end"}
+    act_words: int               # activation-SRAM words in use at the peak (highest address + 1)
+
+    @property
+    def weight_words(self):
+        return sum(r.shape[0] for r in (self.program, self.params, self.dw_weights, self.weights))
+
+    @property
+    def weight_bytes(self):
+        return self.weight_words * self.config.weight_word_bytes
+
+    @property
+    def act_bytes(self):
+        return self.act_words * self.config.act_word_bytes
+
+    @property
+    def macs(self):
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def weight_count(self):
+        return sum(layer.weights for layer in self.layers)
+
+    def weight_sram(self):
+        """uint8 [words, WB]: the weight SRAM image from word 0 (program, params, dw weights, weights)."""
+        return np.concatenate([self.program, self.params, self.dw_weights, self.weights])
+
+
+def bank_use(used_bytes, bank_bytes, banks):
+    """Bytes used in each of `banks` banks when `used_bytes` fill them from the lowest address."""
+    return [max(0, min(bank_bytes, used_bytes - b * bank_bytes)) for b in range(banks)]
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _scalar_quant(graph, name, what):
+    t = graph.tensor(name)
+    if t.quant is None:
+        raise ModelError(f"{what}: tensor '{name}' has no quantization (the compiler needs a full-int8 model)")
+    if t.quant.per_channel:
+        raise ModelError(f"{what}: tensor '{name}' is quantized per channel; activations must be per tensor")
+    return t.quant.scalar()
+
+
+def _hwc(shape, what):
+    """(H, W, C) of an activation shape with batch 1: NHWC, [1, W, C], [1, C] or [C]."""
+    shape = tuple(int(d) for d in shape)
+    if any(d <= 0 for d in shape):
+        raise ModelError(f"{what}: shape {shape} is not fully defined (dynamic or empty dimensions)")
+    if len(shape) == 4:
+        if shape[0] != 1:
+            raise ModelError(f"{what}: batch {shape[0]} (the die runs one frame at a time, batch 1)")
+        return shape[1], shape[2], shape[3]
+    if len(shape) == 3 and shape[0] == 1:
+        return 1, shape[1], shape[2]
+    if len(shape) == 2 and shape[0] == 1:
+        return 1, 1, shape[1]
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    raise ModelError(f"{what}: shape {shape} has no single-frame HWC layout")
+
+
+def _partition(graph):
+    """Indices of the host-tail operators: HOST_OPS whose outputs only feed host operators or graph outputs."""
+    consumers = graph.consumers()
+    index = {id(op): i for i, op in enumerate(graph.ops)}
+    host = set()
+    for i in range(len(graph.ops) - 1, -1, -1):
+        op = graph.ops[i]
+        if op.kind not in HOST_OPS:
+            continue
+        users = [u for o in op.outputs for u in consumers.get(o, [])]
+        if all(index[id(u)] in host for u in users):
+            host.add(i)
+    producers = graph.producers()
+    for i in sorted(host):
+        op = graph.ops[i]
+        if op.kind == "LOGISTIC" and index.get(id(producers.get(op.inputs[0])), -1) not in host:
+            host.discard(i)                   # fed by the die: a LUT there, its output a die output
+    return host
+
+
+class _Compiler:
+    def __init__(self, graph, config):
+        self.g = graph
+        self.cfg = config
+        self.rows, self.cols = config.array_rows, config.array_cols
+        self.wb = config.weight_word_bytes
+        self.layers = []
+        self.descs = []              # (Descriptor, {field: tensor name}) filled with addresses later
+        self.phys = {}               # activation tensor -> (H, W, C) as stored
+        self.root = {}               # tensor -> tensor owning its storage (RESHAPE aliases share it)
+        self.blocks = {"params": [], "dw": [], "conv": []}    # (layer, Descriptor, uint8 words)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def act(self, name, what):
+        if name not in self.phys:
+            t = self.g.tensor(name)
+            if t.is_const:
+                raise ModelError(f"{what}: input '{name}' is a constant; the die takes activations here")
+            raise ModelError(f"{what}: tensor '{name}' is used before it is produced")
+        return self.phys[name]
+
+    def define(self, name, hwc, what):
+        t = self.g.tensor(name)
+        if t.dtype != "int8":
+            raise ModelError(f"{what}: output '{name}' is {t.dtype}; the die computes int8 tensors only")
+        if int(np.prod(hwc)) != int(np.prod(t.shape)):
+            raise ModelError(f"{what}: output '{name}' has shape {tuple(t.shape)}, the operator makes {hwc}")
+        self.phys[name] = hwc
+        self.root[name] = name
+
+    def check(self, what, **values):
+        for key, (value, kind) in values.items():
+            if not 0 <= value <= _LIMITS[kind]:
+                raise ModelError(f"{what}: {key} {value} exceeds the descriptor's {kind} field "
+                                 f"(at most {_LIMITS[kind]})")
+
+    def layer(self, op, die_op, inputs, out, **kw):
+        layer = Layer(index=len(self.layers), name=op.name or op.outputs[0], kind=op.kind, op=die_op,
+                      inputs=[tuple(self.g.tensor(n).shape) for n in inputs],
+                      output=tuple(self.g.tensor(out).shape), **kw)
+        words = sum(fmt.tensor_words(*self.phys[n], self.cols) for n in (*inputs, out))
+        layer.act_bytes = words * self.cols
+        self.layers.append(layer)
+        return layer
+
+    def emit(self, layer, desc, names):
+        """Queue a descriptor; `names` maps address fields to the tensors whose addresses go there."""
+        desc.layer = layer.index
+        for prefix, name in (("in", names.get("in_addr")), ("in2", names.get("in2_addr")),
+                             ("out", names.get("out_addr"))):
+            if name is not None:
+                h, w, c = self.phys[name]
+                self.check(layer.name, **{f"{prefix}_h": (h, "u16"), f"{prefix}_w": (w, "u16"),
+                                          f"{prefix}_c": (c, "u16")})
+                setattr(desc, f"{prefix}_h", h)
+                setattr(desc, f"{prefix}_w", w)
+                setattr(desc, f"{prefix}_c", c)
+                setattr(desc, f"{prefix}_ct", _ceil(c, self.cols))
+        layer.descriptors.append(len(self.descs))
+        self.descs.append((desc, names))
+
+    def window(self, op, in_hw, kernel, what):
+        """(stride, (top, bottom, left, right), (out_h, out_w)) of a convolution or pooling window."""
+        opts = op.opts
+        sh, sw = (int(v) for v in opts.get("stride", (1, 1)))
+        if tuple(int(v) for v in opts.get("dilation", (1, 1))) != (1, 1):
+            raise ModelError(f"{what}: dilation {tuple(opts['dilation'])} is not supported by the die")
+        kh, kw = kernel
+        h, w = in_hw
+        pads = tuple(int(v) for v in op_pads(self.g, op))
+        oh = ref.window_output_size(h, kh, sh, 1, pads[0], pads[1])
+        ow = ref.window_output_size(w, kw, sw, 1, pads[2], pads[3])
+        self.check(what, kernel_h=(kh, "u8"), kernel_w=(kw, "u8"), stride_h=(sh, "u8"), stride_w=(sw, "u8"),
+                   pad_top=(pads[0], "u8"), pad_bottom=(pads[1], "u8"), pad_left=(pads[2], "u8"),
+                   pad_right=(pads[3], "u8"))
+        if min(sh, sw) < 1 or oh < 1 or ow < 1:
+            raise ModelError(f"{what}: window {kh}x{kw} stride {sh}x{sw} on {h}x{w} has no output")
+        return (sh, sw), pads, (oh, ow)
+
+    def conv(self, op, depthwise=False, fc=False):
+        what = op.label()
+        x_name, w_name = op.inputs[0], op.inputs[1]
+        b_name = op.inputs[2] if len(op.inputs) > 2 else ""
+        h, w, c = self.act(x_name, what)
+        wt = self.g.tensor(w_name)
+        if not wt.is_const or wt.dtype != "int8":
+            raise ModelError(f"{what}: filter '{w_name}' must be a constant int8 tensor")
+        if wt.quant is None:
+            raise ModelError(f"{what}: filter '{w_name}' has no quantization")
+        weights = wt.data.astype(np.int8)
+        if fc:
+            oc = weights.shape[0]
+            ic = int(np.prod(weights.shape[1:]))
+            weights = weights.reshape(oc, ic)
+            if c == ic:                            # one 1x1 conv per pixel (usually the single 1x1 "pixel")
+                weights = weights.reshape(oc, 1, 1, ic)
+            elif h * w * c == ic:                  # FC on a flattened H x W x C tensor: an H x W VALID conv
+                weights = weights.reshape(oc, h, w, c)
+            else:
+                raise ModelError(f"{what}: {ic} input features do not match input '{x_name}' ({h}x{w}x{c})")
+            kernel = weights.shape[1:3]
+            stride, pads = (1, 1), (0, 0, 0, 0)
+            oh, ow = h - kernel[0] + 1, w - kernel[1] + 1
+            p = fully_connected_params(self.g, op)
+            if p["weights_offset"] != 0:
+                raise ModelError(f"{what}: weights '{w_name}' have a non-zero zero point (the die's MAC array "
+                                 f"takes symmetric int8 weights)")
+        elif depthwise:
+            if weights.ndim != 4 or weights.shape[0] != 1:
+                raise ModelError(f"{what}: depthwise filter shape {weights.shape} is not 1HWO")
+            if weights.shape[3] != c or int(op.opts.get("depth_multiplier", 1) or 1) != 1:
+                raise ModelError(f"{what}: depth multiplier {weights.shape[3] / max(c, 1):g} "
+                                 f"({c} -> {weights.shape[3]} channels); the die runs multiplier 1")
+            kernel = weights.shape[1:3]
+            stride, pads, (oh, ow) = self.window(op, (h, w), kernel, what)
+            oc = c
+            p = conv_params(self.g, op)
+        else:
+            if weights.ndim != 4 or weights.shape[3] != c:
+                raise ModelError(f"{what}: filter shape {weights.shape} does not take {c} input channels")
+            kernel = weights.shape[1:3]
+            stride, pads, (oh, ow) = self.window(op, (h, w), kernel, what)
+            oc = weights.shape[0]
+            p = conv_params(self.g, op)
+        if np.any(np.asarray(wt.quant.zero_point) != 0):
+            raise ModelError(f"{what}: filter '{w_name}' has non-zero zero points (TFLite int8 filters are "
+                             f"symmetric)")
+        if b_name:
+            bt = self.g.tensor(b_name)
+            if not bt.is_const or bt.dtype != "int32" or bt.data.size != oc:
+                raise ModelError(f"{what}: bias '{b_name}' must be a constant int32 tensor of {oc} values")
+            bias = bt.data.astype(np.int64).reshape(-1)
+        else:
+            bias = np.zeros(oc, np.int64)
+        mult = np.broadcast_to(np.asarray(p["multiplier"], np.int64), (oc,))
+        shift = np.broadcast_to(np.asarray(p["shift"], np.int64), (oc,))
+        out_name = op.outputs[0]
+        self.define(out_name, (oh, ow, oc), what)
+
+        kh, kw = kernel
+        if depthwise:
+            die_op = "DWCONV"
+            block = fmt.pack_dw_weights(weights[0], self.rows, self.cols)
+            macs = oh * ow * oc * kh * kw
+            tile_words = _ceil(kh * kw, self.rows)
+            cycles = oh * ow * _ceil(oc, self.cols) * tile_words
+        else:
+            die_op = "CONV"
+            block = fmt.pack_conv_weights(weights, self.rows, self.cols)
+            macs = oh * ow * oc * kh * kw * weights.shape[3]
+            tile_words = kh * kw * _ceil(weights.shape[3], self.cols)
+            cycles = oh * ow * _ceil(oc, self.rows) * tile_words
+        params = fmt.pack_params(bias, mult, shift, self.rows, self.cols)
+        layer = self.layer(op, die_op, [x_name], out_name, macs=macs, weights=int(weights.size),
+                           weight_words=block.shape[0], param_words=params.shape[0],
+                           weight_bytes=(block.shape[0] + params.shape[0]) * self.wb, cycles=cycles)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kh, kernel_w=kw, stride_h=stride[0],
+                              stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
+                              pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
+                              in_zp=-p["input_offset"], out_zp=p["output_zero_point"], act_min=p["act_min"],
+                              act_max=p["act_max"], oc_tiles=0 if depthwise else _ceil(oc, self.rows),
+                              tile_words=tile_words, macs=macs)
+        self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(tile_words, "u16"))
+        self.blocks["params"].append((layer, desc, params))
+        self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
+        self.emit(layer, desc, {"in_addr": x_name, "out_addr": out_name})
+
+    def add(self, op):
+        what = op.label()
+        a, b = op.inputs[0], op.inputs[1]
+        ha, hb = self.act(a, what), self.act(b, what)
+        if ha != hb:
+            raise ModelError(f"{what}: inputs {ha} and {hb} differ; the die adds tensors of equal shape "
+                             f"(no broadcasting)")
+        out = op.outputs[0]
+        p = add_params(self.g, op)
+        self.define(out, ha, what)
+        layer = self.layer(op, "ADD", [a, b], out, cycles=fmt.tensor_words(*ha, self.cols))
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_zp=-p["input1_offset"], in2_zp=-p["input2_offset"],
+                              out_zp=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
+                              left_shift=p["left_shift"], in_mult=p["input1_multiplier"],
+                              in_shift=p["input1_shift"], in2_mult=p["input2_multiplier"],
+                              in2_shift=p["input2_shift"], out_mult=p["output_multiplier"],
+                              out_shift=p["output_shift"])
+        self.emit(layer, desc, {"in_addr": a, "in2_addr": b, "out_addr": out})
+
+    def pool(self, op):
+        what = op.label()
+        x = op.inputs[0]
+        h, w, c = self.act(x, what)
+        kernel = tuple(int(v) for v in op.opts["filter"])
+        stride, pads, (oh, ow) = self.window(op, (h, w), kernel, what)
+        si, zi = _scalar_quant(self.g, x, what)
+        out = op.outputs[0]
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            # TFLite's int8 pooling kernels do not rescale (they assume equal quantization), and neither does
+            # the die: refusing is the only way not to compute something else than the model says.
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        act_min, act_max = activation_range(op.opts.get("activation", "NONE"), so, zo)
+        self.define(out, (oh, ow, c), what)
+        die_op = "MAXPOOL" if op.kind == "MAX_POOL_2D" else "AVGPOOL"
+        layer = self.layer(op, die_op, [x], out,
+                           cycles=fmt.tensor_words(oh, ow, c, self.cols) * kernel[0] * kernel[1])
+        desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kernel[0], kernel_w=kernel[1],
+                              stride_h=stride[0], stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1],
+                              pad_left=pads[2], pad_right=pads[3], in_zp=zi, out_zp=zo, act_min=act_min,
+                              act_max=act_max)
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def lut(self, op):
+        """An elementwise int8 operator as a 256-entry table, computed by the graph executor itself."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        hwc = self.act(x, what)
+        tx, ty = self.g.tensor(x), self.g.tensor(out)
+        if tx.dtype != "int8" or ty.dtype != "int8":
+            raise ModelError(f"{what}: {tx.dtype} -> {ty.dtype}; the die's LUT maps int8 to int8")
+        _, zo = _scalar_quant(self.g, out, what)
+        probe = Graph(tensors={"x": Tensor("x", (1, 256), "int8", quant=tx.quant),
+                               "y": Tensor("y", (1, 256), "int8", quant=ty.quant)},
+                      ops=[Op(op.kind, ["x"], ["y"], dict(op.opts), name=op.name)], inputs=["x"], outputs=["y"])
+        table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
+        block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
+        self.define(out, hwc, what)
+        layer = self.layer(op, "LUT", [x], out, param_words=block.shape[0], weight_bytes=block.shape[0] * self.wb,
+                           cycles=fmt.tensor_words(*hwc, self.cols))
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["LUT"], param_words=block.shape[0], out_zp=zo)
+        self.blocks["params"].append((layer, desc, block))
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def copies(self, op, parts, out, out_hwc, fill_zp):
+        """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
+        what = op.label()
+        self.define(out, out_hwc, what)
+        words = sum(fmt.tensor_words(*self.phys[n], self.cols) for n, _ in parts)
+        layer = self.layer(op, "COPY", [n for n, _ in parts], out,
+                           cycles=words + fmt.tensor_words(*out_hwc, self.cols))
+        for i, (name, (y, x, c)) in enumerate(parts):
+            self.check(what, copy_y=(y, "u16"), copy_x=(x, "u16"), copy_c=(c, "u16"))
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["COPY"], flags=fmt.FILL if i == 0 else 0, out_zp=fill_zp,
+                                  copy_y=y, copy_x=x, copy_c=c)
+            self.emit(layer, desc, {"in_addr": name, "out_addr": out})
+
+    def pad(self, op):
+        what = op.label()
+        x = op.inputs[0]
+        h, w, c = self.act(x, what)
+        pt = self.g.tensor(op.inputs[1])
+        if not pt.is_const:
+            raise ModelError(f"{what}: paddings '{op.inputs[1]}' must be constant")
+        pads = np.asarray(pt.data, np.int64).reshape(-1, 2)
+        shape = tuple(self.g.tensor(x).shape)
+        if len(shape) != 4 or pads.shape[0] != 4 or np.any(pads[0] != 0) or np.any(pads < 0):
+            raise ModelError(f"{what}: paddings {pads.tolist()} on {shape}; the die pads H, W and C of a "
+                             f"single frame")
+        if len(op.inputs) > 2 and op.inputs[2]:
+            raise ModelError(f"{what}: PADV2 constant values are not supported (pads take the zero point)")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, op.outputs[0], what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            raise ModelError(f"{what}: input and output quantization differ")
+        (t, b), (lft, r), (c0, c1) = pads[1], pads[2], pads[3]
+        self.copies(op, [(x, (int(t), int(lft), int(c0)))], op.outputs[0],
+                    (h + int(t + b), w + int(lft + r), c + int(c0 + c1)), zo)
+
+    def concat(self, op):
+        what = op.label()
+        out = op.outputs[0]
+        shape = tuple(self.g.tensor(out).shape)
+        axis = int(op.opts.get("axis", -1))
+        if len(shape) != 4 or axis % 4 == 0:
+            raise ModelError(f"{what}: concatenation along axis {axis} of {shape} mid-network; the die "
+                             f"concatenates single-frame tensors along H, W or C")
+        if op.opts.get("activation", "NONE") != "NONE":
+            raise ModelError(f"{what}: fused activation on CONCATENATION is not supported")
+        so, zo = _scalar_quant(self.g, out, what)
+        offset = [0, 0, 0]
+        parts = []
+        for name in op.inputs:
+            hwc = self.act(name, what)
+            si, zi = _scalar_quant(self.g, name, what)
+            if zi != zo or np.float32(si) != np.float32(so):
+                raise ModelError(f"{what}: input '{name}' quantization differs from the output's (TFLite int8 "
+                                 f"concatenation requires them equal)")
+            parts.append((name, tuple(offset)))
+            offset[axis % 4 - 1] += hwc[axis % 4 - 1]
+        self.copies(op, parts, out, _hwc(shape, what), zo)
+
+    def reshape(self, op, consumers):
+        """A RESHAPE inside the die graph is free when the channel-tiled words do not change."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        users = consumers.get(out, [])
+        new = _hwc(self.g.tensor(out).shape, what)
+        if new[2] == c and new[0] * new[1] == h * w:
+            hwc = new                              # same pixels in the same order, same channel tiles
+        elif users and all(u.kind == "FULLY_CONNECTED" for u in users):
+            hwc = (h, w, c)                        # flattening for an FC: the FC reads the original layout
+        else:
+            raise ModelError(f"{what}: {(h, w, c)} -> {new} changes the channel tiling mid-network; the die "
+                             f"only reshapes when the words stay put (or feeds a FULLY_CONNECTED)")
+        self.phys[out] = hwc
+        self.root[out] = self.root[x]
+
+    # --- the whole graph -------------------------------------------------------------------------------------
+    def run(self):
+        g = self.g
+        if len(g.inputs) != 1:
+            raise ModelError(f"model has {len(g.inputs)} inputs; the die takes one input tensor from the ISP")
+        inp = g.tensor(g.inputs[0])
+        if inp.dtype != "int8":
+            raise ModelError(f"model input '{inp.name}' is {inp.dtype}; the compiler needs a full-int8 model "
+                             f"(quantize it first)")
+        _scalar_quant(g, inp.name, "model input")
+        self.phys[inp.name] = _hwc(inp.shape, f"model input '{inp.name}'")
+        self.root[inp.name] = inp.name
+        host = _partition(g)
+        consumers = g.consumers()
+        die_index = {}
+        for i, op in enumerate(g.ops):
+            if i in host:
+                continue
+            if op.kind not in _DIE_KINDS:
+                where = "mid-network (only at the graph's tail, on the host)" if op.kind in HOST_OPS else \
+                    "on the die"
+                raise ModelError(f"unsupported operator {op.kind} {where} at layer "
+                                 f"'{op.name or op.outputs[0]}'")
+            die_index[i] = len(self.layers)
+            if op.kind == "CONV_2D":
+                self.conv(op)
+            elif op.kind == "DEPTHWISE_CONV_2D":
+                self.conv(op, depthwise=True)
+            elif op.kind == "FULLY_CONNECTED":
+                self.conv(op, fc=True)
+            elif op.kind == "ADD":
+                self.add(op)
+            elif op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+                self.pool(op)
+            elif op.kind == "PAD":
+                self.pad(op)
+            elif op.kind == "CONCATENATION":
+                self.concat(op)
+            elif op.kind == "RESHAPE":
+                self.reshape(op, consumers)
+            elif op.kind in LUT_OPS:
+                self.lut(op)
+        if not self.layers:
+            raise ModelError("model has no operator the die runs")
+        return self.finish(host, die_index)
+
+    def finish(self, host, die_index):
+        g, cfg = self.g, self.cfg
+        n = len(self.layers)
+        # Die outputs: activations read by the host tail or returned as graph outputs.
+        host_inputs = [name for i in sorted(host) for name in g.ops[i].inputs if name]
+        die_outputs = []
+        for name in [*host_inputs, *g.outputs]:
+            if name in self.phys and name not in die_outputs:
+                die_outputs.append(name)
+        # Liveness over layer steps; aliases extend their root's lifetime.
+        start, end = {}, {}
+        start[self.root[g.inputs[0]]] = -1
+        for i, op in enumerate(g.ops):
+            if i in host:
+                continue
+            step = die_index[i]
+            for name in op.outputs:
+                r = self.root.get(name)
+                if r is not None:
+                    start.setdefault(r, step)
+            for name in op.inputs:
+                if name in self.root:
+                    r = self.root[name]
+                    end[r] = max(end.get(r, -1), step)
+        for name in die_outputs:
+            end[self.root[name]] = n
+        roots = sorted(start, key=lambda r: (start[r], r))
+        for r in roots:
+            end.setdefault(r, start[r])
+        sizes = {r: fmt.tensor_words(*self.phys[r], self.cols) for r in roots}
+        addr = _allocate(roots, sizes, start, end)
+        act_words = max((addr[r] + sizes[r] for r in roots), default=0)
+
+        # Weight space: program, then each region in layer order, every block starting on a word.
+        n_desc = len(self.descs) + 1
+        program_words = _ceil(n_desc * fmt.DESCRIPTOR_BYTES, self.wb)
+        cursor = program_words
+        regions = {}
+        for key, addr_field in (("params", "param_addr"), ("dw", "weight_addr"), ("conv", "weight_addr")):
+            chunks = []
+            for _, desc, words in self.blocks[key]:
+                setattr(desc, addr_field, cursor)
+                cursor += words.shape[0]
+                chunks.append(words)
+            regions[key] = np.concatenate(chunks) if chunks else np.zeros((0, self.wb), np.uint8)
+        weight_words = cursor
+        self.fit(weight_words, act_words)
+
+        descriptors = []
+        for desc, names in self.descs:
+            for fld, name in names.items():
+                setattr(desc, fld, addr[self.root[name]])
+            descriptors.append(desc)
+        descriptors.append(fmt.Descriptor(opcode=fmt.OPCODES["END"], layer=n))
+        stream = b"".join(fmt.pack(d) for d in descriptors)
+        program = fmt.stream_words(stream, self.wb)
+        assert program.shape[0] == program_words
+
+        tensors = {}
+        for name in self.phys:
+            r = self.root[name]
+            tensors[name] = {"addr": addr[r], "words": sizes[r], "hwc": list(self.phys[name]),
+                             "start": start[r], "end": end[r]}
+        io = self.io(host, die_outputs, tensors)
+        return CompiledModel(name=g.name, config=cfg, layers=self.layers, descriptors=descriptors,
+                             program=program, params=regions["params"], dw_weights=regions["dw"],
+                             weights=regions["conv"], io=io, tensors=tensors, act_words=act_words)
+
+    def fit(self, weight_words, act_words):
+        cfg = self.cfg
+        bank = cfg.sram_bank_bytes
+        w_need, w_have = weight_words * self.wb, cfg.weight_banks * bank
+        a_need, a_have = act_words * self.cols, cfg.act_banks * bank
+        if w_need <= w_have and a_need <= a_have:
+            return
+        raise ModelError(
+            f"model '{self.g.name}' does not fit config '{cfg.name}': needs {w_need:,} B of weight SRAM "
+            f"({_ceil(w_need, bank)} banks of {bank:,} B), config has {cfg.weight_banks} weight banks of "
+            f"{bank:,} B = {w_have:,} B; activations need {a_need:,} B at the peak ({_ceil(a_need, bank)} banks "
+            f"of {bank:,} B), config has {cfg.act_banks} activation banks of {bank:,} B = {a_have:,} B")
+
+    def io(self, host, die_outputs, tensors):
+        """The model I/O description: what the ISP writes, what the die leaves for CSI-2, what the host does.
+
+        The host tail is a small Graph (tensors with quantization, operators with options) that the host runs
+        with quant.executor.run_graph on the die outputs, so its arithmetic is the golden executor's.
+        """
+        g = self.g
+
+        def tensor(name):
+            t = g.tensor(name)
+            d = {"name": name, "shape": [int(v) for v in t.shape], "dtype": t.dtype}
+            if t.quant is not None:
+                d.update(scale=[float(v) for v in np.asarray(t.quant.scale, np.float32)],
+                         zero_point=[int(v) for v in t.quant.zero_point], axis=int(t.quant.axis))
+            if t.is_const:
+                d["data"] = _jsonable(t.data)
+            if name in tensors:
+                d.update(addr=tensors[name]["addr"], hwc=tensors[name]["hwc"], words=tensors[name]["words"])
+            return d
+
+        host_ops = [g.ops[i] for i in sorted(host)]
+        names = []
+        for op in host_ops:
+            for n in [*op.inputs, *op.outputs]:
+                if n and n not in names:
+                    names.append(n)
+        host_inputs = [n for n in names if n in die_outputs]
+        return {"model": g.name, "input": tensor(g.inputs[0]),
+                "die_outputs": [tensor(n) for n in die_outputs],
+                "host": {"inputs": host_inputs, "tensors": [tensor(n) for n in names],
+                         "ops": [{"kind": op.kind, "name": op.name or op.outputs[0],
+                                  "inputs": list(op.inputs), "outputs": list(op.outputs),
+                                  "opts": _jsonable(op.opts)} for op in host_ops]},
+                "outputs": [tensor(n) for n in g.outputs],
+                "layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind, "op": layer.op}
+                           for layer in self.layers]}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def _allocate(roots, sizes, start, end):
+    """Word address of each buffer: largest first, each at the lowest address free during its lifetime.
+
+    Greedy-by-size beats first-fit in arrival order on CNNs, whose few large early activations would otherwise
+    fragment the space that later, smaller ones reuse.
+    """
+    placed = []
+    addr = {}
+    for r in sorted(roots, key=lambda r: (-sizes[r], start[r], r)):
+        busy = sorted((addr[p], addr[p] + sizes[p]) for p in placed
+                      if start[p] <= end[r] and start[r] <= end[p])
+        a = 0
+        for lo, hi in busy:
+            if a + sizes[r] <= lo:
+                break
+            a = max(a, hi)
+        addr[r] = a
+        placed.append(r)
+    return addr
+
+
+def compile_graph(graph, config):
+    """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
+    uses an operator the die does not run or does not fit the configuration's SRAM."""
+    return _Compiler(graph, config).run()

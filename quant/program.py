@@ -1,0 +1,634 @@
+"""The NPU layer-program format (descriptors, SRAM layouts) and the golden program executor.
+
+This docstring is the contract between the compiler (`quant/compiler.py`) and the NPU RTL: the RTL sequencer
+decodes exactly what is written here, and `execute` runs a ROM image by these rules alone (it never sees the
+graph), so the RTL is checked against it word for word.
+
+Program format version 1 (``PROGRAM_FORMAT_VERSION``).
+
+Words and addresses
+-------------------
+``rows`` x ``cols`` is the MAC array of the `DieConfig` (``array_rows`` output channels x ``array_cols``
+reduction lanes).  All multi-byte values are little-endian; "word address" always means an index of a word in
+one of the two spaces below, never a byte address.
+
+- **Weight space**: the ``weight_banks`` banks concatenated (bank b holds word addresses
+  ``b * WPB .. (b + 1) * WPB - 1``, ``WPB = sram_bank_bytes / WB``) of ``WB = rows * cols``-byte words.  Byte
+  ``i`` of a word is its bits ``8*i+7 .. 8*i`` (``weights.hex`` prints a word most significant byte first).
+- **Activation space**: the other ``sram_banks - weight_banks`` banks concatenated the same way, in words of
+  ``cols`` bytes (one int8 lane per byte, lane ``c`` is byte ``c``).
+
+Weight space holds, from word 0 and in this order, each region and each layer's block starting on a word:
+
+1. **Program**: descriptors of ``DESCRIPTOR_BYTES`` = 128 bytes, read as one byte stream (stream byte ``k`` is
+   byte ``k % WB`` of word ``k // WB``; a descriptor may straddle words when WB does not divide 128).
+   Descriptor ``i`` is stream bytes ``128*i .. 128*i + 127``.  The sequencer runs them in order until ``END``.
+2. **Per-output-channel parameters** of each CONV / DWCONV layer: one 16-byte record per channel, channels
+   consecutive: ``int32 bias, int32 multiplier, int8 shift, 7 zero bytes`` (requantization of TFLite:
+   ``out = clamp(act_min, act_max, MultiplyByQuantizedMultiplier(acc, multiplier, shift) + out_zp)``; shift > 0
+   is a left shift).  When ``WB >= 16``, ``RPW = WB // 16`` records per word: record ``k`` is bytes
+   ``16*(k % RPW) ..`` of word ``k // RPW`` (bytes past ``16*RPW`` are zero).  When ``WB < 16`` each record
+   occupies ``ceil(16 / WB)`` whole words (the record's bytes as a stream, zero-filled).  A layer has records for
+   ``P = max(ceil(C/rows)*rows, ceil(C/cols)*cols)`` channels (C = its output channels); records of channels
+   ``>= C`` are all zero, which makes the padding lanes of the output exactly ``out_zp``.  A LUT layer's
+   256-byte table sits in this region too (its own word-aligned block, as a byte stream).
+3. **Depthwise weights** of each DWCONV layer (depth multiplier 1, taps ``t = ky*kernel_w + kx``): for each
+   channel tile ``ct`` (outermost), ``KW = ceil(kernel_h*kernel_w / rows)`` words; byte ``t_local*cols + c`` of
+   word ``k`` of that tile is ``W[tap k*rows + t_local][channel ct*cols + c]`` (0 outside the tensor).
+4. **MAC-array weights** of each CONV layer: one word per ``(oc_tile, ky, kx, ic_tile)`` in exactly that loop
+   order (``oc_tile`` outermost, ``ic_tile`` innermost); byte ``r*cols + c`` is
+   ``W[oc_tile*rows + r, ky, kx, ic_tile*cols + c]`` (OHWI; 0 outside the tensor).  FULLY_CONNECTED is a CONV
+   with a 1x1 kernel on a 1x1 "pixel" of ``in_c`` = input features; an FC fed by a flattened H x W x C tensor is
+   an H x W VALID CONV on that tensor (the same arithmetic, with no layout move).
+
+Activation tensors are channel-tiled HWC: an H x W x C tensor at word ``base`` has ``CT = ceil(C / cols)``
+words per pixel; pixel (y, x) channel tile ct is word ``base + (y*W + x)*CT + ct``; lane c of that word is
+channel ``ct*cols + c``; lanes ``>= C`` of the last tile ("padding lanes") hold the tensor's zero point, and
+every operator keeps it so (CONV/DWCONV through the zero parameter records, ADD/pools because the zero point
+maps to the zero point, COPY by its fill).  The ISP writes the network input there; CSI-2 reads the outputs
+from there (addresses in the ROM's model I/O section).
+
+Opcodes
+-------
+``0`` is invalid on purpose (erased or zeroed memory must stop the sequencer with an error, never end a
+program silently); so is any value not listed.
+
+- ``CONV`` (1): ``acc[oy, ox, oc] = bias[oc] + sum (x[iy, ix, ic] - in_zp) * W[oc, ky, kx, ic]`` with
+  ``iy = oy*stride_h - pad_top + ky`` (``ix`` likewise); taps outside the input contribute 0 (TFLite pads with
+  the zero point).  Requantized with the parameter records, clamped to ``[act_min, act_max]``.
+- ``DWCONV`` (2): the same per channel (``W[tap][c]`` from the depthwise block), ``in_c == out_c``.
+- ``ADD`` (3): TFLite int8 ADD: ``a = (x1 - in_zp) << left_shift``, ``b = (x2 - in2_zp) << left_shift``,
+  ``s = MBQM(a, in_mult, in_shift) + MBQM(b, in2_mult, in2_shift)``,
+  ``out = clamp(MBQM(s, out_mult, out_shift) + out_zp)`` (MBQM = MultiplyByQuantizedMultiplier; shifts <= 0).
+  Both inputs and the output have the same H x W x C.
+- ``MAXPOOL`` (4): max over the in-bounds taps of the window, clamped to ``[act_min, act_max]``.
+- ``AVGPOOL`` (5): TFLite reference int8 average: sum of the in-bounds taps (raw int8 values), divided by
+  their count rounding half away from zero, clamped.  Input and output quantization are equal.
+- ``COPY`` (6): if ``flags`` bit 0 (FILL), first write ``out_zp`` to every lane of every word of the output
+  tensor; then ``out[y + copy_y, x + copy_x, c + copy_c] = in[y, x, c]`` for the whole input.  PAD (spatial and
+  channel) and CONCATENATION (along H, W or C) are one or more COPYs; only the first carries FILL.
+- ``LUT`` (7): ``out = table[x + 128]`` per lane, the 256-byte ``table`` being the byte stream at
+  ``param_addr`` (``param_words`` words); padding lanes get ``out_zp``.  Elementwise int8 operators (LOGISTIC,
+  a standalone RELU/RELU6, an int8->int8 QUANTIZE) compile to it, the table computed by the graph executor.
+- ``END`` (15): the program is complete.
+
+Descriptor (128 bytes, little-endian; every field not listed and every field an opcode does not use is 0,
+``unpack`` refuses anything else)
+----------------------------------------------------------------------------------------------------
+=====  ====  ============  ==========================================================================
+ off   type  name          meaning
+=====  ====  ============  ==========================================================================
+   0   u8    opcode        1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END
+   1   u8    flags         bit 0 FILL (COPY); other bits 0
+   2   u16   layer         index of the compiled layer this descriptor belongs to (per-layer counters)
+   4   u8    kernel_h      kernel / pooling window height
+   5   u8    kernel_w      kernel / pooling window width
+   6   u8    stride_h      vertical stride
+   7   u8    stride_w      horizontal stride
+   8   u8    pad_top       input rows of zero point above the input
+   9   u8    pad_bottom    input rows of zero point below (TensorFlow SAME puts the odd one here)
+  10   u8    pad_left      input columns left of the input
+  11   u8    pad_right     input columns right of the input
+  12   u16   in_h          input height
+  14   u16   in_w          input width
+  16   u16   in_c          input channels
+  18   u16   in_ct         input channel tiles, ceil(in_c / cols)
+  20   u16   in2_h         second input height (ADD)
+  22   u16   in2_w         second input width (ADD)
+  24   u16   in2_c         second input channels (ADD)
+  26   u16   in2_ct        second input channel tiles (ADD)
+  28   u16   out_h         output height
+  30   u16   out_w         output width
+  32   u16   out_c         output channels
+  34   u16   out_ct        output channel tiles, ceil(out_c / cols)
+  36   u32   in_addr       activation word address of the input
+  40   u32   in2_addr      activation word address of the second input (ADD)
+  44   u32   out_addr      activation word address of the output
+  48   u32   weight_addr   weight word address of the MAC-array (CONV) or depthwise (DWCONV) block
+  52   u32   weight_words  words in that block
+  56   u32   param_addr    weight word address of the parameter records (CONV, DWCONV) or table (LUT)
+  60   u32   param_words   words of parameter records or table
+  64   i8    in_zp         input zero point
+  65   i8    in2_zp        second input zero point (ADD)
+  66   i8    out_zp        output zero point (also the COPY fill value)
+  67   i8    act_min       output clamp low
+  68   i8    act_max       output clamp high
+  69   u8    left_shift    ADD input left shift (20 for int8)
+  70   i8    in_shift      ADD input 1 shift (<= 0)
+  71   i8    in2_shift     ADD input 2 shift (<= 0)
+  72   i32   in_mult       ADD input 1 Q31 multiplier
+  76   i32   in2_mult      ADD input 2 Q31 multiplier
+  80   i32   out_mult      ADD output Q31 multiplier
+  84   i8    out_shift     ADD output shift
+  85   u8    reserved0     0
+  86   u16   copy_y        COPY destination row offset
+  88   u16   copy_x        COPY destination column offset
+  90   u16   copy_c        COPY destination channel offset
+  92   u16   oc_tiles      CONV: ceil(out_c / rows), output-channel tiles of the MAC array
+  94   u16   tile_words    CONV: kernel_h*kernel_w*in_ct words per oc tile; DWCONV: ceil(kh*kw / rows)
+  96   u32   macs          multiply-accumulates of the layer's useful work (for utilization counters)
+ 100   u32   reserved1     0
+ 104   u32   reserved2     0
+ 108   u32   reserved3     0
+ 112   u32   reserved4     0
+ 116   u32   reserved5     0
+ 120   u32   reserved6     0
+ 124   u32   reserved7     0
+=====  ====  ============  ==========================================================================
+"""
+
+import re
+import struct
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+__all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES",
+           "FILL", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
+           "param_record_count", "pack_params", "unpack_params", "dw_block_words", "pack_dw_weights",
+           "unpack_dw_weights", "conv_block_words", "pack_conv_weights", "unpack_conv_weights",
+           "stream_words", "read_stream", "tensor_words", "write_tensor", "read_tensor", "execute",
+           "execute_trace"]
+
+PROGRAM_FORMAT_VERSION = 1
+DESCRIPTOR_BYTES = 128
+PARAM_RECORD_BYTES = 16
+
+OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "END": 15}
+OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
+FILL = 1            # flags bit 0 of COPY
+
+
+class ProgramError(ValueError):
+    """A descriptor or program that breaks the format; the message names the descriptor and field."""
+
+
+def _parse_table(doc):
+    """(offset, struct code, name) rows of the descriptor table in this module's docstring."""
+    codes = {"u8": "B", "i8": "b", "u16": "H", "i16": "h", "u32": "I", "i32": "i"}
+    rows = []
+    for m in re.finditer(r"^\s+(\d+)\s+(u8|i8|u16|i16|u32|i32)\s+(\w+)\s", doc, re.M):
+        rows.append((int(m.group(1)), codes[m.group(2)], m.group(3)))
+    return rows
+
+
+# The table in the docstring *is* the format: pack/unpack are generated from it, so the documentation the RTL
+# author reads and the bytes the compiler writes cannot drift apart.
+_FIELDS = _parse_table(__doc__)
+_STRUCT = struct.Struct("<" + "".join(code for _, code, _ in _FIELDS))
+
+
+def _check_table():
+    offset = 0
+    for off, code, name in _FIELDS:
+        if off != offset:
+            raise AssertionError(f"descriptor table: field {name} at {off}, expected {offset}")
+        offset += struct.calcsize("<" + code)
+    if offset != DESCRIPTOR_BYTES or _STRUCT.size != DESCRIPTOR_BYTES:
+        raise AssertionError(f"descriptor table covers {offset} bytes, not {DESCRIPTOR_BYTES}")
+
+
+_check_table()
+
+
+def field_table():
+    """[(offset, struct code, name)] of the descriptor, as documented in this module's docstring."""
+    return list(_FIELDS)
+
+
+@dataclass
+class Descriptor:
+    """One layer-program descriptor; field meanings are in the module docstring's table."""
+
+    opcode: int = 0
+    flags: int = 0
+    layer: int = 0
+    kernel_h: int = 0
+    kernel_w: int = 0
+    stride_h: int = 0
+    stride_w: int = 0
+    pad_top: int = 0
+    pad_bottom: int = 0
+    pad_left: int = 0
+    pad_right: int = 0
+    in_h: int = 0
+    in_w: int = 0
+    in_c: int = 0
+    in_ct: int = 0
+    in2_h: int = 0
+    in2_w: int = 0
+    in2_c: int = 0
+    in2_ct: int = 0
+    out_h: int = 0
+    out_w: int = 0
+    out_c: int = 0
+    out_ct: int = 0
+    in_addr: int = 0
+    in2_addr: int = 0
+    out_addr: int = 0
+    weight_addr: int = 0
+    weight_words: int = 0
+    param_addr: int = 0
+    param_words: int = 0
+    in_zp: int = 0
+    in2_zp: int = 0
+    out_zp: int = 0
+    act_min: int = 0
+    act_max: int = 0
+    left_shift: int = 0
+    in_shift: int = 0
+    in2_shift: int = 0
+    in_mult: int = 0
+    in2_mult: int = 0
+    out_mult: int = 0
+    out_shift: int = 0
+    reserved0: int = 0
+    copy_y: int = 0
+    copy_x: int = 0
+    copy_c: int = 0
+    oc_tiles: int = 0
+    tile_words: int = 0
+    macs: int = 0
+    reserved1: int = 0
+    reserved2: int = 0
+    reserved3: int = 0
+    reserved4: int = 0
+    reserved5: int = 0
+    reserved6: int = 0
+    reserved7: int = 0
+
+    @property
+    def op(self):
+        """The opcode's name ("CONV", ...), or "INVALID"."""
+        return OPCODE_NAMES.get(self.opcode, "INVALID")
+
+    def nonzero(self):
+        """{field: value} of the fields that are not 0, in table order (for printing)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+
+if [f.name for f in fields(Descriptor)] != [name for _, _, name in _FIELDS]:
+    raise AssertionError("Descriptor fields differ from the docstring table")
+
+_RANGES = {"B": (0, 0xFF), "b": (-0x80, 0x7F), "H": (0, 0xFFFF), "h": (-0x8000, 0x7FFF),
+           "I": (0, 0xFFFFFFFF), "i": (-0x80000000, 0x7FFFFFFF)}
+
+
+def pack(desc):
+    """128 little-endian bytes of a Descriptor; ProgramError names a field whose value does not fit."""
+    values = []
+    for _, code, name in _FIELDS:
+        value = getattr(desc, name)
+        lo, hi = _RANGES[code]
+        if not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+            raise ProgramError(f"descriptor field {name} = {value!r} does not fit {code!r} ({lo}..{hi})")
+        values.append(int(value))
+    return _STRUCT.pack(*values)
+
+
+def unpack(data, index=None):
+    """Descriptor from 128 bytes; refuses an unknown opcode, unknown flags or non-zero reserved fields."""
+    where = "descriptor" if index is None else f"descriptor {index}"
+    if len(data) != DESCRIPTOR_BYTES:
+        raise ProgramError(f"{where}: {len(data)} bytes, expected {DESCRIPTOR_BYTES}")
+    desc = Descriptor(*_STRUCT.unpack(bytes(data)))
+    if desc.opcode not in OPCODE_NAMES:
+        raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
+    if desc.flags & ~FILL or (desc.flags and desc.op != "COPY"):
+        raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
+    for name in ("reserved0", "reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
+                 "reserved7"):
+        if getattr(desc, name):
+            raise ProgramError(f"{where}: {name} is {getattr(desc, name)}, must be 0")
+    return desc
+
+
+# --- weight-space layouts -------------------------------------------------------------------------------------
+
+def stream_words(data, word_bytes):
+    """Bytes laid into whole words as a byte stream: uint8 [words, word_bytes], the tail zero-filled."""
+    data = np.frombuffer(bytes(data), np.uint8)
+    words = -(-data.size // word_bytes)
+    out = np.zeros(words * word_bytes, np.uint8)
+    out[:data.size] = data
+    return out.reshape(words, word_bytes)
+
+
+def read_stream(words, start_word, nbytes):
+    """`nbytes` of the byte stream that starts at word `start_word` of a uint8 [words, WB] array."""
+    wb = words.shape[1]
+    n_words = -(-nbytes // wb)
+    return words[start_word:start_word + n_words].reshape(-1)[:nbytes].tobytes()
+
+
+def param_record_count(channels, rows, cols):
+    """Parameter records a layer with `channels` output channels has (its padded channel count)."""
+    return max(-(-channels // rows) * rows, -(-channels // cols) * cols)
+
+
+def _record_slots(word_bytes):
+    """(records per word, words per record): one of them is 1."""
+    if word_bytes >= PARAM_RECORD_BYTES:
+        return word_bytes // PARAM_RECORD_BYTES, 1
+    return 1, -(-PARAM_RECORD_BYTES // word_bytes)
+
+
+def param_words(channels, rows, cols):
+    """Words of parameter records for a layer with `channels` output channels."""
+    rpw, wpr = _record_slots(rows * cols)
+    n = param_record_count(channels, rows, cols)
+    return -(-n // rpw) * wpr
+
+
+def pack_params(bias, multiplier, shift, rows, cols):
+    """uint8 [words, rows*cols] parameter block of one layer (format in the module docstring)."""
+    wb = rows * cols
+    n = param_record_count(len(bias), rows, cols)
+    rec = np.zeros((n, PARAM_RECORD_BYTES), np.uint8)
+    rec[:len(bias), 0:4] = np.asarray(bias, "<i4").reshape(-1, 1).view(np.uint8)
+    rec[:len(bias), 4:8] = np.asarray(multiplier, "<i4").reshape(-1, 1).view(np.uint8)
+    rec[:len(bias), 8] = np.asarray(shift, np.int8).view(np.uint8)
+    rpw, wpr = _record_slots(wb)
+    if wpr == 1:
+        words = np.zeros((-(-n // rpw), wb), np.uint8)
+        flat = words[:, :rpw * PARAM_RECORD_BYTES].reshape(-1, PARAM_RECORD_BYTES)
+        flat[:n] = rec
+        words[:, :rpw * PARAM_RECORD_BYTES] = flat.reshape(words.shape[0], -1)
+        return words
+    words = np.zeros((n, wpr * wb), np.uint8)
+    words[:, :PARAM_RECORD_BYTES] = rec
+    return words.reshape(n * wpr, wb)
+
+
+def unpack_params(words, channels, rows, cols):
+    """(bias, multiplier, shift) int64 arrays of `channels` records from a parameter block."""
+    wb = rows * cols
+    rpw, wpr = _record_slots(wb)
+    if wpr == 1:
+        rec = words[:, :rpw * PARAM_RECORD_BYTES].reshape(-1, PARAM_RECORD_BYTES)
+    else:
+        rec = words.reshape(-1, wpr * wb)[:, :PARAM_RECORD_BYTES]
+    rec = np.ascontiguousarray(rec[:channels])
+    bias = rec[:, 0:4].copy().view("<i4").reshape(-1).astype(np.int64)
+    mult = rec[:, 4:8].copy().view("<i4").reshape(-1).astype(np.int64)
+    shift = rec[:, 8].view(np.int8).astype(np.int64)
+    return bias, mult, shift
+
+
+def dw_block_words(kernel_h, kernel_w, channels, rows, cols):
+    """Words of a depthwise weight block."""
+    return -(-channels // cols) * -(-(kernel_h * kernel_w) // rows)
+
+
+def pack_dw_weights(w, rows, cols):
+    """uint8 [words, rows*cols] depthwise block from int8 weights [KH, KW, C] (TFLite 1HWO without the 1)."""
+    kh, kw, ch = w.shape
+    taps = kh * kw
+    ct, kwd = -(-ch // cols), -(-taps // rows)
+    grid = np.zeros((kwd * rows, ct * cols), np.int8)           # [tap, channel], zero-padded
+    grid[:taps, :ch] = w.reshape(taps, ch)
+    # word (ct, k) byte (t_local, c) = grid[k*rows + t_local, ct*cols + c]
+    blocks = grid.reshape(kwd, rows, ct, cols).transpose(2, 0, 1, 3)
+    return blocks.reshape(ct * kwd, rows * cols).view(np.uint8)
+
+
+def unpack_dw_weights(words, kernel_h, kernel_w, channels, rows, cols):
+    """int8 [KH, KW, C] from a depthwise block (inverse of pack_dw_weights)."""
+    taps = kernel_h * kernel_w
+    ct, kwd = -(-channels // cols), -(-taps // rows)
+    grid = words.view(np.int8).reshape(ct, kwd, rows, cols).transpose(1, 2, 0, 3).reshape(kwd * rows, ct * cols)
+    return grid[:taps, :channels].reshape(kernel_h, kernel_w, channels)
+
+
+def conv_block_words(out_c, kernel_h, kernel_w, in_c, rows, cols):
+    """Words of a MAC-array weight block."""
+    return -(-out_c // rows) * kernel_h * kernel_w * -(-in_c // cols)
+
+
+def pack_conv_weights(w, rows, cols):
+    """uint8 [words, rows*cols] MAC-array block from int8 OHWI weights [OC, KH, KW, IC]."""
+    oc, kh, kw, ic = w.shape
+    ot, it = -(-oc // rows), -(-ic // cols)
+    full = np.zeros((ot * rows, kh, kw, it * cols), np.int8)
+    full[:oc, :, :, :ic] = w
+    # word (ot, ky, kx, it) byte (r, c) = full[ot*rows + r, ky, kx, it*cols + c]
+    blocks = full.reshape(ot, rows, kh, kw, it, cols).transpose(0, 2, 3, 4, 1, 5)
+    return blocks.reshape(ot * kh * kw * it, rows * cols).view(np.uint8)
+
+
+def unpack_conv_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols, padded=False):
+    """int8 OHWI weights from a MAC-array block; `padded` keeps the whole tiles (zero rows and lanes)."""
+    ot, it = -(-out_c // rows), -(-in_c // cols)
+    full = words.view(np.int8).reshape(ot, kernel_h, kernel_w, it, rows, cols).transpose(0, 4, 1, 2, 3, 5)
+    full = full.reshape(ot * rows, kernel_h, kernel_w, it * cols)
+    return full if padded else full[:out_c, :, :, :in_c]
+
+
+# --- activation-space layout ----------------------------------------------------------------------------------
+
+def tensor_words(h, w, c, cols):
+    """Activation words of an H x W x C tensor."""
+    return h * w * -(-c // cols)
+
+
+def write_tensor(sram, base, x, zero_point):
+    """Store int8 HWC `x` at word `base` of the activation SRAM (int8 [words, cols]), padding lanes = zp."""
+    h, w, c = x.shape
+    cols = sram.shape[1]
+    ct = -(-c // cols)
+    words = np.full((h * w, ct * cols), zero_point, np.int8)
+    words[:, :c] = x.reshape(h * w, c)
+    n = h * w * ct
+    if base < 0 or base + n > sram.shape[0]:
+        raise ProgramError(f"tensor {h}x{w}x{c} at word {base} runs past the activation SRAM "
+                           f"({sram.shape[0]} words)")
+    sram[base:base + n] = words.reshape(n, cols)
+
+
+def read_tensor(sram, base, h, w, c, lanes=False):
+    """int8 HWC tensor at word `base`; `lanes` returns all CT*cols lanes (padding included)."""
+    cols = sram.shape[1]
+    ct = -(-c // cols)
+    n = h * w * ct
+    if base < 0 or base + n > sram.shape[0]:
+        raise ProgramError(f"tensor {h}x{w}x{c} at word {base} runs past the activation SRAM "
+                           f"({sram.shape[0]} words)")
+    x = sram[base:base + n].reshape(h, w, ct * cols)
+    return x.copy() if lanes else x[:, :, :c].copy()
+
+
+def _region(wsram, addr, words, what):
+    if addr + words > wsram.shape[0]:
+        raise ProgramError(f"{what}: words {addr}..{addr + words - 1} run past the loaded weight SRAM "
+                           f"({wsram.shape[0]} words)")
+    return wsram[addr:addr + words]
+
+
+def _tensors(d):
+    """(name, base, h, w, c) of the activation tensors a descriptor reads and writes."""
+    ins = [("in", d.in_addr, d.in_h, d.in_w, d.in_c)]
+    if d.op == "ADD":
+        ins.append(("in2", d.in2_addr, d.in2_h, d.in2_w, d.in2_c))
+    return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
+
+
+def _check(i, d, cols, rows):
+    """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does."""
+    where = f"descriptor {i} ({d.op})"
+    ins, out = _tensors(d)
+    for prefix, _, h, w, c in (*ins, out):
+        ct = getattr(d, f"{prefix}_ct")
+        if min(h, w, c) < 1 or ct != -(-c // cols):
+            raise ProgramError(f"{where}: {prefix} {h}x{w}x{c} with {ct} channel tiles")
+    out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
+    for prefix, base, h, w, c in ins:
+        if base < out_hi and out_lo < base + tensor_words(h, w, c, cols):
+            raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
+    if d.op in ("CONV", "DWCONV", "MAXPOOL", "AVGPOOL"):
+        if min(d.kernel_h, d.kernel_w, d.stride_h, d.stride_w) < 1:
+            raise ProgramError(f"{where}: kernel {d.kernel_h}x{d.kernel_w} stride {d.stride_h}x{d.stride_w}")
+        for size, k, s, lo, hi, o, axis in ((d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.pad_bottom, d.out_h, "h"),
+                                            (d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.pad_right, d.out_w, "w")):
+            if (size + lo + hi - k) // s + 1 != o:
+                raise ProgramError(f"{where}: out_{axis} {o} does not follow from in_{axis} {size}, kernel {k}, "
+                                   f"stride {s}, pads {lo}+{hi}")
+    if d.op == "CONV":
+        want = (conv_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
+                param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w * d.in_ct)
+    elif d.op == "DWCONV":
+        if d.in_c != d.out_c:
+            raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
+        want = (dw_block_words(d.kernel_h, d.kernel_w, d.out_c, rows, cols), param_words(d.out_c, rows, cols), 0,
+                -(-(d.kernel_h * d.kernel_w) // rows))
+    else:
+        want = None
+    if want is not None and want != (d.weight_words, d.param_words, d.oc_tiles, d.tile_words):
+        raise ProgramError(f"{where}: weight_words/param_words/oc_tiles/tile_words "
+                           f"{(d.weight_words, d.param_words, d.oc_tiles, d.tile_words)}, the format gives {want}")
+    if d.op in ("ADD", "LUT") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
+        raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
+    if d.op == "ADD" and (d.in2_h, d.in2_w, d.in2_c) != (d.out_h, d.out_w, d.out_c):
+        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} differs from the output")
+    if d.op in ("MAXPOOL", "AVGPOOL") and d.in_c != d.out_c:
+        raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
+    if d.op == "COPY" and (d.copy_y + d.in_h > d.out_h or d.copy_x + d.in_w > d.out_w or
+                           d.copy_c + d.in_c > d.out_c):
+        raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} at ({d.copy_y}, {d.copy_x}, {d.copy_c}) does not "
+                           f"fit the {d.out_h}x{d.out_w}x{d.out_c} output")
+    if d.op == "LUT" and d.param_words * rows * cols < 256:
+        raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
+
+
+def _step(i, d, sram, wsram, rows, cols):
+    """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address."""
+    from . import ref
+    _check(i, d, cols, rows)
+    where = f"descriptor {i} ({d.op})"
+    x = read_tensor(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
+    geo = dict(stride=(d.stride_h, d.stride_w), dilation=(1, 1),
+               pads=(d.pad_top, d.pad_bottom, d.pad_left, d.pad_right))
+    if d.op in ("CONV", "DWCONV"):
+        records = _region(wsram, d.param_addr, d.param_words, where)
+        bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
+        block = _region(wsram, d.weight_addr, d.weight_words, where)
+        if d.op == "CONV":
+            w = unpack_conv_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
+            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
+        else:
+            w = unpack_dw_weights(block, d.kernel_h, d.kernel_w, d.out_c, rows, cols)[None]
+            acc = ref.depthwise_conv2d_acc(x[None], w, 1, input_offset=-d.in_zp, **geo)
+        out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
+    elif d.op == "ADD":
+        x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
+        p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
+                 input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
+                 input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
+                 output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
+        out = ref.add_int8(x, x2, p)
+    elif d.op == "MAXPOOL":
+        out = ref.max_pool(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min, d.act_max)[0]
+    elif d.op == "AVGPOOL":
+        out = ref.average_pool_int8(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min,
+                                    d.act_max)[0]
+    elif d.op == "LUT":
+        table = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, 256), np.int8)
+        out = table[x.astype(np.int64) + 128]
+    elif d.op == "COPY":
+        n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
+        if d.out_addr + n > sram.shape[0]:
+            raise ProgramError(f"{where}: output runs past the activation SRAM")
+        if d.flags & FILL:
+            sram[d.out_addr:d.out_addr + n] = d.out_zp
+        out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
+        out[d.copy_y:d.copy_y + d.in_h, d.copy_x:d.copy_x + d.in_w, d.copy_c:d.copy_c + d.in_c] = x
+    else:
+        raise ProgramError(f"{where}: no operation")
+    if out.shape != (d.out_h, d.out_w, d.out_c) or out.dtype != np.int8:
+        raise ProgramError(f"{where}: computed {out.dtype}{out.shape}, descriptor says {d.out_h}x{d.out_w}x{d.out_c}")
+    write_tensor(sram, d.out_addr, out, d.out_zp)
+
+
+def execute(rom_bytes, config, input_int8_hwc):
+    """Run a ROM image on the simulated die: int8 HWC input -> the graph's outputs (host tail applied)."""
+    return execute_trace(rom_bytes, config, input_int8_hwc)[0]
+
+
+def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
+    """`execute`, also returning the activation SRAM at the end (int8 [words, cols]).
+
+    `on_descriptor(index, descriptor, sram)` is called after each descriptor, for comparing the RTL's SRAM
+    layer by layer. Words nobody wrote hold seeded random bytes, so reading one shows up as wrong outputs.
+    """
+    from .executor import run_graph
+    from .graph import Graph, Op, QuantParams, Tensor
+    from .romimage import load_rom
+
+    rom = load_rom(rom_bytes, config)
+    rows, cols = config.array_rows, config.array_cols
+    wsram = rom.weight_sram()
+    sram = np.random.default_rng(0x5CA).integers(-128, 128, (config.act_banks * config.sram_bank_bytes // cols,
+                                                             cols)).astype(np.int8)
+    spec = rom.io["input"]
+    x = np.asarray(input_int8_hwc)
+    if x.dtype != np.int8 or list(x.shape) != spec["hwc"]:
+        raise ValueError(f"input must be int8 {'x'.join(map(str, spec['hwc']))} (HWC), got {x.dtype} "
+                         f"{'x'.join(map(str, x.shape))}")
+    write_tensor(sram, spec["addr"], x, spec["zero_point"][0])
+
+    stream = wsram.reshape(-1)           # the program is a byte stream from word 0
+    i = 0
+    while True:
+        start = i * DESCRIPTOR_BYTES
+        if start + DESCRIPTOR_BYTES > stream.size:
+            raise ProgramError(f"program runs past the weight SRAM at descriptor {i} without END")
+        d = unpack(stream[start:start + DESCRIPTOR_BYTES].tobytes(), i)
+        if d.op == "END":
+            break
+        _step(i, d, sram, wsram, rows, cols)
+        if on_descriptor is not None:
+            on_descriptor(i, d, sram)
+        i += 1
+    if i + 1 != rom.descriptors:
+        raise ProgramError(f"program ended after {i + 1} descriptors, the ROM header says {rom.descriptors}")
+
+    env = {}
+    for t in rom.io["die_outputs"]:
+        h, w, c = t["hwc"]
+        env[t["name"]] = read_tensor(sram, t["addr"], h, w, c).reshape(t["shape"])
+    host = rom.io["host"]
+    if host["ops"]:
+        tensors = {}
+        for t in host["tensors"]:
+            q = None
+            if "scale" in t:
+                q = QuantParams(np.array(t["scale"], np.float32), np.array(t["zero_point"], np.int64), t["axis"])
+            data = np.array(t["data"], t["dtype"]).reshape(t["shape"]) if "data" in t else None
+            tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]), t["dtype"], data=data, quant=q)
+        ops = [Op(o["kind"], o["inputs"], o["outputs"], o["opts"], name=o["name"]) for o in host["ops"]]
+        produced = {n for o in ops for n in o.outputs}
+        tail = Graph(tensors=tensors, ops=ops, inputs=host["inputs"],
+                     outputs=[t["name"] for t in rom.io["outputs"] if t["name"] in produced])
+        trace = {}
+        run_graph(tail, [env[n] for n in host["inputs"]], trace=trace)
+        env.update({k: v for k, v in trace.items() if k in produced})
+    return [env[t["name"]] for t in rom.io["outputs"]], sram

@@ -1,0 +1,254 @@
+"""The weight ROM image: one checked binary (header, section table, sections, CRC32), its JSON manifest and the
+`$readmemh` file of the weight SRAM; `load_rom` refuses any image that is not exactly what was written.
+
+Format version 1 (``ROM_FORMAT_VERSION``), all integers little-endian:
+
+=====  =====  ===================  =====================================================================
+ off   type   name                 meaning
+=====  =====  ===================  =====================================================================
+   0   8s     magic                ``b"STKCMROM"``
+   8   u16    rom_version          1
+  10   u16    program_version      descriptor format of ``quant.program`` (1)
+  12   u16    header_bytes         64 + 24 * section_count
+  14   u16    section_count        5
+  16   16s    fingerprint          ``config_fingerprint(config)``: the layout the image was compiled for
+  32   u32    weight_word_bytes    array_rows * array_cols
+  36   u32    act_word_bytes       array_cols
+  40   u32    weight_words         words loaded into the weight SRAM (all loaded sections)
+  44   u32    descriptors          descriptors in the program, END included
+  48   u32    act_words            activation-SRAM words the program uses (peak)
+  52   u32    image_bytes          length of the whole file, CRC trailer included
+  56   8s     reserved             zero
+=====  =====  ===================  =====================================================================
+
+Then ``section_count`` entries of 24 bytes: ``4s id, u32 offset, u32 size, u32 crc32, u32 load_word,
+u32 words`` (offset and size in bytes of the file; crc32 of the section's bytes; load_word is the first
+weight-SRAM word the loader writes it to, 0xFFFFFFFF for a section that is not loaded; words = size / WB).
+Sections follow in table order, each starting on a 16-byte boundary (zero fill between):
+
+- ``PROG`` program words (descriptors), loaded at word 0;
+- ``PARM`` per-channel parameter records and LUT tables, loaded right after;
+- ``DWWT`` depthwise weight blocks, loaded right after;
+- ``MACW`` MAC-array weight blocks, loaded right after (the four loaded sections are the weight SRAM image);
+- ``MIO `` model I/O description, canonical JSON (sorted keys, UTF-8), not loaded: input tensor (shape,
+  quantization, activation address), die outputs (shape, quantization, address), the host tail as a small
+  Graph, graph outputs, and the layer names of the program's ``layer`` indices.
+
+The last 4 bytes are the CRC-32 (IEEE 802.3, ``zlib.crc32``) of every byte before them. A loader streaming the
+image checks the magic, version and fingerprint from the header, writes each loaded section to its words and
+accepts the image only when the running CRC matches the trailer (and each section's CRC matches its entry).
+"""
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .program import PROGRAM_FORMAT_VERSION
+
+__all__ = ["MAGIC", "ROM_FORMAT_VERSION", "SECTION_IDS", "NOT_LOADED", "RomError", "RomImage", "LAYOUT_FIELDS",
+           "config_fingerprint", "build_rom", "load_rom", "manifest", "manifest_json", "readmemh"]
+
+MAGIC = b"STKCMROM"
+ROM_FORMAT_VERSION = 1
+SECTION_IDS = (b"PROG", b"PARM", b"DWWT", b"MACW", b"MIO ")
+NOT_LOADED = 0xFFFFFFFF
+# The DieConfig fields that change where anything lives in SRAM or how a word is laid out.
+LAYOUT_FIELDS = ("array_rows", "array_cols", "sram_banks", "sram_bank_bytes", "weight_banks")
+
+_HEADER = struct.Struct("<8sHHHH16sIIIIII8s")
+_ENTRY = struct.Struct("<4sIIIII")
+_ALIGN = 16
+
+
+class RomError(ValueError):
+    """A ROM image that is corrupt, truncated, of another format, or compiled for another configuration."""
+
+
+def config_fingerprint(config):
+    """16 bytes identifying the SRAM layout of a DieConfig (SHA-256 of its layout fields, truncated)."""
+    text = "stackcam-layout-v1;" + ";".join(f"{name}={getattr(config, name)}" for name in LAYOUT_FIELDS)
+    return hashlib.sha256(text.encode()).digest()[:16]
+
+
+def _canonical_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def build_rom(model):
+    """The ROM image bytes of a compiler.CompiledModel. Same model, same bytes."""
+    cfg = model.config
+    loaded = [model.program, model.params, model.dw_weights, model.weights]
+    payloads = [np.ascontiguousarray(w, np.uint8).tobytes() for w in loaded] + [_canonical_json(model.io)]
+    header_bytes = _HEADER.size + _ENTRY.size * len(SECTION_IDS)
+    offset = -(-header_bytes // _ALIGN) * _ALIGN
+    entries, body = [], bytearray()
+    load_word = 0
+    for i, (sid, data) in enumerate(zip(SECTION_IDS, payloads)):
+        if i < len(loaded):
+            words = loaded[i].shape[0]
+            entries.append(_ENTRY.pack(sid, offset, len(data), zlib.crc32(data), load_word, words))
+            load_word += words
+        else:
+            entries.append(_ENTRY.pack(sid, offset, len(data), zlib.crc32(data), NOT_LOADED, 0))
+        pad = -len(data) % _ALIGN
+        body += data + bytes(pad)
+        offset += len(data) + pad
+    image_bytes = offset + 4
+    header = _HEADER.pack(MAGIC, ROM_FORMAT_VERSION, PROGRAM_FORMAT_VERSION, header_bytes, len(SECTION_IDS),
+                          config_fingerprint(cfg), cfg.weight_word_bytes, cfg.act_word_bytes, load_word,
+                          len(model.descriptors), model.act_words, image_bytes, bytes(8))
+    head = header + b"".join(entries)
+    image = head + bytes(-len(head) % _ALIGN) + bytes(body)
+    assert len(image) == image_bytes - 4
+    return image + struct.pack("<I", zlib.crc32(image))
+
+
+@dataclass
+class RomImage:
+    """A validated ROM image: header fields, sections by id, the parsed model I/O description."""
+
+    rom_version: int
+    program_version: int
+    fingerprint: bytes
+    weight_word_bytes: int
+    act_word_bytes: int
+    weight_words: int
+    descriptors: int
+    act_words: int
+    sections: dict           # id (str) -> {"offset", "size", "crc32", "load_word", "words", "data"}
+    io: dict
+
+    def weight_sram(self):
+        """uint8 [weight_words, WB]: the weight SRAM as the loader leaves it."""
+        out = np.zeros((self.weight_words, self.weight_word_bytes), np.uint8)
+        for sec in self.sections.values():
+            if sec["load_word"] != NOT_LOADED and sec["words"]:
+                out[sec["load_word"]:sec["load_word"] + sec["words"]] = \
+                    np.frombuffer(sec["data"], np.uint8).reshape(sec["words"], self.weight_word_bytes)
+        return out
+
+
+def load_rom(data, config):
+    """Validate a ROM image against `config` and return a RomImage; RomError (one line) on any defect."""
+    data = bytes(data)
+    n = len(data)
+    if n < _HEADER.size + 4 or data[:8] != MAGIC:
+        raise RomError(f"not a stackcam ROM image ({n} bytes; the magic {MAGIC.decode()!r} is missing)")
+    (magic, rom_version, program_version, header_bytes, count, fingerprint, wb, ab, weight_words, descriptors,
+     act_words, image_bytes, reserved) = _HEADER.unpack_from(data, 0)
+    if rom_version != ROM_FORMAT_VERSION:
+        raise RomError(f"ROM format version {rom_version}; this toolchain reads version {ROM_FORMAT_VERSION}")
+    if image_bytes != n:
+        raise RomError(f"ROM image is {n:,} bytes but its header says {image_bytes:,} (truncated or padded)")
+    (crc,) = struct.unpack_from("<I", data, n - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise RomError(f"ROM image CRC-32 mismatch: stored 0x{crc:08x}, computed 0x{zlib.crc32(data[:-4]):08x} "
+                       f"(corrupt image)")
+    if program_version != PROGRAM_FORMAT_VERSION:
+        raise RomError(f"program format version {program_version}; this toolchain runs version "
+                       f"{PROGRAM_FORMAT_VERSION}")
+    if count != len(SECTION_IDS) or header_bytes != _HEADER.size + _ENTRY.size * count or any(reserved):
+        raise RomError(f"ROM header is malformed ({count} sections, {header_bytes} header bytes)")
+    want = config_fingerprint(config)
+    if fingerprint != want:
+        raise RomError(f"ROM image was compiled for another configuration (fingerprint {fingerprint.hex()}, "
+                       f"config '{config.name}' is {want.hex()}: {_layout(config)})")
+    if wb != config.weight_word_bytes or ab != config.act_word_bytes:
+        raise RomError(f"ROM word sizes {wb}/{ab} B differ from config '{config.name}' "
+                       f"({config.weight_word_bytes}/{config.act_word_bytes} B)")
+    sections = {}
+    end = header_bytes
+    load_word = 0
+    for i, sid in enumerate(SECTION_IDS):
+        got_id, off, size, sec_crc, load, words = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
+        name = sid.decode().strip()
+        if got_id != sid:
+            raise RomError(f"ROM section {i} is {got_id!r}, expected {sid!r}")
+        if off < end or off % _ALIGN or off + size > n - 4:
+            raise RomError(f"ROM section {name} at {off:,}+{size:,} lies outside the image or overlaps")
+        body = data[off:off + size]
+        if zlib.crc32(body) != sec_crc:
+            raise RomError(f"ROM section {name} CRC-32 mismatch (corrupt image)")
+        loaded = i < len(SECTION_IDS) - 1
+        if loaded and (load != load_word or size != words * wb):
+            raise RomError(f"ROM section {name}: {size:,} B loaded at word {load} does not follow the previous "
+                           f"section (word {load_word}) in whole {wb}-byte words")
+        if not loaded and (load != NOT_LOADED or words):
+            raise RomError(f"ROM section {name} is marked for loading; it is host data")
+        if loaded:
+            load_word += words
+        sections[name] = {"offset": off, "size": size, "crc32": sec_crc, "load_word": load, "words": words,
+                          "data": body}
+        end = off + size
+    if load_word != weight_words:
+        raise RomError(f"ROM sections fill {load_word} words, the header says {weight_words}")
+    capacity = config.weight_banks * config.sram_bank_bytes // wb
+    if weight_words > capacity:
+        raise RomError(f"ROM image needs {weight_words:,} weight words, config '{config.name}' has {capacity:,}")
+    act_capacity = config.act_banks * config.sram_bank_bytes // ab
+    if act_words > act_capacity:
+        raise RomError(f"ROM image needs {act_words:,} activation words, config '{config.name}' has "
+                       f"{act_capacity:,}")
+    if descriptors * 128 > sections["PROG"]["size"]:
+        raise RomError(f"ROM program section holds fewer than its {descriptors} descriptors")
+    try:
+        io = json.loads(sections["MIO"]["data"].decode())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RomError(f"ROM model I/O section is not valid JSON: {e}") from None
+    return RomImage(rom_version=rom_version, program_version=program_version, fingerprint=fingerprint,
+                    weight_word_bytes=wb, act_word_bytes=ab, weight_words=weight_words, descriptors=descriptors,
+                    act_words=act_words, sections=sections, io=io)
+
+
+def _layout(config):
+    return ", ".join(f"{name}={getattr(config, name)}" for name in LAYOUT_FIELDS)
+
+
+def manifest(model, rom):
+    """The JSON-able manifest of a compiled model and its ROM image bytes (deterministic: no time, no paths)."""
+    from .compiler import bank_use
+    cfg = model.config
+    img = load_rom(rom, cfg)
+    bank = cfg.sram_bank_bytes
+    return {
+        "format": {"rom": ROM_FORMAT_VERSION, "program": PROGRAM_FORMAT_VERSION},
+        "model": model.name,
+        "config": {"name": cfg.name, **{f: getattr(cfg, f) for f in LAYOUT_FIELDS},
+                   "weight_word_bytes": cfg.weight_word_bytes, "act_word_bytes": cfg.act_word_bytes},
+        "fingerprint": img.fingerprint.hex(),
+        "rom": {"bytes": len(rom), "crc32": f"{struct.unpack_from('<I', rom, len(rom) - 4)[0]:08x}",
+                "sections": [{"id": k, **{f: v for f, v in s.items() if f != "data"}}
+                             for k, s in img.sections.items()]},
+        "totals": {"macs": model.macs, "weights": model.weight_count, "descriptors": len(model.descriptors),
+                   "weight_sram": {"bytes": model.weight_bytes, "words": model.weight_words,
+                                   "capacity": cfg.weight_banks * bank,
+                                   "banks": bank_use(model.weight_bytes, bank, cfg.weight_banks)},
+                   "act_sram": {"bytes": model.act_bytes, "words": model.act_words,
+                                "capacity": cfg.act_banks * bank,
+                                "banks": bank_use(model.act_bytes, bank, cfg.act_banks)},
+                   "cycles_estimate": sum(layer.cycles for layer in model.layers)},
+        "layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind, "op": layer.op,
+                    "inputs": [list(s) for s in layer.inputs], "output": list(layer.output), "macs": layer.macs,
+                    "weights": layer.weights, "weight_words": layer.weight_words,
+                    "param_words": layer.param_words, "weight_bytes": layer.weight_bytes,
+                    "act_bytes": layer.act_bytes, "cycles_estimate": layer.cycles,
+                    "descriptors": layer.descriptors} for layer in model.layers],
+        "program": [{"index": i, "op": d.op, **d.nonzero()} for i, d in enumerate(model.descriptors)],
+        "tensors": model.tensors,
+        "io": model.io,
+    }
+
+
+def manifest_json(model, rom):
+    """The manifest as text: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(manifest(model, rom), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def readmemh(model):
+    """`$readmemh` text of the weight SRAM: one word per line, most significant byte (byte WB-1) first."""
+    words = model.weight_sram()
+    return "".join(bytes(row[::-1]).hex() + "\n" for row in words)
