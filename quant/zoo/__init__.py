@@ -4,9 +4,11 @@ import numpy as np
 
 from .mobilenet import mobilenet_v1
 
+# BlazeFace lives in quant.zoo.blazeface (not imported here, so `python -m quant.zoo.blazeface` runs cleanly).
 __all__ = ["count_macs", "count_weights", "mobilenet_v1"]
 
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
 
 def count_macs(graph):
     """Multiply-accumulates of one inference: CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (the MAC array's
@@ -24,6 +26,7 @@ def count_macs(graph):
         else:                               # [out, in] weights: `in` products per output element
             total += int(np.prod(out)) * w[1]
     return total
+
 
 def count_weights(graph, biases=False):
     """Number of weight values (filter elements) of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, plus their
