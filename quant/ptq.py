@@ -312,16 +312,33 @@ def quantize_graph(float_graph, calib_inputs, *, input_range=None, fuse=True, pe
     g = fold_dequantize(float_graph)
     _check_float(g)
     _ensure_bias(g)
+    notes = []
     if fuse:
+        before = len(g.ops)
         g = fuse_activations(g)
+        if len(g.ops) < before:
+            notes.append(f"ptq: fused {before - len(g.ops)} standalone RELU/RELU6 into their producers")
     if ranges is None:
         ranges = collect_ranges(g, calib_inputs)
     ranges = dict(ranges)
-    if input_range is not None:
-        for n in g.inputs:
-            ranges[n] = (min(ranges.get(n, (np.inf,))[0], input_range[0]),
-                         max(ranges.get(n, (None, -np.inf))[1], input_range[1]))
+    for n in g.inputs:
+        if input_range is not None:
+            lo, hi = ranges.get(n, input_range)
+            ranges[n] = (min(lo, input_range[0]), max(hi, input_range[1]))
+    for op in g.ops:
+        # A fused activation bounds its output: clip the range to it (a no-op for ranges measured on the float
+        # model, which applies the activation, but not for ranges given by the caller).
+        activation = op.kind if op.kind in _FUSIBLE_ACT else op.opts.get("activation", "NONE")
+        if op.kind not in SAME_QUANT_OPS and op.kind not in FIXED_OUTPUT_QUANT:
+            lo, hi = ranges[op.outputs[0]]
+            a_lo, a_hi = _ACT_RANGE[activation]
+            ranges[op.outputs[0]] = (max(lo, a_lo), min(hi, a_hi))
+    widened = dict(ranges)
     _unify_concat_ranges(g, ranges)
+    widened = [n for n in ranges if ranges[n] != widened[n]]
+    if widened:
+        notes.append(f"ptq: gave {len(widened)} tensors feeding CONCATENATION the output's range, so it needs no "
+                     "requantization")
 
     tensors = {}
     quant = {}
@@ -351,10 +368,7 @@ def quantize_graph(float_graph, calib_inputs, *, input_range=None, fuse=True, pe
         elif op.kind in FIXED_OUTPUT_QUANT:
             act(out, QuantParams.per_tensor(*FIXED_OUTPUT_QUANT[op.kind]))
         else:
-            lo, hi = ranges[out]
-            a_lo, a_hi = _ACT_RANGE[op.opts.get("activation", "NONE")] if op.kind not in _FUSIBLE_ACT else \
-                _ACT_RANGE[op.kind]
-            act(out, activation_params(max(lo, a_lo), min(hi, a_hi)))
+            act(out, activation_params(*ranges[out]))
         ops.append(new)
     for op in g.ops:
         if op.kind == "CONCATENATION":
@@ -363,7 +377,8 @@ def quantize_graph(float_graph, calib_inputs, *, input_range=None, fuse=True, pe
                 qi = quant[n]
                 if qi.scale[0] != qo.scale[0] or qi.zero_point[0] != qo.zero_point[0]:
                     raise ModelError(f"{op.label()}: input '{n}' could not be given the output's quantization")
-    return Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), name=g.name)
+    return Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), name=g.name,
+                 notes=list(getattr(g, "notes", [])) + notes)
 
 
 def _quantize_weighted(g, op, in_quant, per_channel, tensors):
@@ -398,8 +413,9 @@ def litert_calibrated_model(float_tflite, calib_inputs):
     """
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as cw
 
-    samples = _samples(calib_inputs, 1 if not calib_inputs or not isinstance(calib_inputs[0], (list, tuple))
-                       else len(calib_inputs[0]))
+    calib_inputs = list(calib_inputs)
+    first = calib_inputs[0] if calib_inputs else None
+    samples = _samples(calib_inputs, len(first) if isinstance(first, (list, tuple)) else 1)
     cal = cw.CalibrationWrapper(bytes(float_tflite), [], [])
     cal.Prepare([list(x.shape) for x in samples[0]])
     for s in samples:

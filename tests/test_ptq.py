@@ -222,6 +222,25 @@ def test_concatenation_inputs_share_the_output_quantization():
     _assert_litert_equals_executor(q, _int8_inputs(q, calib))
 
 
+def test_concatenation_of_a_relu6_output_and_a_signed_one():
+    """The RELU6 conv's output takes the concatenation's signed range; its clamp still stops at 0."""
+    rng = np.random.default_rng(2)
+    t = {n: Tensor(n, s, "float32") for n, s in (("x", (1, 4, 4, 2)), ("c1", (1, 4, 4, 3)), ("c2", (1, 4, 4, 2)),
+                                                 ("cat", (1, 4, 4, 5)))}
+    for n, s in (("w1", (3, 1, 1, 2)), ("w2", (2, 1, 1, 2)), ("b1", (3,)), ("b2", (2,))):
+        t[n] = Tensor(n, s, "float32", rng.normal(size=s).astype(np.float32))
+    g = Graph(t, [Op("CONV_2D", ["x", "w1", "b1"], ["c1"], dict(padding="VALID", activation="RELU6")),
+                  Op("CONV_2D", ["x", "w2", "b2"], ["c2"], dict(padding="VALID")),
+                  Op("CONCATENATION", ["c1", "c2"], ["cat"], dict(axis=3))], ["x"], ["cat"])
+    calib = [rng.uniform(-1, 1, (1, 4, 4, 2)).astype(np.float32) for _ in range(3)]
+    q = quantize_graph(g, calib)
+    s, z = q.tensor("cat").quant.scalar()
+    assert z > -128 and q.tensor("c1").quant.scalar() == (s, z)
+    assert any("CONCATENATION" in note for note in q.notes)
+    _assert_litert_equals_executor(q, _int8_inputs(q, calib))
+    assert run_graph(q, _int8_inputs(q, calib[:1]))[0][..., :3].min() >= z
+
+
 def test_fuse_activations_is_exact_in_float():
     g = _concat_graph()
     fused = fuse_activations(g)
