@@ -9,9 +9,11 @@ from .graph import ModelError
 __all__ = ["CalibrationError", "PHOTOS", "NORMALIZATIONS", "IMAGE_SUFFIXES", "photo", "prepare_image", "photo_set",
            "directory_images", "calibration_set"]
 
-# Real photographs that ship inside scikit-image's wheel (no download). skimage.data has more entries, but the
-# rest are textures, text, microscopy or need the optional pooch download.
-PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "rocket", "coins", "immunohistochemistry",
+# Real photographs that ship inside scikit-image's wheel (no download): street, portrait, pet, food, launch pad,
+# coins, a stained-tissue micrograph and a Hubble field. skimage.data's other entries are textures (brick, grass,
+# gravel), text and pages, drawings, moon/clock/retina close-ups, or need the optional pooch download (eagle,
+# lily, skin); cat() is the same picture as chelsea().
+PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "immunohistochemistry",
           "hubble_deep_field")
 
 # How a model wants its float input, as (offset, scale) applied to pixel values in [0, 255]:

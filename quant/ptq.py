@@ -20,14 +20,14 @@ SAME_QUANT_OPS = ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD")
 # Operators whose int8 output quantization TFLite fixes regardless of calibration: (scale, zero point).
 FIXED_OUTPUT_QUANT = {"SOFTMAX": (1.0 / 256.0, -128), "LOGISTIC": (1.0 / 256.0, -128)}
 
-# Ops with weights: input index of the filter, and the filter axis that is the output channel.
+# Ops with weights (input 1) and bias (input 2): the filter axis that is the output channel (OHWI, 1HWO, [out, in]).
 _WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
 
 # The real-valued range a fused activation allows; calibration ranges are clipped to it.
 _ACT_RANGE = {"NONE": (-np.inf, np.inf), "RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 
-# Standalone activation ops that fold into a producer's fused activation.
-_FUSIBLE_ACT = {"RELU": "RELU", "RELU6": "RELU6"}
+# Standalone activation ops that fold into a producer's fused activation of the same name.
+_FUSIBLE_ACT = ("RELU", "RELU6")
 _FUSING_PRODUCERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
 
 
@@ -167,7 +167,7 @@ def fuse_activations(graph):
         if (prod is None or prod.kind not in _FUSING_PRODUCERS or prod.opts.get("activation", "NONE") != "NONE"
                 or len(consumers.get(src, [])) != 1 or src in g.outputs):
             continue
-        prod.opts = dict(prod.opts, activation=_FUSIBLE_ACT[op.kind])
+        prod.opts = dict(prod.opts, activation=op.kind)
         # The producer now writes the RELU's output tensor; the pre-activation tensor disappears.
         prod.outputs = [op.outputs[0] if o == src else o for o in prod.outputs]
         rename[src] = op.outputs[0]
