@@ -212,6 +212,8 @@ def _run_op(graph, op, env):
         value = _scalar_q(graph, y.name, op)[1] if integer else 0
         out = ref.pad(x, ins[1], value)
     elif k == "RESHAPE":
+        if x.size != int(np.prod(y.shape)):
+            raise ModelError(f"{op.label()}: cannot reshape {list(x.shape)} to {list(y.shape)}")
         out = x.reshape(y.shape)
     elif k == "CONCATENATION":
         if integer:

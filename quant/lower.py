@@ -10,7 +10,7 @@ from .executor import op_pads, tensor_lower_bound
 from .graph import Graph, Op
 from .ref import window_output_size
 
-__all__ = ["lower", "fold_pads", "fuse_activations", "simplify_reshapes", "mark_concat_layout",
+__all__ = ["lower", "int8_core", "fold_pads", "fuse_activations", "simplify_reshapes", "mark_concat_layout",
            "FUSABLE_PRODUCERS"]
 
 # Ops whose kernel ends in a fused-activation clamp on its own output scale.
@@ -200,6 +200,33 @@ def mark_concat_layout(graph: Graph) -> Graph:
         op.opts["layout_only"] = bool(same and op.opts.get("activation", "NONE") == "NONE")
         if op.opts["layout_only"]:
             g.notes.append(f"{op.label()} is memory layout only (axis {op.opts.get('axis', 0)})")
+    return g
+
+
+def int8_core(graph: Graph) -> Graph:
+    """The part the die runs: a float graph input read only by a QUANTIZE is replaced by that QUANTIZE's int8
+    output, and a graph output made by a DEQUANTIZE of an int8 tensor by that int8 tensor (the host does the
+    float conversions at the edges)."""
+    g = _copy(graph)
+    users = g.consumers()
+    for i, name in enumerate(g.inputs):
+        readers = users.get(name, [])
+        if g.tensor(name).dtype == "float32" and len(readers) == 1 and readers[0].kind == "QUANTIZE" \
+                and name not in g.outputs:
+            q = readers[0]
+            g.inputs[i] = q.outputs[0]
+            g.ops.remove(q)
+            _remove_tensor(g, name)
+            g.notes.append(f"input '{name}' quantized on the host: the die takes '{q.outputs[0]}'")
+    producers = g.producers()
+    for i, name in enumerate(g.outputs):
+        d = producers.get(name)
+        if d is not None and d.kind == "DEQUANTIZE" and g.tensor(d.inputs[0]).dtype == "int8" \
+                and not users.get(name):
+            g.outputs[i] = d.inputs[0]
+            g.ops.remove(d)
+            _remove_tensor(g, name)
+            g.notes.append(f"output '{name}' dequantized on the host: the die sends '{d.inputs[0]}'")
     return g
 
 
