@@ -157,6 +157,7 @@ class _Compiler:
         self.phys = {}               # activation tensor -> (H, W, C) as stored
         self.root = {}               # tensor -> tensor owning its storage (RESHAPE aliases share it)
         self.blocks = {"params": [], "dw": [], "conv": []}    # (layer, Descriptor, uint8 words)
+        self.packed = {}             # pixel-packed tensor (the network input, when it can be) -> pixels per word
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def act(self, name, what):
@@ -182,12 +183,17 @@ class _Compiler:
                 raise ModelError(f"{what}: {key} {value} exceeds the descriptor's {kind} field "
                                  f"(at most {_LIMITS[kind]})")
 
+    def words(self, name):
+        """Activation words of a tensor in its layout."""
+        if name in self.packed:
+            return fmt.packed_words(*self.phys[name], self.cols)
+        return fmt.tensor_words(*self.phys[name], self.cols)
+
     def layer(self, op, die_op, inputs, out, **kw):
         layer = Layer(index=len(self.layers), name=op.name or op.outputs[0], kind=op.kind, op=die_op,
                       inputs=[tuple(self.g.tensor(n).shape) for n in inputs],
                       output=tuple(self.g.tensor(out).shape), **kw)
-        words = sum(fmt.tensor_words(*self.phys[n], self.cols) for n in (*inputs, out))
-        layer.act_bytes = words * self.cols
+        layer.act_bytes = sum(self.words(n) for n in (*inputs, out)) * self.cols
         self.layers.append(layer)
         return layer
 
@@ -286,7 +292,14 @@ class _Compiler:
         self.define(out_name, (oh, ow, oc), what)
 
         kh, kw = kernel
-        if depthwise:
+        packed = x_name in self.packed
+        if packed:
+            die_op = "CONV"
+            block = fmt.pack_im2col_weights(weights, self.rows, self.cols)
+            macs = oh * ow * oc * kh * kw * c
+            tile_words = _ceil(kh * kw * c, self.cols)
+            cycles = oh * ow * _ceil(oc, self.rows) * tile_words
+        elif depthwise:
             die_op = "DWCONV"
             block = fmt.pack_dw_weights(weights[0], self.rows, self.cols)
             macs = oh * ow * oc * kh * kw
@@ -312,6 +325,8 @@ class _Compiler:
         self.blocks["params"].append((layer, desc, params))
         self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x_name, "out_addr": out_name})
+        if packed:
+            desc.flags, desc.in_ct, desc.in_ppw = fmt.PACKED, tile_words, self.packed[x_name]
 
     def add(self, op):
         what = op.label()
@@ -381,7 +396,7 @@ class _Compiler:
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
         self.define(out, out_hwc, what)
-        words = sum(fmt.tensor_words(*self.phys[n], self.cols) for n, _ in parts)
+        words = sum(self.words(n) for n, _ in parts)
         layer = self.layer(op, "COPY", [n for n, _ in parts], out,
                            cycles=words + fmt.tensor_words(*out_hwc, self.cols))
         for i, (name, (y, x, c)) in enumerate(parts):
@@ -466,6 +481,14 @@ class _Compiler:
         self.root[inp.name] = inp.name
         host = _partition(g)
         consumers = g.consumers()
+        # Pixel-pack the input when only CONVs read it: a 3-channel image in 64-lane words would waste 61 lanes
+        # of every word (3.2 MB for 224x224 on imx500), and the stem conv runs better in im2col mode anyway.
+        ppw = self.cols // self.phys[inp.name][2]
+        users = consumers.get(inp.name, [])
+        if ppw >= 2 and inp.name not in g.outputs and users and \
+                all(u.kind == "CONV_2D" and u.inputs[0] == inp.name and u.inputs.count(inp.name) == 1
+                    for u in users):
+            self.packed[inp.name] = ppw
         die_index = {}
         for i, op in enumerate(g.ops):
             if i in host:
@@ -527,7 +550,7 @@ class _Compiler:
         roots = sorted(start, key=lambda r: (start[r], r))
         for r in roots:
             end.setdefault(r, start[r])
-        sizes = {r: fmt.tensor_words(*self.phys[r], self.cols) for r in roots}
+        sizes = {r: self.words(r) for r in roots}
         addr = _allocate(roots, sizes, start, end)
         act_words = max((addr[r] + sizes[r] for r in roots), default=0)
 
@@ -606,7 +629,9 @@ class _Compiler:
                 if n and n not in names:
                     names.append(n)
         host_inputs = [n for n in names if n in die_outputs]
-        return {"model": g.name, "input": tensor(g.inputs[0]),
+        inp = tensor(g.inputs[0])
+        inp.update(layout="packed" if g.inputs[0] in self.packed else "tiled", ppw=self.packed.get(g.inputs[0], 0))
+        return {"model": g.name, "input": inp,
                 "die_outputs": [tensor(n) for n in die_outputs],
                 "host": {"inputs": host_inputs, "tensors": [tensor(n) for n in names],
                          "ops": [{"kind": op.kind, "name": op.name or op.outputs[0],
@@ -655,4 +680,7 @@ def _allocate(roots, sizes, start, end):
 def compile_graph(graph, config):
     """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
     uses an operator the die does not run or does not fit the configuration's SRAM."""
-    return _Compiler(graph, config).run()
+    try:
+        return _Compiler(graph, config).run()
+    except fmt.ProgramError as e:
+        raise ModelError(f"model '{graph.name}': {e}") from None

@@ -40,13 +40,25 @@ Weight space holds, from word 0 and in this order, each region and each layer's 
    ``W[oc_tile*rows + r, ky, kx, ic_tile*cols + c]`` (OHWI; 0 outside the tensor).  FULLY_CONNECTED is a CONV
    with a 1x1 kernel on a 1x1 "pixel" of ``in_c`` = input features; an FC fed by a flattened H x W x C tensor is
    an H x W VALID CONV on that tensor (the same arithmetic, with no layout move).
+   A CONV with the PACKED flag (im2col mode, below) reduces over ``K = kernel_h*kernel_w*in_c`` values
+   ``k = (ky*kernel_w + kx)*in_c + ic`` instead: one word per ``(oc_tile, k_tile)``, ``k_tile`` innermost, byte
+   ``r*cols + c`` is ``W[oc_tile*rows + r][k = k_tile*cols + c]`` (0 for ``k >= K``).
 
 Activation tensors are channel-tiled HWC: an H x W x C tensor at word ``base`` has ``CT = ceil(C / cols)``
 words per pixel; pixel (y, x) channel tile ct is word ``base + (y*W + x)*CT + ct``; lane c of that word is
 channel ``ct*cols + c``; lanes ``>= C`` of the last tile ("padding lanes") hold the tensor's zero point, and
 every operator keeps it so (CONV/DWCONV through the zero parameter records, ADD/pools because the zero point
-maps to the zero point, COPY by its fill).  The ISP writes the network input there; CSI-2 reads the outputs
-from there (addresses in the ROM's model I/O section).
+maps to the zero point, COPY by its fill, LUT explicitly).  CSI-2 reads the outputs from there (addresses in
+the ROM's model I/O section).
+
+The **network input** is written by the ISP, and when it is read only by CONVs and ``PPW = cols // C >= 2``
+it is **pixel-packed** instead (the model I/O section says which, with PPW): pixel ``p = y*W + x`` is in word
+``base + p // PPW``, lanes ``(p % PPW)*C .. (p % PPW)*C + C - 1``; unused lanes and slots hold the zero point.
+It takes ``ceil(H*W / PPW)`` words: a 224 x 224 RGB input is 2,390 words of 64 bytes instead of 50,176, which
+is what lets MobileNet V1 224 fit an 8 MiB die.  The CONVs that read it carry the PACKED flag and run in im2col
+mode: for each output pixel the sequencer gathers the ``K`` taps x channels (zero point outside the input) into
+``in_ct = ceil(K / cols)`` words and feeds them to the MAC array like ``in_ct`` channel tiles of a 1x1 conv
+(a 3x3 RGB stem is K = 27: one word per output pixel and oc tile, instead of nine words of three lanes).
 
 Opcodes
 -------
@@ -79,7 +91,7 @@ Descriptor (128 bytes, little-endian; every field not listed and every field an 
  off   type  name          meaning
 =====  ====  ============  ==========================================================================
    0   u8    opcode        1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END
-   1   u8    flags         bit 0 FILL (COPY); other bits 0
+   1   u8    flags         bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); others 0
    2   u16   layer         index of the compiled layer this descriptor belongs to (per-layer counters)
    4   u8    kernel_h      kernel / pooling window height
    5   u8    kernel_w      kernel / pooling window width
@@ -92,7 +104,7 @@ Descriptor (128 bytes, little-endian; every field not listed and every field an 
   12   u16   in_h          input height
   14   u16   in_w          input width
   16   u16   in_c          input channels
-  18   u16   in_ct         input channel tiles, ceil(in_c / cols)
+  18   u16   in_ct         input channel tiles, ceil(in_c / cols); PACKED: im2col words ceil(K / cols)
   20   u16   in2_h         second input height (ADD)
   22   u16   in2_w         second input width (ADD)
   24   u16   in2_c         second input channels (ADD)
@@ -125,9 +137,11 @@ Descriptor (128 bytes, little-endian; every field not listed and every field an 
   88   u16   copy_x        COPY destination column offset
   90   u16   copy_c        COPY destination channel offset
   92   u16   oc_tiles      CONV: ceil(out_c / rows), output-channel tiles of the MAC array
-  94   u16   tile_words    CONV: kernel_h*kernel_w*in_ct words per oc tile; DWCONV: ceil(kh*kw / rows)
+  94   u16   tile_words    CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct); DWCONV:
+                           ceil(kernel_h*kernel_w / rows)
   96   u32   macs          multiply-accumulates of the layer's useful work (for utilization counters)
- 100   u32   reserved1     0
+ 100   u16   in_ppw        PACKED: input pixels per word, cols // in_c; otherwise 0
+ 102   u16   reserved1     0
  104   u32   reserved2     0
  108   u32   reserved3     0
  112   u32   reserved4     0
@@ -144,9 +158,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES",
-           "FILL", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
+           "FILL", "PACKED", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "dw_block_words", "pack_dw_weights",
            "unpack_dw_weights", "conv_block_words", "pack_conv_weights", "unpack_conv_weights",
+           "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights", "packed_words", "write_packed",
+           "read_packed",
            "stream_words", "read_stream", "tensor_words", "write_tensor", "read_tensor", "execute",
            "execute_trace"]
 
@@ -157,6 +173,7 @@ PARAM_RECORD_BYTES = 16
 OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "END": 15}
 OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
 FILL = 1            # flags bit 0 of COPY
+PACKED = 2          # flags bit 1 of CONV
 
 
 class ProgramError(ValueError):
@@ -249,6 +266,7 @@ class Descriptor:
     oc_tiles: int = 0
     tile_words: int = 0
     macs: int = 0
+    in_ppw: int = 0
     reserved1: int = 0
     reserved2: int = 0
     reserved3: int = 0
@@ -294,7 +312,7 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    if desc.flags & ~FILL or (desc.flags and desc.op != "COPY"):
+    if desc.flags & ~{"COPY": FILL, "CONV": PACKED}.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved0", "reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
                  "reserved7"):
@@ -424,6 +442,23 @@ def unpack_conv_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols, padd
     return full if padded else full[:out_c, :, :, :in_c]
 
 
+def im2col_block_words(out_c, kernel_h, kernel_w, in_c, rows, cols):
+    """Words of a PACKED (im2col) CONV's weight block."""
+    return -(-out_c // rows) * -(-(kernel_h * kernel_w * in_c) // cols)
+
+
+def pack_im2col_weights(w, rows, cols):
+    """uint8 [words, rows*cols] im2col block from int8 OHWI weights: a 1x1 conv over K = KH*KW*IC inputs."""
+    oc = w.shape[0]
+    return pack_conv_weights(w.reshape(oc, 1, 1, -1), rows, cols)
+
+
+def unpack_im2col_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
+    """int8 OHWI weights from an im2col block (inverse of pack_im2col_weights)."""
+    k = kernel_h * kernel_w * in_c
+    return unpack_conv_weights(words, out_c, 1, 1, k, rows, cols).reshape(out_c, kernel_h, kernel_w, in_c)
+
+
 # --- activation-space layout ----------------------------------------------------------------------------------
 
 def tensor_words(h, w, c, cols):
@@ -476,13 +511,19 @@ def _check(i, d, cols, rows):
     """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does."""
     where = f"descriptor {i} ({d.op})"
     ins, out = _tensors(d)
+    packed = bool(d.flags & PACKED)
+    k_words = -(-(d.kernel_h * d.kernel_w * d.in_c) // cols)
     for prefix, _, h, w, c in (*ins, out):
         ct = getattr(d, f"{prefix}_ct")
-        if min(h, w, c) < 1 or ct != -(-c // cols):
-            raise ProgramError(f"{where}: {prefix} {h}x{w}x{c} with {ct} channel tiles")
+        want = k_words if packed and prefix == "in" else -(-c // cols)
+        if min(h, w, c) < 1 or ct != want:
+            raise ProgramError(f"{where}: {prefix} {h}x{w}x{c} with {ct} channel tiles (expected {want})")
+    if d.in_ppw != (cols // d.in_c if packed else 0):
+        raise ProgramError(f"{where}: in_ppw {d.in_ppw} (PACKED {packed}, in_c {d.in_c}, cols {cols})")
     out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
     for prefix, base, h, w, c in ins:
-        if base < out_hi and out_lo < base + tensor_words(h, w, c, cols):
+        size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
+        if base < out_hi and out_lo < base + size:
             raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
     if d.op in ("CONV", "DWCONV", "MAXPOOL", "AVGPOOL"):
         if min(d.kernel_h, d.kernel_w, d.stride_h, d.stride_w) < 1:
@@ -492,7 +533,10 @@ def _check(i, d, cols, rows):
             if (size + lo + hi - k) // s + 1 != o:
                 raise ProgramError(f"{where}: out_{axis} {o} does not follow from in_{axis} {size}, kernel {k}, "
                                    f"stride {s}, pads {lo}+{hi}")
-    if d.op == "CONV":
+    if d.op == "CONV" and packed:
+        want = (im2col_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
+                param_words(d.out_c, rows, cols), -(-d.out_c // rows), k_words)
+    elif d.op == "CONV":
         want = (conv_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
                 param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w * d.in_ct)
     elif d.op == "DWCONV":
@@ -524,14 +568,20 @@ def _step(i, d, sram, wsram, rows, cols):
     from . import ref
     _check(i, d, cols, rows)
     where = f"descriptor {i} ({d.op})"
-    x = read_tensor(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
+    if d.flags & PACKED:
+        x = read_packed(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
+    else:
+        x = read_tensor(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
     geo = dict(stride=(d.stride_h, d.stride_w), dilation=(1, 1),
                pads=(d.pad_top, d.pad_bottom, d.pad_left, d.pad_right))
     if d.op in ("CONV", "DWCONV"):
         records = _region(wsram, d.param_addr, d.param_words, where)
         bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
         block = _region(wsram, d.weight_addr, d.weight_words, where)
-        if d.op == "CONV":
+        if d.op == "CONV" and d.flags & PACKED:
+            w = unpack_im2col_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
+            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
+        elif d.op == "CONV":
             w = unpack_conv_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
             acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
         else:
@@ -568,6 +618,36 @@ def _step(i, d, sram, wsram, rows, cols):
     write_tensor(sram, d.out_addr, out, d.out_zp)
 
 
+def packed_words(h, w, c, cols):
+    """Activation words of a pixel-packed H x W x C tensor."""
+    return -(-(h * w) // (cols // c))
+
+
+def write_packed(sram, base, x, zero_point):
+    """Store int8 HWC `x` pixel-packed (cols // C pixels per word) at word `base`; unused lanes = zp."""
+    h, w, c = x.shape
+    cols = sram.shape[1]
+    ppw = cols // c
+    n = packed_words(h, w, c, cols)
+    if ppw < 1 or base < 0 or base + n > sram.shape[0]:
+        raise ProgramError(f"packed tensor {h}x{w}x{c} at word {base} does not fit the activation SRAM")
+    words = np.full((n * ppw, c), zero_point, np.int8)
+    words[:h * w] = x.reshape(h * w, c)
+    out = np.full((n, cols), zero_point, np.int8)
+    out[:, :ppw * c] = words.reshape(n, ppw * c)
+    sram[base:base + n] = out
+
+
+def read_packed(sram, base, h, w, c):
+    """int8 HWC tensor stored pixel-packed at word `base`."""
+    cols = sram.shape[1]
+    ppw = cols // c
+    n = packed_words(h, w, c, cols)
+    if ppw < 1 or base < 0 or base + n > sram.shape[0]:
+        raise ProgramError(f"packed tensor {h}x{w}x{c} at word {base} runs past the activation SRAM")
+    return sram[base:base + n, :ppw * c].reshape(n * ppw, c)[:h * w].reshape(h, w, c).copy()
+
+
 def execute(rom_bytes, config, input_int8_hwc):
     """Run a ROM image on the simulated die: int8 HWC input -> the graph's outputs (host tail applied)."""
     return execute_trace(rom_bytes, config, input_int8_hwc)[0]
@@ -593,7 +673,10 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
     if x.dtype != np.int8 or list(x.shape) != spec["hwc"]:
         raise ValueError(f"input must be int8 {'x'.join(map(str, spec['hwc']))} (HWC), got {x.dtype} "
                          f"{'x'.join(map(str, x.shape))}")
-    write_tensor(sram, spec["addr"], x, spec["zero_point"][0])
+    if spec.get("ppw"):
+        write_packed(sram, spec["addr"], x, spec["zero_point"][0])
+    else:
+        write_tensor(sram, spec["addr"], x, spec["zero_point"][0])
 
     stream = wsram.reshape(-1)           # the program is a byte stream from word 0
     i = 0
