@@ -117,6 +117,20 @@ def test_int8_blazeface_litert_equals_executor(models):
             np.testing.assert_array_equal(want, got)
 
 
+def test_exported_int8_blazeface_reimported_and_lowered_is_bit_identical(models):
+    """What `stackcam run --engine ref` does with the exported file: import it, lower it, run the executor."""
+    from quant.importer import load_model
+    from quant.lower import int8_core, lower
+
+    _, q = models
+    model = export_tflite(q)
+    lowered = lower(int8_core(load_model(model, name="blazeface_int8.tflite")))
+    s, z = q.tensor(q.inputs[0]).quant.scalar()
+    x = quantize_float(bf.blazeface_input(photo("astronaut")), s, z)
+    for want, got in zip(run_reference(model, [x]), run_graph(lowered, [x])):
+        np.testing.assert_array_equal(want, got)
+
+
 def test_int8_blazeface_structure(models):
     _, q = models
     assert q.is_quantized()
