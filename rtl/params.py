@@ -40,6 +40,7 @@ class DieConfig:
     conv_out_channels: int = 8
     # CSI-2 transmitter.
     csi2_lanes: int = 1
+    csi2_blanking: int = 0              # minimum idle cycles between CSI-2 packets (line blanking)
     # Nominal clock of the die, for converting cycles to time.
     clock_mhz: float = 100.0
     notes: str = field(default="", compare=False)
@@ -56,8 +57,12 @@ class DieConfig:
         need(self.pixels_per_clock in (1, 2, 4),
              f"pixels_per_clock must be 1, 2 or 4, got {self.pixels_per_clock!r}")
         need(self.csi2_lanes in (1, 2, 4), f"csi2_lanes must be 1, 2 or 4, got {self.csi2_lanes!r}")
+        need(isinstance(self.csi2_blanking, int) and 0 <= self.csi2_blanking < 1 << 16,
+             f"csi2_blanking must be an integer in 0..65535, got {self.csi2_blanking!r}")
         need(self.frame_width % 2 == 0 and self.frame_height % 2 == 0,
              f"frame size must be even (whole RGGB quads), got {self.frame_width}x{self.frame_height}")
+        need(self.frame_width % 4 == 0,
+             f"frame_width {self.frame_width} must be a multiple of 4 (CSI-2 RAW10 packs 4 pixels in 5 bytes)")
         need(self.frame_width % self.pixels_per_clock == 0,
              f"frame_width {self.frame_width} is not a multiple of pixels_per_clock {self.pixels_per_clock}")
         need(self.frame_width >= 2 * self.input_width and self.frame_height >= 2 * self.input_height,

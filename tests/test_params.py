@@ -39,3 +39,8 @@ def test_invalid_configs_name_the_value(changes, needle):
 def test_unknown_preset_lists_names():
     with pytest.raises(ConfigError, match="presets are: tiny, fpga, imx500"):
         preset("nope")
+
+
+def test_raw10_needs_width_multiple_of_four():
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        DieConfig(frame_width=98)
