@@ -209,7 +209,10 @@ def _run_op(graph, op, env):
             out = ref.average_pool_float(x, f, s, pads, act) if k == "AVERAGE_POOL_2D" else \
                 ref.float_activation(ref.max_pool(x, f, s, pads), act)
     elif k == "PAD":
-        value = _scalar_q(graph, y.name, op)[1] if integer else 0
+        if "value" in o:
+            value = o["value"]
+        else:
+            value = _scalar_q(graph, y.name, op)[1] if integer else 0
         out = ref.pad(x, ins[1], value)
     elif k == "RESHAPE":
         if x.size != int(np.prod(y.shape)):

@@ -137,6 +137,10 @@ class _Writer:
             shape = np.array(g.tensor(op.outputs[0]).shape, np.int32)
             s = self.b.add_tensor(f"{op.name or op.outputs[0]}/shape", shape.shape, np.int32, data=shape)
             self.op(_OPS.RESHAPE, [ins[0], s], outs, schema.ReshapeOptionsT(newShape=shape.tolist()), dtype)
+        elif k == "PAD" and "value" in o:
+            v = self.new_tensor(f"{op.name or op.outputs[0]}/pad_value", op.outputs[0], (1,),
+                                data=np.array([o["value"]], np.dtype(dtype)))
+            self.op(_OPS.PADV2, [*ins[:2], v], outs, schema.PadV2OptionsT(), dtype)
         elif k == "PAD":
             self.op(_OPS.PAD, ins, outs, schema.PadOptionsT(), dtype)
         elif k == "SOFTMAX":

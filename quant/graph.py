@@ -69,7 +69,8 @@ class Op:
     FULLY_CONNECTED: activation, keep_num_dims.  ADD: activation.  CONCATENATION: axis, activation.
     AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation; MAX_POOL_2D may get
       "pads" from lowering too.
-    RESHAPE: new_shape.  PAD: (paddings come from the second input).  SOFTMAX: beta.
+    RESHAPE: new_shape.  PAD: (paddings come from the second input), "value" (the raw pad value in the
+      tensor's dtype, from a PADV2; absent: the output zero point, 0.0 for float).  SOFTMAX: beta.
     Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION
     "layout_only" (every input already has the output's quantization: each producer can write straight into
     its slice of the output buffer).

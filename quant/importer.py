@@ -16,6 +16,8 @@ __all__ = ["load_model", "load_tflite", "graph_from_tflite_model", "BUILTIN_NAME
 BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _ACTIVATION_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
 _PADDING_NAMES = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
+# TFLite ops imported as another IR op (with an option saying the difference).
+_KIND_ALIASES = {"PADV2": "PAD"}
 DTYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
@@ -129,6 +131,7 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
         ins = [names[i] if i >= 0 else "" for i in (op.inputs if op.inputs is not None else [])]
         outs = [names[i] for i in (op.outputs if op.outputs is not None else [])]
         layer = outs[0] if outs else f"op{index}"
+        kind = _KIND_ALIASES.get(kind, kind)
         if kind not in SUPPORTED_OPS:
             raise ModelError(f"unsupported operator '{kind}' in layer '{layer}' (op {index})")
         if kind == "DEQUANTIZE" and tensors[ins[0]].is_const:
@@ -137,6 +140,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
         opts = _options(kind, op.builtinOptions, tensors, ins, outs, layer, index)
         if kind == "RESHAPE":
             ins = ins[:1]           # the target shape is static: it is the output tensor's shape
+        if kind == "PAD" and len(ins) > 2:
+            ins = ins[:2]           # PADV2: the pad value became opts["value"]
         ops.append(Op(kind, ins, outs, opts, name=layer))
 
     for t in tensors.values():
@@ -220,6 +225,16 @@ def _options(kind, o, tensors, ins, outs, layer, index):
     if kind == "PAD":
         if len(ins) < 2 or not ins[1] or not tensors[ins[1]].is_const:
             raise ModelError(f"PAD in layer '{layer}' (op {index}) has non-constant paddings")
+        if len(ins) > 2 and ins[2]:
+            v = tensors[ins[2]]
+            if not v.is_const or v.data.size != 1:
+                raise ModelError(f"PADV2 in layer '{layer}' (op {index}) has a non-constant pad value")
+            if v.quant is not None and tensors[outs[0]].quant is not None and not (
+                    np.array_equal(v.quant.scale, tensors[outs[0]].quant.scale)
+                    and np.array_equal(v.quant.zero_point, tensors[outs[0]].quant.zero_point)):
+                raise ModelError(f"PADV2 in layer '{layer}' (op {index}): pad value quantized unlike the output")
+            value = v.data.reshape(-1)[0]
+            return dict(value=int(value) if v.dtype == "int8" else float(value))
         return {}
     if kind == "SOFTMAX":
         return dict(beta=float(o.beta) if o is not None else 1.0)

@@ -60,17 +60,24 @@ def _pool_windows_all_touch_input(size, pads, f, stride, out):
     return True
 
 
+def _pad_value(graph, pad_op):
+    """What a PAD fills with: its "value" (PADV2), else the output zero point (int8) or 0.0 (float)."""
+    if "value" in pad_op.opts:
+        return pad_op.opts["value"]
+    y = graph.tensor(pad_op.outputs[0])
+    return y.quant.scalar()[1] if y.dtype == "int8" else 0.0
+
+
 def _max_pool_fold_is_exact(graph, pad_op, pool, new_pads):
     """Folding PAD (value v) into MAX_POOL_2D (padding never wins) is exact when v cannot change any max:
     the pool's own clamp floor is >= v, or every input value is >= v and no window lies wholly in padding."""
     x = graph.tensor(pad_op.inputs[0])
     y = graph.tensor(pool.outputs[0])
     act = pool.opts.get("activation", "NONE")
+    v = _pad_value(graph, pad_op)
     if x.dtype == "int8":
-        v = graph.tensor(pad_op.outputs[0]).quant.scalar()[1]      # an int8 PAD fills with its zero point
         floor = activation_range(act, *y.quant.scalar())[0]
     else:
-        v = 0.0
         floor = {"NONE": -np.inf, "RELU": 0.0, "RELU6": 0.0, "RELU_N1_TO_1": -1.0}[act]
     if floor >= v:
         return True
@@ -106,6 +113,9 @@ def fold_pads(graph: Graph) -> Graph:
         if user is None or user.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D") \
                 or user.inputs[0] != y.name:
             continue
+        if user.kind != "MAX_POOL_2D" and _pad_value(g, pad_op) != (
+                y.quant.scalar()[1] if y.dtype == "int8" else 0.0):
+            continue                        # a conv's own padding is the zero point: other values do not fold
         own = op_pads(g, user)
         new_pads = (own[0] + int(paddings[1, 0]), own[1] + int(paddings[1, 1]),
                     own[2] + int(paddings[2, 0]), own[3] + int(paddings[2, 1]))
