@@ -296,7 +296,12 @@ def run_graph(graph: Graph, inputs, trace=None):
         missing = [n for n in op.inputs if n and n not in env]
         if missing:
             raise ModelError(f"{op.label()}: input '{missing[0]}' is not computed before it is used")
-        _run_op(graph, op, env)
+        try:
+            _run_op(graph, op, env)
+        except ModelError:
+            raise
+        except ValueError as e:                 # a kernel's range check: name the layer it happened in
+            raise ModelError(f"{op.label()}: {str(e).splitlines()[0]}") from None
     if trace is not None:
         trace.update(env)
     return [env[name] for name in graph.outputs]

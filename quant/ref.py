@@ -375,6 +375,10 @@ def softmax_int8(x, p):
     num_bits_over_unit = 12 - headroom_plus_one
     shifted_sum_minus_one = _wrap((sum_of_exps << headroom_plus_one) - (1 << 31))
     shifted_scale = _one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one)
+    if np.any(num_bits_over_unit + 31 - 8 > 31):
+        # gemmlowp asserts exponent <= 31 here and LiteRT aborts: more than 256 values tie for the maximum.
+        raise ValueError("SOFTMAX: over 256 inputs share the row maximum; the reference kernel's final shift "
+                         "exceeds 31 bits (LiteRT aborts on this input)")
     out = _rdbp(_srdhm(shifted_scale, e), num_bits_over_unit + 31 - 8) - 128
     return np.where(valid, np.clip(out, -128, 127), -128).astype(np.int8)
 

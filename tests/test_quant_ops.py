@@ -462,3 +462,15 @@ def test_lower_mobilenet_like_graph():
     model = m.output(len(m.b.tensors) - 1)
     kinds = [op.kind for op in load_model(model).ops if op.kind != "RESHAPE"]
     lowered_equal(model, extreme_inputs(m), kinds)
+
+
+def test_softmax_outside_the_reference_kernels_range_is_a_model_error():
+    from quant.executor import run_graph
+    from quant.graph import ModelError
+    m = ModelBuilder(seed=25)
+    x = m.input((1, 600), scale=0.1, zp=0)
+    y = m.unary(x, "SOFTMAX", (1 / 256, -128), schema.SoftmaxOptionsT(beta=1.0))
+    model = m.output(y)
+    with pytest.raises(ModelError, match="over 256 inputs share the row maximum"):
+        run_graph(load_model(model), [np.full((1, 600), 5, np.int8)])   # LiteRT itself aborts (gemmlowp assert)
+    compare(model, [np.arange(600).reshape(1, 600).astype(np.int8)])
