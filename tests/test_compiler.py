@@ -1,0 +1,192 @@
+"""quant.compiler: die/host partition, SRAM plan soundness, fit errors with numbers, refusals by name, and
+MobileNet V1 1.0 224 on the imx500 preset (568.7 M MACs, 4.2 M weights, fits, bit-exact)."""
+
+import numpy as np
+import pytest
+
+from quant.compiler import HOST_OPS, bank_use, compile_graph
+from quant.graph import ModelError, Op
+from quant.program import OPCODES
+from quant.romimage import build_rom
+from rtl.params import PRESETS
+from tests.test_program import CONFIGS, NETS, Net, check_equal
+
+
+def live_overlap(a, b):
+    return a["start"] <= b["end"] and b["start"] <= a["end"]
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_sram_plan_is_sound(net):
+    graph = NETS[net]()
+    model = compile_graph(graph, CONFIGS["tiny"])
+    buffers = sorted({(t["addr"], t["words"], t["start"], t["end"]) for t in model.tensors.values()})
+    for i, a in enumerate(buffers):
+        a = dict(zip(("addr", "words", "start", "end"), a))
+        assert a["addr"] + a["words"] <= model.act_words
+        for b in buffers[i + 1:]:
+            b = dict(zip(("addr", "words", "start", "end"), b))
+            if live_overlap(a, b):
+                assert a["addr"] + a["words"] <= b["addr"] or b["addr"] + b["words"] <= a["addr"], (a, b)
+    # Every layer's inputs and output are live at its step; die outputs live to the end.
+    for layer in model.layers:
+        for d in (model.descriptors[i] for i in layer.descriptors):
+            assert d.layer == layer.index
+    for t in model.io["die_outputs"]:
+        assert model.tensors[t["name"]]["end"] == len(model.layers)
+    # Weight space: program, then blocks in region order, each block inside the image.
+    words = model.weight_words
+    for d in model.descriptors:
+        assert d.weight_addr + d.weight_words <= words and d.param_addr + d.param_words <= words
+
+
+def test_weight_regions_in_order():
+    model = compile_graph(NETS["channel_tiles"](), CONFIGS["tiny"])
+    prog = model.program.shape[0]
+    params = [d.param_addr for d in model.descriptors if d.param_words]
+    dw = [d.weight_addr for d in model.descriptors if d.op == "DWCONV"]
+    conv = [d.weight_addr for d in model.descriptors if d.op == "CONV"]
+    assert params[0] == prog and params == sorted(params)
+    assert dw[0] == prog + model.params.shape[0]
+    assert conv[0] == prog + model.params.shape[0] + model.dw_weights.shape[0]
+    assert model.descriptors[-1].opcode == OPCODES["END"]
+
+
+def test_host_tail_partition():
+    model = compile_graph(NETS["lut_and_host_tail"](), CONFIGS["fpga"])
+    host = [op["kind"] for op in model.io["host"]["ops"]]
+    assert host == ["RESHAPE", "RESHAPE", "CONCATENATION", "RESHAPE", "SOFTMAX", "LOGISTIC"]
+    assert all(k in HOST_OPS for k in host)
+    # The LOGISTIC fed by a conv runs on the die as a LUT, with RELU and QUANTIZE.
+    assert [layer.op for layer in model.layers if layer.op == "LUT"] == ["LUT"] * 3
+    assert [layer.kind for layer in model.layers if layer.op == "LUT"] == ["RELU", "QUANTIZE", "LOGISTIC"]
+    assert len(model.io["die_outputs"]) == 3
+
+
+def test_bank_use():
+    assert bank_use(40000, 16384, 4) == [16384, 16384, 7232, 0]
+
+
+def test_fit_error_names_bytes_and_banks():
+    n = Net((1, 32, 32, 16), seed=1)
+    y = n.conv(n.input, 64, k=3, out_q=(0.05, 0))
+    y = n.conv(y, 128, k=3, out_q=(0.05, 0))
+    with pytest.raises(ModelError) as e:
+        compile_graph(n.graph(y), PRESETS["tiny"])
+    msg = str(e.value)
+    assert "\n" not in msg
+    # Weights 64*3*3*16 + 128*3*3*64 = 82,944 B, records (64 + 128) * 16 = 3,072 B, 3 descriptors (END too)
+    # 384 B; activations at the second conv: 32*32*64 + 32*32*128 B, both in whole 4-byte words.
+    assert "needs 86,400 B of weight SRAM (6 banks of 16,384 B), config has 2 weight banks of 16,384 B = " \
+           "32,768 B" in msg
+    assert "activations need 196,608 B at the peak (12 banks of 16,384 B), config has 2 activation banks of " \
+           "16,384 B = 32,768 B" in msg
+
+
+def _net_with(kind, **opts):
+    n = Net((1, 6, 6, 4), seed=2)
+    y = n.conv(n.input, 4, k=1, out_q=(0.05, 0))
+    z = n.op(kind, [y], [n.act((1, 6, 6, 4), 0.05, 0)], **opts)
+    return n.graph(n.conv(z, 4, k=1, out_q=(0.05, 0)))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: _net_with("TANH"), "unsupported operator TANH on the die at layer 'tanh_1'"),
+    (lambda: _net_with("SOFTMAX", beta=1.0), "unsupported operator SOFTMAX mid-network (only at the graph's tail, "
+                                            "on the host) at layer 'softmax_1'"),
+])
+def test_unsupported_operator_named(make, message):
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compile_graph(make(), CONFIGS["tiny"])
+
+
+def test_refusals():
+    n = Net((1, 6, 6, 4), seed=3)
+    y = n.conv(n.input, 4, k=3, out_q=(0.05, 0))
+    n.ops[-1].opts["dilation"] = (2, 2)
+    with pytest.raises(ModelError, match="CONV_2D 'conv_2d_0': dilation"):
+        compile_graph(n.graph(y), CONFIGS["tiny"])
+
+    n = Net((1, 6, 6, 4), seed=3)
+    a = n.conv(n.input, 4, k=3, out_q=(0.05, 0))
+    b = n.pool(a, "MAX_POOL_2D", (2, 2), 2)
+    s = n.op("ADD", [a, b], [n.act((1, 6, 6, 4), 0.1, 0)], activation="NONE")
+    with pytest.raises(ModelError, match="no broadcasting"):
+        compile_graph(n.graph(s), CONFIGS["tiny"])
+
+    n = Net((2, 6, 6, 4), seed=3)
+    with pytest.raises(ModelError, match="batch 2"):
+        compile_graph(n.graph(n.conv(n.input, 4, out_q=(0.05, 0))), CONFIGS["tiny"])
+
+    n = Net((1, 6, 6, 4), seed=3)
+    y = n.conv(n.input, 4, out_q=(0.05, 0))
+    g = n.graph(y)
+    g.tensors[g.inputs[0]].dtype = "float32"
+    with pytest.raises(ModelError, match="is float32"):
+        compile_graph(g, CONFIGS["tiny"])
+
+    n = Net((1, 6, 6, 4), seed=3)
+    a = n.conv(n.input, 4, out_q=(0.05, 0))
+    p = n.pool(a, "MAX_POOL_2D", (2, 2), 2)
+    n.tensors[p].quant.zero_point[0] = 3
+    with pytest.raises(ModelError, match="quantization differ"):
+        compile_graph(n.graph(p), CONFIGS["tiny"])
+
+    n = Net((1, 6, 6, 4), seed=3)
+    a = n.conv(n.input, 4, out_q=(0.05, 0))
+    w = n.const(np.ones((1, 3, 3, 8), np.int8), "int8", "filter", n.tensors[n.ops[0].inputs[1]].quant)
+    d = n.op("DEPTHWISE_CONV_2D", [a, w], [n.act((1, 6, 6, 8), 0.05, 0)], padding="SAME", depth_multiplier=2)
+    with pytest.raises(ModelError, match="depth multiplier 2"):
+        compile_graph(n.graph(d), CONFIGS["tiny"])
+
+
+def test_reshape_that_moves_words_is_refused():
+    n = Net((1, 4, 4, 6), seed=4)
+    a = n.conv(n.input, 6, k=1, out_q=(0.05, 0))
+    r = n.reshape(a, (1, 4, 6, 4))
+    g = n.graph(n.conv(r, 3, k=1, out_q=(0.05, 0)))
+    with pytest.raises(ModelError, match="RESHAPE 'reshape_1'.*changes the channel tiling"):
+        compile_graph(g, CONFIGS["tiny"])
+    # The same reshape at the graph's tail is the host's.
+    n.ops.pop()
+    model = check_equal(n.graph(r), CONFIGS["tiny"])
+    assert [op["kind"] for op in model.io["host"]["ops"]] == ["RESHAPE"]
+
+
+def test_deterministic():
+    graph = NETS["pad_concat"]()
+    assert build_rom(compile_graph(graph, CONFIGS["fpga"])) == build_rom(compile_graph(graph, CONFIGS["fpga"]))
+
+
+def test_empty_host_graph_output_is_an_input_of_the_tail():
+    n = Net((1, 4, 4, 3), seed=5)
+    a = n.conv(n.input, 6, k=1, out_q=(0.05, 0))
+    r = n.reshape(a, (1, 96))
+    g = n.graph(a, r)                       # the die output is a graph output and feeds the host
+    model = check_equal(g, CONFIGS["tiny"])
+    assert [t["name"] for t in model.io["die_outputs"]] == [a]
+    assert isinstance(n.ops[0], Op)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_224():
+    from quant.calib import calibration_set
+    from quant.lower import lower
+    from quant.ptq import quantize_graph
+    from quant.zoo import mobilenet_v1
+    g = mobilenet_v1(1.0, 224, 1000, seed=0)
+    return lower(quantize_graph(g, calibration_set(g.tensor(g.inputs[0]).shape, names=("astronaut", "coffee"))))
+
+
+def test_mobilenet_v1_224_fits_imx500_and_is_exact(mobilenet_224):
+    config = PRESETS["imx500"]
+    model = check_equal(mobilenet_224, config, count=1)
+    assert model.macs == 568_740_352
+    assert model.weight_count == 4_209_088
+    assert model.weight_bytes <= config.weight_banks * config.sram_bank_bytes
+    assert model.act_bytes <= config.act_banks * config.sram_bank_bytes
+    assert model.io["input"]["layout"] == "packed" and model.io["input"]["ppw"] == 21
+    kinds = [layer.op for layer in model.layers]
+    assert kinds.count("CONV") == 15 and kinds.count("DWCONV") == 13 and kinds.count("AVGPOOL") == 1
+    with pytest.raises(ModelError, match="does not fit config 'fpga'"):
+        compile_graph(mobilenet_224, PRESETS["fpga"])
