@@ -383,6 +383,7 @@ def net_fc():
 def net_lut_and_host_tail():
     n = Net((1, 6, 6, 7), seed=7)
     a = n.conv(n.input, 6, k=3, out_q=(0.05, 2))
+    a = n.conv(a, 0, k=3, depthwise=True, out_q=(0.06, 1))
     r = n.unary(a, "RELU", (0.03, -128))                               # requantizing RELU: a LUT, not fusable
     q = n.unary(r, "QUANTIZE", (0.07, 5))
     lg = n.unary(n.conv(q, 4, k=1, out_q=(0.1, 0)), "LOGISTIC", (1 / 256, -128))   # fed by the die: a LUT
