@@ -392,7 +392,7 @@ class _Compiler:
         self.blocks["params"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
-    def copies(self, op, parts, out, out_hwc, fill_zp):
+    def copies(self, op, parts, out, out_hwc, fill):
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
         self.define(out, out_hwc, what)
@@ -401,8 +401,9 @@ class _Compiler:
                            cycles=words + fmt.tensor_words(*out_hwc, self.cols))
         for i, (name, (y, x, c)) in enumerate(parts):
             self.check(what, copy_y=(y, "u16"), copy_x=(x, "u16"), copy_c=(c, "u16"))
-            desc = fmt.Descriptor(opcode=fmt.OPCODES["COPY"], flags=fmt.FILL if i == 0 else 0, out_zp=fill_zp,
-                                  copy_y=y, copy_x=x, copy_c=c)
+            zp = _scalar_quant(self.g, out, what)[1]
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["COPY"], flags=fmt.FILL if i == 0 else 0, out_zp=zp,
+                                  fill=fill if i == 0 else 0, copy_y=y, copy_x=x, copy_c=c)
             self.emit(layer, desc, {"in_addr": name, "out_addr": out})
 
     def pad(self, op):
@@ -418,14 +419,17 @@ class _Compiler:
             raise ModelError(f"{what}: paddings {pads.tolist()} on {shape}; the die pads H, W and C of a "
                              f"single frame")
         if len(op.inputs) > 2 and op.inputs[2]:
-            raise ModelError(f"{what}: PADV2 constant values are not supported (pads take the zero point)")
+            raise ModelError(f"{what}: a PADV2 value input (the importer turns constant ones into opts['value'])")
         si, zi = _scalar_quant(self.g, x, what)
         so, zo = _scalar_quant(self.g, op.outputs[0], what)
         if zi != zo or np.float32(si) != np.float32(so):
             raise ModelError(f"{what}: input and output quantization differ")
+        value = op.opts.get("value", zo)
+        if not isinstance(value, (int, np.integer)) or not -128 <= value <= 127:
+            raise ModelError(f"{what}: pad value {value!r} is not an int8")
         (t, b), (lft, r), (c0, c1) = pads[1], pads[2], pads[3]
         self.copies(op, [(x, (int(t), int(lft), int(c0)))], op.outputs[0],
-                    (h + int(t + b), w + int(lft + r), c + int(c0 + c1)), zo)
+                    (h + int(t + b), w + int(lft + r), c + int(c0 + c1)), int(value))
 
     def concat(self, op):
         what = op.label()

@@ -76,9 +76,10 @@ program silently); so is any value not listed.
 - ``MAXPOOL`` (4): max over the in-bounds taps of the window, clamped to ``[act_min, act_max]``.
 - ``AVGPOOL`` (5): TFLite reference int8 average: sum of the in-bounds taps (raw int8 values), divided by
   their count rounding half away from zero, clamped.  Input and output quantization are equal.
-- ``COPY`` (6): if ``flags`` bit 0 (FILL), first write ``out_zp`` to every lane of every word of the output
-  tensor; then ``out[y + copy_y, x + copy_x, c + copy_c] = in[y, x, c]`` for the whole input.  PAD (spatial and
-  channel) and CONCATENATION (along H, W or C) are one or more COPYs; only the first carries FILL.
+- ``COPY`` (6): if ``flags`` bit 0 (FILL), first write ``fill`` to lanes ``< out_c`` and ``out_zp`` to the
+  padding lanes of every word of the output tensor; then ``out[y + copy_y, x + copy_x, c + copy_c] =
+  in[y, x, c]`` for the whole input.  PAD (spatial and channel; ``fill`` is its pad value, the zero point unless
+  the model says otherwise) and CONCATENATION (along H, W or C) are one or more COPYs; only the first has FILL.
 - ``LUT`` (7): ``out = table[x + 128]`` per lane, the 256-byte ``table`` being the byte stream at
   ``param_addr`` (``param_words`` words); padding lanes get ``out_zp``.  Elementwise int8 operators (LOGISTIC,
   a standalone RELU/RELU6, an int8->int8 QUANTIZE) compile to it, the table computed by the graph executor.
@@ -132,7 +133,7 @@ Descriptor (128 bytes, little-endian; every field not listed and every field an 
   76   i32   in2_mult      ADD input 2 Q31 multiplier
   80   i32   out_mult      ADD output Q31 multiplier
   84   i8    out_shift     ADD output shift
-  85   u8    reserved0     0
+  85   i8    fill          COPY with FILL: value of the output's lanes < out_c before the copy
   86   u16   copy_y        COPY destination row offset
   88   u16   copy_x        COPY destination column offset
   90   u16   copy_c        COPY destination channel offset
@@ -259,7 +260,7 @@ class Descriptor:
     in2_mult: int = 0
     out_mult: int = 0
     out_shift: int = 0
-    reserved0: int = 0
+    fill: int = 0
     copy_y: int = 0
     copy_x: int = 0
     copy_c: int = 0
@@ -314,7 +315,7 @@ def unpack(data, index=None):
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
     if desc.flags & ~{"COPY": FILL, "CONV": PACKED}.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
-    for name in ("reserved0", "reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
+    for name in ("reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
                  "reserved7"):
         if getattr(desc, name):
             raise ProgramError(f"{where}: {name} is {getattr(desc, name)}, must be 0")
@@ -608,7 +609,7 @@ def _step(i, d, sram, wsram, rows, cols):
         if d.out_addr + n > sram.shape[0]:
             raise ProgramError(f"{where}: output runs past the activation SRAM")
         if d.flags & FILL:
-            sram[d.out_addr:d.out_addr + n] = d.out_zp
+            write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
         out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
         out[d.copy_y:d.copy_y + d.in_h, d.copy_x:d.copy_x + d.in_w, d.copy_c:d.copy_c + d.in_c] = x
     else:

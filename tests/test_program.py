@@ -368,7 +368,9 @@ def net_pad_concat():
     c = n.concat([p, b, p], axis=3)                                    # 10 + 6 + 10 channels
     d = n.concat([b, b], axis=2)                                       # along W
     e = n.concat([b, n.conv(b, 6, k=1, out_q=n.q(b))], axis=1)        # along H
-    return n.graph(c, d, e)
+    f = n.pad(b, [(0, 0), (1, 0), (2, 1), (0, 0)])
+    n.ops[-1].opts["value"] = -128                                     # PADV2 for a max pool: not the zero point
+    return n.graph(c, d, e, n.pool(f, "MAX_POOL_2D", (3, 3), 2))
 
 
 def net_fc():
