@@ -2,7 +2,8 @@
 
 Every integer parameter (multipliers, shifts, offsets, clamps) is derived from the float32 scales the way LiteRT's
 Prepare() derives it, by the `*_params` functions below, which the compiler reuses for the ROM image.
-SOFTMAX and LOGISTIC int8 run LiteRT's reference fixed-point kernels bit for bit (quant.ref.softmax_int8 and
+int8 FULLY_CONNECTED rescales in double, as BUILTIN_REF's reference kernel does (see fully_connected_params).
+SOFTMAX and LOGISTIC int8 run LiteRT's reference kernels bit for bit (quant.ref.softmax_int8 and
 logistic_int8), so a model ending in them is exact end to end; the die computes them at the output.
 A CONCATENATION whose inputs are quantized differently from its output requantizes each such input the way an
 int8->int8 QUANTIZE does (LiteRT's int8 concat refuses such models; quant.export writes those QUANTIZE ops).
@@ -68,10 +69,13 @@ def conv_params(graph: Graph, op: Op):
 
 
 def fully_connected_params(graph: Graph, op: Op):
-    """Integer parameters of an int8 FULLY_CONNECTED.
+    """Parameters of an int8 FULLY_CONNECTED.
 
-    Per-tensor weights: GetQuantizedConvolutionMultipler, whose input*filter product is taken in float32 before
-    widening to double; per-channel weights: the per-channel rule of conv_params.
+    `effective_scale` (float64, per output channel) is what BUILTIN_REF uses: its reference int8 kernels
+    (FullyConnected / FullyConnectedPerChannel with float scales) rescale by round(double(acc) * double(in_scale)
+    * double(w_scale) / double(out_scale)), not by a Q31 multiplier. `multiplier`/`shift` are the Q31 form the
+    optimized kernels and TFLite Micro use (per tensor: GetQuantizedConvolutionMultipler, whose input*filter
+    product is float32; per channel: the conv rule); the two differ on a few outputs in a thousand, at ties.
     """
     x, w, y = (graph.tensor(n) for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
     in_s, in_zp = _scalar_q(graph, x.name, op)
@@ -79,6 +83,7 @@ def fully_connected_params(graph: Graph, op: Op):
     if w.quant is None:
         raise ModelError(f"{op.label()}: weights '{w.name}' have no quantization parameters")
     lo, hi = activation_range(op.opts.get("activation", "NONE"), out_s, out_zp)
+    effective = float(in_s) * np.asarray(w.quant.scale, np.float32).astype(np.float64) / float(out_s)
     if w.quant.per_channel:
         mult, shift = zip(*(quantize_multiplier(float(in_s) * float(s) / float(out_s)) for s in w.quant.scale))
         weights_offset = 0
@@ -87,7 +92,8 @@ def fully_connected_params(graph: Graph, op: Op):
         mult, shift = [m], [s]
         weights_offset = -int(w.quant.zero_point[0])
     return dict(input_offset=-in_zp, weights_offset=weights_offset, output_zero_point=out_zp,
-                multiplier=np.array(mult, np.int64), shift=np.array(shift, np.int64), act_min=lo, act_max=hi)
+                multiplier=np.array(mult, np.int64), shift=np.array(shift, np.int64), effective_scale=effective,
+                act_min=lo, act_max=hi)
 
 
 def add_params(graph: Graph, op: Op):
@@ -185,8 +191,8 @@ def _run_op(graph, op, env):
         if integer:
             p = fully_connected_params(graph, op)
             acc = ref.fully_connected_acc(x, w, p["input_offset"], p["weights_offset"])
-            out = ref.requantize_acc(acc, b, p["multiplier"], p["shift"], p["output_zero_point"], p["act_min"],
-                                     p["act_max"])
+            out = ref.requantize_acc_double(acc, b, p["effective_scale"], p["output_zero_point"], p["act_min"],
+                                            p["act_max"])
         else:
             acc = ref.fully_connected_acc(x, w)
             out = ref.float_activation(acc + (b if b is not None else np.float32(0)), o.get("activation", "NONE"))

@@ -13,7 +13,8 @@ from .arith import (
 )
 
 __all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_output_size", "conv2d_acc",
-           "depthwise_conv2d_acc", "fully_connected_acc", "requantize_acc", "float_activation", "add_int8",
+           "depthwise_conv2d_acc", "fully_connected_acc", "requantize_acc", "requantize_acc_double",
+           "float_activation", "add_int8",
            "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
            "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
            "logistic_float"]
@@ -153,6 +154,21 @@ def requantize_acc(acc, bias, multiplier, shift, output_zero_point, act_min, act
         acc = acc + np.asarray(bias, np.int64)
     out = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_zero_point
     return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def requantize_acc_double(acc, bias, effective_scale, output_zero_point, act_min, act_max):
+    """int32 accumulators (+ bias) -> int8 the way BUILTIN_REF's int8 FULLY_CONNECTED does it:
+    round(double(acc) * effective_scale) (std::round: ties away from zero), zero point, clamp."""
+    acc = np.asarray(acc, np.int64)
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    acc = wrap_int32(acc)                       # the kernel accumulates in int32
+    v = acc.astype(np.float64) * np.asarray(effective_scale, np.float64)
+    a = np.abs(v)
+    fl = np.floor(a)                            # round by the exact fraction, not floor(|v| + 0.5)
+    r = np.sign(v) * np.where(a - fl >= 0.5, fl + 1, fl)
+    r = np.clip(r, -(1 << 31), (1 << 31) - 1).astype(np.int64)
+    return np.clip(r + output_zero_point, act_min, act_max).astype(np.int8)
 
 
 def float_activation(x, activation):

@@ -51,11 +51,11 @@ class ModelBuilder:
         return float(q.scale[0]), int(q.zeroPoint[0])
 
     def conv(self, x, cout, k=3, stride=1, padding="SAME", act="NONE", out_q=(0.05, 2), depthwise=False,
-             per_channel=True, dilation=1):
+             per_channel=True, dilation=1, multiplier=1):
         n, h, w, cin = self.shapes[x]
         kh, kw = (k, k) if isinstance(k, int) else k
         if depthwise:
-            cout = cin
+            cout = cin * multiplier
         oh = window_padding(h, kh, stride, dilation, padding)[0]
         ow = window_padding(w, kw, stride, dilation, padding)[0]
         wshape = (1, kh, kw, cout) if depthwise else (cout, kh, kw, cin)
@@ -75,7 +75,8 @@ class ModelBuilder:
         y = self.act((n, oh, ow, cout), *out_q)
         if depthwise:
             opts = schema.DepthwiseConv2DOptionsT(padding=padding_type(padding), strideH=stride, strideW=stride,
-                                                  depthMultiplier=1, fusedActivationFunction=activation_type(act),
+                                                  depthMultiplier=multiplier,
+                                                  fusedActivationFunction=activation_type(act),
                                                   dilationHFactor=dilation, dilationWFactor=dilation)
             self.b.add_operator(OPS.DEPTHWISE_CONV_2D, [x, f, bt], [y], opts)
         else:
@@ -196,6 +197,43 @@ def test_depthwise(k, stride, size):
     x = m.input((1, *size, 8))
     y = m.conv(x, 0, k=k, stride=stride, depthwise=True, act="RELU6", out_q=(6 / 255, -128))
     compare(m.output(y), m.random_inputs())
+
+
+def test_depthwise_multiplier_2_per_tensor_weights():
+    m = ModelBuilder(seed=26)
+    x = m.input((1, 7, 8, 3))
+    y = m.conv(x, 0, k=3, stride=2, depthwise=True, multiplier=2, per_channel=False, out_q=(0.06, 9))
+    compare(m.output(y), m.random_inputs())
+
+
+def test_fully_connected_keep_num_dims():
+    m = ModelBuilder(seed=27)
+    x = m.input((1, 3, 4, 6))
+    y = m.fc(x, 5, keep_num_dims=True, per_channel=True)
+    compare(m.output(y), m.random_inputs())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected_rescales_in_double_like_builtin_ref(per_channel):
+    """BUILTIN_REF's int8 FC rescales by round(acc * double scale), not by the Q31 multiplier: over these
+    models the Q31 rule would get some outputs wrong, run_graph none."""
+    from quant.executor import fully_connected_params
+    from quant.ref import fully_connected_acc, requantize_acc
+    q31_wrong = 0
+    for seed in range(12):
+        m = ModelBuilder(seed=100 + seed)
+        x = m.input((1, 3, 4, 6))
+        y = m.fc(x, 5, keep_num_dims=True, per_channel=per_channel, act="RELU" if seed % 2 else "NONE")
+        model, inputs = m.output(y), m.random_inputs()
+        want = compare(model, inputs, roundtrip=False)[0]
+        g = load_model(model)
+        p = fully_connected_params(g, g.ops[0])
+        acc = fully_connected_acc(inputs[0], g.tensor(g.ops[0].inputs[1]).data, p["input_offset"],
+                                  p["weights_offset"])
+        q31 = requantize_acc(acc, g.tensor(g.ops[0].inputs[2]).data, p["multiplier"], p["shift"],
+                             p["output_zero_point"], p["act_min"], p["act_max"]).reshape(want.shape)
+        q31_wrong += int(np.count_nonzero(q31 != want))
+    assert q31_wrong > 0
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
