@@ -3,8 +3,10 @@
 Every integer parameter (multipliers, shifts, offsets, clamps) is derived from the float32 scales the way LiteRT's
 Prepare() derives it, by the `*_params` functions below, which the compiler reuses for the ROM image.
 int8 FULLY_CONNECTED rescales in double, as BUILTIN_REF's reference kernel does (see fully_connected_params).
-SOFTMAX and LOGISTIC int8 run LiteRT's reference kernels bit for bit (quant.ref.softmax_int8 and
-logistic_int8), so a model ending in them is exact end to end; the die computes them at the output.
+SOFTMAX and LOGISTIC int8 run LiteRT's reference kernels bit for bit (quant.ref.softmax_int8: gemmlowp fixed
+point; logistic_int8: the 256-entry float-built table), so a model ending in them is exact end to end whichever
+side runs them: the die sends the int8 logits and the host applies SOFTMAX with this code; LOGISTIC, a table
+lookup, can run on the die (quant.compiler decides).
 A CONCATENATION whose inputs are quantized differently from its output requantizes each such input the way an
 int8->int8 QUANTIZE does (LiteRT's int8 concat refuses such models; quant.export writes those QUANTIZE ops).
 """
