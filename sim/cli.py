@@ -35,8 +35,8 @@ def cmd_simulate(args):
     if not 0.0 <= args.stall < 1.0:
         raise UserError(f"--stall must be in [0, 1), got {args.stall}")
     try:
-        status, _ = simulate(config, image=args.image, frames=args.frames, seed=args.seed,
-                             dump_csi2=args.dump_csi2, stall=args.stall, report=args.report,
+        status, _ = simulate(config, image=args.image, frames=args.frames, mode=args.mode, seed=args.seed,
+                             dump_csi2=args.dump_csi2, stall=args.stall, report=args.report, ls_le=args.ls_le,
                              log=lambda s: print(s, file=sys.stderr))
     except ImageError as e:
         raise UserError(str(e)) from None
@@ -69,6 +69,9 @@ def cmd_verilog(args):
 
 
 def build_parser():
+    from rtl.regs import MODES
+    mode_choices = (*MODES, "all")
+
     p = argparse.ArgumentParser(prog="stackcam", description="stackcam: a cycle-accurate, synthesizable model of "
                                 "the logic die of a stacked AI image sensor.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -80,6 +83,11 @@ def build_parser():
     s.add_argument("--config", default="fpga", help="configuration preset (tiny, fpga, imx500; default fpga)")
     s.add_argument("--image", default=None, help="image file (default: skimage.data.astronaut())")
     s.add_argument("--frames", type=int, default=1, help="consecutive frames to send (default 1)")
+    s.add_argument("--mode", choices=mode_choices, default="metadata",
+                   help="CSI-2 output mode: metadata (output tensor only, default), image (RAW10 image lines + "
+                   "metadata), tensors (input + output tensors), all (image, metadata, tensors on consecutive "
+                   "frames, switched through the register bank)")
+    s.add_argument("--ls-le", action="store_true", help="send LS/LE short packets around every line")
     s.add_argument("--seed", type=int, default=0, help="seed of the network's random weights (default 0)")
     s.add_argument("--dump-csi2", metavar="FILE", default=None,
                    help="write the CSI-2 packet bytes as a receiver sees them after lane merging")
@@ -124,4 +132,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m sim.cli`, this file is `__main__`; subcommand modules raise `sim.cli.UserError`, so
+    # dispatch through the imported module for their errors to be this module's errors.
+    from sim.cli import main as _main
+    sys.exit(_main())
