@@ -158,6 +158,7 @@ class _Compiler:
         self.root = {}               # tensor -> tensor owning its storage (RESHAPE aliases share it)
         self.blocks = {"params": [], "dw": [], "conv": []}    # (layer, Descriptor, uint8 words)
         self.packed = {}             # pixel-packed tensor (the network input, when it can be) -> pixels per word
+        self.layer_ops = []          # the graph operator of each layer
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def act(self, name, what):
@@ -195,6 +196,7 @@ class _Compiler:
                       output=tuple(self.g.tensor(out).shape), **kw)
         layer.act_bytes = sum(self.words(n) for n in (*inputs, out)) * self.cols
         self.layers.append(layer)
+        self.layer_ops.append(op)
         return layer
 
     def emit(self, layer, desc, names):
@@ -551,6 +553,9 @@ class _Compiler:
                     end[r] = max(end.get(r, -1), step)
         for name in die_outputs:
             end[self.root[name]] = n
+        for r in start:
+            end.setdefault(r, start[r])
+        self.in_place(start, end)
         roots = sorted(start, key=lambda r: (start[r], r))
         for r in roots:
             end.setdefault(r, start[r])
@@ -592,6 +597,24 @@ class _Compiler:
         return CompiledModel(name=g.name, config=cfg, layers=self.layers, descriptors=descriptors,
                              program=program, params=regions["params"], dw_weights=regions["dw"],
                              weights=regions["conv"], io=io, tensors=tensors, act_words=act_words)
+
+    def in_place(self, start, end):
+        """An ADD or LUT whose input dies there writes its output over that input (word by word, each word read
+        before it is written): a residual block then keeps two tensors live at its ADD instead of three."""
+        for layer, op in zip(self.layers, self.layer_ops):
+            if layer.op not in ("ADD", "LUT"):
+                continue
+            out = self.root[op.outputs[0]]
+            for name in op.inputs[:2 if layer.op == "ADD" else 1]:
+                r = self.root[name]
+                if r != out and end[r] == layer.index and r not in self.packed and start[out] == layer.index \
+                        and self.words(r) == self.words(out):
+                    for t, owner in self.root.items():
+                        if owner == out:
+                            self.root[t] = r
+                    end[r] = end.pop(out)
+                    del start[out]
+                    break
 
     def fit(self, weight_words, act_words):
         cfg = self.cfg

@@ -85,6 +85,10 @@ program silently); so is any value not listed.
   a standalone RELU/RELU6, an int8->int8 QUANTIZE) compile to it, the table computed by the graph executor.
 - ``END`` (15): the program is complete.
 
+An output never overlaps an input of the same descriptor, except that ADD and LUT may work in place: their
+``out_addr`` may equal ``in_addr`` (or ``in2_addr``) exactly, the same words, since each output word depends
+only on the input words at the same address and is written after they are read.
+
 Descriptor (128 bytes, little-endian; every field not listed and every field an opcode does not use is 0,
 ``unpack`` refuses anything else)
 ----------------------------------------------------------------------------------------------------
@@ -524,6 +528,8 @@ def _check(i, d, cols, rows):
     out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
     for prefix, base, h, w, c in ins:
         size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
+        if d.op in ("ADD", "LUT") and base == out_lo and size == out_hi - out_lo:
+            continue                                # elementwise, in place
         if base < out_hi and out_lo < base + size:
             raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
     if d.op in ("CONV", "DWCONV", "MAXPOOL", "AVGPOOL"):

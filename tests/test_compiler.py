@@ -190,3 +190,20 @@ def test_mobilenet_v1_224_fits_imx500_and_is_exact(mobilenet_224):
     assert kinds.count("CONV") == 15 and kinds.count("DWCONV") == 13 and kinds.count("AVGPOOL") == 1
     with pytest.raises(ModelError, match="does not fit config 'fpga'"):
         compile_graph(mobilenet_224, PRESETS["fpga"])
+
+
+def test_blazeface_on_imx500_is_exact():
+    import quant.zoo.blazeface as bf
+    from quant.lower import lower
+    try:
+        graph = lower(bf.blazeface_int8())
+    except bf.FetchError as exc:
+        if bf.pypi_reachable():
+            raise
+        pytest.skip(f"PyPI is unreachable, so the mediapipe wheel cannot be fetched: {exc}")
+    model = check_equal(graph, PRESETS["imx500"], count=1)
+    assert model.io["input"]["layout"] == "packed"
+    # The two heads are reshaped and concatenated on the host; the die sends the four conv outputs.
+    assert [op["kind"] for op in model.io["host"]["ops"]].count("CONCATENATION") == 2
+    assert len(model.io["die_outputs"]) == 4
+    assert {layer.op for layer in model.layers} == {"CONV", "DWCONV", "ADD", "MAXPOOL", "COPY"}

@@ -446,11 +446,24 @@ def test_trace_and_unwritten_words_show():
     lanes = fmt.read_tensor(sram, t["addr"], h, w, c, lanes=True)
     assert np.all(lanes[..., c:] == graph.tensors[graph.outputs[0]].quant.scalar()[1])
     # A descriptor that reads one word off its input gives different outputs: addressing bugs cannot hide.
-    d = model.descriptors[-3]
+    d = next(e for e in reversed(model.descriptors) if e.op == "CONV")
     d.in_addr += 1
     model.program[:] = fmt.stream_words(b"".join(fmt.pack(e) for e in model.descriptors), config.weight_word_bytes)
     bad = fmt.execute(build_rom(model), config, x[0])
     assert any(np.any(a != b) for a, b in zip(bad, outs))
+
+
+def test_residual_add_runs_in_place():
+    n = Net((1, 8, 8, 6), seed=9)
+    a = n.conv(n.input, 6, k=3, out_q=(0.05, 2))
+    b = n.conv(a, 6, k=1, out_q=(0.06, -3))
+    s = n.add(a, b, out_q=(0.08, 1), act="RELU")
+    graph = n.graph(n.conv(s, 4, k=1, out_q=(0.1, 0)))
+    model = check_equal(graph, CONFIGS["tiny"])
+    add = next(d for d in model.descriptors if d.op == "ADD")
+    assert add.out_addr in (add.in_addr, add.in2_addr)
+    # Two 8x8x6 tensors (2 words a pixel) live at the ADD, plus the input while the first conv runs.
+    assert model.act_words == 2 * 8 * 8 * 2
 
 
 def test_overlapping_output_is_refused():
