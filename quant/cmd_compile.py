@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -145,25 +144,13 @@ def totals_text(model):
     return lines
 
 
-def _cli():
-    """The running CLI module: under `python -m sim.cli` it is __main__, whose UserError is another class than
-    the one `import sim.cli` gives, and only the running one's is caught as a one-line error."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "sim.cli" and hasattr(main, "UserError"):
-        return main
-    import sim.cli
-    return sim.cli
-
-
 def cmd_compile(args):
     from quant.compiler import compile_graph
     from quant.graph import ModelError
     from quant.romimage import build_rom, manifest_json, readmemh
+    from sim.cli import UserError, _config
 
-    cli = _cli()
-    UserError = cli.UserError
-    config = cli._config(args.config)
+    config = _config(args.config)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
