@@ -129,3 +129,20 @@ def test_help_lists_compile():
     r = stackcam("--help")
     assert r.returncode == 0 and "compile" in r.stdout
     assert NETS  # the hand-built nets come from test_program
+
+
+def test_calibration_directory(tmp_path):
+    from skimage import data, io
+    calib = tmp_path / "photos"
+    calib.mkdir()
+    io.imsave(calib / "a.png", data.astronaut()[::4, ::4], check_contrast=False)
+    io.imsave(calib / "b.png", data.coffee()[::4, ::4], check_contrast=False)
+    out = tmp_path / "out"
+    r = stackcam("compile", "zoo:mobilenet_v1_0.25_96", "--calib", str(calib), "--config", "imx500", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.rom").is_file() and "input: input 1x96x96x3 int8" in r.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    msg = one_line_error(stackcam("compile", "zoo:mobilenet_v1_0.25_96", "--calib", str(empty), "-o",
+                                  str(tmp_path / "out2")))
+    assert "holds no image files" in msg and not (tmp_path / "out2").exists()
