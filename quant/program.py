@@ -89,9 +89,22 @@ An output never overlaps an input of the same descriptor, except that ADD and LU
 ``out_addr`` may equal ``in_addr`` (or ``in2_addr``) exactly, the same words, since each output word depends
 only on the input words at the same address and is written after they are read.
 
-Descriptor (128 bytes, little-endian; every field not listed and every field an opcode does not use is 0,
-``unpack`` refuses anything else)
-----------------------------------------------------------------------------------------------------
+Fields each opcode reads (besides ``opcode``, ``flags`` and ``layer``; the others are written 0 by the compiler,
+except the informative ``macs`` and a pool's ``in_zp``, and ignored by the sequencer):
+
+- CONV: kernel_*, stride_*, pad_*, in_h/w/c/ct, out_h/w/c/ct, in_addr, out_addr, weight_addr/words,
+  param_addr/words, in_zp, out_zp, act_min/max, oc_tiles, tile_words, in_ppw (PACKED).
+- DWCONV: as CONV without oc_tiles and in_ppw.
+- ADD: in_*, in2_*, out_* shapes and addresses, in_zp, in2_zp, out_zp, act_min/max, left_shift, in_mult,
+  in_shift, in2_mult, in2_shift, out_mult, out_shift.
+- MAXPOOL, AVGPOOL: kernel_*, stride_*, pad_*, in_* and out_* shapes and addresses, out_zp, act_min/max.
+- COPY: in_* and out_* shapes and addresses, out_zp, fill (FILL), copy_y/x/c.
+- LUT: in_* and out_* shapes and addresses, param_addr/words, out_zp.
+- END: ``layer`` holds the number of layers.
+
+Descriptor (128 bytes, little-endian; ``unpack`` refuses an unknown opcode, a flag the opcode does not have and
+a non-zero reserved field)
+-----------------------------------------------------------------------------------------------------------
 =====  ====  ============  ==========================================================================
  off   type  name          meaning
 =====  ====  ============  ==========================================================================
@@ -102,10 +115,10 @@ Descriptor (128 bytes, little-endian; every field not listed and every field an 
    5   u8    kernel_w      kernel / pooling window width
    6   u8    stride_h      vertical stride
    7   u8    stride_w      horizontal stride
-   8   u8    pad_top       input rows of zero point above the input
-   9   u8    pad_bottom    input rows of zero point below (TensorFlow SAME puts the odd one here)
-  10   u8    pad_left      input columns left of the input
-  11   u8    pad_right     input columns right of the input
+   8   u8    pad_top       padding rows above the input (conv: zero point; pools: not in the window)
+   9   u8    pad_bottom    padding rows below (TensorFlow SAME puts the odd one here)
+  10   u8    pad_left      padding columns left of the input
+  11   u8    pad_right     padding columns right of the input
   12   u16   in_h          input height
   14   u16   in_w          input width
   16   u16   in_c          input channels
@@ -127,7 +140,7 @@ Descriptor (128 bytes, little-endian; every field not listed and every field an 
   60   u32   param_words   words of parameter records or table
   64   i8    in_zp         input zero point
   65   i8    in2_zp        second input zero point (ADD)
-  66   i8    out_zp        output zero point (also the COPY fill value)
+  66   i8    out_zp        output zero point (the value of the output's padding lanes)
   67   i8    act_min       output clamp low
   68   i8    act_max       output clamp high
   69   u8    left_shift    ADD input left shift (20 for int8)
