@@ -288,8 +288,12 @@ class _Compiler:
             bias = bt.data.astype(np.int64).reshape(-1)
         else:
             bias = np.zeros(oc, np.int64)
-        mult = np.broadcast_to(np.asarray(p["multiplier"], np.int64), (oc,))
-        shift = np.broadcast_to(np.asarray(p["shift"], np.int64), (oc,))
+        if fc:
+            # LiteRT's reference FULLY_CONNECTED rescales in float64, not by the Q31 multiplier (FCSCALE).
+            scale = np.broadcast_to(np.asarray(p["effective_scale"], np.float64), (oc,))
+        else:
+            mult = np.broadcast_to(np.asarray(p["multiplier"], np.int64), (oc,))
+            shift = np.broadcast_to(np.asarray(p["shift"], np.int64), (oc,))
         out_name = op.outputs[0]
         self.define(out_name, (oh, ow, oc), what)
 
@@ -313,7 +317,8 @@ class _Compiler:
             macs = oh * ow * oc * kh * kw * weights.shape[3]
             tile_words = kh * kw * _ceil(weights.shape[3], self.cols)
             cycles = oh * ow * _ceil(oc, self.rows) * tile_words
-        params = fmt.pack_params(bias, mult, shift, self.rows, self.cols)
+        params = fmt.pack_fc_params(bias, scale, self.rows, self.cols) if fc else \
+            fmt.pack_params(bias, mult, shift, self.rows, self.cols)
         layer = self.layer(op, die_op, [x_name], out_name, macs=macs, weights=int(weights.size),
                            weight_words=block.shape[0], param_words=params.shape[0],
                            weight_bytes=(block.shape[0] + params.shape[0]) * self.wb, cycles=cycles)
@@ -327,8 +332,11 @@ class _Compiler:
         self.blocks["params"].append((layer, desc, params))
         self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x_name, "out_addr": out_name})
+        if fc:
+            desc.flags |= fmt.FCSCALE
         if packed:
-            desc.flags, desc.in_ct, desc.in_ppw = fmt.PACKED, tile_words, self.packed[x_name]
+            desc.flags |= fmt.PACKED
+            desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
 
     def add(self, op):
         what = op.label()

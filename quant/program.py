@@ -30,8 +30,10 @@ Weight space holds, from word 0 and in this order, each region and each layer's 
    ``16*(k % RPW) ..`` of word ``k // RPW`` (bytes past ``16*RPW`` are zero).  When ``WB < 16`` each record
    occupies ``ceil(16 / WB)`` whole words (the record's bytes as a stream, zero-filled).  A layer has records for
    ``P = max(ceil(C/rows)*rows, ceil(C/cols)*cols)`` channels (C = its output channels); records of channels
-   ``>= C`` are all zero, which makes the padding lanes of the output exactly ``out_zp``.  A LUT layer's
-   256-byte table sits in this region too (its own word-aligned block, as a byte stream).
+   ``>= C`` are all zero, which makes the padding lanes of the output exactly ``out_zp``.  A CONV with the
+   FCSCALE flag (a FULLY_CONNECTED) has records ``int32 bias, 4 zero bytes, float64 scale`` instead (IEEE-754
+   binary64, little-endian), in the same slots.  A LUT layer's 256-byte table sits in this region too (its own
+   word-aligned block, as a byte stream).
 3. **Depthwise weights** of each DWCONV layer (depth multiplier 1, taps ``t = ky*kernel_w + kx``): for each
    channel tile ``ct`` (outermost), ``KW = ceil(kernel_h*kernel_w / rows)`` words; byte ``t_local*cols + c`` of
    word ``k`` of that tile is ``W[tap k*rows + t_local][channel ct*cols + c]`` (0 outside the tensor).
@@ -68,6 +70,12 @@ program silently); so is any value not listed.
 - ``CONV`` (1): ``acc[oy, ox, oc] = bias[oc] + sum (x[iy, ix, ic] - in_zp) * W[oc, ky, kx, ic]`` with
   ``iy = oy*stride_h - pad_top + ky`` (``ix`` likewise); taps outside the input contribute 0 (TFLite pads with
   the zero point).  Requantized with the parameter records, clamped to ``[act_min, act_max]``.
+  With the FCSCALE flag the rescale is the one LiteRT's reference FULLY_CONNECTED kernel does instead of the
+  Q31 multiply: ``a = wrap_int32(acc)``; ``v = double(a) * scale`` (one IEEE binary64 multiply, rounded to
+  nearest even); ``out = clamp(round_half_away_from_zero(v) + out_zp)``.  The two rules differ on a few
+  outputs in a thousand (ties), so a bit-exact die needs both.  An exact integer form: with ``scale = M *
+  2^E`` (M the 53-bit significand), round ``|a| * M`` to 53 significant bits (nearest, ties to even), then to
+  an integer at bit ``-E`` (ties away), and apply the sign of ``a``.
 - ``DWCONV`` (2): the same per channel (``W[tap][c]`` from the depthwise block), ``in_c == out_c``.
 - ``ADD`` (3): TFLite int8 ADD: ``a = (x1 - in_zp) << left_shift``, ``b = (x2 - in2_zp) << left_shift``,
   ``s = MBQM(a, in_mult, in_shift) + MBQM(b, in2_mult, in2_shift)``,
@@ -109,7 +117,8 @@ a non-zero reserved field)
  off   type  name          meaning
 =====  ====  ============  ==========================================================================
    0   u8    opcode        1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END
-   1   u8    flags         bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); others 0
+   1   u8    flags         bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); bit 2
+                           FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); others 0
    2   u16   layer         index of the compiled layer this descriptor belongs to (per-layer counters)
    4   u8    kernel_h      kernel / pooling window height
    5   u8    kernel_w      kernel / pooling window width
@@ -175,14 +184,13 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-__all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES",
-           "FILL", "PACKED", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
-           "param_record_count", "pack_params", "unpack_params", "dw_block_words", "pack_dw_weights",
-           "unpack_dw_weights", "conv_block_words", "pack_conv_weights", "unpack_conv_weights",
-           "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights", "packed_words", "write_packed",
-           "read_packed",
-           "stream_words", "read_stream", "tensor_words", "write_tensor", "read_tensor", "execute",
-           "execute_trace"]
+__all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
+           "PACKED", "FCSCALE", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
+           "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
+           "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
+           "unpack_conv_weights", "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
+           "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
+           "write_tensor", "read_tensor", "execute", "execute_trace"]
 
 PROGRAM_FORMAT_VERSION = 1
 DESCRIPTOR_BYTES = 128
@@ -192,6 +200,7 @@ OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY":
 OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
 FILL = 1            # flags bit 0 of COPY
 PACKED = 2          # flags bit 1 of CONV
+FCSCALE = 4         # flags bit 2 of CONV
 
 
 class ProgramError(ValueError):
@@ -330,7 +339,7 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    if desc.flags & ~{"COPY": FILL, "CONV": PACKED}.get(desc.op, 0):
+    if desc.flags & ~{"COPY": FILL, "CONV": PACKED | FCSCALE}.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
                  "reserved7"):
@@ -376,39 +385,57 @@ def param_words(channels, rows, cols):
     return -(-n // rpw) * wpr
 
 
+def _place_records(rec, word_bytes):
+    """uint8 [words, WB] holding the [n, 16] records `rec` in their slots."""
+    n = rec.shape[0]
+    rpw, wpr = _record_slots(word_bytes)
+    if wpr == 1:
+        words = np.zeros((-(-n // rpw), rpw, word_bytes // rpw), np.uint8)
+        words.reshape(-1, word_bytes // rpw)[:n, :PARAM_RECORD_BYTES] = rec
+        return words.reshape(-1, word_bytes)
+    words = np.zeros((n, wpr * word_bytes), np.uint8)
+    words[:, :PARAM_RECORD_BYTES] = rec
+    return words.reshape(n * wpr, word_bytes)
+
+
+def _records(words, word_bytes):
+    """[records, 16] copy of the record slots of a parameter block."""
+    rpw, wpr = _record_slots(word_bytes)
+    if wpr == 1:
+        return words.reshape(-1, rpw, word_bytes // rpw)[:, :, :PARAM_RECORD_BYTES].reshape(-1, PARAM_RECORD_BYTES)
+    return np.ascontiguousarray(words.reshape(-1, wpr * word_bytes)[:, :PARAM_RECORD_BYTES])
+
+
 def pack_params(bias, multiplier, shift, rows, cols):
     """uint8 [words, rows*cols] parameter block of one layer (format in the module docstring)."""
-    wb = rows * cols
-    n = param_record_count(len(bias), rows, cols)
-    rec = np.zeros((n, PARAM_RECORD_BYTES), np.uint8)
+    rec = np.zeros((param_record_count(len(bias), rows, cols), PARAM_RECORD_BYTES), np.uint8)
     rec[:len(bias), 0:4] = np.asarray(bias, "<i4").reshape(-1, 1).view(np.uint8)
     rec[:len(bias), 4:8] = np.asarray(multiplier, "<i4").reshape(-1, 1).view(np.uint8)
     rec[:len(bias), 8] = np.asarray(shift, np.int8).view(np.uint8)
-    rpw, wpr = _record_slots(wb)
-    if wpr == 1:
-        words = np.zeros((-(-n // rpw), wb), np.uint8)
-        flat = words[:, :rpw * PARAM_RECORD_BYTES].reshape(-1, PARAM_RECORD_BYTES)
-        flat[:n] = rec
-        words[:, :rpw * PARAM_RECORD_BYTES] = flat.reshape(words.shape[0], -1)
-        return words
-    words = np.zeros((n, wpr * wb), np.uint8)
-    words[:, :PARAM_RECORD_BYTES] = rec
-    return words.reshape(n * wpr, wb)
+    return _place_records(rec, rows * cols)
 
 
 def unpack_params(words, channels, rows, cols):
     """(bias, multiplier, shift) int64 arrays of `channels` records from a parameter block."""
-    wb = rows * cols
-    rpw, wpr = _record_slots(wb)
-    if wpr == 1:
-        rec = words[:, :rpw * PARAM_RECORD_BYTES].reshape(-1, PARAM_RECORD_BYTES)
-    else:
-        rec = words.reshape(-1, wpr * wb)[:, :PARAM_RECORD_BYTES]
-    rec = np.ascontiguousarray(rec[:channels])
+    rec = np.ascontiguousarray(_records(words, rows * cols)[:channels])
     bias = rec[:, 0:4].copy().view("<i4").reshape(-1).astype(np.int64)
     mult = rec[:, 4:8].copy().view("<i4").reshape(-1).astype(np.int64)
     shift = rec[:, 8].view(np.int8).astype(np.int64)
     return bias, mult, shift
+
+
+def pack_fc_params(bias, scale, rows, cols):
+    """uint8 [words, rows*cols] FCSCALE parameter block: records of int32 bias, 4 zero bytes, float64 scale."""
+    rec = np.zeros((param_record_count(len(bias), rows, cols), PARAM_RECORD_BYTES), np.uint8)
+    rec[:len(bias), 0:4] = np.asarray(bias, "<i4").reshape(-1, 1).view(np.uint8)
+    rec[:len(bias), 8:16] = np.asarray(scale, "<f8").reshape(-1, 1).view(np.uint8)
+    return _place_records(rec, rows * cols)
+
+
+def unpack_fc_params(words, channels, rows, cols):
+    """(bias int64, scale float64) of `channels` FCSCALE records."""
+    rec = np.ascontiguousarray(_records(words, rows * cols)[:channels])
+    return rec[:, 0:4].copy().view("<i4").reshape(-1).astype(np.int64), rec[:, 8:16].copy().view("<f8").reshape(-1)
 
 
 def dw_block_words(kernel_h, kernel_w, channels, rows, cols):
@@ -596,7 +623,6 @@ def _step(i, d, sram, wsram, rows, cols):
                pads=(d.pad_top, d.pad_bottom, d.pad_left, d.pad_right))
     if d.op in ("CONV", "DWCONV"):
         records = _region(wsram, d.param_addr, d.param_words, where)
-        bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
         block = _region(wsram, d.weight_addr, d.weight_words, where)
         if d.op == "CONV" and d.flags & PACKED:
             w = unpack_im2col_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
@@ -607,7 +633,12 @@ def _step(i, d, sram, wsram, rows, cols):
         else:
             w = unpack_dw_weights(block, d.kernel_h, d.kernel_w, d.out_c, rows, cols)[None]
             acc = ref.depthwise_conv2d_acc(x[None], w, 1, input_offset=-d.in_zp, **geo)
-        out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
+        if d.flags & FCSCALE:
+            bias, scale = unpack_fc_params(records, d.out_c, rows, cols)
+            out = ref.requantize_acc_double(acc, bias, scale, d.out_zp, d.act_min, d.act_max)[0]
+        else:
+            bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
+            out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
     elif d.op == "ADD":
         x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
         p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,

@@ -302,6 +302,24 @@ def test_param_records(rows, cols):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 16), (2, 4)])
+def test_fc_param_records(rows, cols):
+    bias = np.array([5, -70000, 123456789])
+    scale = np.array([1.5e-3, 0.0123456789012345, 2.0 ** -20])
+    words = fmt.pack_fc_params(bias, scale, rows, cols)
+    assert words.shape[0] == fmt.param_words(3, rows, cols)
+    wb = rows * cols
+    stream = words.reshape(-1)
+    for k in range(3):
+        start = (k // (wb // 16)) * wb + 16 * (k % (wb // 16)) if wb >= 16 else k * 16
+        rec = stream[start:start + 16].tobytes()
+        assert int.from_bytes(rec[0:4], "little", signed=True) == bias[k] and rec[4:8] == bytes(4)
+        assert np.frombuffer(rec[8:16], "<f8")[0] == scale[k]
+    got_bias, got_scale = fmt.unpack_fc_params(words, 3, rows, cols)
+    np.testing.assert_array_equal(got_bias, bias)
+    np.testing.assert_array_equal(got_scale, scale)
+
+
 def test_activation_layouts():
     cols = 4
     sram = np.zeros((200, cols), np.int8)
@@ -413,6 +431,29 @@ NETS = {"conv_strided": net_conv_strided, "channel_tiles": net_channel_tiles, "d
 @pytest.mark.parametrize("net", list(NETS))
 def test_executor_equals_run_graph(net, config):
     check_equal(NETS[net](), CONFIGS[config])
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected_rescales_like_litert_reference(per_channel):
+    """FCSCALE: the die's FC must round double(acc) * scale like LiteRT's reference kernel; the Q31 rule the
+    convolutions use gets some of these outputs wrong, the program executor none."""
+    from quant.executor import fully_connected_params
+    from quant.ref import fully_connected_acc, requantize_acc
+    q31_wrong = 0
+    for seed in range(4):
+        n = Net((1, 1, 1, 48), seed=200 + seed)
+        y = n.fc(n.input, 600, per_channel=per_channel, out_q=(0.02, 3))
+        graph = n.graph(y)
+        model = check_equal(graph, CONFIGS["fpga"], count=3, seed=seed)
+        assert model.descriptors[0].flags & fmt.FCSCALE
+        op = graph.ops[0]
+        p = fully_connected_params(graph, op)
+        for x in n.inputs(3):
+            acc = fully_connected_acc(x, graph.tensors[op.inputs[1]].data, p["input_offset"], p["weights_offset"])
+            q31 = requantize_acc(acc, graph.tensors[op.inputs[2]].data, p["multiplier"], p["shift"],
+                                 p["output_zero_point"], p["act_min"], p["act_max"])
+            q31_wrong += int(np.count_nonzero(q31 != run_graph(graph, [x])[0]))
+    assert q31_wrong > 0
 
 
 def test_every_opcode_is_exercised():
