@@ -76,7 +76,7 @@ class RegisterBank(wiring.Component):
         with m.Switch(self.bus.addr):
             for r in self.registers:
                 with m.Case(r.addr):
-                    port = getattr(self, r.name)
+                    port = getattr(self, r.name, None)
                     if r.access == "rw":
                         with m.If(self.bus.we):
                             m.d.sync += port.eq(self.bus.wdata[:r.width])

@@ -9,6 +9,7 @@ from quant.firstlight import first_light_program, first_light_reference
 
 from .dierun import run_die
 from .frame_source import bayer_frame, load_image
+from .metadata import bandwidth
 
 __all__ = ["simulate"]
 
@@ -17,14 +18,24 @@ def _fmt(n):
     return f"{n:,}"
 
 
-def simulate(config, image=None, frames=1, seed=0, dump_csi2=None, stall=0.0, report=None, out=print,
-             log=print):
-    """Run `frames` copies of the photo through the die and print the summary. Returns (exit status, summary)."""
+def _ratio(r):
+    return f"{r:9.1f}x less than" if r >= 1 else f"{1 / r:9.2f}x more than"
+
+
+def _rate(bps):
+    return f"{bps / 1e6:,.2f} MB/s" if bps >= 1e5 else f"{bps / 1e3:,.2f} kB/s"
+
+
+def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=None, stall=0.0, report=None,
+             ls_le=False, out=print, log=print):
+    """Run frames of the photo through the die and print the summary. Returns (exit status, summary dict)."""
     rgb = load_image(image)
     raw = bayer_frame(rgb, config.frame_width, config.frame_height)
     program = first_light_program(config, seed=seed)
     layer = program.layer
     x_ref, y_ref = first_light_reference(raw, config, program)
+    modes = ["image", "metadata", "tensors"] * -(-max(frames, 3) // 3) if mode == "all" else [mode] * frames
+    modes = modes[:max(frames, 3)] if mode == "all" else modes
 
     out(f"config:        {config.summary()}")
     name = image if image is not None else "skimage.data.astronaut()"
@@ -38,24 +49,42 @@ def simulate(config, image=None, frames=1, seed=0, dump_csi2=None, stall=0.0, re
     out(f"network:       CONV_2D {kh}x{kw} stride {layer.stride[0]} {layer.padding} {layer.activation}, "
         f"3 -> {layer.out_channels} channels, {_fmt(macs)} MACs (seeded random weights, seed {seed})")
     out(f"output tensor: {y_ref.shape[0]}x{y_ref.shape[1]}x{y_ref.shape[2]} int8, CSI-2 VC 1 data type 0x30, "
-        f"one long packet per row")
+        f"one long packet per row, then an embedded-data line")
+    out(f"frames:        {len(modes)} ({', '.join(modes)})")
 
-    run = run_die(config, program, [raw] * frames, stall=stall, log=log)
+    run = run_die(config, program, [raw] * len(modes), modes=modes, regs={"csi2_ctrl": int(ls_le)}, stall=stall,
+                  log=log)
 
     status = 0
     n = y_ref.size
-    exact = []
-    for i in range(frames):
-        t = run.tensors[i] if i < len(run.tensors) else None
-        exact.append(0 if t is None else int(np.count_nonzero(t == y_ref)))
     dec = run.decoder
-    for i, good in enumerate(exact):
-        label = "bit-exact:" if frames == 1 else f"bit-exact[{i}]:"
-        out(f"{label:<15}{good}/{n} (output tensor vs the quant/ numpy reference)")
-        if good != n:
+    exact = []
+    numbers = [f.number for f in run.frames]
+    for i, (want_mode, fr) in enumerate(zip(modes, run.frames + [None] * len(modes))):
+        label = "bit-exact:" if len(modes) == 1 else f"bit-exact[{i}]:"
+        if fr is None:
+            out(f"{label:<15}frame missing")
+            exact.append(0)
             status = 1
-    if len(run.tensors) != frames:
-        out(f"ERROR: {len(run.tensors)} complete frame(s) decoded, expected {frames}")
+            continue
+        good = 0 if fr.output_tensor is None else int(np.count_nonzero(fr.output_tensor == y_ref))
+        exact.append(good)
+        extra = ""
+        if want_mode == "image":
+            ok = fr.image is not None and np.array_equal(fr.image, raw)
+            extra = f"; RAW10 image {'identical to' if ok else 'DIFFERS from'} the frame sent"
+            status |= 0 if ok else 1
+        elif want_mode == "tensors":
+            ok = fr.input_tensor is not None and np.array_equal(fr.input_tensor, x_ref)
+            got = 0 if fr.input_tensor is None else int(np.count_nonzero(fr.input_tensor == x_ref))
+            extra = f"; input tensor {got}/{x_ref.size}"
+            status |= 0 if ok else 1
+        out(f"{label:<15}{good}/{n} (output tensor vs the quant/ numpy reference; frame {fr.number}, "
+            f"mode {fr.mode}{extra})")
+        if good != n or fr.mode != want_mode:
+            status = 1
+    if numbers != list(range(1, len(modes) + 1)):
+        out(f"ERROR: frame numbers {numbers}, expected 1..{len(modes)}")
         status = 1
     errs = (dec.ecc_errors, dec.crc_errors, dec.framing_errors)
     out(f"CSI-2 checks:  {len(dec.packets)} packets, ECC errors {errs[0]} (corrected {dec.ecc_corrected}), "
@@ -69,16 +98,28 @@ def simulate(config, image=None, frames=1, seed=0, dump_csi2=None, stall=0.0, re
     after = run.frame_last_byte[0] - run.last_pixel[0]
     ms = config.cycles_to_ms
     out(f"latency:       first pixel in -> last CSI-2 byte out: {_fmt(e2e)} cycles ({ms(e2e) * 1e3:.1f} us at "
-        f"{config.clock_mhz:g} MHz)")
+        f"{config.clock_mhz:g} MHz; frame 1, mode {modes[0]})")
     out(f"               last pixel in  -> last CSI-2 byte out: {_fmt(after)} cycles ({ms(after) * 1e3:.1f} us)")
+    emb = run.frames[0].embedded if run.frames else None
+    if emb:
+        out(f"               first pixel in -> output tensor complete: {_fmt(emb['frame_latency'])} cycles "
+            f"(die counter, embedded line)")
     conv_cycles, mac_cycles = run.counters["conv_cycles"], run.counters["mac_cycles"]
     util = macs / (config.macs_per_cycle * conv_cycles) if conv_cycles else 0.0
     out(f"NPU counters:  conv layer {_fmt(conv_cycles)} cycles, MAC array busy {_fmt(mac_cycles)} cycles, "
         f"utilization {100 * util:.1f}% of {config.macs_per_cycle} MACs/cycle")
-    per_frame = len(run.csi2_bytes) // max(frames, 1)
-    raw_bytes = config.raw_frame_bytes
-    out(f"CSI-2 bytes:   {_fmt(per_frame)} per frame vs {_fmt(raw_bytes)} for the raw RAW10 frame "
-        f"({raw_bytes / per_frame:.1f}x less)")
+
+    out(f"CSI-2 bytes per frame (measured), at {config.frame_rate:g} frames/s, against full-resolution RAW10 "
+        f"({_fmt(config.raw_frame_bytes)} B/frame) and 4K60 RAW10 video:")
+    per_mode = {}
+    for fr in run.frames:
+        per_mode.setdefault(fr.mode, fr.csi2_bytes)
+    bw = {}
+    for m_name, nbytes in per_mode.items():
+        b = bandwidth(config, nbytes)
+        bw[m_name] = b
+        out(f"  {m_name:<9}{_fmt(nbytes):>12} B/frame  {_rate(b['bytes_per_s']):>13}   "
+            f"{_ratio(b['raw_ratio'])} RAW10   {_ratio(b['uhd_4k60_ratio'])} 4K60")
     out(f"simulation:    {_fmt(run.cycles)} cycles in {run.sim_wall_s:.1f} s "
         f"({run.cycles / max(run.sim_wall_s, 1e-9) / 1e3:.0f} k cycles/s); Verilog+build {run.build_wall_s:.1f} s")
     if run.counters["frame_errors"] or run.counters["csi2_errors"]:
@@ -88,14 +129,14 @@ def simulate(config, image=None, frames=1, seed=0, dump_csi2=None, stall=0.0, re
 
     if dump_csi2:
         Path(dump_csi2).write_bytes(run.csi2_bytes)
-        out(f"wrote {len(run.csi2_bytes)} CSI-2 bytes to {dump_csi2}")
+        out(f"wrote {len(run.csi2_bytes):,} CSI-2 bytes to {dump_csi2}")
     summary = {
-        "config": config.name, "image": name, "frames": frames, "frame": [config.frame_width, config.frame_height],
+        "config": config.name, "image": name, "modes": modes, "frame": [config.frame_width, config.frame_height],
         "input_tensor": list(x_ref.shape), "output_tensor": list(y_ref.shape),
-        "bit_exact": [int(v) for v in exact], "elements": int(n),
+        "bit_exact": [int(v) for v in exact], "elements": int(n), "frame_numbers": numbers,
         "latency_first_pixel_to_last_byte": int(e2e), "latency_last_pixel_to_last_byte": int(after),
         "clock_mhz": config.clock_mhz, "conv_cycles": conv_cycles, "mac_cycles": mac_cycles, "macs": int(macs),
-        "csi2_bytes_per_frame": per_frame, "raw_frame_bytes": raw_bytes,
+        "csi2_bytes_total": len(run.csi2_bytes), "bandwidth": bw, "raw_frame_bytes": config.raw_frame_bytes,
         "csi2_errors": {"ecc": errs[0], "crc": errs[1], "framing": errs[2]},
         "sim_cycles": run.cycles, "sim_wall_s": run.sim_wall_s, "status": status,
     }

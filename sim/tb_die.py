@@ -23,6 +23,12 @@ async def run_frames(dut):
     gap = int(stim["gap"])
     max_cycles = int(stim["max_cycles"])
     rng = random.Random(int(stim["seed"]))
+    # Register writes done just before each frame's first beat is offered: rows of (frame, address, value).
+    writes = {}
+    for frame, addr, value in stim["reg_writes"].reshape(-1, 3).tolist():
+        writes.setdefault(int(frame), []).append((int(addr), int(value)))
+    frame_starts = [0] + [int(e) + 1 for e in sorted(frame_ends)][:-1]
+    start_frame = {start: n for n, start in enumerate(frame_starts)}
     progress_path = os.environ.get("STACKCAM_TB_PROGRESS")
 
     clk = dut.clk
@@ -30,6 +36,8 @@ async def run_frames(dut):
     dut.rst.value = 1
     dut.pixels__valid.value = 0
     dut.csi2__ready.value = 0
+    dut.bus__we.value = 0
+    dut.bus__re.value = 0
     for _ in range(3):
         await RisingEdge(clk)
     dut.rst.value = 0
@@ -48,7 +56,16 @@ async def run_frames(dut):
     while cycle < max_cycles:
         await RisingEdge(clk)
         cycle += 1
-        sending = i < len(beats) and cycle >= wait_until
+        pending = writes.get(start_frame.get(i, -1)) if cycle >= wait_until else None
+        writing = bool(pending)
+        if writing:
+            addr, value = pending.pop(0)
+            dut.bus__addr.value = addr
+            dut.bus__wdata.value = value
+            dut.bus__we.value = 1
+        else:
+            dut.bus__we.value = 0
+        sending = i < len(beats) and cycle >= wait_until and not writing
         in_valid.value = int(sending)
         if sending:
             in_payload.value = beats[i]

@@ -43,7 +43,7 @@ def run_linebuffer(in_bytes, lanes, lengths, *, max_line_bytes, lines=2, idle=0.
     async def testbench(ctx):
         w_idx = 0
         w_pending = False
-        written = started = last_loaded = 0          # lines complete on w / started on r / last beat on r
+        written = started = last_loaded = taken = 0         # lines complete on w / started on r / last beat on r
         got, cur = [], None                          # lines received, bytes of the line being received
         held = None                                  # the beat offered but not taken in the previous cycle
         cycle = 0
@@ -73,9 +73,13 @@ def run_linebuffer(in_bytes, lanes, lengths, *, max_line_bytes, lines=2, idle=0.
             if cur is not None:
                 assert r_valid, f"cycle {cycle}: bubble inside line {len(got)}"
             assert w_ready == (written - last_loaded < lines), f"cycle {cycle}: w.ready {w_ready}"
-            assert lines_ready == written - started, f"cycle {cycle}: lines_ready {lines_ready}"
+            # A line counts as started once its first beat is taken on `r` (a line preloaded into the `r`
+            # register is still ready), so a sequencer can wait for `lines_ready` before asking for the line.
+            assert lines_ready == written - taken, f"cycle {cycle}: lines_ready {lines_ready}"
             if lines_ready:
-                assert next_len == len(expected[started]), f"cycle {cycle}: next_len {next_len}"
+                assert next_len == len(expected[taken]), f"cycle {cycle}: next_len {next_len}"
+            if r_valid and ready and beat.first:
+                taken += 1
 
             if r_valid and ready:
                 held = None

@@ -42,9 +42,10 @@ def test_die_bit_exact_over_frames(config, stall):
         assert got is not None
         mismatches = int(np.count_nonzero(got != expect))
         assert mismatches == 0, f"{mismatches}/{expect.size} output elements differ from the numpy reference"
-    # The bytes on the wire are exactly FS, one long packet per output row, FE, per frame.
+    # The bytes on the wire (default metadata mode) are exactly FS, one long packet per output row, the
+    # 32-byte embedded-data line and FE, per frame.
     oh, ow, oc = expect.shape
-    assert len(run.csi2_bytes) == 3 * (4 + oh * (4 + ow * oc + 2) + 4)
+    assert len(run.csi2_bytes) == 3 * (4 + oh * (4 + ow * oc + 2) + (4 + 32 + 2) + 4)
     # Performance counters are the engine's own: every tap of every tile is one MAC-array cycle.
     assert run.counters["mac_cycles"] == oh * ow * -(-oc // config.array_rows) * 9
     assert len(run.first_pixel) == len(run.last_pixel) == len(run.frame_last_byte) == 3

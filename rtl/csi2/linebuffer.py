@@ -34,14 +34,15 @@ def _select(m, index, items):
 
 
 class LineBuffer(wiring.Component):
-    """Line FIFO of `lines` slots of up to `max_line_bytes` bytes: `in_bytes` bytes per beat in on `w`, `lanes`
-    bytes per beat out on `r` (a `ppi_beat_stream(lanes)`, the packetizer's wide payload).
+    """Line FIFO of `lines` slots of up to `max_line_bytes` bytes: `in_bytes` bytes per beat in on `w`, `lanes` bytes
+    per beat out on `r` (a `ppi_beat_stream(lanes)`, the packetizer's wide payload).
 
     A line is offered on `r` only once its last beat has been written. Its bytes then leave at `lanes` per beat,
     byte k of the line on lane k % lanes, with `first` on its first beat, `last` on its last, `strobe` all ones
     except on a partial last beat (ones from lane 0); bytes outside the strobe read as zero. Every line starts on
-    lane 0. `lines_ready` counts complete lines not yet started on `r`; `next_len` is the byte length of the
-    oldest of them (valid while `lines_ready` > 0), which is what a sequencer puts in the packet header.
+    lane 0. `lines_ready` counts complete lines whose first beat has not been taken on `r` (a line preloaded into
+    the `r` register still counts); `next_len` is the byte length of the oldest of them (valid while
+    `lines_ready` > 0), which is what a sequencer puts in the packet header.
 
     Storage: one `Memory` of `lines * ceil(max_line_bytes / word)` words of `word = lcm(in_bytes, lanes)` bytes
     (byte write enables), a fixed slot per line, so a write beat never straddles a word and a read beat never
@@ -183,7 +184,13 @@ class LineBuffer(wiring.Component):
         raddr = Signal(range(depth))
         rsub = Signal(range(max(subs_r, 2)))
         rrem = Signal(16)                    # bytes of the line from the cursor on
-        m.d.comb += self.next_len.eq(_select(m, rslot, lens))
+        # Internal view: complete lines whose first beat has not yet been loaded into the `r` register. The
+        # ports count a line as started only once its first beat is *taken* on `r`, so a sequencer that
+        # waits for `lines_ready` before asking for the line sees a line preloaded in `r` too.
+        n_ready = Signal(range(self.lines + 1))
+        n_len = Signal(16)
+        r_len = Signal(16)                   # length of the line whose first beat is in the `r` register
+        m.d.comb += n_len.eq(_select(m, rslot, lens))
 
         ld_valid = Signal()
         ld_addr = Signal(range(depth))
@@ -194,8 +201,8 @@ class LineBuffer(wiring.Component):
         load = Signal()
         with m.If(active):
             m.d.comb += [ld_valid.eq(1), ld_addr.eq(raddr), ld_sub.eq(rsub), ld_rem.eq(rrem)]
-        with m.Elif(self.lines_ready != 0):
-            m.d.comb += [ld_valid.eq(1), ld_addr.eq(rbase), ld_sub.eq(0), ld_rem.eq(self.next_len),
+        with m.Elif(n_ready != 0):
+            m.d.comb += [ld_valid.eq(1), ld_addr.eq(rbase), ld_sub.eq(0), ld_rem.eq(n_len),
                          ld_first.eq(1)]
         m.d.comb += [
             ld_last.eq(ld_rem <= L),
@@ -227,7 +234,7 @@ class LineBuffer(wiring.Component):
             else:
                 m.d.sync += raddr.eq(ld_addr + 1)
             with m.If(ld_first):
-                m.d.sync += ring_next(rslot, rbase)
+                m.d.sync += [*ring_next(rslot, rbase), r_len.eq(ld_rem)]
         with m.Elif(self.r.ready):
             m.d.sync += self.r.valid.eq(0)
 
@@ -238,6 +245,11 @@ class LineBuffer(wiring.Component):
 
         m.d.sync += [
             used.eq(used + line_done - line_freed),
-            self.lines_ready.eq(self.lines_ready + line_done - line_start),
+            n_ready.eq(n_ready + line_done - line_start),
+        ]
+        pending_first = self.r.valid & out.first
+        m.d.comb += [
+            self.lines_ready.eq(n_ready + pending_first),
+            self.next_len.eq(Mux(pending_first, r_len, n_len)),
         ]
         return m

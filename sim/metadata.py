@@ -1,0 +1,50 @@
+"""Host-side decoding of what the die sends: the embedded-data line, RAW10 image lines, RGB888 tensor lines."""
+
+import numpy as np
+
+from rtl.die import EMBEDDED_BYTES, EMBEDDED_FIELDS, EMBEDDED_MAGIC
+
+from .frame_source import raw10_unpack
+
+__all__ = ["parse_embedded", "image_from_lines", "input_tensor_from_lines", "bandwidth"]
+
+UHD_4K60_BYTES_PER_S = 3840 * 2160 * 10 // 8 * 60      # 4K60 RAW10, the stream an AI sensor saves
+
+
+def parse_embedded(payload):
+    """The embedded-data line's fields as a dict; raises ValueError when it is not a stackcam header."""
+    payload = bytes(payload)
+    if len(payload) != EMBEDDED_BYTES or payload[:2] != EMBEDDED_MAGIC:
+        raise ValueError(f"not a stackcam embedded-data line ({len(payload)} bytes, starts {payload[:2].hex()})")
+    out = {}
+    for name, offset, size in EMBEDDED_FIELDS:
+        out[name] = int.from_bytes(payload[offset:offset + size], "little")
+    out["has_tensor"] = bool(out["flags"] & 1)
+    out["malformed"] = bool(out["flags"] & 2)
+    return out
+
+
+def image_from_lines(lines, width):
+    """RAW10 image lines (payloads of data type 0x2B) -> uint16 [lines, width]."""
+    return np.stack([raw10_unpack(line)[:width] for line in lines])
+
+
+def input_tensor_from_lines(lines, width):
+    """RGB888 input-tensor lines (B, G, R per pixel, int8 + 128) -> int8 [lines, width, 3] in R, G, B order."""
+    arr = np.stack([np.frombuffer(bytes(line), np.uint8).reshape(width, 3) for line in lines])
+    return (arr[..., ::-1] ^ 0x80).view(np.int8)
+
+
+def bandwidth(config, bytes_per_frame):
+    """Bytes per second at the configured frame rate next to the raw streams an AI sensor avoids sending."""
+    per_s = bytes_per_frame * config.frame_rate
+    raw_per_s = config.raw_frame_bytes * config.frame_rate
+    return {
+        "bytes_per_frame": bytes_per_frame,
+        "bytes_per_s": per_s,
+        "raw_frame_bytes": config.raw_frame_bytes,
+        "raw_bytes_per_s": raw_per_s,
+        "raw_ratio": raw_per_s / per_s,
+        "uhd_4k60_bytes_per_s": UHD_4K60_BYTES_PER_S,
+        "uhd_4k60_ratio": UHD_4K60_BYTES_PER_S / per_s,
+    }

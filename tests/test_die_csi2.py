@@ -1,0 +1,110 @@
+"""System tests of the die's CSI-2 output: modes switched between frames, lanes, LS/LE, malformed frames."""
+
+import numpy as np
+import pytest
+
+from quant.firstlight import first_light_program, first_light_reference
+from rtl.die import model_fingerprint
+from rtl.params import DieConfig, preset
+from rtl.streams import pixel_beat_layout
+from sim.csi2 import decode
+from sim.dierun import run_die
+from sim.frame_source import bayer_frame, beat_field_offsets, load_image, pack_beats
+
+pytestmark = pytest.mark.xdist_group("verilator")
+
+TWO_LANES = DieConfig(name="csi2x2", frame_width=88, frame_height=72, pixels_per_clock=4, input_width=10,
+                      input_height=8, array_rows=8, array_cols=4, conv_out_channels=12, csi2_lanes=2,
+                      csi2_blanking=3)
+FOUR_LANES = DieConfig(name="csi2x4", frame_width=64, frame_height=40, pixels_per_clock=1, input_width=12,
+                       input_height=8, array_rows=4, array_cols=4, conv_out_channels=6, csi2_lanes=4)
+
+
+def _photo(config):
+    return bayer_frame(load_image(None), config.frame_width, config.frame_height)
+
+
+@pytest.mark.parametrize("config,ls_le,stall", [
+    (preset("tiny"), False, 0.0),
+    (TWO_LANES, True, 0.3),
+    (FOUR_LANES, True, 0.5),
+])
+def test_modes_switch_between_frames(config, ls_le, stall):
+    program = first_light_program(config, seed=1)
+    rng = np.random.default_rng(2)
+    raws = [_photo(config)] + [rng.integers(0, 1024, (config.frame_height, config.frame_width)).astype(np.uint16)
+                               for _ in range(3)]
+    modes = ["image", "metadata", "tensors", "image"]
+    run = run_die(config, program, raws, modes=modes, regs={"csi2_ctrl": int(ls_le)}, stall=stall, progress=False)
+    dec = decode(run.csi2_bytes, strict=False)
+    assert (dec.ecc_errors, dec.ecc_corrected, dec.crc_errors, dec.framing_errors) == (0, 0, 0, 0), dec.errors
+    assert [f.number for f in run.frames] == [1, 2, 3, 4]
+    assert run.counters["frame_errors"] == 0 and run.counters["csi2_errors"] == 0
+    for raw, mode, fr in zip(raws, modes, run.frames):
+        x, y = first_light_reference(raw, config, program)
+        assert fr.mode == mode
+        assert fr.output_tensor is not None and np.array_equal(fr.output_tensor, y)
+        assert fr.embedded["has_tensor"] and not fr.embedded["malformed"]
+        assert fr.embedded["model_fingerprint"] == model_fingerprint(program)
+        assert fr.embedded["frame_number"] == fr.number
+        if mode == "image":
+            assert fr.image is not None and np.array_equal(fr.image, raw)
+        else:
+            assert fr.image is None
+        if mode == "tensors":
+            assert fr.input_tensor is not None and np.array_equal(fr.input_tensor, x)
+        else:
+            assert fr.input_tensor is None
+    # Virtual channels as the register map says: image on 0, output + embedded on 1, input tensor on 2.
+    assert {p.vc for p in dec.packets if p.dt == 0x2B} == {0}
+    assert {p.vc for p in dec.packets if p.dt in (0x30, 0x12)} == {1}
+    assert {p.vc for p in dec.packets if p.dt == 0x24} == {2}
+    # LS/LE only when enabled, and then one pair per long line packet of image/tensor data.
+    n_ls = sum(1 for p in dec.packets if p.dt == 0x02)
+    n_lines = sum(1 for p in dec.packets if p.long and p.dt != 0x12)
+    assert n_ls == (n_lines if ls_le else 0)
+    # Metadata mode sends the least: FS + output rows + embedded + FE on one channel.
+    oh, ow, oc = y.shape
+    per_line = 4 if ls_le else 0
+    assert run.frames[1].csi2_bytes == 8 + oh * (6 + ow * oc + 2 * per_line) + 6 + 32
+
+
+def _markers(p):
+    return beat_field_offsets(pixel_beat_layout(p))[1]
+
+
+def test_malformed_frames_are_counted_and_the_next_frame_is_clean():
+    config = preset("tiny")
+    program = first_light_program(config, seed=4)
+    raw = _photo(config)
+    p = config.pixels_per_clock
+    mk = _markers(p)
+    bpl = config.frame_width // p
+    good = pack_beats(raw, p)
+    # Frame 2: a short line inside the crop (line 20 loses its last 10 beats; its new last beat says line_last).
+    short = good.reshape(config.frame_height, bpl).tolist()
+    short[20] = short[20][:bpl - 10]
+    short[20][-1] |= 1 << mk["line_last"]
+    short = np.array([b for line in short for b in line], np.int64)
+    # Frame 4: the frame stops after 30 lines (no frame_last); frame 5's frame_first arrives instead.
+    cut = good[:30 * bpl]
+    raws = [raw] * 5
+    modes = ["image", "image", "metadata", "metadata", "image"]
+    run = run_die(config, program, raws, modes=modes, raw_beats=[None, short, None, cut, None], stall=0.2,
+                  progress=False)
+    dec = decode(run.csi2_bytes)
+    assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors
+    assert [f.number for f in run.frames] == [1, 2, 3, 4, 5]
+    _, y = first_light_reference(raw, config, program)
+    flags = [(f.embedded["has_tensor"], f.embedded["malformed"]) for f in run.frames]
+    assert flags == [(True, False), (False, True), (True, False), (False, True), (True, False)]
+    for n in (0, 2, 4):
+        assert np.array_equal(run.frames[n].output_tensor, y)
+    assert run.frames[1].output_tensor is None and run.frames[3].output_tensor is None
+    # The broken image frame still has every line, padded: the short line's tail is zero.
+    img = run.frames[1].image
+    assert img.shape == raw.shape
+    assert np.array_equal(img[:20], raw[:20]) and np.array_equal(img[21:], raw[21:])
+    assert np.array_equal(img[20, :(bpl - 10) * p], raw[20, :(bpl - 10) * p]) and not img[20, (bpl - 10) * p:].any()
+    assert np.array_equal(run.frames[4].image, raw)
+    assert run.counters["frame_errors"] == 2
