@@ -78,6 +78,9 @@ class StackcamDie(wiring.Component):
                         ("input tensor row", self.input_line_bytes)):
             if n >= 1 << 16:
                 raise ValueError(f"{what} of {n} bytes exceeds a CSI-2 word count (65535)")
+        if config.frame_width % 4:
+            raise ValueError(f"config {config.name!r}: frame_width {config.frame_width} must be a multiple of 4 "
+                             f"(CSI-2 RAW10 image lines pack 4 pixels in 5 bytes)")
         self.fingerprint = model_fingerprint(program)
         super().__init__({
             "pixels": In(pixel_beat_stream(config.pixels_per_clock)),

@@ -61,8 +61,6 @@ class DieConfig:
              f"csi2_blanking must be an integer in 0..65535, got {self.csi2_blanking!r}")
         need(self.frame_width % 2 == 0 and self.frame_height % 2 == 0,
              f"frame size must be even (whole RGGB quads), got {self.frame_width}x{self.frame_height}")
-        need(self.frame_width % 4 == 0,
-             f"frame_width {self.frame_width} must be a multiple of 4 (CSI-2 RAW10 packs 4 pixels in 5 bytes)")
         need(self.frame_width % self.pixels_per_clock == 0,
              f"frame_width {self.frame_width} is not a multiple of pixels_per_clock {self.pixels_per_clock}")
         need(self.frame_width >= 2 * self.input_width and self.frame_height >= 2 * self.input_height,
