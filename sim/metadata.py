@@ -6,7 +6,7 @@ from rtl.die import EMBEDDED_BYTES, EMBEDDED_FIELDS, EMBEDDED_MAGIC
 
 from .frame_source import raw10_unpack
 
-__all__ = ["parse_embedded", "image_from_lines", "input_tensor_from_lines", "bandwidth"]
+__all__ = ["parse_embedded", "image_from_lines", "input_tensor_from_lines", "bandwidth", "frame_bytes"]
 
 UHD_4K60_BYTES_PER_S = 3840 * 2160 * 10 // 8 * 60      # 4K60 RAW10, the stream an AI sensor saves
 
@@ -48,3 +48,22 @@ def bandwidth(config, bytes_per_frame):
         "uhd_4k60_bytes_per_s": UHD_4K60_BYTES_PER_S,
         "uhd_4k60_ratio": UHD_4K60_BYTES_PER_S / per_s,
     }
+
+
+def frame_bytes(config, mode, output_shape, ls_le=False):
+    """CSI-2 bytes the die sends for one well-formed frame in `mode`, from the packet structure.
+
+    Short packets are 4 bytes, long packets 4 + payload + 2. Every mode ends with the output frame: FS, the
+    output tensor's rows, the embedded-data line, FE; image and tensors modes first send a frame of RAW10
+    image lines or RGB888 input-tensor lines. LS/LE add 8 bytes around every image/tensor line.
+    """
+    oh, ow, oc = output_shape
+    per_line = 8 if ls_le else 0
+    out = 4 + oh * (6 + ow * oc + per_line) + (6 + EMBEDDED_BYTES) + 4
+    if mode == "metadata":
+        return out
+    if mode == "image":
+        return 8 + config.frame_height * (6 + config.frame_width * 5 // 4 + per_line) + out
+    if mode == "tensors":
+        return 8 + config.input_height * (6 + config.input_width * 3 + per_line) + out
+    raise ValueError(f"unknown mode {mode!r}")

@@ -9,7 +9,7 @@ from quant.firstlight import first_light_program, first_light_reference
 
 from .dierun import run_die
 from .frame_source import bayer_frame, load_image
-from .metadata import bandwidth
+from .metadata import bandwidth, frame_bytes
 
 __all__ = ["simulate"]
 
@@ -109,17 +109,23 @@ def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=No
     out(f"NPU counters:  conv layer {_fmt(conv_cycles)} cycles, MAC array busy {_fmt(mac_cycles)} cycles, "
         f"utilization {100 * util:.1f}% of {config.macs_per_cycle} MACs/cycle")
 
-    out(f"CSI-2 bytes per frame (measured), at {config.frame_rate:g} frames/s, against full-resolution RAW10 "
+    out(f"CSI-2 bytes per frame by mode, at {config.frame_rate:g} frames/s, against full-resolution RAW10 "
         f"({_fmt(config.raw_frame_bytes)} B/frame) and 4K60 RAW10 video:")
-    per_mode = {}
+    measured = {}
     for fr in run.frames:
-        per_mode.setdefault(fr.mode, fr.csi2_bytes)
+        measured.setdefault(fr.mode, fr.csi2_bytes)
     bw = {}
-    for m_name, nbytes in per_mode.items():
+    for m_name in ("image", "tensors", "metadata"):
+        computed = frame_bytes(config, m_name, y_ref.shape, ls_le)
+        nbytes = measured.get(m_name, computed)
+        how = "measured" if m_name in measured else "from packet sizes"
+        if m_name in measured and nbytes != computed:
+            how += f", expected {_fmt(computed)}!"
+            status = 1
         b = bandwidth(config, nbytes)
-        bw[m_name] = b
+        bw[m_name] = dict(b, measured=m_name in measured)
         out(f"  {m_name:<9}{_fmt(nbytes):>12} B/frame  {_rate(b['bytes_per_s']):>13}   "
-            f"{_ratio(b['raw_ratio'])} RAW10   {_ratio(b['uhd_4k60_ratio'])} 4K60")
+            f"{_ratio(b['raw_ratio'])} RAW10   {_ratio(b['uhd_4k60_ratio'])} 4K60   ({how})")
     out(f"simulation:    {_fmt(run.cycles)} cycles in {run.sim_wall_s:.1f} s "
         f"({run.cycles / max(run.sim_wall_s, 1e-9) / 1e3:.0f} k cycles/s); Verilog+build {run.build_wall_s:.1f} s")
     if run.counters["frame_errors"] or run.counters["csi2_errors"]:

@@ -10,6 +10,7 @@ from rtl.streams import pixel_beat_layout
 from sim.csi2 import decode
 from sim.dierun import run_die
 from sim.frame_source import bayer_frame, beat_field_offsets, load_image, pack_beats
+from sim.metadata import frame_bytes
 
 pytestmark = pytest.mark.xdist_group("verilator")
 
@@ -24,18 +25,20 @@ def _photo(config):
     return bayer_frame(load_image(None), config.frame_width, config.frame_height)
 
 
-@pytest.mark.parametrize("config,ls_le,stall", [
-    (preset("tiny"), False, 0.0),
-    (TWO_LANES, True, 0.3),
-    (FOUR_LANES, True, 0.5),
+@pytest.mark.parametrize("config,ls_le,stall,vcs", [
+    (preset("tiny"), False, 0.0, (0, 1, 2)),
+    (TWO_LANES, True, 0.3, (0, 1, 2)),
+    (FOUR_LANES, True, 0.5, (3, 2, 0)),
 ])
-def test_modes_switch_between_frames(config, ls_le, stall):
+def test_modes_switch_between_frames(config, ls_le, stall, vcs):
     program = first_light_program(config, seed=1)
     rng = np.random.default_rng(2)
     raws = [_photo(config)] + [rng.integers(0, 1024, (config.frame_height, config.frame_width)).astype(np.uint16)
                                for _ in range(3)]
     modes = ["image", "metadata", "tensors", "image"]
-    run = run_die(config, program, raws, modes=modes, regs={"csi2_ctrl": int(ls_le)}, stall=stall, progress=False)
+    vc_image, vc_output, vc_input = vcs
+    regs = {"csi2_ctrl": int(ls_le), "vc_map": vc_image | vc_output << 2 | vc_input << 4}
+    run = run_die(config, program, raws, modes=modes, regs=regs, stall=stall, progress=False)
     dec = decode(run.csi2_bytes, strict=False)
     assert (dec.ecc_errors, dec.ecc_corrected, dec.crc_errors, dec.framing_errors) == (0, 0, 0, 0), dec.errors
     assert [f.number for f in run.frames] == [1, 2, 3, 4]
@@ -55,18 +58,19 @@ def test_modes_switch_between_frames(config, ls_le, stall):
             assert fr.input_tensor is not None and np.array_equal(fr.input_tensor, x)
         else:
             assert fr.input_tensor is None
-    # Virtual channels as the register map says: image on 0, output + embedded on 1, input tensor on 2.
-    assert {p.vc for p in dec.packets if p.dt == 0x2B} == {0}
-    assert {p.vc for p in dec.packets if p.dt in (0x30, 0x12)} == {1}
-    assert {p.vc for p in dec.packets if p.dt == 0x24} == {2}
+    # Virtual channels as the vc_map register says.
+    assert {p.vc for p in dec.packets if p.dt == 0x2B} == {vc_image}
+    assert {p.vc for p in dec.packets if p.dt in (0x30, 0x12)} == {vc_output}
+    assert {p.vc for p in dec.packets if p.dt == 0x24} == {vc_input}
+    # Each channel counts its own frames: the image channel was used by frames 1 and 4.
+    assert [f.number for f in dec.frames_on(vc_image)] == [1, 2]
     # LS/LE only when enabled, and then one pair per long line packet of image/tensor data.
     n_ls = sum(1 for p in dec.packets if p.dt == 0x02)
     n_lines = sum(1 for p in dec.packets if p.long and p.dt != 0x12)
     assert n_ls == (n_lines if ls_le else 0)
-    # Metadata mode sends the least: FS + output rows + embedded + FE on one channel.
-    oh, ow, oc = y.shape
-    per_line = 4 if ls_le else 0
-    assert run.frames[1].csi2_bytes == 8 + oh * (6 + ow * oc + 2 * per_line) + 6 + 32
+    # Every frame's bytes on the wire are exactly what its packet structure says.
+    for mode, fr in zip(modes, run.frames):
+        assert fr.csi2_bytes == frame_bytes(config, mode, y.shape, ls_le)
 
 
 def _markers(p):
@@ -108,3 +112,18 @@ def test_malformed_frames_are_counted_and_the_next_frame_is_clean():
     assert np.array_equal(img[20, :(bpl - 10) * p], raw[20, :(bpl - 10) * p]) and not img[20, (bpl - 10) * p:].any()
     assert np.array_equal(run.frames[4].image, raw)
     assert run.counters["frame_errors"] == 2
+
+
+@pytest.mark.parametrize("mode", ["metadata", "image"])
+def test_simulate_cli_dump_decodes_clean(mode, tmp_path):
+    import subprocess
+    import sys
+    dump = tmp_path / "csi2.bin"
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--config", "tiny", "--mode", mode,
+                        "--frames", "3", "--dump-csi2", str(dump)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dec = decode(dump.read_bytes())
+    assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors
+    assert [f.number for f in dec.frames_on(1)] == [1, 2, 3]
+    assert "bit-exact[2]:  512/512" in r.stdout
+    assert f"{mode:<9}" in r.stdout and "x less than RAW10" in r.stdout
