@@ -36,6 +36,8 @@ class DieConfig:
     sram_banks: int = 4
     sram_bank_bytes: int = 16 * 1024
     weight_banks: int = 2
+    # NPU: largest channel count of a layer (sizes the per-channel parameter buffer).
+    max_channels: int = 1024
     # First-light layer: output channels of the 3x3 stride-2 convolution.
     conv_out_channels: int = 8
     # CSI-2 transmitter.
@@ -69,6 +71,11 @@ class DieConfig:
         need((2 * self.bin_factor) % self.pixels_per_clock == 0,
              f"pixels_per_clock {self.pixels_per_clock} must divide the bin width {2 * self.bin_factor}")
         need(self.array_cols >= 3, f"array_cols must be at least 3 (RGB input), got {self.array_cols}")
+        need(self.array_cols % self.array_rows == 0,
+             f"array_cols {self.array_cols} must be a multiple of array_rows {self.array_rows} (an output-channel "
+             f"tile of the MAC array fills whole lanes of one activation word)")
+        need(isinstance(self.max_channels, int) and self.max_channels >= self.array_cols,
+             f"max_channels must be an integer >= array_cols ({self.array_cols}), got {self.max_channels!r}")
         need(8 <= self.isp_shift <= 24, f"isp_shift must be in 8..24, got {self.isp_shift}")
         need(self.clock_mhz > 0, f"clock_mhz must be positive, got {self.clock_mhz!r}")
         need(self.frame_rate > 0, f"frame_rate must be positive, got {self.frame_rate!r}")
@@ -111,6 +118,16 @@ class DieConfig:
     @property
     def sram_bytes(self):
         return self.sram_banks * self.sram_bank_bytes
+
+    @property
+    def act_words(self):
+        """Words of the activation SRAM (array_cols bytes each)."""
+        return self.act_banks * self.sram_bank_bytes // self.array_cols
+
+    @property
+    def weight_words(self):
+        """Words of the weight SRAM (array_rows * array_cols bytes each)."""
+        return self.weight_banks * self.sram_bank_bytes // self.weight_word_bytes
 
     @property
     def act_banks(self):
