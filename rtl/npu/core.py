@@ -1,0 +1,199 @@
+"""The NPU: activation and weight SRAMs, the layer-program sequencer and its engines, per-descriptor counters."""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .conv import NPUConvEngine
+from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
+from .vector import NPUVectorEngine
+
+__all__ = ["NPU", "NPU_ERRORS", "MAX_DESCRIPTORS"]
+
+MAX_DESCRIPTORS = 512       # per-descriptor counters kept (a program may be longer; later ones are not counted)
+# `error` codes (0 = none).
+NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "program ran past the weight SRAM",
+              4: "no valid model loaded"}
+DESC_BYTES = 128
+
+
+class NPU(wiring.Component):
+    """Runs the layer program in the weight SRAM on the activation SRAM, descriptor after descriptor.
+
+    `start` (pulse) runs the program from descriptor 0 if `model_ok`; `busy` is high until `done` pulses (after
+    END, or with a non-zero `error` code, see `NPU_ERRORS`). Each descriptor is fetched from the weight SRAM
+    (128 bytes as a byte stream from word 0: one word read when the weight word holds whole descriptors, else
+    128 / WB reads), decoded and handed to the MAC-array engine (CONV, DWCONV) or the vector engine (ADD, pools,
+    COPY, LUT); the engine owns the SRAM ports until it is done. Between programs the SRAMs belong to the
+    outside: `ext_act_w`/`ext_act_r` (the ISP's input writer and the CSI-2 output reader) and `load_w` (the
+    model loader). While `busy`, external accesses are ignored.
+
+    Counters: `cycles` and `mac_cycles` of the last run (start to done; cycles the MAC array accumulated), and
+    per descriptor (up to `MAX_DESCRIPTORS`): reading `counter_sel` = i gives descriptor i's `counter_cycles`
+    and `counter_macs` one cycle later; `descriptors` is how many ran.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        wb = config.weight_word_bytes
+        if not (wb % DESC_BYTES == 0 or DESC_BYTES % wb == 0):
+            raise ValueError(f"weight word of {wb} bytes: needs to divide or be a multiple of {DESC_BYTES}")
+        super().__init__({
+            "start": In(1), "model_ok": In(1),
+            "busy": Out(1), "done": Out(1), "error": Out(3),
+            "ext_act_w": In(act_write_signature(config)),
+            "ext_act_r": In(act_read_signature(config)),
+            "load_w": In(wiring.Signature({"addr": Out(addr_bits(config.weight_words)),
+                                           "data": Out(8 * wb), "en": Out(1)})),
+            "cycles": Out(32), "mac_cycles": Out(32), "descriptors": Out(16),
+            "counter_sel": In(16), "counter_cycles": Out(32), "counter_macs": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        wb = cfg.weight_word_bytes
+
+        m.submodules.act = act = memory.Memory(shape=8 * cfg.array_cols, depth=cfg.act_words, init=[])
+        m.submodules.wmem = wmem = memory.Memory(shape=8 * wb, depth=cfg.weight_words, init=[])
+        act_r = act.read_port()
+        act_w = act.write_port(granularity=8)
+        w_r = wmem.read_port()
+        w_w = wmem.write_port()
+        m.submodules.conv = conv = NPUConvEngine(cfg)
+        m.submodules.vec = vec = NPUVectorEngine(cfg)
+
+        # ---- the weight write port belongs to the loader ----
+        m.d.comb += [w_w.addr.eq(self.load_w.addr), w_w.data.eq(self.load_w.data),
+                     w_w.en.eq(self.load_w.en & ~self.busy)]
+
+        desc = Signal(descriptor_layout())
+        desc_bits = desc.as_value()
+        pc = Signal(16)
+        owner = Signal(2)            # 0: sequencer/outside, 1: conv engine, 2: vector engine
+        seq_w_addr = Signal.like(w_r.addr)
+        seq_w_en = Signal()
+
+        # ---- SRAM port ownership ----
+        for e in (conv, vec):
+            m.d.comb += [e.desc.eq(desc), e.act_r.data.eq(act_r.data), e.w_r.data.eq(w_r.data)]
+        with m.Switch(owner):
+            with m.Case(1):
+                m.d.comb += [act_r.addr.eq(conv.act_r.addr), act_r.en.eq(conv.act_r.en),
+                             act_w.addr.eq(conv.act_w.addr), act_w.data.eq(conv.act_w.data),
+                             act_w.en.eq(conv.act_w.en), w_r.addr.eq(conv.w_r.addr), w_r.en.eq(conv.w_r.en)]
+            with m.Case(2):
+                m.d.comb += [act_r.addr.eq(vec.act_r.addr), act_r.en.eq(vec.act_r.en),
+                             act_w.addr.eq(vec.act_w.addr), act_w.data.eq(vec.act_w.data),
+                             act_w.en.eq(vec.act_w.en), w_r.addr.eq(vec.w_r.addr), w_r.en.eq(vec.w_r.en)]
+            with m.Default():
+                m.d.comb += [w_r.addr.eq(seq_w_addr), w_r.en.eq(seq_w_en)]
+                with m.If(~self.busy):
+                    m.d.comb += [act_r.addr.eq(self.ext_act_r.addr), act_r.en.eq(self.ext_act_r.en),
+                                 act_w.addr.eq(self.ext_act_w.addr), act_w.data.eq(self.ext_act_w.data),
+                                 act_w.en.eq(self.ext_act_w.en)]
+        m.d.comb += self.ext_act_r.data.eq(act_r.data)
+
+        # ---- counters ----
+        run_cycles = Signal(32)
+        run_macs = Signal(32)
+        d_cycles = Signal(32)
+        d_macs = Signal(32)
+        mac_active = Signal()
+        m.d.comb += mac_active.eq(Mux(owner == 1, conv.mac_active, Mux(owner == 2, vec.mac_active, 0)))
+        m.submodules.counters = counters = memory.Memory(shape=64, depth=MAX_DESCRIPTORS, init=[])
+        c_w = counters.write_port()
+        c_r = counters.read_port()
+        m.d.comb += [c_r.addr.eq(self.counter_sel), c_r.en.eq(1),
+                     self.counter_cycles.eq(c_r.data[:32]), self.counter_macs.eq(c_r.data[32:])]
+        with m.If(self.busy):
+            m.d.sync += [run_cycles.eq(run_cycles + 1), run_macs.eq(run_macs + mac_active),
+                         d_cycles.eq(d_cycles + 1), d_macs.eq(d_macs + mac_active)]
+
+        # ---- sequencer ----
+        words_per_desc = max(1, DESC_BYTES // wb)
+        descs_per_word = max(1, wb // DESC_BYTES)
+        fetch_idx = Signal(range(words_per_desc + 1))
+        slot = Signal(range(descs_per_word))
+        engine_done = Signal()
+        engine_error = Signal()
+        m.d.comb += [engine_done.eq(Mux(owner == 1, conv.done, vec.done)),
+                     engine_error.eq(Mux(owner == 1, conv.error, vec.error))]
+
+        def finish(code):
+            m.d.sync += [self.error.eq(code), self.cycles.eq(run_cycles + 1), self.mac_cycles.eq(run_macs),
+                         self.descriptors.eq(pc)]
+            m.d.comb += self.done.eq(1)
+            m.next = "IDLE"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    with m.If(self.model_ok):
+                        m.d.sync += [pc.eq(0), run_cycles.eq(0), run_macs.eq(0), self.error.eq(0)]
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += self.error.eq(4)
+                        m.d.comb += self.done.eq(1)
+            with m.State("FETCH"):
+                m.d.comb += self.busy.eq(1)
+                # Byte address of the descriptor in the weight stream: pc * 128.
+                if descs_per_word > 1:
+                    m.d.comb += [seq_w_addr.eq(pc // descs_per_word), seq_w_en.eq(1)]
+                    m.d.sync += slot.eq(pc % descs_per_word)
+                    m.next = "FETCH_WAIT"
+                else:
+                    m.d.comb += [seq_w_addr.eq(pc * words_per_desc + fetch_idx), seq_w_en.eq(1)]
+                    m.d.sync += fetch_idx.eq(fetch_idx + 1)
+                    with m.If(pc * words_per_desc + fetch_idx >= cfg.weight_words):
+                        finish(3)
+                    with m.Else():
+                        m.next = "FETCH_WAIT"
+            with m.State("FETCH_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                if descs_per_word > 1:
+                    slices = [w_r.data[DESC_BYTES * 8 * k: DESC_BYTES * 8 * (k + 1)] for k in range(descs_per_word)]
+                    with m.Switch(slot):
+                        for k in range(descs_per_word):
+                            with m.Case(k):
+                                m.d.sync += desc_bits.eq(slices[k])
+                    m.next = "DECODE"
+                else:
+                    # Shift the words in: word 0 of the descriptor ends up in the lowest bits.
+                    m.d.sync += desc_bits.eq(Cat(desc_bits[8 * wb:], w_r.data))
+                    with m.If(fetch_idx == words_per_desc):
+                        m.d.sync += fetch_idx.eq(0)
+                        m.next = "DECODE"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("DECODE"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [d_cycles.eq(0), d_macs.eq(0)]
+                with m.Switch(desc.opcode):
+                    with m.Case(OPCODES["END"]):
+                        finish(0)
+                    with m.Case(OPCODES["CONV"], OPCODES["DWCONV"]):
+                        m.d.sync += owner.eq(1)
+                        m.next = "RUN"
+                    with m.Case(OPCODES["ADD"], OPCODES["MAXPOOL"], OPCODES["AVGPOOL"], OPCODES["COPY"],
+                                OPCODES["LUT"]):
+                        m.d.sync += owner.eq(2)
+                        m.next = "RUN"
+                    with m.Default():
+                        finish(1)
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.comb += [conv.start.eq(owner == 1), vec.start.eq(owner == 2)]
+                m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(engine_done):
+                    m.d.sync += owner.eq(0)
+                    m.d.comb += [c_w.addr.eq(pc), c_w.data.eq(Cat(d_cycles + 1, d_macs + mac_active)),
+                                 c_w.en.eq(pc < MAX_DESCRIPTORS)]
+                    with m.If(engine_error):
+                        finish(2)
+                    with m.Else():
+                        m.d.sync += pc.eq(pc + 1)
+                        m.next = "FETCH"
+        return m
