@@ -189,7 +189,7 @@ __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
            "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
            "unpack_conv_weights", "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
-           "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
+           "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words", "host_outputs",
            "write_tensor", "read_tensor", "execute", "execute_trace"]
 
 PROGRAM_FORMAT_VERSION = 1
@@ -710,8 +710,6 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
     `on_descriptor(index, descriptor, sram)` is called after each descriptor, for comparing the RTL's SRAM
     layer by layer. Words nobody wrote hold seeded random bytes, so reading one shows up as wrong outputs.
     """
-    from .executor import run_graph
-    from .graph import Graph, Op, QuantParams, Tensor
     from .romimage import load_rom
 
     rom = load_rom(rom_bytes, config)
@@ -745,11 +743,24 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
     if i + 1 != rom.descriptors:
         raise ProgramError(f"program ended after {i + 1} descriptors, the ROM header says {rom.descriptors}")
 
-    env = {}
+    die_outputs = {}
     for t in rom.io["die_outputs"]:
         h, w, c = t["hwc"]
-        env[t["name"]] = read_tensor(sram, t["addr"], h, w, c).reshape(t["shape"])
-    host = rom.io["host"]
+        die_outputs[t["name"]] = read_tensor(sram, t["addr"], h, w, c)
+    return host_outputs(rom.io, die_outputs), sram
+
+
+def host_outputs(io, die_outputs):
+    """The graph's outputs from the die's output tensors ({name: int8 HWC}) and the ROM's model I/O section:
+    the host tail (RESHAPE, CONCATENATION, SOFTMAX, ...) run by the graph executor. The RTL's host side uses
+    this too, so the die and the golden executor share everything after the die."""
+    from .executor import run_graph
+    from .graph import Graph, Op, QuantParams, Tensor
+
+    env = {}
+    for t in io["die_outputs"]:
+        env[t["name"]] = np.asarray(die_outputs[t["name"]]).reshape(t["shape"])
+    host = io["host"]
     if host["ops"]:
         tensors = {}
         for t in host["tensors"]:
@@ -761,8 +772,8 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
         ops = [Op(o["kind"], o["inputs"], o["outputs"], o["opts"], name=o["name"]) for o in host["ops"]]
         produced = {n for o in ops for n in o.outputs}
         tail = Graph(tensors=tensors, ops=ops, inputs=host["inputs"],
-                     outputs=[t["name"] for t in rom.io["outputs"] if t["name"] in produced])
+                     outputs=[t["name"] for t in io["outputs"] if t["name"] in produced])
         trace = {}
         run_graph(tail, [env[n] for n in host["inputs"]], trace=trace)
         env.update({k: v for k, v in trace.items() if k in produced})
-    return [env[t["name"]] for t in rom.io["outputs"]], sram
+    return [env[t["name"]] for t in io["outputs"]]

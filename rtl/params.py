@@ -71,9 +71,6 @@ class DieConfig:
         need((2 * self.bin_factor) % self.pixels_per_clock == 0,
              f"pixels_per_clock {self.pixels_per_clock} must divide the bin width {2 * self.bin_factor}")
         need(self.array_cols >= 3, f"array_cols must be at least 3 (RGB input), got {self.array_cols}")
-        need(self.array_cols % self.array_rows == 0,
-             f"array_cols {self.array_cols} must be a multiple of array_rows {self.array_rows} (an output-channel "
-             f"tile of the MAC array fills whole lanes of one activation word)")
         need(isinstance(self.max_channels, int) and self.max_channels >= self.array_cols,
              f"max_channels must be an integer >= array_cols ({self.array_cols}), got {self.max_channels!r}")
         need(8 <= self.isp_shift <= 24, f"isp_shift must be in 8..24, got {self.isp_shift}")
