@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quant.isp import IspQuant, isp_float, isp_quant_params, isp_reference, isp_sums
+from quant.isp import IspGeometry, IspQuant, isp_channel_counts, isp_float, isp_quant_params, isp_reference, isp_sums
 from rtl.params import DieConfig, preset
 from rtl.streams import pixel_beat_layout
 from sim.frame_source import ImageError, bayer_frame, frame_beats, load_image, pack_beats, raw10_pack, raw10_unpack
@@ -151,3 +151,113 @@ def test_quant_params_bounds():
         isp_quant_params(cfg, 0.01, 0, 1.0, -1.0)
     with pytest.raises(ValueError, match="24 bits"):
         IspQuant(mult=(1 << 24, 0, 0), offset=0, shift=20)
+
+
+# ---- IspGeometry: the runtime geometry and the model's use of it ----
+
+@pytest.mark.parametrize("name", ["tiny", "fpga", "imx500"])
+def test_geometry_default_is_config_geometry(name):
+    cfg = preset(name)
+    g = IspGeometry.default(cfg)
+    assert (g.crop_x, g.crop_y, g.bin_factor, g.out_width, g.out_height) == \
+        (cfg.crop_x, cfg.crop_y, cfg.bin_factor, cfg.input_width, cfg.input_height)
+    assert (g.crop_width, g.crop_height) == (cfg.crop_width, cfg.crop_height)
+    assert g.check(cfg) is g
+    # The config's derivation is the same rule as for_input at the maximum size.
+    assert IspGeometry.for_input(cfg, cfg.input_width, cfg.input_height) == g
+    # Every existing call is the default geometry.
+    raw = np.random.default_rng(6).integers(0, 1024, (cfg.frame_height, cfg.frame_width), dtype=np.uint16)
+    quant = isp_quant_params(cfg, 2 / 255, -1)
+    assert quant == isp_quant_params(cfg, 2 / 255, -1, geometry=g)
+    np.testing.assert_array_equal(isp_reference(raw, cfg, quant), isp_reference(raw, cfg, quant, g))
+    assert isp_channel_counts(cfg) == isp_channel_counts(cfg, g)
+
+
+def test_geometry_for_input():
+    tiny = preset("tiny")                          # 96x72, P = 2, at most 16x16
+    assert IspGeometry.for_input(tiny, 8, 8) == IspGeometry(crop_x=16, crop_y=4, bin_factor=4, out_width=8,
+                                                            out_height=8)
+    assert IspGeometry.for_input(tiny, 5, 3) == IspGeometry(crop_x=2, crop_y=8, bin_factor=9,
+                                                            out_width=5, out_height=3)
+    imx = preset("imx500")                         # 4056x3040, P = 4, at most 224x224
+    # BlazeFace: k = min(15, 11) = 11 would make 22-pixel bins, not whole 4-pixel beats, so k = 10.
+    blaze = IspGeometry.for_input(imx, 128, 128)
+    assert blaze == IspGeometry(crop_x=748, crop_y=240, bin_factor=10, out_width=128, out_height=128)
+    assert IspGeometry.for_input(imx, 224, 224) == IspGeometry.default(imx)
+    assert IspGeometry.for_input(imx, 96, 96).bin_factor == 14
+    with pytest.raises(ValueError, match="exceeds the maximum 16x16"):
+        IspGeometry.for_input(tiny, 17, 8)
+    with pytest.raises(ValueError, match="out_height must be a positive integer"):
+        IspGeometry.for_input(tiny, 8, 0)
+
+
+def test_geometry_check_errors():
+    cfg = DieConfig(frame_width=40, frame_height=24, pixels_per_clock=4, input_width=6, input_height=5)
+    good = IspGeometry(crop_x=8, crop_y=2, bin_factor=2, out_width=4, out_height=4)
+    assert good.check(cfg) is good
+    cases = [
+        (dict(bin_factor=0), "bin_factor must be at least 1, got 0"),
+        (dict(out_width=0), "output size 0x4 is empty"),
+        (dict(out_height=6), "output size 4x6 exceeds the maximum 6x5"),
+        (dict(bin_factor=3), "bin width 6 \\(bin_factor 3\\) is not a multiple of pixels_per_clock 4"),
+        (dict(crop_x=6), "crop origin \\(6, 2\\) must be on an RGGB quad, with crop_x a multiple of 4"),
+        (dict(crop_y=3), "crop origin \\(8, 3\\)"),
+        (dict(crop_x=28), "crop 16x16 at \\(28, 2\\) leaves the 40x24 frame"),
+        (dict(crop_y=10), "crop 16x16 at \\(8, 10\\) leaves the 40x24 frame"),
+        (dict(crop_x=400, crop_y=900), "leaves the 40x24 frame"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            IspGeometry(**{**good.__dict__, **change}).check(cfg)
+    raw = np.zeros((24, 40), np.uint16)
+    bad = IspGeometry(**{**good.__dict__, "bin_factor": 3})
+    quant = isp_quant_params(cfg, 2 / 255, -1)
+    for call in (lambda: isp_sums(raw, cfg, bad), lambda: isp_reference(raw, cfg, quant, bad),
+                 lambda: isp_float(raw, cfg, geometry=bad), lambda: isp_channel_counts(cfg, bad),
+                 lambda: isp_quant_params(cfg, 2 / 255, -1, geometry=bad)):
+        with pytest.raises(ValueError, match="pixels_per_clock"):
+            call()
+    # Construction only refuses what the RTL port cannot carry.
+    with pytest.raises(ValueError, match="bin_factor must be an integer in 0..255"):
+        IspGeometry(crop_x=0, crop_y=0, bin_factor=256, out_width=1, out_height=1)
+    with pytest.raises(ValueError, match="crop_x must be an integer in 0..65535"):
+        IspGeometry(crop_x=-2, crop_y=0, bin_factor=1, out_width=1, out_height=1)
+    with pytest.raises(ValueError, match="out_width"):
+        IspGeometry(crop_x=0, crop_y=0, bin_factor=1, out_width=1.5, out_height=1)
+    with pytest.raises(TypeError):
+        isp_sums(raw, cfg, (8, 2, 2, 4, 4))
+
+
+def test_isp_sums_geometry():
+    # Direct sums over each bin of an off-centre k = 3 crop, against the vectorised model.
+    cfg = DieConfig(frame_width=40, frame_height=30, pixels_per_clock=2, input_width=6, input_height=4)
+    g = IspGeometry(crop_x=10, crop_y=4, bin_factor=3, out_width=4, out_height=3)
+    raw = np.random.default_rng(8).integers(0, 1024, (30, 40), dtype=np.uint16)
+    sums = isp_sums(raw, cfg, g)
+    assert sums.shape == (3, 4, 3)
+    for oy in range(3):
+        for ox in range(4):
+            want = [0, 0, 0]
+            for y in range(4 + 6 * oy, 4 + 6 * oy + 6):
+                for x in range(10 + 6 * ox, 10 + 6 * ox + 6):
+                    want[(y % 2) + (x % 2)] += int(raw[y, x])
+            assert sums[oy, ox].tolist() == want
+    assert isp_channel_counts(cfg, g) == (9, 18, 9)
+    assert isp_float(raw, cfg, geometry=g).shape == (3, 4, 3)
+
+
+@pytest.mark.parametrize("out", [(8, 8), (12, 10), (3, 2)])
+def test_quant_params_match_float_geometry(out):
+    # The constants follow the geometry's k, and still round like the float path.
+    cfg = preset("tiny")
+    g = IspGeometry.for_input(cfg, *out)
+    quant = isp_quant_params(cfg, 2 / 255, -1, geometry=g)
+    n_r = isp_channel_counts(cfg, g)[0]
+    assert quant.mult[0] == round(2 / (1023 * (2 / 255) * n_r) * (1 << cfg.isp_shift))
+    rng = np.random.default_rng(9)
+    raw = rng.integers(0, 1024, (cfg.frame_height, cfg.frame_width), dtype=np.uint16)
+    raw[:cfg.frame_height // 2, :cfg.frame_width // 2] = 1023
+    q = isp_reference(raw, cfg, quant, g).astype(np.int64)
+    assert q.shape == (out[1], out[0], 3)
+    x = isp_float(raw, cfg, geometry=g).astype(np.float64)
+    assert np.abs(q - np.clip(np.floor(x * 255 / 2 - 1 + 0.5), -128, 127)).max() <= 1

@@ -13,10 +13,10 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from quant.isp import IspQuant, isp_channel_counts, isp_quant_params, isp_reference
-from rtl.isp import ISPFrontEnd
+from quant.isp import GEOMETRY_BITS, IspGeometry, IspQuant, isp_channel_counts, isp_quant_params, isp_reference
+from rtl.isp import ISPFrontEnd, geometry_const, geometry_layout
 from rtl.params import DieConfig, preset
-from rtl.streams import tensor_pixel_layout
+from rtl.streams import pixel_beat_layout, tensor_pixel_layout
 from sim.frame_source import bayer_frame, load_image, pack_beats
 
 
@@ -36,21 +36,21 @@ class CropConfig(DieConfig):
         return self.origin_y
 
 
-def random_quant(cfg, rng, saturate=False):
+def random_quant(cfg, rng, saturate=False, geometry=None):
     """Random constants: full-width ones (nearly every pixel clamps) or a random gain of 128..768 steps over the
-    10-bit range with a random offset (a mix of clamped and in-range values)."""
+    10-bit range (for the geometry's bin size) with a random offset (a mix of clamped and in-range values)."""
     shift = cfg.isp_shift
     if saturate:
         return IspQuant(mult=tuple(int(v) for v in rng.integers(0, 1 << 24, 3)),
                         offset=int(rng.integers(-(1 << 31), 1 << 31)), shift=shift)
     mult = tuple(min((1 << 24) - 1, int(rng.uniform(0.5, 3.0) * 256 * (1 << shift) / (n * 1023)))
-                 for n in isp_channel_counts(cfg))
+                 for n in isp_channel_counts(cfg, geometry))
     limit = min((1 << 31) - 1, 400 << shift)
     return IspQuant(mult=mult, offset=int(rng.integers(-limit, limit)), shift=shift)
 
 
-def photo_quant(cfg):
-    return isp_quant_params(cfg, 2 / 255, -1)
+def photo_quant(cfg, geometry=None):
+    return isp_quant_params(cfg, 2 / 255, -1, geometry=geometry)
 
 
 def decode_out(words):
@@ -64,27 +64,56 @@ def decode_out(words):
     return pixels
 
 
-def run_isp(cfg, words, quant, *, idle=0.0, ready=1.0, seed=0):
+def _per_frame(value):
+    return list(value) if isinstance(value, (list, tuple)) and not isinstance(value, IspQuant) else [value]
+
+
+def run_isp(cfg, words, quant, *, geometry=None, idle=0.0, ready=1.0, seed=0, scramble=False):
     """Drive beat payloads `words` into an ISPFrontEnd and collect its output until it is idle.
 
-    Returns (decoded output pixels, frame_errors, done pulses, cycle of each accepted beat, cycle of each output).
+    `quant` and `geometry` (None: the config's) are one value for every frame or a list with one per frame;
+    frame f's values are put on the ports together with its `frame_first` beat (before the first one, frame 0's).
+    With `scramble`, the ports get random values while other beats are presented: the ISP must only use what it
+    sampled at the frame start.
+
+    Returns a dict: decoded output pixels, frame_errors, done pulses, cycle of each accepted beat, cycle of each
+    output, and `geometry_error` after each accepted beat.
     """
     dut = ISPFrontEnd(cfg)
     rng = np.random.default_rng(seed)
     words = [int(w) for w in words]
+    quants = _per_frame(quant)
+    geometries = [IspGeometry.default(cfg) if g is None else g for g in _per_frame(geometry)]
+    ff_bit = 1 << pixel_beat_layout(cfg.pixels_per_clock)["frame_first"].offset
     result = {}
 
-    async def testbench(ctx):
+    def put(ctx, q, g):
         for c in range(3):
-            ctx.set(dut.mult[c], quant.mult[c])
-        ctx.set(dut.offset, quant.offset)
-        out_words, in_cycles, out_cycles = [], [], []
+            ctx.set(dut.mult[c], q.mult[c])
+        ctx.set(dut.offset, q.offset)
+        ctx.set(dut.geometry, geometry_const(g))
+
+    def junk(ctx):
+        ctx.set(dut.geometry.as_value(), int(rng.integers(0, 1 << 62)) & ((1 << len(dut.geometry.as_value())) - 1))
+        for c in range(3):
+            ctx.set(dut.mult[c], int(rng.integers(0, 1 << 24)))
+        ctx.set(dut.offset, int(rng.integers(-(1 << 31), 1 << 31)))
+
+    async def testbench(ctx):
+        put(ctx, quants[0], geometries[0])
+        out_words, in_cycles, out_cycles, geo_err = [], [], [], []
         done = 0
         i = 0
+        frame = 0
         cycle = 0
         pending = False
         while True:
             if not pending and i < len(words) and rng.random() >= idle:
+                if words[i] & ff_bit:
+                    put(ctx, quants[min(frame, len(quants) - 1)], geometries[min(frame, len(geometries) - 1)])
+                    frame += 1
+                elif scramble and rng.random() < 0.5:
+                    junk(ctx)
                 ctx.set(dut.pixels.payload.as_value(), words[i])
                 ctx.set(dut.pixels.valid, 1)
                 pending = True
@@ -98,6 +127,7 @@ def run_isp(cfg, words, quant, *, idle=0.0, ready=1.0, seed=0):
                 i += 1
                 pending = False
                 ctx.set(dut.pixels.valid, 0)
+                geo_err.append(ctx.get(dut.geometry_error))
             if out_valid and rdy:
                 out_words.append(out_payload)
                 out_cycles.append(cycle)
@@ -106,7 +136,7 @@ def run_isp(cfg, words, quant, *, idle=0.0, ready=1.0, seed=0):
                 break
             assert cycle < 20 * len(words) + 1000, "ISP hung"
         result.update(latency=dut.latency, out=decode_out(out_words), errors=ctx.get(dut.frame_errors),
-                      done=done, in_cycles=in_cycles, out_cycles=out_cycles)
+                      done=done, in_cycles=in_cycles, out_cycles=out_cycles, geometry_error=geo_err)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -119,8 +149,11 @@ def run_isp(cfg, words, quant, *, idle=0.0, ready=1.0, seed=0):
     return result
 
 
-def split_tensors(cfg, out):
-    """Split output pixels at `first` markers; return a list of (int8 array or None if incomplete, pixel list)."""
+def split_tensors(cfg, out, sizes=None):
+    """Split output pixels at `first` markers; return a list of (int8 array or None if incomplete, pixel list).
+
+    `sizes` lists the (height, width) of each tensor, default the config's input size for all of them.
+    """
     tensors, current = [], None
     for pix in out:
         data, first, last = pix
@@ -130,11 +163,10 @@ def split_tensors(cfg, out):
         assert current is not None, "output pixel before any `first`"
         current.append(pix)
     shaped = []
-    n = cfg.input_width * cfg.input_height
-    for t in tensors:
-        complete = len(t) == n and t[-1][2] == 1 and all(p[2] == 0 for p in t[:-1])
-        arr = np.array([p[0] for p in t], dtype=np.int8).reshape(cfg.input_height, cfg.input_width, 3) \
-            if complete else None
+    for i, t in enumerate(tensors):
+        h, w = sizes[i] if sizes is not None and i < len(sizes) else (cfg.input_height, cfg.input_width)
+        complete = len(t) == h * w and t[-1][2] == 1 and all(p[2] == 0 for p in t[:-1])
+        arr = np.array([p[0] for p in t], dtype=np.int8).reshape(h, w, 3) if complete else None
         shaped.append((arr, t))
     return shaped
 
@@ -329,6 +361,191 @@ def test_bad_geometry_rejected():
     with pytest.raises(ValueError, match="leaves"):
         ISPFrontEnd(CropConfig(frame_width=24, frame_height=12, pixels_per_clock=4, input_width=4,
                                input_height=3, origin_x=12, origin_y=0))
+
+
+# ---- Runtime geometry: one elaborated ISP, a different geometry in every frame ----
+
+def frame_words(cfg, raws):
+    return np.concatenate([pack_beats(r, cfg.pixels_per_clock) for r in raws])
+
+
+def frame_last_beats(cfg, n_frames):
+    per_frame = cfg.frame_width * cfg.frame_height // cfg.pixels_per_clock
+    return [per_frame * (f + 1) - 1 for f in range(n_frames)]
+
+
+def test_geometry_port_layout():
+    # The bit positions the host's registers and the die rely on.
+    assert {name: geometry_layout[name].shape.width for name in GEOMETRY_BITS} == GEOMETRY_BITS
+    value = geometry_const(IspGeometry(crop_x=0x1234, crop_y=0x5678, bin_factor=0x9A, out_width=0xBCDE,
+                                       out_height=0xF012)).as_value().value
+    assert value == 0x1234 | 0x5678 << 16 | 0x9A << 32 | 0xBCDE << 40 | 0xF012 << 56
+    for name in ("tiny", "fpga", "imx500"):
+        cfg = preset(name)
+        dut = ISPFrontEnd(cfg)
+        # Undriven, the port runs the config's own geometry.
+        assert dut.geometry.as_value().init == geometry_const(IspGeometry.default(cfg)).as_value().value
+        assert dut.max_bin_factor == min(255, cfg.frame_width // 2, cfg.frame_height // 2)
+        dut._MustUse__silence = True        # only its signature is looked at
+    with pytest.raises(TypeError):
+        geometry_const((0, 0, 1, 1, 1))
+    with pytest.raises(ValueError, match="max_bin_factor"):
+        ISPFrontEnd(preset("tiny"), max_bin_factor=1)
+
+
+def test_runtime_geometries():
+    # The tiny die (96x72 frame, P = 2, at most 16x16 out) runs five geometries back to back at full rate, with
+    # the ports scrambled during every frame. The fourth crop ends at the frame's bottom-right corner, so its
+    # last pixel is still in the pipeline when the fifth frame (another k, other constants) starts.
+    cfg = preset("tiny")
+    geometries = [
+        IspGeometry.default(cfg),
+        IspGeometry.for_input(cfg, 8, 8),
+        IspGeometry(crop_x=10, crop_y=4, bin_factor=1, out_width=12, out_height=10),
+        IspGeometry(crop_x=72, crop_y=52, bin_factor=1, out_width=12, out_height=10),
+        IspGeometry.for_input(cfg, 5, 3),
+    ]
+    assert [(g.bin_factor, g.out_width, g.out_height) for g in geometries] == \
+        [(2, 16, 16), (4, 8, 8), (1, 12, 10), (1, 12, 10), (9, 5, 3)]
+    rng = np.random.default_rng(31)
+    quants = [photo_quant(cfg, g) if i % 2 == 0 else random_quant(cfg, rng, geometry=g)
+              for i, g in enumerate(geometries)]
+    raws = [random_raw(cfg, rng) for _ in geometries]
+    res = run_isp(cfg, frame_words(cfg, raws), quants, geometry=geometries, scramble=True, seed=8)
+    tensors = split_tensors(cfg, res["out"], [(g.out_height, g.out_width) for g in geometries])
+    assert len(tensors) == len(geometries)
+    for (arr, _), raw, q, g in zip(tensors, raws, quants, geometries):
+        assert arr is not None, g
+        np.testing.assert_array_equal(arr, isp_reference(raw, cfg, q, g), err_msg=repr(g))
+    assert res["errors"] == 0 and res["done"] == len(geometries) and not any(res["geometry_error"])
+    # Full rate throughout, and the corner crop's last pixel 3 cycles after the frame's last beat.
+    assert res["in_cycles"] == list(range(len(res["in_cycles"])))
+    ends = [i for i, p in enumerate(res["out"]) if p[2]]
+    assert res["out_cycles"][ends[3]] - res["in_cycles"][frame_last_beats(cfg, 4)[3]] == 3
+
+
+def test_bad_bin_width_dropped():
+    # P = 4: a bin 2k = 6 pixels wide is not a whole number of beats. The die counts it and drops the frame
+    # from its first beat (nothing emitted); the frames around it are exact.
+    cfg = DieConfig(frame_width=40, frame_height=24, pixels_per_clock=4, input_width=6, input_height=5)
+    bad = IspGeometry(crop_x=0, crop_y=0, bin_factor=3, out_width=4, out_height=3)
+    with pytest.raises(ValueError, match="not a multiple of pixels_per_clock 4"):
+        bad.check(cfg)
+    good = IspGeometry.for_input(cfg, 4, 4)
+    assert good.bin_factor == 2
+    geometries = [IspGeometry.default(cfg), bad, good]
+    rng = np.random.default_rng(32)
+    quants = [random_quant(cfg, rng, geometry=g if g is not bad else None) for g in geometries]
+    raws = [random_raw(cfg, rng) for _ in geometries]
+    res = run_isp(cfg, frame_words(cfg, raws), quants, geometry=geometries, idle=0.2, ready=0.7, seed=9,
+                  scramble=True)
+    assert res["errors"] == 1 and res["done"] == 2
+    assert [res["geometry_error"][i] for i in frame_last_beats(cfg, 3)] == [0, 1, 0]
+    tensors = split_tensors(cfg, res["out"], [(5, 6), (4, 4)])
+    assert len(tensors) == 2
+    np.testing.assert_array_equal(tensors[0][0], isp_reference(raws[0], cfg, quants[0]))
+    np.testing.assert_array_equal(tensors[1][0], isp_reference(raws[2], cfg, quants[2], good))
+
+
+def test_crop_leaving_frame():
+    # A crop past the right edge is found at the end of its first line (nothing emitted); one past the bottom
+    # at the frame's end (its complete bin rows were emitted, with no `last`). Both count one error.
+    cfg, _, _ = CONFIGS["p2_k2"]                      # 24x20 frame, P = 2, at most 5x4 out
+    right = IspGeometry(crop_x=16, crop_y=0, bin_factor=2, out_width=3, out_height=2)
+    bottom = IspGeometry(crop_x=2, crop_y=14, bin_factor=1, out_width=4, out_height=4)
+    other = IspGeometry(crop_x=6, crop_y=2, bin_factor=3, out_width=3, out_height=2)
+    for g in (right, bottom):
+        with pytest.raises(ValueError, match="leaves the 24x20 frame"):
+            g.check(cfg)
+    geometries = [right, None, bottom, other]
+    rng = np.random.default_rng(33)
+    quant = random_quant(cfg, rng)
+    raws = [random_raw(cfg, rng) for _ in geometries]
+    res = run_isp(cfg, frame_words(cfg, raws), quant, geometry=geometries, idle=0.1, ready=0.8, seed=10)
+    assert res["errors"] == 2 and res["done"] == 2
+    assert [res["geometry_error"][i] for i in frame_last_beats(cfg, 4)] == [1, 0, 1, 0]
+    tensors = split_tensors(cfg, res["out"], [(4, 5), (3, 4), (2, 3)])
+    assert len(tensors) == 3
+    np.testing.assert_array_equal(tensors[0][0], isp_reference(raws[1], cfg, quant))
+    # The bottom crop wants rows 14..21 of a 20-row frame: bin rows 0..2 complete, bin row 3 never does.
+    arr, pixels = tensors[1]
+    assert arr is None and len(pixels) == 12 and not any(p[2] for p in pixels)
+    partial = np.array([p[0] for p in pixels], dtype=np.int8).reshape(3, 4, 3)
+    fits = dataclasses.replace(bottom, out_height=3)
+    np.testing.assert_array_equal(partial, isp_reference(raws[2], cfg, quant, fits))
+    np.testing.assert_array_equal(tensors[2][0], isp_reference(raws[3], cfg, quant, other))
+
+
+def random_geometry(cfg, rng, kmax):
+    """A random valid geometry (placed anywhere it fits) or, half the time, one with a field redrawn around its
+    limits, which the die may refuse at the frame start, at the first crop line or at the frame end."""
+    fw, fh, P = cfg.frame_width, cfg.frame_height, cfg.pixels_per_clock
+    while True:
+        ow, oh = int(rng.integers(1, cfg.input_width + 1)), int(rng.integers(1, cfg.input_height + 1))
+        ks = [k for k in range(1, min(fw // (2 * ow), fh // (2 * oh)) + 1) if (2 * k) % P == 0]
+        if ks:
+            break
+    k = int(rng.choice(ks))
+    align = max(2, P)
+    g = IspGeometry(crop_x=align * int(rng.integers(0, (fw - 2 * k * ow) // align + 1)),
+                    crop_y=2 * int(rng.integers(0, (fh - 2 * k * oh) // 2 + 1)),
+                    bin_factor=k, out_width=ow, out_height=oh)
+    if rng.random() < 0.5:
+        name, top = [("crop_x", fw + 2), ("crop_y", fh + 2), ("bin_factor", kmax + 2),
+                     ("out_width", cfg.input_width + 1), ("out_height", cfg.input_height + 1)][rng.integers(5)]
+        g = dataclasses.replace(g, **{name: int(rng.integers(0, top + 1))})
+    return g
+
+
+def expected_outcome(cfg, g, kmax):
+    """What the die does with a frame taken with geometry g: ("ok", g), ("dropped", None) or ("partial", the
+    geometry of the bin rows that complete, None if none does), as `ISPFrontEnd` documents."""
+    try:
+        g.check(cfg)
+        return "ok", g
+    except ValueError:
+        pass
+    fw, fh, P = cfg.frame_width, cfg.frame_height, cfg.pixels_per_clock
+    k = g.bin_factor
+    at_start = (k == 0 or k > kmax or (2 * k) % P or g.out_width == 0 or g.out_width > cfg.input_width or
+                g.out_height == 0 or g.out_height > cfg.input_height or g.crop_x % max(2, P) or g.crop_y % 2 or
+                g.crop_x >= fw or g.crop_y >= fh)
+    if at_start or g.crop_x + g.crop_width > fw:
+        return "dropped", None
+    rows = (fh - g.crop_y) // (2 * k)
+    return "partial", dataclasses.replace(g, out_height=rows) if rows else None
+
+
+@pytest.mark.parametrize("P,width,height", [(1, 20, 14), (2, 24, 16), (4, 32, 16)])
+def test_random_geometry_sequence(P, width, height):
+    # The die accepts exactly the geometries IspGeometry.check accepts, and each refusal costs only its frame.
+    cfg = DieConfig(frame_width=width, frame_height=height, pixels_per_clock=P, input_width=5, input_height=4)
+    probe = ISPFrontEnd(cfg)
+    probe._MustUse__silence = True
+    kmax = probe.max_bin_factor
+    rng = np.random.default_rng(40 + P)
+    geometries = [random_geometry(cfg, rng, kmax) for _ in range(16)]
+    outcomes = [expected_outcome(cfg, g, kmax) for g in geometries]
+    assert {o for o, _ in outcomes} == {"ok", "dropped", "partial"}
+    quants = [random_quant(cfg, rng, geometry=g) if o == "ok" else random_quant(cfg, rng)
+              for g, (o, _) in zip(geometries, outcomes)]
+    raws = [random_raw(cfg, rng) for _ in geometries]
+    res = run_isp(cfg, frame_words(cfg, raws), quants, geometry=geometries, idle=0.15, ready=0.75, seed=P,
+                  scramble=True)
+    expected = [(o, eg, raw, q) for (o, eg), raw, q in zip(outcomes, raws, quants) if eg is not None]
+    tensors = split_tensors(cfg, res["out"], [(eg.out_height, eg.out_width) for _, eg, _, _ in expected])
+    assert len(tensors) == len(expected)
+    for (arr, pixels), (o, eg, raw, q) in zip(tensors, expected):
+        ref = isp_reference(raw, cfg, q, eg)
+        if o == "ok":
+            np.testing.assert_array_equal(arr, ref, err_msg=repr(eg))
+        else:
+            assert arr is None and not any(p[2] for p in pixels)
+            np.testing.assert_array_equal(np.array([p[0] for p in pixels], dtype=np.int8).reshape(ref.shape), ref)
+    n_bad = sum(o != "ok" for o, _ in outcomes)
+    assert res["errors"] == n_bad and res["done"] == len(outcomes) - n_bad
+    assert [res["geometry_error"][i] for i in frame_last_beats(cfg, len(outcomes))] == \
+        [int(o != "ok") for o, _ in outcomes]
 
 
 def _verilator():
