@@ -277,6 +277,8 @@ class TensorLinePacker(wiring.Component):
             "pixels": In(tensor_pixel_stream(channels)),
             "out": Out(line_write_stream(1)),
             "enable": In(1, init=1),
+            "tensor_width": In(16, init=width),    # the tensor's size, sampled with its first pixel (at most
+            "tensor_height": In(16, init=height),  # the constructor's width and height, which size the counters)
             "abort": In(1),
             "in_frame": Out(1),
             "frame_done": Out(1),
@@ -295,10 +297,10 @@ class TensorLinePacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W, H, C = self.width, self.height, self.channels
-        row = W * C
+        row_max = W * C
 
         state = Signal(range(3))
-        bpos = Signal(range(max(row, 2)))    # byte position in the current row
+        bpos = Signal(range(max(row_max, 2)))  # byte position in the current row
         y = Signal(range(max(H, 2)))
         hold = Signal(data.ArrayLayout(8, C))  # the pixel whose channels 1.. are being sent
         ch = Signal(range(max(C, 2)))        # next channel of `hold` to send; 0 when none is held
@@ -314,12 +316,20 @@ class TensorLinePacker(wiring.Component):
         m.d.comb += advance.eq(~self.out.valid | self.out.ready)
         busy = ch != 0 if C > 1 else Const(0)
 
+        start = Signal()
+        # The tensor's size: from the ports at its first pixel, held for the rest of it.
+        row_s = Signal(16, init=row_max)
+        h_s = Signal(16, init=H)
+        with m.If(start):
+            m.d.sync += [row_s.eq(self.tensor_width * C), h_s.eq(self.tensor_height)]
+        row = Mux(start, self.tensor_width * C, row_s)
+        H = Mux(start, self.tensor_height, h_s)
+
         gen = Signal()
         gen_byte = Signal(8)
         gen_last = Signal()
         gen_frame_end = Signal()
         m.d.comb += [gen_last.eq(bpos == row - 1), gen_frame_end.eq(gen_last & (y == H - 1))]
-        start = Signal()
         c_en = Signal()
         m.d.comb += c_en.eq(Mux(start, self.enable, en))
 
