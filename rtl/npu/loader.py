@@ -284,7 +284,7 @@ class ModelLoader(wiring.Component):
         for i, sid in enumerate(SECTION_IDS):
             s = secs[i]
             prev_end = HEADER_TABLE_BYTES if i == 0 else ends[i - 1]
-            bad += [s.id != int.from_bytes(sid, "little"), s.offset < prev_end, s.offset[:4] != 0,
+            bad += [s.id != int.from_bytes(sid, "little"), s.offset < prev_end, (s.offset & (_ALIGN - 1)) != 0,
                     ends[i] + 4 > hdr.image_bytes]
             if i < _LOADED:
                 bad += [s.load_word != cum[i], s.size != s.words * wb]
