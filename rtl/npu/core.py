@@ -104,7 +104,8 @@ class NPU(wiring.Component):
         d_cycles = Signal(32)
         d_macs = Signal(32)
         mac_active = Signal()
-        m.d.comb += mac_active.eq(Mux(owner == 1, conv.mac_active, Mux(owner == 2, vec.mac_active, 0)))
+        # The MAC array is the conv engine's; the vector engine's multipliers do not count for utilization.
+        m.d.comb += mac_active.eq((owner == 1) & conv.mac_active)
         m.submodules.counters = counters = memory.Memory(shape=64, depth=MAX_DESCRIPTORS, init=[])
         c_w = counters.write_port()
         c_r = counters.read_port()
