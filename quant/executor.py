@@ -4,7 +4,8 @@ Every integer parameter (multipliers, shifts, offsets, clamps) is derived from t
 Prepare() derives it, by the `*_params` functions below, which the compiler reuses for the ROM image.
 int8 FULLY_CONNECTED rescales in double, as BUILTIN_REF's reference kernel does (see fully_connected_params).
 SOFTMAX and LOGISTIC int8 run LiteRT's reference kernels bit for bit (quant.ref.softmax_int8: gemmlowp fixed
-point; logistic_int8: the 256-entry float-built table), so a model ending in them is exact end to end whichever
+point; logistic_int8: the 256-entry table built in float32 with glibc's expf, which LiteRT calls and which is
+not correctly rounded, see quant.ref.expf_glibc), so a model ending in them is exact end to end whichever
 side runs them: the die sends the int8 logits and the host applies SOFTMAX with this code; LOGISTIC, a table
 lookup, can run on the die (quant.compiler decides).
 A CONCATENATION whose inputs are quantized differently from its output requantizes each such input the way an
@@ -263,12 +264,20 @@ def _run_op(graph, op, env):
         beta = float(o.get("beta", 1.0))
         if integer:
             sx, _ = _scalar_q(graph, op.inputs[0], op)
+            sy, zy = _scalar_q(graph, y.name, op)
+            if zy != -128 or abs(sy - 1 / 256) > 0.001 / 256:
+                raise ModelError(f"{op.label()}: an int8 SOFTMAX output must have scale 1/256 and zero point -128 "
+                                 f"(LiteRT refuses scale {sy:g}, zero point {zy})")
             out = ref.softmax_int8(x, ref.softmax_params(beta, sx))
         else:
             out = ref.softmax_float(x, beta)
     elif k == "LOGISTIC":
         if integer:
-            out = ref.logistic_int8(x, ref.logistic_params(*_scalar_q(graph, op.inputs[0], op)))
+            sy, zy = _scalar_q(graph, y.name, op)
+            if np.float32(sy) != np.float32(1 / 256):
+                raise ModelError(f"{op.label()}: an int8 LOGISTIC output must have scale 1/256 (LiteRT refuses "
+                                 f"{sy:g})")
+            out = ref.logistic_int8(x, ref.logistic_params(*_scalar_q(graph, op.inputs[0], op), sy, zy))
         else:
             out = ref.logistic_float(x)
     else:

@@ -17,7 +17,7 @@ __all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_outpu
            "float_activation", "add_int8",
            "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
            "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
-           "logistic_float"]
+           "logistic_float", "expf_glibc"]
 
 
 def conv2d_accumulators(x, layer):
@@ -405,13 +405,79 @@ def softmax_float(x, beta=1.0):
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+# glibc's expf (sysdeps/ieee754/flt-32/e_expf.c, from Arm's optimized-routines), which LiteRT calls through
+# std::exp(float). It is *not* correctly rounded (< 0.502 ULP): on about 7 in 100,000 float inputs it returns a
+# neighbour of the correctly rounded value, and such a neighbour can move a LOGISTIC table entry across a rounding
+# boundary. Its arithmetic is all binary64, reproduced here step by step: x * 32/ln2 = k + r (k rounded to
+# nearest even), exp(x) = 2^(k/32) * p(r) with a 32-entry table of 2^(i/32) and a cubic. x86-64 glibc picks
+# its FMA build (__expf_fma) on CPUs with FMA/AVX2, where GCC fuses the reduction: k = round(fma(InvLn2N, x,
+# Shift)), r = fma(InvLn2N, x, -k). That build is what runs here (a CPU without FMA would run the unfused one); the
+# unfused build differs from it on 2 of the 2.2e9 floats in [-103, 88), and fusing the cubic's multiply-adds
+# changes no result there. Checked against this machine's libm on all 2^32 floats.
+_EXPF_TABLE = np.array([
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540], np.uint64)
+_EXPF_N = 32
+_EXPF_INV_LN2_N = float.fromhex("0x1.71547652b82fep+0") * _EXPF_N
+_EXPF_POLY = (float.fromhex("0x1.c6af84b912394p-5") / _EXPF_N ** 3,
+              float.fromhex("0x1.ebfce50fac4f3p-3") / _EXPF_N ** 2,
+              float.fromhex("0x1.62e42ff0c52d6p-1") / _EXPF_N)
+# InvLn2N as a 26-bit high part plus the rest: each times a float32 (24 bits) is exact in binary64.
+_EXPF_INV_HI = float((np.array(_EXPF_INV_LN2_N).view(np.uint64) & np.uint64(0xFFFFFFFFF8000000)).view(np.float64))
+_EXPF_INV_LO = _EXPF_INV_LN2_N - _EXPF_INV_HI
+
+
+def _two_sum(a, b):
+    """s, e with s = fl(a + b) and a + b = s + e exactly (Knuth's TwoSum)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def expf_glibc(x):
+    """glibc's expf on a float32 array, bit for bit (see above); float32 out."""
+    x = np.asarray(x, np.float32)
+    xd = x.astype(np.float64)
+    ph, pl = _EXPF_INV_HI * xd, _EXPF_INV_LO * xd  # both exact: ph + pl == InvLn2N * x
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = np.rint(ph + pl)                       # within one of the exactly rounded k
+        a = ph - k                                 # exact (ph and k are close, or k == 0)
+        s, e = _two_sum(a, pl)                     # InvLn2N * x - k == s + e exactly
+        # Round InvLn2N * x to the nearest integer, ties to even, as fma(InvLn2N, x, Shift) does.
+        up = (s > 0.5) | ((s == 0.5) & ((e > 0) | ((e == 0) & (np.fmod(k, 2) != 0))))
+        down = (s < -0.5) | ((s == -0.5) & ((e < 0) | ((e == 0) & (np.fmod(k, 2) != 0))))
+        k = np.where(np.isfinite(xd), k + up - down, 0.0)
+        r = (ph - k) + pl                          # fma(InvLn2N, x, -k): ph - k exact, one rounding
+        ki = k.astype(np.int64)
+        t = _EXPF_TABLE[ki % _EXPF_N] + (ki.view(np.uint64) << np.uint64(52 - 5))
+        scale = t.view(np.float64)
+        c0, c1, c2 = _EXPF_POLY
+        z = c0 * r + c1
+        r2 = r * r
+        y = c2 * r + 1.0
+        y = z * r2 + y
+        y = (y * scale).astype(np.float32)
+    y = np.where(x > np.float32(float.fromhex("0x1.62e42ep6")), np.float32(np.inf), y)
+    y = np.where(x < np.float32(-float.fromhex("0x1.9fe368p6")), np.float32(0), y)
+    return np.where(np.isnan(x), x, y).astype(np.float32)
+
+
 def logistic_params(input_scale, input_zero_point, output_scale=1.0 / 256, output_zero_point=-128):
-    """SigmoidPrepare (int8): the 256-entry table LUTPopulate fills, indexed by the int8 value + 128."""
+    """SigmoidPrepare (int8): the 256-entry table LUTPopulate fills, indexed by the int8 value + 128.
+
+    Each entry is float32 arithmetic: x = input_scale * (q - zero_point), 1 / (1 + expf(-x)) with glibc's
+    expf (expf_glibc), times 1 / output_scale, std::round (ties away from zero), plus the output zero point.
+    """
     q = np.arange(-128, 128, dtype=np.int64)
     with np.errstate(over="ignore"):
         deq = np.float32(input_scale) * (q - int(input_zero_point)).astype(np.float32)
-        # expf: float64 exp rounded to float32 is the correctly rounded result glibc's expf returns.
-        e = np.exp(-deq.astype(np.float64)).astype(np.float32)
+        e = expf_glibc(-deq)
         t = np.float32(1.0) / (np.float32(1.0) + e)
         scaled = (t * (np.float32(1.0) / np.float32(output_scale))).astype(np.float64)
     a = np.abs(scaled)
@@ -427,5 +493,10 @@ def logistic_int8(x, p):
 
 
 def logistic_float(x):
+    """reference_ops::Logistic on float32: 1 above 16.619047, expf(x) below -9, else 1 / (1 + expf(-x)), with
+    glibc's expf (expf_glibc) as LiteRT calls it."""
     x = np.asarray(x, np.float32)
-    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
+    with np.errstate(over="ignore"):
+        mid = np.float32(1) / (np.float32(1) + expf_glibc(-x))
+    out = np.where(x < np.float32(-9), expf_glibc(x), mid)
+    return np.where(x > np.float32(16.619047164916992188), np.float32(1), out).astype(np.float32)

@@ -362,12 +362,102 @@ def test_softmax(scale, beta, depth):
     compare(m.output(y), m.random_inputs())
 
 
-@pytest.mark.parametrize("scale,zp", [(0.1, 0), (0.05, -20), (1 / 16, 7), (0.3, 100), (0.0123, -128)])
-def test_logistic(scale, zp):
+# 0x3C00000B = 0.0078125102...: at q - zero_point = 1 the table entry is 1 / (1 + expf(-x)) * 256 = 128.5 minus
+# a hair, and glibc's expf(-x) is one float above the correctly rounded value, which tips the entry from 1 to 0.
+EXPF_TIE_SCALE = float(np.uint32(0x3C00000B).view(np.float32))
+
+
+@pytest.mark.parametrize("scale,zp,out_zp", [
+    (0.1, 0, -128), (0.05, -20, -128), (1 / 16, 7, -128), (0.3, 100, -128), (0.0123, -128, -128),
+    (2.5, 3, -128), (1e-4, 50, -128), (0.037, -77, 0), (0.2, 127, 5),   # LiteRT only insists on scale 1/256
+    (EXPF_TIE_SCALE, 0, -128), (EXPF_TIE_SCALE, -1, 0), (EXPF_TIE_SCALE / 2, 0, -128),
+])
+def test_logistic(scale, zp, out_zp):
+    """All 256 int8 inputs, several input scales and output zero points: the table equals BUILTIN_REF's."""
     m = ModelBuilder(seed=19)
     x = m.input((1, 256), scale=scale, zp=zp)
-    y = m.unary(x, "LOGISTIC", (1 / 256, -128))
+    y = m.unary(x, "LOGISTIC", (1 / 256, out_zp))
     compare(m.output(y), [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])
+
+
+@pytest.mark.parametrize("kind,out_q,expect", [
+    ("LOGISTIC", (1 / 255, -128), "an int8 LOGISTIC output must have scale 1/256"),
+    ("SOFTMAX", (1 / 256, 0), "an int8 SOFTMAX output must have scale 1/256 and zero point -128"),
+])
+def test_fixed_output_quantization_is_checked(kind, out_q, expect):
+    """LiteRT refuses these models at Prepare; the executor refuses them too, naming the layer, rather than
+    compute numbers no reference can confirm."""
+    from quant.executor import run_graph
+    from quant.graph import ModelError
+    m = ModelBuilder(seed=23)
+    model = m.output(m.unary(m.input((1, 8), scale=0.1, zp=0), kind, out_q))
+    with pytest.raises(RuntimeError):
+        run_reference(model, [np.zeros((1, 8), np.int8)])
+    with pytest.raises(ModelError, match=f"{kind} 'act_2': {expect}"):
+        run_graph(load_model(model), [np.zeros((1, 8), np.int8)])
+
+
+def test_logistic_table_sweep():
+    """2,000 random input scales (1e-6 .. 100) and zero points, every int8 input: 512,000 table entries."""
+    from quant.ref import logistic_int8, logistic_params
+    rng = np.random.default_rng(20)
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    bad = []
+    for _ in range(2000):
+        scale, zp = float(np.float32(10 ** rng.uniform(-6, 2))), int(rng.integers(-128, 128))
+        m = ModelBuilder(seed=19)
+        y = m.unary(m.input((1, 256), scale=scale, zp=zp), "LOGISTIC", (1 / 256, -128))
+        want = run_reference(m.output(y), [x])[0]
+        got = logistic_int8(x, logistic_params(scale, zp))
+        if np.any(got != want):
+            bad.append((scale, zp, int(np.count_nonzero(got != want))))
+    assert bad == []
+
+
+def test_logistic_needs_glibc_expf_not_a_correctly_rounded_exp():
+    """The case a correctly rounded exp gets wrong (float64 exp rounded to float32 gives 1 at q = 1)."""
+    from quant.ref import expf_glibc, logistic_params
+    x = np.float32(-EXPF_TIE_SCALE)
+    assert expf_glibc(np.array([x]))[0] != np.float32(np.exp(np.float64(x)))
+    assert logistic_params(EXPF_TIE_SCALE, 0)["table"][128 + 1] == 0
+
+
+def test_logistic_float():
+    """A float LOGISTIC (reference_ops::Logistic: cut-offs at -9 and 16.62, glibc's expf) equals LiteRT bit for bit."""
+    m = ModelBuilder(seed=22, dtype=np.float32)
+    y = m.unary(m.input((1, 20000)), "LOGISTIC", (None, None))
+    rng = np.random.default_rng(22)
+    x = np.concatenate([rng.uniform(-30, 30, 10000), rng.uniform(-10, 17, 9990),
+                        [-9.0, -8.9999995, 16.619047, 16.619049, 0.0, -0.0, 88.0, -88.0, -104.0, 1e-30]])
+    compare(m.output(y), [x.astype(np.float32).reshape(1, -1)])
+
+
+def _libm_expf():
+    import ctypes
+    import ctypes.util
+    import platform
+    if platform.libc_ver()[0] != "glibc" or platform.machine() != "x86_64":
+        pytest.skip("expf_glibc reproduces x86-64 glibc's expf; this machine runs another libm")
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.expf.restype, libm.expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return libm.expf
+
+
+def test_expf_glibc_matches_this_machines_libm():
+    """LiteRT calls the system's expf; quant.ref.expf_glibc is that function on random floats over its whole
+    range (checked on all 2^32 floats when it was written) and near every LOGISTIC rounding boundary."""
+    from quant.ref import expf_glibc
+    expf = _libm_expf()
+    rng = np.random.default_rng(21)
+    x = np.concatenate([rng.uniform(-105, 90, 60000), rng.uniform(-12, 12, 60000), [0.0, -0.0, np.inf, -np.inf],
+                        [float.fromhex("0x1.62e42ep6"), float.fromhex("0x1.62e430p6"),
+                         -float.fromhex("0x1.9fe368p6"), -float.fromhex("0x1.9fe36ap6"), 1e-40, -1e-40]])
+    k = np.arange(256)
+    bounds = np.float32(-np.log(256 / (k + 0.5) - 1)).view(np.int32)
+    near = (bounds[:, None] + np.arange(-40, 41)[None, :]).astype(np.int32).view(np.float32).ravel()
+    x = np.concatenate([x.astype(np.float32), near, -near])
+    want = np.array([expf(float(v)) for v in x], np.float32)
+    np.testing.assert_array_equal(expf_glibc(x).view(np.uint32), want.view(np.uint32))
 
 
 def mobilenet_like(seed=0, size=17):
