@@ -1,71 +1,70 @@
-"""`stackcam run`: run an int8 model on one input tensor (or a batch) with the golden executor, write an .npz."""
+"""`stackcam run`: compile a model for a configuration and run the compiled program on the golden executor."""
 
 import os
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register", "cmd_run", "run_model", "ENGINES"]
+__all__ = ["register", "cmd_run", "prepare", "run_program", "run_model", "ENGINES", "DEFAULT_CONFIG"]
 
 ENGINES = ("ref", "rtl")
+DEFAULT_CONFIG = "imx500"
 
 
 def register(subparsers):
     p = subparsers.add_parser(
-        "run", help="run an int8 model on an input tensor (golden reference engine)",
-        description="Run a full-integer int8 model (.tflite) on one int8 input tensor in the model's NHWC input "
-        "shape (with or without the leading 1), or on a batch [B, H, W, C], and write one int8 array per model "
-        "output (output_0, output_1, ...; a leading batch axis when a batch was given). Float QUANTIZE/DEQUANTIZE "
-        "ops at the model's edges run on the host: the input is the int8 tensor after them, the outputs the int8 "
-        "tensors before them. The ref engine is bit-exact with LiteRT's reference kernels.")
-    p.add_argument("model", help="the model: an int8 .tflite")
+        "run", help="run a model's compiled program on an input tensor (golden reference engine)",
+        description="Compile MODEL for a configuration (as stackcam compile does) and run the compiled layer "
+        "program, read back from its ROM image, on one int8 input tensor in the model's NHWC input shape (with "
+        "or without the leading 1) or on a batch [B, H, W, C]; write one int8 array per model output (output_0, "
+        "output_1, ...; a leading batch axis when a batch was given). Float QUANTIZE/DEQUANTIZE ops at the "
+        "model's edges run on the host: the input is the int8 tensor after them, the outputs the int8 tensors "
+        "before them. A float model is first quantized on calibration images (--calib or --calib-photos). The "
+        "ref engine is bit-exact with LiteRT's reference kernels.")
+    p.add_argument("model", metavar="MODEL",
+                   help="model file (an int8 .tflite; a float .tflite/.onnx with --calib/--calib-photos) or a "
+                   "zoo: name")
     p.add_argument("--input", required=True, metavar="IN.npy", help="int8 input tensor (or batch) as .npy")
     p.add_argument("--engine", default="ref", choices=ENGINES,
-                   help="ref: the numpy golden executor (default); rtl: the die's NPU in simulation")
-    p.add_argument("--config", default="fpga", help="configuration preset (tiny, fpga, imx500; default fpga)")
+                   help="ref: the numpy golden executor running the compiled program (default); rtl: the die's "
+                   "NPU in simulation")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calib", metavar="DIR", default=None,
+                     help="directory of calibration images (needed for a float model)")
+    cal.add_argument("--calib-photos", action="store_true",
+                     help="calibrate a float model on the photos that ship with scikit-image")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"configuration preset the program is compiled for (tiny, fpga, imx500; default "
+                   f"{DEFAULT_CONFIG})")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the outputs")
     p.set_defaults(func=cmd_run)
 
 
-def _user_error():
-    """sim.cli.UserError as the running CLI catches it. Under `python -m sim.cli` the CLI module runs as
-    __main__, a second copy whose UserError is another class than `import sim.cli` would give."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "sim.cli" and hasattr(main, "UserError"):
-        return main.UserError
-    from sim.cli import UserError
-    return UserError
+def prepare(model, config, calib=None, calib_photos=False):
+    """(lowered int8 Graph, CompiledModel, ROM image bytes) of MODEL (path or zoo name) for `config`.
 
-
-def _prepare(model_path):
-    """Load, strip the host-side float edges, check the rest is int8, lower. Raises UserError."""
-    UserError = _user_error()
+    Raises quant.graph.ModelError (one line) for a model that cannot be read, is float without calibration
+    data, uses an operator the die cannot run, or does not fit the configuration.
+    """
+    from .cmd_compile import load_for_compile
+    from .compiler import compile_graph
     from .graph import ModelError
-    from .importer import load_model
-    from .lower import int8_core, lower
-    try:
-        graph = int8_core(load_model(model_path))
-    except ModelError as e:
-        raise UserError(str(e)) from None
-    floats = [n for n in graph.inputs + graph.outputs if graph.tensor(n).dtype != "int8"]
-    if floats or not graph.is_quantized():
-        raise UserError(f"{Path(model_path).name} is a float model: quantize it first with calibration images "
-                        f"(stackcam compile --calib DIR, i.e. post-training quantization); run takes int8 models")
+    from .romimage import build_rom
+
+    graph = load_for_compile(model, calib, calib_photos)
     if len(graph.inputs) != 1:
-        raise UserError(f"{Path(model_path).name} has {len(graph.inputs)} inputs; --input gives one tensor")
-    try:
-        return lower(graph)
-    except ModelError as e:
-        raise UserError(str(e)) from None
+        raise ModelError(f"{Path(str(model)).name} has {len(graph.inputs)} inputs; --input gives one tensor")
+    compiled = compile_graph(graph, config)
+    return graph, compiled, build_rom(compiled)
 
 
 def _batch(x, shape, path):
-    """(list of per-item input arrays, batched?) from the loaded array; UserError on a wrong dtype or shape."""
-    UserError = _user_error()
+    """(list of per-item input arrays in the model's shape, batched?); UserError on a wrong dtype or shape."""
+    from sim.cli import UserError
     shape = tuple(shape)
     want = f"int8 {list(shape)}" + (f" (or {list(shape[1:])}, or a batch [B, {', '.join(map(str, shape[1:]))}])"
                                      if shape and shape[0] == 1 else "")
@@ -80,12 +79,10 @@ def _batch(x, shape, path):
     raise UserError(f"{path}: input has shape {list(x.shape)}, the model takes {want}")
 
 
-def run_model(graph, items, batched):
-    """Run the golden executor on each item; {output_k: array}, batched along a leading axis when asked."""
-    from .executor import run_graph
-    results = [run_graph(graph, [x]) for x in items]
+def _collect(results, count, batched):
+    """{output_k: array} from per-item output lists, stacked along a leading batch axis when batched."""
     out = {}
-    for k in range(len(graph.outputs)):
+    for k in range(count):
         arrays = [r[k] for r in results]
         if not batched:
             out[f"output_{k}"] = arrays[0]
@@ -96,52 +93,86 @@ def run_model(graph, items, batched):
     return out
 
 
+def run_program(rom, config, items, batched=False):
+    """Run the compiled program (ROM image bytes) on each item (int8, in the model's input shape) with the
+    golden program executor; {output_k: array}, batched along a leading axis when asked."""
+    from .program import execute
+    from .romimage import load_rom
+
+    io = load_rom(rom, config).io
+    hwc = tuple(io["input"]["hwc"])
+    results = [execute(rom, config, np.asarray(x).reshape(hwc)) for x in items]
+    return _collect(results, len(io["outputs"]), batched)
+
+
+def run_model(model, x, config=DEFAULT_CONFIG, calib=None, calib_photos=False):
+    """What `stackcam run --engine ref` computes, from Python: MODEL (a file path or a zoo: name) compiled for
+    `config` (a preset name or DieConfig), run on `x` (one input or a batch); {output_k: int8 array}."""
+    from rtl.params import preset
+
+    config = preset(config) if isinstance(config, str) else config
+    graph, _, rom = prepare(model, config, calib, calib_photos)
+    items, batched = _batch(np.asarray(x), graph.tensor(graph.inputs[0]).shape, "input")
+    return run_program(rom, config, items, batched)
+
+
 def _write_npz(path, arrays):
-    """Write atomically: a temp file beside the target, renamed at the end, so a failure leaves nothing."""
+    """Write an .npz np.load reads, atomically (a temp file beside the target, renamed at the end, so a failure
+    leaves nothing) and reproducibly: np.savez stamps each member with the clock, so the same outputs would give
+    different bytes; here every member carries the zip epoch."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with z.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _load_input(path):
+    from sim.cli import UserError
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+    if not isinstance(x, np.ndarray):
+        raise UserError(f"{path}: holds several arrays (an .npz?); give one .npy tensor")
+    return x
+
+
 def cmd_run(args):
-    from rtl.params import ConfigError, preset
+    from sim.cli import UserError, _config
 
     from .graph import ModelError
-    UserError = _user_error()
     t0 = time.time()
-    try:
-        preset(args.config)                   # an unknown preset is an error even where the engine ignores it
-    except ConfigError as e:
-        raise UserError(str(e)) from None
+    config = _config(args.config)        # an unknown preset is an error before anything else is read
     if args.engine == "rtl":
         raise UserError("--engine rtl arrives with the NPU issue (the die's MAC array running compiled programs); "
                         "use --engine ref, which is bit-exact with LiteRT's reference kernels")
     out_path = Path(args.output)
     if out_path.suffix != ".npz":
         raise UserError(f"{out_path}: the output file must end in .npz")
-    graph = _prepare(args.model)
+    x = _load_input(args.input)          # a missing input file fails fast, before a long compile
     try:
-        x = np.load(args.input, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{args.input}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{args.input}: not a readable .npy array ({str(e).splitlines()[0]})") from None
-    if not isinstance(x, np.ndarray):
-        raise UserError(f"{args.input}: holds several arrays (an .npz?); give one .npy tensor")
+        graph, compiled, rom = prepare(args.model, config, args.calib, args.calib_photos)
+    except ModelError as e:
+        raise UserError(str(e).splitlines()[0]) from None
     items, batched = _batch(x, graph.tensor(graph.inputs[0]).shape, args.input)
     try:
-        arrays = run_model(graph, items, batched)
+        arrays = run_program(rom, config, items, batched)
     except ModelError as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e).splitlines()[0]) from None
     _write_npz(out_path, arrays)
-    shapes = ", ".join(f"{k} int8{list(v.shape)}" for k, v in arrays.items())
+    shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in arrays.items())
     print(f"{out_path}: {shapes} from {len(items)} input{'s' if len(items) > 1 else ''} "
-          f"(engine ref, {len(graph.ops)} ops, {time.time() - t0:.2f} s)")
+          f"(engine ref: compiled program for config '{config.name}', {len(compiled.descriptors)} descriptors, "
+          f"{time.time() - t0:.2f} s)")
     sys.stdout.flush()
     return 0
