@@ -51,7 +51,8 @@ def test_compile_runs_bit_exact_with_litert(int8_model, tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.rom", "weights.hex"]
     for word in ("operator", "MACs", "weight B", "act B", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
-                 "weight SRAM:", "activation SRAM:", "banks of 32,768 B", "host: SOFTMAX"):
+                 "weight SRAM:", "activation SRAM:", f"banks of {PRESETS['fpga'].sram_bank_bytes:,} B",
+                 "host: SOFTMAX"):
         assert word in r.stdout, word
     rom = (out / "model.rom").read_bytes()
     load_rom(rom, PRESETS["fpga"])
@@ -64,12 +65,42 @@ def test_compile_runs_bit_exact_with_litert(int8_model, tmp_path):
         for g, w, v in zip(got, run_reference(model_bytes, [x]), run_graph(graph, [x])):
             np.testing.assert_array_equal(g, w)
             np.testing.assert_array_equal(g, v)
-    # A second run writes the same bytes into the existing folder and keeps what else is there.
+    # A second run writes the same bytes (all three files) into the existing folder and keeps what else is there.
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
     (out / "notes.txt").write_text("mine")
     again = stackcam("compile", str(int8_model), "--config", "fpga", "-o", str(out))
     assert again.returncode == 0, again.stderr
-    assert (out / "model.rom").read_bytes() == rom and (out / "notes.txt").read_text() == "mine"
+    assert {name: (out / name).read_bytes() for name in first} == first and (out / "notes.txt").read_text() == "mine"
+    assert again.stdout == r.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_layer_table_and_totals(int8_model, tmp_path):
+    """One row per layer: operator, the die op, input and output shapes, MACs, weight and activation bytes; the
+    totals against the configuration's SRAM after it."""
+    from quant.cmd_compile import layer_table, load_for_compile, totals_text
+    from quant.compiler import compile_graph
+
+    r = stackcam("compile", str(int8_model), "--config", "imx500", "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    model = compile_graph(load_for_compile(int8_model), PRESETS["imx500"])
+    lines = r.stdout.splitlines()
+    table = layer_table(model)
+    assert table[0].split() == ["#", "layer", "operator", "die", "input", "output", "MACs", "weight", "B", "act", "B"]
+    start = lines.index(table[0])
+    assert lines[start:start + len(table)] == table and len(table) == len(model.layers) + 1
+    conv = next(row for row in table if " CONV_2D " in row).split()
+    layer = model.layers[0]
+    assert conv[-3:] == [f"{layer.macs:,}", f"{layer.weight_bytes:,}", f"{layer.act_bytes:,}"]
+    assert conv[-5:-3] == ["1x17x15x3", "1x9x8x12"]
+    assert layer.macs == 9 * 8 * 12 * 3 * 3 * 3
+    totals = totals_text(model)
+    assert lines[start + len(table):start + len(table) + len(totals)] == totals
+    assert totals[0].startswith(f"MACs: {model.macs:,}")
+    cfg = PRESETS["imx500"]
+    assert f"weight SRAM: {model.weight_bytes:,} B of {cfg.weight_banks * cfg.sram_bank_bytes:,} B" in totals[1]
+    assert f"activation SRAM: {model.act_bytes:,} B of {cfg.act_banks * cfg.sram_bank_bytes:,} B at the peak" \
+        in totals[2]
 
 
 def test_mobilenet_v1_224_fits_imx500(tmp_path):
@@ -77,17 +108,18 @@ def test_mobilenet_v1_224_fits_imx500(tmp_path):
                  "-o", str(tmp_path / "mnet"))
     assert r.returncode == 0, r.stderr
     assert "MACs: 568,740,352 (568.7 M); weights: 4,209,088 values (4.21 M)" in r.stdout
-    assert "of 5,767,168 B" in r.stdout and "of 2,621,440 B at the peak" in r.stdout
+    cfg = PRESETS["imx500"]
+    assert f"of {cfg.weight_banks * cfg.sram_bank_bytes:,} B (" in r.stdout
+    assert f"of {cfg.act_banks * cfg.sram_bank_bytes:,} B at the peak (" in r.stdout
     assert "AVERAGE_POOL_2D" in r.stdout and "host: RESHAPE" in r.stdout
 
 
-def test_too_small_config_names_bytes_per_bank(tmp_path):
+def test_too_small_config_names_bytes_per_bank(bad_models, tmp_path):
+    from tests.test_cmd_run import check_fit_error
+
     out = tmp_path / "out"
-    msg = one_line_error(stackcam("compile", "zoo:mobilenet_v1_0.25_96", "--calib-photos", "--config", "tiny",
-                                  "-o", str(out)))
-    assert "does not fit config 'tiny'" in msg and "B of weight SRAM" in msg
-    assert "config has 2 weight banks of 16,384 B = 32,768 B" in msg
-    assert "config has 2 activation banks of 16,384 B = 32,768 B" in msg
+    msg = one_line_error(stackcam("compile", str(bad_models / "too_big.tflite"), "--config", "tiny", "-o", str(out)))
+    check_fit_error(msg, PRESETS["tiny"])
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -117,6 +149,35 @@ def test_bad_model_file(tmp_path, content):
     msg = one_line_error(stackcam("compile", str(path), "-o", str(tmp_path / "out")))
     assert "bad.tflite" in msg
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model,expect", [
+    ("float.tflite", "float.tflite is a float model: give --calib DIR or --calib-photos"),
+    ("hardswish.tflite", "unsupported operator 'HARD_SWISH' in layer 'swish_2' (op 0)"),
+    ("mid_softmax.tflite", "unsupported operator SOFTMAX mid-network (only at the graph's tail, on the host) "
+                           "at layer 'act_5'"),
+    ("dynamic.tflite", "tensor 'images' has a dynamic shape [-1, 4, 4, 3]"),
+    ("cut.tflite", "cut.tflite: truncated"),
+    ("notes.tflite", "notes.tflite: not a model"),
+    ("missing.tflite", "missing.tflite: no such model file"),
+])
+def test_refused_models(bad_models, tmp_path, capsys, model, expect):
+    """The same refusals as `stackcam run` (tests/test_cmd_run.py), one line, exit 2, no output folder."""
+    from sim.cli import main
+
+    out = tmp_path / "out"
+    assert main(["compile", str(bad_models / model), "--config", "imx500", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory):
+    from tests.test_cmd_run import write_bad_models
+    d = tmp_path_factory.mktemp("bad")
+    write_bad_models(d)
+    return d
 
 
 def test_bad_config_and_zoo_name(tmp_path):
