@@ -71,14 +71,16 @@ def test_fit_error_names_bytes_and_banks():
     n = Net((1, 32, 32, 16), seed=1)
     y = n.conv(n.input, 64, k=3, out_q=(0.05, 0))
     y = n.conv(y, 128, k=3, out_q=(0.05, 0))
+    # Four banks of 16 KiB, two for weights, on tiny's 4x4 array (the presets themselves grow as models need).
+    small = PRESETS["tiny"].with_(name="small", sram_banks=4, sram_bank_bytes=16 * 1024, weight_banks=2)
     with pytest.raises(ModelError) as e:
-        compile_graph(n.graph(y), PRESETS["tiny"])
+        compile_graph(n.graph(y), small)
     msg = str(e.value)
     assert "\n" not in msg
     # Weights 64*3*3*16 + 128*3*3*64 = 82,944 B, records (64 + 128) * 16 = 3,072 B, 3 descriptors (END too)
     # 384 B; activations at the second conv: 32*32*64 + 32*32*128 B, both in whole 4-byte words.
-    assert "needs 86,400 B of weight SRAM (6 banks of 16,384 B), config has 2 weight banks of 16,384 B = " \
-           "32,768 B" in msg
+    assert "does not fit config 'small': needs 86,400 B of weight SRAM (6 banks of 16,384 B), config has 2 weight " \
+           "banks of 16,384 B = 32,768 B" in msg
     assert "activations need 196,608 B at the peak (12 banks of 16,384 B), config has 2 activation banks of " \
            "16,384 B = 32,768 B" in msg
 
