@@ -97,6 +97,22 @@ def test_int8_blazeface_finds_the_astronaut(models):
     assert 150 < x0 < x1 < 300 and 50 < y0 < y1 < 200
 
 
+def test_stackcam_run_finds_the_same_faces_as_litert(models):
+    """Issue 3, must show 2: our PTQ BlazeFace, run as `stackcam run --engine ref` runs it (the exported .tflite
+    compiled for imx500, its ROM image executed), finds exactly LiteRT's faces on the exported .tflite; the
+    astronaut's face sits next to the float model's (python -m quant.zoo.blazeface prints these numbers)."""
+    float_graph, int8_graph = models
+    img = photo("astronaut")
+    program = bf.find_faces(int8_graph, img, engine="program", min_score=None)
+    litert = bf.find_faces(int8_graph, img, engine="litert", min_score=None)
+    assert program == litert                                # scores, boxes and keypoints, all 896 anchors' worth
+    f = bf.find_faces(float_graph, img, min_score=None)[0]
+    q = program[0]
+    print(f"\nastronaut: float {f.score:.3f} {tuple(round(v, 1) for v in f.box)}, "
+          f"int8 (stackcam run) {q.score:.3f} {tuple(round(v, 1) for v in q.box)}")
+    assert q.score > 0.5 and abs(q.score - f.score) < 0.1 and detect.iou(q.box, f.box) > 0.8
+
+
 def test_int8_blazeface_finds_no_face_in_coffee(models):
     float_graph, int8_graph = models
     img = photo("coffee")
