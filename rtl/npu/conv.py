@@ -1,0 +1,757 @@
+"""The NPU's MAC-array engine: CONV (direct, and im2col over a pixel-packed input) and DWCONV descriptors."""
+
+from math import gcd
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.utils import bits_for, ceil_log2
+
+from quant.program import FCSCALE, OPCODES, PACKED, PARAM_RECORD_BYTES
+
+from ..mac_array import MACArray
+from ..requant import RequantUnit
+from .ports import addr_bits, engine_signature
+
+__all__ = ["NPUConvEngine", "param_record_layout"]
+
+# One channel's requantization parameters as the parameter buffer holds them (the 16-byte record of
+# quant.program without its zero padding; TFLite shifts lie in -31..30, so 6 bits hold them).
+param_record_layout = data.StructLayout({"bias": signed(32), "multiplier": signed(32), "shift": signed(6)})
+_REC = param_record_layout.size
+
+# im2col gather buffer default: a 7x7 kernel on an RGB input (K = 147) in words of `cols` bytes.
+_DEFAULT_IM2COL_BYTES = 7 * 7 * 3
+
+
+def _lane(value, i, width=8):
+    return value.word_select(i, width)
+
+
+# Variable selections and shifts are built as explicit mux trees: a variable-offset `word_select` or shift of a
+# wide value is one cell whose every output bit depends on every input bit, which makes Amaranth's netlist
+# checks quadratic in the width (minutes for the imx500 weight word); a tree is also what the gates are.
+
+def _mux_tree(options, sel):
+    """options[sel] (the last option for sel past the end) as a binary tree of Mux on the bits of `sel`."""
+    options = list(options)
+    level = 0
+    while len(options) > 1:
+        bit = sel[level]
+        options = [Mux(bit, options[i + 1], options[i]) if i + 1 < len(options) else options[i]
+                   for i in range(0, len(options), 2)]
+        level += 1
+    return options[0]
+
+
+def _words(value, width):
+    return [value[i:i + width] for i in range(0, len(value), width)]
+
+
+def _shift_bytes(value, amount, left):
+    """`value` shifted by `amount` bytes (zeros in), the width kept: a log2-stage barrel shifter."""
+    width = len(value)
+    for i in range(len(amount)):
+        step = 8 << i
+        if step >= width:
+            value = Mux(amount[i], Const(0, width), value)
+            continue
+        moved = Cat(Const(0, step), value[:width - step]) if left else Cat(value[step:], Const(0, step))
+        value = Mux(amount[i], moved, value)
+    return value
+
+
+class NPUConvEngine(wiring.Component):
+    """CONV (opcode 1, with or without the PACKED flag) and DWCONV (opcode 2) on the MAC array, by the rules of
+    `quant.program`; ports are `rtl.npu.ports.engine_signature(config)`.
+
+    Sequence of one descriptor (`start` with `desc` valid, `desc` stable until `done`):
+
+    1. **Setup** (5 cycles; PACKED: 12, plus four sequential divisions of ``AB + bits(cols) + 2`` cycles
+       each): address strides and the first window origin, with one shared multiplier (and divider), so the
+       run loops only add.
+    2. **Parameter load**: the layer's records (``param_words`` weight words at ``param_addr``) go into the
+       parameter buffer, a Memory of ``ceil(max_channels / cols)`` words of ``cols`` records (one output word's
+       channels), written one record group per cycle: ``gcd(WB // 16, cols)`` records, i.e. one weight word per
+       cycle when ``WB // 16 <= cols`` (two cycles per word on imx500, one record per two words when WB = 8).
+    3. **Run**, output-stationary, pixels in raster order. Issue stage S0 walks ``pixel > tile > ky > kx >
+       ic`` and reads one activation word and one weight word per cycle, never stalling (CONV); S1 has the
+       SRAM data and registers ``x - in_zp`` (0 for a tap in the padding) and the weights; S2 presents them to
+       the MAC array (`mac_active`); the tile's sums are in the array's accumulators at S4, where they enter
+       the back end: parameter-buffer read (S4), `RequantUnit` (S5..S9), byte-lane write of the tile's
+       ``rows`` lanes at S10. Consecutive tiles follow each other with no bubble, so a 1x1 conv with one
+       input tile retires one tile per cycle; a descriptor takes ``out_h*out_w*oc_tiles*tile_words`` run
+       cycles plus the setup, the parameter load and the 10-cycle pipeline drain.
+    4. `done` pulses (with `busy` falling after it) in the cycle the last output word's write is issued.
+
+    **DWCONV** uses ``cols`` lane multipliers of its own (not the array's: the array sums over its columns,
+    a depthwise tap must not), one tap per cycle: ``cols`` MACs/cycle, so ``kh*kw*out_h*out_w*out_ct`` run
+    cycles. A tile's ``cols`` sums are requantized ``rows`` lanes at a time over ``cols // rows`` cycles
+    (the same requantizer as CONV; each write fills one lane group of the output word), so a tile shorter
+    than ``cols // rows`` taps (a 1x1 depthwise) waits for the previous one to drain.
+
+    **PACKED** (im2col): a gatherer fills one of two ``im2col_words``-word buffers with the pixel's K values
+    while the MAC array consumes the other: one cycle per (window row, packed word it touches) — the row's
+    ``kw`` pixels are contiguous in the packed input, so a row costs one read unless it crosses a word — with
+    the buffer prefilled with ``in_zp`` (taps outside the input). The array then runs ``oc_tiles * in_ct``
+    tiles-words per pixel like a 1x1 conv, so a pixel costs ``max(gather steps, oc_tiles*in_ct)`` cycles
+    (about ``kernel_h`` + 10% for a 3x3 stem).
+
+    **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
+    DWCONV; CONV with FCSCALE (FULLY_CONNECTED's float64 rescale is not implemented here yet); more output
+    channels than the parameter buffer holds; a PACKED K above ``im2col_words`` words; a zero loop bound.
+
+    No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
+    cycle; the only internal waits are the PACKED feeder waiting for a gathered pixel and the DWCONV issue
+    waiting for a drain.
+    """
+
+    def __init__(self, config, im2col_words=None):
+        self.config = config
+        self.rows, self.cols = config.array_rows, config.array_cols
+        self.groups = self.cols // self.rows
+        self.param_depth = -(-config.max_channels // self.cols)
+        self.im2col_words = im2col_words or -(-_DEFAULT_IM2COL_BYTES // self.cols)
+        super().__init__(engine_signature(config))
+
+    # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).
+    latency = 10
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C, NG = self.rows, self.cols, self.groups
+        WB = R * C
+        GM = self.im2col_words
+        AB = addr_bits(cfg.act_words)
+        WAB = addr_bits(cfg.weight_words)
+        CB = bits_for(C)                       # holds 0..C
+        SGN = 16 + CB + 3                      # signed byte/pixel coordinates
+        DIVW = AB + CB + 2                     # dividends of the PACKED setup (byte positions)
+        d = self.desc
+
+        m.submodules.mac = mac = MACArray(R, C)
+        sub_w = max(1, ceil_log2(NG))
+        m.submodules.requant = rq = RequantUnit(R, tag_width=AB + sub_w + 2)
+        m.submodules.pbuf = pbuf = memory.Memory(shape=unsigned(C * _REC), depth=self.param_depth, init=[])
+        pbuf_w = pbuf.write_port(granularity=_REC)
+        pbuf_r = pbuf.read_port()
+        PAB = len(pbuf_r.addr)
+
+        is_dw = Signal()
+        is_packed = Signal()
+        zp = Signal(signed(8))
+        m.d.comb += zp.eq(d.in_zp)
+
+        # ------------------------------------------------------------------------------------------------
+        # Setup: strides and origins from one shared multiplier (and, for PACKED, one sequential divider).
+        # ------------------------------------------------------------------------------------------------
+        mul_a = Signal(32)
+        mul_b = Signal(16)
+        mul_p = Signal(48)
+        m.d.comb += mul_p.eq(mul_a * mul_b)
+
+        row_stride = Signal(AB)      # act words between input rows: in_w * in_ct
+        row_step = Signal(AB)        # ... between output rows: stride_h * row_stride
+        col_step = Signal(AB)        # ... between output columns: stride_w * in_ct
+        tmp = Signal(AB)
+        pix0 = Signal(AB)            # word of tap (0, 0), channel tile 0, of output pixel (0, 0) (mod 2^AB)
+        # PACKED geometry, in bytes of the packed input ("position" = pixel * in_c).
+        in_row_b = Signal(DIVW)      # bytes of one input row
+        rowbytes = Signal(16)        # bytes of one window row: kernel_w * in_c
+        wby = Signal(CB)             # used bytes of a packed word: in_ppw * in_c
+        step_b = Signal(DIVW)        # window move per output column
+        rowstep_b = Signal(DIVW)     # window move per output row
+        x0 = Signal(DIVW)            # minus the first window origin: pad_top * in_row_b + pad_left * in_c
+        pl_b = Signal(16)
+        # Mixed-radix (word, byte in word) forms of the moves above: divmod(value, wby).
+        qs, rs = Signal(AB), Signal(CB)
+        qr, rr = Signal(AB), Signal(CB)
+        qrs, rrs = Signal(AB), Signal(CB)
+        qx, rx = Signal(AB), Signal(CB)
+
+        setup_steps = [
+            (d.in_w, d.in_ct, lambda p: [row_stride.eq(p)]),
+            (row_stride, d.stride_h, lambda p: [row_step.eq(p)]),
+            (d.stride_w, d.in_ct, lambda p: [col_step.eq(p)]),
+            (row_stride, d.pad_top, lambda p: [tmp.eq(p)]),
+            (d.pad_left, d.in_ct, lambda p: [pix0.eq(d.in_addr - tmp - p)]),
+            (d.in_w, d.in_c, lambda p: [in_row_b.eq(p)]),
+            (d.kernel_w, d.in_c, lambda p: [rowbytes.eq(p)]),
+            (d.in_ppw, d.in_c, lambda p: [wby.eq(p)]),
+            (d.stride_w, d.in_c, lambda p: [step_b.eq(p)]),
+            (in_row_b, d.stride_h, lambda p: [rowstep_b.eq(p)]),
+            (in_row_b, d.pad_top, lambda p: [x0.eq(p)]),
+            (d.pad_left, d.in_c, lambda p: [pl_b.eq(p), x0.eq(x0 + p)]),
+        ]
+        su = Signal(range(len(setup_steps)))
+        divisions = [(step_b, qs, rs), (in_row_b, qr, rr), (rowstep_b, qrs, rrs), (x0, qx, rx)]
+        dv_idx = Signal(range(len(divisions)))
+        dv_cnt = Signal(range(DIVW + 1))
+        dv_num = Signal(DIVW)
+        dv_rem = Signal(CB + 1)
+        dv_quo = Signal(DIVW)
+        dv_shift = Signal(CB + 1)
+        m.d.comb += dv_shift.eq(Cat(dv_num[-1], dv_rem[:CB]))
+        dv_ge = dv_shift >= wby
+
+        # ------------------------------------------------------------------------------------------------
+        # Parameter load: weight words -> parameter buffer, a record group per cycle.
+        # ------------------------------------------------------------------------------------------------
+        if WB >= PARAM_RECORD_BYTES:
+            rpw = WB // PARAM_RECORD_BYTES
+            slot = WB // rpw                       # quant.program._place_records: slot stride WB // RPW
+            grp = gcd(rpw, C)                      # records per beat: never straddles a buffer word
+            beats = rpw // grp                     # beats per weight word
+            wpr = 1
+        else:
+            slot = PARAM_RECORD_BYTES
+            grp, beats = 1, 1
+            wpr = -(-PARAM_RECORD_BYTES // WB)     # weight words per record
+        ld_issued = Signal(32)
+        ld_have = Signal()
+        ld_s = Signal(range(max(2, beats)))
+        ld_wcnt = Signal(range(max(2, wpr)))
+        ld_asm = Signal(8 * WB * max(1, wpr - 1))
+        ld_word = Signal(range(self.param_depth + 1))
+        ld_grp = Signal(range(max(2, C // grp)))
+        ld_consume = Signal()
+        ld_issue = Signal()
+        ld_beat = Signal()
+        ld_recs = [Signal(param_record_layout, name=f"ld_rec{j}") for j in range(grp)]
+
+        def record_from(byte_value):
+            return [
+                byte_value[0:32].as_signed(), byte_value[32:64].as_signed(), byte_value[64:70].as_signed(),
+            ]
+
+        if wpr == 1:
+            beat_bits = _mux_tree(_words(self.w_r.data, 8 * grp * slot), ld_s) if beats > 1 else self.w_r.data
+            for j in range(grp):
+                off = 8 * j * slot
+                b, mu, sh = record_from(beat_bits[off:off + 8 * PARAM_RECORD_BYTES])
+                m.d.comb += [ld_recs[j].bias.eq(b), ld_recs[j].multiplier.eq(mu), ld_recs[j].shift.eq(sh)]
+            m.d.comb += [ld_consume.eq(ld_have & (ld_s == beats - 1)), ld_beat.eq(ld_have)]
+        else:
+            full_rec = Cat(ld_asm, self.w_r.data)
+            b, mu, sh = record_from(full_rec[:8 * PARAM_RECORD_BYTES])
+            m.d.comb += [ld_recs[0].bias.eq(b), ld_recs[0].multiplier.eq(mu), ld_recs[0].shift.eq(sh),
+                         ld_consume.eq(ld_have), ld_beat.eq(ld_have & (ld_wcnt == wpr - 1))]
+        m.d.comb += [
+            pbuf_w.addr.eq(ld_word),
+            pbuf_w.data.eq(Cat(*[ld_recs[lane % grp].as_value() for lane in range(C)])),
+        ]
+
+        # ------------------------------------------------------------------------------------------------
+        # Issue stage S0 (CONV, DWCONV, and the PACKED feeder): loops pixel > tile > ky > kx > ic.
+        # ------------------------------------------------------------------------------------------------
+        running = Signal()
+        all_issued = Signal()
+        oy, ox = Signal(16), Signal(16)
+        t = Signal(16)                       # oc tile (CONV) or channel tile (DWCONV)
+        pw = Signal(16)                      # output word within the pixel / parameter-buffer word of the tile
+        sub = Signal(sub_w)                  # lane group of the tile in that word (CONV)
+        ky, kx = Signal(8), Signal(8)
+        ic = Signal(16)
+        pix_base = Signal(AB)
+        row_base = Signal(AB)
+        row_off = Signal(AB)
+        col_off = Signal(AB)
+        iy0, ix0 = Signal(signed(SGN)), Signal(signed(SGN))
+        w_addr = Signal(WAB)
+        trow = Signal(range(max(2, R)))     # DWCONV: tap row within the weight word
+        out_pix = Signal(AB)
+        cool = Signal(range(max(2, NG)))    # DWCONV: cycles until a tile may start (drain of the previous)
+        fbank = Signal()                    # PACKED: gather bank the feeder reads
+        full = Signal(2)                    # PACKED: gather banks holding a complete pixel
+
+        lkh = Mux(is_packed, 1, d.kernel_h)
+        lkw = Mux(is_packed, 1, d.kernel_w)
+        nic = Mux(is_dw, 1, d.in_ct)
+        ntiles = Mux(is_dw, d.out_ct, d.oc_tiles)
+        last_ic = ic == nic - 1
+        last_kx = kx == lkw - 1
+        last_ky = ky == lkh - 1
+        last_t = t == ntiles - 1
+        last_ox = ox == d.out_w - 1
+        last_oy = oy == d.out_h - 1
+        tile_end = last_ic & last_kx & last_ky
+        tile_first = (ic == 0) & (kx == 0) & (ky == 0)
+        pix_end = tile_end & last_t
+        iy = Signal(signed(SGN))
+        ix = Signal(signed(SGN))
+        m.d.comb += [iy.eq(iy0 + ky), ix.eq(ix0 + kx)]
+        inside = Signal()
+        m.d.comb += inside.eq(is_packed | ((iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)))
+
+        gate = Signal()
+        if NG > 1:
+            m.d.comb += gate.eq(Mux(is_packed, full.bit_select(fbank, 1), ~(is_dw & tile_first & (cool != 0))))
+        else:
+            m.d.comb += gate.eq(Mux(is_packed, full.bit_select(fbank, 1), 1))
+        s0_issue = Signal()
+        m.d.comb += s0_issue.eq(running & ~all_issued & gate)
+        s0_addr = Signal(AB)
+        m.d.comb += s0_addr.eq(pix_base + row_off + col_off + Mux(is_dw, pw, ic))
+
+        with m.If(s0_issue):
+            with m.If(~last_ic):
+                m.d.sync += ic.eq(ic + 1)
+            with m.Else():
+                m.d.sync += ic.eq(0)
+                with m.If(~last_kx):
+                    m.d.sync += [kx.eq(kx + 1), col_off.eq(col_off + d.in_ct)]
+                with m.Else():
+                    m.d.sync += [kx.eq(0), col_off.eq(0)]
+                    with m.If(~last_ky):
+                        m.d.sync += [ky.eq(ky + 1), row_off.eq(row_off + row_stride)]
+                    with m.Else():
+                        m.d.sync += [ky.eq(0), row_off.eq(0)]
+                        with m.If(~last_t):
+                            m.d.sync += t.eq(t + 1)
+                            if NG > 1:
+                                with m.If(is_dw | (sub == NG - 1)):
+                                    m.d.sync += [sub.eq(0), pw.eq(pw + 1)]
+                                with m.Else():
+                                    m.d.sync += sub.eq(sub + 1)
+                            else:
+                                m.d.sync += pw.eq(pw + 1)
+                        with m.Else():
+                            m.d.sync += [t.eq(0), pw.eq(0), sub.eq(0), out_pix.eq(out_pix + d.out_ct),
+                                         fbank.eq(~fbank)]
+                            with m.If(is_packed):
+                                with m.If(fbank):
+                                    m.d.sync += full[1].eq(0)
+                                with m.Else():
+                                    m.d.sync += full[0].eq(0)
+                            with m.If(~last_ox):
+                                m.d.sync += [ox.eq(ox + 1), pix_base.eq(pix_base + col_step),
+                                             ix0.eq(ix0 + d.stride_w)]
+                            with m.Else():
+                                m.d.sync += [ox.eq(0), ix0.eq(-d.pad_left), iy0.eq(iy0 + d.stride_h),
+                                             pix_base.eq(row_base + row_step), row_base.eq(row_base + row_step)]
+                                with m.If(last_oy):
+                                    m.d.sync += all_issued.eq(1)
+                                with m.Else():
+                                    m.d.sync += oy.eq(oy + 1)
+            # Weight words: CONV and the feeder walk the whole block once per pixel; DWCONV steps a word every
+            # `rows` taps and to the next channel tile's block at the end of a tile.
+            with m.If(pix_end):
+                m.d.sync += [w_addr.eq(d.weight_addr), trow.eq(0)]
+            with m.Elif(~is_dw):
+                m.d.sync += w_addr.eq(w_addr + 1)
+            with m.Elif(tile_end | (trow == R - 1)):
+                m.d.sync += [w_addr.eq(w_addr + 1), trow.eq(0)]
+            with m.Else():
+                m.d.sync += trow.eq(trow + 1)
+        if NG > 1:
+            with m.If(s0_issue & is_dw & tile_first):
+                m.d.sync += cool.eq(NG - 1)
+            with m.Elif(cool != 0):
+                m.d.sync += cool.eq(cool - 1)
+
+        # ------------------------------------------------------------------------------------------------
+        # PACKED gatherer: window rows of the pixel-packed input into the im2col buffer (two banks).
+        # ------------------------------------------------------------------------------------------------
+        gbuf = [Signal(8 * C, name=f"gbuf{b}_{k}") for b in range(2) for k in range(GM)]
+        g_run = Signal()
+        g_new = Signal()                     # next step is a pixel's first: needs a free bank, prefills it
+        g_bank = Signal()
+        g_ox, g_oy = Signal(16), Signal(16)
+        g_ky = Signal(8)
+        g_iy0, g_iy = Signal(signed(SGN)), Signal(signed(SGN))
+        g_ix0b = Signal(signed(SGN + CB))
+        q_w, q_b = Signal(AB), Signal(CB)           # window origin (tap 0, 0) of the pixel
+        qrow_w, qrow_b = Signal(AB), Signal(CB)     # ... of the row's first pixel
+        r_w, r_b = Signal(AB), Signal(CB)           # origin of the current window row
+        c_w, c_b = Signal(AB), Signal(CB)           # current chunk's word and first byte
+        kxs = Signal(16)                            # bytes of the window row before the chunk
+        rdest = Signal(16)                          # im2col byte of the window row's first byte
+
+        def mixed_add(w, b, qv, rv):
+            """(w, b) + (qv, rv) in words of `wby` bytes (b, rv < wby)."""
+            s = b + rv
+            carry = s >= wby
+            return (w + qv + carry)[:AB], Mux(carry, s - wby, s)[:CB]
+
+        g_rin = Signal()
+        m.d.comb += g_rin.eq((g_iy >= 0) & (g_iy < d.in_h))
+        g_left = Signal(signed(18))
+        g_room = Signal(signed(CB + 2))
+        m.d.comb += [g_left.eq(rowbytes - kxs), g_room.eq(wby - c_b)]
+        g_last_chunk = Signal()
+        m.d.comb += g_last_chunk.eq(~g_rin | (g_left <= g_room))
+        g_nb = Mux(g_left <= g_room, g_left, g_room)
+        g_kxa = Signal(signed(SGN + CB + 1))
+        g_kxb = Signal(signed(SGN + CB + 2))
+        m.d.comb += [
+            g_kxa.eq(Mux(g_ix0b < 0, -g_ix0b, 0)),
+            g_kxb.eq(Mux(in_row_b - g_ix0b < rowbytes, in_row_b - g_ix0b, rowbytes)),
+        ]
+        g_lo = Signal(signed(SGN + CB + 2))
+        g_hi = Signal(signed(SGN + CB + 3))
+        m.d.comb += [
+            g_lo.eq(Mux(g_kxa > kxs, g_kxa - kxs, 0)),
+            g_hi.eq(Mux(g_kxb - kxs < g_nb, g_kxb - kxs, g_nb)),
+        ]
+        g_any = Signal()
+        m.d.comb += g_any.eq(g_rin & (g_lo < g_hi))
+        g_last_row = g_ky == d.kernel_h - 1
+        g_pix_end = g_last_chunk & g_last_row
+        g_step = Signal()
+        m.d.comb += g_step.eq(g_run & (~g_new | ~full.bit_select(g_bank, 1)))
+        g_dest = Signal(17)
+        m.d.comb += g_dest.eq(rdest + kxs)
+        g_dw = Signal(range(GM + 1))
+        g_dl = Signal(range(C))
+        dw_expr = 0
+        for k in range(1, GM):
+            dw_expr = dw_expr + (g_dest >= k * C)
+        m.d.comb += g_dw.eq(dw_expr)
+        m.d.comb += g_dl.eq(g_dest - g_dw * C)
+
+        # S1 of the gatherer: the read word arrives; shift the chunk into place and write the bank.
+        g1_write = Signal()
+        g1_mark = Signal()
+        g1_bank = Signal()
+        g1_sb = Signal(CB)
+        g1_lo, g1_hi = Signal(CB), Signal(CB)
+        g1_dw = Signal(range(GM + 1))
+        g1_dl = Signal(range(C))
+        m.d.sync += [
+            g1_write.eq(g_step & g_any), g1_mark.eq(g_step & g_pix_end), g1_bank.eq(g_bank), g1_sb.eq(c_b),
+            g1_lo.eq(g_lo[:CB]), g1_hi.eq(g_hi[:CB]), g1_dw.eq(g_dw), g1_dl.eq(g_dl),
+        ]
+
+        with m.If(g_step):
+            with m.If(g_new):
+                m.d.sync += g_new.eq(0)
+                for k in range(GM):
+                    with m.If(g_bank):
+                        m.d.sync += gbuf[GM + k].eq(Cat(*[zp.as_unsigned()] * C))
+                    with m.Else():
+                        m.d.sync += gbuf[k].eq(Cat(*[zp.as_unsigned()] * C))
+            with m.If(~g_last_chunk):
+                m.d.sync += [c_w.eq(c_w + 1), c_b.eq(0), kxs.eq(kxs + g_room)]
+            with m.Elif(~g_last_row):
+                nw, nb = mixed_add(r_w, r_b, qr, rr)
+                m.d.sync += [g_ky.eq(g_ky + 1), g_iy.eq(g_iy + 1), r_w.eq(nw), r_b.eq(nb), c_w.eq(nw),
+                             c_b.eq(nb), kxs.eq(0), rdest.eq(rdest + rowbytes)]
+            with m.Else():
+                m.d.sync += [g_ky.eq(0), kxs.eq(0), rdest.eq(0), g_bank.eq(~g_bank), g_new.eq(1)]
+                with m.If(g_ox != d.out_w - 1):
+                    nw, nb = mixed_add(q_w, q_b, qs, rs)
+                    m.d.sync += [g_ox.eq(g_ox + 1), q_w.eq(nw), q_b.eq(nb), r_w.eq(nw), r_b.eq(nb), c_w.eq(nw),
+                                 c_b.eq(nb), g_iy.eq(g_iy0), g_ix0b.eq(g_ix0b + step_b)]
+                with m.Else():
+                    nw, nb = mixed_add(qrow_w, qrow_b, qrs, rrs)
+                    m.d.sync += [g_ox.eq(0), qrow_w.eq(nw), qrow_b.eq(nb), q_w.eq(nw), q_b.eq(nb), r_w.eq(nw),
+                                 r_b.eq(nb), c_w.eq(nw), c_b.eq(nb), g_iy0.eq(g_iy0 + d.stride_h),
+                                 g_iy.eq(g_iy0 + d.stride_h), g_ix0b.eq(-pl_b)]
+                    with m.If(g_oy == d.out_h - 1):
+                        m.d.sync += g_run.eq(0)
+                    with m.Else():
+                        m.d.sync += g_oy.eq(g_oy + 1)
+
+        g1_src = Signal(8 * C)
+        m.d.comb += g1_src.eq(_shift_bytes(self.act_r.data, g1_sb, left=False))
+        g1_mask = Signal(C)
+        m.d.comb += g1_mask.eq((Const(1, C + 1) << g1_hi) - (Const(1, C + 1) << g1_lo))
+        g1_data2 = Signal(16 * C)
+        g1_mask2 = Signal(2 * C)
+        m.d.comb += [g1_data2.eq(_shift_bytes(Cat(g1_src, Const(0, 8 * C)), g1_dl, left=True)),
+                     g1_mask2.eq(g1_mask << g1_dl)]
+        with m.If(g1_write):
+            for b in range(2):
+                for k in range(GM):
+                    word = gbuf[b * GM + k]
+                    for lane in range(C):
+                        lo_hit = (g1_dw == k) & g1_mask2[lane]
+                        hi_hit = (g1_dw == k - 1) & g1_mask2[C + lane] if k > 0 else Const(0)
+                        with m.If((g1_bank == b) & (lo_hit | hi_hit)):
+                            m.d.sync += _lane(word, lane).eq(Mux(lo_hit, _lane(g1_data2, lane),
+                                                                 _lane(g1_data2, C + lane)))
+        with m.If(g1_mark):
+            with m.If(g1_bank):
+                m.d.sync += full[1].eq(1)
+            with m.Else():
+                m.d.sync += full[0].eq(1)
+
+        # ------------------------------------------------------------------------------------------------
+        # S1: SRAM data; x = activation - in_zp (0 in the padding), weights (DWCONV: the tap's row).
+        # ------------------------------------------------------------------------------------------------
+        s1_valid, s1_first, s1_last, s1_final, s1_inside = Signal(), Signal(), Signal(), Signal(), Signal()
+        s1_rest = Signal()
+        s1_trow = Signal.like(trow)
+        s1_pw = Signal(16)
+        s1_sub = Signal(sub_w)
+        s1_oaddr = Signal(AB)
+        s1_gword = Signal(8 * C)
+        m.d.sync += [
+            s1_valid.eq(s0_issue), s1_first.eq(tile_first), s1_last.eq(tile_end),
+            s1_final.eq(tile_end & last_t & last_ox & last_oy), s1_inside.eq(inside), s1_trow.eq(trow),
+            s1_rest.eq(last_t),
+            s1_pw.eq(pw), s1_sub.eq(sub), s1_oaddr.eq(out_pix + pw),
+            s1_gword.eq(Mux(fbank, _mux_tree(gbuf[GM:], ic), _mux_tree(gbuf[:GM], ic))),
+        ]
+        src = Mux(is_packed, s1_gword, self.act_r.data)
+
+        s2_valid, s2_first, s2_last, s2_final, s2_rest = Signal(), Signal(), Signal(), Signal(), Signal()
+        s2_pw = Signal(16)
+        s2_sub = Signal(sub_w)
+        s2_oaddr = Signal(AB)
+        s2_x = Signal(data.ArrayLayout(signed(9), C))
+        s2_w = Signal(8 * WB)
+        s2_wdw = Signal(8 * C)
+        for c in range(C):
+            m.d.sync += s2_x[c].eq(Mux(s1_inside, _lane(src, c).as_signed() - zp, 0))
+        m.d.sync += [
+            s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_final.eq(s1_final),
+            s2_rest.eq(s1_rest),
+            s2_pw.eq(s1_pw), s2_sub.eq(s1_sub), s2_oaddr.eq(s1_oaddr), s2_w.eq(self.w_r.data),
+            s2_wdw.eq(_mux_tree(_words(self.w_r.data, 8 * C), s1_trow)),
+        ]
+
+        # ------------------------------------------------------------------------------------------------
+        # S2: the MAC array (CONV) or the depthwise lane MACs (DWCONV) take the tap.
+        # ------------------------------------------------------------------------------------------------
+        m.d.comb += [
+            mac.x.eq(s2_x), mac.w.as_value().eq(s2_w),
+            mac.en.eq(s2_valid & ~is_dw), mac.clear.eq(s2_first),
+            self.mac_active.eq(s2_valid),
+        ]
+        dw_en_d, dw_clear_d = Signal(), Signal()
+        dw_prod = [Signal(signed(17), name=f"dw_p{c}") for c in range(C)]
+        dw_acc = Signal(data.ArrayLayout(signed(32), C))
+        m.d.sync += [dw_en_d.eq(s2_valid & is_dw), dw_clear_d.eq(s2_first)]
+        with m.If(s2_valid & is_dw):
+            for c in range(C):
+                m.d.sync += dw_prod[c].eq(s2_x[c] * _lane(s2_wdw, c).as_signed())
+        with m.If(dw_en_d):
+            for c in range(C):
+                m.d.sync += dw_acc[c].eq(Mux(dw_clear_d, dw_prod[c], dw_acc[c] + dw_prod[c]))
+
+        # Control to S4, where the tile's sums are complete (MACArray.latency after S2).
+        def delay(sig, n, name):
+            stages = [sig]
+            for i in range(n):
+                r = Signal.like(sig, name=f"{name}_d{i + 1}")
+                m.d.sync += r.eq(stages[-1])
+                stages.append(r)
+            return stages[-1]
+
+        lat = MACArray.latency
+        s4_done = delay(s2_valid & s2_last, lat, "s4_done")
+        s4_final = delay(s2_final, lat, "s4_final")
+        s4_rest = delay(s2_rest, lat, "s4_rest")
+        s4_pw = delay(s2_pw, lat, "s4_pw")
+        s4_sub = delay(s2_sub, lat, "s4_sub")
+        s4_oaddr = delay(s2_oaddr, lat, "s4_oaddr")
+
+        # DWCONV drain: the tile's C sums, R lanes per cycle into the requantizer.
+        hold = Signal(data.ArrayLayout(signed(32), C))
+        dr_active = Signal()
+        dr_i = Signal(sub_w)
+        dr_pw = Signal(16)
+        dr_oaddr = Signal(AB)
+        dr_final = Signal()
+        with m.If(dr_active):
+            with m.If(dr_i == NG - 1):
+                m.d.sync += dr_active.eq(0)
+            with m.Else():
+                m.d.sync += dr_i.eq(dr_i + 1)
+        with m.If(is_dw & s4_done):
+            m.d.sync += [hold.eq(dw_acc), dr_active.eq(1), dr_i.eq(0), dr_pw.eq(s4_pw), dr_oaddr.eq(s4_oaddr),
+                         dr_final.eq(s4_final)]
+
+        # ------------------------------------------------------------------------------------------------
+        # Back end: parameter-buffer read (T), requantizer (T+1 .. T+5), byte-lane write (T+6).
+        # ------------------------------------------------------------------------------------------------
+        be_valid = Signal()
+        be_acc = Signal(data.ArrayLayout(signed(32), R))
+        be_pw = Signal(16)
+        be_sub = Signal(sub_w)
+        be_oaddr = Signal(AB)
+        be_final = Signal()
+        be_rest = Signal()              # CONV: the pixel's last tile also fills the word's lanes above it
+        with m.If(is_dw):
+            m.d.comb += [
+                be_valid.eq(dr_active), be_pw.eq(dr_pw), be_sub.eq(dr_i), be_oaddr.eq(dr_oaddr),
+                be_final.eq(dr_final & (dr_i == NG - 1)),
+                be_acc.as_value().eq(_mux_tree(_words(hold.as_value(), 32 * R), dr_i)),
+            ]
+        with m.Else():
+            m.d.comb += [
+                be_valid.eq(s4_done), be_pw.eq(s4_pw), be_sub.eq(s4_sub), be_oaddr.eq(s4_oaddr),
+                be_final.eq(s4_final), be_acc.eq(mac.acc), be_rest.eq(s4_rest),
+            ]
+        m.d.comb += [pbuf_r.addr.eq(be_pw[:PAB]), pbuf_r.en.eq(1)]
+        b1_valid = Signal()
+        b1_acc = Signal.like(be_acc)
+        b1_sub = Signal(sub_w)
+        b1_oaddr = Signal(AB)
+        b1_final = Signal()
+        b1_rest = Signal()
+        m.d.sync += [b1_valid.eq(be_valid), b1_acc.eq(be_acc), b1_sub.eq(be_sub), b1_oaddr.eq(be_oaddr),
+                     b1_final.eq(be_final), b1_rest.eq(be_rest)]
+        recs = Signal(data.ArrayLayout(param_record_layout, R))
+        m.d.comb += recs.as_value().eq(_mux_tree(_words(pbuf_r.data, _REC * R), b1_sub))
+        for r in range(R):
+            p = rq.params[r]
+            m.d.comb += [
+                p.bias.eq(recs[r].bias), p.multiplier.eq(recs[r].multiplier), p.shift.eq(recs[r].shift),
+                p.zero_point.eq(d.out_zp), p.act_min.eq(d.act_min), p.act_max.eq(d.act_max),
+            ]
+        m.d.comb += [
+            rq.valid.eq(b1_valid), rq.acc.eq(b1_acc), rq.tag.eq(Cat(b1_oaddr, b1_sub, b1_final, b1_rest)),
+        ]
+        o_addr = rq.out_tag[:AB]
+        o_sub = rq.out_tag[AB:AB + sub_w]
+        o_final = rq.out_tag[AB + sub_w]
+        o_rest = rq.out_tag[AB + sub_w + 1]
+        w_final = Signal()
+        # Lane groups above the last oc tile of a pixel (when ceil(out_c/rows)*rows < out_ct*cols) are padding
+        # lanes with no tile: they get out_zp, the value their all-zero parameter records would give.
+        above = Signal(NG)
+        for g in range(1, NG):
+            m.d.comb += above[g].eq(o_rest & (o_sub < g))
+        m.d.comb += [
+            self.act_w.addr.eq(o_addr),
+            self.act_w.data.eq(Cat(*[Mux(above[lane // R], d.out_zp, rq.out[lane % R]) for lane in range(C)])),
+            w_final.eq(rq.out_valid & o_final),
+        ]
+        with m.If(rq.out_valid):
+            for g in range(NG):
+                with m.If(o_sub == g):
+                    m.d.comb += self.act_w.en.eq(Mux(o_rest, ((1 << C) - 1) ^ ((1 << (g * R)) - 1),
+                                                     ((1 << R) - 1) << (g * R)))
+
+        # ------------------------------------------------------------------------------------------------
+        # Control.
+        # ------------------------------------------------------------------------------------------------
+        op_conv = d.opcode == OPCODES["CONV"]
+        op_dw = d.opcode == OPCODES["DWCONV"]
+        packed_flag = (d.flags & PACKED) != 0
+        tiles_used = Mux(op_dw, d.out_ct * NG, d.oc_tiles)      # R-channel groups the layer's tiles use
+        bad = Signal()
+        m.d.comb += bad.eq(
+            ~(op_conv | op_dw)
+            | (op_conv & ((d.flags & FCSCALE) != 0))
+            | (op_dw & (d.flags != 0))
+            | (tiles_used > self.param_depth * NG)
+            | (op_conv & packed_flag & ((d.in_ct > GM) | (d.in_ppw == 0)))
+            | (d.kernel_h == 0) | (d.kernel_w == 0) | (d.stride_h == 0) | (d.stride_w == 0)
+            | (d.out_h == 0) | (d.out_w == 0) | (d.in_ct == 0) | (d.out_ct == 0) | (d.param_words == 0)
+            | (op_conv & (d.oc_tiles == 0))
+        )
+        fail = Signal()
+
+        def init_run():
+            return [
+                running.eq(1), all_issued.eq(0), oy.eq(0), ox.eq(0), t.eq(0), pw.eq(0), sub.eq(0), ky.eq(0),
+                kx.eq(0), ic.eq(0), pix_base.eq(pix0), row_base.eq(pix0), row_off.eq(0), col_off.eq(0),
+                iy0.eq(-d.pad_top), ix0.eq(-d.pad_left), w_addr.eq(d.weight_addr), trow.eq(0),
+                out_pix.eq(d.out_addr), cool.eq(0), fbank.eq(0), full.eq(0),
+                g_run.eq(is_packed), g_new.eq(1), g_bank.eq(0), g_ox.eq(0), g_oy.eq(0), g_ky.eq(0),
+                g_iy0.eq(-d.pad_top), g_iy.eq(-d.pad_top), g_ix0b.eq(-pl_b), kxs.eq(0), rdest.eq(0),
+            ]
+
+        # States: an explicit register decoded with if/elif rather than m.FSM, so the Verilog has no case
+        # statement with uncovered values (Verilator lint stays clean).
+        IDLE, FAIL, SETUP, DIVIDE, ORIGIN, LOAD, RUN = range(7)
+        state = Signal(range(7))
+        with m.If(state == IDLE):
+            with m.If(self.start):
+                m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag), su.eq(0)]
+                with m.If(bad):
+                    m.d.sync += state.eq(FAIL)
+                with m.Else():
+                    m.d.sync += state.eq(SETUP)
+        with m.Elif(state == FAIL):
+            m.d.comb += fail.eq(1)
+            m.d.sync += state.eq(IDLE)
+        with m.Elif(state == SETUP):
+            for i, (a, b, fn) in enumerate(setup_steps):
+                with m.If(su == i):
+                    m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
+                    m.d.sync += fn(mul_p)
+            m.d.sync += su.eq(su + 1)
+            # The packed geometry (steps 5 on) only matters in PACKED mode.
+            with m.If((su == len(setup_steps) - 1) | ((su == 4) & ~is_packed)):
+                m.d.sync += [dv_idx.eq(0), dv_cnt.eq(0), ld_issued.eq(0), ld_have.eq(0), ld_s.eq(0),
+                             ld_wcnt.eq(0), ld_word.eq(0), ld_grp.eq(0)]
+                with m.If(is_packed):
+                    m.d.sync += state.eq(DIVIDE)
+                with m.Else():
+                    m.d.sync += state.eq(LOAD)
+        with m.Elif(state == DIVIDE):
+            # Restoring division by wby, one quotient bit per cycle; dv_cnt == 0 loads the dividend.
+            with m.If(dv_cnt == 0):
+                for i, (num, _, _) in enumerate(divisions):
+                    with m.If(dv_idx == i):
+                        m.d.sync += dv_num.eq(num)
+                m.d.sync += [dv_rem.eq(0), dv_quo.eq(0), dv_cnt.eq(1)]
+            with m.Else():
+                new_rem = Mux(dv_ge, dv_shift - wby, dv_shift)
+                new_quo = Cat(dv_ge, dv_quo)
+                m.d.sync += [dv_rem.eq(new_rem), dv_quo.eq(new_quo), dv_num.eq(dv_num << 1),
+                             dv_cnt.eq(dv_cnt + 1)]
+                with m.If(dv_cnt == DIVW):
+                    m.d.sync += dv_cnt.eq(0)
+                    for i, (_, q_t, r_t) in enumerate(divisions):
+                        with m.If(dv_idx == i):
+                            m.d.sync += [q_t.eq(new_quo), r_t.eq(new_rem)]
+                    m.d.sync += dv_idx.eq(dv_idx + 1)
+                    with m.If(dv_idx == len(divisions) - 1):
+                        m.d.sync += state.eq(ORIGIN)
+        with m.Elif(state == ORIGIN):
+            # The first window origin, -x0 bytes from in_addr, in (word, byte) form.
+            ow = (d.in_addr - qx - (rx != 0))[:AB]
+            ob = Mux(rx != 0, wby - rx, 0)[:CB]
+            m.d.sync += [q_w.eq(ow), q_b.eq(ob), qrow_w.eq(ow), qrow_b.eq(ob), r_w.eq(ow), r_b.eq(ob),
+                         c_w.eq(ow), c_b.eq(ob)]
+            m.d.sync += state.eq(LOAD)
+        with m.Elif(state == LOAD):
+            m.d.comb += ld_issue.eq((ld_issued < d.param_words) & (~ld_have | ld_consume))
+            m.d.comb += [self.w_r.en.eq(ld_issue), self.w_r.addr.eq(d.param_addr + ld_issued)]
+            with m.If(ld_issue):
+                m.d.sync += ld_issued.eq(ld_issued + 1)
+            m.d.sync += ld_have.eq(ld_issue | (ld_have & ~ld_consume))
+            if wpr == 1:
+                with m.If(ld_have):
+                    m.d.sync += ld_s.eq(Mux(ld_s == beats - 1, 0, ld_s + 1))
+            else:
+                with m.If(ld_have):
+                    m.d.sync += ld_wcnt.eq(Mux(ld_wcnt == wpr - 1, 0, ld_wcnt + 1))
+                    # Shift the record's earlier words in (the record's first word lands lowest).
+                    if wpr > 2:
+                        m.d.sync += ld_asm.eq(Cat(ld_asm[8 * WB:], self.w_r.data))
+                    else:
+                        m.d.sync += ld_asm.eq(self.w_r.data)
+            with m.If(ld_beat):
+                with m.If(ld_word < self.param_depth):
+                    m.d.comb += pbuf_w.en.eq(((1 << grp) - 1) << (ld_grp * grp))
+                if C // grp > 1:
+                    with m.If(ld_grp == C // grp - 1):
+                        m.d.sync += [ld_grp.eq(0), ld_word.eq(ld_word + 1)]
+                    with m.Else():
+                        m.d.sync += ld_grp.eq(ld_grp + 1)
+                else:
+                    m.d.sync += ld_word.eq(ld_word + 1)
+            with m.If((ld_issued == d.param_words) & (~ld_have | ld_consume)):
+                m.d.sync += init_run()
+                m.d.sync += state.eq(RUN)
+        with m.Elif(state == RUN):
+            m.d.comb += [
+                self.w_r.en.eq(s0_issue), self.w_r.addr.eq(w_addr),
+                self.act_r.en.eq(Mux(is_packed, g_step & g_any, s0_issue & inside)),
+                self.act_r.addr.eq(Mux(is_packed, c_w, s0_addr)),
+            ]
+            with m.If(w_final):
+                m.d.sync += [running.eq(0), g_run.eq(0)]
+                m.d.sync += state.eq(IDLE)
+        m.d.comb += [
+            self.done.eq(fail | w_final),
+            self.error.eq(fail),
+            self.busy.eq(state != IDLE),
+        ]
+        return m

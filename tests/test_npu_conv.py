@@ -1,0 +1,185 @@
+"""rtl.npu.conv: NPUConvEngine runs the CONV (direct and PACKED im2col) and DWCONV descriptors of compiled graphs
+in amaranth.sim, and leaves the whole activation SRAM exactly as the golden program executor does."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import quant.program as fmt
+from quant.compiler import compile_graph
+from quant.romimage import build_rom, load_rom
+from rtl import verilog
+from rtl.npu.conv import NPUConvEngine
+from rtl.params import PRESETS, DieConfig
+from sim.npu_harness import run_engine
+from tests.test_program import Net
+
+sys.set_int_max_str_digits(0)
+
+
+def _config(rows, cols, name=None):
+    return DieConfig(name=name or f"a{rows}x{cols}", array_rows=rows, array_cols=cols, sram_banks=4,
+                     sram_bank_bytes=4096 if rows * cols <= 64 else 16 * 1024, weight_banks=2, max_channels=64)
+
+
+CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x16": _config(8, 16)}
+
+
+def _initial_sram(rom, config, x):
+    """The activation SRAM as quant.program.execute_trace starts it (seeded noise, then the input)."""
+    cols = config.array_cols
+    sram = np.random.default_rng(0x5CA).integers(-128, 128, (config.act_banks * config.sram_bank_bytes // cols,
+                                                             cols)).astype(np.int8)
+    spec = rom.io["input"]
+    if spec.get("ppw"):
+        fmt.write_packed(sram, spec["addr"], x, spec["zero_point"][0])
+    else:
+        fmt.write_tensor(sram, spec["addr"], x, spec["zero_point"][0])
+    return sram
+
+
+def trace(graph, config, seed=0):
+    """[(index, descriptor, SRAM before, SRAM after)] of every CONV/DWCONV descriptor, and the weight SRAM."""
+    rom_bytes = build_rom(compile_graph(graph, config))
+    rom = load_rom(rom_bytes, config)
+    shape = graph.tensors[graph.inputs[0]].shape
+    x = np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)[0]
+    before = _initial_sram(rom, config, x)
+    steps = []
+
+    def on_descriptor(i, d, sram):
+        nonlocal before
+        if d.op in ("CONV", "DWCONV"):
+            steps.append((i, d, before.copy(), sram.copy()))
+        before = sram.copy()
+
+    fmt.execute_trace(rom_bytes, config, x, on_descriptor=on_descriptor)
+    return steps, rom.weight_sram()
+
+
+def ideal_cycles(d, config):
+    if d.op == "DWCONV":
+        return d.kernel_h * d.kernel_w * d.out_h * d.out_w * d.out_ct
+    return d.out_h * d.out_w * d.oc_tiles * d.tile_words
+
+
+def check_graph(graph, config, seed=0, only=None):
+    steps, wsram = trace(graph, config, seed)
+    assert steps
+    report = []
+    for i, d, before, after in steps:
+        if only is not None and d.op != only:
+            continue
+        got, cycles, macs, error = run_engine(NPUConvEngine(config), config, d, before, wsram)
+        assert not error
+        bad = np.argwhere(np.any(got != after, axis=1)).reshape(-1)
+        assert bad.size == 0, (f"descriptor {i} ({d.op}{' PACKED' if d.flags & fmt.PACKED else ''}): "
+                               f"{bad.size} words differ, first {bad[:8].tolist()}")
+        ideal = ideal_cycles(d, config)
+        kind = d.op + (" PACKED" if d.flags & fmt.PACKED else "")
+        report.append(f"{config.name} #{i} {kind} {d.kernel_h}x{d.kernel_w}/s{d.stride_h} "
+                      f"{d.in_h}x{d.in_w}x{d.in_c}->{d.out_h}x{d.out_w}x{d.out_c}: {cycles} cycles, "
+                      f"ideal {ideal}, mac_active {macs}")
+        assert macs == ideal if not d.flags & fmt.PACKED else macs == ideal
+    print("\n" + "\n".join(report))
+    return steps
+
+
+# --- graphs ---------------------------------------------------------------------------------------------------
+
+def net_conv3x3():
+    n = Net((1, 7, 9, 5), seed=11, zp=-7)
+    a = n.conv(n.input, 6, k=3, stride=1, act="RELU6", out_q=(6 / 255, -128))
+    b = n.conv(a, 7, k=3, stride=2, out_q=(0.05, 3))
+    return n.graph(b, n.conv(a, 5, k=3, stride=1, padding="VALID", out_q=(0.04, -2)))
+
+
+@pytest.mark.parametrize("config", ["4x4", "2x4"])
+def test_conv3x3(config):
+    check_graph(net_conv3x3(), CONFIGS[config])
+
+
+def net_pointwise():
+    n = Net((1, 3, 5, 11), seed=12, zp=5)
+    a = n.conv(n.input, 13, k=1, out_q=(0.06, -9))                    # 3 input tiles, out_c 13
+    b = n.conv(a, 20, k=1, act="RELU", out_q=(0.03, -100))
+    return n.graph(b, n.conv(n.input, 3, k=1, act="RELU6", out_q=(6 / 255, -128)))
+
+
+def net_depthwise():
+    n = Net((1, 9, 7, 10), seed=13, zp=-20)
+    a = n.conv(n.input, 0, k=5, stride=1, depthwise=True, act="RELU6", out_q=(6 / 255, -128))
+    b = n.conv(n.input, 0, k=3, stride=2, depthwise=True, out_q=(0.05, 7))
+    c = n.conv(n.input, 0, k=3, stride=2, depthwise=True, pads=(0, 1, 1, 0), out_q=(0.04, -9))
+    return n.graph(a, b, c)
+
+
+def net_stem(channels=3):
+    n = Net((1, 11, 13, channels), seed=14, scale=1 / 128, zp=3)
+    a = n.conv(n.input, 8, k=3, stride=2, act="RELU6", out_q=(6 / 255, -128))
+    b = n.conv(n.input, 5, k=5, stride=1, out_q=(0.05, 1))
+    return n.graph(a, b)
+
+
+@pytest.mark.parametrize("config", ["4x4", "2x4", "8x16"])
+def test_pointwise(config):
+    check_graph(net_pointwise(), CONFIGS[config])
+
+
+@pytest.mark.parametrize("config", ["4x4", "2x4", "8x16"])
+def test_depthwise(config):
+    check_graph(net_depthwise(), CONFIGS[config])
+
+
+@pytest.mark.parametrize("config,channels", [("4x8", 3), ("8x16", 3), ("4x4", 1)])
+def test_packed_stem(config, channels):
+    steps = check_graph(net_stem(channels), CONFIGS[config])
+    assert all(d.flags & fmt.PACKED for _, d, _, _ in steps)
+
+
+def test_records_wider_than_a_word():
+    """rows > 16 (imx500): a weight word holds more parameter records than an output word has lanes, so the
+    load writes each weight word in several beats; rows == cols here (one lane group per word)."""
+    config = DieConfig(name="a32x32", array_rows=32, array_cols=32, sram_banks=4, sram_bank_bytes=64 * 1024,
+                       weight_banks=2, max_channels=128)
+    n = Net((1, 2, 3, 40), seed=15, zp=-1)
+    check_graph(n.graph(n.conv(n.input, 70, k=1, out_q=(0.05, 4))), config)
+
+
+def _one_descriptor(graph, config, op):
+    steps, wsram = trace(graph, config)
+    return next((d, before, wsram) for _, d, before, _ in steps if d.op == op), steps
+
+
+@pytest.mark.parametrize("patch", ["fcscale", "opcode", "too_many_channels", "im2col_too_long"])
+def test_refused_descriptors(patch):
+    """What the engine cannot do: `error` with `done` one cycle after `start`, the SRAM untouched."""
+    config = CONFIGS["8x16"]
+    if patch == "im2col_too_long":
+        (d, before, wsram), _ = _one_descriptor(net_stem(), config, "CONV")
+        engine = NPUConvEngine(config, im2col_words=1)
+    else:
+        n = Net((1, 1, 1, 20), seed=16)
+        graph = n.graph(n.fc(n.input, 9))
+        (d, before, wsram), _ = _one_descriptor(graph, config, "CONV")
+        assert d.flags & fmt.FCSCALE
+        engine = NPUConvEngine(config)
+        if patch == "opcode":
+            d.opcode, d.flags = fmt.OPCODES["ADD"], 0
+        elif patch == "too_many_channels":
+            d.flags, d.oc_tiles = 0, config.max_channels // config.array_rows + 1
+    got, cycles, macs, error = run_engine(engine, config, d, before, wsram)
+    assert error and cycles == 2 and macs == 0
+    assert np.array_equal(got, before)
+
+
+@pytest.mark.parametrize("name", ["tiny", "fpga", "imx500"])
+def test_verilog_lint(name, tmp_path):
+    from sim.verilator import lint
+    text = verilog.convert(NPUConvEngine(PRESETS[name]), name="npu_conv_engine")
+    path = tmp_path / "npu_conv_engine.v"
+    path.write_text(text)
+    output = lint(path, "npu_conv_engine")
+    warnings = {line.split(":")[0] for line in output.splitlines() if line.startswith("%Warning")}
+    assert not warnings, output
