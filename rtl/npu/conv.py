@@ -12,15 +12,17 @@ from ..mac_array import MACArray
 from ..requant import RequantUnit
 from .ports import addr_bits, engine_signature
 
-__all__ = ["NPUConvEngine", "param_record_layout"]
+__all__ = ["NPUConvEngine", "engine_cycles", "param_record_layout", "DEFAULT_IM2COL_PIXELS"]
 
 # One channel's requantization parameters as the parameter buffer holds them (the 16-byte record of
 # quant.program without its zero padding; TFLite shifts lie in -31..30, so 6 bits hold them).
 param_record_layout = data.StructLayout({"bias": signed(32), "multiplier": signed(32), "shift": signed(6)})
 _REC = param_record_layout.size
 
-# im2col gather buffer default: a 7x7 kernel on an RGB input (K = 147) in words of `cols` bytes.
-_DEFAULT_IM2COL_BYTES = 7 * 7 * 3
+# im2col pixel buffer default: a 5x5 kernel on an RGB input (K = 75, BlazeFace's stem) in words of `cols` bytes.
+_DEFAULT_IM2COL_BYTES = 5 * 5 * 3
+# Output pixels the PACKED gatherer fills per pass (see NPUConvEngine).
+DEFAULT_IM2COL_PIXELS = 4
 
 
 def _lane(value, i, width=8):
@@ -66,55 +68,68 @@ class NPUConvEngine(wiring.Component):
 
     Sequence of one descriptor (`start` with `desc` valid, `desc` stable until `done`):
 
-    1. **Setup** (5 cycles; PACKED: 12, plus four sequential divisions of ``AB + bits(cols) + 2`` cycles
-       each): address strides and the first window origin, with one shared multiplier (and divider), so the
-       run loops only add.
+    1. **Setup** (5 cycles; PACKED: ``12 + im2col_pixels`` plus four sequential divisions of
+       ``addr_bits(act_words) + bits(cols) + 3`` cycles each): address strides and window origins from one
+       shared multiplier (and divider), so the run loops only add.
     2. **Parameter load**: the layer's records (``param_words`` weight words at ``param_addr``) go into the
-       parameter buffer, a Memory of ``ceil(max_channels / cols)`` words of ``cols`` records (one output word's
-       channels), written one record group per cycle: ``gcd(WB // 16, cols)`` records, i.e. one weight word per
-       cycle when ``WB // 16 <= cols`` (two cycles per word on imx500, one record per two words when WB = 8).
-    3. **Run**, output-stationary, pixels in raster order. Issue stage S0 walks ``pixel > tile > ky > kx >
-       ic`` and reads one activation word and one weight word per cycle, never stalling (CONV); S1 has the
-       SRAM data and registers ``x - in_zp`` (0 for a tap in the padding) and the weights; S2 presents them to
-       the MAC array (`mac_active`); the tile's sums are in the array's accumulators at S4, where they enter
-       the back end: parameter-buffer read (S4), `RequantUnit` (S5..S9), byte-lane write of the tile's
-       ``rows`` lanes at S10. Consecutive tiles follow each other with no bubble, so a 1x1 conv with one
-       input tile retires one tile per cycle; a descriptor takes ``out_h*out_w*oc_tiles*tile_words`` run
-       cycles plus the setup, the parameter load and the 10-cycle pipeline drain.
-    4. `done` pulses (with `busy` falling after it) in the cycle the last output word's write is issued.
+       parameter buffer, a Memory of ``ceil(max_channels / cols)`` words of ``cols`` records (one output
+       word's channels), ``gcd(WB // 16, cols)`` records per cycle: one weight word per cycle while
+       ``WB // 16 <= cols``, two cycles per word on imx500 (128 records per word), one record per two words
+       when WB = 8. ``param_words * beats + 1`` cycles.
+    3. **Run**, output-stationary, output pixels in raster order. The issue stage S0 walks ``pixel > tile >
+       ky > kx > ic`` and reads one activation word and one weight word per cycle, never stalling (direct
+       CONV); S1 has the SRAM data and registers ``x - in_zp`` (0 for a tap in the padding, where the read is
+       not even issued) and the weights; S2 presents them to the MAC array (`mac_active`); the tile's sums
+       are in the accumulators at S4, where the back end takes them: parameter-buffer read (S4), the tile's
+       records and the descriptor's zero point and clamps into `RequantUnit` (S5..S9), write of the tile's
+       ``rows`` lanes at S10 (the pixel's last tile also writes ``out_zp`` into the word's lanes above it).
+       Consecutive tiles follow each other with no bubble, so even a 1x1 conv with one input tile retires
+       one tile per cycle: ``out_h*out_w*oc_tiles*tile_words`` run cycles, plus setup, load and the 10-cycle
+       pipeline (`latency`).
+    4. `done` pulses (`busy` falls after it) in the cycle the last output word's write is issued.
 
-    **DWCONV** uses ``cols`` lane multipliers of its own (not the array's: the array sums over its columns,
-    a depthwise tap must not), one tap per cycle: ``cols`` MACs/cycle, so ``kh*kw*out_h*out_w*out_ct`` run
-    cycles. A tile's ``cols`` sums are requantized ``rows`` lanes at a time over ``cols // rows`` cycles
-    (the same requantizer as CONV; each write fills one lane group of the output word), so a tile shorter
-    than ``cols // rows`` taps (a 1x1 depthwise) waits for the previous one to drain.
+    `engine_cycles(config, desc)` gives the exact count from `start` to `done` for any accepted descriptor.
 
-    **PACKED** (im2col): a gatherer fills one of two ``im2col_words``-word buffers with the pixel's K values
-    while the MAC array consumes the other: one cycle per (window row, packed word it touches) — the row's
-    ``kw`` pixels are contiguous in the packed input, so a row costs one read unless it crosses a word — with
-    the buffer prefilled with ``in_zp`` (taps outside the input). The array then runs ``oc_tiles * in_ct``
-    tiles-words per pixel like a 1x1 conv, so a pixel costs ``max(gather steps, oc_tiles*in_ct)`` cycles
-    (about ``kernel_h`` + 10% for a 3x3 stem).
+    **DWCONV** uses ``cols`` lane multipliers of its own (the array sums over its columns; a depthwise tap
+    must not), one tap per cycle: ``cols`` MACs/cycle, ``kh*kw*out_h*out_w*out_ct`` run cycles, exactly
+    the plain-array figure. A tile's ``cols`` sums are requantized ``rows`` lanes per cycle over
+    ``cols // rows`` cycles (each write fills one lane group of the output word); a tile shorter than that
+    (a 1x1 depthwise) waits for the previous drain.
+
+    **PACKED** (im2col): a gatherer copies window rows of the pixel-packed input into per-pixel im2col
+    buffers (``im2col_words`` words each, prefilled with ``in_zp`` for taps outside the input). It works on
+    groups of ``im2col_pixels`` (G) horizontally adjacent output pixels: their window rows overlap in the
+    input row, which is contiguous in the packed words, so each read of a packed word is shifted into all G
+    pixels' buffers at once. One cycle per (window row, packed word the group's row touches). Two sets of G
+    buffers: the feeder runs ``oc_tiles * in_ct`` MAC-array words per pixel (like a 1x1 conv's input tiles)
+    from one set while the gatherer fills the other. A 3x3 s2 RGB stem in 64-lane words (imx500) runs at
+    about 1.27 cycles per output pixel for an ideal 1 (G = 1: 3.4; G = 8: 1.03).
 
     **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
     DWCONV; CONV with FCSCALE (FULLY_CONNECTED's float64 rescale is not implemented here yet); more output
-    channels than the parameter buffer holds; a PACKED K above ``im2col_words`` words; a zero loop bound.
+    channels than the parameter buffer holds; a PACKED K above ``im2col_words`` words (default: 5x5 RGB);
+    a zero loop bound.
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
-    cycle; the only internal waits are the PACKED feeder waiting for a gathered pixel and the DWCONV issue
+    cycle; the only internal waits are the PACKED feeder waiting for a gathered group and the DWCONV issue
     waiting for a drain.
     """
 
-    def __init__(self, config, im2col_words=None):
+    def __init__(self, config, im2col_words=None, im2col_pixels=DEFAULT_IM2COL_PIXELS):
         self.config = config
         self.rows, self.cols = config.array_rows, config.array_cols
         self.groups = self.cols // self.rows
         self.param_depth = -(-config.max_channels // self.cols)
         self.im2col_words = im2col_words or -(-_DEFAULT_IM2COL_BYTES // self.cols)
+        self.im2col_pixels = im2col_pixels
         super().__init__(engine_signature(config))
 
     # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).
     latency = 10
+
+    def cycles(self, desc):
+        """Exact cycles of `desc` on this engine: `engine_cycles(self.config, desc, self.im2col_pixels)`."""
+        return engine_cycles(self.config, desc, self.im2col_pixels)
 
     def elaborate(self, platform):
         m = Module()
@@ -122,6 +137,7 @@ class NPUConvEngine(wiring.Component):
         R, C, NG = self.rows, self.cols, self.groups
         WB = R * C
         GM = self.im2col_words
+        G = self.im2col_pixels
         AB = addr_bits(cfg.act_words)
         WAB = addr_bits(cfg.weight_words)
         CB = bits_for(C)                       # holds 0..C
@@ -169,6 +185,8 @@ class NPUConvEngine(wiring.Component):
         qrs, rrs = Signal(AB), Signal(CB)
         qx, rx = Signal(AB), Signal(CB)
 
+        # Byte offsets of the group's pixels in its window row (j * step_b); offs[G] is the group's move.
+        offs = [Const(0, 20)] + [Signal(20, name=f"offs{j}") for j in range(1, G + 1)]
         setup_steps = [
             (d.in_w, d.in_ct, lambda p: [row_stride.eq(p)]),
             (row_stride, d.stride_h, lambda p: [row_step.eq(p)]),
@@ -182,9 +200,9 @@ class NPUConvEngine(wiring.Component):
             (in_row_b, d.stride_h, lambda p: [rowstep_b.eq(p)]),
             (in_row_b, d.pad_top, lambda p: [x0.eq(p)]),
             (d.pad_left, d.in_c, lambda p: [pl_b.eq(p), x0.eq(x0 + p)]),
-        ]
+        ] + [(step_b, j, lambda p, j=j: [offs[j].eq(p)]) for j in range(1, G + 1)]
         su = Signal(range(len(setup_steps)))
-        divisions = [(step_b, qs, rs), (in_row_b, qr, rr), (rowstep_b, qrs, rrs), (x0, qx, rx)]
+        divisions = [(offs[G], qs, rs), (in_row_b, qr, rr), (rowstep_b, qrs, rrs), (x0, qx, rx)]
         dv_idx = Signal(range(len(divisions)))
         dv_cnt = Signal(range(DIVW + 1))
         dv_num = Signal(DIVW)
@@ -261,8 +279,9 @@ class NPUConvEngine(wiring.Component):
         trow = Signal(range(max(2, R)))     # DWCONV: tap row within the weight word
         out_pix = Signal(AB)
         cool = Signal(range(max(2, NG)))    # DWCONV: cycles until a tile may start (drain of the previous)
-        fbank = Signal()                    # PACKED: gather bank the feeder reads
-        full = Signal(2)                    # PACKED: gather banks holding a complete pixel
+        fset = Signal()                     # PACKED: buffer set the feeder reads
+        fg = Signal(range(max(2, G)))       # ... and the pixel's buffer in it
+        full = Signal(2)                    # PACKED: buffer sets holding a complete gathered group
 
         lkh = Mux(is_packed, 1, d.kernel_h)
         lkw = Mux(is_packed, 1, d.kernel_w)
@@ -285,9 +304,9 @@ class NPUConvEngine(wiring.Component):
 
         gate = Signal()
         if NG > 1:
-            m.d.comb += gate.eq(Mux(is_packed, full.bit_select(fbank, 1), ~(is_dw & tile_first & (cool != 0))))
+            m.d.comb += gate.eq(Mux(is_packed, full.bit_select(fset, 1), ~(is_dw & tile_first & (cool != 0))))
         else:
-            m.d.comb += gate.eq(Mux(is_packed, full.bit_select(fbank, 1), 1))
+            m.d.comb += gate.eq(Mux(is_packed, full.bit_select(fset, 1), 1))
         s0_issue = Signal()
         m.d.comb += s0_issue.eq(running & ~all_issued & gate)
         s0_addr = Signal(AB)
@@ -316,13 +335,17 @@ class NPUConvEngine(wiring.Component):
                             else:
                                 m.d.sync += pw.eq(pw + 1)
                         with m.Else():
-                            m.d.sync += [t.eq(0), pw.eq(0), sub.eq(0), out_pix.eq(out_pix + d.out_ct),
-                                         fbank.eq(~fbank)]
-                            with m.If(is_packed):
-                                with m.If(fbank):
-                                    m.d.sync += full[1].eq(0)
-                                with m.Else():
-                                    m.d.sync += full[0].eq(0)
+                            m.d.sync += [t.eq(0), pw.eq(0), sub.eq(0), out_pix.eq(out_pix + d.out_ct)]
+                            # PACKED: the group's last pixel (or the row's) frees the buffer set.
+                            with m.If((fg == G - 1) | last_ox):
+                                m.d.sync += [fg.eq(0), fset.eq(~fset)]
+                                with m.If(is_packed):
+                                    with m.If(fset):
+                                        m.d.sync += full[1].eq(0)
+                                    with m.Else():
+                                        m.d.sync += full[0].eq(0)
+                            with m.Else():
+                                m.d.sync += fg.eq(fg + 1)
                             with m.If(~last_ox):
                                 m.d.sync += [ox.eq(ox + 1), pix_base.eq(pix_base + col_step),
                                              ix0.eq(ix0 + d.stride_w)]
@@ -350,21 +373,24 @@ class NPUConvEngine(wiring.Component):
                 m.d.sync += cool.eq(cool - 1)
 
         # ------------------------------------------------------------------------------------------------
-        # PACKED gatherer: window rows of the pixel-packed input into the im2col buffer (two banks).
+        # PACKED gatherer: window rows of the pixel-packed input into the im2col buffers. It gathers a group
+        # of G horizontally adjacent output pixels at once: their window rows overlap in the input row, so
+        # one read of a packed word serves all G (its bytes placed into each pixel's buffer at that pixel's
+        # offset). Two sets of G pixel buffers: the feeder drains one set while the gatherer fills the other.
         # ------------------------------------------------------------------------------------------------
-        gbuf = [Signal(8 * C, name=f"gbuf{b}_{k}") for b in range(2) for k in range(GM)]
+        gbuf = [[[Signal(8 * C, name=f"gbuf{b}_{g}_{k}") for k in range(GM)] for g in range(G)] for b in range(2)]
         g_run = Signal()
-        g_new = Signal()                     # next step is a pixel's first: needs a free bank, prefills it
-        g_bank = Signal()
-        g_ox, g_oy = Signal(16), Signal(16)
+        g_new = Signal()                     # next step is a group's first: needs a free set, prefills it
+        g_set = Signal()
+        g_ox, g_oy = Signal(16), Signal(16)  # output pixel 0 of the group
         g_ky = Signal(8)
         g_iy0, g_iy = Signal(signed(SGN)), Signal(signed(SGN))
-        g_ix0b = Signal(signed(SGN + CB))
-        q_w, q_b = Signal(AB), Signal(CB)           # window origin (tap 0, 0) of the pixel
-        qrow_w, qrow_b = Signal(AB), Signal(CB)     # ... of the row's first pixel
+        g_ix0b = Signal(signed(SGN + CB))           # input byte column of pixel 0's window (tap 0)
+        q_w, q_b = Signal(AB), Signal(CB)           # window origin (tap 0, 0) of the group's pixel 0
+        qrow_w, qrow_b = Signal(AB), Signal(CB)     # ... of the output row's first group
         r_w, r_b = Signal(AB), Signal(CB)           # origin of the current window row
         c_w, c_b = Signal(AB), Signal(CB)           # current chunk's word and first byte
-        kxs = Signal(16)                            # bytes of the window row before the chunk
+        kxs = Signal(20)                            # bytes of the group's window row before the chunk
         rdest = Signal(16)                          # im2col byte of the window row's first byte
 
         def mixed_add(w, b, qv, rv):
@@ -373,63 +399,78 @@ class NPUConvEngine(wiring.Component):
             carry = s >= wby
             return (w + qv + carry)[:AB], Mux(carry, s - wby, s)[:CB]
 
+        # Pixels in this group (the last group of an output row may be short) and its window row's length.
+        g_rem = Signal(17)
+        m.d.comb += g_rem.eq(d.out_w - g_ox)
+        g_cnt_m1 = Signal(range(G))
+        m.d.comb += g_cnt_m1.eq(Mux(g_rem >= G, G - 1, g_rem - 1))
+        g_u = Signal(21)
+        m.d.comb += g_u.eq(rowbytes + _mux_tree(offs[:G], g_cnt_m1))
+
         g_rin = Signal()
         m.d.comb += g_rin.eq((g_iy >= 0) & (g_iy < d.in_h))
-        g_left = Signal(signed(18))
+        g_left = Signal(signed(22))
         g_room = Signal(signed(CB + 2))
-        m.d.comb += [g_left.eq(rowbytes - kxs), g_room.eq(wby - c_b)]
+        m.d.comb += [g_left.eq(g_u - kxs), g_room.eq(wby - c_b)]
         g_last_chunk = Signal()
         m.d.comb += g_last_chunk.eq(~g_rin | (g_left <= g_room))
         g_nb = Mux(g_left <= g_room, g_left, g_room)
-        g_kxa = Signal(signed(SGN + CB + 1))
-        g_kxb = Signal(signed(SGN + CB + 2))
-        m.d.comb += [
-            g_kxa.eq(Mux(g_ix0b < 0, -g_ix0b, 0)),
-            g_kxb.eq(Mux(in_row_b - g_ix0b < rowbytes, in_row_b - g_ix0b, rowbytes)),
-        ]
-        g_lo = Signal(signed(SGN + CB + 2))
-        g_hi = Signal(signed(SGN + CB + 3))
-        m.d.comb += [
-            g_lo.eq(Mux(g_kxa > kxs, g_kxa - kxs, 0)),
-            g_hi.eq(Mux(g_kxb - kxs < g_nb, g_kxb - kxs, g_nb)),
-        ]
-        g_any = Signal()
-        m.d.comb += g_any.eq(g_rin & (g_lo < g_hi))
+        # Bytes of the row inside the input, relative to the chunk: [g_kxa, g_kxb).
+        XW = SGN + CB + 3
+        g_kxa = Signal(signed(XW))
+        g_kxb = Signal(signed(XW))
+        m.d.comb += [g_kxa.eq(Mux(g_ix0b < 0, -g_ix0b, 0) - kxs), g_kxb.eq(in_row_b - g_ix0b - kxs)]
+        g_lo = [Signal(signed(XW), name=f"g_lo{g}") for g in range(G)]
+        g_hi = [Signal(signed(XW), name=f"g_hi{g}") for g in range(G)]
+        g_any = [Signal(name=f"g_any{g}") for g in range(G)]
+        g_dw = [Signal(range(GM + 1), name=f"g_dw{g}") for g in range(G)]
+        g_dl = [Signal(range(C), name=f"g_dl{g}") for g in range(G)]
+        for g in range(G):
+            # Pixel g's window row is bytes [offs[g], offs[g] + rowbytes) of the group's row.
+            a_lo = offs[g] - kxs
+            a_hi = offs[g] + rowbytes - kxs
+            lo = Mux(g_kxa > a_lo, g_kxa, a_lo)
+            hi = Mux(g_kxb < a_hi, g_kxb, a_hi)
+            m.d.comb += [
+                g_lo[g].eq(Mux(lo > 0, lo, 0)),
+                g_hi[g].eq(Mux(hi < g_nb, hi, g_nb)),
+                g_any[g].eq(g_rin & ((g_cnt_m1 >= g) if g else 1) & (g_lo[g] < g_hi[g])),
+            ]
+            # Chunk byte 0 lands on pixel g's im2col byte rdest + kxs - offs[g] (maybe negative: bytes before
+            # the pixel's row are masked off); biased by C so the word index below is never negative.
+            pos = Signal(signed(23), name=f"g_pos{g}")
+            m.d.comb += pos.eq(rdest + kxs - offs[g] + C)
+            dw_expr = 0
+            for k in range(1, GM + 1):
+                dw_expr = dw_expr + (pos >= k * C)
+            m.d.comb += [g_dw[g].eq(dw_expr), g_dl[g].eq(pos - g_dw[g] * C)]
+        g_read = Signal()
+        m.d.comb += g_read.eq(Cat(*g_any).any())
         g_last_row = g_ky == d.kernel_h - 1
-        g_pix_end = g_last_chunk & g_last_row
+        g_grp_end = g_last_chunk & g_last_row
         g_step = Signal()
-        m.d.comb += g_step.eq(g_run & (~g_new | ~full.bit_select(g_bank, 1)))
-        g_dest = Signal(17)
-        m.d.comb += g_dest.eq(rdest + kxs)
-        g_dw = Signal(range(GM + 1))
-        g_dl = Signal(range(C))
-        dw_expr = 0
-        for k in range(1, GM):
-            dw_expr = dw_expr + (g_dest >= k * C)
-        m.d.comb += g_dw.eq(dw_expr)
-        m.d.comb += g_dl.eq(g_dest - g_dw * C)
+        m.d.comb += g_step.eq(g_run & (~g_new | ~full.bit_select(g_set, 1)))
 
-        # S1 of the gatherer: the read word arrives; shift the chunk into place and write the bank.
-        g1_write = Signal()
+        # S1 of the gatherer: the read word arrives; shift the chunk into place and write the pixel buffers.
+        g1_write = [Signal(name=f"g1_write{g}") for g in range(G)]
+        g1_lo = [Signal(CB, name=f"g1_lo{g}") for g in range(G)]
+        g1_hi = [Signal(CB, name=f"g1_hi{g}") for g in range(G)]
+        g1_dw = [Signal(range(GM + 1), name=f"g1_dw{g}") for g in range(G)]
+        g1_dl = [Signal(range(C), name=f"g1_dl{g}") for g in range(G)]
         g1_mark = Signal()
-        g1_bank = Signal()
+        g1_set = Signal()
         g1_sb = Signal(CB)
-        g1_lo, g1_hi = Signal(CB), Signal(CB)
-        g1_dw = Signal(range(GM + 1))
-        g1_dl = Signal(range(C))
-        m.d.sync += [
-            g1_write.eq(g_step & g_any), g1_mark.eq(g_step & g_pix_end), g1_bank.eq(g_bank), g1_sb.eq(c_b),
-            g1_lo.eq(g_lo[:CB]), g1_hi.eq(g_hi[:CB]), g1_dw.eq(g_dw), g1_dl.eq(g_dl),
-        ]
+        m.d.sync += [g1_mark.eq(g_step & g_grp_end), g1_set.eq(g_set), g1_sb.eq(c_b)]
+        for g in range(G):
+            m.d.sync += [g1_write[g].eq(g_step & g_any[g]), g1_lo[g].eq(g_lo[g][:CB]), g1_hi[g].eq(g_hi[g][:CB]),
+                         g1_dw[g].eq(g_dw[g]), g1_dl[g].eq(g_dl[g])]
 
         with m.If(g_step):
             with m.If(g_new):
                 m.d.sync += g_new.eq(0)
-                for k in range(GM):
-                    with m.If(g_bank):
-                        m.d.sync += gbuf[GM + k].eq(Cat(*[zp.as_unsigned()] * C))
-                    with m.Else():
-                        m.d.sync += gbuf[k].eq(Cat(*[zp.as_unsigned()] * C))
+                for b in range(2):
+                    with m.If(g_set == b):
+                        m.d.sync += [word.eq(Cat(*[zp.as_unsigned()] * C)) for pix in gbuf[b] for word in pix]
             with m.If(~g_last_chunk):
                 m.d.sync += [c_w.eq(c_w + 1), c_b.eq(0), kxs.eq(kxs + g_room)]
             with m.Elif(~g_last_row):
@@ -437,11 +478,11 @@ class NPUConvEngine(wiring.Component):
                 m.d.sync += [g_ky.eq(g_ky + 1), g_iy.eq(g_iy + 1), r_w.eq(nw), r_b.eq(nb), c_w.eq(nw),
                              c_b.eq(nb), kxs.eq(0), rdest.eq(rdest + rowbytes)]
             with m.Else():
-                m.d.sync += [g_ky.eq(0), kxs.eq(0), rdest.eq(0), g_bank.eq(~g_bank), g_new.eq(1)]
-                with m.If(g_ox != d.out_w - 1):
+                m.d.sync += [g_ky.eq(0), kxs.eq(0), rdest.eq(0), g_set.eq(~g_set), g_new.eq(1)]
+                with m.If(g_rem > G):
                     nw, nb = mixed_add(q_w, q_b, qs, rs)
-                    m.d.sync += [g_ox.eq(g_ox + 1), q_w.eq(nw), q_b.eq(nb), r_w.eq(nw), r_b.eq(nb), c_w.eq(nw),
-                                 c_b.eq(nb), g_iy.eq(g_iy0), g_ix0b.eq(g_ix0b + step_b)]
+                    m.d.sync += [g_ox.eq(g_ox + G), q_w.eq(nw), q_b.eq(nb), r_w.eq(nw), r_b.eq(nb), c_w.eq(nw),
+                                 c_b.eq(nb), g_iy.eq(g_iy0), g_ix0b.eq(g_ix0b + offs[G])]
                 with m.Else():
                     nw, nb = mixed_add(qrow_w, qrow_b, qrs, rrs)
                     m.d.sync += [g_ox.eq(0), qrow_w.eq(nw), qrow_b.eq(nb), q_w.eq(nw), q_b.eq(nb), r_w.eq(nw),
@@ -454,24 +495,27 @@ class NPUConvEngine(wiring.Component):
 
         g1_src = Signal(8 * C)
         m.d.comb += g1_src.eq(_shift_bytes(self.act_r.data, g1_sb, left=False))
-        g1_mask = Signal(C)
-        m.d.comb += g1_mask.eq((Const(1, C + 1) << g1_hi) - (Const(1, C + 1) << g1_lo))
-        g1_data2 = Signal(16 * C)
-        g1_mask2 = Signal(2 * C)
-        m.d.comb += [g1_data2.eq(_shift_bytes(Cat(g1_src, Const(0, 8 * C)), g1_dl, left=True)),
-                     g1_mask2.eq(g1_mask << g1_dl)]
-        with m.If(g1_write):
-            for b in range(2):
-                for k in range(GM):
-                    word = gbuf[b * GM + k]
-                    for lane in range(C):
-                        lo_hit = (g1_dw == k) & g1_mask2[lane]
-                        hi_hit = (g1_dw == k - 1) & g1_mask2[C + lane] if k > 0 else Const(0)
-                        with m.If((g1_bank == b) & (lo_hit | hi_hit)):
-                            m.d.sync += _lane(word, lane).eq(Mux(lo_hit, _lane(g1_data2, lane),
-                                                                 _lane(g1_data2, C + lane)))
+        for g in range(G):
+            mask = Signal(C, name=f"g1_mask{g}")
+            m.d.comb += mask.eq((Const(1, C + 1) << g1_hi[g]) - (Const(1, C + 1) << g1_lo[g]))
+            data2 = Signal(16 * C, name=f"g1_data{g}")
+            mask2 = Signal(2 * C, name=f"g1_mask2_{g}")
+            m.d.comb += [data2.eq(_shift_bytes(Cat(g1_src, Const(0, 8 * C)), g1_dl[g], left=True)),
+                         mask2.eq(mask << g1_dl[g])]
+            # Word k of the pixel's buffer takes the low half when the chunk starts in it (biased index k + 1)
+            # and the high half when it starts in word k - 1.
+            with m.If(g1_write[g]):
+                for b in range(2):
+                    for k in range(GM):
+                        word = gbuf[b][g][k]
+                        for lane in range(C):
+                            lo_hit = (g1_dw[g] == k + 1) & mask2[lane]
+                            hi_hit = (g1_dw[g] == k) & mask2[C + lane]
+                            with m.If((g1_set == b) & (lo_hit | hi_hit)):
+                                m.d.sync += _lane(word, lane).eq(Mux(lo_hit, _lane(data2, lane),
+                                                                     _lane(data2, C + lane)))
         with m.If(g1_mark):
-            with m.If(g1_bank):
+            with m.If(g1_set):
                 m.d.sync += full[1].eq(1)
             with m.Else():
                 m.d.sync += full[0].eq(1)
@@ -491,7 +535,8 @@ class NPUConvEngine(wiring.Component):
             s1_final.eq(tile_end & last_t & last_ox & last_oy), s1_inside.eq(inside), s1_trow.eq(trow),
             s1_rest.eq(last_t),
             s1_pw.eq(pw), s1_sub.eq(sub), s1_oaddr.eq(out_pix + pw),
-            s1_gword.eq(Mux(fbank, _mux_tree(gbuf[GM:], ic), _mux_tree(gbuf[:GM], ic))),
+            s1_gword.eq(Mux(fset, _mux_tree([_mux_tree(p, ic) for p in gbuf[1]], fg),
+                            _mux_tree([_mux_tree(p, ic) for p in gbuf[0]], fg))),
         ]
         src = Mux(is_packed, s1_gword, self.act_r.data)
 
@@ -650,8 +695,8 @@ class NPUConvEngine(wiring.Component):
                 running.eq(1), all_issued.eq(0), oy.eq(0), ox.eq(0), t.eq(0), pw.eq(0), sub.eq(0), ky.eq(0),
                 kx.eq(0), ic.eq(0), pix_base.eq(pix0), row_base.eq(pix0), row_off.eq(0), col_off.eq(0),
                 iy0.eq(-d.pad_top), ix0.eq(-d.pad_left), w_addr.eq(d.weight_addr), trow.eq(0),
-                out_pix.eq(d.out_addr), cool.eq(0), fbank.eq(0), full.eq(0),
-                g_run.eq(is_packed), g_new.eq(1), g_bank.eq(0), g_ox.eq(0), g_oy.eq(0), g_ky.eq(0),
+                out_pix.eq(d.out_addr), cool.eq(0), fset.eq(0), fg.eq(0), full.eq(0),
+                g_run.eq(is_packed), g_new.eq(1), g_set.eq(0), g_ox.eq(0), g_oy.eq(0), g_ky.eq(0),
                 g_iy0.eq(-d.pad_top), g_iy.eq(-d.pad_top), g_ix0b.eq(-pl_b), kxs.eq(0), rdest.eq(0),
             ]
 
@@ -743,7 +788,7 @@ class NPUConvEngine(wiring.Component):
         with m.Elif(state == RUN):
             m.d.comb += [
                 self.w_r.en.eq(s0_issue), self.w_r.addr.eq(w_addr),
-                self.act_r.en.eq(Mux(is_packed, g_step & g_any, s0_issue & inside)),
+                self.act_r.en.eq(Mux(is_packed, g_step & g_read, s0_issue & inside)),
                 self.act_r.addr.eq(Mux(is_packed, c_w, s0_addr)),
             ]
             with m.If(w_final):
@@ -755,3 +800,62 @@ class NPUConvEngine(wiring.Component):
             self.busy.eq(state != IDLE),
         ]
         return m
+
+
+def _setup_cycles(config, desc, im2col_pixels):
+    """Cycles from `start` to the first issue: start, setup (and PACKED divisions), parameter load."""
+    R, C = config.array_rows, config.array_cols
+    if R * C >= PARAM_RECORD_BYTES:
+        rpw = R * C // PARAM_RECORD_BYTES
+        load = desc.param_words * (rpw // gcd(rpw, C)) + 1
+    else:
+        load = desc.param_words + 1
+    if desc.flags & PACKED:
+        divw = addr_bits(config.act_words) + bits_for(C) + 2
+        return 1 + 12 + im2col_pixels + 4 * (divw + 1) + 1 + load
+    return 1 + 5 + load
+
+
+def engine_cycles(config, desc, im2col_pixels=DEFAULT_IM2COL_PIXELS):
+    """Exact cycles from `start` to `done` (both counted, as `sim.npu_harness.run_engine` counts them) of a
+    CONV or DWCONV descriptor that `NPUConvEngine(config, im2col_pixels=...)` accepts: the RTL's schedule
+    replayed in Python (PACKED walks the gatherer's pixel groups, about 10 ms per 10k output pixels), for
+    the NPU's analytic cycle model. The tests check it against the RTL on every descriptor they run."""
+    groups = config.array_cols // config.array_rows
+    latency = NPUConvEngine.latency
+    t0 = _setup_cycles(config, desc, im2col_pixels)
+    if desc.opcode == OPCODES["DWCONV"]:
+        # A tile of kh*kw taps, the next one no sooner than `groups` cycles later (its drain).
+        taps = desc.kernel_h * desc.kernel_w
+        tiles = desc.out_h * desc.out_w * desc.out_ct
+        return t0 + (tiles - 1) * max(taps, groups) + taps + latency + groups
+    if not desc.flags & PACKED:
+        return t0 + desc.out_h * desc.out_w * desc.oc_tiles * desc.tile_words + latency
+    # PACKED: group n (G output pixels of a row) takes `steps` gather cycles (a window row costs one
+    # cycle per packed word it touches, or one when outside the input), is marked full two cycles after
+    # its last step, and feeds gv * oc_tiles * in_ct cycles; a set is free the cycle after its last feed.
+    G, d = im2col_pixels, desc
+    wby = d.in_ppw * d.in_c
+    in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
+    per_pixel = d.oc_tiles * d.in_ct
+    gather_end, feed_end = [], []
+    for oy in range(d.out_h):
+        for ox0 in range(0, d.out_w, G):
+            gv = min(G, d.out_w - ox0)
+            u = rowbytes + (gv - 1) * step_b
+            ix0b = (ox0 * d.stride_w - d.pad_left) * d.in_c
+            steps = 0
+            for ky in range(d.kernel_h):
+                iy = oy * d.stride_h - d.pad_top + ky
+                if 0 <= iy < d.in_h:
+                    steps += -(-((iy * in_row_b + ix0b) % wby + u) // wby)
+                else:
+                    steps += 1
+            n = len(gather_end)
+            start = t0 if n == 0 else gather_end[-1] + 1
+            if n >= 2:
+                start = max(start, feed_end[n - 2] + 1)
+            gather_end.append(start + steps - 1)
+            first = gather_end[-1] + 2 if n == 0 else max(gather_end[-1] + 2, feed_end[-1] + 1)
+            feed_end.append(first + gv * per_pixel - 1)
+    return feed_end[-1] + latency + 1
