@@ -15,6 +15,10 @@ class MACArray(wiring.Component):
     cycle later row r's sum is added to its accumulator (or replaces it when `clear` was high with that `en`).
     So `acc` includes an input `latency` (2) cycles after it was presented. Accumulators wrap at 32 bits, as
     int32 arithmetic does. No back-pressure: the array takes one vector per cycle when enabled.
+
+    `products` shows the registered products (row r, column c: ``x[c] * w[r][c]`` of the last enabled cycle),
+    for a user that sums them its own way: the NPU's depthwise path accumulates them lane by lane, row by row,
+    on the same multipliers.
     """
 
     latency = 2
@@ -28,6 +32,7 @@ class MACArray(wiring.Component):
             "en": In(1),
             "clear": In(1),
             "acc": Out(data.ArrayLayout(signed(32), rows)),
+            "products": Out(data.ArrayLayout(data.ArrayLayout(signed(17), cols), rows)),
         })
 
     def elaborate(self, platform):
@@ -40,6 +45,7 @@ class MACArray(wiring.Component):
             with m.If(self.en):
                 for c in range(self.cols):
                     m.d.sync += products[c].eq(self.x[c] * self.w[r][c])
+            m.d.comb += [self.products[r][c].eq(products[c]) for c in range(self.cols)]
             total = _adder_tree(products)
             with m.If(en_d):
                 with m.If(clear_d):
