@@ -1,6 +1,6 @@
 """MAC array: rows x cols int8 multipliers with a per-row adder tree and int32 accumulators."""
 
-from amaranth import Module, Signal, signed
+from amaranth import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,18 +40,21 @@ class MACArray(wiring.Component):
         en_d = Signal()
         clear_d = Signal()
         m.d.sync += [en_d.eq(self.en), clear_d.eq(self.clear)]
+        all_products = []
         for r in range(self.rows):
             products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
             with m.If(self.en):
                 for c in range(self.cols):
                     m.d.sync += products[c].eq(self.x[c] * self.w[r][c])
-            m.d.comb += [self.products[r][c].eq(products[c]) for c in range(self.cols)]
+            all_products += products
             total = _adder_tree(products)
             with m.If(en_d):
                 with m.If(clear_d):
                     m.d.sync += self.acc[r].eq(total)
                 with m.Else():
                     m.d.sync += self.acc[r].eq(self.acc[r] + total)
+        # One assignment for the whole port: Amaranth checks each statement over every bit of its target.
+        m.d.comb += self.products.as_value().eq(Cat(*all_products))
         return m
 
     def model(self, xs, ws):
