@@ -23,6 +23,9 @@ _REC = param_record_layout.size
 _DEFAULT_IM2COL_BYTES = 5 * 5 * 3
 # Output pixels the PACKED gatherer fills per pass (see NPUConvEngine).
 DEFAULT_IM2COL_PIXELS = 4
+# Depthwise: MAC-array rows used as accumulator sets (outputs open at once), and taps held in registers (3x3).
+DEFAULT_DW_SETS = 3
+DEFAULT_DW_TAPS = 9
 
 
 def _lane(value, i, width=8):
@@ -68,14 +71,14 @@ class NPUConvEngine(wiring.Component):
 
     Sequence of one descriptor (`start` with `desc` valid, `desc` stable until `done`):
 
-    1. **Setup** (5 cycles; PACKED: ``12 + im2col_pixels`` plus four sequential divisions of
+    1. **Setup** (7 cycles; PACKED: ``14 + im2col_pixels`` plus four sequential divisions of
        ``addr_bits(act_words) + bits(cols) + 3`` cycles each): address strides and window origins from one
        shared multiplier (and divider), so the run loops only add.
     2. **Parameter load**: the layer's records (``param_words`` weight words at ``param_addr``) go into the
        parameter buffer, a Memory of ``ceil(max_channels / cols)`` words of ``cols`` records (one output
        word's channels), ``gcd(WB // 16, cols)`` records per cycle: one weight word per cycle while
        ``WB // 16 <= cols``, two cycles per word on imx500 (128 records per word), one record per two words
-       when WB = 8. ``param_words * beats + 1`` cycles.
+       when WB = 8: ``param_words`` times the cycles per word, plus 1.
     3. **Run**, output-stationary, output pixels in raster order. The issue stage S0 walks ``pixel > tile >
        ky > kx > ic`` and reads one activation word and one weight word per cycle, never stalling (direct
        CONV); S1 has the SRAM data and registers ``x - in_zp`` (0 for a tap in the padding, where the read is
@@ -90,11 +93,21 @@ class NPUConvEngine(wiring.Component):
 
     `engine_cycles(config, desc)` gives the exact count from `start` to `done` for any accepted descriptor.
 
-    **DWCONV** uses ``cols`` lane multipliers of its own (the array sums over its columns; a depthwise tap
-    must not), one tap per cycle: ``cols`` MACs/cycle, ``kh*kw*out_h*out_w*out_ct`` run cycles, exactly
-    the plain-array figure. A tile's ``cols`` sums are requantized ``rows`` lanes per cycle over
-    ``cols // rows`` cycles (each write fills one lane group of the output word); a tile shorter than that
-    (a 1x1 depthwise) waits for the previous drain.
+    **DWCONV** runs on the MAC array's multipliers: the activation word is broadcast down the array as for
+    CONV, and rows 0 .. ``dw_sets - 1`` (NS, default 3) are accumulator *sets*, each holding one open output
+    pixel of the current output row and multiplying the word by that output's tap; their registered products
+    (`MACArray.products`) are summed lane by lane in NS x ``cols`` 32-bit accumulators (the array's own
+    row sums are unused). Loop: channel tile > output row > input column (padded) > kernel row, one
+    activation word per cycle, read once per (output row, column) instead of once per tap: an output opens
+    at its first column and closes at its last, on the sets round robin. With ``kernel_w <= NS * stride_w``
+    one pass covers the row, ``kernel_h * ((out_w - 1) * stride_w + kernel_w)`` cycles per row and channel
+    tile (3x3 s1: about 3 cycles per output word instead of 9, s2: 6); otherwise passes of NS outputs step
+    back to the next pass's first column (strips). The tile's taps sit in ``dw_taps`` (default 9) registers
+    of ``cols`` bytes, loaded from the depthwise block at each channel tile (``tile_words`` cycles). A kernel
+    with more taps falls back to one tap per cycle on set 0 (``kh*kw*out_h*out_w*out_ct`` cycles). A closed
+    output's sums are requantized ``rows`` lanes per cycle over ``cols // rows`` cycles (each write fills one
+    lane group of the output word); a close sooner than that after the previous one waits. `mac_active` is
+    high in cycles where at least one set (or the array) takes a tap.
 
     **PACKED** (im2col): a gatherer copies window rows of the pixel-packed input into per-pixel im2col
     buffers (``im2col_words`` words each, prefilled with ``in_zp`` for taps outside the input). It works on
@@ -112,16 +125,19 @@ class NPUConvEngine(wiring.Component):
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
     cycle; the only internal waits are the PACKED feeder waiting for a gathered group and the DWCONV issue
-    waiting for a drain.
+    waiting for a drain or a channel tile's taps.
     """
 
-    def __init__(self, config, im2col_words=None, im2col_pixels=DEFAULT_IM2COL_PIXELS):
+    def __init__(self, config, im2col_words=None, im2col_pixels=DEFAULT_IM2COL_PIXELS, dw_sets=None,
+                 dw_taps=DEFAULT_DW_TAPS):
         self.config = config
         self.rows, self.cols = config.array_rows, config.array_cols
         self.groups = self.cols // self.rows
         self.param_depth = -(-config.max_channels // self.cols)
         self.im2col_words = im2col_words or -(-_DEFAULT_IM2COL_BYTES // self.cols)
         self.im2col_pixels = im2col_pixels
+        self.dw_sets = min(self.rows, dw_sets or DEFAULT_DW_SETS)
+        self.dw_taps = dw_taps
         super().__init__(engine_signature(config))
 
     # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).
@@ -129,7 +145,7 @@ class NPUConvEngine(wiring.Component):
 
     def cycles(self, desc):
         """Exact cycles of `desc` on this engine: `engine_cycles(self.config, desc, self.im2col_pixels)`."""
-        return engine_cycles(self.config, desc, self.im2col_pixels)
+        return engine_cycles(self.config, desc, self.im2col_pixels, self.dw_sets, self.dw_taps)
 
     def elaborate(self, platform):
         m = Module()
@@ -138,6 +154,8 @@ class NPUConvEngine(wiring.Component):
         WB = R * C
         GM = self.im2col_words
         G = self.im2col_pixels
+        NS, TM = self.dw_sets, self.dw_taps
+        TW = -(-TM // R)                       # depthwise block words that hold TM taps
         AB = addr_bits(cfg.act_words)
         WAB = addr_bits(cfg.weight_words)
         CB = bits_for(C)                       # holds 0..C
@@ -155,6 +173,7 @@ class NPUConvEngine(wiring.Component):
 
         is_dw = Signal()
         is_packed = Signal()
+        wk_mode = Signal()                     # DWCONV on the column walk (kernel of at most dw_taps taps)
         zp = Signal(signed(8))
         m.d.comb += zp.eq(d.in_zp)
 
@@ -171,6 +190,8 @@ class NPUConvEngine(wiring.Component):
         col_step = Signal(AB)        # ... between output columns: stride_w * in_ct
         tmp = Signal(AB)
         pix0 = Signal(AB)            # word of tap (0, 0), channel tile 0, of output pixel (0, 0) (mod 2^AB)
+        out_row_words = Signal(AB)   # output words per output row: out_w * out_ct
+        last_col = Signal(18)        # depthwise walk: last padded input column of a row, (out_w-1)*sw + kw-1
         # PACKED geometry, in bytes of the packed input ("position" = pixel * in_c).
         in_row_b = Signal(DIVW)      # bytes of one input row
         rowbytes = Signal(16)        # bytes of one window row: kernel_w * in_c
@@ -193,6 +214,8 @@ class NPUConvEngine(wiring.Component):
             (d.stride_w, d.in_ct, lambda p: [col_step.eq(p)]),
             (row_stride, d.pad_top, lambda p: [tmp.eq(p)]),
             (d.pad_left, d.in_ct, lambda p: [pix0.eq(d.in_addr - tmp - p)]),
+            (d.out_w, d.out_ct, lambda p: [out_row_words.eq(p)]),
+            (d.out_w - 1, d.stride_w, lambda p: [last_col.eq(p + d.kernel_w - 1)]),
             (d.in_w, d.in_c, lambda p: [in_row_b.eq(p)]),
             (d.kernel_w, d.in_c, lambda p: [rowbytes.eq(p)]),
             (d.in_ppw, d.in_c, lambda p: [wby.eq(p)]),
@@ -373,6 +396,127 @@ class NPUConvEngine(wiring.Component):
                 m.d.sync += cool.eq(cool - 1)
 
         # ------------------------------------------------------------------------------------------------
+        # DWCONV walk (kernels of at most dw_taps taps): for each channel tile, output row and pass, walk the
+        # padded input columns and, per column, its kernel_h rows: one activation word per cycle, read once
+        # per (output row, column). The word is broadcast down the MAC array; row j (accumulator set j) holds
+        # an open output of the row and multiplies the word by that output's tap (ky, col - ox*sw). Outputs
+        # open at their first column and close at their last, round robin over the NS sets: when
+        # kernel_w <= NS * stride_w one pass covers the row ("rolling"); otherwise a pass takes NS outputs
+        # and the next pass steps back to its first column ("strips").
+        # ------------------------------------------------------------------------------------------------
+        wk_run = Signal()
+        wk_roll = Signal()
+        wk_ct, wk_oy = Signal(16), Signal(16)
+        wk_col, wk_col0 = Signal(18), Signal(18)    # padded input column (ix + pad_left); the pass's first
+        wk_ky = Signal(8)
+        wk_rowt = Signal(range(TM + 1))              # ky * kernel_w
+        wk_iy0 = Signal(signed(SGN))
+        wk_base = Signal(AB)                         # word of (oy*sh - pt, -pl) in channel tile ct
+        wk_colo = Signal(AB)                         # col * in_ct
+        wk_rowo = Signal(AB)                         # ky * row_stride
+        wk_onext = Signal(16)                        # next output of the row to open
+        wk_ocol = Signal(18)                         # its first column, onext * sw
+        wk_ocolo = Signal(AB)                        # ... times in_ct
+        wk_oaddr = Signal(AB)                        # its output word
+        wk_orow = Signal(AB)                         # output word of (oy, 0, ct)
+        wk_sp = Signal(range(max(2, NS)))            # set of the next output
+        wk_act = [Signal(name=f"wk_act{j}") for j in range(NS)]
+        wk_kx = [Signal(8, name=f"wk_kx{j}") for j in range(NS)]
+        wk_saddr = [Signal(AB, name=f"wk_saddr{j}") for j in range(NS)]
+        wk_slast = [Signal(name=f"wk_slast{j}") for j in range(NS)]
+        # Taps of the channel tile in registers, loaded from its depthwise block (KW words) at each ct.
+        taps = [Signal(8 * C, name=f"tap{t}") for t in range(TM)]
+        wl_cnt = Signal(range(TW + 1))
+        wl_base = Signal(WAB)
+        wl_have, wl_k = Signal(), Signal(range(max(2, TW)))
+        m.d.sync += [wl_have.eq(0)]
+        wl_busy = Signal()
+        m.d.comb += wl_busy.eq(wl_cnt < d.tile_words)
+        wl_issue = Signal()
+        m.d.comb += wl_issue.eq(wk_run & wl_busy)
+        with m.If(wl_issue):
+            m.d.sync += [wl_cnt.eq(wl_cnt + 1), wl_have.eq(1), wl_k.eq(wl_cnt)]
+        for k in range(TW):
+            with m.If(wl_have & (wl_k == k)):
+                for r in range(R):
+                    if k * R + r < TM:
+                        m.d.sync += taps[k * R + r].eq(self.w_r.data.word_select(r, 8 * C))
+
+        wk_plast = Signal(18)                        # the pass's last column
+        strip_end = wk_col0 + (NS - 1) * d.stride_w + d.kernel_w - 1
+        m.d.comb += wk_plast.eq(Mux(wk_roll | (strip_end > last_col), last_col, strip_end))
+        wk_iy = Signal(signed(SGN))
+        wk_ix = Signal(signed(SGN))
+        m.d.comb += [wk_iy.eq(wk_iy0 + wk_ky), wk_ix.eq(wk_col - d.pad_left)]
+        wk_inside = Signal()
+        m.d.comb += wk_inside.eq((wk_iy >= 0) & (wk_iy < d.in_h) & (wk_ix >= 0) & (wk_ix < d.in_w))
+        wk_col_end = wk_ky == d.kernel_h - 1
+        wk_close = [Signal(name=f"wk_close{j}") for j in range(NS)]
+        for j in range(NS):
+            m.d.comb += wk_close[j].eq(wk_act[j] & (wk_kx[j] == d.kernel_w - 1) & wk_col_end)
+        wk_any_close = Signal()
+        m.d.comb += wk_any_close.eq(Cat(*wk_close).any())
+        w_issue = Signal()
+        if NG > 1:
+            m.d.comb += w_issue.eq(wk_run & ~wl_busy & ~(wk_any_close & (cool != 0)))
+            with m.If(w_issue & wk_any_close):
+                m.d.sync += cool.eq(NG - 1)
+        else:
+            m.d.comb += w_issue.eq(wk_run & ~wl_busy)
+        w_cset = Signal(range(max(2, NS)))
+        w_caddr = Signal(AB)
+        w_clast = Signal()
+        for j in range(NS):
+            with m.If(wk_close[j]):
+                m.d.comb += [w_cset.eq(j), w_caddr.eq(wk_saddr[j]), w_clast.eq(wk_slast[j])]
+
+        def wk_open(col, colo, onext, ocol, ocolo, oaddr, sp):
+            """Assignments that open output `onext` (first column `col`) on set `sp` and advance the opener."""
+            stmts = [wk_col.eq(col), wk_colo.eq(colo)]
+            for j in range(NS):
+                with m.If(sp == j):
+                    m.d.sync += [wk_act[j].eq(1), wk_kx[j].eq(0), wk_saddr[j].eq(oaddr),
+                                 wk_slast[j].eq(onext == d.out_w - 1)]
+            stmts += [wk_onext.eq(onext + 1), wk_ocol.eq(ocol + d.stride_w), wk_ocolo.eq(ocolo + col_step),
+                      wk_oaddr.eq(oaddr + d.out_ct), wk_sp.eq(Mux(sp == NS - 1, 0, sp + 1))]
+            m.d.sync += stmts
+
+        with m.If(w_issue):
+            with m.If(~wk_col_end):
+                m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowt.eq(wk_rowt + d.kernel_w), wk_rowo.eq(wk_rowo + row_stride)]
+            with m.Else():
+                m.d.sync += [wk_ky.eq(0), wk_rowt.eq(0), wk_rowo.eq(0)]
+                for j in range(NS):
+                    with m.If(wk_close[j] | (wk_col == wk_plast)):
+                        m.d.sync += wk_act[j].eq(0)
+                    with m.Else():
+                        m.d.sync += wk_kx[j].eq(wk_kx[j] + 1)
+                with m.If(wk_col != wk_plast):
+                    nxt = wk_col + 1
+                    with m.If((nxt == wk_ocol) & (nxt + d.kernel_w - 1 <= wk_plast)):
+                        wk_open(nxt, wk_colo + d.in_ct, wk_onext, wk_ocol, wk_ocolo, wk_oaddr, wk_sp)
+                    with m.Else():
+                        m.d.sync += [wk_col.eq(nxt), wk_colo.eq(wk_colo + d.in_ct)]
+                with m.Elif(wk_onext != d.out_w):
+                    # Strips: the next pass steps back to its first output's first column.
+                    m.d.sync += wk_col0.eq(wk_ocol)
+                    wk_open(wk_ocol, wk_ocolo, wk_onext, wk_ocol, wk_ocolo, wk_oaddr, wk_sp)
+                with m.Else():
+                    # End of the output row: the next row, or the next channel tile (load its taps).
+                    m.d.sync += wk_col0.eq(0)
+                    with m.If(wk_oy != d.out_h - 1):
+                        m.d.sync += [wk_oy.eq(wk_oy + 1), wk_base.eq(wk_base + row_step),
+                                     wk_iy0.eq(wk_iy0 + d.stride_h), wk_orow.eq(wk_orow + out_row_words)]
+                        wk_open(0, 0, 0, 0, 0, wk_orow + out_row_words, 0)
+                    with m.Elif(wk_ct != d.out_ct - 1):
+                        m.d.sync += [wk_ct.eq(wk_ct + 1), wk_oy.eq(0), wk_base.eq(pix0 + wk_ct + 1),
+                                     wk_iy0.eq(-d.pad_top), wk_orow.eq(d.out_addr + wk_ct + 1), wl_cnt.eq(0),
+                                     wl_base.eq(wl_base + d.tile_words)]
+                        wk_open(0, 0, 0, 0, 0, d.out_addr + wk_ct + 1, 0)
+                    with m.Else():
+                        m.d.sync += wk_run.eq(0)
+
+        # ------------------------------------------------------------------------------------------------
         # PACKED gatherer: window rows of the pixel-packed input into the im2col buffers. It gathers a group
         # of G horizontally adjacent output pixels at once: their window rows overlap in the input row, so
         # one read of a packed word serves all G (its bytes placed into each pixel's buffer at that pixel's
@@ -506,14 +650,16 @@ class NPUConvEngine(wiring.Component):
             # and the high half when it starts in word k - 1.
             with m.If(g1_write[g]):
                 for b in range(2):
-                    for k in range(GM):
-                        word = gbuf[b][g][k]
-                        for lane in range(C):
-                            lo_hit = (g1_dw[g] == k + 1) & mask2[lane]
-                            hi_hit = (g1_dw[g] == k) & mask2[C + lane]
-                            with m.If((g1_set == b) & (lo_hit | hi_hit)):
-                                m.d.sync += _lane(word, lane).eq(Mux(lo_hit, _lane(data2, lane),
-                                                                     _lane(data2, C + lane)))
+                    with m.If(g1_set == b):
+                        for k in range(GM):
+                            word = gbuf[b][g][k]
+                            lanes = []
+                            for lane in range(C):
+                                lo_hit = (g1_dw[g] == k + 1) & mask2[lane]
+                                hi_hit = (g1_dw[g] == k) & mask2[C + lane]
+                                lanes.append(Mux(lo_hit, _lane(data2, lane),
+                                                 Mux(hi_hit, _lane(data2, C + lane), _lane(word, lane))))
+                            m.d.sync += word.eq(Cat(*lanes))
         with m.If(g1_mark):
             with m.If(g1_set):
                 m.d.sync += full[1].eq(1)
@@ -521,7 +667,7 @@ class NPUConvEngine(wiring.Component):
                 m.d.sync += full[0].eq(1)
 
         # ------------------------------------------------------------------------------------------------
-        # S1: SRAM data; x = activation - in_zp (0 in the padding), weights (DWCONV: the tap's row).
+        # S1: SRAM data; x = activation - in_zp (0 in the padding), weights (DWCONV: each set's tap).
         # ------------------------------------------------------------------------------------------------
         s1_valid, s1_first, s1_last, s1_final, s1_inside = Signal(), Signal(), Signal(), Signal(), Signal()
         s1_rest = Signal()
@@ -530,11 +676,27 @@ class NPUConvEngine(wiring.Component):
         s1_sub = Signal(sub_w)
         s1_oaddr = Signal(AB)
         s1_gword = Signal(8 * C)
+        s1_cset = Signal(range(max(2, NS)))
+        s1_sen = [Signal(name=f"s1_sen{j}") for j in range(NS)]
+        s1_sclr = [Signal(name=f"s1_sclr{j}") for j in range(NS)]
+        s1_stap = [Signal(range(TM + 1), name=f"s1_stap{j}") for j in range(NS)]
+        with m.If(wk_mode):
+            m.d.sync += [
+                s1_valid.eq(w_issue), s1_last.eq(wk_any_close), s1_inside.eq(wk_inside),
+                s1_final.eq(w_clast & (wk_oy == d.out_h - 1) & (wk_ct == d.out_ct - 1)), s1_pw.eq(wk_ct),
+                s1_oaddr.eq(w_caddr), s1_cset.eq(w_cset),
+            ]
+            for j in range(NS):
+                m.d.sync += [s1_sen[j].eq(wk_act[j]), s1_sclr[j].eq((wk_kx[j] == 0) & (wk_ky == 0)),
+                             s1_stap[j].eq(wk_rowt + wk_kx[j])]
+        with m.Else():
+            m.d.sync += [
+                s1_valid.eq(s0_issue), s1_last.eq(tile_end), s1_inside.eq(inside),
+                s1_final.eq(tile_end & last_t & last_ox & last_oy), s1_pw.eq(pw), s1_oaddr.eq(out_pix + pw),
+                s1_cset.eq(0), s1_sen[0].eq(is_dw), s1_sclr[0].eq(tile_first),
+            ]
         m.d.sync += [
-            s1_valid.eq(s0_issue), s1_first.eq(tile_first), s1_last.eq(tile_end),
-            s1_final.eq(tile_end & last_t & last_ox & last_oy), s1_inside.eq(inside), s1_trow.eq(trow),
-            s1_rest.eq(last_t),
-            s1_pw.eq(pw), s1_sub.eq(sub), s1_oaddr.eq(out_pix + pw),
+            s1_first.eq(tile_first), s1_trow.eq(trow), s1_rest.eq(last_t), s1_sub.eq(sub),
             s1_gword.eq(Mux(fset, _mux_tree([_mux_tree(p, ic) for p in gbuf[1]], fg),
                             _mux_tree([_mux_tree(p, ic) for p in gbuf[0]], fg))),
         ]
@@ -544,36 +706,46 @@ class NPUConvEngine(wiring.Component):
         s2_pw = Signal(16)
         s2_sub = Signal(sub_w)
         s2_oaddr = Signal(AB)
+        s2_cset = Signal.like(s1_cset)
         s2_x = Signal(data.ArrayLayout(signed(9), C))
         s2_w = Signal(8 * WB)
-        s2_wdw = Signal(8 * C)
-        for c in range(C):
-            m.d.sync += s2_x[c].eq(Mux(s1_inside, _lane(src, c).as_signed() - zp, 0))
+        s2_sen = [Signal(name=f"s2_sen{j}") for j in range(NS)]
+        s2_sclr = [Signal(name=f"s2_sclr{j}") for j in range(NS)]
+        s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NS)]
+        # Whole-signal assignments here and below: Amaranth checks each statement over every bit of its target.
+        m.d.sync += s2_x.as_value().eq(Cat(*[Mux(s1_inside, _lane(src, c).as_signed() - zp, 0)[:9]
+                                             for c in range(C)]))
         m.d.sync += [
             s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_final.eq(s1_final),
-            s2_rest.eq(s1_rest),
+            s2_rest.eq(s1_rest), s2_cset.eq(s1_cset),
             s2_pw.eq(s1_pw), s2_sub.eq(s1_sub), s2_oaddr.eq(s1_oaddr), s2_w.eq(self.w_r.data),
-            s2_wdw.eq(_mux_tree(_words(self.w_r.data, 8 * C), s1_trow)),
         ]
+        for j in range(NS):
+            m.d.sync += [s2_sen[j].eq(s1_valid & s1_sen[j]), s2_sclr[j].eq(s1_sclr[j])]
+            if j == 0:
+                # Set 0 also serves the tap-per-cycle depthwise (larger kernels): its tap row of the weight word.
+                m.d.sync += s2_sw[j].eq(Mux(wk_mode, _mux_tree(taps, s1_stap[j]),
+                                            _mux_tree(_words(self.w_r.data, 8 * C), s1_trow)))
+            else:
+                m.d.sync += s2_sw[j].eq(_mux_tree(taps, s1_stap[j]))
 
         # ------------------------------------------------------------------------------------------------
-        # S2: the MAC array (CONV) or the depthwise lane MACs (DWCONV) take the tap.
+        # S2: the MAC array takes the tap. CONV: its accumulators sum the rows. DWCONV: rows 0..NS-1 carry
+        # the sets' taps and their products are accumulated per lane in the sets' accumulators (S3).
         # ------------------------------------------------------------------------------------------------
+        dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NS)))
         m.d.comb += [
-            mac.x.eq(s2_x), mac.w.as_value().eq(s2_w),
-            mac.en.eq(s2_valid & ~is_dw), mac.clear.eq(s2_first),
-            self.mac_active.eq(s2_valid),
+            mac.x.eq(s2_x), mac.w.as_value().eq(Mux(is_dw, dw_w, s2_w)),
+            mac.en.eq(s2_valid), mac.clear.eq(s2_first),
+            self.mac_active.eq(s2_valid & (~is_dw | Cat(*s2_sen).any())),
         ]
-        dw_en_d, dw_clear_d = Signal(), Signal()
-        dw_prod = [Signal(signed(17), name=f"dw_p{c}") for c in range(C)]
-        dw_acc = Signal(data.ArrayLayout(signed(32), C))
-        m.d.sync += [dw_en_d.eq(s2_valid & is_dw), dw_clear_d.eq(s2_first)]
-        with m.If(s2_valid & is_dw):
-            for c in range(C):
-                m.d.sync += dw_prod[c].eq(s2_x[c] * _lane(s2_wdw, c).as_signed())
-        with m.If(dw_en_d):
-            for c in range(C):
-                m.d.sync += dw_acc[c].eq(Mux(dw_clear_d, dw_prod[c], dw_acc[c] + dw_prod[c]))
+        dw_acc = [Signal(data.ArrayLayout(signed(32), C), name=f"dw_acc{j}") for j in range(NS)]
+        for j in range(NS):
+            en_d, clr_d = Signal(name=f"dw_en{j}"), Signal(name=f"dw_clr{j}")
+            m.d.sync += [en_d.eq(s2_sen[j]), clr_d.eq(s2_sclr[j])]
+            with m.If(en_d):
+                m.d.sync += dw_acc[j].as_value().eq(Cat(*[
+                    Mux(clr_d, mac.products[j][c], dw_acc[j][c] + mac.products[j][c])[:32] for c in range(C)]))
 
         # Control to S4, where the tile's sums are complete (MACArray.latency after S2).
         def delay(sig, n, name):
@@ -591,6 +763,7 @@ class NPUConvEngine(wiring.Component):
         s4_pw = delay(s2_pw, lat, "s4_pw")
         s4_sub = delay(s2_sub, lat, "s4_sub")
         s4_oaddr = delay(s2_oaddr, lat, "s4_oaddr")
+        s4_cset = delay(s2_cset, lat, "s4_cset")
 
         # DWCONV drain: the tile's C sums, R lanes per cycle into the requantizer.
         hold = Signal(data.ArrayLayout(signed(32), C))
@@ -605,8 +778,8 @@ class NPUConvEngine(wiring.Component):
             with m.Else():
                 m.d.sync += dr_i.eq(dr_i + 1)
         with m.If(is_dw & s4_done):
-            m.d.sync += [hold.eq(dw_acc), dr_active.eq(1), dr_i.eq(0), dr_pw.eq(s4_pw), dr_oaddr.eq(s4_oaddr),
-                         dr_final.eq(s4_final)]
+            m.d.sync += [hold.eq(_mux_tree(dw_acc, s4_cset)), dr_active.eq(1), dr_i.eq(0), dr_pw.eq(s4_pw),
+                         dr_oaddr.eq(s4_oaddr), dr_final.eq(s4_final)]
 
         # ------------------------------------------------------------------------------------------------
         # Back end: parameter-buffer read (T), requantizer (T+1 .. T+5), byte-lane write (T+6).
@@ -692,12 +865,18 @@ class NPUConvEngine(wiring.Component):
 
         def init_run():
             return [
-                running.eq(1), all_issued.eq(0), oy.eq(0), ox.eq(0), t.eq(0), pw.eq(0), sub.eq(0), ky.eq(0),
+                running.eq(~wk_mode), all_issued.eq(0), oy.eq(0), ox.eq(0), t.eq(0), pw.eq(0), sub.eq(0), ky.eq(0),
                 kx.eq(0), ic.eq(0), pix_base.eq(pix0), row_base.eq(pix0), row_off.eq(0), col_off.eq(0),
                 iy0.eq(-d.pad_top), ix0.eq(-d.pad_left), w_addr.eq(d.weight_addr), trow.eq(0),
                 out_pix.eq(d.out_addr), cool.eq(0), fset.eq(0), fg.eq(0), full.eq(0),
                 g_run.eq(is_packed), g_new.eq(1), g_set.eq(0), g_ox.eq(0), g_oy.eq(0), g_ky.eq(0),
                 g_iy0.eq(-d.pad_top), g_iy.eq(-d.pad_top), g_ix0b.eq(-pl_b), kxs.eq(0), rdest.eq(0),
+                wk_run.eq(wk_mode), wk_ct.eq(0), wk_oy.eq(0), wk_col.eq(0), wk_col0.eq(0), wk_ky.eq(0),
+                wk_rowt.eq(0), wk_iy0.eq(-d.pad_top), wk_base.eq(pix0), wk_colo.eq(0), wk_rowo.eq(0),
+                wk_orow.eq(d.out_addr), wk_onext.eq(1), wk_ocol.eq(d.stride_w), wk_ocolo.eq(col_step),
+                wk_oaddr.eq(d.out_addr + d.out_ct), wk_sp.eq(1 % NS), wl_cnt.eq(0), wl_base.eq(d.weight_addr),
+            ] + [wk_act[j].eq(j == 0) for j in range(NS)] + [
+                wk_kx[0].eq(0), wk_saddr[0].eq(d.out_addr), wk_slast[0].eq(d.out_w == 1),
             ]
 
         # States: an explicit register decoded with if/elif rather than m.FSM, so the Verilog has no case
@@ -706,7 +885,9 @@ class NPUConvEngine(wiring.Component):
         state = Signal(range(7))
         with m.If(state == IDLE):
             with m.If(self.start):
-                m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag), su.eq(0)]
+                m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag), su.eq(0),
+                             wk_mode.eq(op_dw & (d.kernel_h * d.kernel_w <= TM)),
+                             wk_roll.eq(d.kernel_w <= NS * d.stride_w)]
                 with m.If(bad):
                     m.d.sync += state.eq(FAIL)
                 with m.Else():
@@ -720,8 +901,8 @@ class NPUConvEngine(wiring.Component):
                     m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
                     m.d.sync += fn(mul_p)
             m.d.sync += su.eq(su + 1)
-            # The packed geometry (steps 5 on) only matters in PACKED mode.
-            with m.If((su == len(setup_steps) - 1) | ((su == 4) & ~is_packed)):
+            # The packed geometry (steps 7 on) only matters in PACKED mode.
+            with m.If((su == len(setup_steps) - 1) | ((su == 6) & ~is_packed)):
                 m.d.sync += [dv_idx.eq(0), dv_cnt.eq(0), ld_issued.eq(0), ld_have.eq(0), ld_s.eq(0),
                              ld_wcnt.eq(0), ld_word.eq(0), ld_grp.eq(0)]
                 with m.If(is_packed):
@@ -786,13 +967,19 @@ class NPUConvEngine(wiring.Component):
                 m.d.sync += init_run()
                 m.d.sync += state.eq(RUN)
         with m.Elif(state == RUN):
-            m.d.comb += [
-                self.w_r.en.eq(s0_issue), self.w_r.addr.eq(w_addr),
-                self.act_r.en.eq(Mux(is_packed, g_step & g_read, s0_issue & inside)),
-                self.act_r.addr.eq(Mux(is_packed, c_w, s0_addr)),
-            ]
+            with m.If(wk_mode):
+                m.d.comb += [
+                    self.w_r.en.eq(wl_issue), self.w_r.addr.eq(wl_base + wl_cnt),
+                    self.act_r.en.eq(w_issue & wk_inside), self.act_r.addr.eq(wk_base + wk_colo + wk_rowo),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    self.w_r.en.eq(s0_issue), self.w_r.addr.eq(w_addr),
+                    self.act_r.en.eq(Mux(is_packed, g_step & g_read, s0_issue & inside)),
+                    self.act_r.addr.eq(Mux(is_packed, c_w, s0_addr)),
+                ]
             with m.If(w_final):
-                m.d.sync += [running.eq(0), g_run.eq(0)]
+                m.d.sync += [running.eq(0), g_run.eq(0), wk_run.eq(0)]
                 m.d.sync += state.eq(IDLE)
         m.d.comb += [
             self.done.eq(fail | w_final),
@@ -812,11 +999,11 @@ def _setup_cycles(config, desc, im2col_pixels):
         load = desc.param_words + 1
     if desc.flags & PACKED:
         divw = addr_bits(config.act_words) + bits_for(C) + 2
-        return 1 + 12 + im2col_pixels + 4 * (divw + 1) + 1 + load
-    return 1 + 5 + load
+        return 1 + 14 + im2col_pixels + 4 * (divw + 1) + 1 + load
+    return 1 + 7 + load
 
 
-def engine_cycles(config, desc, im2col_pixels=DEFAULT_IM2COL_PIXELS):
+def engine_cycles(config, desc, im2col_pixels=DEFAULT_IM2COL_PIXELS, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
     """Exact cycles from `start` to `done` (both counted, as `sim.npu_harness.run_engine` counts them) of a
     CONV or DWCONV descriptor that `NPUConvEngine(config, im2col_pixels=...)` accepts: the RTL's schedule
     replayed in Python (PACKED walks the gatherer's pixel groups, about 10 ms per 10k output pixels), for
@@ -824,17 +1011,48 @@ def engine_cycles(config, desc, im2col_pixels=DEFAULT_IM2COL_PIXELS):
     groups = config.array_cols // config.array_rows
     latency = NPUConvEngine.latency
     t0 = _setup_cycles(config, desc, im2col_pixels)
-    if desc.opcode == OPCODES["DWCONV"]:
-        # A tile of kh*kw taps, the next one no sooner than `groups` cycles later (its drain).
-        taps = desc.kernel_h * desc.kernel_w
-        tiles = desc.out_h * desc.out_w * desc.out_ct
+    d = desc
+    if d.opcode == OPCODES["DWCONV"] and d.kernel_h * d.kernel_w > dw_taps:
+        # Tap per cycle: a tile of kh*kw taps, the next one no sooner than `groups` cycles later (its drain).
+        taps = d.kernel_h * d.kernel_w
+        tiles = d.out_h * d.out_w * d.out_ct
         return t0 + (tiles - 1) * max(taps, groups) + taps + latency + groups
+    if d.opcode == OPCODES["DWCONV"]:
+        # Column walk: per channel tile its taps load (tile_words cycles), then per output row and pass
+        # kernel_h issues per column; an issue that closes an output waits until `groups` cycles after the
+        # previous close (the drain of that output's sums).
+        ns = min(dw_sets or DEFAULT_DW_SETS, config.array_rows)
+        kh, kw, sw = d.kernel_h, d.kernel_w, d.stride_w
+        if kw <= ns * sw:
+            passes = [(0, d.out_w)]
+        else:
+            passes = [(o, min(o + ns, d.out_w)) for o in range(0, d.out_w, ns)]
+        # Issues per row with no waiting, and whether a close can ever wait: closes are at least
+        # kh * min(sw, kw) cycles apart (a load between channel tiles only adds room).
+        row_issues = sum(((o1 - 1) * sw + kw - o0 * sw) * kh for o0, o1 in passes)
+        t = t0
+        if kh * min(sw, kw) >= groups:
+            t += d.out_ct * (d.tile_words + d.out_h * row_issues)
+            return t - 1 + latency + groups + 1
+        last_close = -groups
+        for _ in range(d.out_ct):
+            t += d.tile_words
+            for _ in range(d.out_h):
+                for o0, o1 in passes:
+                    closes = {o * sw + kw - 1 for o in range(o0, o1)}
+                    for col in range(o0 * sw, (o1 - 1) * sw + kw):
+                        t += kh - 1
+                        if col in closes:
+                            t = max(t, last_close + groups)
+                            last_close = t
+                        t += 1
+        return last_close + latency + groups + 1
     if not desc.flags & PACKED:
         return t0 + desc.out_h * desc.out_w * desc.oc_tiles * desc.tile_words + latency
     # PACKED: group n (G output pixels of a row) takes `steps` gather cycles (a window row costs one
     # cycle per packed word it touches, or one when outside the input), is marked full two cycles after
     # its last step, and feeds gv * oc_tiles * in_ct cycles; a set is free the cycle after its last feed.
-    G, d = im2col_pixels, desc
+    G = im2col_pixels
     wby = d.in_ppw * d.in_c
     in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
     per_pixel = d.oc_tiles * d.in_ct
