@@ -28,21 +28,50 @@ class Register:
 
 REGISTERS = (
     Register("id", 0x00, "const", 32, DIE_ID, "constant 0x5343414D ('SCAM')"),
-    Register("version", 0x04, "const", 32, 1, "register map version"),
+    Register("version", 0x04, "const", 32, 2, "register map version"),
     Register("mode", 0x08, "rw", 2, MODE_METADATA,
              "CSI-2 output mode, taken at the next frame start: 0 image + metadata, 1 metadata only, 2 tensors"),
     Register("csi2_ctrl", 0x0C, "rw", 1, 0, "bit 0: send LS/LE short packets around every line"),
     Register("vc_map", 0x10, "rw", 6, 0b10_01_00,
              "virtual channels: [1:0] RAW10 image, [3:2] output tensor + embedded data, [5:4] input tensor"),
-    Register("dt_output", 0x14, "rw", 6, 0x30, "data type of the output tensor lines (user-defined 0x30-0x37)"),
+    Register("dt_output", 0x14, "rw", 6, 0x30,
+             "data type of output tensor 0's lines; output k uses dt_output + k (user-defined 0x30-0x37)"),
+    Register("input_select", 0x18, "rw", 1, 0,
+             "network input: 0 the ISP (from the pixel stream), 1 the tensor port (int8 tensors from a host)"),
     Register("status", 0x20, "ro", 2, 0, "bit 0: a frame is in progress; bit 1: the last frame had an error"),
     Register("frames_sent", 0x24, "ro", 32, 0, "frames whose FE has been sent"),
     Register("frame_errors", 0x28, "ro", 16, 0, "malformed input frames seen by the ISP (saturating)"),
     Register("csi2_errors", 0x2C, "ro", 16, 0, "CSI-2 payload length errors in the transmitter (saturating)"),
-    Register("conv_cycles", 0x30, "ro", 32, 0, "cycles of the last NPU layer run"),
-    Register("mac_cycles", 0x34, "ro", 32, 0, "cycles the MAC array was busy in the last layer run"),
-    Register("frame_latency", 0x38, "ro", 32, 0, "last frame: cycles from its first pixel to its output tensor"),
-    Register("model_fingerprint", 0x3C, "ro", 32, 0, "fingerprint of the loaded model"),
+    Register("npu_cycles", 0x30, "ro", 32, 0, "cycles of the last network run (program start to END)"),
+    Register("npu_mac_cycles", 0x34, "ro", 32, 0, "cycles the MAC array accumulated in the last run"),
+    Register("frame_latency", 0x38, "ro", 32, 0, "last frame: cycles from its first pixel to the network's end"),
+    Register("model_fingerprint", 0x3C, "ro", 32, 0, "CRC-32 of the loaded weight ROM image (0: none)"),
+    # ISP: input normalization and quantization (quant.isp.isp_quant_params), geometry (quant.isp.IspGeometry).
+    Register("isp_mult0", 0x40, "rw", 24, 0, "ISP multiplier of R"),
+    Register("isp_mult1", 0x44, "rw", 24, 0, "ISP multiplier of G"),
+    Register("isp_mult2", 0x48, "rw", 24, 0, "ISP multiplier of B"),
+    Register("isp_offset", 0x4C, "rw", 32, 0, "ISP offset (two's complement)"),
+    Register("isp_crop", 0x50, "rw", 32, 0, "ISP crop origin: [15:0] x, [31:16] y"),
+    Register("isp_size", 0x54, "rw", 32, 0, "ISP output size: [15:0] width, [31:16] height"),
+    Register("isp_bin", 0x58, "rw", 8, 0, "ISP bin factor k (2k x 2k Bayer pixels per output pixel)"),
+    # Where the network input goes and where its outputs are (the ROM's model I/O section).
+    Register("in_addr", 0x60, "rw", 32, 0, "activation word address of the network input"),
+    Register("in_layout", 0x64, "rw", 16, 0, "[7:0] pixels per word (0: channel-tiled), [15:8] zero point"),
+    Register("out_count", 0x68, "rw", 3, 0, "number of output tensors sent on CSI-2 (0-4)"),
+    *(r for k in range(4) for r in (
+        Register(f"out{k}_addr", 0x70 + 16 * k, "rw", 32, 0, f"output {k}: activation word address"),
+        Register(f"out{k}_hw", 0x74 + 16 * k, "rw", 32, 0, f"output {k}: [15:0] height, [31:16] width"),
+        Register(f"out{k}_c", 0x78 + 16 * k, "rw", 32, 0, f"output {k}: [15:0] channels, [31:16] channel tiles"),
+    )),
+    # Model loader and NPU status and counters.
+    Register("npu_status", 0xB0, "ro", 16, 0,
+             "[0] model loaded and accepted, [3:1] last run's error (rtl.npu.core.NPU_ERRORS), "
+             "[7:4] loader error code of the last image, [8] loader busy, [9] NPU busy"),
+    Register("load_cycles", 0xB4, "ro", 32, 0, "cycles the last image took to load"),
+    Register("npu_descriptors", 0xB8, "ro", 16, 0, "descriptors the last run executed"),
+    Register("counter_sel", 0xBC, "rw", 16, 0, "selects the descriptor whose counters read below"),
+    Register("counter_cycles", 0xC0, "ro", 32, 0, "cycles of descriptor counter_sel in the last run"),
+    Register("counter_macs", 0xC4, "ro", 32, 0, "MAC-array cycles of descriptor counter_sel in the last run"),
 )
 REGISTER_BY_NAME = {r.name: r for r in REGISTERS}
 
@@ -60,12 +89,17 @@ class RegisterBank(wiring.Component):
     unknown addresses are ignored; reads of unknown addresses return 0. Read latency is one cycle; no
     back-pressure."""
 
-    def __init__(self, registers=REGISTERS):
+    def __init__(self, registers=REGISTERS, resets=None):
+        """`resets` overrides reset values of "rw" registers by name (e.g. configuration-dependent defaults)."""
         self.registers = registers
+        resets = dict(resets or {})
+        unknown = set(resets) - {r.name for r in registers if r.access == "rw"}
+        if unknown:
+            raise ValueError(f"reset values for unknown or read-only registers: {sorted(unknown)}")
         members = {"bus": In(bus_signature())}
         for r in registers:
             if r.access == "rw":
-                members[r.name] = Out(r.width, init=r.reset)
+                members[r.name] = Out(r.width, init=resets.get(r.name, r.reset))
             elif r.access == "ro":
                 members[r.name] = In(r.width)
         super().__init__(members)

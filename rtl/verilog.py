@@ -10,18 +10,22 @@ __all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert"]
 # A behavioural 1-write, 1-read synchronous SRAM (read data registered, not write-through), the shape of a
 # foundry SRAM macro. Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
 SRAM_MACRO_VERILOG = """\
-module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4) (
+module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
+                            parameter LANES = 1) (
     input  wire             clk,
-    input  wire             we,
+    input  wire [LANES-1:0] we,
     input  wire [ABITS-1:0] waddr,
     input  wire [WIDTH-1:0] wdata,
     input  wire             re,
     input  wire [ABITS-1:0] raddr,
     output reg  [WIDTH-1:0] rdata
 );
+    localparam LW = WIDTH / LANES;
     reg [WIDTH-1:0] mem [0:DEPTH-1];
+    integer i;
     always @(posedge clk) begin
-        if (we) mem[waddr] <= wdata;
+        for (i = 0; i < LANES; i = i + 1)
+            if (we[i]) mem[waddr][i * LW +: LW] <= wdata[i * LW +: LW];
         if (re) rdata <= mem[raddr];
     end
 endmodule
@@ -41,7 +45,7 @@ class _SRAMMacro(Elaboratable):
         abits = max(1, len(rp.addr))
         m.submodules.macro = Instance(
             "stackcam_sram_1r1w",
-            p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits,
+            p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits, p_LANES=len(wp.en),
             i_clk=ClockSignal(rp.domain),
             i_we=wp.en, i_waddr=wp.addr, i_wdata=wp.data,
             i_re=rp.en, i_raddr=rp.addr, o_rdata=rp.data,
@@ -50,8 +54,8 @@ class _SRAMMacro(Elaboratable):
 
 
 class SRAMMacroPlatform:
-    """Amaranth platform hook: memories of at least `min_bits` with no initial contents, one write port (no
-    byte lanes) and one synchronous, non-transparent read port in the same domain become SRAM macros."""
+    """Amaranth platform hook: memories of at least `min_bits` with no initial contents, one write port (whole
+    word or byte lanes) and one synchronous, non-transparent read port in the same domain become SRAM macros."""
 
     def __init__(self, min_bits=64 * 1024):
         self.min_bits = min_bits
@@ -66,7 +70,7 @@ class SRAMMacroPlatform:
         if len(mem.write_ports) != 1 or len(mem.read_ports) != 1:
             return False
         wp, rp = mem.write_ports[0], mem.read_ports[0]
-        return (len(wp.en) == 1 and rp.domain != "comb" and rp.domain == wp.domain
+        return (width % len(wp.en) == 0 and rp.domain != "comb" and rp.domain == wp.domain
                 and not rp.transparent_for)
 
     def get_memory(self, mem):

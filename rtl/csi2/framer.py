@@ -27,30 +27,31 @@ class CSI2Framer(wiring.Component):
     * phase A (modes image and tensors): FS, then `a_lines` long packets (RAW10 image lines, data type 0x2B,
       or input-tensor lines, RGB888 0x24) taken from the `lines_a` line buffer, each between LS/LE when `ls_le`
       is set (line numbers from 1), then FE; on `vc_image` or `vc_input`;
-    * phase B (every mode): FS, the output tensor's `b_lines` lines (data type `dt_output`) from `lines_b` if
-      the frame produced a tensor, then one embedded-data line (0x12) carrying `embedded`, then FE; on
-      `vc_output`.
+    * phase B (every mode): FS, the rows of each of the `out_count` output tensors (`out_heights[k]` lines
+      of data type `dt_output + k`) from `lines_b` if the frame produced them, then one embedded-data line
+      (0x12) carrying `embedded`, then FE; on `vc_output`.
 
     FS/FE carry the frame number of their virtual channel: CSI-2 counts frames per channel (1, 2, ... 0xFFFF,
     then 1 again), so an image channel used every other frame counts its own frames. `frame_number` is the
     output channel's number of the current frame (0 before the first), which the embedded line carries. Mode, channels,
     data type and `ls_le` are sampled on `frame_start`, so software may change them between frames. Whether a
-    frame has an output tensor is known when `tensor_started` pulses, or `OUTCOME_WAIT` cycles after
-    `raw_done` (the readout's end) without it: then phase B has no tensor lines and, in tensors mode,
-    `abort_input_tensor` pulses so the input-tensor lines of a broken frame are padded and phase A can end.
-    In metadata mode phase B starts as soon as the tensor does, without waiting for the readout to end.
+    frame has output tensors is known when the network finishes (`tensor_done`) or fails (`tensor_failed`), or
+    `OUTCOME_WAIT` cycles after `raw_done` (the readout's end) if the network never started (`tensor_started`):
+    then phase B has no tensor lines and, in tensors mode, `abort_input_tensor` pulses so the input-tensor
+    lines of a broken frame are padded and phase A can end. In metadata mode phase B starts as soon as the
+    outcome is known, without waiting for the readout to end.
 
     A long packet's command is issued only once its line is complete in its line buffer, so a packet never
     underruns. `idle` is high between frames; the die accepts a new frame only then.
     """
 
-    def __init__(self, lanes, a_lines_image, a_lines_input, b_lines, embedded_bytes=32):
+    def __init__(self, lanes, a_lines_image, a_lines_input, max_outputs=4, embedded_bytes=32):
         if embedded_bytes % lanes:
             raise ValueError(f"embedded_bytes {embedded_bytes} must be a multiple of lanes {lanes}")
         self.lanes = lanes
         self.a_lines_image = a_lines_image
         self.a_lines_input = a_lines_input
-        self.b_lines = b_lines
+        self.max_outputs = max_outputs
         self.embedded_bytes = embedded_bytes
         super().__init__({
             "cmd": Out(packet_command_stream()),
@@ -63,7 +64,12 @@ class CSI2Framer(wiring.Component):
             "lines_b_len": In(16),
             "frame_start": In(1),
             "raw_done": In(1),
+            "input_lines": In(16, init=a_lines_input),
             "tensor_started": In(1),
+            "tensor_done": In(1),
+            "tensor_failed": In(1),
+            "out_count": In(range(max_outputs + 1)),
+            "out_heights": In(data.ArrayLayout(16, max_outputs)),
             "abort_input_tensor": Out(1),
             "mode": In(2),
             "ls_le": In(1),
@@ -92,21 +98,27 @@ class CSI2Framer(wiring.Component):
         n_lines_a = Signal(16)
 
         # ---- frame outcome: does this frame have an output tensor? ----
-        tensor_f = Signal()
+        tensor_f = Signal()          # the network started on this frame
+        done_f = Signal()            # ... and finished: its output lines will come
+        failed_f = Signal()
         raw_done_f = Signal()
         wait = Signal(range(OUTCOME_WAIT + 1))
         abort_sent = Signal()
         with m.If(self.tensor_started):
             m.d.sync += tensor_f.eq(1)
+        with m.If(self.tensor_done):
+            m.d.sync += done_f.eq(1)
+        with m.If(self.tensor_failed):
+            m.d.sync += failed_f.eq(1)
         with m.If(self.raw_done):
             m.d.sync += [raw_done_f.eq(1), wait.eq(OUTCOME_WAIT)]
         with m.Elif(raw_done_f & (wait != 0)):
             m.d.sync += wait.eq(wait - 1)
         m.d.comb += [
-            self.outcome_known.eq(tensor_f | (raw_done_f & (wait == 0))),
-            self.has_tensor.eq(tensor_f),
+            self.outcome_known.eq(done_f | failed_f | (raw_done_f & (wait == 0) & ~tensor_f)),
+            self.has_tensor.eq(done_f),
         ]
-        with m.If(self.outcome_known & ~tensor_f & (mode == MODE_TENSORS) & ~abort_sent & ~self.idle):
+        with m.If(self.outcome_known & ~done_f & (mode == MODE_TENSORS) & ~abort_sent & ~self.idle):
             m.d.comb += self.abort_input_tensor.eq(1)
             m.d.sync += abort_sent.eq(1)
 
@@ -131,6 +143,10 @@ class CSI2Framer(wiring.Component):
         def bump(fn):
             m.d.sync += fn.eq(Mux(fn == 0xFFFF, 1, fn + 1))
 
+        out_k = Signal(range(self.max_outputs + 1))      # output tensor being sent in phase B
+        out_line = Signal(16)                            # its line
+        heights = Array(self.out_heights[i] for i in range(self.max_outputs))
+
         emb = Signal(data.ArrayLayout(8, self.embedded_bytes))
         emb_beat = Signal(range(self.embedded_bytes // lanes + 1))
         beats = self.embedded_bytes // lanes
@@ -143,8 +159,9 @@ class CSI2Framer(wiring.Component):
                         mode.eq(self.mode), ls_le.eq(self.ls_le), dt_out.eq(self.dt_output),
                         vc_a.eq(Mux(self.mode == MODE_TENSORS, self.vc_input, self.vc_image)),
                         vc_b.eq(self.vc_output),
-                        n_lines_a.eq(Mux(self.mode == MODE_TENSORS, self.a_lines_input, self.a_lines_image)),
-                        tensor_f.eq(0), raw_done_f.eq(0), abort_sent.eq(0), line.eq(0),
+                        n_lines_a.eq(Mux(self.mode == MODE_TENSORS, self.input_lines, self.a_lines_image)),
+                        tensor_f.eq(0), done_f.eq(0), failed_f.eq(0), raw_done_f.eq(0), abort_sent.eq(0),
+                        line.eq(0),
                     ]
                     with m.If(self.mode == MODE_METADATA):
                         m.next = "WAIT_OUTCOME"
@@ -194,9 +211,8 @@ class CSI2Framer(wiring.Component):
             with m.State("B_FS"):
                 cmd(0, vc_b, DT_FS, fn_b)
                 with m.If(self.cmd.ready):
-                    m.d.sync += self.frame_number.eq(fn_b)
-                    m.d.sync += line.eq(0)
-                    with m.If(tensor_f):
+                    m.d.sync += [self.frame_number.eq(fn_b), line.eq(0), out_k.eq(0), out_line.eq(0)]
+                    with m.If(done_f & (self.out_count != 0)):
                         m.next = "B_LS"
                     with m.Else():
                         m.next = "B_EMB"
@@ -209,7 +225,7 @@ class CSI2Framer(wiring.Component):
                     m.next = "B_HDR"
             with m.State("B_HDR"):
                 with m.If(self.lines_b_count != 0):
-                    cmd(1, vc_b, dt_out, self.lines_b_len)
+                    cmd(1, vc_b, dt_out + out_k, self.lines_b_len)
                     with m.If(self.cmd.ready):
                         m.next = "B_PAY"
             with m.State("B_PAY"):
@@ -221,9 +237,13 @@ class CSI2Framer(wiring.Component):
                     cmd(0, vc_b, DT_LE, line + 1)
                 with m.If(~ls_le | self.cmd.ready):
                     m.d.sync += line.eq(line + 1)
+                    with m.If(out_line == heights[out_k] - 1):
+                        m.d.sync += [out_k.eq(out_k + 1), out_line.eq(0)]
+                    with m.Else():
+                        m.d.sync += out_line.eq(out_line + 1)
                     m.next = "B_NEXT"
             with m.State("B_NEXT"):
-                with m.If(line == self.b_lines):
+                with m.If(out_k == self.out_count):
                     m.next = "B_EMB"
                 with m.Else():
                     m.next = "B_LS"

@@ -194,7 +194,7 @@ class NPU(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(engine_done):
                     m.d.sync += owner.eq(0)
-                    m.d.comb += [c_w.addr.eq(pc), c_w.data.eq(Cat(d_cycles + 1, d_macs + mac_active)),
+                    m.d.comb += [c_w.addr.eq(pc), c_w.data.eq(Cat((d_cycles + 1)[:32], (d_macs + mac_active)[:32])),
                                  c_w.en.eq(pc < MAX_DESCRIPTORS)]
                     with m.If(engine_error):
                         finish(2)

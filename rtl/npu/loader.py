@@ -161,6 +161,7 @@ class ModelLoader(wiring.Component):
             "busy": Out(1), "done": Out(1), "ok": Out(1), "error": Out(LoadError),
             "words_written": Out(range(config.weight_words + 1)),
             "cycles": Out(32),
+            "image_crc": Out(32),
         })
 
     @property
@@ -393,6 +394,17 @@ class ModelLoader(wiring.Component):
             with m.If(ch_last):
                 m.d.sync += [active.eq(0), self.done.eq(1), self.ok.eq(code == LoadError.NONE), self.error.eq(code)]
         m.d.comb += [self.busy.eq(active), self.cycles.eq(cycles), self.words_written.eq(words)]
+
+        # The image's last 4 bytes, its trailer CRC-32: after an accepted load it names the model (the die's
+        # model fingerprint). Kept as a sliding window over the chunks' valid bytes.
+        last4 = Signal(32)
+        joined = Cat(last4, ch_flat)
+        with m.If(take):
+            with m.Switch(ch_count):
+                for k in range(self.chunk_bytes + 1):
+                    with m.Case(k):
+                        m.d.sync += last4.eq(joined[8 * k: 8 * k + 32])
+        m.d.comb += self.image_crc.eq(last4)
         return m
 
     def _chunker(self, m, ch_valid, ch_flat, ch_count, ch_first, ch_last, ch_bad):
