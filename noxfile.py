@@ -40,6 +40,14 @@ def verilog(session):
 
 
 @nox.session(python=PYTHON)
+def bench(session):
+    """MobileNet V1 1.0 224 (and 0.25 96, BlazeFace) through the whole die in the RTL at the imx500 preset;
+    writes build/bench/<name>.json and a per-layer bar chart <name>.png."""
+    _install(session, "bench")
+    session.run("python", "-m", "sim.bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session):
     """ruff on the whole repository."""
     session.install("ruff>=0.5")

@@ -105,6 +105,29 @@ def run_program(rom, config, items, batched=False):
     return _collect(results, len(io["outputs"]), batched)
 
 
+def run_rtl(rom, config, items, batched=False, log=None):
+    """The same contract as `run_program`, computed by the die's RTL in Verilator: each item goes in on the
+    die's tensor port, the compiled program runs on the NPU, the outputs come back over CSI-2 and the host tail
+    runs on the host."""
+    from sim.dierun import run_die
+
+    from .romimage import load_rom
+    io = load_rom(rom, config).io
+    hwc = tuple(io["input"]["hwc"])
+    run = run_die(config, rom, tensors=[np.asarray(x).reshape(hwc) for x in items], log=log,
+                  progress=log is not None)
+    if not run.loads or not run.loads[0]["model_ok"]:
+        raise RuntimeError(f"the die refused the ROM image (npu_status {run.loads[0]['npu_status']:#x})")
+    results = []
+    for n, fr in enumerate(run.frames):
+        if fr.graph_outputs is None:
+            raise RuntimeError(f"input {n}: the die sent no output tensors (embedded flags {fr.embedded})")
+        results.append(fr.graph_outputs)
+    if len(results) != len(items):
+        raise RuntimeError(f"the die sent {len(results)} results for {len(items)} inputs")
+    return _collect(results, len(io["outputs"]), batched)
+
+
 def run_model(model, x, config=DEFAULT_CONFIG, calib=None, calib_photos=False):
     """What `stackcam run --engine ref` computes, from Python: MODEL (a file path or a zoo: name) compiled for
     `config` (a preset name or DieConfig), run on `x` (one input or a batch); {output_k: int8 array}."""
@@ -153,9 +176,6 @@ def cmd_run(args):
     from .graph import ModelError
     t0 = time.time()
     config = _config(args.config)        # an unknown preset is an error before anything else is read
-    if args.engine == "rtl":
-        raise UserError("--engine rtl arrives with the NPU issue (the die's MAC array running compiled programs); "
-                        "use --engine ref, which is bit-exact with LiteRT's reference kernels")
     out_path = Path(args.output)
     if out_path.suffix != ".npz":
         raise UserError(f"{out_path}: the output file must end in .npz")
@@ -166,13 +186,17 @@ def cmd_run(args):
         raise UserError(str(e).splitlines()[0]) from None
     items, batched = _batch(x, graph.tensor(graph.inputs[0]).shape, args.input)
     try:
-        arrays = run_program(rom, config, items, batched)
-    except ModelError as e:
+        if args.engine == "rtl":
+            arrays = run_rtl(rom, config, items, batched, log=lambda m: print(m, file=sys.stderr))
+        else:
+            arrays = run_program(rom, config, items, batched)
+    except (ModelError, ValueError) as e:
         raise UserError(str(e).splitlines()[0]) from None
     _write_npz(out_path, arrays)
     shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in arrays.items())
     print(f"{out_path}: {shapes} from {len(items)} input{'s' if len(items) > 1 else ''} "
-          f"(engine ref: compiled program for config '{config.name}', {len(compiled.descriptors)} descriptors, "
+          f"(engine {args.engine}: compiled program for config '{config.name}', {len(compiled.descriptors)} "
+          f"descriptors, "
           f"{time.time() - t0:.2f} s)")
     sys.stdout.flush()
     return 0

@@ -46,3 +46,28 @@ def first_light_reference(raw, config, program):
     """(input tensor, output tensor) the die must produce for one RAW10 frame, both int8 HWC."""
     x = isp_reference(raw, config, program.isp)
     return x, conv2d_int8(x, program.layer)
+
+
+def first_light_graph(config, seed=0):
+    """The first-light layer as an int8 Graph (input 1 x H x W x 3, one CONV_2D), for the compiler."""
+    from .graph import Graph, Op, QuantParams, Tensor
+
+    program = first_light_program(config, seed)
+    layer = program.layer
+    h, w = config.input_height, config.input_width
+    oh, ow, oc = layer.output_shape(h, w)
+    tensors = {
+        "input": Tensor("input", (1, h, w, 3), "int8",
+                        quant=QuantParams.per_tensor(layer.input_scale, layer.input_zero_point)),
+        "filter": Tensor("filter", layer.weights.shape, "int8", data=layer.weights,
+                         quant=QuantParams(np.asarray(layer.weight_scales, np.float32),
+                                           np.zeros(oc, np.int64), 0)),
+        "bias": Tensor("bias", (oc,), "int32", data=layer.bias.astype(np.int32),
+                       quant=QuantParams(np.float32(layer.input_scale) * np.asarray(layer.weight_scales, np.float32),
+                                         np.zeros(oc, np.int64), 0)),
+        "output": Tensor("output", (1, oh, ow, oc), "int8",
+                         quant=QuantParams.per_tensor(layer.output_scale, layer.output_zero_point)),
+    }
+    ops = [Op("CONV_2D", ["input", "filter", "bias"], ["output"],
+              {"stride": layer.stride, "padding": layer.padding, "activation": layer.activation}, name="conv1")]
+    return Graph(tensors=tensors, ops=ops, inputs=["input"], outputs=["output"], name="first_light")

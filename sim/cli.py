@@ -35,16 +35,23 @@ def cmd_simulate(args):
     if not 0.0 <= args.stall < 1.0:
         raise UserError(f"--stall must be in [0, 1), got {args.stall}")
     try:
-        status, _ = simulate(config, image=args.image, frames=args.frames, mode=args.mode, seed=args.seed,
-                             dump_csi2=args.dump_csi2, stall=args.stall, report=args.report, ls_le=args.ls_le,
+        status, _ = simulate(config, image=args.image, frames=args.frames, mode=args.mode, model=args.model,
+                             seed=args.seed, dump_csi2=args.dump_csi2, stall=args.stall, report=args.report,
+                             png=args.png, ls_le=args.ls_le,
                              log=lambda s: print(s, file=sys.stderr))
     except ImageError as e:
         raise UserError(str(e)) from None
+    except ValueError as e:
+        from quant.graph import ModelError
+
+        from .dierun import HostError
+        if isinstance(e, (ModelError, HostError)):
+            raise UserError(str(e)) from None
+        raise
     return status
 
 
 def cmd_verilog(args):
-    from quant.firstlight import first_light_program
     from rtl.die import StackcamDie
     from rtl.params import PRESETS
     from rtl.verilog import convert
@@ -56,7 +63,7 @@ def cmd_verilog(args):
     for name in names:
         config = _config(name)
         t0 = time.time()
-        text = convert(StackcamDie(config, first_light_program(config, seed=args.seed)), name="stackcam_die")
+        text = convert(StackcamDie(config), name="stackcam_die")
         path = out_dir / f"stackcam_die_{name}.v"
         path.write_text(text)
         msg = f"{path}: {len(text.splitlines()):,} lines in {time.time() - t0:.1f} s"
@@ -80,7 +87,9 @@ def build_parser():
     s = sub.add_parser("simulate", help="run a photo through the whole die in Verilator",
                        description="Turn a photo into a RAW10 Bayer frame, stream it through the die in Verilator, "
                        "decode the CSI-2 output and check it bit for bit against the numpy reference.")
-    s.add_argument("--config", default="fpga", help="configuration preset (tiny, fpga, imx500; default fpga)")
+    from .models import MODEL_HELP
+    s.add_argument("--config", default="imx500", help="configuration preset (tiny, fpga, imx500; default imx500)")
+    s.add_argument("--model", default="zoo:blazeface", help=f"network: {MODEL_HELP}")
     s.add_argument("--image", default=None, help="image file (default: skimage.data.astronaut())")
     s.add_argument("--frames", type=int, default=1, help="consecutive frames to send (default 1)")
     s.add_argument("--mode", choices=mode_choices, default="metadata",
@@ -88,19 +97,22 @@ def build_parser():
                    "metadata), tensors (input + output tensors), all (image, metadata, tensors on consecutive "
                    "frames, switched through the register bank)")
     s.add_argument("--ls-le", action="store_true", help="send LS/LE short packets around every line")
-    s.add_argument("--seed", type=int, default=0, help="seed of the network's random weights (default 0)")
+    s.add_argument("--seed", type=int, default=0, help="seed of first-light/zoo random weights (default 0)")
     s.add_argument("--dump-csi2", metavar="FILE", default=None,
                    help="write the CSI-2 packet bytes as a receiver sees them after lane merging")
     s.add_argument("--stall", type=float, default=0.0,
                    help="probability that the CSI-2 PHY is not ready in a cycle (default 0)")
-    s.add_argument("--report", metavar="FILE", default=None, help="write a JSON summary")
+    s.add_argument("--report", metavar="FILE", default="build/simulate/report.json",
+                   help="JSON summary (default build/simulate/report.json)")
+    s.add_argument("--png", metavar="FILE", default="build/simulate/detection.png",
+                   help="the photo with the detected face drawn on it (BlazeFace; default "
+                   "build/simulate/detection.png)")
     s.set_defaults(func=cmd_simulate)
 
     v = sub.add_parser("verilog", help="write the die's Verilog and lint it with Verilator",
                        description="Convert the die to Verilog for a preset (or all) and run Verilator lint.")
     v.add_argument("--config", default="all", help="preset name or 'all' (default all)")
     v.add_argument("-o", "--output", default="build/verilog", help="output folder (default build/verilog)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the first-light weights baked into the ROM")
     v.add_argument("--no-lint", action="store_true", help="skip Verilator lint")
     v.set_defaults(func=cmd_verilog)
 

@@ -1,5 +1,8 @@
-"""Host side of a die simulation: build the die's Verilator model, stream frames through it, decode CSI-2."""
+"""Host side of a die simulation: the driver's register settings for a model, the Verilator build of the die in
+its harness, the plan the testbench follows, and decoding what came out of CSI-2."""
 
+import json
+import math
 import sys
 import tempfile
 import threading
@@ -9,166 +12,325 @@ from pathlib import Path
 
 import numpy as np
 
+from quant.isp import isp_quant_params
+from quant.program import host_outputs
+from quant.romimage import RomError, load_rom
 from rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
-from rtl.die import StackcamDie
+from rtl.die import MAX_OUTPUT_LINE_BYTES, ROM_BEAT_BYTES, rom_beat_layout
+from rtl.npu.core import MAX_DESCRIPTORS
+from rtl.npu.io import MAX_OUTPUTS
 from rtl.regs import MODES, REGISTER_BY_NAME
-from rtl.verilog import convert
+from rtl.streams import tensor_pixel_layout
 
 from .csi2 import CSI2Decoder, merge_lanes
 from .frame_source import pack_beats
+from .harness import TOP, harness_verilog
 from .metadata import image_from_lines, input_tensor_from_lines, parse_embedded
 from .verilator import CocotbBuild
 
-__all__ = ["DieRun", "FrameResult", "build_die", "run_die", "REG_DEFAULTS"]
+__all__ = ["DieRun", "FrameResult", "HostError", "build_die", "model_registers", "run_die", "REG_DEFAULTS",
+           "rom_beats", "tensor_beats"]
 
 REG_DEFAULTS = {r.name: r.reset for r in REGISTER_BY_NAME.values() if r.access == "rw"}
 
 
+class HostError(ValueError):
+    """The host cannot set the die up for this model (e.g. too many outputs, a row too long for CSI-2)."""
+
+
 @dataclass
 class FrameResult:
-    """What the host got for one frame, matched across virtual channels by frame number."""
+    """What the host got for one frame, from the CSI-2 stream alone."""
 
     number: int
     mode: str
-    output_tensor: np.ndarray | None = None      # int8 [H, W, C]; None if the frame sent no tensor
+    outputs: list = field(default_factory=list)     # die output tensors, int8 HWC, in the model's order
+    graph_outputs: list | None = None               # after the host tail (the model's outputs)
     embedded: dict | None = None
-    image: np.ndarray | None = None              # uint16 RAW10 frame (image mode)
-    input_tensor: np.ndarray | None = None       # int8 [H, W, 3] (tensors mode)
-    csi2_bytes: int = 0                          # bytes of every packet of this frame, both channels
+    image: np.ndarray | None = None                 # uint16 RAW10 frame (image mode)
+    input_tensor: np.ndarray | None = None          # int8 [H, W, 3] (tensors mode)
+    csi2_bytes: int = 0                             # bytes of every packet of this frame, both channels
 
-TOP = "stackcam_die"
+    @property
+    def output_tensor(self):
+        return self.outputs[0] if self.outputs else None
 
 
 @dataclass
 class DieRun:
-    """What came out of one simulation: the CSI-2 bytes, the decoded tensors and the cycle stamps."""
-
     csi2_bytes: bytes
     decoder: CSI2Decoder
-    tensors: list                 # per complete frame: int8 output tensor [H, W, C] (or None if malformed)
-    frames: list                  # FrameResult per frame
-    first_pixel: list             # cycle of each frame's first accepted pixel beat
-    last_pixel: list              # cycle of each frame's last accepted pixel beat
-    frame_last_byte: list         # cycle of the last CSI-2 beat of each frame (its FE)
+    frames: list
+    first_pixel: list             # cycle of each frame's first accepted input beat (pixel or tensor port)
+    last_pixel: list              # cycle of each frame's last accepted input beat
+    frame_last_byte: list         # cycle of the last CSI-2 beat of each frame (its output FE)
     cycles: int
-    counters: dict = field(default_factory=dict)
+    counters: dict
+    loads: list                   # per ROM image: model_ok, load cycles, npu_status
+    descriptor_counters: list     # (cycles, MAC cycles) per descriptor of the last network run
     sim_wall_s: float = 0.0
     build_wall_s: float = 0.0
 
+    @property
+    def tensors(self):
+        return [f.output_tensor for f in self.frames]
 
-def build_die(config, program, log=None):
-    """Generate the die's Verilog and build (or find cached) its Verilator model."""
-    die = StackcamDie(config, program)
+
+def model_registers(config, io, input_range=(-1.0, 1.0)):
+    """Register values a driver writes for a model: ISP geometry and quantization for the model's input,
+    where the input goes in the activation SRAM and where the outputs are (from the ROM's model I/O)."""
+    from quant.isp import IspGeometry
+
+    spec = io["input"]
+    h, w, c = spec["hwc"]
+    if c != 3:
+        raise HostError(f"the die's ISP makes 3-channel inputs; the model wants {c} channels")
+    try:
+        geometry = IspGeometry.for_input(config, w, h)
+        geometry.check(config)
+    except ValueError as e:
+        raise HostError(f"the model's {w}x{h} input does not fit the ISP of config {config.name!r}: {e}") from None
+    scale, zp = spec["scale"][0], spec["zero_point"][0]
+    quant = isp_quant_params(config, scale, zp, lo=input_range[0], hi=input_range[1], geometry=geometry)
+    outs = io["die_outputs"]
+    if len(outs) > MAX_OUTPUTS:
+        raise HostError(f"the model has {len(outs)} die outputs; the die sends at most {MAX_OUTPUTS}")
+    regs = {
+        "isp_mult0": quant.mult[0], "isp_mult1": quant.mult[1], "isp_mult2": quant.mult[2],
+        "isp_offset": quant.offset & 0xFFFFFFFF,
+        "isp_crop": geometry.crop_x | geometry.crop_y << 16,
+        "isp_size": geometry.out_width | geometry.out_height << 16, "isp_bin": geometry.bin_factor,
+        "in_addr": spec["addr"], "in_layout": (spec.get("ppw") or 0) | (zp & 0xFF) << 8,
+        "out_count": len(outs),
+    }
+    for k, t in enumerate(outs):
+        oh, ow, oc = t["hwc"]
+        if ow * oc > MAX_OUTPUT_LINE_BYTES:
+            raise HostError(f"output '{t['name']}' has rows of {ow * oc} bytes; CSI-2 lines hold at most "
+                            f"{MAX_OUTPUT_LINE_BYTES}")
+        regs.update({f"out{k}_addr": t["addr"], f"out{k}_hw": oh | ow << 16,
+                     f"out{k}_c": oc | math.ceil(oc / config.array_cols) << 16})
+    return regs, geometry, quant
+
+
+def rom_beats(rom):
+    """The ROM image as loader-port beats (16 bytes, a byte count, first/last markers), as Python ints."""
+    layout = rom_beat_layout()
+    n = math.ceil(len(rom) / ROM_BEAT_BYTES)
+    beats = []
+    for i in range(n):
+        chunk = rom[i * ROM_BEAT_BYTES:(i + 1) * ROM_BEAT_BYTES]
+        v = int.from_bytes(chunk, "little")
+        v |= len(chunk) << layout["count"].offset
+        v |= int(i == 0) << layout["first"].offset
+        v |= int(i == n - 1) << layout["last"].offset
+        beats.append(v)
+    return beats
+
+
+def tensor_beats(x):
+    """An int8 HWC (3-channel) tensor as tensor-port beats, raster order, first/last marked."""
+    layout = tensor_pixel_layout(3)
+    flat = np.asarray(x, np.int8).reshape(-1, 3).astype(np.uint8).astype(np.int64)
+    v = flat[:, 0] | flat[:, 1] << 8 | flat[:, 2] << 16
+    v[0] |= 1 << layout["first"].offset
+    v[-1] |= 1 << layout["last"].offset
+    return v
+
+
+def build_die(config, log=None):
+    """Generate the die's Verilog inside the harness and build (or find cached) its Verilator model."""
     t0 = time.time()
-    text = convert(die, name=TOP)
+    text = harness_verilog(config)
     build = CocotbBuild(text, TOP, name=f"die-{config.name}")
     if not build.is_built and log:
-        log(f"building the Verilator model of the die ({config.name}, {len(text.splitlines())} lines of Verilog; "
-            f"cached after the first time)...")
+        log(f"building the Verilator model of the die ({config.name}, {len(text.splitlines()):,} lines of "
+            f"Verilog; cached after the first time)...")
     build.build()
-    return die, build, time.time() - t0
+    return build, time.time() - t0
 
 
-def _reg_writes(modes, regs):
-    """Register writes before each frame: all registers before the first, then only what changes."""
-    rows, current = [], {}
-    for n, mode in enumerate(modes):
-        want = dict(regs, mode=MODES[mode])
-        for name, value in want.items():
-            if current.get(name) != value:
-                rows.append((n, REGISTER_BY_NAME[name].addr, value))
-        current = want
-    return np.array(rows, np.int64).reshape(-1, 3)
+def _write_hex(path, values):
+    with open(path, "w") as f:
+        for v in values:
+            f.write(f"{int(v):x}\n")
 
 
-def run_die(config, program, raws, *, modes=None, regs=None, stall=0.0, gap=0, seed=1, log=None, progress=True,
-            max_cycles=None, raw_beats=None):
-    """Stream RAW10 frames (list of uint16 [H, W]) through the die in Verilator and decode what it sends.
+def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None, progress=True,
+            raw_beats=None, tensors=None, schedule=None, input_range=(-1.0, 1.0), max_cycles=None, poll=None):
+    """Run frames through the die in Verilator and decode what it sends.
 
-    `modes` gives each frame's CSI-2 mode ("image", "metadata", "tensors"; default metadata), written to the
-    register bank before the frame; `regs` overrides other read-write registers (e.g. {"csi2_ctrl": 1} for
-    LS/LE). `raw_beats` replaces the packed beats of a frame (a list of int arrays, for malformed frames).
+    `rom` is the weight ROM image (bytes) loaded first. Frames are RAW10 frames (`raws`, uint16 [H, W]; or
+    `raw_beats` to send malformed ones) through the ISP, or int8 HWC `tensors` on the tensor port. `modes` gives
+    each frame's CSI-2 mode, `regs` overrides registers (e.g. {"csi2_ctrl": 1}). `schedule`, if given, is an
+    explicit list of ("rom", bytes) and ("frame", index) items (e.g. a corrupt image, a frame, a good image, a
+    frame). `stall` is the probability that the CSI-2 PHY is not ready in a cycle.
     """
-    modes = list(modes or ["metadata"] * len(raws))
-    if len(modes) != len(raws):
-        raise ValueError(f"{len(modes)} modes for {len(raws)} frames")
-    regs = dict(REG_DEFAULTS, **(regs or {}))
-    die, build, build_s = build_die(config, program, log)
-    beats = [pack_beats(raw, config.pixels_per_clock) for raw in raws]
-    if raw_beats is not None:
-        beats = [np.asarray(b, np.int64) if b is not None else beats[n] for n, b in enumerate(raw_beats)]
-    frame_ends = np.cumsum([len(b) for b in beats]) - 1
-    all_beats = np.concatenate(beats).astype(np.uint64)
-    oh, ow, oc = die.conv_shape
+    use_tensors = tensors is not None
+    n_frames = len(tensors) if use_tensors else len(raws)
+    modes = list(modes or ["metadata"] * n_frames)
+    if len(modes) != n_frames:
+        raise ValueError(f"{len(modes)} modes for {n_frames} frames")
+    schedule = list(schedule or ([("rom", rom)] if rom is not None else []) + [("frame", i) for i in
+                                                                                   range(n_frames)])
+    build, build_s = build_die(config, log)
+
+    # Beats of every frame, ROM images in schedule order.
+    if use_tensors:
+        frame_beats = [tensor_beats(t) for t in tensors]
+    else:
+        frame_beats = [pack_beats(raw, config.pixels_per_clock) for raw in raws]
+        if raw_beats is not None:
+            frame_beats = [np.asarray(b, np.int64) if b is not None else frame_beats[n]
+                           for n, b in enumerate(raw_beats)]
+    ends = np.cumsum([len(b) for b in frame_beats]).tolist()
+    all_rom = []
+    steps = []
+    current = dict(REG_DEFAULTS, **(regs or {}))
+    written = {}
+    io = None
+    ios = []
+    for kind, item in schedule:
+        if kind == "rom":
+            beats = rom_beats(item)
+            all_rom += beats
+            steps.append({"rom": len(all_rom)})
+            try:
+                io = load_rom(item, config).io
+            except RomError:
+                pass            # a corrupt image: the die must refuse it; the host keeps the last good I/O map
+        else:
+            n = item
+            want = dict(current, mode=MODES[modes[n]], input_select=int(use_tensors))
+            if io is not None:
+                want.update(model_registers(config, io, input_range)[0])
+            writes = [[REGISTER_BY_NAME[k].addr, v & 0xFFFFFFFF] for k, v in want.items() if written.get(k) != v]
+            written.update(want)
+            if writes:
+                # Normally registers change once the previous frame is out. After a hand-made (possibly
+                # malformed) frame, do not wait: such a frame may only end when the next one starts.
+                prev_custom = raw_beats is not None and n > 0 and raw_beats[n - 1] is not None
+                step = {"regs": writes, "wait": not prev_custom}
+                if prev_custom:
+                    step["wait_index"] = ends[n - 1]     # ... but only once the die has taken all of it
+                steps.append(step)
+            steps.append({"frame": "tensor" if use_tensors else "pixels", "end": ends[n]})
+            ios.append(io)
     if max_cycles is None:
-        per_frame = (len(beats[0]) + oh * ow * -(-oc // config.array_rows) * 9 * 4 + 4 * oh * ow * oc + 10_000
-                     + 3 * config.raw_frame_bytes + 4 * config.input_width * config.input_height * 3)
-        max_cycles = int(per_frame * len(raws) * (1 + 4 * stall) + gap * len(raws))
+        work = sum(len(b) for b in frame_beats) + len(all_rom)
+        rom_bytes = max((len(item) for kind, item in schedule if kind == "rom"), default=0)
+        max_cycles = 50 * work + max(200_000, 40 * rom_bytes) * max(1, n_frames) + 100_000
+    if poll is None:
+        poll = 32 if config.input_width * config.input_height <= 64 * 64 else 512
+    plan = {
+        "steps": steps, "port": "tensor" if use_tensors else "pixels", "stall": int(round(stall * 256)),
+        "max_cycles": int(max_cycles), "poll": poll,
+        "reg_npu_status": REGISTER_BY_NAME["npu_status"].addr, "reg_load_cycles": REGISTER_BY_NAME["load_cycles"].addr,
+        "reg_counter_sel": REGISTER_BY_NAME["counter_sel"].addr,
+        "reg_counter_cycles": REGISTER_BY_NAME["counter_cycles"].addr,
+        "reg_counter_macs": REGISTER_BY_NAME["counter_macs"].addr, "max_counters": MAX_DESCRIPTORS,
+        "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("npu_status", "npu_descriptors", "frame_latency",
+                                                               "model_fingerprint", "load_cycles")},
+    }
+
     with tempfile.TemporaryDirectory(prefix="stackcam-") as tmp:
         tmp = Path(tmp)
-        stim, out, prog_path = tmp / "stim.npz", tmp / "out.npz", tmp / "progress"
-        np.savez(stim, beats=all_beats, frame_ends=frame_ends, stall=stall, gap=gap, seed=seed,
-                 max_cycles=max_cycles, reg_writes=_reg_writes(modes, regs))
-        env = {"STACKCAM_TB_STIM": str(stim), "STACKCAM_TB_OUT": str(out), "STACKCAM_TB_PROGRESS": str(prog_path),
-               "COCOTB_RESOLVE_X": "ZEROS"}
+        port = "tensor" if use_tensors else "pixels"
+        _write_hex(tmp / "frames.hex", np.concatenate(frame_beats) if frame_beats else [])
+        _write_hex(tmp / "rom.hex", all_rom)
+        plusargs = [f"+{port}_file={tmp / 'frames.hex'}", f"+{port}_count={ends[-1] if ends else 0}",
+                    f"+{port}_log={tmp / 'frames.log'}", f"+rom_file={tmp / 'rom.hex'}",
+                    f"+rom_count={len(all_rom)}", f"+csi2_log={tmp / 'csi2.log'}"]
+        (tmp / "plan.json").write_text(json.dumps(plan))
+        env = {"STACKCAM_TB_PLAN": str(tmp / "plan.json"), "STACKCAM_TB_OUT": str(tmp / "out.json"),
+               "STACKCAM_TB_PROGRESS": str(tmp / "progress"), "COCOTB_RESOLVE_X": "ZEROS"}
         result = {}
 
         def target():
             try:
-                result["res"] = build.run("sim.tb_die", extra_env=env, test_dir=tmp, log_file=tmp / "sim.log")
+                result["res"] = build.run("sim.tb_die", extra_env=env, test_dir=tmp, log_file=tmp / "sim.log",
+                                          plusargs=plusargs)
             except Exception as e:          # reported below, in the caller's thread
                 result["err"] = e
 
         t0 = time.time()
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        shown = False
-        tty = sys.stderr.isatty()
-        next_line = time.time() + 10
-        while thread.is_alive():
-            thread.join(0.5)
-            if progress and prog_path.exists() and (tty or time.time() >= next_line):
-                next_line = time.time() + 10
-                try:
-                    cyc, sent, total, nout = (int(v) for v in prog_path.read_text().split())
-                except ValueError:
-                    continue
-                rate = cyc / max(time.time() - t0, 1e-9)
-                sys.stderr.write(f"{chr(13) if tty else ''}  simulating: {cyc:>10,} cycles  pixels "
-                                 f"{100 * sent / total:5.1f}%  CSI-2 beats {nout:,}  ({rate / 1e3:.0f} k cycles/s)"
-                                 f"{'   ' if tty else chr(10)}")
-                sys.stderr.flush()
-                shown = True
-        if shown and tty:
-            sys.stderr.write("\n")
+        _progress_loop(thread, tmp / "progress", t0, progress, ends[-1] if ends else 0, len(all_rom))
         wall = time.time() - t0
         if "err" in result:
             raise result["err"]
-        if not out.exists():
+        if not (tmp / "out.json").exists():
             log_text = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
             raise RuntimeError(f"die simulation produced no results:\n{log_text}")
-        r = np.load(out)
-        if not bool(r["finished"]):
-            raise RuntimeError(f"die simulation did not finish: {int(r['pixels_sent'])}/{len(all_beats)} beats "
-                               f"sent, {int(r['frames_sent'])} frame(s) out in {int(r['cycles'])} cycles")
-        out_beats = [int(v) for v in r["beats"]]
-        beat_cycles = r["beat_cycles"].tolist()
-        counters = {k: int(r[k]) for k in ("frames_sent", "frame_errors", "csi2_errors", "conv_cycles",
-                                           "mac_cycles")}
-        cycles = int(r["cycles"])
-        first_pixel, last_pixel = r["first_pixel"].tolist(), r["last_pixel"].tolist()
+        r = json.loads((tmp / "out.json").read_text())
+        if not r["finished"]:
+            raise RuntimeError(f"die simulation did not finish: waiting for {r['timeout']} after {r['cycles']:,} "
+                               f"cycles ({r['frames_sent']}/{n_frames} frames out, model_ok={r['model_ok']})")
+        beats, beat_cycles = [], []
+        if (tmp / "csi2.log").exists():
+            for line in (tmp / "csi2.log").read_text().split("\n"):
+                if line:
+                    b, c = line.split()
+                    beats.append(int(b, 16))
+                    beat_cycles.append(int(c))
+        marks = []
+        if (tmp / "frames.log").exists():
+            for line in (tmp / "frames.log").read_text().split("\n"):
+                if line:
+                    i, c = line.split()
+                    marks.append((int(i), int(c)))
 
+    starts = {0} | {e for e in ends[:-1]}
+    lasts = {e - 1 for e in ends}
+    first_pixel = [c for i, c in marks if i in starts]
+    last_pixel = [c for i, c in marks if i in lasts]
     lanes = config.csi2_lanes
-    data = merge_lanes(out_beats, lanes)
+    data = merge_lanes(beats, lanes)
     dec = CSI2Decoder()
     dec.feed(data)
     dec.finish()
-    vc_output = (regs["vc_map"] >> 2) & 3
-    dt_output = regs["dt_output"]
-    fe_cycles = _fe_beat_cycles(out_beats, beat_cycles, lanes, vc_output)
-    results = []
+    all_regs = dict(REG_DEFAULTS, **(regs or {}))
+    vc_output = (all_regs["vc_map"] >> 2) & 3
+    fe_cycles = _fe_beat_cycles(beats, beat_cycles, lanes, vc_output)
+    frames = _frames(config, dec, ios, all_regs["dt_output"], vc_output)
+    counters = {k: r[k] for k in ("frames_sent", "frame_errors", "csi2_errors", "npu_cycles", "mac_cycles",
+                                  "model_ok", "npu_status", "npu_descriptors", "frame_latency",
+                                  "model_fingerprint", "load_cycles")}
+    return DieRun(csi2_bytes=data, decoder=dec, frames=frames, first_pixel=first_pixel, last_pixel=last_pixel,
+                  frame_last_byte=fe_cycles, cycles=r["cycles"], counters=counters, loads=r["loads"],
+                  descriptor_counters=r["descriptor_counters"], sim_wall_s=wall, build_wall_s=build_s)
+
+
+def _progress_loop(thread, path, t0, progress, frame_beats, rom_beats_n):
+    tty = sys.stderr.isatty()
+    shown = False
+    next_line = time.time() + 10
+    while thread.is_alive():
+        thread.join(0.5)
+        if not (progress and path.exists() and (tty or time.time() >= next_line)):
+            continue
+        next_line = time.time() + 10
+        try:
+            cyc, px, tn, rom, nout, fs = (int(v) for v in path.read_text().split())
+        except ValueError:
+            continue
+        rate = cyc / max(time.time() - t0, 1e-9)
+        sent = max(px, tn)
+        msg = (f"  simulating: {cyc:>11,} cycles  ROM {100 * rom / max(rom_beats_n, 1):5.1f}%  input "
+               f"{100 * sent / max(frame_beats, 1):5.1f}%  frames out {fs}  CSI-2 beats {nout:,}  "
+               f"({rate / 1e3:.0f} k cycles/s)")
+        sys.stderr.write(("\r" + msg + "   ") if tty else (msg + "\n"))
+        sys.stderr.flush()
+        shown = True
+    if shown and tty:
+        sys.stderr.write("\n")
+
+
+def _frames(config, dec, ios, dt_output, vc_output):
+    """FrameResults from the decoded packets: an image or input-tensor frame belongs to the next output frame."""
     inv_modes = {v: k for k, v in MODES.items()}
-    # Frames in the order they were sent; an image or input-tensor frame belongs to the output frame after it.
+    results = []
     pending_image = pending_input = None
     for f in sorted(dec.frames, key=lambda f: f.packets[0].offset if f.packets else 0):
         if not f.complete:
@@ -186,16 +348,20 @@ def run_die(config, program, raws, *, modes=None, regs=None, stall=0.0, gap=0, s
         mode = inv_modes.get(emb["mode"], "?") if emb else "?"
         r = FrameResult(number=f.number, mode=mode, embedded=emb, image=pending_image, input_tensor=pending_input)
         pending_image = pending_input = None
-        payload = b"".join(f.payloads(dt_output))
-        if payload:
-            arr = np.frombuffer(payload, np.int8)
-            r.output_tensor = arr.reshape(oh, ow, oc).copy() if arr.size == oh * ow * oc else None
+        io = ios[len(results)] if len(results) < len(ios) else None
+        if io is not None and emb and emb["has_tensor"]:
+            outs = {}
+            for k, t in enumerate(io["die_outputs"]):
+                payload = b"".join(f.payloads(dt_output + k))
+                h, w, c = t["hwc"]
+                arr = np.frombuffer(payload, np.int8)
+                outs[t["name"]] = arr.reshape(h, w, c).copy() if arr.size == h * w * c else None
+            r.outputs = [outs[t["name"]] for t in io["die_outputs"]]
+            if all(o is not None for o in r.outputs):
+                r.graph_outputs = host_outputs(io, outs)
         results.append(r)
     _frame_sizes(dec, results, vc_output)
-    tensors = [r.output_tensor for r in results]
-    return DieRun(csi2_bytes=data, decoder=dec, tensors=tensors, frames=results, first_pixel=first_pixel,
-                  last_pixel=last_pixel, frame_last_byte=fe_cycles, cycles=cycles, counters=counters,
-                  sim_wall_s=wall, build_wall_s=build_s)
+    return results
 
 
 def _frame_sizes(dec, results, vc_output):

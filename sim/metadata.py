@@ -50,20 +50,21 @@ def bandwidth(config, bytes_per_frame):
     }
 
 
-def frame_bytes(config, mode, output_shape, ls_le=False):
+def frame_bytes(config, mode, output_shapes, ls_le=False, input_hw=None):
     """CSI-2 bytes the die sends for one well-formed frame in `mode`, from the packet structure.
 
-    Short packets are 4 bytes, long packets 4 + payload + 2. Every mode ends with the output frame: FS, the
-    output tensor's rows, the embedded-data line, FE; image and tensors modes first send a frame of RAW10
-    image lines or RGB888 input-tensor lines. LS/LE add 8 bytes around every image/tensor line.
+    Short packets are 4 bytes, long packets 4 + payload + 2. Every mode ends with the output frame: FS, the rows
+    of each output tensor (`output_shapes`, HWC), the embedded-data line, FE; image and tensors modes first send
+    a frame of RAW10 image lines or RGB888 input-tensor lines (`input_hw`, default the configuration's input
+    size). LS/LE add 8 bytes around every image/tensor line.
     """
-    oh, ow, oc = output_shape
     per_line = 8 if ls_le else 0
-    out = 4 + oh * (6 + ow * oc + per_line) + (6 + EMBEDDED_BYTES) + 4
+    out = 4 + sum(oh * (6 + ow * oc + per_line) for oh, ow, oc in output_shapes) + (6 + EMBEDDED_BYTES) + 4
     if mode == "metadata":
         return out
     if mode == "image":
         return 8 + config.frame_height * (6 + config.frame_width * 5 // 4 + per_line) + out
     if mode == "tensors":
-        return 8 + config.input_height * (6 + config.input_width * 3 + per_line) + out
+        ih, iw = input_hw or (config.input_height, config.input_width)
+        return 8 + ih * (6 + iw * 3 + per_line) + out
     raise ValueError(f"unknown mode {mode!r}")

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.firstlight import first_light_program, first_light_reference
+from quant.isp import isp_reference
+from quant.program import execute_trace, read_tensor
 
-from .dierun import run_die
+from .dierun import model_registers, run_die
 from .frame_source import bayer_frame, load_image
 from .metadata import bandwidth, frame_bytes
+from .models import prepare_model
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "layer_rows", "golden_die_outputs"]
 
 
 def _fmt(n):
@@ -26,48 +28,114 @@ def _rate(bps):
     return f"{bps / 1e6:,.2f} MB/s" if bps >= 1e5 else f"{bps / 1e3:,.2f} kB/s"
 
 
-def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=None, stall=0.0, report=None,
-             ls_le=False, out=print, log=print):
+def golden_die_outputs(model, config, x):
+    """The golden program executor's die outputs (int8 HWC, in the model's order) and graph outputs for input x."""
+    outputs, sram = execute_trace(model.rom, config, x)
+    die = [read_tensor(sram, t["addr"], *t["hwc"]) for t in model.io["die_outputs"]]
+    return die, outputs
+
+
+def layer_rows(model, config, descriptor_counters):
+    """Per-layer (index, name, op, MACs, cycles, MAC cycles, utilization) from the die's descriptor counters."""
+    cycles = {}
+    macs_busy = {}
+    for d, (c, mc) in zip(model.compiled.descriptors, descriptor_counters):
+        cycles[d.layer] = cycles.get(d.layer, 0) + c
+        macs_busy[d.layer] = macs_busy.get(d.layer, 0) + mc
+    rows = []
+    for layer in model.compiled.layers:
+        c = cycles.get(layer.index, 0)
+        util = layer.macs / (config.macs_per_cycle * c) if c else 0.0
+        rows.append({"index": layer.index, "name": layer.name, "op": layer.kind, "die_op": layer.op,
+                     "macs": int(layer.macs), "cycles": int(c), "mac_cycles": int(macs_busy.get(layer.index, 0)),
+                     "utilization": util})
+    return rows
+
+
+def _face(model, graph_outputs, geometry, config, photo_shape):
+    """Best BlazeFace detection, box mapped back to the photo's pixels (the ISP crop of the stretched frame)."""
+    from quant.detect import detect_faces
+    from quant.zoo.blazeface import _output_pair
+    r, c, quant = _output_pair(model.graph, graph_outputs)
+    found = detect_faces(r, c, (128, 128), min_score=None, quant=quant)
+    if not found:
+        return None
+    best = found[0]
+    ph, pw = photo_shape[:2]
+    sx = pw / config.frame_width
+    sy = ph / config.frame_height
+    x0, y0, x1, y1 = best.box
+    box = ((geometry.crop_x + x0 / 128 * geometry.crop_width) * sx,
+           (geometry.crop_y + y0 / 128 * geometry.crop_height) * sy,
+           (geometry.crop_x + x1 / 128 * geometry.crop_width) * sx,
+           (geometry.crop_y + y1 / 128 * geometry.crop_height) * sy)
+    return float(best.score), tuple(float(v) for v in box)
+
+
+def _draw(photo, box, path):
+    from skimage.draw import rectangle_perimeter
+    from skimage.io import imsave
+    img = np.array(photo, copy=True)
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = box
+    for t in range(3):
+        rr, cc = rectangle_perimeter((max(0, int(y0) - t), max(0, int(x0) - t)),
+                                     end=(min(h - 1, int(y1) + t), min(w - 1, int(x1) + t)), shape=img.shape[:2])
+        img[rr, cc] = (255, 32, 32)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    imsave(str(path), img, check_contrast=False)
+
+
+def simulate(config, image=None, frames=1, mode="metadata", model="zoo:blazeface", seed=0, dump_csi2=None,
+             stall=0.0, report=None, png=None, ls_le=False, out=print, log=print):
     """Run frames of the photo through the die and print the summary. Returns (exit status, summary dict)."""
     rgb = load_image(image)
     raw = bayer_frame(rgb, config.frame_width, config.frame_height)
-    program = first_light_program(config, seed=seed)
-    layer = program.layer
-    x_ref, y_ref = first_light_reference(raw, config, program)
-    modes = ["image", "metadata", "tensors"] * -(-max(frames, 3) // 3) if mode == "all" else [mode] * frames
-    modes = modes[:max(frames, 3)] if mode == "all" else modes
+    prepared = prepare_model(model, config, seed=seed, log=log)
+    io = prepared.io
+    regs, geometry, quant = model_registers(config, io)
+    x_ref = isp_reference(raw, config, quant, geometry)
+    die_ref, graph_ref = golden_die_outputs(prepared, config, x_ref)
+    modes = (["image", "metadata", "tensors"] * -(-max(frames, 3) // 3))[:max(frames, 3)] if mode == "all" \
+        else [mode] * frames
+    cm = prepared.compiled
+    macs = cm.macs
 
     out(f"config:        {config.summary()}")
+    out(f"model:         {model}: {len(cm.layers)} layers, {_fmt(macs)} MACs, {_fmt(cm.weight_count)} weights, "
+        f"ROM image {_fmt(len(prepared.rom))} bytes")
     name = image if image is not None else "skimage.data.astronaut()"
     out(f"image:         {name}: {rgb.shape[1]}x{rgb.shape[0]} RGB -> frame {config.frame_width}x"
         f"{config.frame_height} RAW10 Bayer RGGB, {config.pixels_per_clock} pixel(s)/clock")
-    out(f"input tensor:  {x_ref.shape[0]}x{x_ref.shape[1]}x{x_ref.shape[2]} int8 (ISP: crop {config.crop_width}x"
-        f"{config.crop_height} at ({config.crop_x},{config.crop_y}), {2 * config.bin_factor}x"
-        f"{2 * config.bin_factor} Bayer bins, scale {program.input_scale:g}, zero point {program.input_zero_point})")
-    kh, kw = layer.kernel
-    macs = layer.macs(config.input_height, config.input_width)
-    out(f"network:       CONV_2D {kh}x{kw} stride {layer.stride[0]} {layer.padding} {layer.activation}, "
-        f"3 -> {layer.out_channels} channels, {_fmt(macs)} MACs (seeded random weights, seed {seed})")
-    out(f"output tensor: {y_ref.shape[0]}x{y_ref.shape[1]}x{y_ref.shape[2]} int8, CSI-2 VC 1 data type 0x30, "
-        f"one long packet per row, then an embedded-data line")
+    s, zp = io["input"]["scale"][0], io["input"]["zero_point"][0]
+    out(f"input tensor:  {'x'.join(map(str, x_ref.shape))} int8 (ISP: crop {geometry.crop_width}x"
+        f"{geometry.crop_height} at ({geometry.crop_x},{geometry.crop_y}), {2 * geometry.bin_factor}x"
+        f"{2 * geometry.bin_factor} Bayer bins, scale {s:g}, zero point {zp}; "
+        f"{io['input'].get('layout', 'tiled')} in SRAM)")
+    outs = ", ".join(f"{t['name']} {'x'.join(map(str, t['hwc']))}" for t in io["die_outputs"])
+    out(f"die outputs:   {outs} (CSI-2 VC 1, data types 0x30..), then an embedded-data line")
     out(f"frames:        {len(modes)} ({', '.join(modes)})")
 
-    run = run_die(config, program, [raw] * len(modes), modes=modes, regs={"csi2_ctrl": int(ls_le)}, stall=stall,
-                  log=log)
+    run = run_die(config, prepared.rom, [raw] * len(modes), modes=modes, regs={"csi2_ctrl": int(ls_le)},
+                  stall=stall, log=log)
 
     status = 0
-    n = y_ref.size
+    n = sum(t.size for t in die_ref)
     dec = run.decoder
     exact = []
-    numbers = [f.number for f in run.frames]
+    load = run.loads[0] if run.loads else {}
+    out(f"model load:    {'accepted' if load.get('model_ok') else 'REFUSED'} in {_fmt(load.get('load_cycles', 0))} "
+        f"cycles ({config.cycles_to_ms(load.get('load_cycles', 0)):.3f} ms at {config.clock_mhz:g} MHz)")
+    if not load.get("model_ok"):
+        status = 1
     for i, (want_mode, fr) in enumerate(zip(modes, run.frames + [None] * len(modes))):
         label = "bit-exact:" if len(modes) == 1 else f"bit-exact[{i}]:"
-        if fr is None:
-            out(f"{label:<15}frame missing")
+        if fr is None or not fr.outputs:
+            out(f"{label:<15}0/{n} (frame {i + 1} sent no output tensors)")
             exact.append(0)
             status = 1
             continue
-        good = 0 if fr.output_tensor is None else int(np.count_nonzero(fr.output_tensor == y_ref))
+        good = sum(int(np.count_nonzero(a == b)) for a, b in zip(fr.outputs, die_ref) if a is not None)
         exact.append(good)
         extra = ""
         if want_mode == "image":
@@ -79,13 +147,17 @@ def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=No
             got = 0 if fr.input_tensor is None else int(np.count_nonzero(fr.input_tensor == x_ref))
             extra = f"; input tensor {got}/{x_ref.size}"
             status |= 0 if ok else 1
-        out(f"{label:<15}{good}/{n} (output tensor vs the quant/ numpy reference; frame {fr.number}, "
+        out(f"{label:<15}{good}/{n} (die outputs vs the golden program executor; frame {fr.number}, "
             f"mode {fr.mode}{extra})")
         if good != n or fr.mode != want_mode:
             status = 1
-    if numbers != list(range(1, len(modes) + 1)):
-        out(f"ERROR: frame numbers {numbers}, expected 1..{len(modes)}")
-        status = 1
+    face = None
+    if run.frames and run.frames[0].graph_outputs is not None and model == "zoo:blazeface":
+        face = _face(prepared, run.frames[0].graph_outputs, geometry, config, rgb.shape)
+        if face:
+            out(f"face:          score {face[0]:.3f}, box x {face[1][0]:.0f}-{face[1][2]:.0f}, "
+                f"y {face[1][1]:.0f}-{face[1][3]:.0f} (photo pixels; from the die's CSI-2 output, host tail and "
+                f"decoding)")
     errs = (dec.ecc_errors, dec.crc_errors, dec.framing_errors)
     out(f"CSI-2 checks:  {len(dec.packets)} packets, ECC errors {errs[0]} (corrected {dec.ecc_corrected}), "
         f"CRC errors {errs[1]}, framing errors {errs[2]}")
@@ -94,20 +166,23 @@ def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=No
         for e in dec.errors[:5]:
             out(f"               {e}")
 
-    e2e = run.frame_last_byte[0] - run.first_pixel[0] + 1
-    after = run.frame_last_byte[0] - run.last_pixel[0]
     ms = config.cycles_to_ms
-    out(f"latency:       first pixel in -> last CSI-2 byte out: {_fmt(e2e)} cycles ({ms(e2e) * 1e3:.1f} us at "
+    e2e = after = 0
+    if run.frame_last_byte and run.first_pixel and run.last_pixel:
+        e2e = run.frame_last_byte[0] - run.first_pixel[0] + 1
+        after = run.frame_last_byte[0] - run.last_pixel[0]
+    npu = run.counters["npu_cycles"]
+    out(f"latency:       first pixel in -> last CSI-2 byte out: {_fmt(e2e)} cycles ({ms(e2e):.3f} ms at "
         f"{config.clock_mhz:g} MHz; frame 1, mode {modes[0]})")
-    out(f"               last pixel in  -> last CSI-2 byte out: {_fmt(after)} cycles ({ms(after) * 1e3:.1f} us)")
-    emb = run.frames[0].embedded if run.frames else None
-    if emb:
-        out(f"               first pixel in -> output tensor complete: {_fmt(emb['frame_latency'])} cycles "
-            f"(die counter, embedded line)")
-    conv_cycles, mac_cycles = run.counters["conv_cycles"], run.counters["mac_cycles"]
-    util = macs / (config.macs_per_cycle * conv_cycles) if conv_cycles else 0.0
-    out(f"NPU counters:  conv layer {_fmt(conv_cycles)} cycles, MAC array busy {_fmt(mac_cycles)} cycles, "
-        f"utilization {100 * util:.1f}% of {config.macs_per_cycle} MACs/cycle")
+    out(f"               last pixel in  -> last CSI-2 byte out: {_fmt(after)} cycles ({ms(after):.3f} ms)")
+    util = macs / (config.macs_per_cycle * npu) if npu else 0.0
+    out(f"network:       {_fmt(npu)} cycles ({ms(npu):.3f} ms), MAC array busy {_fmt(run.counters['mac_cycles'])} "
+        f"cycles, utilization {100 * util:.1f}% of {config.macs_per_cycle} MACs/cycle")
+    rows = layer_rows(prepared, config, run.descriptor_counters)
+    out(f"  {'#':>3} {'layer':<34} {'op':<18} {'MACs':>12} {'cycles':>10} {'util':>6}")
+    for r in rows:
+        out(f"  {r['index']:>3} {r['name'][-34:]:<34} {r['op']:<18} {_fmt(r['macs']):>12} {_fmt(r['cycles']):>10} "
+            f"{100 * r['utilization']:5.1f}%")
 
     out(f"CSI-2 bytes per frame by mode, at {config.frame_rate:g} frames/s, against full-resolution RAW10 "
         f"({_fmt(config.raw_frame_bytes)} B/frame) and 4K60 RAW10 video:")
@@ -115,8 +190,9 @@ def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=No
     for fr in run.frames:
         measured.setdefault(fr.mode, fr.csi2_bytes)
     bw = {}
+    shapes = [t["hwc"] for t in io["die_outputs"]]
     for m_name in ("image", "tensors", "metadata"):
-        computed = frame_bytes(config, m_name, y_ref.shape, ls_le)
+        computed = frame_bytes(config, m_name, shapes, ls_le, (geometry.out_height, geometry.out_width))
         nbytes = measured.get(m_name, computed)
         how = "measured" if m_name in measured else "from packet sizes"
         if m_name in measured and nbytes != computed:
@@ -137,11 +213,14 @@ def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=No
         Path(dump_csi2).write_bytes(run.csi2_bytes)
         out(f"wrote {len(run.csi2_bytes):,} CSI-2 bytes to {dump_csi2}")
     summary = {
-        "config": config.name, "image": name, "modes": modes, "frame": [config.frame_width, config.frame_height],
-        "input_tensor": list(x_ref.shape), "output_tensor": list(y_ref.shape),
-        "bit_exact": [int(v) for v in exact], "elements": int(n), "frame_numbers": numbers,
+        "config": config.name, "model": model, "image": name, "modes": modes,
+        "frame": [config.frame_width, config.frame_height], "input_tensor": list(x_ref.shape),
+        "die_outputs": [t["hwc"] for t in io["die_outputs"]], "bit_exact": [int(v) for v in exact],
+        "elements": int(n), "frame_numbers": [f.number for f in run.frames],
+        "face": {"score": face[0], "box": face[1]} if face else None,
         "latency_first_pixel_to_last_byte": int(e2e), "latency_last_pixel_to_last_byte": int(after),
-        "clock_mhz": config.clock_mhz, "conv_cycles": conv_cycles, "mac_cycles": mac_cycles, "macs": int(macs),
+        "latency_ms": ms(e2e), "clock_mhz": config.clock_mhz, "npu_cycles": npu, "npu_ms": ms(npu),
+        "macs": int(macs), "utilization": util, "load_cycles": load.get("load_cycles", 0), "layers": rows,
         "csi2_bytes_total": len(run.csi2_bytes), "bandwidth": bw, "raw_frame_bytes": config.raw_frame_bytes,
         "csi2_errors": {"ecc": errs[0], "crc": errs[1], "framing": errs[2]},
         "sim_cycles": run.cycles, "sim_wall_s": run.sim_wall_s, "status": status,
@@ -150,4 +229,7 @@ def simulate(config, image=None, frames=1, mode="metadata", seed=0, dump_csi2=No
         Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_text(json.dumps(summary, indent=2) + "\n")
         out(f"wrote {report}")
+    if png and face:
+        _draw(rgb, face[1], png)
+        out(f"wrote {png}")
     return status, summary

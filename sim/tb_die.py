@@ -1,105 +1,131 @@
-"""cocotb testbench for the whole die: drives RAW10 frames in, collects CSI-2 PPI beats and cycle stamps out.
+"""cocotb testbench of the die inside `sim.harness`: loads ROM images, writes registers, plays frames and waits.
 
-Inputs come from the .npz named by STACKCAM_TB_STIM (written by `sim.dierun`); results go to the .npz named by
-STACKCAM_TB_OUT. Progress (cycles, pixels sent, beats received) is written now and then to STACKCAM_TB_PROGRESS.
+Verilog players feed the pixel, tensor and ROM ports and a capture logs the CSI-2 beats, so this coroutine only
+wakes every `poll` cycles. The plan comes from the JSON file named by STACKCAM_TB_PLAN (written by
+`sim.dierun`): a list of steps {"rom": end_beat} | {"regs": [[addr, value], ...]} | {"frame": "pixels" or
+"tensor", "end": end_beat}. Register writes wait until every earlier frame has been sent. The results (status
+registers and per-descriptor counters read over the bus) go to the JSON file named by STACKCAM_TB_OUT.
 """
 
+import json
 import os
-import random
+import time
 
 import cocotb
-import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge, Timer
+
+PERIOD_NS = 10
 
 
 @cocotb.test()
-async def run_frames(dut):
-    stim = np.load(os.environ["STACKCAM_TB_STIM"])
-    beats = [int(v) for v in stim["beats"]]
-    frame_ends = set(int(v) for v in stim["frame_ends"])       # index of each frame's last beat
-    frames = len(frame_ends)
-    stall = float(stim["stall"])
-    gap = int(stim["gap"])
-    max_cycles = int(stim["max_cycles"])
-    rng = random.Random(int(stim["seed"]))
-    # Register writes done just before each frame's first beat is offered: rows of (frame, address, value).
-    writes = {}
-    for frame, addr, value in stim["reg_writes"].reshape(-1, 3).tolist():
-        writes.setdefault(int(frame), []).append((int(addr), int(value)))
-    frame_starts = [0] + [int(e) + 1 for e in sorted(frame_ends)][:-1]
-    start_frame = {start: n for n, start in enumerate(frame_starts)}
+async def run_plan(dut):
+    with open(os.environ["STACKCAM_TB_PLAN"]) as f:
+        plan = json.load(f)
+    poll = int(plan.get("poll", 64))
+    max_cycles = int(plan["max_cycles"])
     progress_path = os.environ.get("STACKCAM_TB_PROGRESS")
-
     clk = dut.clk
-    cocotb.start_soon(Clock(clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(clk, PERIOD_NS, unit="ns").start())
+    for name in ("pixels_limit", "tensor_limit", "rom_limit", "bus__we", "bus__re", "flush"):
+        getattr(dut, name).value = 0
+    dut.stall.value = int(plan.get("stall", 0))
     dut.rst.value = 1
-    dut.pixels__valid.value = 0
-    dut.csi2__ready.value = 0
-    dut.bus__we.value = 0
-    dut.bus__re.value = 0
     for _ in range(3):
         await RisingEdge(clk)
     dut.rst.value = 0
+    await RisingEdge(clk)
 
-    in_valid, in_ready, in_payload = dut.pixels__valid, dut.pixels__ready, dut.pixels__payload
-    out_valid, out_ready, out_payload = dut.csi2__valid, dut.csi2__ready, dut.csi2__payload
-    frames_sent = dut.frames_sent
+    state = {"timeout": False}
 
-    out_beats, out_cycles = [], []
-    first_pixel, last_pixel = [], []
-    i = 0
-    wait_until = 0          # inter-frame gap: next frame not offered before this cycle
-    cycle = 0
-    done_at = None
-    quiet = 0
-    while cycle < max_cycles:
+    def cycle():
+        return int(dut.cycle.value)
+
+    last_progress = [0.0]
+
+    async def wait_until(cond, what):
+        while not cond():
+            if cycle() > max_cycles:
+                state["timeout"] = what
+                return False
+            if progress_path and time.monotonic() - last_progress[0] > 0.5:
+                last_progress[0] = time.monotonic()
+                with open(progress_path, "w") as f:
+                    f.write(f"{cycle()} {int(dut.pixels_index.value)} {int(dut.tensor_index.value)} "
+                            f"{int(dut.rom_index.value)} {int(dut.csi2_count.value)} {int(dut.frames_sent.value)}\n")
+            await Timer(poll * PERIOD_NS, unit="ns")
+        return True
+
+    async def bus_write(addr, value):
         await RisingEdge(clk)
-        cycle += 1
-        pending = writes.get(start_frame.get(i, -1)) if cycle >= wait_until else None
-        writing = bool(pending)
-        if writing:
-            addr, value = pending.pop(0)
-            dut.bus__addr.value = addr
-            dut.bus__wdata.value = value
-            dut.bus__we.value = 1
-        else:
-            dut.bus__we.value = 0
-        sending = i < len(beats) and cycle >= wait_until and not writing
-        in_valid.value = int(sending)
-        if sending:
-            in_payload.value = beats[i]
-        ready = not (stall and rng.random() < stall)
-        out_ready.value = int(ready)
-        await ReadOnly()
-        if sending and int(in_ready.value):
-            if i == 0 or (i - 1) in frame_ends:
-                first_pixel.append(cycle)
-            if i in frame_ends:
-                last_pixel.append(cycle)
-                wait_until = cycle + 1 + gap
-            i += 1
-        if ready and int(out_valid.value):
-            out_beats.append(int(out_payload.value))
-            out_cycles.append(cycle)
-        if progress_path and cycle % 20000 == 0:
-            with open(progress_path, "w") as f:
-                f.write(f"{cycle} {i} {len(beats)} {len(out_beats)}\n")
-        # Done once every frame's FE has been queued and the output has stayed idle for a while (the FE
-        # packet itself leaves a few cycles after the sequencer counts it).
-        if i == len(beats) and int(frames_sent.value) >= frames and not int(out_valid.value):
-            quiet += 1
-            if quiet >= 16:
-                done_at = out_cycles[-1] if out_cycles else cycle
-                break
-        else:
-            quiet = 0
+        dut.bus__addr.value = addr
+        dut.bus__wdata.value = value & 0xFFFFFFFF
+        dut.bus__we.value = 1
+        await RisingEdge(clk)
+        dut.bus__we.value = 0
 
-    counters = {name: int(getattr(dut, name).value)
-                for name in ("frames_sent", "frame_errors", "csi2_errors", "conv_cycles", "mac_cycles")}
-    np.savez(os.environ["STACKCAM_TB_OUT"],
-             beats=np.array(out_beats, dtype=np.uint64), beat_cycles=np.array(out_cycles, np.int64),
-             first_pixel=np.array(first_pixel, np.int64), last_pixel=np.array(last_pixel, np.int64),
-             cycles=cycle, finished=done_at is not None, pixels_sent=i, **counters)
-    assert done_at is not None, (f"die did not finish {frames} frame(s) in {max_cycles} cycles "
-                                 f"({i}/{len(beats)} beats sent, {counters['frames_sent']} frames out)")
+    async def bus_read(addr):
+        await RisingEdge(clk)
+        dut.bus__addr.value = addr
+        dut.bus__re.value = 1
+        await RisingEdge(clk)
+        dut.bus__re.value = 0
+        await RisingEdge(clk)
+        return int(dut.bus__rdata.value)
+
+    frames = 0
+    loads = []
+    ok = True
+    for step in plan["steps"]:
+        if "rom" in step:
+            end = int(step["rom"])
+            start = cycle()
+            dut.rom_limit.value = end
+            ok = await wait_until(lambda end=end: int(dut.rom_index.value) >= end and not int(dut.loading.value),
+                                  "rom")
+            await Timer(4 * PERIOD_NS, unit="ns")
+            loads.append({"model_ok": int(dut.model_ok.value), "cycles": cycle() - start,
+                          "npu_status": await bus_read(plan["reg_npu_status"]),
+                          "load_cycles": await bus_read(plan["reg_load_cycles"])})
+        elif "regs" in step:
+            if step.get("wait", True):
+                ok = await wait_until(lambda n=frames: int(dut.frames_sent.value) >= n,
+                                      "frames before a register write")
+            elif "wait_index" in step:
+                port = "tensor_index" if plan.get("port") == "tensor" else "pixels_index"
+                ok = await wait_until(lambda i=int(step["wait_index"]), p=port: int(getattr(dut, p).value) >= i,
+                                      "the previous frame's beats")
+            for addr, value in step["regs"]:
+                await bus_write(int(addr), int(value))
+        else:
+            getattr(dut, f"{step['frame']}_limit").value = int(step["end"])
+            frames += 1
+        if not ok:
+            break
+    if ok:
+        ok = await wait_until(lambda: int(dut.frames_sent.value) >= frames, "frames")
+    # The last FE leaves a few cycles after the sequencer counts it.
+    await Timer(64 * PERIOD_NS, unit="ns")
+
+    result = {"cycles": cycle(), "finished": bool(ok), "timeout": state["timeout"], "loads": loads,
+              "frames_sent": int(dut.frames_sent.value), "frame_errors": int(dut.frame_errors.value),
+              "csi2_errors": int(dut.csi2_errors.value), "npu_cycles": int(dut.npu_cycles.value),
+              "mac_cycles": int(dut.mac_cycles.value), "model_ok": int(dut.model_ok.value),
+              "pixels_sent": int(dut.pixels_index.value), "tensor_sent": int(dut.tensor_index.value)}
+    regs = plan["regs_to_read"]
+    for name, addr in regs.items():
+        result[name] = await bus_read(addr)
+    descriptors = min(result.get("npu_descriptors", 0), int(plan.get("max_counters", 512)))
+    counters = []
+    for i in range(descriptors):
+        await bus_write(plan["reg_counter_sel"], i)
+        await RisingEdge(clk)
+        counters.append((await bus_read(plan["reg_counter_cycles"]), await bus_read(plan["reg_counter_macs"])))
+    result["descriptor_counters"] = counters
+    dut.flush.value = 1
+    await RisingEdge(clk)
+    dut.flush.value = 0
+    await RisingEdge(clk)
+    with open(os.environ["STACKCAM_TB_OUT"], "w") as f:
+        json.dump(result, f)
+    assert ok, f"die did not finish: waiting for {state['timeout']} after {cycle()} cycles"

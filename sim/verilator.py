@@ -106,7 +106,7 @@ class CocotbBuild:
         os.environ.update(tool_env())
         return get_runner("verilator")
 
-    def run(self, test_module, testcase=None, extra_env=None, test_dir=None, log_file=None):
+    def run(self, test_module, testcase=None, extra_env=None, test_dir=None, log_file=None, plusargs=()):
         """Run a cocotb test module; returns (tests, failed). Raises VerilatorError if nothing ran."""
         from cocotb_tools.check_results import get_results
         self.build()
@@ -122,7 +122,7 @@ class CocotbBuild:
         try:
             runner.test(test_module=test_module, hdl_toplevel=self.top, hdl_toplevel_lang="verilog", testcase=testcase,
                         build_dir=self.dir, test_dir=test_dir, results_xml=str(results), extra_env=env,
-                        log_file=log_file)
+                        log_file=log_file, plusargs=list(plusargs))
         except SystemExit:
             pass       # the runner exits on a failed test; the results file says what happened
         if not results.exists():

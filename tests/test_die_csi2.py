@@ -1,25 +1,19 @@
 """System tests of the die's CSI-2 output: modes switched between frames, lanes, LS/LE, malformed frames."""
 
+import zlib
+
 import numpy as np
 import pytest
 
-from quant.firstlight import first_light_program, first_light_reference
-from rtl.die import model_fingerprint
-from rtl.params import DieConfig, preset
+from rtl.params import preset
 from rtl.streams import pixel_beat_layout
 from sim.csi2 import decode
 from sim.dierun import run_die
 from sim.frame_source import bayer_frame, beat_field_offsets, load_image, pack_beats
 from sim.metadata import frame_bytes
+from tests.dieutil import FOUR_LANES, TWO_LANES, Model
 
 pytestmark = pytest.mark.xdist_group("verilator")
-
-TWO_LANES = DieConfig(name="csi2x2", frame_width=88, frame_height=72, pixels_per_clock=4, input_width=10,
-                      input_height=8, array_rows=8, array_cols=4, conv_out_channels=12, csi2_lanes=2,
-                      csi2_blanking=3)
-FOUR_LANES = DieConfig(name="csi2x4", frame_width=64, frame_height=40, pixels_per_clock=1, input_width=12,
-                       input_height=8, array_rows=4, array_cols=4, conv_out_channels=6, csi2_lanes=4)
-
 
 def _photo(config):
     return bayer_frame(load_image(None), config.frame_width, config.frame_height)
@@ -31,24 +25,24 @@ def _photo(config):
     (FOUR_LANES, True, 0.5, (3, 2, 0)),
 ])
 def test_modes_switch_between_frames(config, ls_le, stall, vcs):
-    program = first_light_program(config, seed=1)
+    model = Model("first-light", config, seed=1)
     rng = np.random.default_rng(2)
     raws = [_photo(config)] + [rng.integers(0, 1024, (config.frame_height, config.frame_width)).astype(np.uint16)
                                for _ in range(3)]
     modes = ["image", "metadata", "tensors", "image"]
     vc_image, vc_output, vc_input = vcs
     regs = {"csi2_ctrl": int(ls_le), "vc_map": vc_image | vc_output << 2 | vc_input << 4}
-    run = run_die(config, program, raws, modes=modes, regs=regs, stall=stall, progress=False)
+    run = run_die(config, model.rom, raws, modes=modes, regs=regs, stall=stall, progress=False)
     dec = decode(run.csi2_bytes, strict=False)
     assert (dec.ecc_errors, dec.ecc_corrected, dec.crc_errors, dec.framing_errors) == (0, 0, 0, 0), dec.errors
     assert [f.number for f in run.frames] == [1, 2, 3, 4]
     assert run.counters["frame_errors"] == 0 and run.counters["csi2_errors"] == 0
     for raw, mode, fr in zip(raws, modes, run.frames):
-        x, y = first_light_reference(raw, config, program)
+        x, (y,) = model.input_tensor(raw), model.expected(raw)
         assert fr.mode == mode
         assert fr.output_tensor is not None and np.array_equal(fr.output_tensor, y)
         assert fr.embedded["has_tensor"] and not fr.embedded["malformed"]
-        assert fr.embedded["model_fingerprint"] == model_fingerprint(program)
+        assert fr.embedded["model_fingerprint"] == zlib.crc32(model.rom[:-4])
         assert fr.embedded["frame_number"] == fr.number
         if mode == "image":
             assert fr.image is not None and np.array_equal(fr.image, raw)
@@ -70,7 +64,7 @@ def test_modes_switch_between_frames(config, ls_le, stall, vcs):
     assert n_ls == (n_lines if ls_le else 0)
     # Every frame's bytes on the wire are exactly what its packet structure says.
     for mode, fr in zip(modes, run.frames):
-        assert fr.csi2_bytes == frame_bytes(config, mode, y.shape, ls_le)
+        assert fr.csi2_bytes == frame_bytes(config, mode, [y.shape], ls_le, x.shape[:2])
 
 
 def _markers(p):
@@ -79,7 +73,7 @@ def _markers(p):
 
 def test_malformed_frames_are_counted_and_the_next_frame_is_clean():
     config = preset("tiny")
-    program = first_light_program(config, seed=4)
+    model = Model("first-light", config, seed=4)
     raw = _photo(config)
     p = config.pixels_per_clock
     mk = _markers(p)
@@ -94,12 +88,12 @@ def test_malformed_frames_are_counted_and_the_next_frame_is_clean():
     cut = good[:30 * bpl]
     raws = [raw] * 5
     modes = ["image", "image", "metadata", "metadata", "image"]
-    run = run_die(config, program, raws, modes=modes, raw_beats=[None, short, None, cut, None], stall=0.2,
+    run = run_die(config, model.rom, raws, modes=modes, raw_beats=[None, short, None, cut, None], stall=0.2,
                   progress=False)
     dec = decode(run.csi2_bytes)
     assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors
     assert [f.number for f in run.frames] == [1, 2, 3, 4, 5]
-    _, y = first_light_reference(raw, config, program)
+    (y,) = model.expected(raw)
     flags = [(f.embedded["has_tensor"], f.embedded["malformed"]) for f in run.frames]
     assert flags == [(True, False), (False, True), (True, False), (False, True), (True, False)]
     for n in (0, 2, 4):

@@ -1,0 +1,143 @@
+"""Simulation harness around the die: Verilog stream players and a CSI-2 capture, so Python need not touch
+every clock cycle. Sim-only (it uses $readmemh/$fwrite); the die itself stays free of such constructs."""
+
+from rtl.csi2.packetizer import ppi_beat_layout
+from rtl.die import StackcamDie, rom_beat_layout
+from rtl.streams import pixel_beat_layout, tensor_pixel_layout
+from rtl.verilog import convert
+
+__all__ = ["harness_verilog", "player_depths", "TOP"]
+
+TOP = "tb_top"
+DIE = "stackcam_die"
+
+_PLAYER = """\
+// Plays beats from a $readmemh file (+{name}_file, +{name}_count) while index < limit; logs "index cycle" of
+// every beat taken with its start (bit FB) or end (bit LB) marker set (+{name}_log).
+module sc_player_{name} #(parameter W = 8, parameter DEPTH = 16, parameter FB = 0, parameter LB = 0) (
+    input clk, input rst, input [31:0] limit, input [31:0] cycle,
+    output valid, output [W-1:0] data, input ready, output [31:0] index
+);
+    reg [W-1:0] mem [0:DEPTH-1];
+    reg [31:0] i;
+    reg [31:0] n;
+    reg [8*1024-1:0] path;
+    integer fd;
+    initial begin
+        i = 0;
+        fd = 0;
+        if (!$value$plusargs("{name}_count=%d", n)) n = 0;
+        if (n > DEPTH) n = DEPTH;
+        if (n > 0 && $value$plusargs("{name}_file=%s", path)) $readmemh(path, mem, 0, n - 1);
+        if ($value$plusargs("{name}_log=%s", path)) fd = $fopen(path, "w");
+    end
+    assign valid = (i < limit) && (i < n);
+    assign data = mem[(i < DEPTH) ? i : 0];
+    assign index = i;
+    always @(posedge clk) begin
+        if (valid && ready) begin
+            i <= i + 1;
+            if (fd != 0 && (data[FB] || data[LB])) $fwrite(fd, "%0d %0d\\n", i, cycle);
+        end
+    end
+endmodule
+"""
+
+_CAPTURE = """\
+// Captures CSI-2 PPI beats to +csi2_log as "<hex beat> <cycle>"; `stall` (0-255) holds ready low with that
+// probability out of 256 (a 16-bit LFSR), modelling a PHY that is not always ready.
+module sc_capture #(parameter W = 8) (
+    input clk, input rst, input [31:0] cycle, input [7:0] stall, input flush,
+    input valid, input [W-1:0] data, output ready, output reg [31:0] count
+);
+    reg [15:0] lfsr;
+    reg [8*1024-1:0] path;
+    integer fd;
+    initial begin
+        lfsr = 16'hACE1;
+        count = 0;
+        fd = 0;
+        if ($value$plusargs("csi2_log=%s", path)) fd = $fopen(path, "w");
+    end
+    assign ready = lfsr[7:0] >= stall;
+    always @(posedge clk) begin
+        lfsr <= {lfsr[14:0], lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]};
+        if (valid && ready) begin
+            count <= count + 1;
+            if (fd != 0) $fwrite(fd, "%h %0d\\n", data, cycle);
+        end
+        if (flush && fd != 0) $fflush(fd);
+    end
+endmodule
+"""
+
+_TOP = """\
+module {top} (
+    input clk, input rst,
+    input [31:0] pixels_limit, input [31:0] tensor_limit, input [31:0] rom_limit,
+    input [7:0] stall, input flush,
+    input [7:0] bus__addr, input [31:0] bus__wdata, input bus__we, input bus__re, output [31:0] bus__rdata,
+    output [31:0] cycle, output [31:0] pixels_index, output [31:0] tensor_index, output [31:0] rom_index,
+    output [31:0] csi2_count,
+    output [31:0] frames_sent, output [15:0] frame_errors, output [15:0] csi2_errors,
+    output [31:0] npu_cycles, output [31:0] mac_cycles, output model_ok, output loading
+);
+    reg [31:0] cyc;
+    assign cycle = cyc;
+    always @(posedge clk) cyc <= rst ? 32'd0 : cyc + 32'd1;
+    wire px_valid, px_ready, t_valid, t_ready, r_valid, r_ready, c_valid, c_ready;
+    wire [{pw}-1:0] px_data;
+    wire [{tw}-1:0] t_data;
+    wire [{rw}-1:0] r_data;
+    wire [{cw}-1:0] c_data;
+    sc_player_pixels #(.W({pw}), .DEPTH({pd}), .FB({pfb}), .LB({plb})) pixels (
+        .clk(clk), .rst(rst), .limit(pixels_limit), .cycle(cyc),
+        .valid(px_valid), .data(px_data), .ready(px_ready), .index(pixels_index));
+    sc_player_tensor #(.W({tw}), .DEPTH({td}), .FB({tfb}), .LB({tlb})) tensor (
+        .clk(clk), .rst(rst), .limit(tensor_limit), .cycle(cyc),
+        .valid(t_valid), .data(t_data), .ready(t_ready), .index(tensor_index));
+    sc_player_rom #(.W({rw}), .DEPTH({rd}), .FB({rfb}), .LB({rlb})) rom (
+        .clk(clk), .rst(rst), .limit(rom_limit), .cycle(cyc),
+        .valid(r_valid), .data(r_data), .ready(r_ready), .index(rom_index));
+    sc_capture #(.W({cw})) capture (.clk(clk), .rst(rst), .cycle(cyc), .stall(stall), .flush(flush),
+        .valid(c_valid), .data(c_data), .ready(c_ready), .count(csi2_count));
+    {die} die (
+        .clk(clk), .rst(rst),
+        .pixels__valid(px_valid), .pixels__payload(px_data), .pixels__ready(px_ready),
+        .tensor__valid(t_valid), .tensor__payload(t_data), .tensor__ready(t_ready),
+        .rom__valid(r_valid), .rom__payload(r_data), .rom__ready(r_ready),
+        .csi2__valid(c_valid), .csi2__payload(c_data), .csi2__ready(c_ready),
+        .bus__addr(bus__addr), .bus__wdata(bus__wdata), .bus__we(bus__we), .bus__re(bus__re),
+        .bus__rdata(bus__rdata),
+        .frames_sent(frames_sent), .frame_errors(frame_errors), .csi2_errors(csi2_errors),
+        .npu_cycles(npu_cycles), .mac_cycles(mac_cycles), .model_ok(model_ok), .loading(loading)
+    );
+endmodule
+"""
+
+
+def player_depths(config):
+    """Beats each player can hold: several frames of the pixel stream (bounded to keep the model's memory
+    reasonable), tensors, and a ROM image as large as the weight SRAM."""
+    frame_beats = config.frame_width * config.frame_height // config.pixels_per_clock
+    frames = max(2, min(8, (1 << 24) // frame_beats))
+    tensor = config.input_width * config.input_height * 8
+    rom = (config.weight_words * config.weight_word_bytes + 64 * 1024) // 16
+    return frame_beats * frames, tensor, rom
+
+
+def harness_verilog(config):
+    """Verilog text of the die plus the harness (top module `tb_top`)."""
+    die_text = convert(StackcamDie(config), name=DIE)
+    pd, td, rd = player_depths(config)
+    text = [die_text]
+    for name in ("pixels", "tensor", "rom"):
+        text.append(_PLAYER.format(name=name))
+    text.append(_CAPTURE)
+    pl, tl, rl = pixel_beat_layout(config.pixels_per_clock), tensor_pixel_layout(3), rom_beat_layout()
+    text.append(_TOP.format(top=TOP, die=DIE, pw=pl.size, tw=tl.size, rw=rl.size,
+                            cw=ppi_beat_layout(config.csi2_lanes).size, pd=pd, td=td, rd=rd,
+                            pfb=pl["frame_first"].offset, plb=pl["frame_last"].offset,
+                            tfb=tl["first"].offset, tlb=tl["last"].offset,
+                            rfb=rl["first"].offset, rlb=rl["last"].offset))
+    return "\n".join(text)

@@ -1,0 +1,96 @@
+"""NPU system tests: whole networks on the die in Verilator, bit-exact with the golden program executor and
+LiteRT's reference kernels; a corrupt ROM image refused by the loader; `stackcam run --engine rtl`."""
+
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from quant.export import export_tflite
+from quant.litert import run_reference
+from quant.program import execute
+from rtl.params import preset
+from sim.csi2 import decode
+from sim.dierun import run_die
+from tests.dieutil import Model, photo_frames
+
+pytestmark = pytest.mark.xdist_group("verilator")
+
+
+def _inputs(model, n, seed):
+    rng = np.random.default_rng(seed)
+    h, w, c = model.io["input"]["hwc"]
+    return [rng.integers(-128, 128, (h, w, c)).astype(np.int8) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name,config,stall", [
+    ("zoo:mobilenet_v1_0.25_96_2", "tiny", 0.0),
+    ("zoo:blazeface", "tiny", 0.3),
+    ("zoo:mobilenet_v1_0.25_96_2", "fpga", 0.5),
+])
+def test_network_on_the_die_is_bit_exact(name, config, stall):
+    config = preset(config)
+    model = Model(name, config)
+    xs = _inputs(model, 2, seed=11)
+    run = run_die(config, model.rom, tensors=xs, stall=stall, progress=False)
+    assert run.loads[0]["model_ok"] == 1
+    dec = decode(run.csi2_bytes)
+    assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors
+    assert len(run.frames) == 2
+    tflite = export_tflite(model.prepared.graph)
+    for x, fr in zip(xs, run.frames):
+        # Die outputs == the golden program executor's, element for element.
+        for got, want in zip(fr.outputs, model.expected(x=x)):
+            assert got is not None and int(np.count_nonzero(got != want)) == 0
+        # Model outputs (after the host tail) == the program executor == LiteRT BUILTIN_REF.
+        golden = execute(model.rom, config, x)
+        litert = run_reference(tflite, [x[None]])
+        for got, g, ref in zip(fr.graph_outputs, golden, litert):
+            assert np.array_equal(np.asarray(got).reshape(ref.shape), ref)
+            assert np.array_equal(np.asarray(g).reshape(ref.shape), ref)
+    # The per-descriptor counters add up to the run (sequencer fetch/decode aside) and report MAC activity.
+    counters = np.array(run.descriptor_counters)
+    assert counters[:, 0].sum() <= run.counters["npu_cycles"]
+    assert counters[:, 1].sum() == run.counters["mac_cycles"] > 0
+
+
+def test_corrupt_rom_is_refused_and_the_next_good_one_works():
+    config = preset("tiny")
+    model = Model("first-light", config, seed=2)
+    bad = bytearray(model.rom)
+    bad[len(bad) // 2] ^= 0x10            # one flipped bit in a weight section
+    raws = photo_frames(config, 2, seed=3)
+    schedule = [("rom", bytes(bad)), ("frame", 0), ("rom", model.rom), ("frame", 1)]
+    run = run_die(config, None, raws, schedule=schedule, progress=False)
+    assert [load["model_ok"] for load in run.loads] == [0, 1]
+    loader_error = (run.loads[0]["npu_status"] >> 4) & 0xF
+    assert loader_error == 6, f"expected a section CRC error (6), status {run.loads[0]['npu_status']:#x}"
+    first, second = run.frames
+    assert not first.outputs and not first.embedded["has_tensor"] and first.embedded["flags"] & 4
+    assert first.embedded["model_fingerprint"] == 0
+    (want,) = model.expected(raws[1])
+    assert np.array_equal(second.outputs[0], want)
+    assert second.embedded["model_fingerprint"] == zlib.crc32(model.rom[:-4])
+    dec = decode(run.csi2_bytes)
+    assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors
+
+
+def test_stackcam_run_engine_rtl(tmp_path):
+    config = preset("tiny")
+    model = Model("first-light", config, seed=5)
+    path = tmp_path / "first_light.tflite"
+    path.write_bytes(export_tflite(model.prepared.graph))
+    xs = np.stack(_inputs(model, 2, seed=7))
+    np.save(tmp_path / "in.npy", xs)
+    outs = {}
+    for engine in ("ref", "rtl"):
+        r = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
+                            "--engine", engine, "--config", "tiny", "-o", str(tmp_path / f"{engine}.npz")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        outs[engine] = np.load(tmp_path / f"{engine}.npz")["output_0"]
+    litert = np.concatenate([run_reference(path.read_bytes(), [x[None]])[0] for x in xs])
+    assert outs["rtl"].shape == litert.shape and np.array_equal(outs["rtl"], litert)
+    assert np.array_equal(outs["ref"], litert)
