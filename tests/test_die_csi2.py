@@ -113,8 +113,9 @@ def test_simulate_cli_dump_decodes_clean(mode, tmp_path):
     import subprocess
     import sys
     dump = tmp_path / "csi2.bin"
-    r = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--config", "tiny", "--mode", mode,
-                        "--frames", "3", "--dump-csi2", str(dump)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--config", "tiny", "--model", "first-light",
+                        "--mode", mode, "--frames", "3", "--dump-csi2", str(dump), "--report",
+                        str(tmp_path / "report.json")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     dec = decode(dump.read_bytes())
     assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors

@@ -43,8 +43,6 @@ def test_unknown_preset_lists_names():
 
 def test_die_needs_raw10_width_multiple_of_four():
     # The ISP alone takes any even width; the die's RAW10 image lines need whole 4-pixel groups.
-    from quant.firstlight import first_light_program
     from rtl.die import StackcamDie
-    config = DieConfig(frame_width=98)
     with pytest.raises(ValueError, match="multiple of 4"):
-        StackcamDie(config, first_light_program(config))
+        StackcamDie(DieConfig(frame_width=98))
