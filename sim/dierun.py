@@ -24,7 +24,7 @@ from rtl.streams import tensor_pixel_layout
 
 from .csi2 import CSI2Decoder, merge_lanes
 from .frame_source import pack_beats
-from .harness import TOP, harness_verilog
+from .harness import TOP, harness_verilog, player_depths
 from .metadata import image_from_lines, input_tensor_from_lines, parse_embedded
 from .verilator import CocotbBuild
 
@@ -76,33 +76,41 @@ class DieRun:
         return [f.output_tensor for f in self.frames]
 
 
-def model_registers(config, io, input_range=(-1.0, 1.0)):
-    """Register values a driver writes for a model: ISP geometry and quantization for the model's input,
-    where the input goes in the activation SRAM and where the outputs are (from the ROM's model I/O)."""
+def model_registers(config, io, input_range=(-1.0, 1.0), isp=True):
+    """Register values a driver writes for a model: ISP geometry and quantization for the model's input (unless
+    `isp` is False: inputs then come on the tensor port), where the input goes in the activation SRAM and where
+    the outputs are (from the ROM's model I/O). Returns (registers, ISP geometry, ISP quantization)."""
     from quant.isp import IspGeometry
 
     spec = io["input"]
     h, w, c = spec["hwc"]
     if c != 3:
-        raise HostError(f"the die's ISP makes 3-channel inputs; the model wants {c} channels")
-    try:
-        geometry = IspGeometry.for_input(config, w, h)
-        geometry.check(config)
-    except ValueError as e:
-        raise HostError(f"the model's {w}x{h} input does not fit the ISP of config {config.name!r}: {e}") from None
+        raise HostError(f"the die takes 3-channel (RGB) network inputs; the model wants {c} channels")
     scale, zp = spec["scale"][0], spec["zero_point"][0]
-    quant = isp_quant_params(config, scale, zp, lo=input_range[0], hi=input_range[1], geometry=geometry)
     outs = io["die_outputs"]
     if len(outs) > MAX_OUTPUTS:
         raise HostError(f"the model has {len(outs)} die outputs; the die sends at most {MAX_OUTPUTS}")
     regs = {
-        "isp_mult0": quant.mult[0], "isp_mult1": quant.mult[1], "isp_mult2": quant.mult[2],
-        "isp_offset": quant.offset & 0xFFFFFFFF,
-        "isp_crop": geometry.crop_x | geometry.crop_y << 16,
-        "isp_size": geometry.out_width | geometry.out_height << 16, "isp_bin": geometry.bin_factor,
         "in_addr": spec["addr"], "in_layout": (spec.get("ppw") or 0) | (zp & 0xFF) << 8,
         "out_count": len(outs),
+        # The tensor size also sizes the RGB888 input-tensor lines of tensors mode.
+        "isp_size": w | h << 16,
     }
+    geometry = quant = None
+    if isp:
+        try:
+            geometry = IspGeometry.for_input(config, w, h)
+            geometry.check(config)
+        except ValueError as e:
+            raise HostError(f"the model's {w}x{h} input does not fit the ISP of config {config.name!r}: "
+                            f"{e}") from None
+        quant = isp_quant_params(config, scale, zp, lo=input_range[0], hi=input_range[1], geometry=geometry)
+        regs.update({
+            "isp_mult0": quant.mult[0], "isp_mult1": quant.mult[1], "isp_mult2": quant.mult[2],
+            "isp_offset": quant.offset & 0xFFFFFFFF,
+            "isp_crop": geometry.crop_x | geometry.crop_y << 16,
+            "isp_size": geometry.out_width | geometry.out_height << 16, "isp_bin": geometry.bin_factor,
+        })
     for k, t in enumerate(outs):
         oh, ow, oc = t["hwc"]
         if ow * oc > MAX_OUTPUT_LINE_BYTES:
@@ -203,7 +211,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
             n = item
             want = dict(current, mode=MODES[modes[n]], input_select=int(use_tensors))
             if io is not None:
-                want.update(model_registers(config, io, input_range)[0])
+                want.update(model_registers(config, io, input_range, isp=not use_tensors)[0])
             writes = [[REGISTER_BY_NAME[k].addr, v & 0xFFFFFFFF] for k, v in want.items() if written.get(k) != v]
             written.update(want)
             if writes:
@@ -216,6 +224,12 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
                 steps.append(step)
             steps.append({"frame": "tensor" if use_tensors else "pixels", "end": ends[n]})
             ios.append(io)
+    depth_px, depth_tensor, depth_rom = player_depths(config)
+    depth = depth_tensor if use_tensors else depth_px
+    if ends and ends[-1] > depth:
+        raise ValueError(f"{ends[-1]:,} input beats exceed the harness's {depth:,}: send fewer frames per run")
+    if len(all_rom) > depth_rom:
+        raise ValueError(f"ROM images of {len(all_rom):,} beats exceed the harness's {depth_rom:,}")
     if max_cycles is None:
         work = sum(len(b) for b in frame_beats) + len(all_rom)
         rom_bytes = max((len(item) for kind, item in schedule if kind == "rom"), default=0)
@@ -259,7 +273,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         _progress_loop(thread, tmp / "progress", t0, progress, ends[-1] if ends else 0, len(all_rom))
         wall = time.time() - t0
         if "err" in result:
-            raise result["err"]
+            log_text = (tmp / "sim.log").read_text()[-2500:] if (tmp / "sim.log").exists() else ""
+            raise RuntimeError(f"die simulation failed: {result['err']}\n{log_text}") from result["err"]
         if not (tmp / "out.json").exists():
             log_text = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
             raise RuntimeError(f"die simulation produced no results:\n{log_text}")

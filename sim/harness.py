@@ -121,7 +121,8 @@ def player_depths(config):
     reasonable), tensors, and a ROM image as large as the weight SRAM."""
     frame_beats = config.frame_width * config.frame_height // config.pixels_per_clock
     frames = max(2, min(8, (1 << 24) // frame_beats))
-    tensor = config.input_width * config.input_height * 8
+    # The tensor port feeds any model's input (not limited by the ISP): room for four 224 x 224 tensors.
+    tensor = max(config.input_width * config.input_height, 224 * 224) * 4
     rom = (config.weight_words * config.weight_word_bytes + 64 * 1024) // 16
     return frame_beats * frames, tensor, rom
 

@@ -78,6 +78,10 @@ async def run_plan(dut):
     ok = True
     for step in plan["steps"]:
         if "rom" in step:
+            # A new model only once every frame before it is out (a model is not swapped under a frame).
+            ok = await wait_until(lambda n=frames: int(dut.frames_sent.value) >= n, "frames before a ROM load")
+            if not ok:
+                break
             end = int(step["rom"])
             start = cycle()
             dut.rom_limit.value = end

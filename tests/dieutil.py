@@ -29,7 +29,10 @@ class Model:
         self.prepared = prepare_model(name, config, seed=seed)
         self.rom = self.prepared.rom
         self.io = self.prepared.io
-        self.regs, self.geometry, self.quant = model_registers(config, self.io)
+        try:
+            self.regs, self.geometry, self.quant = model_registers(config, self.io)
+        except ValueError:          # the frame is too small for this input: only the tensor port can feed it
+            self.regs, self.geometry, self.quant = model_registers(config, self.io, isp=False)
 
     def input_tensor(self, raw):
         return isp_reference(raw, self.config, self.quant, self.geometry)

@@ -139,7 +139,11 @@ class NPU(wiring.Component):
                         m.next = "FETCH"
                     with m.Else():
                         m.d.sync += self.error.eq(4)
-                        m.d.comb += self.done.eq(1)
+                        m.next = "NO_MODEL"
+            with m.State("NO_MODEL"):
+                # `done` comes a cycle after the error code is registered, so the two are seen together.
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
             with m.State("FETCH"):
                 m.d.comb += self.busy.eq(1)
                 # Byte address of the descriptor in the weight stream: pc * 128.
