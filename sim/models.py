@@ -10,10 +10,10 @@ from quant.romimage import build_rom
 
 __all__ = ["PreparedModel", "prepare_model", "MODEL_HELP"]
 
-MODEL_HELP = ("zoo:blazeface (BlazeFace short-range, int8 by our PTQ; the default), first-light (one 3x3 s2 "
-              "ReLU6 conv with seeded weights), zoo:mobilenet_v1_<alpha>_<resolution>[_<classes>] (seeded "
-              "weights, 1000 classes unless given), or a .tflite/.onnx file (float models are calibrated on the "
-              "skimage photos)")
+MODEL_HELP = ("first-light (one 3x3 s2 ReLU6 conv with seeded weights; the default), zoo:blazeface (BlazeFace "
+              "short-range, int8 by our PTQ; its 128x128 input needs the imx500 preset's frame), "
+              "zoo:mobilenet_v1_<alpha>_<resolution>[_<classes>] (seeded weights, 1000 classes unless given), or a "
+              ".tflite/.onnx file (float models are calibrated on the skimage photos)")
 
 
 @dataclass
