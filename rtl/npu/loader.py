@@ -5,7 +5,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -400,10 +400,7 @@ class ModelLoader(wiring.Component):
         last4 = Signal(32)
         joined = Cat(last4, ch_flat)
         with m.If(take):
-            with m.Switch(ch_count):
-                for k in range(self.chunk_bytes + 1):
-                    with m.Case(k):
-                        m.d.sync += last4.eq(joined[8 * k: 8 * k + 32])
+            m.d.sync += last4.eq((joined >> Cat(Const(0, 3), ch_count))[:32])
         m.d.comb += self.image_crc.eq(last4)
         return m
 
