@@ -13,7 +13,7 @@ from .npu.core import NPU
 from .npu.io import MAX_OUTPUTS, InputWriter, OutputReader
 from .npu.loader import ModelLoader
 from .npu.loader import rom_beat_layout as _loader_beat_layout
-from .regs import MODE_IMAGE, MODE_TENSORS, RegisterBank, bus_signature
+from .regs import MODE_IMAGE, MODE_METADATA, MODE_TENSORS, RegisterBank, bus_signature
 from .streams import pixel_beat_stream, tensor_pixel_stream
 
 __all__ = ["StackcamDie", "EMBEDDED_FIELDS", "EMBEDDED_BYTES", "EMBEDDED_MAGIC", "MAX_OUTPUT_LINE_BYTES",
@@ -164,7 +164,7 @@ class StackcamDie(wiring.Component):
         m.d.comb += [
             raw10.abort.eq(missing_end),
             raw10.enable.eq((regs.mode == MODE_IMAGE) & ~from_tensor_port),
-            tlines.enable.eq(framer.mode_latched == MODE_TENSORS),
+            tlines.enable.eq(1),
             tlines.abort.eq(framer.abort_input_tensor),
             tlines.tensor_width.eq(regs.isp_size[:16]),
             tlines.tensor_height.eq(regs.isp_size[16:]),
@@ -174,16 +174,32 @@ class StackcamDie(wiring.Component):
         # ---- network input: the ISP output or the tensor port, to the input writer and the RGB888 packer ----
         tp = self.tensor
         tensor_gate = ~tp.payload.first | may_start
+        # The frame's CSI-2 mode. Image mode needs RAW10 lines, so a tensor-port frame sends metadata instead;
+        # tensors mode needs the input rows to fit the input line buffer (the tensor port takes any model's
+        # input, up to the activation SRAM), so a larger input sends metadata instead (the embedded line's
+        # mode field says which mode a frame went out in). While no frame is in flight, the mode the next frame
+        # starts with (its first tensor pixel is the frame start); then the mode latched for the frame.
+        input_fits = (regs.isp_size[:16] <= cfg.input_width) & (regs.isp_size[16:] <= cfg.input_height)
+        next_mode = Signal(2)
+        with m.If(((regs.mode == MODE_IMAGE) & from_tensor_port) | ((regs.mode == MODE_TENSORS) & ~input_fits)):
+            m.d.comb += next_mode.eq(MODE_METADATA)
+        with m.Else():
+            m.d.comb += next_mode.eq(regs.mode)
+        frame_mode = Mux(framer.idle, next_mode, framer.mode_latched)
+        # Only a tensors-mode frame goes through the RGB888 line packer; otherwise it is bypassed.
+        send_lines = Signal()
+        lines_ready = Signal()
+        m.d.comb += [send_lines.eq(frame_mode == MODE_TENSORS), lines_ready.eq(tlines.pixels.ready | ~send_lines)]
         src_valid = Mux(from_tensor_port, tp.valid & tensor_gate, isp.out.valid)
         src = Mux(from_tensor_port, tp.payload.as_value(), isp.out.payload.as_value())
         src_payload = Signal.like(isp.out.payload)
         m.d.comb += src_payload.eq(src)
         m.d.comb += [
             inw.pixels.payload.eq(src_payload),
-            inw.pixels.valid.eq(src_valid & tlines.pixels.ready),
-            tlines.pixels.valid.eq(src_valid & inw.pixels.ready),
-            isp.out.ready.eq(~from_tensor_port & inw.pixels.ready & tlines.pixels.ready),
-            tp.ready.eq(from_tensor_port & tensor_gate & inw.pixels.ready & tlines.pixels.ready),
+            inw.pixels.valid.eq(src_valid & lines_ready),
+            tlines.pixels.valid.eq(src_valid & inw.pixels.ready & send_lines),
+            isp.out.ready.eq(~from_tensor_port & inw.pixels.ready & lines_ready),
+            tp.ready.eq(from_tensor_port & tensor_gate & inw.pixels.ready & lines_ready),
             tlines.pixels.payload.first.eq(src_payload.first),
             tlines.pixels.payload.last.eq(src_payload.last),
             inw.base.eq(regs.in_addr),
@@ -261,7 +277,7 @@ class StackcamDie(wiring.Component):
             framer.tensor_done.eq(npu_ok),
             framer.tensor_failed.eq(npu.done & (npu.error != 0)),
             framer.out_count.eq(regs.out_count),
-            framer.mode.eq(Mux(from_tensor_port & (regs.mode == MODE_IMAGE), 1, regs.mode)),
+            framer.mode.eq(next_mode),
             framer.ls_le.eq(regs.csi2_ctrl[0]),
             framer.vc_image.eq(regs.vc_map[0:2]),
             framer.vc_output.eq(regs.vc_map[2:4]),

@@ -243,8 +243,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         "reg_counter_sel": REGISTER_BY_NAME["counter_sel"].addr,
         "reg_counter_cycles": REGISTER_BY_NAME["counter_cycles"].addr,
         "reg_counter_macs": REGISTER_BY_NAME["counter_macs"].addr, "max_counters": MAX_DESCRIPTORS,
-        "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("npu_status", "npu_descriptors", "frame_latency",
-                                                               "model_fingerprint", "load_cycles")},
+        "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("status", "npu_status", "npu_descriptors",
+                                                               "frame_latency", "model_fingerprint", "load_cycles")},
     }
 
     with tempfile.TemporaryDirectory(prefix="stackcam-") as tmp:
@@ -280,8 +280,12 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
             raise RuntimeError(f"die simulation produced no results:\n{log_text}")
         r = json.loads((tmp / "out.json").read_text())
         if not r["finished"]:
+            taken = r["tensor_sent"] if use_tensors else r["pixels_sent"]
             raise RuntimeError(f"die simulation did not finish: waiting for {r['timeout']} after {r['cycles']:,} "
-                               f"cycles ({r['frames_sent']}/{n_frames} frames out, model_ok={r['model_ok']})")
+                               f"cycles ({r['frames_sent']}/{n_frames} frames out, model_ok={r['model_ok']}, "
+                               f"status={r.get('status', 0):#x}, npu_status={r.get('npu_status', 0):#x}, "
+                               f"input beats taken {taken:,}/{ends[-1] if ends else 0:,}, "
+                               f"frame_errors={r['frame_errors']})")
         beats, beat_cycles = [], []
         if (tmp / "csi2.log").exists():
             for line in (tmp / "csi2.log").read_text().split("\n"):

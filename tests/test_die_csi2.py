@@ -67,6 +67,52 @@ def test_modes_switch_between_frames(config, ls_le, stall, vcs):
         assert fr.csi2_bytes == frame_bytes(config, mode, [y.shape], ls_le, x.shape[:2])
 
 
+def _tensor_port_model(config, height, width):
+    """The first-light layer for a height x width input, compiled for `config` (fed on the tensor port)."""
+    from dataclasses import replace
+
+    from quant.compiler import compile_graph
+    from quant.firstlight import first_light_graph
+    from quant.romimage import build_rom
+    from sim.models import PreparedModel
+    graph = first_light_graph(replace(config, input_width=width, input_height=height,
+                                      frame_width=max(config.frame_width, 4 * width),
+                                      frame_height=max(config.frame_height, 4 * height)), seed=6)
+    compiled = compile_graph(graph, config)
+    return PreparedModel(name="first-light", graph=graph, compiled=compiled, rom=build_rom(compiled))
+
+
+@pytest.mark.parametrize("height,width,sent_as", [
+    (16, 16, "tensors"),        # fits the input line buffer: the input rows go out as RGB888 lines
+    (20, 24, "metadata"),       # larger than the configuration's input: the frame goes out as metadata
+])
+def test_tensor_port_frames_switch_modes(height, width, sent_as):
+    """Tensor-port frames back to back (the next frame's first pixel waits at the port while the die is busy),
+    with the mode switched between them: each frame's mode is the one written before it, a tensors-mode frame
+    whose input is larger than the input line buffer goes out as metadata, every output is bit-exact."""
+    from sim.simulate import golden_die_outputs
+    config = preset("tiny")
+    model = _tensor_port_model(config, height, width)
+    rng = np.random.default_rng(8)
+    xs = [rng.integers(-128, 128, (height, width, 3)).astype(np.int8) for _ in range(4)]
+    modes = ["metadata", "tensors", "metadata", "tensors"]
+    run = run_die(config, model.rom, tensors=xs, modes=modes, stall=0.3, progress=False)
+    dec = decode(run.csi2_bytes)
+    assert (dec.ecc_errors, dec.crc_errors, dec.framing_errors) == (0, 0, 0), dec.errors
+    assert [f.number for f in run.frames] == [1, 2, 3, 4]
+    assert [f.mode for f in run.frames] == ["metadata", sent_as, "metadata", sent_as]
+    for x, fr in zip(xs, run.frames):
+        (want,), _ = golden_die_outputs(model, config, x)
+        assert fr.output_tensor is not None and np.array_equal(fr.output_tensor, want)
+        assert fr.embedded["has_tensor"] and not fr.embedded["malformed"]
+        if fr.mode == "tensors":
+            assert fr.input_tensor is not None and np.array_equal(fr.input_tensor, x)
+        else:
+            assert fr.input_tensor is None
+        assert fr.csi2_bytes == frame_bytes(config, fr.mode, [want.shape], False, x.shape[:2])
+    assert run.counters["frame_errors"] == 0 and run.counters["csi2_errors"] == 0
+
+
 def _markers(p):
     return beat_field_offsets(pixel_beat_layout(p))[1]
 
