@@ -183,6 +183,13 @@ PRESETS = {
         csi2_lanes=2, clock_mhz=50.0,
         notes="ULX3S-85F: 128 MACs of 156 multipliers, 384 KiB SRAM of 468 KB block RAM (288 KiB for weights: "
               "the 2-class MobileNet V1 0.25 96 person detector fits, BlazeFace's 393 KB of activations do not)"),
+    # The main job's die: BlazeFace (128x128 input) on an XGA readout through the whole die, fast enough to
+    # simulate in a minute or two. The ISP bins 6x6 Bayer pixels per input pixel over a centred 768x768 crop.
+    "demo": DieConfig(
+        name="demo", frame_width=1024, frame_height=768, pixels_per_clock=2, input_width=128, input_height=128,
+        array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=64 * 1024, weight_banks=4,
+        conv_out_channels=16, csi2_lanes=2, clock_mhz=200.0,
+        notes="main job: 128 MACs, 768 KiB SRAM (256 KiB for weights), XGA readout, 200 MHz nominal"),
     # The reference ASIC, IMX500 class: 12.3 MP readout, 2048 MACs, 8 MiB SRAM.
     "imx500": DieConfig(
         name="imx500", frame_width=4056, frame_height=3040, pixels_per_clock=4, input_width=224,

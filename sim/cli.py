@@ -87,9 +87,13 @@ def build_parser():
     s = sub.add_parser("simulate", help="run a photo through the whole die in Verilator",
                        description="Turn a photo into a RAW10 Bayer frame, stream it through the die in Verilator, "
                        "decode the CSI-2 output and check it bit for bit against the numpy reference.")
+    from rtl.params import PRESETS
+
     from .models import MODEL_HELP
-    s.add_argument("--config", default="tiny", help="configuration preset (tiny, fpga, imx500; default tiny)")
-    s.add_argument("--model", default="first-light", help=f"network: {MODEL_HELP}")
+    s.add_argument("--config", default="demo",
+                   help=f"configuration preset ({', '.join(PRESETS)}; default demo: BlazeFace's 128x128 input "
+                   "from an XGA frame in a minute or two)")
+    s.add_argument("--model", default="zoo:blazeface", help=f"network: {MODEL_HELP}")
     s.add_argument("--image", default=None, help="image file (default: skimage.data.astronaut())")
     s.add_argument("--frames", type=int, default=1, help="consecutive frames to send (default 1)")
     s.add_argument("--mode", choices=mode_choices, default="metadata",

@@ -10,8 +10,9 @@ from quant.romimage import build_rom
 
 __all__ = ["PreparedModel", "prepare_model", "MODEL_HELP"]
 
-MODEL_HELP = ("first-light (one 3x3 s2 ReLU6 conv with seeded weights; the default), zoo:blazeface (BlazeFace "
-              "short-range, int8 by our PTQ; its 128x128 input needs the imx500 preset's frame), "
+MODEL_HELP = ("zoo:blazeface (BlazeFace short-range, int8 by our PTQ; the default: its 128x128 input needs a "
+              "frame of at least 256x256, as in the demo and imx500 presets), first-light (one 3x3 s2 ReLU6 conv "
+              "with seeded weights, sized for the preset's input), "
               "zoo:mobilenet_v1_<alpha>_<resolution>[_<classes>] (seeded weights, 1000 classes unless given), or a "
               ".tflite/.onnx file (float models are calibrated on the skimage photos)")
 

@@ -37,7 +37,7 @@ def test_invalid_configs_name_the_value(changes, needle):
 
 
 def test_unknown_preset_lists_names():
-    with pytest.raises(ConfigError, match="presets are: tiny, fpga, imx500"):
+    with pytest.raises(ConfigError, match="presets are: tiny, fpga, demo, imx500"):
         preset("nope")
 
 
