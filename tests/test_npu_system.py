@@ -93,3 +93,39 @@ def test_stackcam_run_engine_rtl(tmp_path):
     litert = np.concatenate([run_reference(path.read_bytes(), [x[None]])[0] for x in xs])
     assert outs["rtl"].shape == litert.shape and np.array_equal(outs["rtl"], litert)
     assert np.array_equal(outs["ref"], litert)
+
+
+@pytest.mark.parametrize("config", ["tiny", "demo"])
+def test_stackcam_run_engine_rtl_blazeface(config, tmp_path):
+    """BlazeFace (int8 by our PTQ) through `stackcam run --engine rtl` on the astronaut's face: every output
+    element equals LiteRT's reference kernels and the `ref` engine (the golden program executor)."""
+    from skimage.data import astronaut
+    from skimage.transform import resize
+    model = Model("zoo:blazeface", preset(config))
+    path = tmp_path / "blazeface.tflite"
+    path.write_bytes(export_tflite(model.prepared.graph))
+    scale, zp = model.io["input"]["scale"][0], model.io["input"]["zero_point"][0]
+    rgb = resize(astronaut()[40:296, 96:352] / 255.0, (128, 128), anti_aliasing=True) * 2.0 - 1.0
+    x = np.clip(np.round(rgb / scale) + zp, -128, 127).astype(np.int8)[None]
+    np.save(tmp_path / "in.npy", x)
+    outs = {}
+    for engine in ("ref", "rtl"):
+        r = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
+                            "--engine", engine, "--config", config, "-o", str(tmp_path / f"{engine}.npz")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        outs[engine] = np.load(tmp_path / f"{engine}.npz")
+    litert = run_reference(path.read_bytes(), [x])
+    assert len(litert) == len(outs["rtl"].files) == 2
+    for k, ref in enumerate(litert):
+        for engine in ("rtl", "ref"):
+            got = outs[engine][f"output_{k}"]
+            assert got.shape == ref.shape and int(np.count_nonzero(got != ref)) == 0, (engine, k)
+    # The die's outputs decode to the face (the crop puts it in the middle of the input).
+    from quant.detect import detect_faces
+    from quant.zoo.blazeface import _output_pair
+    reg, cls, quant = _output_pair(model.prepared.graph, [outs["rtl"][f"output_{k}"] for k in range(2)])
+    faces = detect_faces(reg, cls, (128, 128), quant=quant)
+    assert faces and faces[0].score > 0.5
+    x0, y0, x1, y1 = faces[0].box
+    assert 20 < (x0 + x1) / 2 < 108 and 20 < (y0 + y1) / 2 < 108
