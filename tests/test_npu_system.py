@@ -129,3 +129,28 @@ def test_stackcam_run_engine_rtl_blazeface(config, tmp_path):
     assert faces and faces[0].score > 0.5
     x0, y0, x1, y1 = faces[0].box
     assert 20 < (x0 + x1) / 2 < 108 and 20 < (y0 + y1) / 2 < 108
+
+
+def test_main_job_finds_the_astronauts_face(tmp_path):
+    """`stackcam simulate` with its defaults (BlazeFace on the demo preset, the astronaut through the ISP): every
+    die output bit-exact, clean CSI-2, and the face it reports matches float BlazeFace on LiteRT."""
+    import json
+
+    from quant.calib import photo
+    from quant.detect import iou
+    from quant.zoo import blazeface as bf
+    report = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--report", str(report), "--png",
+                        str(tmp_path / "detection.png")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    assert rep["config"] == "demo" and rep["model"] == "zoo:blazeface"
+    assert rep["bit_exact"] == [rep["elements"]] and rep["elements"] == 15232
+    assert rep["csi2_errors"] == {"ecc": 0, "crc": 0, "framing": 0}
+    assert f"bit-exact:     {rep['elements']}/{rep['elements']}" in r.stdout
+    best_float = bf.find_faces(bf.blazeface_float_graph(), photo("astronaut"), min_score=None)[0]
+    assert rep["face"]["score"] > 0.5 and abs(rep["face"]["score"] - best_float.score) < 0.1
+    assert iou(tuple(rep["face"]["box"]), best_float.box) > 0.5
+    assert (tmp_path / "detection.png").stat().st_size > 0
+    # The latency adds up: the network's cycles fit between the last pixel and the last CSI-2 byte.
+    assert 0 < rep["npu_cycles"] < rep["latency_last_pixel_to_last_byte"] < rep["latency_first_pixel_to_last_byte"]
