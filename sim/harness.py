@@ -1,6 +1,8 @@
 """Simulation harness around the die: Verilog stream players and a CSI-2 capture, so Python need not touch
 every clock cycle. Sim-only (it uses $readmemh/$fwrite); the die itself stays free of such constructs."""
 
+import re
+
 from rtl.csi2.packetizer import ppi_beat_layout
 from rtl.die import StackcamDie, rom_beat_layout
 from rtl.streams import pixel_beat_layout, tensor_pixel_layout
@@ -136,9 +138,18 @@ def harness_verilog(config):
         text.append(_PLAYER.format(name=name))
     text.append(_CAPTURE)
     pl, tl, rl = pixel_beat_layout(config.pixels_per_clock), tensor_pixel_layout(3), rom_beat_layout()
-    text.append(_TOP.format(top=TOP, die=DIE, pw=pl.size, tw=tl.size, rw=rl.size,
-                            cw=ppi_beat_layout(config.csi2_lanes).size, pd=pd, td=td, rd=rd,
-                            pfb=pl["frame_first"].offset, plb=pl["frame_last"].offset,
-                            tfb=tl["first"].offset, tlb=tl["last"].offset,
-                            rfb=rl["first"].offset, rlb=rl["last"].offset))
+    top = _TOP.format(top=TOP, die=DIE, pw=pl.size, tw=tl.size, rw=rl.size,
+                      cw=ppi_beat_layout(config.csi2_lanes).size, pd=pd, td=td, rd=rd,
+                      pfb=pl["frame_first"].offset, plb=pl["frame_last"].offset,
+                      tfb=tl["first"].offset, tlb=tl["last"].offset,
+                      rfb=rl["first"].offset, rlb=rl["last"].offset)
+    text.append(_public_ports(top))
     return "\n".join(text)
+
+
+def _public_ports(text):
+    """Mark every port in the module header visible to cocotb (VPI). Only these are: the model is built without
+    --public-flat-rw, so Verilator may optimize everything inside the die (see sim.verilator)."""
+    head, sep, body = text.partition(");")
+    head = re.sub(r"((?:input|output)\s*(?:\[[^\]]*\])?\s*\w+)", r"\1 /*verilator public_flat_rw*/", head)
+    return head + sep + body
