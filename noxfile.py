@@ -1,4 +1,4 @@
-"""nox sessions: tests, simulate (the main job), verilog, lint."""
+"""nox sessions: tests, simulate (the main job), verilog, build (FPGA board), lint."""
 
 import os
 
@@ -45,6 +45,14 @@ def bench(session):
     writes build/bench/<name>.json and a per-layer bar chart <name>.png."""
     _install(session, "bench")
     session.run("python", "-m", "sim.bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def build(session):
+    """`stackcam build BOARD` (default ulx3s): synthesis, place and route and packing with the yowasp tools; Fmax
+    and utilization in build/boards/BOARD/report.json."""
+    _install(session, "fpga")
+    session.run("stackcam", "build", *(session.posargs or ["ulx3s"]))
 
 
 @nox.session(python=PYTHON)

