@@ -187,9 +187,10 @@ PRESETS = {
     # simulate in a minute or two. The ISP bins 6x6 Bayer pixels per input pixel over a centred 768x768 crop.
     "demo": DieConfig(
         name="demo", frame_width=1024, frame_height=768, pixels_per_clock=2, input_width=128, input_height=128,
-        array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=64 * 1024, weight_banks=4,
+        array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=64 * 1024, weight_banks=5,
         conv_out_channels=16, csi2_lanes=2, clock_mhz=200.0,
-        notes="main job: 128 MACs, 768 KiB SRAM (256 KiB for weights), XGA readout, 200 MHz nominal"),
+        notes="main job: 128 MACs, 768 KiB SRAM (320 KiB for weights: BlazeFace and MobileNet V1 0.25 96 fit), "
+              "XGA readout, 200 MHz nominal"),
     # The reference ASIC, IMX500 class: 12.3 MP readout, 2048 MACs, 8 MiB SRAM.
     "imx500": DieConfig(
         name="imx500", frame_width=4056, frame_height=3040, pixels_per_clock=4, input_width=224,

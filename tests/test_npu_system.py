@@ -95,17 +95,22 @@ def test_stackcam_run_engine_rtl(tmp_path):
     assert np.array_equal(outs["ref"], litert)
 
 
-@pytest.mark.parametrize("config", ["tiny", "demo"])
-def test_stackcam_run_engine_rtl_blazeface(config, tmp_path):
-    """BlazeFace (int8 by our PTQ) through `stackcam run --engine rtl` on the astronaut's face: every output
-    element equals LiteRT's reference kernels and the `ref` engine (the golden program executor)."""
+@pytest.mark.parametrize("name,config", [
+    ("zoo:blazeface", "tiny"), ("zoo:blazeface", "demo"),
+    ("zoo:mobilenet_v1_0.25_96_2", "tiny"), ("zoo:mobilenet_v1_0.25_96_2", "demo"),
+])
+def test_stackcam_run_engine_rtl_networks(name, config, tmp_path):
+    """BlazeFace and the MobileNet V1 0.25 96 person detector (int8 by our PTQ) through `stackcam run --engine
+    rtl` on the astronaut photo: every output element equals LiteRT's reference kernels and the `ref` engine
+    (the golden program executor)."""
     from skimage.data import astronaut
     from skimage.transform import resize
-    model = Model("zoo:blazeface", preset(config))
-    path = tmp_path / "blazeface.tflite"
+    model = Model(name, preset(config))
+    path = tmp_path / "model.tflite"
     path.write_bytes(export_tflite(model.prepared.graph))
+    h, w, _ = model.io["input"]["hwc"]
     scale, zp = model.io["input"]["scale"][0], model.io["input"]["zero_point"][0]
-    rgb = resize(astronaut()[40:296, 96:352] / 255.0, (128, 128), anti_aliasing=True) * 2.0 - 1.0
+    rgb = resize(astronaut()[40:296, 96:352] / 255.0, (h, w), anti_aliasing=True) * 2.0 - 1.0
     x = np.clip(np.round(rgb / scale) + zp, -128, 127).astype(np.int8)[None]
     np.save(tmp_path / "in.npy", x)
     outs = {}
@@ -116,19 +121,20 @@ def test_stackcam_run_engine_rtl_blazeface(config, tmp_path):
         assert r.returncode == 0, r.stderr
         outs[engine] = np.load(tmp_path / f"{engine}.npz")
     litert = run_reference(path.read_bytes(), [x])
-    assert len(litert) == len(outs["rtl"].files) == 2
+    assert len(litert) == len(outs["rtl"].files) == len(model.prepared.graph.outputs)
     for k, ref in enumerate(litert):
         for engine in ("rtl", "ref"):
             got = outs[engine][f"output_{k}"]
             assert got.shape == ref.shape and int(np.count_nonzero(got != ref)) == 0, (engine, k)
-    # The die's outputs decode to the face (the crop puts it in the middle of the input).
-    from quant.detect import detect_faces
-    from quant.zoo.blazeface import _output_pair
-    reg, cls, quant = _output_pair(model.prepared.graph, [outs["rtl"][f"output_{k}"] for k in range(2)])
-    faces = detect_faces(reg, cls, (128, 128), quant=quant)
-    assert faces and faces[0].score > 0.5
-    x0, y0, x1, y1 = faces[0].box
-    assert 20 < (x0 + x1) / 2 < 108 and 20 < (y0 + y1) / 2 < 108
+    if name == "zoo:blazeface":
+        # The die's outputs decode to the face (the crop puts it in the middle of the input).
+        from quant.detect import detect_faces
+        from quant.zoo.blazeface import _output_pair
+        reg, cls, quant = _output_pair(model.prepared.graph, [outs["rtl"][f"output_{k}"] for k in range(2)])
+        faces = detect_faces(reg, cls, (128, 128), quant=quant)
+        assert faces and faces[0].score > 0.5
+        x0, y0, x1, y1 = faces[0].box
+        assert 20 < (x0 + x1) / 2 < 108 and 20 < (y0 + y1) / 2 < 108
 
 
 def test_main_job_finds_the_astronauts_face(tmp_path):
