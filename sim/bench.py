@@ -109,7 +109,8 @@ def run_benchmark(name, out_dir, log=print):
         f"{100 * report['model']['total_error']:.2f}%, largest layer error "
         f"{100 * report['model']['largest_layer_error']:.2f}%")
     log(f"  simulation {run.cycles:,} cycles in {run.sim_wall_s:.1f} s ({report['sim_cycles_per_s'] / 1e3:.0f} k "
-        f"cycles/s; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s in all); wrote {out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
+        f"cycles/s; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s in all); wrote "
+        f"{out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
     return report, exact == n
 
 

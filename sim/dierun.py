@@ -146,15 +146,44 @@ def tensor_beats(x):
     return v
 
 
+def _source_key(config):
+    """A hash of everything the harness Verilog of `config` and its build come from: the configuration, the
+    sources of the RTL, of the toolchain it imports constants from, of the harness and of the Verilator runner,
+    and the tool versions. Equal keys give equal models, so a cached model is found without converting the die
+    again (tens of seconds for the large presets)."""
+    import hashlib
+
+    import amaranth
+    import cocotb
+
+    import quant
+    import rtl
+
+    from .verilator import verilator_root
+    h = hashlib.sha256("\0".join([repr(config), amaranth.__version__, cocotb.__version__,
+                                   str(verilator_root())]).encode())
+    here = Path(__file__).parent
+    files = (sorted(Path(rtl.__file__).parent.rglob("*.py")) + sorted(Path(quant.__file__).parent.rglob("*.py"))
+             + [here / "harness.py", here / "verilator.py"])
+    for f in files:
+        h.update(str(f.name).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build_die(config, log=None):
     """Generate the die's Verilog inside the harness and build (or find cached) its Verilator model."""
     t0 = time.time()
-    text = harness_verilog(config)
-    build = CocotbBuild(text, TOP, name=f"die-{config.name}")
-    if not build.is_built and log:
-        log(f"building the Verilator model of the die ({config.name}, {len(text.splitlines()):,} lines of "
-            f"Verilog; cached after the first time)...")
-    build.build()
+    name = f"die-{config.name}"
+    key = _source_key(config)
+    build = CocotbBuild.cached(name, key, TOP)
+    if build is None:
+        text = harness_verilog(config)
+        build = CocotbBuild(text, TOP, name=name)
+        if not build.is_built and log:
+            log(f"building the Verilator model of the die ({config.name}, {len(text.splitlines()):,} lines of "
+                f"Verilog; cached after the first time)...")
+        build.build()
+        build.remember(name, key)
     return build, time.time() - t0
 
 

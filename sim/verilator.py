@@ -99,6 +99,29 @@ class CocotbBuild:
     def is_built(self):
         return (self.dir / ".built").exists()
 
+    @classmethod
+    def cached(cls, name, source_key, top):
+        """The build remembered under `source_key` (a hash of whatever generated the Verilog, so that a caller
+        can skip generating it), or None."""
+        index = cache_root() / "index" / f"{name}-{source_key}"
+        if not index.exists():
+            return None
+        self = cls.__new__(cls)
+        self.top = top
+        self.dir = cache_root() / index.read_text().strip()
+        self.verilog_text = None
+        self.verilog_path = self.dir / f"{top}.v"
+        self.built_now = False
+        return self if self.is_built and self.verilog_path.exists() else None
+
+    def remember(self, name, source_key):
+        """Record this (built) model under `source_key` for `cached`."""
+        index = cache_root() / "index" / f"{name}-{source_key}"
+        index.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(self.dir.name + "\n")
+        tmp.replace(index)
+
     def build(self, log=None):
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "w") as lock:

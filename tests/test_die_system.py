@@ -44,3 +44,22 @@ def test_die_bit_exact_over_frames(config, stall):
     assert run.counters["npu_cycles"] >= run.counters["mac_cycles"] > 0
     assert len(run.first_pixel) == len(run.last_pixel) == len(run.frame_last_byte) == 3
     assert run.first_pixel[0] < run.last_pixel[0] < run.frame_last_byte[0]
+
+
+def test_build_cache_finds_a_model_by_its_sources(tmp_path, monkeypatch):
+    """A model remembered under a source key is found without its Verilog; a key never remembered, or one
+    whose build folder lost its model, is not."""
+    from sim.verilator import CocotbBuild, cache_root
+    monkeypatch.setenv("STACKCAM_BUILD_DIR", str(tmp_path))
+    build = CocotbBuild("module t(input a); endmodule\n", "t", name="x")
+    assert CocotbBuild.cached("x", "k1", "t") is None
+    build.dir.mkdir(parents=True)
+    (build.dir / "t.v").write_text(build.verilog_text)
+    (build.dir / ".built").write_text("ok\n")
+    build.remember("x", "k1")
+    found = CocotbBuild.cached("x", "k1", "t")
+    assert found is not None and found.dir == build.dir and found.is_built
+    assert CocotbBuild.cached("x", "k2", "t") is None
+    assert cache_root() == tmp_path / "verilator"
+    (build.dir / ".built").unlink()
+    assert CocotbBuild.cached("x", "k1", "t") is None
