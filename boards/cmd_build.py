@@ -23,7 +23,7 @@ def register(sub):
 def cmd_build(args):
     from sim.cli import UserError
 
-    from .build import BuildError, ToolMissing, build_board, summary_lines
+    from .build import ToolMissing, build_board, summary_lines
     config = None
     if args.config:
         from rtl.params import ConfigError, preset
@@ -36,11 +36,11 @@ def cmd_build(args):
         report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, log=log)
     except ToolMissing as e:
         raise UserError(str(e)) from None
-    except BuildError as e:
-        print(f"stackcam build: {e}", file=sys.stderr)
-        return 1
+    if "error" in report:
+        print(f"stackcam build: {report['error']}", file=sys.stderr)
     for line in summary_lines(report):
         print(line)
     out = args.output or f"build/boards/{args.board}"
-    print(f"wall time {report['wall_s']:.0f} s; report {out}/report.json; bitstream {report.get('bitstream')}")
+    bitstream = f"; bitstream {report['bitstream']}" if "bitstream" in report else ""
+    print(f"wall time {report['wall_s']:.0f} s; report {out}/report.json{bitstream}")
     return 0 if report["ok"] else 1

@@ -410,6 +410,10 @@ def test_build_report_parsing():
     assert util == {"TRELLIS_COMB": (100, 83640), "DP16KD": (3, 208)} and fmax == {"$glbnet$clk": (61.5, 50.0)}
     stat = "...\nPrinting statistics.\n\n=== top ===\n   Number of cells:  10\n     DP16KD   3\n     LUT4   7\n"
     assert parse_yosys_stat(stat) == {"DP16KD": 3, "LUT4": 7}
+    # Yosys 0.70: local counts per module, then the totals of the hierarchy (counted once).
+    stat = ("2.51. Printing statistics.\n\n=== top ===\n      234 cells\n       46   DP16KD\n    48808   LUT4\n"
+            "\n=== design hierarchy ===\n      234 top\n      234 cells\n       46   DP16KD\n    48808   LUT4\n")
+    assert parse_yosys_stat(stat) == {"DP16KD": 46, "LUT4": 48808}
     lines = summary_lines({"fmax_mhz": {"clk": {"achieved": 61.5, "constraint": 50.0}},
                            "utilization": {k: {"used": u, "available": a} for k, (u, a) in util.items()}})
     assert lines[0] == "Fmax 61.5 MHz on clk (meets the 50 MHz target)"
