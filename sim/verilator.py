@@ -12,6 +12,8 @@ __all__ = ["VERILATOR_FLAGS", "VerilatorError", "verilator_root", "tool_env", "l
 
 # Yosys-written Verilog widens and truncates on purpose; these warnings say nothing about the design.
 VERILATOR_FLAGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+# C++ optimization of the model's per-cycle code (Verilator's default is -Os).
+CXX_OPT_FAST = "-O2"
 
 
 class VerilatorError(RuntimeError):
@@ -41,7 +43,10 @@ def tool_env(base=None):
     env["VERILATOR_ROOT"] = str(root)
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    if "OPT_FAST" not in flags:
+        flags = f"{flags} OPT_FAST={CXX_OPT_FAST}"
+    env["MAKEFLAGS"] = flags
     return env
 
 
@@ -88,7 +93,7 @@ class CocotbBuild:
         import cocotb
         self.top = top
         key = hashlib.sha256("\0".join([verilog_text, top, " ".join(VERILATOR_FLAGS), "no-public-flat-rw",
-                                        cocotb.__version__,
+                                        CXX_OPT_FAST, cocotb.__version__,
                                         str(verilator_root())]).encode()).hexdigest()[:16]
         self.dir = cache_root() / f"{name}-{key}"
         self.verilog_text = verilog_text
