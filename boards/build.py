@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "TOOLS",
-           "parse_nextpnr_report", "parse_yosys_stat"]
+           "parse_nextpnr_report", "parse_nextpnr_log", "parse_yosys_stat", "summary_lines"]
 
 # tool -> (environment variable amaranth and this module honour, the yowasp command, the PyPI package)
 TOOLS = {
@@ -126,6 +126,15 @@ def parse_nextpnr_report(report):
     return util, fmax
 
 
+def parse_nextpnr_log(text):
+    """Utilization {cell: (used, available)} from the "Device utilisation" block of a nextpnr log: the figures
+    that exist when nextpnr stops before writing its --report (a design that does not fit)."""
+    util = {}
+    for m in re.finditer(r"Info:\s+([A-Z][A-Z0-9_]+):\s+(\d+)/\s*(\d+)\s+\d+%", text):
+        util[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return util
+
+
 def _run(cmd, log_path, stage, log, cwd):
     t0 = time.time()
     log(f"  {stage}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
@@ -185,11 +194,14 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
             report["stages"]["nextpnr_s"] = round(_run(pnr, out / "nextpnr.log", "place and route (nextpnr)", log,
                                                        out), 1)
         finally:
+            util, fmax = {}, {}
             if (out / "nextpnr_report.json").exists():
                 util, fmax = parse_nextpnr_report(json.loads((out / "nextpnr_report.json").read_text()))
-                report["utilization"] = {k: {"used": u, "available": a} for k, (u, a) in util.items()}
-                report["fmax_mhz"] = {k: {"achieved": round(f, 2), "constraint": round(c, 2)}
-                                      for k, (f, c) in fmax.items()}
+            elif (out / "nextpnr.log").exists():
+                util = parse_nextpnr_log((out / "nextpnr.log").read_text(errors="replace"))
+            report["utilization"] = {k: {"used": u, "available": a} for k, (u, a) in util.items()}
+            report["fmax_mhz"] = {k: {"achieved": round(f, 2), "constraint": round(c, 2)}
+                                  for k, (f, c) in fmax.items()}
         report["stages"]["ecppack_s"] = round(_run(
             [tools["ecppack"], "--compress", "--input", f"{name}.config", "--bit", f"{name}.bit"],
             out / "ecppack.log", "bitstream (ecppack)", log, out), 1)

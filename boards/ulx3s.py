@@ -166,7 +166,8 @@ class StackcamBoard(wiring.Component):
         error = Signal()
         with m.If((die.frame_errors != 0) | (die.csi2_errors != 0) | link.errors):
             m.d.sync += error.eq(1)
-        heartbeat = Signal(max(1, int(cfg.clock_mhz * 1e6).bit_length() - 1))   # wraps about every second or two
+        # The top bit of a counter of log2(f) - 1 bits: toggles every 0.34 to 0.67 s.
+        heartbeat = Signal(max(1, int(cfg.clock_mhz * 1e6).bit_length() - 1))
         m.d.sync += heartbeat.eq(heartbeat + 1)
         m.d.comb += self.leds.eq(Cat(die.model_ok, die.loading, error, heartbeat[-1], die.frames_sent[:4]))
 

@@ -403,7 +403,7 @@ def test_build_without_tools_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_build_report_parsing():
-    from boards.build import parse_nextpnr_report, parse_yosys_stat, summary_lines
+    from boards.build import parse_nextpnr_log, parse_nextpnr_report, parse_yosys_stat, summary_lines
     util, fmax = parse_nextpnr_report({
         "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640}, "DP16KD": {"used": 3, "available": 208}},
         "fmax": {"$glbnet$clk": {"achieved": 61.5, "constraint": 50.0}}})
@@ -414,6 +414,9 @@ def test_build_report_parsing():
     stat = ("2.51. Printing statistics.\n\n=== top ===\n      234 cells\n       46   DP16KD\n    48808   LUT4\n"
             "\n=== design hierarchy ===\n      234 top\n      234 cells\n       46   DP16KD\n    48808   LUT4\n")
     assert parse_yosys_stat(stat) == {"DP16KD": 46, "LUT4": 48808}
+    log = ("Info: Device utilisation:\nInfo: \t          DP16KD:     237/    208   113%\n"
+           "Info: \t        TRELLIS_COMB:  137091/  83640   163%\n")
+    assert parse_nextpnr_log(log) == {"DP16KD": (237, 208), "TRELLIS_COMB": (137091, 83640)}
     lines = summary_lines({"fmax_mhz": {"clk": {"achieved": 61.5, "constraint": 50.0}},
                            "utilization": {k: {"used": u, "available": a} for k, (u, a) in util.items()}})
     assert lines[0] == "Fmax 61.5 MHz on clk (meets the 50 MHz target)"
