@@ -234,7 +234,7 @@ def run_frame(client, config, rom=None, io=None, raw=None, tensor=None, mode="me
     model I/O section) and the mode, send the RAW frame, the tensor or `pattern` = (frames, kind), and decode
     what came back. Returns the `sim.dierun.FrameResult` list of the frames sent."""
     from sim.csi2 import CSI2Decoder
-    from sim.dierun import _frames, model_registers
+    from sim.dierun import decode_frames, model_registers
 
     if client.board is None:
         client.info()
@@ -272,7 +272,7 @@ def run_frame(client, config, rom=None, io=None, raw=None, tensor=None, mode="me
     dec.finish()
     if dec.error_count:
         raise BoardError(f"the CSI-2 stream from the board has errors: {dec.errors[:3]}")
-    return _frames(config, dec, [io] * frames, dt_output, vc_output)
+    return decode_frames(config, dec, [io] * frames, dt_output, vc_output)
 
 
 # ---- the simulated board ----------------------------------------------------------------------------------
@@ -348,12 +348,12 @@ def board_harness_verilog(config, divisor=4, fifo_depth=256):
     """Verilog of the board top (`StackcamBoard`, UART at `divisor` clocks per bit) inside the serial-line
     testbench `tb_board`."""
     from rtl.verilog import convert
-    from sim.harness import _public_ports
+    from sim.harness import public_ports
 
     from .ulx3s import StackcamBoard
     board = convert(StackcamBoard(config, divisor=divisor, fifo_depth=fifo_depth), name="stackcam_board")
     # Only the testbench's ports are visible to cocotb (sim.verilator builds without --public-flat-rw).
-    return board + "\n" + _public_ports(_TB.format(top=TB_TOP, divisor=divisor))
+    return board + "\n" + public_ports(_TB.format(top=TB_TOP, divisor=divisor))
 
 
 class SimulatedBoard:

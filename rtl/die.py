@@ -164,7 +164,6 @@ class StackcamDie(wiring.Component):
         m.d.comb += [
             raw10.abort.eq(missing_end),
             raw10.enable.eq((regs.mode == MODE_IMAGE) & ~from_tensor_port),
-            tlines.enable.eq(1),
             tlines.abort.eq(framer.abort_input_tensor),
             tlines.tensor_width.eq(regs.isp_size[:16]),
             tlines.tensor_height.eq(regs.isp_size[16:]),

@@ -28,8 +28,8 @@ from .harness import TOP, harness_verilog, player_depths
 from .metadata import image_from_lines, input_tensor_from_lines, parse_embedded
 from .verilator import CocotbBuild
 
-__all__ = ["DieRun", "FrameResult", "HostError", "build_die", "model_registers", "run_die", "REG_DEFAULTS",
-           "rom_beats", "tensor_beats"]
+__all__ = ["DieRun", "FrameResult", "HostError", "build_die", "decode_frames", "model_registers", "run_die",
+           "REG_DEFAULTS", "rom_beats", "tensor_beats"]
 
 REG_DEFAULTS = {r.name: r.reset for r in REGISTER_BY_NAME.values() if r.access == "rw"}
 
@@ -341,7 +341,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     all_regs = dict(REG_DEFAULTS, **(regs or {}))
     vc_output = (all_regs["vc_map"] >> 2) & 3
     fe_cycles = _fe_beat_cycles(beats, beat_cycles, lanes, vc_output)
-    frames = _frames(config, dec, ios, all_regs["dt_output"], vc_output)
+    frames = decode_frames(config, dec, ios, all_regs["dt_output"], vc_output)
     counters = {k: r[k] for k in ("frames_sent", "frame_errors", "csi2_errors", "npu_cycles", "mac_cycles",
                                   "model_ok", "npu_status", "npu_descriptors", "frame_latency",
                                   "model_fingerprint", "load_cycles")}
@@ -375,7 +375,7 @@ def _progress_loop(thread, path, t0, progress, frame_beats, rom_beats_n):
         sys.stderr.write("\n")
 
 
-def _frames(config, dec, ios, dt_output, vc_output):
+def decode_frames(config, dec, ios, dt_output, vc_output):
     """FrameResults from the decoded packets: an image or input-tensor frame belongs to the next output frame."""
     inv_modes = {v: k for k, v in MODES.items()}
     results = []

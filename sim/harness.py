@@ -8,7 +8,7 @@ from rtl.die import StackcamDie, rom_beat_layout
 from rtl.streams import pixel_beat_layout, tensor_pixel_layout
 from rtl.verilog import convert
 
-__all__ = ["harness_verilog", "player_depths", "TOP"]
+__all__ = ["harness_verilog", "player_depths", "public_ports", "TOP"]
 
 TOP = "tb_top"
 DIE = "stackcam_die"
@@ -143,11 +143,11 @@ def harness_verilog(config):
                       pfb=pl["frame_first"].offset, plb=pl["frame_last"].offset,
                       tfb=tl["first"].offset, tlb=tl["last"].offset,
                       rfb=rl["first"].offset, rlb=rl["last"].offset)
-    text.append(_public_ports(top))
+    text.append(public_ports(top))
     return "\n".join(text)
 
 
-def _public_ports(text):
+def public_ports(text):
     """Mark every port in the module header visible to cocotb (VPI). Only these are: the model is built without
     --public-flat-rw, so Verilator may optimize everything inside the die (see sim.verilator)."""
     head, sep, body = text.partition(");")

@@ -107,17 +107,14 @@ class CocotbBuild:
     @classmethod
     def cached(cls, name, source_key, top):
         """The build remembered under `source_key` (a hash of whatever generated the Verilog, so that a caller
-        can skip generating it), or None."""
+        can skip generating it), or None. Its Verilog is read back from the build folder, so the folder is the
+        one this Verilog and today's flags and tools give."""
         index = cache_root() / "index" / f"{name}-{source_key}"
-        if not index.exists():
+        path = cache_root() / index.read_text().strip() / f"{top}.v" if index.exists() else None
+        if path is None or not path.exists():
             return None
-        self = cls.__new__(cls)
-        self.top = top
-        self.dir = cache_root() / index.read_text().strip()
-        self.verilog_text = None
-        self.verilog_path = self.dir / f"{top}.v"
-        self.built_now = False
-        return self if self.is_built and self.verilog_path.exists() else None
+        build = cls(path.read_text(), top, name=name)
+        return build if build.is_built and build.dir == path.parent else None
 
     def remember(self, name, source_key):
         """Record this (built) model under `source_key` for `cached`."""

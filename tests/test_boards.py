@@ -33,7 +33,7 @@ from rtl.params import DieConfig, preset
 from sim.csi2 import long_packet, short_packet
 from sim.dierun import rom_beats, tensor_beats
 from sim.frame_source import pack_beats
-from tests.simutil import run_sim, stream_get
+from tests.simutil import run_sim, stream_get, stream_put
 
 # A die configuration small enough for the protocol's frame command in amaranth.sim (the die itself is not built).
 PROTO_CONFIG = DieConfig(name="proto", frame_width=12, frame_height=8, pixels_per_clock=2, input_width=4,
@@ -58,13 +58,7 @@ def test_uart_tx_waveform(divisor):
     line = []
 
     async def send(ctx):
-        for b in data:
-            while rng.random() < 0.3:
-                await ctx.tick()
-            ctx.set(dut.data.valid, 1)
-            ctx.set(dut.data.payload, b)
-            await ctx.tick().until(dut.data.ready)
-            ctx.set(dut.data.valid, 0)
+        await stream_put(ctx, dut.data, data, idle=0.3, rng=rng)
 
     async def watch(ctx):
         async for _, _, tx in ctx.tick().sample(dut.tx):
@@ -143,11 +137,7 @@ def test_uart_loopback():
     got = []
 
     async def send(ctx):
-        for b in data:
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload, b)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
+        await stream_put(ctx, dut.i, data)
 
     async def collect(ctx):
         async for _, _, valid, payload in ctx.tick().sample(dut.o.valid, dut.o.payload):
@@ -237,14 +227,7 @@ def test_host_protocol_against_python_model():
     got = {"writes": [], "rom": [], "tensor": [], "pixels": [], "tx": bytearray(), "patterns": []}
 
     async def host_side(ctx):
-        for b in host:
-            while rng.random() < 0.4:
-                ctx.set(dut.rx.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.rx.valid, 1)
-            ctx.set(dut.rx.payload, b)
-            await ctx.tick().until(dut.rx.ready)
-        ctx.set(dut.rx.valid, 0)
+        await stream_put(ctx, dut.rx, host, idle=0.4, rng=rng)
 
     async def registers(ctx):
         # The die's register bank: writes in one cycle; rdata one cycle after re.
