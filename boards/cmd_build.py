@@ -17,6 +17,8 @@ def register(sub):
     p.add_argument("--config", default=None, help="die configuration preset (default: the board's, fpga)")
     p.add_argument("-o", "--output", default=None, help="build folder (default build/boards/BOARD)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--model", default=None, help="network whose weight ROM image and activations the die's SRAM "
+                   "must hold (as stackcam simulate --model; default the board's, zoo:blazeface)")
     p.set_defaults(func=cmd_build)
 
 
@@ -33,7 +35,8 @@ def cmd_build(args):
             raise UserError(str(e)) from None
     log = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
     try:
-        report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, log=log)
+        report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, model=args.model,
+                             log=log)
     except ToolMissing as e:
         raise UserError(str(e)) from None
     if "error" in report:

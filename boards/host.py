@@ -504,33 +504,30 @@ def main(argv=None):
                    help="send one test-pattern frame (0 colour bars, 1 ramp) instead of a photo")
     p.add_argument("--mode", choices=list(MODES), default="metadata", help="CSI-2 output mode (default metadata)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer (default 120)")
+    p.add_argument("--report", default=None, help="write the result (outputs checked, face found, cycles) as JSON")
     args = p.parse_args(argv)
 
     from quant.isp import isp_reference
     from rtl.params import ConfigError, preset
-    from sim.dierun import model_registers
+    from sim.dierun import HostError, model_registers
     from sim.frame_source import ImageError, bayer_frame, load_image
     from sim.models import prepare_model
-    from sim.simulate import golden_die_outputs
+    from sim.simulate import face_detection, golden_die_outputs
+    say = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
     try:
         config = preset(args.config)
         photo = load_image(args.image)
-    except (ConfigError, ImageError) as e:
+        model = prepare_model(args.model, config, log=say)
+        raw = bayer_frame(photo, config.frame_width, config.frame_height)
+        # The input tensor the die makes of the photo (the ISP's bit-exact reference): what --tensor sends, and
+        # the golden executor's input either way.
+        x = geometry = None
+        if args.pattern is None:
+            _, geometry, quant = model_registers(config, model.io)
+            x = isp_reference(raw, config, quant, geometry)
+    except (ConfigError, ImageError, HostError) as e:
         print(f"boards.host: error: {e}", file=sys.stderr)
         return 2
-    say = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
-    model = prepare_model(args.model, config, log=say)
-    raw = bayer_frame(photo, config.frame_width, config.frame_height)
-    regs, geometry, quant = model_registers(config, model.io, isp=not args.tensor)
-    x = None
-    if args.tensor:
-        from quant.isp import IspGeometry
-        h, w, _ = model.io["input"]["hwc"]
-        g = IspGeometry.for_input(config, w, h)
-        q = model_registers(config, model.io)[2]
-        x = isp_reference(raw, config, q, g)
-    elif args.pattern is None:
-        x = isp_reference(raw, config, quant, geometry)
 
     def run(transport):
         client = BoardClient(transport, timeout=args.timeout)
@@ -541,27 +538,39 @@ def main(argv=None):
         client.load_rom(model.rom)
         say(f"model {args.model}: ROM image of {len(model.rom):,} bytes accepted ({time.time() - t0:.1f} s)")
         t0 = time.time()
+        sent = client.sent
         frames = run_frame(client, config, io=model.io, raw=None if args.tensor else raw,
                            tensor=x if args.tensor else None, mode=args.mode,
                            pattern=(1, args.pattern) if args.pattern is not None else None, timeout=args.timeout)
-        say(f"frame sent and answered in {time.time() - t0:.1f} s ({client.sent:,} bytes to the board)")
-        return frames
+        say(f"{'tensor' if args.tensor else 'frame'} sent and answered in {time.time() - t0:.1f} s "
+            f"({client.sent - sent:,} bytes to the board)")
+        return frames, {"board": info, "rom_bytes": len(model.rom), "bytes_to_board": client.sent}
 
-    if args.sim:
-        sim = SimulatedBoard(config, log=say)
-        with sim as transport:
-            frames = run(transport)
-        say(f"simulated {sim.cycles:,} cycles")
-    else:
-        import serial
-        port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
-        try:
-            frames = run(port)
-        finally:
-            port.close()
+    try:
+        if args.sim:
+            sim = SimulatedBoard(config, log=say)
+            with sim as transport:
+                frames, link = run(transport)
+            link["simulated_cycles"] = sim.cycles
+            say(f"simulated {sim.cycles:,} cycles")
+        else:
+            import serial
+            port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
+            try:
+                frames, link = run(port)
+            finally:
+                port.close()
+    except BoardError as e:
+        print(f"boards.host: error: {e}", file=sys.stderr)
+        return 1
     status = 0
+    results = []
+    golden = golden_die_outputs(model, config, x)[0] if x is not None else None
     for fr in frames:
         emb = fr.embedded or {}
+        rec = {"frame": fr.number, "mode": fr.mode, "npu_cycles": emb.get("npu_cycles", 0),
+               "csi2_bytes": fr.csi2_bytes, "outputs": None, "bit_exact": None, "face": None}
+        results.append(rec)
         print(f"frame {fr.number}: mode {fr.mode}, NPU {emb.get('npu_cycles', 0):,} cycles "
               f"({config.cycles_to_ms(emb.get('npu_cycles', 0)):.2f} ms at {config.clock_mhz:g} MHz), "
               f"{fr.csi2_bytes:,} CSI-2 bytes")
@@ -569,15 +578,30 @@ def main(argv=None):
             print("  no output tensor (see the embedded line's flags)")
             status = 1
             continue
+        rec["outputs"] = [{"name": t["name"], "hwc": list(out.shape)} for t, out in zip(model.io["die_outputs"],
+                                                                                   fr.outputs)]
         for t, out in zip(model.io["die_outputs"], fr.outputs):
             print(f"  {t['name']}: {'x'.join(map(str, out.shape))} int8" +
                   (f" = {out.reshape(-1).tolist()}" if out.size <= 16 else ""))
-        if x is not None:
-            golden = golden_die_outputs(model, config, x)[0]
+        if golden is not None:
             same = sum(int(np.count_nonzero(a == b)) for a, b in zip(fr.outputs, golden))
             total = sum(g.size for g in golden)
+            rec["bit_exact"] = [same, total]
             print(f"  bit-exact with the golden executor: {same}/{total}")
             status |= same != total
+        if args.model == "zoo:blazeface" and fr.graph_outputs is not None and geometry is not None:
+            face = face_detection(model, fr.graph_outputs, geometry, config, photo.shape)
+            if face:
+                rec["face"] = {"score": face[0], "box": list(face[1])}
+                print(f"  face: score {face[0]:.3f}, box x {face[1][0]:.0f}-{face[1][2]:.0f}, "
+                      f"y {face[1][1]:.0f}-{face[1][3]:.0f} (photo pixels)")
+            else:
+                print("  face: none found")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump({"config": config.name, "model": args.model, "image": args.image,
+                       "input": "tensor" if args.tensor else ("pattern" if args.pattern is not None else "raw"),
+                       **link, "frames": results}, f, indent=1)
     return status
 
 

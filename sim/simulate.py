@@ -13,7 +13,7 @@ from .frame_source import bayer_frame, load_image
 from .metadata import bandwidth, frame_bytes
 from .models import prepare_model
 
-__all__ = ["simulate", "layer_rows", "golden_die_outputs"]
+__all__ = ["simulate", "layer_rows", "golden_die_outputs", "face_detection"]
 
 
 def _fmt(n):
@@ -52,7 +52,7 @@ def layer_rows(model, config, descriptor_counters):
     return rows
 
 
-def _face(model, graph_outputs, geometry, config, photo_shape):
+def face_detection(model, graph_outputs, geometry, config, photo_shape):
     """Best BlazeFace detection, box mapped back to the photo's pixels (the ISP crop of the stretched frame)."""
     from quant.detect import detect_faces
     from quant.zoo.blazeface import _output_pair
@@ -154,7 +154,7 @@ def simulate(config, image=None, frames=1, mode="metadata", model="zoo:blazeface
             status = 1
     face = None
     if run.frames and run.frames[0].graph_outputs is not None and model == "zoo:blazeface":
-        face = _face(prepared, run.frames[0].graph_outputs, geometry, config, rgb.shape)
+        face = face_detection(prepared, run.frames[0].graph_outputs, geometry, config, rgb.shape)
         if face:
             out(f"face:          score {face[0]:.3f}, box x {face[1][0]:.0f}-{face[1][2]:.0f}, "
                 f"y {face[1][1]:.0f}-{face[1][3]:.0f} (photo pixels; from the die's CSI-2 output, host tail and "

@@ -24,9 +24,11 @@ def _config(rows, cols, name=None):
 
 
 # Square, narrow (8-byte weight words: a parameter record spans two), wide, fpga-like, and 64 lanes on two rows
-# (imx500's pixel packing, 21 RGB pixels per word, and 32 lane groups per output word).
+# (imx500's pixel packing, 21 RGB pixels per word, and 32 lane groups per output word); the fpga preset's im2col
+# gatherer of one pixel per pass, and one of two.
 CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x16": _config(8, 16),
-           "2x64": _config(2, 64)}
+           "2x64": _config(2, 64), "8x16/G1": _config(8, 16).with_(im2col_pixels=1),
+           "4x8/G2": _config(4, 8).with_(im2col_pixels=2)}
 
 
 def _initial_sram(rom, config, x):
@@ -144,7 +146,8 @@ def test_depthwise(config):
     check_graph(net_depthwise(), CONFIGS[config])
 
 
-@pytest.mark.parametrize("config,channels", [("4x8", 3), ("8x16", 3), ("2x64", 3), ("4x4", 1)])
+@pytest.mark.parametrize("config,channels", [("4x8", 3), ("8x16", 3), ("2x64", 3), ("4x4", 1), ("8x16/G1", 3),
+                                             ("4x8/G2", 3)])
 def test_packed_stem(config, channels):
     steps = check_graph(net_stem(channels), CONFIGS[config])
     assert all(d.flags & fmt.PACKED for _, d, _, _ in steps)

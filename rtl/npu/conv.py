@@ -12,7 +12,7 @@ from ..mac_array import MACArray
 from ..requant import RequantUnit
 from .ports import addr_bits, engine_signature
 
-__all__ = ["NPUConvEngine", "engine_cycles", "param_record_layout", "DEFAULT_IM2COL_PIXELS"]
+__all__ = ["NPUConvEngine", "engine_cycles", "param_record_layout"]
 
 # One channel's requantization parameters as the parameter buffer holds them (the 16-byte record of
 # quant.program without its zero padding; TFLite shifts lie in -31..30, so 6 bits hold them).
@@ -21,8 +21,6 @@ _REC = param_record_layout.size
 
 # im2col pixel buffer default: a 5x5 kernel on an RGB input (K = 75, BlazeFace's stem) in words of `cols` bytes.
 _DEFAULT_IM2COL_BYTES = 5 * 5 * 3
-# Output pixels the PACKED gatherer fills per pass (see NPUConvEngine).
-DEFAULT_IM2COL_PIXELS = 4
 # Depthwise: MAC-array rows used as accumulator sets (outputs open at once), and taps held in registers (3x3).
 DEFAULT_DW_SETS = 3
 DEFAULT_DW_TAPS = 9
@@ -128,14 +126,14 @@ class NPUConvEngine(wiring.Component):
     waiting for a drain or a channel tile's taps.
     """
 
-    def __init__(self, config, im2col_words=None, im2col_pixels=DEFAULT_IM2COL_PIXELS, dw_sets=None,
+    def __init__(self, config, im2col_words=None, im2col_pixels=None, dw_sets=None,
                  dw_taps=DEFAULT_DW_TAPS):
         self.config = config
         self.rows, self.cols = config.array_rows, config.array_cols
         self.groups = self.cols // self.rows
         self.param_depth = -(-config.max_channels // self.cols)
         self.im2col_words = im2col_words or -(-_DEFAULT_IM2COL_BYTES // self.cols)
-        self.im2col_pixels = im2col_pixels
+        self.im2col_pixels = im2col_pixels or config.im2col_pixels
         self.dw_sets = min(self.rows, dw_sets or DEFAULT_DW_SETS)
         self.dw_taps = dw_taps
         super().__init__(engine_signature(config))
@@ -1003,13 +1001,14 @@ def _setup_cycles(config, desc, im2col_pixels):
     return 1 + 7 + load
 
 
-def engine_cycles(config, desc, im2col_pixels=DEFAULT_IM2COL_PIXELS, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
+def engine_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
     """Exact cycles from `start` to `done` (both counted, as `sim.npu_harness.run_engine` counts them) of a
     CONV or DWCONV descriptor that `NPUConvEngine(config, im2col_pixels=...)` accepts: the RTL's schedule
     replayed in Python (PACKED walks the gatherer's pixel groups, about 10 ms per 10k output pixels), for
     the NPU's analytic cycle model. The tests check it against the RTL on every descriptor they run."""
     groups = config.array_cols // config.array_rows
     latency = NPUConvEngine.latency
+    im2col_pixels = im2col_pixels or config.im2col_pixels
     t0 = _setup_cycles(config, desc, im2col_pixels)
     d = desc
     if d.opcode == OPCODES["DWCONV"] and d.kernel_h * d.kernel_w > dw_taps:
