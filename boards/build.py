@@ -191,8 +191,8 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
     pack (yowasp-ecppack). First checks that `model` (default: the board's, BlazeFace) fits the configuration's
     SRAM (`model_fit`). Returns the report dict, also written to OUT_DIR/report.json: `report["ok"]` is True
     when the model fits, the design fits and meets the die clock; when a tool fails (e.g. nextpnr on a design
-    that does not fit) `report["error"]` says which and why, and the figures gathered up to there stay in the report. Raises
-    ToolMissing before doing any work when a tool is missing."""
+    that does not fit) `report["error"]` says which and why, and the figures gathered up to there stay in the
+    report. Raises ToolMissing before doing any work when a tool is missing."""
     spec = BOARDS[board]
     tools = find_tools()
     from rtl.params import preset
