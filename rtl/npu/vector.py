@@ -4,6 +4,7 @@ import enum
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 
 from quant.program import FILL, OPCODES
 from rtl.requant import RequantUnit
@@ -14,6 +15,17 @@ __all__ = ["NPUVectorEngine"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
+# LUT table rows: at most this many bytes per row (one row loaded per cycle). Narrow rows keep the lanes' lookups
+# cheap: each lane reads a row through its own copy of the table (on an FPGA, distributed RAM) and then picks a
+# byte with a LUT_ROW_BYTES-way multiplexer, where a table in flip-flops costs a 256-way one per lane.
+LUT_ROW_BYTES = 8
+
+
+def lut_row_bytes(config):
+    """Bytes per row of the LUT table: the largest power of two dividing the weight word, at most LUT_ROW_BYTES
+    (so that a weight word holds whole rows)."""
+    wb = config.weight_word_bytes
+    return min(LUT_ROW_BYTES, wb & -wb)
 
 
 class _S(enum.IntEnum):
@@ -94,8 +106,9 @@ class NPUVectorEngine(wiring.Component):
       in_h*in_w*ceil((copy_c % cols + in_c) / cols) cycles of copy. A channel offset that is not a multiple of
       `cols` rotates lanes: output word j of a pixel is lanes of input words j-1 and j, written with byte enables.
       Padding lanes of the output are written by FILL only (the compiler gives the first COPY of a tensor FILL).
-    - LUT: ceil(256 / weight_word_bytes) cycles to load the table from weight space into 2048 flip-flops, then
-      1 cycle per word, each lane reading the table through its own 256-way byte multiplexer.
+    - LUT: 256 / `lut_row_bytes(config)` cycles (32 for weight words of 8 bytes or more) to load the table
+      from weight space, a row of up to 8 bytes per cycle, then 1 cycle per word: each lane reads its own copy
+      of the table (asynchronous read) and picks the byte.
 
     No back-pressure: the SRAM ports never stall, so every count above is exact. `mac_active` is high in the
     cycles ADD's input multipliers work.
@@ -130,7 +143,7 @@ class NPUVectorEngine(wiring.Component):
             per_pixel = -(-(desc.copy_c % cols + desc.in_c) // cols)
             work = desc.in_h * desc.in_w * per_pixel + (words if desc.flags & FILL else 0)
         elif desc.op == "LUT":
-            work = -(-256 // config.weight_word_bytes) + words
+            work = 256 // lut_row_bytes(config) + words
         else:
             return cls.SETUP_CYCLES + 2
         return cls.SETUP_CYCLES + 1 + work + cls.DRAIN_CYCLES[desc.op]
@@ -179,7 +192,10 @@ class NPUVectorEngine(wiring.Component):
         m.d.sync += last_lane.eq(d.in_c - 1 - (d.in_ct - 1) * cols)
         copy_words = Signal(17)
         m.d.sync += copy_words.eq(d.in_ct + (copy_r + last_lane >= cols))
-        lut_words = -(-256 // wb)
+        lut_words = -(-256 // wb)                # weight words holding the table
+        lut_b = lut_row_bytes(cfg)                 # table row bytes
+        lut_rows = 256 // lut_b
+        rows_per_word = wb // lut_b
 
         bad = Signal()
         m.d.comb += bad.eq(
@@ -226,7 +242,7 @@ class NPUVectorEngine(wiring.Component):
         lw = _Walk("lw", [d.out_h, d.out_w, d.out_ct])         # ADD, LUT, FILL: every word of the output
         lw_i = Signal(abits)
         add_phase = Signal()
-        lut_k = Signal(range(lut_words + 1))
+        lut_k = Signal(range(lut_rows + 1))
         cw = _Walk("cw", [d.in_h, d.in_w, copy_words])        # COPY: input pixels x output words of a pixel
         c_ri = Signal(abits)                                   # next input word to read
         c_hi = Signal(signed(18))                              # lanes < c_hi of this output word are copied
@@ -248,7 +264,7 @@ class NPUVectorEngine(wiring.Component):
         add_dsel = Signal()
         lut_dv = Signal()
         lut_wv = Signal()
-        lut_wk = Signal(range(lut_words + 1))
+        lut_wk = Signal(range(lut_rows + 1))
         fill_v = Signal()
         m.d.sync += [add_dv.eq(0), lut_dv.eq(0), lut_wv.eq(0), fill_v.eq(0)]
 
@@ -333,9 +349,9 @@ class NPUVectorEngine(wiring.Component):
                     m.d.sync += state.eq(_S.DRAIN)
 
         with m.Elif(state == _S.LUT_LOAD):
-            m.d.comb += [self.w_r.en.eq(1), self.w_r.addr.eq(d.param_addr + lut_k)]
+            m.d.comb += [self.w_r.en.eq(1), self.w_r.addr.eq(d.param_addr + lut_k // rows_per_word)]
             m.d.sync += [lut_wv.eq(1), lut_wk.eq(lut_k), lut_k.eq(lut_k + 1)]
-            with m.If(lut_k == lut_words - 1):
+            with m.If(lut_k == lut_rows - 1):
                 m.d.sync += state.eq(_S.LUT)
 
         with m.Elif(state == _S.LUT):
@@ -474,17 +490,23 @@ class NPUVectorEngine(wiring.Component):
             m.d.sync += add_low.eq(requant.out.as_value())
         m.d.comb += add_ov.eq(requant.out_valid & requant.out_tag)
 
-        # --- LUT: the 256-byte table in registers, one lookup per lane ---------------------------------------
-        table = Signal(8 * 256)
-        for k in range(lut_words):
-            n = min(256, (k + 1) * wb) - k * wb
-            with m.If(lut_wv & (lut_wk == k)):
-                m.d.sync += table[8 * k * wb:8 * (k * wb + n)].eq(self.w_r.data[:8 * n])
+        # --- LUT: the 256-byte table, rows of lut_b bytes: a copy per lane (one write, one asynchronous read
+        # port each: on an FPGA, distributed RAM), all written alike -----------------------------------------
+        row = self.w_r.data.word_select(lut_wk % rows_per_word, 8 * lut_b)
         lut_ov = Signal()
         lut_out = Signal(8 * cols)
-        m.d.sync += [lut_ov.eq(lut_dv),
-                     lut_out.eq(Cat(table.word_select(self.act_r.data.word_select(c, 8) ^ 0x80, 8)
-                                    for c in range(cols)))]
+        picked = []
+        byte_bits = (lut_b - 1).bit_length()
+        for c in range(cols):
+            table = Memory(shape=unsigned(8 * lut_b), depth=lut_rows, init=[], attrs={"ram_style": "distributed"})
+            m.submodules[f"lut_table{c}"] = table
+            tw = table.write_port()
+            m.d.comb += [tw.en.eq(lut_wv), tw.addr.eq(lut_wk), tw.data.eq(row)]
+            index = self.act_r.data.word_select(c, 8) ^ 0x80
+            rp = table.read_port(domain="comb")
+            m.d.comb += rp.addr.eq(index >> byte_bits)
+            picked.append(rp.data.word_select(index[:byte_bits], 8) if byte_bits else rp.data)
+        m.d.sync += [lut_ov.eq(lut_dv), lut_out.eq(Cat(*picked))]
 
         # --- pools: running max / sum per lane, then the divider (count 1 for MAXPOOL) and the clamp -------
         div_stages = 8
