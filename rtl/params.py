@@ -186,8 +186,8 @@ PRESETS = {
     # 1,024-bit weight words map to block RAM at 25-50% fill), 244 MULT18X18D (156%).
     "fpga": DieConfig(
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
-        array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=9,
-        conv_out_channels=16, im2col_pixels=1,
+        array_rows=8, array_cols=8, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=9,
+        max_channels=256, conv_out_channels=16, im2col_pixels=1,
         csi2_lanes=2, clock_mhz=50.0,
         notes="ULX3S-85F on paper: 128 MACs of 156 multipliers, 384 KiB SRAM of 468 KB block RAM (288 KiB for "
               "weights: the 2-class MobileNet V1 0.25 96 person detector fits, BlazeFace's 393 KB of activations "

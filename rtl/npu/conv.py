@@ -544,7 +544,7 @@ class NPUConvEngine(wiring.Component):
         # Pixels in this group (the last group of an output row may be short) and its window row's length.
         g_rem = Signal(17)
         m.d.comb += g_rem.eq(d.out_w - g_ox)
-        g_cnt_m1 = Signal(range(G))
+        g_cnt_m1 = Signal(range(max(G, 2)))           # one bit at least: G may be 1
         m.d.comb += g_cnt_m1.eq(Mux(g_rem >= G, G - 1, g_rem - 1))
         g_u = Signal(21)
         m.d.comb += g_u.eq(rowbytes + _mux_tree(offs[:G], g_cnt_m1))
