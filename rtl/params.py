@@ -181,17 +181,17 @@ PRESETS = {
         array_rows=4, array_cols=4, sram_banks=16, sram_bank_bytes=64 * 1024, weight_banks=8, conv_out_channels=8,
         csi2_lanes=1, clock_mhz=100.0,
         notes="fast CI configuration"),
-    # Sized on paper for a ULX3S-85F (LFE5U-85F: 208 EBR = 468 KB block RAM, 156 18x18 multipliers, 83,640
-    # LUTs). Measured (`stackcam build ulx3s`): it does not fit yet: 137,091 LUTs (164%), 237 DP16KD (114%: the
-    # 1,024-bit weight words map to block RAM at 25-50% fill), 244 MULT18X18D (156%).
+    # Sized for a ULX3S-85F (LFE5U-85F: 83,640 LUTs, 208 DP16KD block RAMs, 156 MULT18X18D) and measured there
+    # (`stackcam build ulx3s`, README: FPGA board): 8x8 MACs, one im2col pixel per gatherer pass and at most 256
+    # channels (the parameter buffer fits distributed RAM) keep the die inside the device.
     "fpga": DieConfig(
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
         array_rows=8, array_cols=8, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=9,
         max_channels=256, conv_out_channels=16, im2col_pixels=1,
         csi2_lanes=2, clock_mhz=50.0,
-        notes="ULX3S-85F on paper: 128 MACs of 156 multipliers, 384 KiB SRAM of 468 KB block RAM (288 KiB for "
-              "weights: the 2-class MobileNet V1 0.25 96 person detector fits, BlazeFace's 393 KB of activations "
-              "do not); the measured build does not fit the device yet (README: FPGA board)"),
+        notes="ULX3S-85F: 64 MACs, 384 KiB SRAM in 191 of the 208 block RAMs (288 KiB for weights: the 2-class "
+              "MobileNet V1 0.25 96 person detector fits; BlazeFace needs 512,896 B, more than the device's "
+              "425,984 B of block RAM)"),
     # The main job's die: BlazeFace (128x128 input) on an XGA readout through the whole die, fast enough to
     # simulate in a minute or two. The ISP bins 6x6 Bayer pixels per input pixel over a centred 768x768 crop.
     "demo": DieConfig(
