@@ -56,7 +56,8 @@ class BoardSpec:
 
 BOARDS = {
     "ulx3s": BoardSpec("ulx3s", "Radiona ULX3S with an ECP5 LFE5U-85F", "fpga", "LFE5U-85F", "CABGA381",
-                       ("--85k", "--package", "CABGA381", "--speed", "6"),
+                       # router2: router1 needed hours for the die at 89% of the LUTs (300,886 arcs)
+                       ("--85k", "--package", "CABGA381", "--speed", "6", "--router", "router2"),
                        # 208 DP16KD of 16 Kbit of 8-bit data (18 Kbit with the ninth bits, which int8 leaves unused)
                        block_ram_bytes=208 * 2048, model="zoo:blazeface",
                        # ABC9 (synth_ecp5's LUT mapper) stops with exit status 1 and no message on the whole die
