@@ -18,6 +18,8 @@ def register(sub):
     p.add_argument("--config", default=None, help="die configuration preset (default: the board's, fpga)")
     p.add_argument("-o", "--output", default=None, help="build folder (default build/boards/BOARD)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--place-only", action="store_true", help="stop after placement: final utilization and the "
+                   "placer's Fmax estimate, no routing (which takes hours for a design near the device's size)")
     p.add_argument("--model", default=None, help="network whose weight ROM image and activations the die's SRAM "
                    "must hold (as stackcam simulate --model; default the board's, zoo:blazeface)")
     p.set_defaults(func=cmd_build)
@@ -37,6 +39,7 @@ def cmd_build(args):
     log = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
     try:
         report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, model=args.model,
+                             place_only=args.place_only,
                              log=log)
     except ToolMissing as e:
         raise UserError(str(e)) from None

@@ -386,7 +386,13 @@ def test_build_without_tools_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_build_report_parsing():
-    from boards.build import parse_nextpnr_log, parse_nextpnr_report, parse_yosys_stat, summary_lines
+    from boards.build import (
+        parse_nextpnr_fmax,
+        parse_nextpnr_log,
+        parse_nextpnr_report,
+        parse_yosys_stat,
+        summary_lines,
+    )
     util, fmax = parse_nextpnr_report({
         "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640}, "DP16KD": {"used": 3, "available": 208}},
         "fmax": {"$glbnet$clk": {"achieved": 61.5, "constraint": 50.0}}})
@@ -404,6 +410,13 @@ def test_build_report_parsing():
                            "utilization": {k: {"used": u, "available": a} for k, (u, a) in util.items()}})
     assert lines[0] == "Fmax 61.5 MHz on clk (meets the 50 MHz target)"
     assert any(line.startswith("block RAM") and "3 /" in line for line in lines)
+    # The placer's estimate (a --place-only build, or a run stopped while routing): the last figure in the log.
+    log = ("Info: Max frequency for clock '$glbnet$clk': 12.00 MHz (FAIL at 50.00 MHz)\n...\n"
+           "Info: Max frequency for clock '$glbnet$clk': 16.58 MHz (FAIL at 50.00 MHz)\n")
+    assert parse_nextpnr_fmax(log) == {"$glbnet$clk": (16.58, 50.0)}
+    lines = summary_lines({"fmax_mhz": {"clk": {"achieved": 16.58, "constraint": 50.0}},
+                           "fmax_estimated_after_placement": True})
+    assert lines == ["Fmax 16.6 MHz on clk (FAILS the 50 MHz target) (placer's estimate, not routed)"]
 
 
 # ---- the board in Verilator, through its UART --------------------------------------------------------------
