@@ -167,10 +167,7 @@ def model_fit(model, config, block_ram_bytes, log=None):
            "device_block_ram_bytes": block_ram_bytes, "fits_config": fits, "fits_device": need <= block_ram_bytes}
     what = (f"{model} needs {w:,} B of weights + {a:,} B of activations at the peak = {need:,} B of SRAM; "
             f"config {config.name!r} has {w_have:,} + {a_have:,} B")
-    if fits:
-        rec["verdict"] = f"{what}: it fits"
-    else:
-        rec["verdict"] = f"{what}: it does NOT fit"
+    rec["verdict"] = f"{what}: it {'fits' if fits else 'does NOT fit'}"
     if need > block_ram_bytes:
         rec["verdict"] += (f"; the device's block RAM holds {block_ram_bytes:,} B in all, so no SRAM of this die "
                            f"on this device holds it (it needs external memory)")

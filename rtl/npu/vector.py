@@ -22,10 +22,9 @@ LUT_ROW_BYTES = 8
 
 
 def lut_row_bytes(config):
-    """Bytes per row of the LUT table: the largest power of two dividing the weight word, at most LUT_ROW_BYTES
-    (so that a weight word holds whole rows)."""
-    wb = config.weight_word_bytes
-    return min(LUT_ROW_BYTES, wb & -wb)
+    """Bytes per row of the LUT table: the weight word, at most LUT_ROW_BYTES (both powers of two, so a weight
+    word holds whole rows)."""
+    return min(LUT_ROW_BYTES, config.weight_word_bytes)
 
 
 class _S(enum.IntEnum):
