@@ -44,7 +44,7 @@ def bench(session):
     """MobileNet V1 1.0 224 (and 0.25 96, BlazeFace) through the whole die in the RTL at the imx500 preset;
     writes build/bench/<name>.json and a per-layer bar chart <name>.png."""
     _install(session, "bench")
-    session.run("python", "-m", "sim.bench", *session.posargs)
+    session.run("python", "-m", "stackcam.sim.bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -150,8 +150,8 @@ def model_fit(model, config, block_ram_bytes, log=None):
     any SRAM of this die hold it in `block_ram_bytes` of block RAM? Returns a dict of the bytes needed and
     available and a one-line `verdict`. The model is compiled for `config`'s array with room to spare, to learn
     what it needs even when it does not fit."""
-    from quant.graph import ModelError
-    from sim.models import prepare_model
+    from stackcam.quant.graph import ModelError
+    from stackcam.sim.models import prepare_model
     roomy = config.with_(sram_banks=2 * max(32, config.sram_banks), weight_banks=max(32, config.sram_banks))
     try:
         compiled = prepare_model(model, roomy, log=log).compiled
@@ -211,7 +211,7 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
     when a tool is missing."""
     spec = BOARDS[board]
     tools = find_tools()
-    from rtl.params import preset
+    from stackcam.rtl.params import preset
     config = config or preset(spec.preset)
     out = Path(out_dir or Path("build") / "boards" / board)
     out.mkdir(parents=True, exist_ok=True)

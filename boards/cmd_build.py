@@ -26,12 +26,12 @@ def register(sub):
 
 
 def cmd_build(args):
-    from sim.cli import UserError
+    from stackcam.cli import UserError
 
     from .build import ToolMissing, build_board, summary_lines
     config = None
     if args.config:
-        from rtl.params import ConfigError, preset
+        from stackcam.rtl.params import ConfigError, preset
         try:
             config = preset(args.config)
         except ConfigError as e:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtl.regs import MODES, REGISTER_BY_NAME
+from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 
 from .uart import (
     BOARD_ID,
@@ -97,7 +97,7 @@ class BoardClient:
 
     # ---- receiving ----
     def _parse(self):
-        from sim.csi2 import ecc_correct
+        from stackcam.sim.csi2 import ecc_correct
         rx = self._rx
         while rx:
             tag = rx[0]
@@ -233,8 +233,8 @@ def run_frame(client, config, rom=None, io=None, raw=None, tensor=None, mode="me
     """One frame through the board: load `rom` (if given), set the registers for the model (`io`, from the ROM's
     model I/O section) and the mode, send the RAW frame, the tensor or `pattern` = (frames, kind), and decode
     what came back. Returns the `sim.dierun.FrameResult` list of the frames sent."""
-    from sim.csi2 import CSI2Decoder
-    from sim.dierun import decode_frames, model_registers
+    from stackcam.sim.csi2 import CSI2Decoder
+    from stackcam.sim.dierun import decode_frames, model_registers
 
     if client.board is None:
         client.info()
@@ -347,8 +347,8 @@ endmodule
 def board_harness_verilog(config, divisor=4, fifo_depth=256):
     """Verilog of the board top (`StackcamBoard`, UART at `divisor` clocks per bit) inside the serial-line
     testbench `tb_board`."""
-    from rtl.verilog import convert
-    from sim.harness import public_ports
+    from stackcam.rtl.verilog import convert
+    from stackcam.sim.harness import public_ports
 
     from .ulx3s import StackcamBoard
     board = convert(StackcamBoard(config, divisor=divisor, fifo_depth=fifo_depth), name="stackcam_board")
@@ -365,7 +365,7 @@ class SimulatedBoard:
     holds the simulated cycles."""
 
     def __init__(self, config, divisor=4, fifo_depth=256, poll=200, max_cycles=50_000_000, log=None):
-        from sim.verilator import CocotbBuild
+        from stackcam.sim.verilator import CocotbBuild
         self.config = config
         self.poll, self.max_cycles = poll, max_cycles
         text = board_harness_verilog(config, divisor, fifo_depth)
@@ -391,7 +391,7 @@ class SimulatedBoard:
 
         def target():
             try:
-                self.build.run("boards.host", extra_env=env, test_dir=tmp, log_file=tmp / "sim.log")
+                self.build.run("stackcam.boards.host", extra_env=env, test_dir=tmp, log_file=tmp / "sim.log")
             except Exception as e:           # reported by __exit__
                 self._error = e
 
@@ -507,12 +507,12 @@ def main(argv=None):
     p.add_argument("--report", default=None, help="write the result (outputs checked, face found, cycles) as JSON")
     args = p.parse_args(argv)
 
-    from quant.isp import isp_reference
-    from rtl.params import ConfigError, preset
-    from sim.dierun import HostError, model_registers
-    from sim.frame_source import ImageError, bayer_frame, load_image
-    from sim.models import prepare_model
-    from sim.simulate import face_detection, golden_die_outputs
+    from stackcam.quant.isp import isp_reference
+    from stackcam.rtl.params import ConfigError, preset
+    from stackcam.sim.dierun import HostError, model_registers
+    from stackcam.sim.frame_source import ImageError, bayer_frame, load_image
+    from stackcam.sim.models import prepare_model
+    from stackcam.sim.simulate import face_detection, golden_die_outputs
     say = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
     try:
         config = preset(args.config)

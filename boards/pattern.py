@@ -5,7 +5,7 @@ from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.streams import pixel_beat_stream
+from stackcam.rtl.streams import pixel_beat_stream
 
 __all__ = ["TestPatternGenerator", "pattern_frame", "PATTERN_BARS", "PATTERN_RAMP", "BAR_COLOURS", "BAR_HIGH",
            "BAR_LOW"]

@@ -38,10 +38,10 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from rtl.csi2.packetizer import ppi_beat_stream
-from rtl.die import ROM_BEAT_BYTES, rom_beat_layout
-from rtl.regs import REGISTERS, bus_signature
-from rtl.streams import pixel_beat_stream, tensor_pixel_stream
+from stackcam.rtl.csi2.packetizer import ppi_beat_stream
+from stackcam.rtl.die import ROM_BEAT_BYTES, rom_beat_layout
+from stackcam.rtl.regs import REGISTERS, bus_signature
+from stackcam.rtl.streams import pixel_beat_stream, tensor_pixel_stream
 
 __all__ = ["UARTTx", "UARTRx", "HostProtocol", "HostLink", "CMD_WRITE", "CMD_READ", "CMD_ROM", "CMD_TENSOR",
            "CMD_FRAME", "CMD_PATTERN", "TAG_CSI2", "TAG_READ", "TAG_CREDIT", "TAG_ERROR", "BOARD_REG_BASE",

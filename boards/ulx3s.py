@@ -6,7 +6,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from rtl.die import StackcamDie
+from stackcam.rtl.die import StackcamDie
 
 from .pattern import TestPatternGenerator
 from .uart import HostLink, uart_divisor

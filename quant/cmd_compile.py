@@ -32,10 +32,10 @@ def register(sub):
 
 
 def _zoo(name):
-    from quant.graph import ModelError
+    from stackcam.quant.graph import ModelError
     spec = name[len(ZOO_PREFIX):]
     if spec.startswith("mobilenet_v1"):
-        from quant.zoo import mobilenet_v1
+        from stackcam.quant.zoo import mobilenet_v1
         parts = spec.split("_")[2:]
         try:
             alpha = float(parts[0]) if parts else 1.0
@@ -45,16 +45,16 @@ def _zoo(name):
                              f"zoo:mobilenet_v1_1.0_224") from None
         return mobilenet_v1(alpha, resolution, 1000, seed=0)
     if spec == "blazeface":
-        from quant.zoo.blazeface import blazeface_float_graph
+        from stackcam.quant.zoo.blazeface import blazeface_float_graph
         return blazeface_float_graph()
     raise ModelError(f"{name}: unknown zoo model; choose zoo:mobilenet_v1_<alpha>_<resolution> or zoo:blazeface")
 
 
 def load_for_compile(model, calib=None, calib_photos=False):
     """The lowered full-int8 Graph of MODEL (path or zoo name), quantized on calibration images when float."""
-    from quant import lower as lowering
-    from quant.graph import ModelError
-    from quant.importer import load_model
+    from stackcam.quant import lower as lowering
+    from stackcam.quant.graph import ModelError
+    from stackcam.quant.importer import load_model
 
     if str(model).startswith(ZOO_PREFIX):
         graph = _zoo(str(model))
@@ -66,8 +66,8 @@ def load_for_compile(model, calib=None, calib_photos=False):
     if not graph.is_quantized():
         if calib is None and not calib_photos:
             raise ModelError(f"{model} is a float model: give --calib DIR or --calib-photos to quantize it")
-        from quant.calib import calibration_set
-        from quant.ptq import quantize_graph
+        from stackcam.quant.calib import calibration_set
+        from stackcam.quant.ptq import quantize_graph
         if len(graph.inputs) != 1:
             raise ModelError(f"{model}: calibration takes models with one image input, this one has "
                              f"{len(graph.inputs)}")
@@ -117,7 +117,7 @@ def _bank_text(use, bank_bytes):
 
 def totals_text(model):
     """Totals against the configuration's SRAM, with per-bank use, as text lines."""
-    from quant.compiler import bank_use
+    from stackcam.quant.compiler import bank_use
     cfg = model.config
     bank = cfg.sram_bank_bytes
     w_have, a_have = cfg.weight_banks * bank, cfg.act_banks * bank
@@ -145,10 +145,10 @@ def totals_text(model):
 
 
 def cmd_compile(args):
-    from quant.compiler import compile_graph
-    from quant.graph import ModelError
-    from quant.romimage import build_rom, manifest_json, readmemh
-    from sim.cli import UserError, _config
+    from stackcam.quant.compiler import compile_graph
+    from stackcam.quant.graph import ModelError
+    from stackcam.quant.romimage import build_rom, manifest_json, readmemh
+    from stackcam.cli import UserError, _config
 
     config = _config(args.config)
     out = Path(args.output)

@@ -64,7 +64,7 @@ def prepare(model, config, calib=None, calib_photos=False):
 
 def _batch(x, shape, path):
     """(list of per-item input arrays in the model's shape, batched?); UserError on a wrong dtype or shape."""
-    from sim.cli import UserError
+    from stackcam.cli import UserError
     shape = tuple(shape)
     want = f"int8 {list(shape)}" + (f" (or {list(shape[1:])}, or a batch [B, {', '.join(map(str, shape[1:]))}])"
                                      if shape and shape[0] == 1 else "")
@@ -109,7 +109,7 @@ def run_rtl(rom, config, items, batched=False, log=None):
     """The same contract as `run_program`, computed by the die's RTL in Verilator: each item goes in on the
     die's tensor port, the compiled program runs on the NPU, the outputs come back over CSI-2 and the host tail
     runs on the host."""
-    from sim.dierun import run_die
+    from stackcam.sim.dierun import run_die
 
     from .romimage import load_rom
     io = load_rom(rom, config).io
@@ -131,7 +131,7 @@ def run_rtl(rom, config, items, batched=False, log=None):
 def run_model(model, x, config=DEFAULT_CONFIG, calib=None, calib_photos=False):
     """What `stackcam run --engine ref` computes, from Python: MODEL (a file path or a zoo: name) compiled for
     `config` (a preset name or DieConfig), run on `x` (one input or a batch); {output_k: int8 array}."""
-    from rtl.params import preset
+    from stackcam.rtl.params import preset
 
     config = preset(config) if isinstance(config, str) else config
     graph, _, rom = prepare(model, config, calib, calib_photos)
@@ -158,7 +158,7 @@ def _write_npz(path, arrays):
 
 
 def _load_input(path):
-    from sim.cli import UserError
+    from stackcam.cli import UserError
     try:
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -171,7 +171,7 @@ def _load_input(path):
 
 
 def cmd_run(args):
-    from sim.cli import UserError, _config
+    from stackcam.cli import UserError, _config
 
     from .graph import ModelError
     t0 = time.time()

@@ -102,7 +102,7 @@ class StackcamDie(wiring.Component):
 
         # Out of reset the ISP runs the configuration's default geometry with a [-1, 1] input at scale 1/128;
         # a driver sets all of it for its model.
-        from quant.isp import IspGeometry, isp_quant_params
+        from stackcam.quant.isp import IspGeometry, isp_quant_params
         g = IspGeometry.default(cfg)
         q = isp_quant_params(cfg, 1 / 128, 0, geometry=g)
         m.submodules.regs = regs = RegisterBank(resets={

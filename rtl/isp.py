@@ -6,7 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from quant.isp import GEOMETRY_BITS, MULT_BITS, OFFSET_BITS, IspGeometry
+from stackcam.quant.isp import GEOMETRY_BITS, MULT_BITS, OFFSET_BITS, IspGeometry
 
 from .streams import pixel_beat_stream, tensor_pixel_stream
 

@@ -61,7 +61,7 @@ class MACArray(wiring.Component):
         """Software view: the int32 dot products of a sequence of (x, w) presented with clear on the first."""
         import numpy as np
 
-        from quant.arith import wrap_int32
+        from stackcam.quant.arith import wrap_int32
         acc = np.zeros(self.rows, np.int64)
         for x, w in zip(xs, ws):
             acc = wrap_int32(acc + np.asarray(w, np.int64) @ np.asarray(x, np.int64))

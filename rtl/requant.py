@@ -122,6 +122,6 @@ class RequantUnit(wiring.Component):
         """Software view of one lane (numpy broadcasting): `quant.arith.requantize` after the bias add."""
         import numpy as np
 
-        from quant.arith import requantize, wrap_int32
+        from stackcam.quant.arith import requantize, wrap_int32
         return requantize(wrap_int32(np.asarray(acc, np.int64) + bias), multiplier, shift, zero_point,
                           act_min, act_max)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.isp import isp_reference
+from stackcam.quant.isp import isp_reference
 
 from .dierun import model_registers, run_die
 from .frame_source import bayer_frame, load_image
@@ -48,7 +48,7 @@ def _plot(rows, title, path):
 
 
 def run_benchmark(name, out_dir, log=print):
-    from rtl.params import preset
+    from stackcam.rtl.params import preset
 
     from .cyclemodel import predict_cycles
     model_name, config_name = BENCHMARKS[name]

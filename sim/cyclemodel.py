@@ -1,9 +1,9 @@
 """Analytic cycle model of the NPU: each descriptor's cycles from the engines' schedules, plus the sequencer's
 fetch and decode, for any configuration, in well under a second. The benchmark prints it next to the RTL."""
 
-from quant.program import DESCRIPTOR_BYTES, OPCODES
-from rtl.npu.conv import engine_cycles
-from rtl.npu.vector import NPUVectorEngine
+from stackcam.quant.program import DESCRIPTOR_BYTES, OPCODES
+from stackcam.rtl.npu.conv import engine_cycles
+from stackcam.rtl.npu.vector import NPUVectorEngine
 
 __all__ = ["predict_cycles", "sequencer_overhead"]
 

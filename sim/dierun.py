@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.isp import isp_quant_params
-from quant.program import host_outputs
-from quant.romimage import RomError, load_rom
-from rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
-from rtl.die import MAX_OUTPUT_LINE_BYTES, ROM_BEAT_BYTES, rom_beat_layout
-from rtl.npu.core import MAX_DESCRIPTORS
-from rtl.npu.io import MAX_OUTPUTS
-from rtl.regs import MODES, REGISTER_BY_NAME
-from rtl.streams import tensor_pixel_layout
+from stackcam.quant.isp import isp_quant_params
+from stackcam.quant.program import host_outputs
+from stackcam.quant.romimage import RomError, load_rom
+from stackcam.rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
+from stackcam.rtl.die import MAX_OUTPUT_LINE_BYTES, ROM_BEAT_BYTES, rom_beat_layout
+from stackcam.rtl.npu.core import MAX_DESCRIPTORS
+from stackcam.rtl.npu.io import MAX_OUTPUTS
+from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
+from stackcam.rtl.streams import tensor_pixel_layout
 
 from .csi2 import CSI2Decoder, merge_lanes
 from .frame_source import pack_beats
@@ -80,7 +80,7 @@ def model_registers(config, io, input_range=(-1.0, 1.0), isp=True):
     """Register values a driver writes for a model: ISP geometry and quantization for the model's input (unless
     `isp` is False: inputs then come on the tensor port), where the input goes in the activation SRAM and where
     the outputs are (from the ROM's model I/O). Returns (registers, ISP geometry, ISP quantization)."""
-    from quant.isp import IspGeometry
+    from stackcam.quant.isp import IspGeometry
 
     spec = io["input"]
     h, w, c = spec["hwc"]
@@ -156,8 +156,8 @@ def _source_key(config):
     import amaranth
     import cocotb
 
-    import quant
-    import rtl
+    import stackcam.quant as quant
+    import stackcam.rtl as rtl
 
     from .verilator import verilator_root
     h = hashlib.sha256("\0".join([repr(config), amaranth.__version__, cocotb.__version__,
@@ -291,7 +291,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
 
         def target():
             try:
-                result["res"] = build.run("sim.tb_die", extra_env=env, test_dir=tmp, log_file=tmp / "sim.log",
+                result["res"] = build.run("stackcam.sim.tb_die", extra_env=env, test_dir=tmp, log_file=tmp / "sim.log",
                                           plusargs=plusargs)
             except Exception as e:          # reported below, in the caller's thread
                 result["err"] = e

@@ -136,7 +136,7 @@ def pack_beats(raw, pixels_per_clock, layout=None):
     raw = _check_raw(raw, pixels_per_clock).astype(np.int64)
     if layout is None:
         # Imported here so the rest of the frame source works without Amaranth (e.g. on the cocotb side).
-        from rtl.streams import pixel_beat_layout
+        from stackcam.rtl.streams import pixel_beat_layout
         layout = pixel_beat_layout(pixels_per_clock)
     if layout.size > 63:
         raise ValueError(f"beat layout is {layout.size} bits, too wide for int64 packing")

@@ -3,10 +3,10 @@ every clock cycle. Sim-only (it uses $readmemh/$fwrite); the die itself stays fr
 
 import re
 
-from rtl.csi2.packetizer import ppi_beat_layout
-from rtl.die import StackcamDie, rom_beat_layout
-from rtl.streams import pixel_beat_layout, tensor_pixel_layout
-from rtl.verilog import convert
+from stackcam.rtl.csi2.packetizer import ppi_beat_layout
+from stackcam.rtl.die import StackcamDie, rom_beat_layout
+from stackcam.rtl.streams import pixel_beat_layout, tensor_pixel_layout
+from stackcam.rtl.verilog import convert
 
 __all__ = ["harness_verilog", "player_depths", "public_ports", "TOP"]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rtl.die import EMBEDDED_BYTES, EMBEDDED_FIELDS, EMBEDDED_MAGIC
+from stackcam.rtl.die import EMBEDDED_BYTES, EMBEDDED_FIELDS, EMBEDDED_MAGIC
 
 from .frame_source import raw10_unpack
 

@@ -5,8 +5,8 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from quant.compiler import compile_graph
-from quant.romimage import build_rom
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.romimage import build_rom
 
 __all__ = ["PreparedModel", "prepare_model", "MODEL_HELP"]
 
@@ -35,20 +35,20 @@ def _cache_dir():
 
 
 def _graph(name, config, seed):
-    from quant import lower as lowering
+    from stackcam.quant import lower as lowering
     if name == "first-light":
-        from quant.firstlight import first_light_graph
+        from stackcam.quant.firstlight import first_light_graph
         return first_light_graph(config, seed)
     if name == "zoo:blazeface":
-        from quant.zoo.blazeface import blazeface_int8
+        from stackcam.quant.zoo.blazeface import blazeface_int8
         return lowering.int8_core(lowering.lower(blazeface_int8()))
     parts = name.split("_")
     if name.startswith("zoo:mobilenet_v1_") and len(parts) == 5:
         # zoo:mobilenet_v1_<alpha>_<resolution>_<classes>, e.g. the 2-class person detector 0.25_96_2.
-        from quant.calib import calibration_set
-        from quant.graph import ModelError
-        from quant.ptq import quantize_graph
-        from quant.zoo import mobilenet_v1
+        from stackcam.quant.calib import calibration_set
+        from stackcam.quant.graph import ModelError
+        from stackcam.quant.ptq import quantize_graph
+        from stackcam.quant.zoo import mobilenet_v1
         try:
             alpha, res, classes = float(parts[2]), int(parts[3]), int(parts[4])
         except ValueError:
@@ -56,7 +56,7 @@ def _graph(name, config, seed):
         graph = mobilenet_v1(alpha, res, classes, seed=seed)
         samples = calibration_set(graph.tensor(graph.inputs[0]).shape)
         return lowering.int8_core(lowering.lower(quantize_graph(graph, samples, input_range=(-1.0, 1.0))))
-    from quant.cmd_compile import load_for_compile
+    from stackcam.quant.cmd_compile import load_for_compile
     return load_for_compile(name, calib_photos=True)
 
 

@@ -5,8 +5,8 @@ from amaranth import Elaboratable, Module
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
-from quant.program import Descriptor, pack
-from rtl.npu.ports import descriptor_layout
+from stackcam.quant.program import Descriptor, pack
+from stackcam.rtl.npu.ports import descriptor_layout
 
 __all__ = ["EngineHarness", "run_engine"]
 

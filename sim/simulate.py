@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.isp import isp_reference
-from quant.program import execute_trace, read_tensor
+from stackcam.quant.isp import isp_reference
+from stackcam.quant.program import execute_trace, read_tensor
 
 from .dierun import model_registers, run_die
 from .frame_source import bayer_frame, load_image
@@ -54,8 +54,8 @@ def layer_rows(model, config, descriptor_counters):
 
 def face_detection(model, graph_outputs, geometry, config, photo_shape):
     """Best BlazeFace detection, box mapped back to the photo's pixels (the ISP crop of the stretched frame)."""
-    from quant.detect import detect_faces
-    from quant.zoo.blazeface import _output_pair
+    from stackcam.quant.detect import detect_faces
+    from stackcam.quant.zoo.blazeface import _output_pair
     r, c, quant = _output_pair(model.graph, graph_outputs)
     found = detect_faces(r, c, (128, 128), min_score=None, quant=quant)
     if not found:

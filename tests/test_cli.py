@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from rtl.params import PRESETS
+from stackcam.rtl.params import PRESETS
 
 
 def stackcam(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "stackcam.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.mark.parametrize("sub", [[], ["simulate"], ["verilog"]])

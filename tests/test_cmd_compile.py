@@ -7,19 +7,19 @@ import sys
 import numpy as np
 import pytest
 
-from quant.executor import run_graph
-from quant.export import export_tflite
-from quant.importer import load_model
-from quant.litert import run_reference
-from quant.lower import lower
-from quant.program import execute
-from quant.romimage import load_rom
-from rtl.params import PRESETS
+from stackcam.quant.executor import run_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.importer import load_model
+from stackcam.quant.litert import run_reference
+from stackcam.quant.lower import lower
+from stackcam.quant.program import execute
+from stackcam.quant.romimage import load_rom
+from stackcam.rtl.params import PRESETS
 from tests.test_program import NETS, Net
 
 
 def stackcam(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "stackcam.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def one_line_error(r):
@@ -78,8 +78,8 @@ def test_compile_runs_bit_exact_with_litert(int8_model, tmp_path):
 def test_layer_table_and_totals(int8_model, tmp_path):
     """One row per layer: operator, the die op, input and output shapes, MACs, weight and activation bytes; the
     totals against the configuration's SRAM after it."""
-    from quant.cmd_compile import layer_table, load_for_compile, totals_text
-    from quant.compiler import compile_graph
+    from stackcam.quant.cmd_compile import layer_table, load_for_compile, totals_text
+    from stackcam.quant.compiler import compile_graph
 
     r = stackcam("compile", str(int8_model), "--config", "imx500", "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
@@ -163,7 +163,7 @@ def test_bad_model_file(tmp_path, content):
 ])
 def test_refused_models(bad_models, tmp_path, capsys, model, expect):
     """The same refusals as `stackcam run` (tests/test_cmd_run.py), one line, exit 2, no output folder."""
-    from sim.cli import main
+    from stackcam.cli import main
 
     out = tmp_path / "out"
     assert main(["compile", str(bad_models / model), "--config", "imx500", "-o", str(out)]) == 2

@@ -8,16 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from quant.calib import calibration_set, photo
-from quant.cmd_run import run_model
-from quant.executor import run_graph
-from quant.export import export_tflite
-from quant.importer import load_model
-from quant.litert import run_reference
-from quant.lower import int8_core, lower
-from quant.ref import quantize_float
-from quant.tflite import TFLiteBuilder, schema
-from sim.cli import main
+from stackcam.quant.calib import calibration_set, photo
+from stackcam.quant.cmd_run import run_model
+from stackcam.quant.executor import run_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.importer import load_model
+from stackcam.quant.litert import run_reference
+from stackcam.quant.lower import int8_core, lower
+from stackcam.quant.ref import quantize_float
+from stackcam.quant.tflite import TFLiteBuilder, schema
+from stackcam.cli import main
 from tests.test_quant_ops import EXPF_TIE_SCALE, ModelBuilder, mobilenet_like
 
 OPS = schema.BuiltinOperator
@@ -113,8 +113,8 @@ def mobilenet(tmp_path_factory):
     """MobileNet V1 0.25 at 96x96 (2 classes + SOFTMAX, and its last feature map as a second output), quantized by
     our PTQ on the skimage photos, exported to .tflite; and int8 inputs: three photos quantized with the input's
     scale and zero point, and random bytes."""
-    from quant.ptq import quantize_graph
-    from quant.zoo import mobilenet_v1
+    from stackcam.quant.ptq import quantize_graph
+    from stackcam.quant.zoo import mobilenet_v1
 
     g = mobilenet_v1(0.25, 96, 2, seed=3, softmax=True)
     g.outputs.append("Conv2d_13_pointwise/Relu6")         # the backbone's last 3x3x256 features, checked too
@@ -129,7 +129,7 @@ def mobilenet(tmp_path_factory):
 
 
 def stackcam(*args):
-    return subprocess.run([sys.executable, "-m", "sim.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "stackcam.cli", *map(str, args)], capture_output=True, text=True)
 
 
 def rand(shape, seed=0, dtype=np.int8):
@@ -241,7 +241,7 @@ def test_float_model_with_calibration(models, tmp_path):
     outputs as LiteRT and run_graph on that quantized model; the same output bytes twice."""
     from skimage import data, io
 
-    from quant.cmd_compile import load_for_compile
+    from stackcam.quant.cmd_compile import load_for_compile
 
     x = rand((96, 96, 3), seed=4)
     np.save(tmp_path / "in.npy", x)
@@ -314,7 +314,7 @@ def check_fit_error(line, config):
 
 @pytest.mark.parametrize("config", ["tiny", "fpga"])
 def test_model_that_does_not_fit_names_bytes_per_bank(models, tmp_path, capsys, config):
-    from rtl.params import PRESETS
+    from stackcam.rtl.params import PRESETS
 
     np.save(tmp_path / "in.npy", rand((1, 2048)))
     assert main(["run", str(models / "too_big.tflite"), "--input", str(tmp_path / "in.npy"), "--config", config,
@@ -372,7 +372,7 @@ def test_run_help():
 
 @pytest.fixture(scope="module")
 def blazeface(tmp_path_factory):
-    from quant.zoo import blazeface as bf
+    from stackcam.quant.zoo import blazeface as bf
     try:
         q = bf.blazeface_int8()
     except bf.FetchError as exc:

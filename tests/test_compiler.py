@@ -4,11 +4,11 @@ MobileNet V1 1.0 224 on the imx500 preset (568.7 M MACs, 4.2 M weights, fits, bi
 import numpy as np
 import pytest
 
-from quant.compiler import HOST_OPS, bank_use, compile_graph
-from quant.graph import ModelError, Op
-from quant.program import OPCODES
-from quant.romimage import build_rom
-from rtl.params import PRESETS
+from stackcam.quant.compiler import HOST_OPS, bank_use, compile_graph
+from stackcam.quant.graph import ModelError, Op
+from stackcam.quant.program import OPCODES
+from stackcam.quant.romimage import build_rom
+from stackcam.rtl.params import PRESETS
 from tests.test_program import CONFIGS, NETS, Net, check_equal
 
 
@@ -172,10 +172,10 @@ def test_empty_host_graph_output_is_an_input_of_the_tail():
 
 @pytest.fixture(scope="module")
 def mobilenet_224():
-    from quant.calib import calibration_set
-    from quant.lower import lower
-    from quant.ptq import quantize_graph
-    from quant.zoo import mobilenet_v1
+    from stackcam.quant.calib import calibration_set
+    from stackcam.quant.lower import lower
+    from stackcam.quant.ptq import quantize_graph
+    from stackcam.quant.zoo import mobilenet_v1
     g = mobilenet_v1(1.0, 224, 1000, seed=0)
     return lower(quantize_graph(g, calibration_set(g.tensor(g.inputs[0]).shape, names=("astronaut", "coffee"))))
 
@@ -195,8 +195,8 @@ def test_mobilenet_v1_224_fits_imx500_and_is_exact(mobilenet_224):
 
 
 def test_blazeface_on_imx500_is_exact():
-    import quant.zoo.blazeface as bf
-    from quant.lower import lower
+    import stackcam.quant.zoo.blazeface as bf
+    from stackcam.quant.lower import lower
     try:
         graph = lower(bf.blazeface_int8())
     except bf.FetchError as exc:

@@ -5,11 +5,11 @@ import random
 import numpy as np
 import pytest
 
-from quant.arith import INT32_MAX, INT32_MIN
-from quant.layer import random_conv_layer
-from quant.ref import conv2d_int8
-from rtl.conv import ConvEngine
-from rtl.requant import RequantUnit
+from stackcam.quant.arith import INT32_MAX, INT32_MIN
+from stackcam.quant.layer import random_conv_layer
+from stackcam.quant.ref import conv2d_int8
+from stackcam.rtl.conv import ConvEngine
+from stackcam.rtl.requant import RequantUnit
 from tests.simutil import run_sim, stream_get, stream_put
 
 

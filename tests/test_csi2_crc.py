@@ -6,8 +6,8 @@ import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-from rtl.csi2.crc import CRC_INIT, crc16_matrix, crc16_reference, crc16_update
-from sim.csi2 import crc16
+from stackcam.rtl.csi2.crc import CRC_INIT, crc16_matrix, crc16_reference, crc16_update
+from stackcam.sim.csi2 import crc16
 
 GOLDEN_PAYLOAD = bytes.fromhex("FF 00 00 02 B9 DC F3 72 BB D4 B8 5A C8 75 C2 7C 81 F8 05 DF FF 00 00 01")
 

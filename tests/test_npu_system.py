@@ -8,12 +8,12 @@ import zlib
 import numpy as np
 import pytest
 
-from quant.export import export_tflite
-from quant.litert import run_reference
-from quant.program import execute
-from rtl.params import preset
-from sim.csi2 import decode
-from sim.dierun import run_die
+from stackcam.quant.export import export_tflite
+from stackcam.quant.litert import run_reference
+from stackcam.quant.program import execute
+from stackcam.rtl.params import preset
+from stackcam.sim.csi2 import decode
+from stackcam.sim.dierun import run_die
 from tests.dieutil import Model, photo_frames
 
 pytestmark = pytest.mark.xdist_group("verilator")
@@ -85,7 +85,7 @@ def test_stackcam_run_engine_rtl(tmp_path):
     np.save(tmp_path / "in.npy", xs)
     outs = {}
     for engine in ("ref", "rtl"):
-        r = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
+        r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
                             "--engine", engine, "--config", "tiny", "-o", str(tmp_path / f"{engine}.npz")],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
@@ -115,7 +115,7 @@ def test_stackcam_run_engine_rtl_networks(name, config, tmp_path):
     np.save(tmp_path / "in.npy", x)
     outs = {}
     for engine in ("ref", "rtl"):
-        r = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
+        r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
                             "--engine", engine, "--config", config, "-o", str(tmp_path / f"{engine}.npz")],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
@@ -128,8 +128,8 @@ def test_stackcam_run_engine_rtl_networks(name, config, tmp_path):
             assert got.shape == ref.shape and int(np.count_nonzero(got != ref)) == 0, (engine, k)
     if name == "zoo:blazeface":
         # The die's outputs decode to the face (the crop puts it in the middle of the input).
-        from quant.detect import detect_faces
-        from quant.zoo.blazeface import _output_pair
+        from stackcam.quant.detect import detect_faces
+        from stackcam.quant.zoo.blazeface import _output_pair
         reg, cls, quant = _output_pair(model.prepared.graph, [outs["rtl"][f"output_{k}"] for k in range(2)])
         faces = detect_faces(reg, cls, (128, 128), quant=quant)
         assert faces and faces[0].score > 0.5
@@ -142,11 +142,11 @@ def test_main_job_finds_the_astronauts_face(tmp_path):
     die output bit-exact, clean CSI-2, and the face it reports matches float BlazeFace on LiteRT."""
     import json
 
-    from quant.calib import photo
-    from quant.detect import iou
-    from quant.zoo import blazeface as bf
+    from stackcam.quant.calib import photo
+    from stackcam.quant.detect import iou
+    from stackcam.quant.zoo import blazeface as bf
     report = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "sim.cli", "simulate", "--report", str(report), "--png",
+    r = subprocess.run([sys.executable, "-m", "stackcam.cli", "simulate", "--report", str(report), "--png",
                         str(tmp_path / "detection.png")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())

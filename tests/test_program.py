@@ -6,13 +6,13 @@ import re
 import numpy as np
 import pytest
 
-import quant.program as fmt
-from quant.compiler import compile_graph
-from quant.executor import run_graph
-from quant.graph import Graph, Op, QuantParams, Tensor
-from quant.ref import window_padding
-from quant.romimage import build_rom
-from rtl.params import PRESETS, DieConfig
+import stackcam.quant.program as fmt
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.executor import run_graph
+from stackcam.quant.graph import Graph, Op, QuantParams, Tensor
+from stackcam.quant.ref import window_padding
+from stackcam.quant.romimage import build_rom
+from stackcam.rtl.params import PRESETS, DieConfig
 
 # Layouts where the word geometry differs: square 4x4 (16-byte words: one parameter record per word), 8x16, a
 # tall array (rows > cols: oc tiles are wider than channel tiles), and 8-byte weight words (a parameter record
@@ -437,8 +437,8 @@ def test_executor_equals_run_graph(net, config):
 def test_fully_connected_rescales_like_litert_reference(per_channel):
     """FCSCALE: the die's FC must round double(acc) * scale like LiteRT's reference kernel; the Q31 rule the
     convolutions use gets some of these outputs wrong, the program executor none."""
-    from quant.executor import fully_connected_params
-    from quant.ref import fully_connected_acc, requantize_acc
+    from stackcam.quant.executor import fully_connected_params
+    from stackcam.quant.ref import fully_connected_acc, requantize_acc
     q31_wrong = 0
     for seed in range(4):
         n = Net((1, 1, 1, 48), seed=200 + seed)

@@ -4,12 +4,12 @@ identity of our quantized models between LiteRT BUILTIN_REF and the golden execu
 import numpy as np
 import pytest
 
-from quant.calib import PHOTOS, CalibrationError, calibration_set, prepare_image
-from quant.executor import run_graph
-from quant.export import export_tflite
-from quant.graph import Graph, ModelError, Op, Tensor
-from quant.litert import run_reference
-from quant.ptq import (
+from stackcam.quant.calib import PHOTOS, CalibrationError, calibration_set, prepare_image
+from stackcam.quant.executor import run_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.graph import Graph, ModelError, Op, Tensor
+from stackcam.quant.litert import run_reference
+from stackcam.quant.ptq import (
     activation_params,
     collect_ranges,
     fold_dequantize,
@@ -19,9 +19,9 @@ from quant.ptq import (
     quantize_graph,
     quantize_weights,
 )
-from quant.ref import quantize_float
-from quant.tflite import buffer_array, read_model
-from quant.zoo import mobilenet_v1
+from stackcam.quant.ref import quantize_float
+from stackcam.quant.tflite import buffer_array, read_model
+from stackcam.quant.zoo import mobilenet_v1
 
 f32 = np.float32
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from quant.arith import (
+from stackcam.quant.arith import (
     INT32_MAX,
     INT32_MIN,
     activation_range,

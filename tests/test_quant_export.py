@@ -4,12 +4,12 @@ so LiteRT runs the very same model; exported graphs import back equal."""
 import numpy as np
 import pytest
 
-from quant.executor import run_graph
-from quant.export import export_tflite
-from quant.graph import Graph, ModelError, Op, QuantParams, Tensor
-from quant.importer import load_model
-from quant.litert import run_reference
-from quant.lower import lower
+from stackcam.quant.executor import run_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.graph import Graph, ModelError, Op, QuantParams, Tensor
+from stackcam.quant.importer import load_model
+from stackcam.quant.litert import run_reference
+from stackcam.quant.lower import lower
 from tests.test_quant_import import graphs_equal
 from tests.test_quant_ops import ModelBuilder
 

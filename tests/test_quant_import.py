@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from quant.executor import run_graph
-from quant.export import export_tflite
-from quant.graph import ModelError
-from quant.importer import load_model
-from quant.litert import run_reference
-from quant.tflite import TFLiteBuilder, conv2d_options, schema
+from stackcam.quant.executor import run_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.graph import ModelError
+from stackcam.quant.importer import load_model
+from stackcam.quant.litert import run_reference
+from stackcam.quant.tflite import TFLiteBuilder, conv2d_options, schema
 from tests.test_quant_ops import ModelBuilder, mobilenet_like
 
 OPS = schema.BuiltinOperator

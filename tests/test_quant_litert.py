@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from quant.arith import activation_range, quantize_multiplier
-from quant.layer import quantize_conv, random_conv_layer
-from quant.litert import run_reference
-from quant.ref import conv2d_accumulators, conv2d_int8
-from quant.tflite import (
+from stackcam.quant.arith import activation_range, quantize_multiplier
+from stackcam.quant.layer import quantize_conv, random_conv_layer
+from stackcam.quant.litert import run_reference
+from stackcam.quant.ref import conv2d_accumulators, conv2d_int8
+from stackcam.quant.tflite import (
     FILE_IDENTIFIER,
     SCHEMA_VERSION,
     TFLiteBuilder,

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from quant.export import export_tflite
-from quant.importer import load_model
-from quant.litert import run_reference
-from quant.ref import window_padding
-from quant.tflite import TFLiteBuilder, activation_type, conv2d_options, padding_type, schema
+from stackcam.quant.export import export_tflite
+from stackcam.quant.importer import load_model
+from stackcam.quant.litert import run_reference
+from stackcam.quant.ref import window_padding
+from stackcam.quant.tflite import TFLiteBuilder, activation_type, conv2d_options, padding_type, schema
 
 OPS = schema.BuiltinOperator
 
@@ -155,7 +155,7 @@ class ModelBuilder:
 
 def compare(model_bytes, inputs, roundtrip=True):
     """run_graph on the imported model == LiteRT BUILTIN_REF, element for element; the same after export."""
-    from quant.executor import run_graph
+    from stackcam.quant.executor import run_graph
     graph = load_model(model_bytes)
     want = run_reference(model_bytes, inputs)
     got = run_graph(graph, inputs)
@@ -217,8 +217,8 @@ def test_fully_connected_keep_num_dims():
 def test_fully_connected_rescales_in_double_like_builtin_ref(per_channel):
     """BUILTIN_REF's int8 FC rescales by round(acc * double scale), not by the Q31 multiplier: over these
     models the Q31 rule would get some outputs wrong, run_graph none."""
-    from quant.executor import fully_connected_params
-    from quant.ref import fully_connected_acc, requantize_acc
+    from stackcam.quant.executor import fully_connected_params
+    from stackcam.quant.ref import fully_connected_acc, requantize_acc
     q31_wrong = 0
     for seed in range(12):
         m = ModelBuilder(seed=100 + seed)
@@ -311,7 +311,7 @@ def test_reshape_and_concat_same_scale():
 def test_concat_with_different_scales_is_refused_by_litert_and_exported_with_quantize():
     """LiteRT's int8 CONCATENATION insists on one quantization; our requantizing concat exports as
     QUANTIZE + CONCATENATION, and LiteRT agrees with run_graph on that."""
-    from quant.executor import run_graph
+    from stackcam.quant.executor import run_graph
     m = ModelBuilder(seed=15)
     x = m.input((1, 4, 4, 3), scale=0.03, zp=5)
     a = m.conv(x, 2, k=1, out_q=(0.04, 1))
@@ -387,8 +387,8 @@ def test_logistic(scale, zp, out_zp):
 def test_fixed_output_quantization_is_checked(kind, out_q, expect):
     """LiteRT refuses these models at Prepare; the executor refuses them too, naming the layer, rather than
     compute numbers no reference can confirm."""
-    from quant.executor import run_graph
-    from quant.graph import ModelError
+    from stackcam.quant.executor import run_graph
+    from stackcam.quant.graph import ModelError
     m = ModelBuilder(seed=23)
     model = m.output(m.unary(m.input((1, 8), scale=0.1, zp=0), kind, out_q))
     with pytest.raises(RuntimeError):
@@ -399,7 +399,7 @@ def test_fixed_output_quantization_is_checked(kind, out_q, expect):
 
 def test_logistic_table_sweep():
     """2,000 random input scales (1e-6 .. 100) and zero points, every int8 input: 512,000 table entries."""
-    from quant.ref import logistic_int8, logistic_params
+    from stackcam.quant.ref import logistic_int8, logistic_params
     rng = np.random.default_rng(20)
     x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
     bad = []
@@ -416,7 +416,7 @@ def test_logistic_table_sweep():
 
 def test_logistic_needs_glibc_expf_not_a_correctly_rounded_exp():
     """The case a correctly rounded exp gets wrong (float64 exp rounded to float32 gives 1 at q = 1)."""
-    from quant.ref import expf_glibc, logistic_params
+    from stackcam.quant.ref import expf_glibc, logistic_params
     x = np.float32(-EXPF_TIE_SCALE)
     assert expf_glibc(np.array([x]))[0] != np.float32(np.exp(np.float64(x)))
     assert logistic_params(EXPF_TIE_SCALE, 0)["table"][128 + 1] == 0
@@ -446,7 +446,7 @@ def _libm_expf():
 def test_expf_glibc_matches_this_machines_libm():
     """LiteRT calls the system's expf; quant.ref.expf_glibc is that function on random floats over its whole
     range (checked on all 2^32 floats when it was written) and near every LOGISTIC rounding boundary."""
-    from quant.ref import expf_glibc
+    from stackcam.quant.ref import expf_glibc
     expf = _libm_expf()
     rng = np.random.default_rng(21)
     x = np.concatenate([rng.uniform(-105, 90, 60000), rng.uniform(-12, 12, 60000), [0.0, -0.0, np.inf, -np.inf],
@@ -494,8 +494,8 @@ def test_mobilenet_like_graph():
 def lowered_equal(model_bytes, inputs_list, expect_kinds):
     """lower() keeps run_graph's outputs bit for bit (and LiteRT agrees on the exported lowered graph);
     returns the lowered graph, whose op kinds must be `expect_kinds`."""
-    from quant.executor import run_graph
-    from quant.lower import lower
+    from stackcam.quant.executor import run_graph
+    from stackcam.quant.lower import lower
     graph = load_model(model_bytes)
     low = lower(graph)
     assert [op.kind for op in low.ops] == expect_kinds, low.notes
@@ -593,8 +593,8 @@ def test_lower_mobilenet_like_graph():
 
 
 def test_softmax_outside_the_reference_kernels_range_is_a_model_error():
-    from quant.executor import run_graph
-    from quant.graph import ModelError
+    from stackcam.quant.executor import run_graph
+    from stackcam.quant.graph import ModelError
     m = ModelBuilder(seed=25)
     x = m.input((1, 600), scale=0.1, zp=0)
     y = m.unary(x, "SOFTMAX", (1 / 256, -128), schema.SoftmaxOptionsT(beta=1.0))

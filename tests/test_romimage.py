@@ -8,9 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from quant.compiler import compile_graph
-from quant.program import execute
-from quant.romimage import (
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.program import execute
+from stackcam.quant.romimage import (
     LAYOUT_FIELDS,
     MAGIC,
     NOT_LOADED,
@@ -22,7 +22,7 @@ from quant.romimage import (
     manifest_json,
     readmemh,
 )
-from rtl.params import PRESETS
+from stackcam.rtl.params import PRESETS
 from tests.test_program import CONFIGS, NETS
 
 

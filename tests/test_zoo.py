@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from quant.zoo import blazeface as bf
-from quant.zoo import count_macs, count_weights, mobilenet_v1
+from stackcam.quant.zoo import blazeface as bf
+from stackcam.quant.zoo import count_macs, count_weights, mobilenet_v1
 
 
 def _macs_by_kind(graph):
@@ -70,8 +70,8 @@ def test_mobilenet_is_deterministic_by_seed():
 def test_mobilenet_activations_stay_in_range():
     """Random weights still give a network whose layers neither die nor saturate (so calibration means
     something): every ReLU6 output has live and unsaturated values on a real photo."""
-    from quant.calib import calibration_set
-    from quant.executor import run_graph
+    from stackcam.quant.calib import calibration_set
+    from stackcam.quant.executor import run_graph
 
     g = mobilenet_v1(alpha=0.25, resolution=96, classes=10)
     x = calibration_set((1, 96, 96, 3), names=("chelsea",))[0]
@@ -85,7 +85,7 @@ def test_mobilenet_activations_stay_in_range():
 
 
 def test_mobilenet_rejects_bad_arguments():
-    from quant.graph import ModelError
+    from stackcam.quant.graph import ModelError
 
     with pytest.raises(ModelError, match="alpha > 0"):
         mobilenet_v1(alpha=0)

@@ -5,7 +5,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.streams import pixel_beat_stream, tensor_pixel_stream
+from stackcam.rtl.streams import pixel_beat_stream, tensor_pixel_stream
 
 from .linebuffer import line_write_stream
 

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.crc.catalog import CRC16_MCRF4XX
 from amaranth.lib.wiring import In, Out
 
-from rtl.streams import byte_stream
+from stackcam.rtl.streams import byte_stream
 
 from .crc import CRC_INIT, crc16_update
 from .ecc import header_ecc

@@ -6,7 +6,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.utils import bits_for, ceil_log2
 
-from quant.program import FCSCALE, OPCODES, PACKED, PARAM_RECORD_BYTES
+from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PARAM_RECORD_BYTES
 
 from ..mac_array import MACArray
 from ..requant import RequantUnit

@@ -9,8 +9,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.program import PROGRAM_FORMAT_VERSION
-from quant.romimage import _ENTRY, _HEADER, MAGIC, NOT_LOADED, ROM_FORMAT_VERSION, SECTION_IDS, config_fingerprint
+from stackcam.quant.program import PROGRAM_FORMAT_VERSION
+from stackcam.quant.romimage import _ENTRY, _HEADER, MAGIC, NOT_LOADED, ROM_FORMAT_VERSION, SECTION_IDS, config_fingerprint
 
 from .crc32 import CRC32_INIT, CRC32_RESIDUE, CRC32_XOR, crc32_update_upto
 from .ports import addr_bits

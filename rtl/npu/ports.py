@@ -4,7 +4,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.program import OPCODES, field_table
+from stackcam.quant.program import OPCODES, field_table
 
 __all__ = ["descriptor_layout", "OPCODES", "act_read_signature", "act_write_signature", "weight_read_signature",
            "engine_signature", "addr_bits"]

@@ -6,8 +6,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 
-from quant.program import FILL, OPCODES
-from rtl.requant import RequantUnit
+from stackcam.quant.program import FILL, OPCODES
+from stackcam.rtl.requant import RequantUnit
 
 from .ports import addr_bits, engine_signature
 

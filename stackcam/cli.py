@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 # Modules that add subcommands: each has `register(subparsers)` adding its parser with `set_defaults(func=...)`;
 # `func(args)` returns the exit status and raises UserError (one line, exit 2) for bad input.
-COMMAND_MODULES = ["quant.cmd_run", "quant.cmd_compile", "boards.cmd_build"]
+COMMAND_MODULES = ["stackcam.quant.cmd_run", "stackcam.quant.cmd_compile", "stackcam.boards.cmd_build"]
 
 
 class UserError(Exception):
@@ -19,7 +19,7 @@ class UserError(Exception):
 
 
 def _config(name):
-    from rtl.params import ConfigError, preset
+    from stackcam.rtl.params import ConfigError, preset
     try:
         return preset(name)
     except ConfigError as e:
@@ -27,8 +27,8 @@ def _config(name):
 
 
 def cmd_simulate(args):
-    from .frame_source import ImageError
-    from .simulate import simulate
+    from stackcam.sim.frame_source import ImageError
+    from stackcam.sim.simulate import simulate
     config = _config(args.config)
     if args.frames < 1:
         raise UserError(f"--frames must be at least 1, got {args.frames}")
@@ -42,9 +42,9 @@ def cmd_simulate(args):
     except ImageError as e:
         raise UserError(str(e)) from None
     except ValueError as e:
-        from quant.graph import ModelError
+        from stackcam.quant.graph import ModelError
 
-        from .dierun import HostError
+        from stackcam.sim.dierun import HostError
         if isinstance(e, (ModelError, HostError)):
             raise UserError(str(e)) from None
         raise
@@ -52,11 +52,11 @@ def cmd_simulate(args):
 
 
 def cmd_verilog(args):
-    from rtl.die import StackcamDie
-    from rtl.params import PRESETS
-    from rtl.verilog import convert
+    from stackcam.rtl.die import StackcamDie
+    from stackcam.rtl.params import PRESETS
+    from stackcam.rtl.verilog import convert
 
-    from .verilator import lint
+    from stackcam.sim.verilator import lint
     names = list(PRESETS) if args.config == "all" else [args.config]
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def cmd_verilog(args):
 
 
 def build_parser():
-    from rtl.regs import MODES
+    from stackcam.rtl.regs import MODES
     mode_choices = (*MODES, "all")
 
     p = argparse.ArgumentParser(prog="stackcam", description="stackcam: a cycle-accurate, synthesizable model of "
@@ -87,9 +87,9 @@ def build_parser():
     s = sub.add_parser("simulate", help="run a photo through the whole die in Verilator",
                        description="Turn a photo into a RAW10 Bayer frame, stream it through the die in Verilator, "
                        "decode the CSI-2 output and check it bit for bit against the numpy reference.")
-    from rtl.params import PRESETS
+    from stackcam.rtl.params import PRESETS
 
-    from .models import MODEL_HELP
+    from stackcam.sim.models import MODEL_HELP
     s.add_argument("--config", default="demo",
                    help=f"configuration preset ({', '.join(PRESETS)}; default demo: BlazeFace's 128x128 input "
                    "from an XGA frame in a minute or two)")
@@ -150,5 +150,5 @@ def main(argv=None):
 if __name__ == "__main__":
     # Run as `python -m sim.cli`, this file is `__main__`; subcommand modules raise `sim.cli.UserError`, so
     # dispatch through the imported module for their errors to be this module's errors.
-    from sim.cli import main as _main
+    from stackcam.cli import main as _main
     sys.exit(_main())
