@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
+
+from stackcam.errors import StackcamError
 
 from .uart import (
     BOARD_ID,
@@ -47,7 +48,7 @@ PERIOD_NS = 10
 _CHUNK = 64                      # bytes per host->board chunk of the simulated serial line
 
 
-class BoardError(RuntimeError):
+class BoardError(StackcamError, RuntimeError):
     """The board answered something the protocol does not allow, refused the model, or did not answer in time."""
 
 

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stackcam.errors import StackcamError
+
 __all__ = ["QuantParams", "Tensor", "Op", "Graph", "ModelError", "SUPPORTED_OPS", "ACTIVATIONS"]
 
 # Operators the toolchain imports. Everything else is refused by name (with the layer that uses it).
@@ -14,7 +16,7 @@ SUPPORTED_OPS = (
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
 
-class ModelError(ValueError):
+class ModelError(StackcamError, ValueError):
     """A model the toolchain cannot take; the message is one line naming the operator/layer/tensor at fault."""
 
 

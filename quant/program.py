@@ -184,6 +184,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from stackcam.errors import StackcamError
+
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
            "PACKED", "FCSCALE", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
@@ -203,7 +205,7 @@ PACKED = 2          # flags bit 1 of CONV
 FCSCALE = 4         # flags bit 2 of CONV
 
 
-class ProgramError(ValueError):
+class ProgramError(StackcamError, ValueError):
     """A descriptor or program that breaks the format; the message names the descriptor and field."""
 
 

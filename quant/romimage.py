@@ -47,6 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stackcam.errors import StackcamError
+
 from .program import PROGRAM_FORMAT_VERSION
 
 __all__ = ["MAGIC", "ROM_FORMAT_VERSION", "SECTION_IDS", "NOT_LOADED", "RomError", "RomImage", "LAYOUT_FIELDS",
@@ -64,7 +66,7 @@ _ENTRY = struct.Struct("<4sIIIII")
 _ALIGN = 16
 
 
-class RomError(ValueError):
+class RomError(StackcamError, ValueError):
     """A ROM image that is corrupt, truncated, of another format, or compiled for another configuration."""
 
 

@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass, field, replace
 
+from stackcam.errors import StackcamError
+
 __all__ = ["DieConfig", "ConfigError", "PRESETS", "preset"]
 
 
-class ConfigError(ValueError):
+class ConfigError(StackcamError, ValueError):
     """An invalid hardware configuration; the message names the offending value."""
 
 

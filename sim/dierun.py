@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from stackcam.quant.isp import isp_quant_params
 from stackcam.quant.program import host_outputs
 from stackcam.quant.romimage import RomError, load_rom
@@ -21,6 +20,8 @@ from stackcam.rtl.npu.core import MAX_DESCRIPTORS
 from stackcam.rtl.npu.io import MAX_OUTPUTS
 from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 from stackcam.rtl.streams import tensor_pixel_layout
+
+from stackcam.errors import StackcamError
 
 from .csi2 import CSI2Decoder, merge_lanes
 from .frame_source import pack_beats
@@ -34,7 +35,7 @@ __all__ = ["DieRun", "FrameResult", "HostError", "build_die", "decode_frames", "
 REG_DEFAULTS = {r.name: r.reset for r in REGISTER_BY_NAME.values() if r.access == "rw"}
 
 
-class HostError(ValueError):
+class HostError(StackcamError, ValueError):
     """The host cannot set the die up for this model (e.g. too many outputs, a row too long for CSI-2)."""
 
 
@@ -155,7 +156,6 @@ def _source_key(config):
 
     import amaranth
     import cocotb
-
     import stackcam.quant as quant
     import stackcam.rtl as rtl
 

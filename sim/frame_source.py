@@ -8,11 +8,13 @@ import warnings
 
 import numpy as np
 
+from stackcam.errors import StackcamError
+
 __all__ = ["ImageError", "load_image", "bayer_frame", "frame_beats", "pack_beats", "beat_field_offsets",
            "raw10_pack", "raw10_unpack"]
 
 
-class ImageError(ValueError):
+class ImageError(StackcamError, ValueError):
     """A photo that cannot be used; the one-line message names the file and the reason."""
 
 

@@ -13,6 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from stackcam.errors import StackcamError
+
 from ..graph import ModelError
 
 __all__ = ["MEDIAPIPE_VERSION", "MODEL_MEMBER", "MODEL_SHA256", "MODEL_LICENSE", "INPUT_SIZE", "FetchError",
@@ -32,7 +34,7 @@ _PIP_PLATFORM = ("--only-binary=:all:", "--platform", "manylinux2014_x86_64", "-
                  "--implementation", "cp")
 
 
-class FetchError(RuntimeError):
+class FetchError(StackcamError, RuntimeError):
     """The mediapipe wheel could not be fetched or does not hold the expected model; the message is one line."""
 
 
