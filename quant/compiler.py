@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import program as fmt
-from . import ref
+from . import ref, timing
 from .arith import activation_range
 from .executor import add_params, conv_params, fully_connected_params, op_pads, run_graph
 from .graph import Graph, ModelError, Op, Tensor
@@ -45,7 +45,7 @@ class Layer:
     param_words: int = 0         # weight-SRAM words of its parameter records
     weight_bytes: int = 0        # weight-SRAM bytes of both blocks
     act_bytes: int = 0           # activation-SRAM bytes of its inputs and output
-    cycles: int = 0              # rough estimate: one MAC-array word per cycle; the NPU owns the real model
+    cycles: int = 0              # NPU cycles of its descriptors (quant.timing), as the die's counters count them
     descriptors: list = field(default_factory=list)
 
 
@@ -304,24 +304,21 @@ class _Compiler:
             block = fmt.pack_im2col_weights(weights, self.rows, self.cols)
             macs = oh * ow * oc * kh * kw * c
             tile_words = _ceil(kh * kw * c, self.cols)
-            cycles = oh * ow * _ceil(oc, self.rows) * tile_words
         elif depthwise:
             die_op = "DWCONV"
             block = fmt.pack_dw_weights(weights[0], self.rows, self.cols)
             macs = oh * ow * oc * kh * kw
             tile_words = _ceil(kh * kw, self.rows)
-            cycles = oh * ow * _ceil(oc, self.cols) * tile_words
         else:
             die_op = "CONV"
             block = fmt.pack_conv_weights(weights, self.rows, self.cols)
             macs = oh * ow * oc * kh * kw * weights.shape[3]
             tile_words = kh * kw * _ceil(weights.shape[3], self.cols)
-            cycles = oh * ow * _ceil(oc, self.rows) * tile_words
         params = fmt.pack_fc_params(bias, scale, self.rows, self.cols) if fc else \
             fmt.pack_params(bias, mult, shift, self.rows, self.cols)
         layer = self.layer(op, die_op, [x_name], out_name, macs=macs, weights=int(weights.size),
                            weight_words=block.shape[0], param_words=params.shape[0],
-                           weight_bytes=(block.shape[0] + params.shape[0]) * self.wb, cycles=cycles)
+                           weight_bytes=(block.shape[0] + params.shape[0]) * self.wb)
         desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kh, kernel_w=kw, stride_h=stride[0],
                               stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
                               pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
@@ -348,7 +345,7 @@ class _Compiler:
         out = op.outputs[0]
         p = add_params(self.g, op)
         self.define(out, ha, what)
-        layer = self.layer(op, "ADD", [a, b], out, cycles=fmt.tensor_words(*ha, self.cols))
+        layer = self.layer(op, "ADD", [a, b], out)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_zp=-p["input1_offset"], in2_zp=-p["input2_offset"],
                               out_zp=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
                               left_shift=p["left_shift"], in_mult=p["input1_multiplier"],
@@ -373,8 +370,7 @@ class _Compiler:
         act_min, act_max = activation_range(op.opts.get("activation", "NONE"), so, zo)
         self.define(out, (oh, ow, c), what)
         die_op = "MAXPOOL" if op.kind == "MAX_POOL_2D" else "AVGPOOL"
-        layer = self.layer(op, die_op, [x], out,
-                           cycles=fmt.tensor_words(oh, ow, c, self.cols) * kernel[0] * kernel[1])
+        layer = self.layer(op, die_op, [x], out)
         desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kernel[0], kernel_w=kernel[1],
                               stride_h=stride[0], stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1],
                               pad_left=pads[2], pad_right=pads[3], in_zp=zi, out_zp=zo, act_min=act_min,
@@ -396,8 +392,7 @@ class _Compiler:
         table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
         block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
         self.define(out, hwc, what)
-        layer = self.layer(op, "LUT", [x], out, param_words=block.shape[0], weight_bytes=block.shape[0] * self.wb,
-                           cycles=fmt.tensor_words(*hwc, self.cols))
+        layer = self.layer(op, "LUT", [x], out, param_words=block.shape[0], weight_bytes=block.shape[0] * self.wb)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["LUT"], param_words=block.shape[0], out_zp=zo)
         self.blocks["params"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
@@ -406,9 +401,7 @@ class _Compiler:
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
         self.define(out, out_hwc, what)
-        words = sum(self.words(n) for n, _ in parts)
-        layer = self.layer(op, "COPY", [n for n, _ in parts], out,
-                           cycles=words + fmt.tensor_words(*out_hwc, self.cols))
+        layer = self.layer(op, "COPY", [n for n, _ in parts], out)
         for i, (name, (y, x, c)) in enumerate(parts):
             self.check(what, copy_y=(y, "u16"), copy_x=(x, "u16"), copy_c=(c, "u16"))
             zp = _scalar_quant(self.g, out, what)[1]
@@ -595,6 +588,9 @@ class _Compiler:
         stream = b"".join(fmt.pack(d) for d in descriptors)
         program = fmt.stream_words(stream, self.wb)
         assert program.shape[0] == program_words
+        # Each layer's cost: the exact cycles of its descriptors on the NPU's engines.
+        for layer in self.layers:
+            layer.cycles = sum(timing.descriptor_cycles(cfg, descriptors[i]) for i in layer.descriptors)
 
         tensors = {}
         for name in self.phys:

@@ -5,8 +5,13 @@ import enum
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-
 from stackcam.quant.program import FILL, OPCODES
+from stackcam.quant.timing import (
+    VECTOR_DRAIN_CYCLES,
+    VECTOR_SETUP_CYCLES,
+    lut_row_bytes,
+    vector_cycles,
+)
 from stackcam.rtl.requant import RequantUnit
 
 from .ports import addr_bits, engine_signature
@@ -15,16 +20,10 @@ __all__ = ["NPUVectorEngine"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
-# LUT table rows: at most this many bytes per row (one row loaded per cycle). Narrow rows keep the lanes' lookups
-# cheap: each lane reads a row through its own copy of the table (on an FPGA, distributed RAM) and then picks a
-# byte with a LUT_ROW_BYTES-way multiplexer, where a table in flip-flops costs a 256-way one per lane.
-LUT_ROW_BYTES = 8
-
-
-def lut_row_bytes(config):
-    """Bytes per row of the LUT table: the weight word, at most LUT_ROW_BYTES (both powers of two, so a weight
-    word holds whole rows)."""
-    return min(LUT_ROW_BYTES, config.weight_word_bytes)
+# LUT table rows: at most LUT_ROW_BYTES bytes per row (one row loaded per cycle; `quant.timing.lut_row_bytes`).
+# Narrow rows keep the lanes' lookups cheap: each lane reads a row through its own copy of the table (on an FPGA,
+# distributed RAM) and then picks a byte with a LUT_ROW_BYTES-way multiplexer, where a table in flip-flops costs
+# a 256-way one per lane. Weight words and rows are powers of two, so a weight word holds whole rows.
 
 
 class _S(enum.IntEnum):
@@ -116,8 +115,8 @@ class NPUVectorEngine(wiring.Component):
     written after the input words at its address were read.
     """
 
-    SETUP_CYCLES = 2
-    DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3}
+    SETUP_CYCLES = VECTOR_SETUP_CYCLES
+    DRAIN_CYCLES = VECTOR_DRAIN_CYCLES
 
     def __init__(self, config):
         if config.array_cols & (config.array_cols - 1):
@@ -127,25 +126,10 @@ class NPUVectorEngine(wiring.Component):
 
     @classmethod
     def cycles(cls, config, desc):
-        """Cycles from `start` to `done`, both included, of a valid descriptor (a `quant.program.Descriptor`).
-        One refused at setup takes SETUP_CYCLES + 2; a pool window wholly in the padding ends the walk there."""
-        cols = config.array_cols
-        words = desc.out_h * desc.out_w * desc.out_ct
-        if desc.op == "ADD":
-            work = 2 * words
-        elif desc.op in ("MAXPOOL", "AVGPOOL"):
-            def taps(size, k, stride, pad, n):
-                return sum(len(range(max(0, o * stride - pad), min(size, o * stride - pad + k))) for o in range(n))
-            work = (taps(desc.in_h, desc.kernel_h, desc.stride_h, desc.pad_top, desc.out_h)
-                    * taps(desc.in_w, desc.kernel_w, desc.stride_w, desc.pad_left, desc.out_w) * desc.out_ct)
-        elif desc.op == "COPY":
-            per_pixel = -(-(desc.copy_c % cols + desc.in_c) // cols)
-            work = desc.in_h * desc.in_w * per_pixel + (words if desc.flags & FILL else 0)
-        elif desc.op == "LUT":
-            work = 256 // lut_row_bytes(config) + words
-        else:
-            return cls.SETUP_CYCLES + 2
-        return cls.SETUP_CYCLES + 1 + work + cls.DRAIN_CYCLES[desc.op]
+        """Cycles from `start` to `done`, both included, of a valid descriptor (a `quant.program.Descriptor`):
+        `quant.timing.vector_cycles`. One refused at setup takes SETUP_CYCLES + 2; a pool window wholly in the
+        padding ends the walk there."""
+        return vector_cycles(config, desc)
 
     def elaborate(self, platform):
         m = Module()

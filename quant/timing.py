@@ -1,0 +1,249 @@
+"""The NPU's cycle formulas, in pure Python: one function per hardware component and one per descriptor.
+
+This is the only place the die's NPU timing is written down outside the RTL. The compiler writes these figures
+into the manifest (`cycles_estimate` of each layer), `sim.cyclemodel.predict_cycles` and the benchmark use them,
+and the RTL imports its fixed latencies from here. The tests hold every formula to the RTL's own counters, to
+the cycle: each component in amaranth.sim (tests/test_conv_components.py), each CONV/DWCONV descriptor of the
+engine tests (tests/test_npu_conv.py), and every descriptor of the zoo networks on the die in Verilator
+(tests/test_cyclemodel.py).
+
+`config` is anything with a DieConfig's attributes (`array_rows`, `array_cols`, `act_words`,
+`weight_word_bytes`, `im2col_pixels`); `desc` anything with a `quant.program.Descriptor`'s fields. Counts are
+"from `start` to `done`, both included", as `sim.npu_harness.run_engine` and the die's per-descriptor counters
+count them.
+"""
+
+from math import gcd
+
+from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES
+
+__all__ = [
+    "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "DEFAULT_DW_SETS", "DEFAULT_DW_TAPS", "DEFAULT_IM2COL_BYTES",
+    "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
+    "LUT_ROW_BYTES", "addr_bits", "divider_width", "lut_row_bytes", "param_load_layout",
+    "setup_cycles", "param_load_cycles", "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
+    "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
+    "sequencer_overhead", "program_cycles",
+]
+
+# --- fixed latencies (the RTL takes them from here) -------------------------------------------------------------
+
+MAC_LATENCY = 2            # rtl.mac_array.MACArray: an input is in `acc` (and `products`) this many cycles later
+REQUANT_LATENCY = 5        # rtl.requant.RequantUnit: valid in -> out_valid
+# Conv engine: issue (S0) of a tile's last tap to the cycle its write is on the port (S10): S1 SRAM data, S2 MAC
+# array input, S2 + MAC_LATENCY the sums (and the parameter-buffer read), then the requantizer.
+CONV_LATENCY = 2 + MAC_LATENCY + 1 + REQUANT_LATENCY
+
+DEFAULT_DW_SETS = 3        # depthwise accumulator sets (MAC-array rows used as open outputs)
+DEFAULT_DW_TAPS = 9        # depthwise taps held in registers (3x3)
+DEFAULT_IM2COL_BYTES = 5 * 5 * 3   # im2col pixel buffer: a 5x5 kernel on an RGB input (BlazeFace's stem)
+
+DIRECT_SETUP_STEPS = 7     # multiplier steps of a direct CONV / DWCONV setup
+PACKED_SETUP_STEPS = 14    # ... of a PACKED setup, plus one per im2col pixel of a group
+PACKED_DIVISIONS = 4       # sequential divisions by the packed word's used bytes
+
+VECTOR_SETUP_CYCLES = 2
+VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3}
+LUT_ROW_BYTES = 8          # LUT table rows: at most this many bytes per row (one row loaded per cycle)
+
+
+def addr_bits(words):
+    """Address bits of a memory of `words` words (at least 1), as `rtl.npu.ports.addr_bits`."""
+    return max(1, (words - 1).bit_length())
+
+
+def divider_width(config):
+    """Bits of the PACKED setup's dividends (byte positions in the activation SRAM): one quotient bit a cycle."""
+    return addr_bits(config.act_words) + config.array_cols.bit_length() + 2
+
+
+def lut_row_bytes(config):
+    """Bytes per row of the vector engine's LUT table: the weight word, at most LUT_ROW_BYTES."""
+    return min(LUT_ROW_BYTES, config.weight_word_bytes)
+
+
+def param_load_layout(config):
+    """How the parameter loader moves records: (slot, records per beat, beats per weight word, weight words per
+    record). A weight word of WB bytes holds WB // 16 records at a slot stride of WB // (WB // 16)
+    (`quant.program._place_records`); a beat writes `gcd(WB // 16, cols)` records, never straddling a buffer
+    word of `cols` records. With WB = 8 a record spans two words."""
+    wb = config.array_rows * config.array_cols
+    if wb >= PARAM_RECORD_BYTES:
+        rpw = wb // PARAM_RECORD_BYTES
+        grp = gcd(rpw, config.array_cols)
+        return wb // rpw, grp, rpw // grp, 1
+    return PARAM_RECORD_BYTES, 1, 1, -(-PARAM_RECORD_BYTES // wb)
+
+
+# --- conv engine components ---------------------------------------------------------------------------------------
+
+def setup_cycles(config, desc, im2col_pixels=None):
+    """`ConvSetup`: cycles from its start to its last cycle, both included. Direct: one multiplier step per
+    cycle; PACKED: the packed geometry's steps (one per im2col pixel too), four divisions of
+    ``divider_width + 1`` cycles and one cycle for the first window origin."""
+    if desc.flags & PACKED:
+        g = im2col_pixels or config.im2col_pixels
+        return PACKED_SETUP_STEPS + g + PACKED_DIVISIONS * (divider_width(config) + 1) + 1
+    return DIRECT_SETUP_STEPS
+
+
+def param_load_cycles(config, desc):
+    """`ConvParamLoader`: ``param_words`` weight words, each taking `beats` cycles (one record group per cycle),
+    plus one for the read latency."""
+    _, _, beats, _ = param_load_layout(config)
+    return desc.param_words * beats + 1
+
+
+def direct_issue_cycles(desc):
+    """`ConvDirectIssue` on a direct CONV: one tap word per cycle, no bubble: pixels x oc tiles x tile words."""
+    return desc.out_h * desc.out_w * desc.oc_tiles * desc.tile_words
+
+
+def dw_tap_issue_cycles(config, desc):
+    """`ConvDirectIssue` on a DWCONV with more taps than the walk holds: one tap per cycle; a tile (one output
+    word's channel tile) starts no sooner than `groups` cycles after the previous one (its drain)."""
+    groups = config.array_cols // config.array_rows
+    taps = desc.kernel_h * desc.kernel_w
+    tiles = desc.out_h * desc.out_w * desc.out_ct
+    return (tiles - 1) * max(taps, groups) + taps
+
+
+def dw_walk_close_cycles(config, desc, dw_sets=None):
+    """`ConvDepthwiseWalk`: cycles from its start to the issue that closes the last output, both included.
+
+    Per channel tile the taps load (``tile_words`` cycles); then per output row and pass the walk issues
+    ``kernel_h`` words per padded input column. A pass of outputs o0 .. o1-1 walks columns ``o0*sw`` ..
+    ``(o1-1)*sw + kw - 1``: its first output closes after ``kw`` columns, each next one ``sw`` columns later.
+    One pass per row when ``kw <= sets * sw``, else strips of `sets` outputs. A close waits until `groups`
+    cycles after the previous one (the back end drains an output's sums in `groups` cycles), so closes are
+    ``max(kh*kw [+ tile_words], groups)`` apart at a pass's first output and ``max(kh*sw, groups)`` after."""
+    groups = config.array_cols // config.array_rows
+    ns = min(dw_sets or DEFAULT_DW_SETS, config.array_rows)
+    kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
+    passes = 1 if kw <= ns * sw else -(-desc.out_w // ns)
+    first_gap = max(kh * kw, groups)
+    load_gap = max(kh * kw + desc.tile_words, groups)
+    next_gap = max(kh * sw, groups)
+    pass_count = desc.out_ct * desc.out_h * passes
+    closes = desc.out_ct * desc.out_h * desc.out_w
+    return (desc.tile_words + kh * kw + (desc.out_ct - 1) * load_gap + (pass_count - desc.out_ct) * first_gap
+            + (closes - pass_count) * next_gap)
+
+
+def im2col_groups(desc, im2col_pixels):
+    """[(pixels, gather cycles)] of each pixel group of `ConvIm2colGatherer` in order: a window row costs one
+    cycle per packed word it touches (the group's G windows overlap in it), or one when outside the input."""
+    d = desc
+    wby = d.in_ppw * d.in_c
+    in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
+    groups = []
+    for oy in range(d.out_h):
+        for ox0 in range(0, d.out_w, im2col_pixels):
+            gv = min(im2col_pixels, d.out_w - ox0)
+            u = rowbytes + (gv - 1) * step_b
+            ix0b = (ox0 * d.stride_w - d.pad_left) * d.in_c
+            steps = 0
+            for ky in range(d.kernel_h):
+                iy = oy * d.stride_h - d.pad_top + ky
+                steps += -(-((iy * in_row_b + ix0b) % wby + u) // wby) if 0 <= iy < d.in_h else 1
+            groups.append((gv, steps))
+    return groups
+
+
+def im2col_feed_cycles(config, desc, im2col_pixels=None):
+    """PACKED CONV (`ConvIm2colGatherer` feeding `ConvDirectIssue`): cycles from the run's start to the last
+    feed issue, both included. Two buffer sets: group n's gather starts the cycle after group n-1's ends and
+    no sooner than the cycle after group n-2's feed ends (its set is free); it is full two cycles after its
+    last gather step, and its feed (``pixels * oc_tiles * in_ct`` cycles) starts then, or the cycle after the
+    previous group's feed, whichever is later."""
+    g = im2col_pixels or config.im2col_pixels
+    per_pixel = desc.oc_tiles * desc.in_ct
+    gather_end, feed_end = [], []
+    for n, (gv, steps) in enumerate(im2col_groups(desc, g)):
+        start = 0 if n == 0 else gather_end[-1] + 1
+        if n >= 2:
+            start = max(start, feed_end[n - 2] + 1)
+        gather_end.append(start + steps - 1)
+        first = gather_end[-1] + 2 if n == 0 else max(gather_end[-1] + 2, feed_end[-1] + 1)
+        feed_end.append(first + gv * per_pixel - 1)
+    return feed_end[-1] + 1
+
+
+def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
+    """`NPUConvEngine`: exact cycles from `start` to `done` of an accepted CONV or DWCONV descriptor: the start
+    cycle, `setup_cycles`, `param_load_cycles`, the run (issue to the last write) and `done` with that write.
+    A refused descriptor takes 2."""
+    groups = config.array_cols // config.array_rows
+    t0 = 1 + setup_cycles(config, desc, im2col_pixels) + param_load_cycles(config, desc)
+    if desc.opcode == OPCODES["DWCONV"]:
+        if desc.kernel_h * desc.kernel_w > dw_taps:
+            return t0 + dw_tap_issue_cycles(config, desc) + CONV_LATENCY + groups
+        # The last close, the drain of its `groups` lane groups, the requantizer pipeline.
+        return t0 + dw_walk_close_cycles(config, desc, dw_sets) + CONV_LATENCY + groups
+    if desc.flags & PACKED:
+        return t0 + im2col_feed_cycles(config, desc, im2col_pixels) + CONV_LATENCY
+    return t0 + direct_issue_cycles(desc) + CONV_LATENCY
+
+
+# --- vector engine --------------------------------------------------------------------------------------------------
+
+def _pool_taps(size, k, stride, pad, n):
+    return sum(len(range(max(0, o * stride - pad), min(size, o * stride - pad + k))) for o in range(n))
+
+
+def vector_cycles(config, desc):
+    """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY or LUT
+    descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain (VECTOR_DRAIN_CYCLES). ADD is 2 cycles
+    per output word; pools one per in-bounds tap; COPY one per word written (FILL first); LUT the table load
+    (256 / lut_row_bytes) and one per word. One refused at setup takes VECTOR_SETUP_CYCLES + 2."""
+    cols = config.array_cols
+    op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
+    words = desc.out_h * desc.out_w * desc.out_ct
+    if op == "ADD":
+        work = 2 * words
+    elif op in ("MAXPOOL", "AVGPOOL"):
+        work = (_pool_taps(desc.in_h, desc.kernel_h, desc.stride_h, desc.pad_top, desc.out_h)
+                * _pool_taps(desc.in_w, desc.kernel_w, desc.stride_w, desc.pad_left, desc.out_w) * desc.out_ct)
+    elif op == "COPY":
+        per_pixel = -(-(desc.copy_c % cols + desc.in_c) // cols)
+        work = desc.in_h * desc.in_w * per_pixel + (words if desc.flags & FILL else 0)
+    elif op == "LUT":
+        work = 256 // lut_row_bytes(config) + words
+    else:
+        return VECTOR_SETUP_CYCLES + 2
+    return VECTOR_SETUP_CYCLES + 1 + work + VECTOR_DRAIN_CYCLES[op]
+
+
+# --- whole descriptors and programs ---------------------------------------------------------------------------
+
+def descriptor_cycles(config, desc):
+    """Cycles of one descriptor as the die's per-descriptor counter reports it (its engine's `start` to `done`);
+    0 for END, which no engine runs."""
+    if desc.opcode == OPCODES["END"]:
+        return 0
+    if desc.opcode in (OPCODES["CONV"], OPCODES["DWCONV"]):
+        return conv_cycles(config, desc)
+    return vector_cycles(config, desc)
+
+
+def sequencer_overhead(config):
+    """Cycles the NPU sequencer spends per descriptor outside its engine's count: fetch (read and latch, once
+    per weight word the descriptor spans) and decode. The engine's count starts with the cycle that starts it."""
+    words = max(1, DESCRIPTOR_BYTES // config.weight_word_bytes)
+    return 2 * words + 1
+
+
+def program_cycles(config, descriptors):
+    """{"descriptors": [cycles of each descriptor but END, as the die's per-descriptor counter reports it],
+    "layers": {layer index: cycles}, "total": cycles of the whole run as the die's npu_cycles counter reports
+    it (every descriptor, END included, is fetched and decoded; END's decode ends the run)}."""
+    per = []
+    layers = {}
+    for d in descriptors:
+        if d.opcode == OPCODES["END"]:
+            continue
+        c = descriptor_cycles(config, d)
+        per.append(c)
+        layers[d.layer] = layers.get(d.layer, 0) + c
+    total = sum(per) + len(descriptors) * sequencer_overhead(config)
+    return {"descriptors": per, "layers": layers, "total": total}

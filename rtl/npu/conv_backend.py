@@ -1,0 +1,137 @@
+"""Conv engine component: the back end (depthwise drain, parameter-buffer read, requantizer, byte-lane write)."""
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from stackcam.quant.timing import REQUANT_LATENCY
+
+from ..requant import RequantUnit
+from .conv_common import mux_tree, param_record_layout, tile_layout, words
+from .ports import act_write_signature
+
+__all__ = ["ConvBackEnd", "param_read_signature"]
+
+
+def param_read_signature(dims):
+    """The parameter buffer's read port: word `addr` (`cols` records) in `data` the cycle after."""
+    return wiring.Signature({
+        "addr": Out(range(dims.param_depth)), "data": In(data.ArrayLayout(param_record_layout, dims.C)),
+    })
+
+
+class ConvBackEnd(wiring.Component):
+    """A tile's sums to int8 in the activation SRAM: parameter-buffer read (T), requantizer (T+1 .. T+5),
+    byte-lane write (T+6) of the tile's ``rows`` lanes; the pixel's last tile of a CONV also writes ``out_zp``
+    into the word's lanes above it (padding lanes with no tile: what their all-zero records would give).
+
+    Ports: `tile`, `acc` (CONV: the rows' sums) and `dw_sum` (DWCONV: the set's ``cols`` sums) at T (S4, from
+    `ConvMACPipe`), `dw` (mode), `out_zp` / `act_min` / `act_max`, `pbuf` (`param_read_signature`), `act_w`
+    (activation write port), `last` (the descriptor's last write is on `act_w`).
+
+    DWCONV holds a closed output's ``cols`` sums (T + 1) and drains them ``rows`` lanes per cycle over
+    ``cols // rows`` cycles (T + 1 .. T + groups; each write fills one lane group of the output word); the issue
+    stages space their closes so that a drain never overlaps the next. Latency from `tile.done` to the write:
+    CONV 1 + ``RequantUnit.latency`` cycles (`quant.timing.CONV_LATENCY` - 4), DWCONV 2 + ``RequantUnit.latency``
+    for the first lane group and ``groups - 1`` more for the last. No back-pressure: one tile (or one drain
+    beat) per cycle in, one write per cycle out.
+    """
+
+    def __init__(self, config, dims):
+        self.config = config
+        self.dims = dims
+        R, C = dims.R, dims.C
+        super().__init__({
+            "tile": In(tile_layout(dims)), "acc": In(data.ArrayLayout(signed(32), R)),
+            "dw_sum": In(data.ArrayLayout(signed(32), C)), "dw": In(1),
+            "out_zp": In(signed(8)), "act_min": In(signed(8)), "act_max": In(signed(8)),
+            "pbuf": Out(param_read_signature(dims)), "act_w": Out(act_write_signature(config)), "last": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dm = self.dims
+        R, C, NG, AB, sub_w = dm.R, dm.C, dm.NG, dm.AB, dm.sub_w
+        assert RequantUnit.latency == REQUANT_LATENCY
+        m.submodules.requant = rq = RequantUnit(R, tag_width=AB + sub_w + 2)
+        tile = self.tile
+
+        # DWCONV drain: the tile's C sums, R lanes per cycle into the requantizer.
+        hold = Signal(data.ArrayLayout(signed(32), C))
+        dr_active = Signal()
+        dr_i = Signal(sub_w)
+        dr_pw = Signal(16)
+        dr_oaddr = Signal(AB)
+        dr_final = Signal()
+        with m.If(dr_active):
+            with m.If(dr_i == NG - 1):
+                m.d.sync += dr_active.eq(0)
+            with m.Else():
+                m.d.sync += dr_i.eq(dr_i + 1)
+        with m.If(self.dw & tile.done):
+            m.d.sync += [hold.eq(self.dw_sum), dr_active.eq(1), dr_i.eq(0), dr_pw.eq(tile.pw),
+                         dr_oaddr.eq(tile.oaddr), dr_final.eq(tile.final)]
+
+        # T: the tile (or drain beat) and its parameter-buffer word.
+        be_valid = Signal()
+        be_acc = Signal(data.ArrayLayout(signed(32), R))
+        be_pw = Signal(16)
+        be_sub = Signal(sub_w)
+        be_oaddr = Signal(AB)
+        be_final = Signal()
+        be_rest = Signal()              # CONV: the pixel's last tile also fills the word's lanes above it
+        with m.If(self.dw):
+            m.d.comb += [
+                be_valid.eq(dr_active), be_pw.eq(dr_pw), be_sub.eq(dr_i), be_oaddr.eq(dr_oaddr),
+                be_final.eq(dr_final & (dr_i == NG - 1)),
+                be_acc.as_value().eq(mux_tree(words(hold.as_value(), 32 * R), dr_i)),
+            ]
+        with m.Else():
+            m.d.comb += [
+                be_valid.eq(tile.done), be_pw.eq(tile.pw), be_sub.eq(tile.sub), be_oaddr.eq(tile.oaddr),
+                be_final.eq(tile.final), be_acc.eq(self.acc), be_rest.eq(tile.rest),
+            ]
+        m.d.comb += self.pbuf.addr.eq(be_pw[:len(self.pbuf.addr)])
+
+        # T+1: the tile's records and the descriptor's zero point and clamps into the requantizer.
+        b1_valid = Signal()
+        b1_acc = Signal.like(be_acc)
+        b1_sub = Signal(sub_w)
+        b1_oaddr = Signal(AB)
+        b1_final = Signal()
+        b1_rest = Signal()
+        m.d.sync += [b1_valid.eq(be_valid), b1_acc.eq(be_acc), b1_sub.eq(be_sub), b1_oaddr.eq(be_oaddr),
+                     b1_final.eq(be_final), b1_rest.eq(be_rest)]
+        rec_bits = param_record_layout.size
+        recs = Signal(data.ArrayLayout(param_record_layout, R))
+        m.d.comb += recs.as_value().eq(mux_tree(words(self.pbuf.data.as_value(), rec_bits * R), b1_sub))
+        for r in range(R):
+            p = rq.params[r]
+            m.d.comb += [
+                p.bias.eq(recs[r].bias), p.multiplier.eq(recs[r].multiplier), p.shift.eq(recs[r].shift),
+                p.zero_point.eq(self.out_zp), p.act_min.eq(self.act_min), p.act_max.eq(self.act_max),
+            ]
+        m.d.comb += [
+            rq.valid.eq(b1_valid), rq.acc.eq(b1_acc), rq.tag.eq(Cat(b1_oaddr, b1_sub, b1_final, b1_rest)),
+        ]
+
+        # T+6: the write.
+        o_addr = rq.out_tag[:AB]
+        o_sub = rq.out_tag[AB:AB + sub_w]
+        o_final = rq.out_tag[AB + sub_w]
+        o_rest = rq.out_tag[AB + sub_w + 1]
+        # Lane groups above the last oc tile of a pixel (when ceil(out_c/rows)*rows < out_ct*cols) are padding
+        # lanes with no tile: they get out_zp, the value their all-zero parameter records would give.
+        above = Signal(NG)
+        for g in range(1, NG):
+            m.d.comb += above[g].eq(o_rest & (o_sub < g))
+        m.d.comb += [
+            self.act_w.addr.eq(o_addr),
+            self.act_w.data.eq(Cat(*[Mux(above[ln // R], self.out_zp, rq.out[ln % R]) for ln in range(C)])),
+            self.last.eq(rq.out_valid & o_final),
+        ]
+        with m.If(rq.out_valid):
+            for g in range(NG):
+                with m.If(o_sub == g):
+                    m.d.comb += self.act_w.en.eq(Mux(o_rest, ((1 << C) - 1) ^ ((1 << (g * R)) - 1),
+                                                     ((1 << R) - 1) << (g * R)))
+        return m

@@ -1,0 +1,102 @@
+"""Conv engine component: stages S1..S4, the MAC array and the depthwise accumulator sets."""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from stackcam.quant.timing import MAC_LATENCY
+
+from ..mac_array import MACArray
+from .conv_common import issue_layout, lane, mux_tree, tile_layout, words
+
+__all__ = ["ConvMACPipe"]
+
+
+class ConvMACPipe(wiring.Component):
+    """From an issued word to a tile's sums: S1 has the SRAM data and registers ``x - in_zp`` (0 for a tap in
+    the padding) and the weights; S2 presents them to the MAC array (`mac_active`); the sums are complete at
+    S4 = S2 + ``MACArray.latency``, where `tile` (`conv_common.tile_layout`) says which tile ended.
+
+    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row). DWCONV: rows 0 .. sets-1
+    carry the sets' taps and their registered products are summed lane by lane in each set's `cols` 32-bit
+    accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4.
+
+    Ports: `issue` (S0, from `ConvDirectIssue` or `ConvDepthwiseWalk`), `gword` (S0: the im2col buffer word of
+    the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set),
+    `in_zp`, `dw` / `packed` / `walk` (modes), `mac_active`, and at S4 `tile`, `acc`, `dw_sum`.
+
+    Latency: fixed, 4 cycles from issue to `tile.done` (`quant.timing.CONV_LATENCY` counts it); one word per
+    cycle, no back-pressure.
+    """
+
+    def __init__(self, dims):
+        self.dims = dims
+        R, C, NS = dims.R, dims.C, dims.NS
+        super().__init__({
+            "issue": In(issue_layout(dims)), "gword": In(8 * C), "act_data": In(8 * C), "w_data": In(8 * dims.WB),
+            "taps": In(data.ArrayLayout(8 * C, NS)), "in_zp": In(signed(8)),
+            "dw": In(1), "packed": In(1), "walk": In(1),
+            "mac_active": Out(1), "tile": Out(tile_layout(dims)), "acc": Out(data.ArrayLayout(signed(32), R)),
+            "dw_sum": Out(data.ArrayLayout(signed(32), C)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dm = self.dims
+        R, C, NS = dm.R, dm.C, dm.NS
+        assert MACArray.latency == MAC_LATENCY
+        m.submodules.mac = mac = MACArray(R, C)
+
+        s1 = Signal(issue_layout(dm))
+        s1_gword = Signal(8 * C)
+        m.d.sync += [s1.eq(self.issue), s1_gword.eq(self.gword)]
+        src = Mux(self.packed, s1_gword, self.act_data)
+
+        s2 = Signal(issue_layout(dm))
+        s2_x = Signal(data.ArrayLayout(signed(9), C))
+        s2_w = Signal(8 * dm.WB)
+        s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NS)]
+        # Whole-signal assignments here and below: Amaranth checks each statement over every bit of its target.
+        m.d.sync += s2_x.as_value().eq(Cat(*[Mux(s1.inside, lane(src, c).as_signed() - self.in_zp, 0)[:9]
+                                             for c in range(C)]))
+        m.d.sync += [s2.eq(s1), s2.sen.eq(Mux(s1.valid, s1.sen, 0)), s2_w.eq(self.w_data)]
+        for j in range(NS):
+            if j == 0:
+                # Set 0 also serves the tap-per-cycle depthwise (larger kernels): its tap row of the weight word.
+                m.d.sync += s2_sw[j].eq(Mux(self.walk, self.taps[j], mux_tree(words(self.w_data, 8 * C), s1.trow)))
+            else:
+                m.d.sync += s2_sw[j].eq(self.taps[j])
+
+        # S2: the MAC array takes the tap.
+        dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NS)))
+        m.d.comb += [
+            mac.x.eq(s2_x), mac.w.as_value().eq(Mux(self.dw, dw_w, s2_w)),
+            mac.en.eq(s2.valid), mac.clear.eq(s2.first),
+            self.mac_active.eq(s2.valid & (~self.dw | s2.sen.any())),
+        ]
+        dw_acc = [Signal(data.ArrayLayout(signed(32), C), name=f"dw_acc{j}") for j in range(NS)]
+        for j in range(NS):
+            en_d, clr_d = Signal(name=f"dw_en{j}"), Signal(name=f"dw_clr{j}")
+            m.d.sync += [en_d.eq(s2.sen[j]), clr_d.eq(s2.sclr[j])]
+            with m.If(en_d):
+                m.d.sync += dw_acc[j].as_value().eq(Cat(*[
+                    Mux(clr_d, mac.products[j][c], dw_acc[j][c] + mac.products[j][c])[:32] for c in range(C)]))
+
+        # Control to S4, where the tile's sums are complete (MACArray.latency after S2).
+        def delay(sig, n, name):
+            stages = [sig]
+            for i in range(n):
+                r = Signal.like(sig, name=f"{name}_d{i + 1}")
+                m.d.sync += r.eq(stages[-1])
+                stages.append(r)
+            return stages[-1]
+
+        lat = MACArray.latency
+        t = self.tile
+        s4_cset = delay(s2.cset, lat, "s4_cset")
+        m.d.comb += [
+            t.done.eq(delay(s2.valid & s2.last, lat, "s4_done")), t.final.eq(delay(s2.final, lat, "s4_final")),
+            t.rest.eq(delay(s2.rest, lat, "s4_rest")), t.pw.eq(delay(s2.pw, lat, "s4_pw")),
+            t.sub.eq(delay(s2.sub, lat, "s4_sub")), t.oaddr.eq(delay(s2.oaddr, lat, "s4_oaddr")),
+            self.acc.eq(mac.acc), self.dw_sum.eq(mux_tree(dw_acc, s4_cset)),
+        ]
+        return m

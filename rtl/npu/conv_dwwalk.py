@@ -1,0 +1,195 @@
+"""Conv engine component: the depthwise column walk (DWCONV kernels of at most `dw_taps` taps)."""
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .conv_common import geometry_layout, issue_layout, mux_tree, read_request_signature
+from .ports import descriptor_layout
+
+__all__ = ["ConvDepthwiseWalk"]
+
+
+class ConvDepthwiseWalk(wiring.Component):
+    """For each channel tile, output row and pass, walks the padded input columns and, per column, its
+    `kernel_h` rows: one activation word per cycle, read once per (output row, column) instead of once per tap.
+
+    The word is broadcast down the MAC array; row j (accumulator set j, of ``dw_sets``) holds an open output
+    of the row and multiplies the word by that output's tap (ky, col - ox*sw). Outputs open at their first
+    column and close at their last, round robin over the sets: when ``kernel_w <= sets * stride_w`` one pass
+    covers the row ("rolling"); otherwise a pass takes `sets` outputs and the next pass steps back to its first
+    column ("strips"). The channel tile's taps sit in ``dw_taps`` registers of `cols` bytes, loaded from its
+    depthwise block (``tile_words`` weight words) before its first row.
+
+    Ports: `init` (pulse: load the start values; `enable` says whether to run), `stop` (pulse: the engine is
+    done), `desc`, `geom`, `w_data` (weight SRAM data), `act_r` / `w_r` (read requests), `issue`
+    (`conv_common.issue_layout`: the word for stage S1, `cset` the set an output closes on), `taps` (in the
+    cycle after an issue, S1: each set's tap word for it).
+
+    Latency: the tap load starts in the cycle after `init`; `quant.timing.dw_walk_close_cycles` cycles to the
+    issue that closes the last output. Back-pressure: an issue that closes an output waits until
+    ``cols // rows`` cycles after the previous close (the back end drains an output's sums in that time), and
+    issues wait for a channel tile's taps.
+    """
+
+    def __init__(self, dims):
+        self.dims = dims
+        super().__init__({
+            "init": In(1), "enable": In(1), "stop": In(1), "desc": In(descriptor_layout()),
+            "geom": In(geometry_layout(dims)), "w_data": In(8 * dims.WB),
+            "act_r": Out(read_request_signature(dims.AB)), "w_r": Out(read_request_signature(dims.WAB)),
+            "issue": Out(issue_layout(dims)), "taps": Out(data.ArrayLayout(8 * dims.C, dims.NS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dm = self.dims
+        R, C, NG, NS, TM, TW, AB, SGN = dm.R, dm.C, dm.NG, dm.NS, dm.TM, dm.TW, dm.AB, dm.SGN
+        d, geo = self.desc, self.geom
+
+        wk_run = Signal()
+        wk_roll = Signal()
+        wk_ct, wk_oy = Signal(16), Signal(16)
+        wk_col, wk_col0 = Signal(18), Signal(18)    # padded input column (ix + pad_left); the pass's first
+        wk_ky = Signal(8)
+        wk_rowt = Signal(range(TM + 1))              # ky * kernel_w
+        wk_iy0 = Signal(signed(SGN))
+        wk_base = Signal(AB)                         # word of (oy*sh - pt, -pl) in channel tile ct
+        wk_colo = Signal(AB)                         # col * in_ct
+        wk_rowo = Signal(AB)                         # ky * row_stride
+        wk_onext = Signal(16)                        # next output of the row to open
+        wk_ocol = Signal(18)                         # its first column, onext * sw
+        wk_ocolo = Signal(AB)                        # ... times in_ct
+        wk_oaddr = Signal(AB)                        # its output word
+        wk_orow = Signal(AB)                         # output word of (oy, 0, ct)
+        wk_sp = Signal(range(max(2, NS)))            # set of the next output
+        wk_act = [Signal(name=f"wk_act{j}") for j in range(NS)]
+        wk_kx = [Signal(8, name=f"wk_kx{j}") for j in range(NS)]
+        wk_saddr = [Signal(AB, name=f"wk_saddr{j}") for j in range(NS)]
+        wk_slast = [Signal(name=f"wk_slast{j}") for j in range(NS)]
+        cool = Signal(range(max(2, NG)))             # cycles until an output may close (drain of the previous)
+
+        # Taps of the channel tile in registers, loaded from its depthwise block at each channel tile.
+        taps = [Signal(8 * C, name=f"tap{t}") for t in range(TM)]
+        wl_cnt = Signal(range(TW + 1))
+        wl_base = Signal(dm.WAB)
+        wl_have, wl_k = Signal(), Signal(range(max(2, TW)))
+        m.d.sync += [wl_have.eq(0)]
+        wl_busy = Signal()
+        m.d.comb += wl_busy.eq(wl_cnt < d.tile_words)
+        wl_issue = Signal()
+        m.d.comb += wl_issue.eq(wk_run & wl_busy)
+        with m.If(wl_issue):
+            m.d.sync += [wl_cnt.eq(wl_cnt + 1), wl_have.eq(1), wl_k.eq(wl_cnt)]
+        for k in range(TW):
+            with m.If(wl_have & (wl_k == k)):
+                for r in range(R):
+                    if k * R + r < TM:
+                        m.d.sync += taps[k * R + r].eq(self.w_data.word_select(r, 8 * C))
+
+        wk_plast = Signal(18)                        # the pass's last column
+        strip_end = wk_col0 + (NS - 1) * d.stride_w + d.kernel_w - 1
+        m.d.comb += wk_plast.eq(Mux(wk_roll | (strip_end > geo.last_col), geo.last_col, strip_end))
+        wk_iy = Signal(signed(SGN))
+        wk_ix = Signal(signed(SGN))
+        m.d.comb += [wk_iy.eq(wk_iy0 + wk_ky), wk_ix.eq(wk_col - d.pad_left)]
+        wk_inside = Signal()
+        m.d.comb += wk_inside.eq((wk_iy >= 0) & (wk_iy < d.in_h) & (wk_ix >= 0) & (wk_ix < d.in_w))
+        wk_col_end = wk_ky == d.kernel_h - 1
+        wk_close = [Signal(name=f"wk_close{j}") for j in range(NS)]
+        for j in range(NS):
+            m.d.comb += wk_close[j].eq(wk_act[j] & (wk_kx[j] == d.kernel_w - 1) & wk_col_end)
+        wk_any_close = Signal()
+        m.d.comb += wk_any_close.eq(Cat(*wk_close).any())
+        w_issue = Signal()
+        if NG > 1:
+            m.d.comb += w_issue.eq(wk_run & ~wl_busy & ~(wk_any_close & (cool != 0)))
+            with m.If(w_issue & wk_any_close):
+                m.d.sync += cool.eq(NG - 1)
+            with m.Elif(cool != 0):
+                m.d.sync += cool.eq(cool - 1)
+        else:
+            m.d.comb += w_issue.eq(wk_run & ~wl_busy)
+        w_cset = Signal(range(max(2, NS)))
+        w_caddr = Signal(AB)
+        w_clast = Signal()
+        for j in range(NS):
+            with m.If(wk_close[j]):
+                m.d.comb += [w_cset.eq(j), w_caddr.eq(wk_saddr[j]), w_clast.eq(wk_slast[j])]
+
+        m.d.comb += [
+            self.w_r.en.eq(wl_issue), self.w_r.addr.eq(wl_base + wl_cnt),
+            self.act_r.en.eq(w_issue & wk_inside), self.act_r.addr.eq(wk_base + wk_colo + wk_rowo),
+        ]
+        iss = self.issue
+        m.d.comb += [
+            iss.valid.eq(w_issue), iss.last.eq(wk_any_close), iss.first.eq(1), iss.inside.eq(wk_inside),
+            iss.final.eq(w_clast & (wk_oy == d.out_h - 1) & (wk_ct == d.out_ct - 1)), iss.pw.eq(wk_ct),
+            iss.oaddr.eq(w_caddr), iss.cset.eq(w_cset), iss.sen.eq(Cat(*wk_act)),
+            iss.sclr.eq(Cat(*[(wk_kx[j] == 0) & (wk_ky == 0) for j in range(NS)])),
+        ]
+        # S1: each set's tap for the word issued in the previous cycle.
+        for j in range(NS):
+            stap = Signal(range(TM + 1), name=f"stap{j}")
+            m.d.sync += stap.eq(wk_rowt + wk_kx[j])
+            m.d.comb += self.taps[j].eq(mux_tree(taps, stap))
+
+        def wk_open(col, colo, onext, ocol, ocolo, oaddr, sp):
+            """Assignments that open output `onext` (first column `col`) on set `sp` and advance the opener."""
+            for j in range(NS):
+                with m.If(sp == j):
+                    m.d.sync += [wk_act[j].eq(1), wk_kx[j].eq(0), wk_saddr[j].eq(oaddr),
+                                 wk_slast[j].eq(onext == d.out_w - 1)]
+            m.d.sync += [wk_col.eq(col), wk_colo.eq(colo), wk_onext.eq(onext + 1), wk_ocol.eq(ocol + d.stride_w),
+                         wk_ocolo.eq(ocolo + geo.col_step), wk_oaddr.eq(oaddr + d.out_ct),
+                         wk_sp.eq(Mux(sp == NS - 1, 0, sp + 1))]
+
+        with m.If(w_issue):
+            with m.If(~wk_col_end):
+                m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowt.eq(wk_rowt + d.kernel_w),
+                             wk_rowo.eq(wk_rowo + geo.row_stride)]
+            with m.Else():
+                m.d.sync += [wk_ky.eq(0), wk_rowt.eq(0), wk_rowo.eq(0)]
+                for j in range(NS):
+                    with m.If(wk_close[j] | (wk_col == wk_plast)):
+                        m.d.sync += wk_act[j].eq(0)
+                    with m.Else():
+                        m.d.sync += wk_kx[j].eq(wk_kx[j] + 1)
+                with m.If(wk_col != wk_plast):
+                    nxt = wk_col + 1
+                    with m.If((nxt == wk_ocol) & (nxt + d.kernel_w - 1 <= wk_plast)):
+                        wk_open(nxt, wk_colo + d.in_ct, wk_onext, wk_ocol, wk_ocolo, wk_oaddr, wk_sp)
+                    with m.Else():
+                        m.d.sync += [wk_col.eq(nxt), wk_colo.eq(wk_colo + d.in_ct)]
+                with m.Elif(wk_onext != d.out_w):
+                    # Strips: the next pass steps back to its first output's first column.
+                    m.d.sync += wk_col0.eq(wk_ocol)
+                    wk_open(wk_ocol, wk_ocolo, wk_onext, wk_ocol, wk_ocolo, wk_oaddr, wk_sp)
+                with m.Else():
+                    # End of the output row: the next row, or the next channel tile (load its taps).
+                    m.d.sync += wk_col0.eq(0)
+                    with m.If(wk_oy != d.out_h - 1):
+                        m.d.sync += [wk_oy.eq(wk_oy + 1), wk_base.eq(wk_base + geo.row_step),
+                                     wk_iy0.eq(wk_iy0 + d.stride_h), wk_orow.eq(wk_orow + geo.out_row_words)]
+                        wk_open(0, 0, 0, 0, 0, wk_orow + geo.out_row_words, 0)
+                    with m.Elif(wk_ct != d.out_ct - 1):
+                        m.d.sync += [wk_ct.eq(wk_ct + 1), wk_oy.eq(0), wk_base.eq(geo.pix0 + wk_ct + 1),
+                                     wk_iy0.eq(-d.pad_top), wk_orow.eq(d.out_addr + wk_ct + 1), wl_cnt.eq(0),
+                                     wl_base.eq(wl_base + d.tile_words)]
+                        wk_open(0, 0, 0, 0, 0, d.out_addr + wk_ct + 1, 0)
+                    with m.Else():
+                        m.d.sync += wk_run.eq(0)
+
+        # Last: the start values win over the walk's own updates.
+        with m.If(self.init):
+            m.d.sync += [
+                wk_run.eq(self.enable), wk_roll.eq(d.kernel_w <= NS * d.stride_w), wk_ct.eq(0), wk_oy.eq(0),
+                wk_col.eq(0), wk_col0.eq(0), wk_ky.eq(0), wk_rowt.eq(0), wk_iy0.eq(-d.pad_top),
+                wk_base.eq(geo.pix0), wk_colo.eq(0), wk_rowo.eq(0), wk_orow.eq(d.out_addr), wk_onext.eq(1),
+                wk_ocol.eq(d.stride_w), wk_ocolo.eq(geo.col_step), wk_oaddr.eq(d.out_addr + d.out_ct),
+                wk_sp.eq(1 % NS), wl_cnt.eq(0), wl_base.eq(d.weight_addr), cool.eq(0),
+                wk_kx[0].eq(0), wk_saddr[0].eq(d.out_addr), wk_slast[0].eq(d.out_w == 1),
+            ] + [wk_act[j].eq(j == 0) for j in range(NS)]
+        with m.If(self.stop):
+            m.d.sync += wk_run.eq(0)
+        return m
