@@ -44,7 +44,7 @@ def bench(session):
     """MobileNet V1 1.0 224 (and 0.25 96, BlazeFace) through the whole die in the RTL at the imx500 preset;
     writes build/bench/<name>.json and a per-layer bar chart <name>.png."""
     _install(session, "bench")
-    session.run("python", "-m", "stackcam.sim.bench", *session.posargs)
+    session.run("stackcam", "bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -57,6 +57,8 @@ def build(session):
 
 @nox.session(python=PYTHON)
 def lint(session):
-    """ruff on the whole repository."""
-    session.install("ruff>=0.5")
+    """ruff on the whole repository, and the import layering (import-linter contracts in pyproject.toml: the CLI on
+    top, then boards, sim, rtl, quant; rtl takes only the format, timing and arithmetic of quant)."""
+    session.install("ruff>=0.5", "import-linter>=2.1")
     session.run("ruff", "check", ".")
+    session.run("python", "tools/check_layers.py")

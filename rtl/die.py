@@ -16,8 +16,8 @@ from .npu.loader import rom_beat_layout as _loader_beat_layout
 from .regs import MODE_IMAGE, MODE_METADATA, MODE_TENSORS, RegisterBank, bus_signature
 from .streams import pixel_beat_stream, tensor_pixel_stream
 
-__all__ = ["StackcamDie", "EMBEDDED_FIELDS", "EMBEDDED_BYTES", "EMBEDDED_MAGIC", "MAX_OUTPUT_LINE_BYTES",
-           "ROM_BEAT_BYTES", "rom_beat_layout"]
+__all__ = ["StackcamDie", "EMBEDDED_FIELDS", "EMBEDDED_BYTES", "EMBEDDED_MAGIC", "EMBEDDED_VERSION",
+           "MAX_OUTPUT_LINE_BYTES", "ROM_BEAT_BYTES", "rom_beat_layout"]
 
 MAX_OUTPUT_LINE_BYTES = 4096      # longest output-tensor row (w * c bytes) the CSI-2 line buffer holds
 ROM_BEAT_BYTES = 16               # model loader port width
@@ -28,16 +28,17 @@ def rom_beat_layout():
     return _loader_beat_layout(ROM_BEAT_BYTES)
 
 EMBEDDED_MAGIC = b"SC"
-EMBEDDED_BYTES = 32
+EMBEDDED_BYTES = 36
+EMBEDDED_VERSION = 3
 # The embedded-data line (data type 0x12) closing every output frame: (name, byte offset, size), little endian.
 EMBEDDED_FIELDS = (
     ("magic", 0, 2),               # b"SC"
-    ("version", 2, 1),             # 1
+    ("version", 2, 1),             # EMBEDDED_VERSION
     ("mode", 3, 1),                # the frame's CSI-2 mode (0 image, 1 metadata, 2 tensors)
     ("frame_number", 4, 2),        # as in the frame's FS/FE
     ("flags", 6, 1),               # bit 0: output tensors sent; bit 1: the input frame was malformed;
                                    # bit 2: no valid model; bit 3: the network stopped with an error
-    ("reserved", 7, 1),
+    ("npu_error", 7, 1),           # the network run's NPU error code (rtl.npu.core.NPU_ERRORS; 0 none)
     ("model_fingerprint", 8, 4),
     ("npu_cycles", 12, 4),         # NPU cycles of this frame's network run
     ("mac_cycles", 16, 4),         # cycles the MAC array accumulated in it
@@ -45,6 +46,8 @@ EMBEDDED_FIELDS = (
     ("frame_errors", 24, 2),       # running count of malformed input frames
     ("csi2_errors", 26, 2),        # running count of transmitter payload errors
     ("frames_sent", 28, 4),        # frames completed before this one
+    ("error_descriptor", 32, 2),   # with npu_error: index of the descriptor that stopped the network
+    ("error_layer", 34, 2),        # with npu_error: that descriptor's `layer` (the compiled layer's index)
 )
 
 
@@ -296,15 +299,21 @@ class StackcamDie(wiring.Component):
             m.d.sync += [frame_latency.eq(latency + 1), counting.eq(0)]
         frame_bad = Signal()
         npu_failed = Signal()
+        npu_error = Signal(8)           # this frame's network verdict, for the embedded line
+        error_desc = Signal(16)
+        error_layer = Signal(16)
         raw_errors_d = Signal.like(raw10.errors)
         m.d.sync += raw_errors_d.eq(raw10.errors)
         with m.If(frame_start):
-            m.d.sync += [frame_bad.eq(0), npu_failed.eq(0)]
+            m.d.sync += [frame_bad.eq(0), npu_failed.eq(0), npu_error.eq(0), error_desc.eq(0), error_layer.eq(0)]
         with m.Else():
             with m.If(missing_end | (raw10.errors != raw_errors_d)):
                 m.d.sync += frame_bad.eq(1)
             with m.If(npu.done & (npu.error != 0)):
-                m.d.sync += npu_failed.eq(1)
+                m.d.sync += [npu_failed.eq(1), npu_error.eq(npu.error)]
+            with m.If(npu_failed):
+                # The NPU registers the failing descriptor the cycle after `done`.
+                m.d.sync += [error_desc.eq(npu.error_desc), error_layer.eq(npu.error_layer)]
         last_bad = Signal()             # status bit 1: the last completed frame was malformed
         sent_d = Signal(32)
         m.d.sync += sent_d.eq(framer.frames_sent)
@@ -335,12 +344,13 @@ class StackcamDie(wiring.Component):
             regs.counter_macs.eq(npu.counter_macs),
         ]
         fields = {
-            "magic": Const(int.from_bytes(EMBEDDED_MAGIC, "little"), 16), "version": Const(2, 8),
+            "magic": Const(int.from_bytes(EMBEDDED_MAGIC, "little"), 16), "version": Const(EMBEDDED_VERSION, 8),
             "mode": framer.mode_latched, "frame_number": framer.frame_number,
-            "flags": Cat(framer.has_tensor, frame_bad, ~loader.ok, npu_failed), "reserved": Const(0, 8),
+            "flags": Cat(framer.has_tensor, frame_bad, ~loader.ok, npu_failed), "npu_error": npu_error,
             "model_fingerprint": Mux(loader.ok, loader.image_crc, 0), "npu_cycles": npu.cycles,
             "mac_cycles": npu.mac_cycles, "frame_latency": frame_latency, "frame_errors": isp.frame_errors,
             "csi2_errors": csi2_errors, "frames_sent": framer.frames_sent,
+            "error_descriptor": error_desc, "error_layer": error_layer,
         }
         emb = Signal(8 * EMBEDDED_BYTES)
         for name, offset, size in EMBEDDED_FIELDS:

@@ -6,15 +6,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from stackcam.quant.isp import isp_reference
 
 from .dierun import model_registers, run_die
 from .frame_source import bayer_frame, load_image
-from .models import prepare_model
 from .simulate import golden_die_outputs, layer_rows
 
-__all__ = ["BENCHMARKS", "run_benchmark", "main"]
+__all__ = ["BENCHMARKS", "run_benchmark"]
 
 # (report name, model, configuration preset)
 BENCHMARKS = {
@@ -47,13 +45,14 @@ def _plot(rows, title, path):
     plt.close(fig)
 
 
-def run_benchmark(name, out_dir, log=print):
+def run_benchmark(name, out_dir, prepare, log=print):
+    """Benchmark `name` (of BENCHMARKS); `prepare(model, config)` is the command line's model registry."""
     from stackcam.rtl.params import preset
 
     from .cyclemodel import predict_cycles
     model_name, config_name = BENCHMARKS[name]
     config = preset(config_name)
-    prepared = prepare_model(model_name, config, log=log)
+    prepared = prepare(model_name, config)
     rgb = load_image(None)
     raw = bayer_frame(rgb, config.frame_width, config.frame_height)
     regs, geometry, quant = model_registers(config, prepared.io)
@@ -112,23 +111,3 @@ def run_benchmark(name, out_dir, log=print):
         f"cycles/s; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s in all); wrote "
         f"{out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
     return report, exact == n
-
-
-def main(argv=None):
-    import argparse
-    p = argparse.ArgumentParser(prog="stackcam-bench", description="Run the benchmarks through the RTL.")
-    p.add_argument("names", nargs="*", default=list(BENCHMARKS), help=f"benchmarks ({', '.join(BENCHMARKS)})")
-    p.add_argument("-o", "--output", default="build/bench")
-    args = p.parse_args(argv)
-    ok = True
-    for name in args.names:
-        if name not in BENCHMARKS:
-            p.error(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
-        _, good = run_benchmark(name, args.output)
-        ok &= good
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())

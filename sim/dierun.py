@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from stackcam.errors import StackcamError
 from stackcam.quant.isp import isp_quant_params
 from stackcam.quant.program import host_outputs
 from stackcam.quant.romimage import RomError, load_rom
@@ -21,16 +23,14 @@ from stackcam.rtl.npu.io import MAX_OUTPUTS
 from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 from stackcam.rtl.streams import tensor_pixel_layout
 
-from stackcam.errors import StackcamError
-
 from .csi2 import CSI2Decoder, merge_lanes
 from .frame_source import pack_beats
 from .harness import TOP, harness_verilog, player_depths
-from .metadata import image_from_lines, input_tensor_from_lines, parse_embedded
+from .metadata import frame_error, image_from_lines, input_tensor_from_lines, parse_embedded
 from .verilator import CocotbBuild
 
 __all__ = ["DieRun", "FrameResult", "HostError", "build_die", "decode_frames", "model_registers", "run_die",
-           "REG_DEFAULTS", "rom_beats", "tensor_beats"]
+           "run_tensors", "REG_DEFAULTS", "rom_beats", "tensor_beats"]
 
 REG_DEFAULTS = {r.name: r.reset for r in REGISTER_BY_NAME.values() if r.access == "rw"}
 
@@ -48,6 +48,7 @@ class FrameResult:
     outputs: list = field(default_factory=list)     # die output tensors, int8 HWC, in the model's order
     graph_outputs: list | None = None               # after the host tail (the model's outputs)
     embedded: dict | None = None
+    error: str | None = None                        # why the die refused this frame's output (one line)
     image: np.ndarray | None = None                 # uint16 RAW10 frame (image mode)
     input_tensor: np.ndarray | None = None          # int8 [H, W, 3] (tensors mode)
     csi2_bytes: int = 0                             # bytes of every packet of this frame, both channels
@@ -156,6 +157,7 @@ def _source_key(config):
 
     import amaranth
     import cocotb
+
     import stackcam.quant as quant
     import stackcam.rtl as rtl
 
@@ -397,7 +399,8 @@ def decode_frames(config, dec, ios, dt_output, vc_output):
         r = FrameResult(number=f.number, mode=mode, embedded=emb, image=pending_image, input_tensor=pending_input)
         pending_image = pending_input = None
         io = ios[len(results)] if len(results) < len(ios) else None
-        if io is not None and emb and emb["has_tensor"]:
+        r.error = frame_error(emb, io.get("layers", ()) if io else ())
+        if io is not None and r.error is None:
             outs = {}
             for k, t in enumerate(io["die_outputs"]):
                 payload = b"".join(f.payloads(dt_output + k))
@@ -438,3 +441,26 @@ def _fe_beat_cycles(beats, cycles, lanes, vc):
         if last and packet_start == (vc << 6 | 0x01):
             out.append(cyc)
     return out
+
+
+def run_tensors(config, rom, items, log=None):
+    """Each int8 input tensor of `items` through the die's tensor port, the model of ROM image `rom` on the NPU,
+    its outputs back over CSI-2 and the host tail on the host: a list (one per item) of the model's outputs.
+
+    Raises DieError (one line) when the die refuses the image or a frame: nothing stale or partial comes back."""
+    from stackcam.errors import DieError
+    io = load_rom(rom, config).io
+    hwc = tuple(io["input"]["hwc"])
+    run = run_die(config, rom, tensors=[np.asarray(x).reshape(hwc) for x in items], log=log,
+                  progress=log is not None)
+    if not run.loads or not run.loads[0]["model_ok"]:
+        status = run.loads[0]["npu_status"] if run.loads else 0
+        raise DieError(f"the die refused the ROM image (npu_status {status:#x})")
+    results = []
+    for n, fr in enumerate(run.frames):
+        if fr.error or fr.graph_outputs is None:
+            raise DieError(f"input {n}: the die refused the frame: {fr.error or 'incomplete output tensors'}")
+        results.append(fr.graph_outputs)
+    if len(results) != len(items):
+        raise DieError(f"the die sent {len(results)} results for {len(items)} inputs")
+    return results

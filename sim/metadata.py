@@ -6,7 +6,7 @@ from stackcam.rtl.die import EMBEDDED_BYTES, EMBEDDED_FIELDS, EMBEDDED_MAGIC
 
 from .frame_source import raw10_unpack
 
-__all__ = ["parse_embedded", "image_from_lines", "input_tensor_from_lines", "bandwidth", "frame_bytes"]
+__all__ = ["parse_embedded", "frame_error", "image_from_lines", "input_tensor_from_lines", "bandwidth", "frame_bytes"]
 
 UHD_4K60_BYTES_PER_S = 3840 * 2160 * 10 // 8 * 60      # 4K60 RAW10, the stream an AI sensor saves
 
@@ -21,7 +21,31 @@ def parse_embedded(payload):
         out[name] = int.from_bytes(payload[offset:offset + size], "little")
     out["has_tensor"] = bool(out["flags"] & 1)
     out["malformed"] = bool(out["flags"] & 2)
+    out["no_model"] = bool(out["flags"] & 4)
+    out["npu_failed"] = bool(out["flags"] & 8)
     return out
+
+
+def frame_error(emb, layers=()):
+    """Why the die's embedded line refuses this frame's output, in one line; None when the network ran.
+
+    `layers` is the compiled model's layer list (``io["layers"]``: index, name, op) to name the failing layer."""
+    from stackcam.rtl.npu.core import NPU_ERRORS
+
+    if emb is None:
+        return "the frame has no embedded-data line"
+    if emb["no_model"]:
+        return "no valid model is loaded on the die"
+    if emb["npu_failed"] or emb["npu_error"]:
+        code = emb["npu_error"]
+        what = NPU_ERRORS.get(code, f"NPU error {code}")
+        index = emb["error_layer"]
+        layer = next((entry for entry in layers if entry.get("index") == index), None)
+        where = f"layer {index}" + (f" ({layer['kind']} '{layer['name']}' as {layer['op']})" if layer else "")
+        return f"the network stopped at descriptor {emb['error_descriptor']}, {where}: {what} (NPU error {code})"
+    if not emb["has_tensor"]:
+        return "the die sent no output tensors"
+    return None
 
 
 def image_from_lines(lines, width):

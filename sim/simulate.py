@@ -1,6 +1,7 @@
 """The main job: a real photo through the whole die in Verilator, checked bit-exact, with cycles and bytes."""
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,6 @@ from stackcam.quant.program import execute_trace, read_tensor
 from .dierun import model_registers, run_die
 from .frame_source import bayer_frame, load_image
 from .metadata import bandwidth, frame_bytes
-from .models import prepare_model
 
 __all__ = ["simulate", "layer_rows", "golden_die_outputs", "face_detection"]
 
@@ -87,12 +87,13 @@ def _draw(photo, box, path):
     imsave(str(path), img, check_contrast=False)
 
 
-def simulate(config, image=None, frames=1, mode="metadata", model="zoo:blazeface", seed=0, dump_csi2=None,
-             stall=0.0, report=None, png=None, ls_le=False, out=print, log=print):
-    """Run frames of the photo through the die and print the summary. Returns (exit status, summary dict)."""
+def simulate(config, prepared, image=None, frames=1, mode="metadata", dump_csi2=None, stall=0.0, report=None,
+             png=None, ls_le=False, out=print, log=print):
+    """Run frames of the photo through the die with the model `prepared` (name, graph, compiled, rom: the
+    command line's PreparedModel) and print the summary. Returns (exit status, summary dict)."""
+    model = prepared.name
     rgb = load_image(image)
     raw = bayer_frame(rgb, config.frame_width, config.frame_height)
-    prepared = prepare_model(model, config, seed=seed, log=log)
     io = prepared.io
     regs, geometry, quant = model_registers(config, io)
     x_ref = isp_reference(raw, config, quant, geometry)
@@ -104,7 +105,7 @@ def simulate(config, image=None, frames=1, mode="metadata", model="zoo:blazeface
 
     out(f"config:        {config.summary()}")
     out(f"model:         {model}: {len(cm.layers)} layers, {_fmt(macs)} MACs, {_fmt(cm.weight_count)} weights, "
-        f"ROM image {_fmt(len(prepared.rom))} bytes")
+        f"ROM image {_fmt(len(prepared.rom))} bytes, fingerprint {zlib.crc32(prepared.rom[:-4]):#010x}")
     name = image if image is not None else "skimage.data.astronaut()"
     out(f"image:         {name}: {rgb.shape[1]}x{rgb.shape[0]} RGB -> frame {config.frame_width}x"
         f"{config.frame_height} RAW10 Bayer RGGB, {config.pixels_per_clock} pixel(s)/clock")
@@ -131,8 +132,9 @@ def simulate(config, image=None, frames=1, mode="metadata", model="zoo:blazeface
         status = 1
     for i, (want_mode, fr) in enumerate(zip(modes, run.frames + [None] * len(modes))):
         label = "bit-exact:" if len(modes) == 1 else f"bit-exact[{i}]:"
-        if fr is None or not fr.outputs:
-            out(f"{label:<15}0/{n} (frame {i + 1} sent no output tensors)")
+        if fr is None or fr.error or not fr.outputs:
+            why = "never arrived" if fr is None else f"refused: {fr.error or 'incomplete output tensors'}"
+            out(f"{label:<15}0/{n} (frame {i + 1} {why})")
             exact.append(0)
             status = 1
             continue
@@ -214,7 +216,8 @@ def simulate(config, image=None, frames=1, mode="metadata", model="zoo:blazeface
         Path(dump_csi2).write_bytes(run.csi2_bytes)
         out(f"wrote {len(run.csi2_bytes):,} CSI-2 bytes to {dump_csi2}")
     summary = {
-        "config": config.name, "model": model, "image": name, "modes": modes,
+        "config": config.name, "model": model, "model_fingerprint": zlib.crc32(prepared.rom[:-4]),
+        "image": name, "modes": modes,
         "frame": [config.frame_width, config.frame_height], "input_tensor": list(x_ref.shape),
         "die_outputs": [t["hwc"] for t in io["die_outputs"]], "bit_exact": [int(v) for v in exact],
         "elements": int(n), "frame_numbers": [f.number for f in run.frames],

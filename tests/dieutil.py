@@ -2,11 +2,11 @@
 
 import numpy as np
 
+from stackcam.cli.models import prepare_model
 from stackcam.quant.isp import isp_reference
 from stackcam.rtl.params import DieConfig
 from stackcam.sim.dierun import model_registers
 from stackcam.sim.frame_source import bayer_frame, load_image
-from stackcam.sim.models import prepare_model
 from stackcam.sim.simulate import golden_die_outputs
 
 __all__ = ["Model", "photo_frames", "TWO_LANES", "FOUR_LANES"]

@@ -100,10 +100,11 @@ def test_int8_blazeface_finds_the_astronaut(models):
 def test_stackcam_run_finds_the_same_faces_as_litert(models):
     """Issue 3, must show 2: our PTQ BlazeFace, run as `stackcam run --engine ref` runs it (the exported .tflite
     compiled for imx500, its ROM image executed), finds exactly LiteRT's faces on the exported .tflite; the
-    astronaut's face sits next to the float model's (python -m quant.zoo.blazeface prints these numbers)."""
+    astronaut's face sits next to the float model's."""
     float_graph, int8_graph = models
     img = photo("astronaut")
-    program = bf.find_faces(int8_graph, img, engine="program", min_score=None)
+    from stackcam.rtl.params import preset
+    program = bf.find_faces(int8_graph, img, engine="program", min_score=None, config=preset("imx500"))
     litert = bf.find_faces(int8_graph, img, engine="litert", min_score=None)
     assert program == litert                                # scores, boxes and keypoints, all 896 anchors' worth
     f = bf.find_faces(float_graph, img, min_score=None)[0]

@@ -452,7 +452,7 @@ def test_board_uart_path_in_verilator():
 
 @pytest.mark.xdist_group("verilator")
 def test_board_finds_the_same_face_as_stackcam_simulate(tmp_path):
-    """BlazeFace on the astronaut through the board top in Verilator: the host script (`python -m boards.host
+    """BlazeFace on the astronaut through the board top in Verilator: the host command (`stackcam host
     --sim`) sends the ROM image and the photo's input tensor over the simulated UART and decodes the CSI-2 packets
     that come back. Its die outputs equal the golden executor's and the face it prints is the one `stackcam
     simulate` finds on the same photo at the same configuration (the photo through the die's ISP there).
@@ -462,14 +462,15 @@ def test_board_finds_the_same_face_as_stackcam_simulate(tmp_path):
     import subprocess
     import sys
     board, main = tmp_path / "board.json", tmp_path / "simulate.json"
-    r = subprocess.run([sys.executable, "-m", "stackcam.boards.host", "--sim", "--config", "demo", "--model", "zoo:blazeface",
-                        "--tensor", "--report", str(board)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "stackcam.cli", "host", "--sim", "--config", "demo", "--model",
+                        "zoo:blazeface", "--tensor", "--report", str(board)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r2 = subprocess.run([sys.executable, "-m", "stackcam.cli", "simulate", "--config", "demo", "--model", "zoo:blazeface",
-                         "--report", str(main)], capture_output=True, text=True)
+    r2 = subprocess.run([sys.executable, "-m", "stackcam.cli", "simulate", "--config", "demo", "--model",
+                         "zoo:blazeface", "--report", str(main)], capture_output=True, text=True)
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
     b, s = json.loads(board.read_text()), json.loads(main.read_text())
     assert b["input"] == "tensor" and b["rom_bytes"] > 100_000
+    assert b["model_fingerprint"] == s["model_fingerprint"]          # the same network in both commands
     assert len(b["frames"]) == 1
     frame = b["frames"][0]
     assert frame["bit_exact"] == [s["elements"], s["elements"]] and s["bit_exact"] == [s["elements"]]
@@ -484,18 +485,18 @@ def test_model_fit_names_the_bytes():
     has block RAM; the 2-class MobileNet V1 0.25 96 fits. The bytes agree with compiling for a configuration
     with the same array that holds the model."""
     from stackcam.boards.build import BOARDS, model_fit
+    from stackcam.cli.models import prepare_model
     from stackcam.rtl.params import preset
-    from stackcam.sim.models import prepare_model
     fpga, ram = preset("fpga"), BOARDS["ulx3s"].block_ram_bytes
     assert ram == 208 * 2048
-    bf = model_fit("zoo:blazeface", fpga, ram)
+    bf = model_fit("zoo:blazeface", fpga, ram, prepare_model)
     holds = prepare_model("zoo:blazeface", fpga.with_(sram_banks=20, weight_banks=5)).compiled   # 640 KiB
     assert (bf["weight_bytes"], bf["activation_bytes"]) == (holds.weight_bytes, holds.act_bytes)
     assert not bf["fits_config"] and not bf["fits_device"]
     assert bf["weight_bytes"] + bf["activation_bytes"] > ram
     assert f"{bf['weight_bytes'] + bf['activation_bytes']:,} B of SRAM" in bf["verdict"]
     assert "does NOT fit" in bf["verdict"] and f"{ram:,} B" in bf["verdict"]
-    mn = model_fit("zoo:mobilenet_v1_0.25_96_2", fpga, ram)
+    mn = model_fit("zoo:mobilenet_v1_0.25_96_2", fpga, ram, prepare_model)
     assert mn["fits_config"] and mn["fits_device"] and mn["verdict"].endswith("it fits")
     compiled = prepare_model("zoo:mobilenet_v1_0.25_96_2", fpga).compiled
     assert (mn["weight_bytes"], mn["activation_bytes"]) == (compiled.weight_bytes, compiled.act_bytes)

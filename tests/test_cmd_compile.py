@@ -78,7 +78,8 @@ def test_compile_runs_bit_exact_with_litert(int8_model, tmp_path):
 def test_layer_table_and_totals(int8_model, tmp_path):
     """One row per layer: operator, the die op, input and output shapes, MACs, weight and activation bytes; the
     totals against the configuration's SRAM after it."""
-    from stackcam.quant.cmd_compile import layer_table, load_for_compile, totals_text
+    from stackcam.cli.compile import layer_table, totals_text
+    from stackcam.cli.models import model_graph as load_for_compile
     from stackcam.quant.compiler import compile_graph
 
     r = stackcam("compile", str(int8_model), "--config", "imx500", "-o", str(tmp_path / "out"))
@@ -123,9 +124,11 @@ def test_too_small_config_names_bytes_per_bank(bad_models, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_float_model_needs_calibration(tmp_path):
+def test_float_model_needs_calibration(tmp_path, bad_models):
+    """A float model file needs calibration images; a zoo name is a whole int8 network by itself (the registry
+    quantizes it the same way for every command)."""
     out = tmp_path / "out"
-    msg = one_line_error(stackcam("compile", "zoo:mobilenet_v1_0.25_96", "-o", str(out)))
+    msg = one_line_error(stackcam("compile", str(bad_models / "float.tflite"), "-o", str(out)))
     assert "is a float model: give --calib DIR or --calib-photos" in msg
     assert not out.exists()
 

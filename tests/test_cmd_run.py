@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from stackcam.cli import main
+from stackcam.cli.run import run_model
 from stackcam.quant.calib import calibration_set, photo
-from stackcam.quant.cmd_run import run_model
 from stackcam.quant.executor import run_graph
 from stackcam.quant.export import export_tflite
 from stackcam.quant.importer import load_model
@@ -17,7 +18,6 @@ from stackcam.quant.litert import run_reference
 from stackcam.quant.lower import int8_core, lower
 from stackcam.quant.ref import quantize_float
 from stackcam.quant.tflite import TFLiteBuilder, schema
-from stackcam.cli import main
 from tests.test_quant_ops import EXPF_TIE_SCALE, ModelBuilder, mobilenet_like
 
 OPS = schema.BuiltinOperator
@@ -241,7 +241,7 @@ def test_float_model_with_calibration(models, tmp_path):
     outputs as LiteRT and run_graph on that quantized model; the same output bytes twice."""
     from skimage import data, io
 
-    from stackcam.quant.cmd_compile import load_for_compile
+    from stackcam.cli.models import model_graph as load_for_compile
 
     x = rand((96, 96, 3), seed=4)
     np.save(tmp_path / "in.npy", x)

@@ -71,10 +71,10 @@ def _tensor_port_model(config, height, width):
     """The first-light layer for a height x width input, compiled for `config` (fed on the tensor port)."""
     from dataclasses import replace
 
+    from stackcam.cli.models import PreparedModel
     from stackcam.quant.compiler import compile_graph
     from stackcam.quant.firstlight import first_light_graph
     from stackcam.quant.romimage import build_rom
-    from stackcam.sim.models import PreparedModel
     graph = first_light_graph(replace(config, input_width=width, input_height=height,
                                       frame_width=max(config.frame_width, 4 * width),
                                       frame_height=max(config.frame_height, 4 * height)), seed=6)

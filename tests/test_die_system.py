@@ -5,6 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
+from stackcam.rtl.die import EMBEDDED_BYTES
 from stackcam.rtl.params import preset
 from stackcam.sim.csi2 import decode
 from stackcam.sim.dierun import run_die
@@ -39,7 +40,7 @@ def test_die_bit_exact_over_frames(config, stall):
     # The bytes on the wire (default metadata mode) are exactly FS, one long packet per output row, the
     # 32-byte embedded-data line and FE, per frame.
     oh, ow, oc = expect[0].shape
-    assert len(run.csi2_bytes) == 3 * (4 + oh * (4 + ow * oc + 2) + (4 + 32 + 2) + 4)
+    assert len(run.csi2_bytes) == 3 * (4 + oh * (4 + ow * oc + 2) + (4 + EMBEDDED_BYTES + 2) + 4)
     # Performance counters are the engine's own: the network ran in the cycles the die reports.
     assert run.counters["npu_cycles"] >= run.counters["mac_cycles"] > 0
     assert len(run.first_pixel) == len(run.last_pixel) == len(run.frame_last_byte) == 3

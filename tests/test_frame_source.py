@@ -3,10 +3,26 @@
 import numpy as np
 import pytest
 
-from stackcam.quant.isp import IspGeometry, IspQuant, isp_channel_counts, isp_float, isp_quant_params, isp_reference, isp_sums
+from stackcam.quant.isp import (
+    IspGeometry,
+    IspQuant,
+    isp_channel_counts,
+    isp_float,
+    isp_quant_params,
+    isp_reference,
+    isp_sums,
+)
 from stackcam.rtl.params import DieConfig, preset
 from stackcam.rtl.streams import pixel_beat_layout
-from stackcam.sim.frame_source import ImageError, bayer_frame, frame_beats, load_image, pack_beats, raw10_pack, raw10_unpack
+from stackcam.sim.frame_source import (
+    ImageError,
+    bayer_frame,
+    frame_beats,
+    load_image,
+    pack_beats,
+    raw10_pack,
+    raw10_unpack,
+)
 
 
 def test_load_default_photo():

@@ -13,6 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from stackcam.errors import StackcamError
 
 from ..graph import ModelError
@@ -165,14 +167,14 @@ def _output_pair(graph, outputs):
     return r, c, quant
 
 
-def find_faces(graph, image, engine="litert", min_score=0.5, config="imx500"):
+def find_faces(graph, image, engine="litert", min_score=0.5, config=None):
     """Faces BlazeFace (float or int8 Graph) finds in a photo, best first, boxes in the photo's pixels.
 
     engine "litert" runs the exported .tflite on LiteRT's BUILTIN_REF kernels, "executor" quant.executor's
-    run_graph, "program" (int8 only) what `stackcam run --engine ref` runs: the exported .tflite imported,
-    lowered and compiled for `config`, its ROM image run by quant.program.execute. An int8 graph gets the photo
-    quantized with its input's scale and zero point, and its int8 outputs are dequantized on the host
-    (quant.detect), as the die's outputs would be.
+    run_graph, "program" (int8 only) what `stackcam run --engine ref` runs: the graph lowered and compiled for
+    `config` (a DieConfig), its ROM image run by quant.program.execute. An int8 graph gets the photo quantized
+    with its input's scale and zero point, and its int8 outputs are dequantized on the host (quant.detect), as
+    the die's outputs would be.
     """
     from ..detect import detect_faces
     from ..executor import run_graph
@@ -188,26 +190,26 @@ def find_faces(graph, image, engine="litert", min_score=0.5, config="imx500"):
         outputs = run_reference(export_tflite(graph), [x])
     elif engine == "executor":
         outputs = run_graph(graph, [x])
-    elif engine == "program" and t.dtype == "int8":
-        outputs = _run_program(export_tflite(graph), x, config)
+    elif engine == "program" and t.dtype == "int8" and config is not None:
+        outputs = _run_program(graph, x, config)
     else:
-        raise ValueError(f"find_faces: engine must be 'litert', 'executor' or (int8) 'program', got {engine!r}")
+        raise ValueError(f"find_faces: engine must be 'litert', 'executor' or (int8, with a config) 'program', "
+                         f"got {engine!r}")
     r, c, quant = _output_pair(graph, outputs)
     return detect_faces(r, c, image.shape[:2], min_score=min_score, quant=quant)
 
 
-def _run_program(model_bytes, x, config):
-    """The outputs `stackcam run --engine ref` gives for the .tflite `model_bytes` on int8 input `x`, in the
-    graph's output order."""
-    import tempfile
+def _run_program(graph, x, config):
+    """The outputs the compiled program gives on the golden executor (what `stackcam run --engine ref` computes)
+    for the int8 `graph` compiled for `config` (a DieConfig) on int8 input `x`, in the graph's output order."""
+    from .. import lower as lowering
+    from ..compiler import compile_graph
+    from ..program import execute
+    from ..romimage import build_rom
 
-    from ..cmd_run import run_model
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "blazeface_int8.tflite"
-        path.write_bytes(model_bytes)
-        out = run_model(path, x, config=config)
-    return [out[f"output_{k}"] for k in range(len(out))]
+    core = lowering.int8_core(lowering.lower(graph))
+    rom = build_rom(compile_graph(core, config))
+    return execute(rom, config, np.asarray(x).reshape(graph.tensor(graph.inputs[0]).shape))
 
 
 def face_report(names=("astronaut", "coffee", "chelsea", "camera"), calib=None, cache=None, engine="litert"):
@@ -225,18 +227,3 @@ def face_report(names=("astronaut", "coffee", "chelsea", "camera"), calib=None, 
                      find_faces(int8_graph, img, min_score=None, engine=engine)[0]))
     return rows
 
-
-if __name__ == "__main__":
-    # python -m quant.zoo.blazeface: the float vs int8 comparison of issue 3, on the default calibration photos.
-    # The int8 model runs as `stackcam run` runs it (compiled for imx500); LiteRT must find exactly the same face.
-    from ..calib import photo
-
-    float_graph, int8_graph = blazeface_float_graph(), blazeface_int8()
-    for name in ("astronaut", "coffee", "chelsea", "camera"):
-        img = photo(name)
-        f = find_faces(float_graph, img, min_score=None)[0]
-        q = find_faces(int8_graph, img, min_score=None, engine="program")[0]
-        ql = find_faces(int8_graph, img, min_score=None, engine="litert")[0]
-        same = "= LiteRT" if (q.score, q.box) == (ql.score, ql.box) else "!= LiteRT"
-        print(f"{name:10s} float {f.score:.3f} [{', '.join(f'{v:.1f}' for v in f.box)}]   "
-              f"int8 {q.score:.3f} [{', '.join(f'{v:.1f}' for v in q.box)}] {same}")

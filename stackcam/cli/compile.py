@@ -5,80 +5,25 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["register", "cmd_compile", "load_for_compile", "ZOO_PREFIX", "layer_table", "totals_text",
-           "OUTPUT_FILES"]
+from . import UserError, config_arg, presets_help
+from .models import add_model_arguments, prepare_from_args
 
-ZOO_PREFIX = "zoo:"
+__all__ = ["register", "cmd_compile", "layer_table", "totals_text", "OUTPUT_FILES", "DEFAULT_CONFIG"]
+
 OUTPUT_FILES = ("model.rom", "model.json", "weights.hex")
+DEFAULT_CONFIG = "imx500"
 
 
 def register(sub):
     p = sub.add_parser(
         "compile", help="compile a network into a weight ROM image for a configuration",
-        description="Compile an int8 .tflite (or a float .tflite/.onnx with calibration images) for a die "
-        "configuration: writes model.rom (the weight ROM image), model.json (manifest) and weights.hex "
-        "($readmemh of the weight SRAM), and prints each layer and the SRAM it needs. MODEL may also be "
-        "zoo:mobilenet_v1_<alpha>_<resolution> (float MobileNet V1 with seeded weights, 1000 classes) or "
-        "zoo:blazeface (the float BlazeFace short-range model).")
-    p.add_argument("model", metavar="MODEL", help="model file (.tflite or .onnx) or a zoo: name")
-    cal = p.add_mutually_exclusive_group()
-    cal.add_argument("--calib", metavar="DIR", default=None,
-                     help="directory of calibration images (needed for a float model)")
-    cal.add_argument("--calib-photos", action="store_true",
-                     help="calibrate a float model on the photos that ship with scikit-image")
-    p.add_argument("--config", default="tiny", help="configuration preset (tiny, fpga, imx500; default tiny)")
+        description="Compile an int8 .tflite/.onnx (or a float one with calibration images, or a zoo network) "
+        "for a die configuration: writes model.rom (the weight ROM image), model.json (manifest) and weights.hex "
+        "($readmemh of the weight SRAM), and prints each layer and the SRAM it needs.")
+    add_model_arguments(p)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=presets_help(DEFAULT_CONFIG))
     p.add_argument("-o", "--output", metavar="OUTDIR", required=True, help="output folder")
     p.set_defaults(func=cmd_compile)
-
-
-def _zoo(name):
-    from stackcam.quant.graph import ModelError
-    spec = name[len(ZOO_PREFIX):]
-    if spec.startswith("mobilenet_v1"):
-        from stackcam.quant.zoo import mobilenet_v1
-        parts = spec.split("_")[2:]
-        try:
-            alpha = float(parts[0]) if parts else 1.0
-            resolution = int(parts[1]) if len(parts) > 1 else 224
-        except ValueError:
-            raise ModelError(f"{name}: write zoo:mobilenet_v1_<alpha>_<resolution>, e.g. "
-                             f"zoo:mobilenet_v1_1.0_224") from None
-        return mobilenet_v1(alpha, resolution, 1000, seed=0)
-    if spec == "blazeface":
-        from stackcam.quant.zoo.blazeface import blazeface_float_graph
-        return blazeface_float_graph()
-    raise ModelError(f"{name}: unknown zoo model; choose zoo:mobilenet_v1_<alpha>_<resolution> or zoo:blazeface")
-
-
-def load_for_compile(model, calib=None, calib_photos=False):
-    """The lowered full-int8 Graph of MODEL (path or zoo name), quantized on calibration images when float."""
-    from stackcam.quant import lower as lowering
-    from stackcam.quant.graph import ModelError
-    from stackcam.quant.importer import load_model
-
-    if str(model).startswith(ZOO_PREFIX):
-        graph = _zoo(str(model))
-    else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelError(f"{model}: no such model file")
-        graph = load_model(path)
-    if not graph.is_quantized():
-        if calib is None and not calib_photos:
-            raise ModelError(f"{model} is a float model: give --calib DIR or --calib-photos to quantize it")
-        from stackcam.quant.calib import calibration_set
-        from stackcam.quant.ptq import quantize_graph
-        if len(graph.inputs) != 1:
-            raise ModelError(f"{model}: calibration takes models with one image input, this one has "
-                             f"{len(graph.inputs)}")
-        samples = calibration_set(graph.tensor(graph.inputs[0]).shape, source=calib)
-        if not samples:
-            raise ModelError(f"{calib}: no calibration images found")
-        graph = quantize_graph(graph, samples)
-    graph = lowering.lower(graph)
-    # The host quantizes the input and dequantizes the outputs: the die takes the int8 core.
-    int8_core = getattr(lowering, "int8_core", None)
-    return int8_core(graph) if int8_core is not None else graph
 
 
 def _shape(shape):
@@ -130,8 +75,8 @@ def totals_text(model):
         f"{sum(1 for u in w_use if u)} of {cfg.weight_banks} banks of {bank:,} B: {_bank_text(w_use, bank)}",
         f"activation SRAM: {model.act_bytes:,} B of {a_have:,} B at the peak ({100 * model.act_bytes / a_have:.1f}%), "
         f"{sum(1 for u in a_use if u)} of {cfg.act_banks} banks of {bank:,} B: {_bank_text(a_use, bank)}",
-        f"MAC-array cycles (rough estimate, {cfg.macs_per_cycle} MACs/cycle): "
-        f"{sum(layer.cycles for layer in model.layers):,}",
+        f"NPU cycles (the analytic model, equal to the die's counters; {cfg.macs_per_cycle} MACs/cycle): "
+        f"{sum(layer.cycles for layer in model.layers):,} in the layers' descriptors",
     ]
     io = model.io
     inp = io["input"]
@@ -144,22 +89,31 @@ def totals_text(model):
     return lines
 
 
-def cmd_compile(args):
-    from stackcam.quant.compiler import compile_graph
-    from stackcam.quant.graph import ModelError
-    from stackcam.quant.romimage import build_rom, manifest_json, readmemh
-    from stackcam.cli import UserError, _config
+def _install(tmp, out):
+    """Move the complete files of folder `tmp` into `out`: the whole folder at once when `out` does not exist or
+    holds nothing but an earlier compile's files, so a reader never sees a mix of two compiles."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if {p.name for p in out.iterdir()} <= set(OUTPUT_FILES):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / "x")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    for name in OUTPUT_FILES:               # a folder with other files in it: ours are replaced one by one
+        os.replace(tmp / name, out / name)
 
-    config = _config(args.config)
+
+def cmd_compile(args):
+    from stackcam.quant.romimage import manifest_json, readmemh
+
+    config = config_arg(args.config)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    try:
-        graph = load_for_compile(args.model, args.calib, args.calib_photos)
-        model = compile_graph(graph, config)
-    except ModelError as e:
-        raise UserError(str(e).splitlines()[0]) from None
-    rom = build_rom(model)
+    prepared = prepare_from_args(args, config)
+    model, rom = prepared.compiled, prepared.rom
     files = {"model.rom": rom, "model.json": manifest_json(model, rom).encode(),
              "weights.hex": readmemh(model).encode()}
 
@@ -177,11 +131,7 @@ def cmd_compile(args):
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        if out.is_dir():
-            for name in files:
-                os.replace(tmp / name, out / name)
-        else:
-            os.replace(tmp, out)
+        _install(tmp, out)
     except OSError as e:
         raise UserError(f"{out}: cannot write the output: {e.strerror or e}") from None
     finally:

@@ -1,0 +1,63 @@
+"""The `stackcam` command line: the one layer that parses arguments, resolves model names and maps errors.
+
+Every subcommand is a module here with `register(subparsers)` (adding its parser, `set_defaults(func=...)`) and
+the function it names, which returns the exit status. Errors a user can fix are `stackcam.errors.StackcamError`
+(one line, their own exit status: 2 for bad input, 3 when the die refused a frame); anything else is a bug and
+shows as one line (exit status 1; STACKCAM_DEBUG=1 shows the traceback). Nothing in rtl/, quant/, sim/ or boards/
+imports this package.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+from stackcam.errors import EXIT_BUG, EXIT_INTERRUPTED, StackcamError
+
+__all__ = ["main", "build_parser", "config_arg", "COMMANDS", "UserError"]
+
+# Subcommand modules, in the order `stackcam --help` lists them.
+COMMANDS = ("simulate", "run", "compile", "verilog", "build", "host", "bench")
+
+UserError = StackcamError      # a problem with what the user asked for: one line, exit status 2
+
+
+def config_arg(name):
+    """The DieConfig of preset `name`; ConfigError (a StackcamError) names the presets otherwise."""
+    from stackcam.rtl.params import preset
+    return preset(name)
+
+
+def presets_help(default):
+    from stackcam.rtl.params import PRESETS
+    return f"configuration preset ({', '.join(PRESETS)}; default {default})"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="stackcam", description="stackcam: a cycle-accurate, synthesizable model of "
+                                "the logic die of a stacked AI image sensor.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"stackcam.cli.{name}").register(sub)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StackcamError as e:
+        msg = str(e).strip().splitlines()
+        print(f"stackcam {args.command}: error: {msg[0] if msg else type(e).__name__}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print(f"stackcam {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if os.environ.get("STACKCAM_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()
+        print(f"stackcam {args.command}: internal error (a bug in stackcam): {type(e).__name__}: "
+              f"{msg[0] if msg else ''} (set STACKCAM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_BUG

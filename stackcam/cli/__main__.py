@@ -1,0 +1,7 @@
+"""python -m stackcam.cli"""
+
+import sys
+
+from stackcam.cli import main
+
+sys.exit(main())
