@@ -159,7 +159,7 @@ def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=
             return _int8_core(graph)            # nothing to cache: reading an int8 file is quick
     key = cache_key(model, seed, calib, calib_photos)
     cache = _cache_dir() / f"{key[:32]}.tflite"
-    name = model if model.startswith(ZOO_PREFIX) else Path(model).name
+    name = (model if model.startswith(ZOO_PREFIX) else Path(model).stem) + ".tflite"    # the importer takes the stem
     if cache.is_file():
         try:
             return _int8_core(load_model(cache.read_bytes(), name=name))
