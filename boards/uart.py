@@ -182,14 +182,27 @@ class HostProtocol(wiring.Component):
     takes them, so the die sees the UART's rate as PHY back-pressure.
     """
 
-    def __init__(self, config, fifo_depth):
-        if fifo_depth < 16 or fifo_depth & (fifo_depth - 1) or fifo_depth >= 1 << 16:
+    @staticmethod
+    def check_depth(fifo_depth):
+        if not isinstance(fifo_depth, int) or fifo_depth < 16 or fifo_depth & (fifo_depth - 1) \
+                or fifo_depth >= 1 << 16:
             raise ValueError(f"receive FIFO depth must be a power of two in 16..32768, got {fifo_depth}")
+
+    def __new__(cls, config, fifo_depth, **kwargs):
+        cls.check_depth(fifo_depth)                 # checked before the component exists
+        return super().__new__(cls)
+
+    def __init__(self, config, fifo_depth):
         self.config = config
         self.fifo_depth = fifo_depth
         self.credit_bytes = fifo_depth // 4
+        super().__init__(self.signature_for(config, fifo_depth))
+
+    @staticmethod
+    def signature_for(config, fifo_depth):
+        """The component's signature for `config` (the ports HostLink passes through)."""
         P, lanes = config.pixels_per_clock, config.csi2_lanes
-        super().__init__({
+        return wiring.Signature({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "pixels": Out(pixel_beat_stream(P)),
@@ -407,9 +420,8 @@ class HostLink(wiring.Component):
 
     def __init__(self, config, divisor, fifo_depth=2048):
         self.config, self.divisor, self.fifo_depth = config, divisor, fifo_depth
-        proto = HostProtocol(config, fifo_depth)     # checks the depth; a fresh one is built in elaborate()
-        proto._MustUse__silence = True
-        members = {name: member for name, member in proto.signature.members.items()
+        HostProtocol.check_depth(fifo_depth)
+        members = {name: member for name, member in HostProtocol.signature_for(config, fifo_depth).members.items()
                    if name not in ("rx", "tx", "rx_dropped", "rx_framing", "protocol_errors")}
         members.update({"rx": In(1, init=1), "tx": Out(1, init=1), "errors": Out(1)})
         super().__init__(members)

@@ -118,7 +118,6 @@ class StackcamBoard(wiring.Component):
         self.divisor = divisor if divisor is not None else uart_divisor(config.clock_mhz * 1e6, BOARD_BAUD)
         self.fifo_depth = fifo_depth
         lanes = config.csi2_lanes
-        StackcamDie(config)._MustUse__silence = True     # checks the configuration now, not at elaboration
         super().__init__({
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),

@@ -74,15 +74,9 @@ class StackcamDie(wiring.Component):
     """
 
     def __init__(self, config):
-        self.config = config
-        if config.frame_width % 4:
-            raise ValueError(f"config {config.name!r}: frame_width {config.frame_width} must be a multiple of 4 "
-                             f"(CSI-2 RAW10 image lines pack 4 pixels in 5 bytes)")
+        self.config = config            # a DieConfig is checked when it is made (rtl.params)
         self.image_line_bytes = config.frame_width * 5 // 4
         self.input_line_bytes = config.input_width * 3
-        for what, n in (("RAW10 line", self.image_line_bytes), ("input tensor row", self.input_line_bytes)):
-            if n >= 1 << 16:
-                raise ValueError(f"{what} of {n} bytes exceeds a CSI-2 word count (65535)")
         super().__init__({
             "pixels": In(pixel_beat_stream(config.pixels_per_clock)),
             "tensor": In(tensor_pixel_stream(3)),

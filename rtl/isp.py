@@ -85,19 +85,26 @@ class ISPFrontEnd(wiring.Component):
     cycle after the transfer of a tensor's `last` pixel.
     """
 
+    @staticmethod
+    def bin_limit(config, max_bin_factor=None):
+        """The largest bin factor the ISP is built for: `max_bin_factor`, checked, or the largest that fits."""
+        default = IspGeometry.default(config).check(config)
+        limit = min((1 << GEOMETRY_BITS["bin_factor"]) - 1, config.frame_width // 2, config.frame_height // 2)
+        if max_bin_factor is None:
+            return limit
+        if not (isinstance(max_bin_factor, int) and default.bin_factor <= max_bin_factor <= limit):
+            raise ValueError(f"config {config.name!r}: max_bin_factor must be an integer in "
+                             f"{default.bin_factor}..{limit} (the default geometry's k up to the largest bin "
+                             f"that fits the frame), got {max_bin_factor!r}")
+        return max_bin_factor
+
+    def __new__(cls, config, *, max_bin_factor=None, **kwargs):
+        cls.bin_limit(config, max_bin_factor)       # checked before the component exists
+        return super().__new__(cls)
+
     def __init__(self, config, *, max_bin_factor=None):
-        try:
-            default = IspGeometry.default(config).check(config)
-            limit = min((1 << GEOMETRY_BITS["bin_factor"]) - 1, config.frame_width // 2, config.frame_height // 2)
-            if max_bin_factor is None:
-                max_bin_factor = limit
-            if not (isinstance(max_bin_factor, int) and default.bin_factor <= max_bin_factor <= limit):
-                raise ValueError(f"config {config.name!r}: max_bin_factor must be an integer in "
-                                 f"{default.bin_factor}..{limit} (the default geometry's k up to the largest bin "
-                                 f"that fits the frame), got {max_bin_factor!r}")
-        except ValueError:
-            self._MustUse__silence = True       # a component that failed to construct is not "unused"
-            raise
+        max_bin_factor = self.bin_limit(config, max_bin_factor)
+        default = IspGeometry.default(config)
         self.config = config
         self.max_bin_factor = max_bin_factor
         self.default_geometry = default

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field, replace
 
 from stackcam.errors import StackcamError
+from stackcam.quant.program import DESCRIPTOR_BYTES
 
 __all__ = ["DieConfig", "ConfigError", "PRESETS", "preset"]
 
@@ -44,8 +45,6 @@ class DieConfig:
     # faster on the stem (3x3 s2 RGB: about 3.4 cycles per output pixel at 1, 1.3 at 4) and costs logic (on an
     # ECP5, roughly 8.8 k LUT4 per pixel at 16 lanes).
     im2col_pixels: int = 4
-    # First-light layer: output channels of the 3x3 stride-2 convolution.
-    conv_out_channels: int = 8
     # CSI-2 transmitter.
     csi2_lanes: int = 1
     csi2_blanking: int = 0              # minimum idle cycles between CSI-2 packets (line blanking)
@@ -59,7 +58,7 @@ class DieConfig:
                 raise ConfigError(f"config {self.name!r}: {what}")
 
         for attr in ("frame_width", "frame_height", "input_width", "input_height", "array_rows",
-                     "array_cols", "sram_banks", "sram_bank_bytes", "conv_out_channels"):
+                     "array_cols", "sram_banks", "sram_bank_bytes"):
             value = getattr(self, attr)
             need(isinstance(value, int) and value > 0, f"{attr} must be a positive integer, got {value!r}")
         need(self.pixels_per_clock in (1, 2, 4),
@@ -88,6 +87,19 @@ class DieConfig:
              f"sram_bank_bytes must be a power of two, got {self.sram_bank_bytes}")
         need(isinstance(self.weight_banks, int) and 0 < self.weight_banks < self.sram_banks,
              f"weight_banks must be in 1..sram_banks-1 ({self.sram_banks - 1}), got {self.weight_banks!r}")
+        need(self.frame_width % 4 == 0,
+             f"frame_width {self.frame_width} must be a multiple of 4 (CSI-2 RAW10 image lines pack 4 pixels in 5 "
+             f"bytes)")
+        for what, n in (("a RAW10 line", self.frame_width * 5 // 4), ("an input tensor row", self.input_width * 3)):
+            need(n < 1 << 16, f"{what} of {n} bytes exceeds a CSI-2 word count (65535)")
+        need(self.array_cols & (self.array_cols - 1) == 0,
+             f"array_cols must be a power of two (the vector engine's lanes), got {self.array_cols}")
+        need(self.array_cols % self.array_rows == 0,
+             f"the NPU needs array_cols ({self.array_cols}) to be a multiple of array_rows ({self.array_rows}): an "
+             f"output-channel tile fills whole lanes of one activation word")
+        wb = self.array_rows * self.array_cols
+        need(wb % DESCRIPTOR_BYTES == 0 or DESCRIPTOR_BYTES % wb == 0,
+             f"a weight word of {wb} bytes must divide or be a multiple of a descriptor ({DESCRIPTOR_BYTES} bytes)")
         need(self.sram_bank_bytes % (self.array_rows * self.array_cols) == 0,
              f"sram_bank_bytes {self.sram_bank_bytes} is not a whole number of weight words "
              f"({self.array_rows * self.array_cols} bytes)")
@@ -153,14 +165,6 @@ class DieConfig:
         """Bytes of one full frame as RAW10 (4 pixels in 5 bytes)."""
         return self.frame_width * self.frame_height * 10 // 8
 
-    @property
-    def conv_out_width(self):
-        return -(-self.input_width // 2)
-
-    @property
-    def conv_out_height(self):
-        return -(-self.input_height // 2)
-
     def cycles_to_ms(self, cycles):
         return cycles / (self.clock_mhz * 1e3)
 
@@ -180,8 +184,8 @@ PRESETS = {
     # MobileNet V1 0.25 96 person detector run on it (through the tensor port: the frame is too small for them).
     "tiny": DieConfig(
         name="tiny", frame_width=96, frame_height=72, pixels_per_clock=2, input_width=16, input_height=16,
-        array_rows=4, array_cols=4, sram_banks=16, sram_bank_bytes=64 * 1024, weight_banks=8, conv_out_channels=8,
-        csi2_lanes=1, clock_mhz=100.0,
+        array_rows=4, array_cols=4, sram_banks=16, sram_bank_bytes=64 * 1024, weight_banks=8, csi2_lanes=1,
+        clock_mhz=100.0,
         notes="fast CI configuration"),
     # Sized for a ULX3S-85F (LFE5U-85F: 83,640 LUTs, 208 DP16KD block RAMs, 156 MULT18X18D) and measured there
     # (`stackcam build ulx3s`, README: FPGA board): 8x8 MACs, one im2col pixel per gatherer pass and at most 256
@@ -189,7 +193,7 @@ PRESETS = {
     "fpga": DieConfig(
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
         array_rows=8, array_cols=8, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=9,
-        max_channels=256, conv_out_channels=16, im2col_pixels=1,
+        max_channels=256, im2col_pixels=1,
         csi2_lanes=2, clock_mhz=50.0,
         notes="ULX3S-85F: 64 MACs, 384 KiB SRAM in 191 of the 208 block RAMs (288 KiB for weights: the 2-class "
               "MobileNet V1 0.25 96 person detector fits; BlazeFace needs 512,896 B, more than the device's "
@@ -199,14 +203,14 @@ PRESETS = {
     "demo": DieConfig(
         name="demo", frame_width=1024, frame_height=768, pixels_per_clock=2, input_width=128, input_height=128,
         array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=64 * 1024, weight_banks=5,
-        conv_out_channels=16, csi2_lanes=2, clock_mhz=200.0,
+        csi2_lanes=2, clock_mhz=200.0,
         notes="main job: 128 MACs, 768 KiB SRAM (320 KiB for weights: BlazeFace and MobileNet V1 0.25 96 fit), "
               "XGA readout, 200 MHz nominal"),
     # The reference ASIC, IMX500 class: 12.3 MP readout, 2048 MACs, 8 MiB SRAM.
     "imx500": DieConfig(
         name="imx500", frame_width=4056, frame_height=3040, pixels_per_clock=4, input_width=224,
         input_height=224, array_rows=32, array_cols=64, sram_banks=64, sram_bank_bytes=128 * 1024,
-        weight_banks=44, conv_out_channels=32, csi2_lanes=4, clock_mhz=200.0,
+        weight_banks=44, csi2_lanes=4, clock_mhz=200.0,
         notes="IMX500 class: 2048 MACs, 8 MiB SRAM, 200 MHz nominal"),
 }
 

@@ -1,6 +1,6 @@
 """Verilog generation for the die: large uninitialised memories become SRAM-macro instances, as in an ASIC flow."""
 
-from amaranth import ClockSignal, Elaboratable, Module, Shape
+from amaranth import ClockSignal, Const, Elaboratable, Module, Shape
 from amaranth.back import verilog
 from amaranth.hdl import Instance
 from amaranth.lib import memory
@@ -65,7 +65,7 @@ class SRAMMacroPlatform:
         width = Shape.cast(mem.shape).width
         if width * mem.depth < self.min_bits:
             return False
-        if any(int(v) != 0 for v in _raw_init(mem)):
+        if not _init_is_zero(mem):
             return False
         if len(mem.write_ports) != 1 or len(mem.read_ports) != 1:
             return False
@@ -81,9 +81,9 @@ class SRAMMacroPlatform:
         return memory.Memory.elaborate(mem, None)
 
 
-def _raw_init(mem):
-    init = mem.init
-    return getattr(init, "_raw", None) or [0]
+def _init_is_zero(mem):
+    """Is every initial element of memory `mem` zero (its Memory.Init, through the public API)?"""
+    return all((v if isinstance(v, int) else Const.cast(v).value) == 0 for v in mem.init)
 
 
 def convert(component, name="top", sram_macros=True, min_macro_bits=64 * 1024):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from stackcam.quant.isp import isp_reference
 
 from .dierun import model_registers, run_die

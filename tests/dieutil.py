@@ -15,10 +15,10 @@ __all__ = ["Model", "photo_frames", "TWO_LANES", "FOUR_LANES"]
 # blanking, and P = 1 with 4 lanes; both with a little SRAM, enough for the first-light layer.
 _SMALL_SRAM = dict(sram_banks=4, sram_bank_bytes=16 * 1024, weight_banks=2)
 TWO_LANES = DieConfig(name="csi2x2", frame_width=88, frame_height=72, pixels_per_clock=4, input_width=10,
-                      input_height=8, array_rows=4, array_cols=8, conv_out_channels=12, csi2_lanes=2,
+                      input_height=8, array_rows=4, array_cols=8, csi2_lanes=2,
                       csi2_blanking=3, **_SMALL_SRAM)
 FOUR_LANES = DieConfig(name="csi2x4", frame_width=64, frame_height=40, pixels_per_clock=1, input_width=12,
-                       input_height=8, array_rows=4, array_cols=4, conv_out_channels=6, csi2_lanes=4, **_SMALL_SRAM)
+                       input_height=8, array_rows=4, array_cols=4, csi2_lanes=4, **_SMALL_SRAM)
 
 
 class Model:

@@ -41,7 +41,7 @@ PROTO_CONFIG = DieConfig(name="proto", frame_width=12, frame_height=8, pixels_pe
 # The board in Verilator: the first-light layer on a 64x48 frame, 2 pixels per clock, 2 CSI-2 lanes.
 BOARD_CONFIG = DieConfig(name="board-small", frame_width=64, frame_height=48, pixels_per_clock=2, input_width=16,
                          input_height=12, array_rows=4, array_cols=4, sram_banks=4, sram_bank_bytes=16 * 1024,
-                         weight_banks=2, conv_out_channels=8, csi2_lanes=2, clock_mhz=50.0)
+                         weight_banks=2, csi2_lanes=2, clock_mhz=50.0)
 
 
 # ---- UART --------------------------------------------------------------------------------------------------

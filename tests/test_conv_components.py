@@ -5,10 +5,11 @@ import sys
 
 import numpy as np
 import pytest
-import stackcam.quant.program as fmt
 from amaranth import Elaboratable, Module
 from amaranth.lib import memory
 from amaranth.sim import Simulator
+
+import stackcam.quant.program as fmt
 from stackcam.quant import timing
 from stackcam.quant.arith import requantize
 from stackcam.rtl.npu.conv_backend import ConvBackEnd

@@ -5,12 +5,12 @@ port); the compiler's per-layer cycles in the manifest are the same figures."""
 
 import numpy as np
 import pytest
+
 from stackcam.quant import timing
 from stackcam.quant.program import OPCODES, PACKED
 from stackcam.rtl.params import preset
 from stackcam.sim.cyclemodel import predict_cycles
 from stackcam.sim.dierun import run_die
-
 from tests.dieutil import Model
 
 pytestmark = pytest.mark.xdist_group("verilator")

@@ -69,15 +69,11 @@ def test_modes_switch_between_frames(config, ls_le, stall, vcs):
 
 def _tensor_port_model(config, height, width):
     """The first-light layer for a height x width input, compiled for `config` (fed on the tensor port)."""
-    from dataclasses import replace
-
     from stackcam.cli.models import PreparedModel
     from stackcam.quant.compiler import compile_graph
-    from stackcam.quant.firstlight import first_light_graph
     from stackcam.quant.romimage import build_rom
-    graph = first_light_graph(replace(config, input_width=width, input_height=height,
-                                      frame_width=max(config.frame_width, 4 * width),
-                                      frame_height=max(config.frame_height, 4 * height)), seed=6)
+    from stackcam.quant.zoo.firstlight import first_light_graph
+    graph = first_light_graph(height, width, seed=6)
     compiled = compile_graph(graph, config)
     return PreparedModel(name="first-light", graph=graph, compiled=compiled, rom=build_rom(compiled))
 

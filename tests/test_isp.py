@@ -193,9 +193,9 @@ CONFIGS = {
                                         input_height=3, origin_x=8, origin_y=2), 0.3, 0.5),
     "p4_crop_top_left": (CropConfig(frame_width=24, frame_height=12, pixels_per_clock=4, input_width=4,
                                     input_height=3, origin_x=0, origin_y=0), 0.0, 0.3),
-    # One tensor column and one-beat lines: the line buffer is read and written at the same address in the
+    # One tensor column and one-beat crop lines: the line buffer is read and written at the same address in the
     # same cycle, which needs the transparent read port.
-    "p2_k1_one_column": (DieConfig(frame_width=2, frame_height=6, pixels_per_clock=2, input_width=1,
+    "p2_k1_one_column": (DieConfig(frame_width=4, frame_height=6, pixels_per_clock=2, input_width=1,
                                    input_height=3), 0.0, 1.0),
 }
 

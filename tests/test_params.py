@@ -1,5 +1,7 @@
 """Configuration presets and their checks."""
 
+import re
+
 import pytest
 
 from stackcam.rtl.params import PRESETS, ConfigError, DieConfig, preset
@@ -30,9 +32,15 @@ def test_preset_budgets():
     ({"sram_bank_bytes": 1000}, "power of two, got 1000"),
     ({"array_rows": 0}, "array_rows must be a positive integer, got 0"),
     ({"clock_mhz": -1}, "clock_mhz must be positive"),
+    ({"frame_width": 98}, "frame_width 98 must be a multiple of 4"),
+    ({"array_rows": 8, "array_cols": 4}, "needs array_cols (4) to be a multiple of array_rows (8)"),
+    ({"array_cols": 12, "array_rows": 4}, "array_cols must be a power of two"),
+    ({"frame_width": 60000}, "a RAW10 line of 75000 bytes exceeds a CSI-2 word count"),
+    ({"input_width": 22000, "frame_width": 52000, "frame_height": 44000, "input_height": 2},
+     "an input tensor row of 66000 bytes exceeds a CSI-2 word count"),
 ])
 def test_invalid_configs_name_the_value(changes, needle):
-    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         DieConfig(**changes)
 
 
@@ -41,8 +49,7 @@ def test_unknown_preset_lists_names():
         preset("nope")
 
 
-def test_die_needs_raw10_width_multiple_of_four():
-    # The ISP alone takes any even width; the die's RAW10 image lines need whole 4-pixel groups.
-    from stackcam.rtl.die import StackcamDie
-    with pytest.raises(ValueError, match="multiple of 4"):
-        StackcamDie(DieConfig(frame_width=98))
+def test_weight_words_divide_descriptors():
+    # 4x12 would be 48-byte weight words (neither divides nor is a multiple of a 128-byte descriptor), but
+    # 12 lanes are refused first; 2x64 gives 128-byte words, which hold one descriptor each.
+    assert DieConfig(array_rows=2, array_cols=64, sram_bank_bytes=64 * 1024).weight_word_bytes == 128

@@ -14,14 +14,12 @@ from stackcam.quant.ref import window_padding
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import PRESETS, DieConfig
 
-# Layouts where the word geometry differs: square 4x4 (16-byte words: one parameter record per word), 8x16, a
-# tall array (rows > cols: oc tiles are wider than channel tiles), and 8-byte weight words (a parameter record
-# spans two words, descriptors span 16).
+# Layouts where the word geometry differs: square 4x4 (16-byte words: one parameter record per word), 8x8, and
+# 8-byte weight words (a parameter record spans two words, descriptors span 16). A tall array (rows > cols) is
+# not a die: DieConfig refuses it (an output-channel tile must fill whole lanes of an activation word).
 CONFIGS = {
     "tiny": PRESETS["tiny"],
     "fpga": PRESETS["fpga"],
-    "tall": DieConfig(name="tall", array_rows=8, array_cols=4, sram_banks=4, sram_bank_bytes=32 * 1024,
-                      weight_banks=2),
     "narrow": DieConfig(name="narrow", array_rows=2, array_cols=4, sram_banks=4, sram_bank_bytes=32 * 1024,
                         weight_banks=2),
 }

@@ -67,10 +67,6 @@ class RAW10LinePacker(wiring.Component):
     """
 
     def __init__(self, config):
-        if config.frame_width % 4:
-            self._MustUse__silence = True       # a component that failed to construct is not "unused"
-            raise ValueError(f"RAW10LinePacker: frame_width {config.frame_width} of config {config.name!r} is not "
-                             f"a multiple of 4 (whole RAW10 groups)")
         self.config = config
         super().__init__({
             "pixels": In(pixel_beat_stream(config.pixels_per_clock)),
@@ -264,14 +260,16 @@ class TensorLinePacker(wiring.Component):
     counted when the tensor is not enabled.
     """
 
-    def __init__(self, width, height, channels=3):
+    def __new__(cls, width, height, channels=3, **kwargs):
+        # The arguments are checked before the component exists, so a refused one leaves no unused elaboratable.
         for name, value in (("width", width), ("height", height), ("channels", channels)):
             if not isinstance(value, int) or value < 1:
-                self._MustUse__silence = True
                 raise ValueError(f"TensorLinePacker: {name} must be a positive integer, got {value!r}")
         if width * channels > 0xFFFF:
-            self._MustUse__silence = True
             raise ValueError(f"TensorLinePacker: a row of {width * channels} bytes exceeds a 16-bit word count")
+        return super().__new__(cls)
+
+    def __init__(self, width, height, channels=3):
         self.width, self.height, self.channels = width, height, channels
         super().__init__({
             "pixels": In(tensor_pixel_stream(channels)),

@@ -19,6 +19,7 @@ joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine'
 
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
+
 from stackcam.quant.program import FCSCALE, OPCODES, PACKED
 from stackcam.quant.timing import CONV_LATENCY, DEFAULT_DW_TAPS, conv_cycles
 

@@ -3,6 +3,7 @@
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
 from stackcam.quant.timing import REQUANT_LATENCY
 
 from ..requant import RequantUnit

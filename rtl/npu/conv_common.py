@@ -5,6 +5,7 @@ from amaranth import Cat, Const, Mux, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for, ceil_log2
+
 from stackcam.quant.timing import DEFAULT_DW_SETS, DEFAULT_DW_TAPS, DEFAULT_IM2COL_BYTES
 
 from .ports import addr_bits

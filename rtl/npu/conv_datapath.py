@@ -3,6 +3,7 @@
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
 from stackcam.quant.timing import MAC_LATENCY
 
 from ..mac_array import MACArray

@@ -3,6 +3,7 @@
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
 from stackcam.quant.program import PARAM_RECORD_BYTES
 from stackcam.quant.timing import param_load_layout
 

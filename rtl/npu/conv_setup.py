@@ -3,6 +3,7 @@
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
 from stackcam.quant.timing import DIRECT_SETUP_STEPS, PACKED_DIVISIONS, PACKED_SETUP_STEPS
 
 from .conv_common import geometry_layout

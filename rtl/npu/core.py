@@ -38,13 +38,7 @@ class NPU(wiring.Component):
 
     def __init__(self, config):
         self.config = config
-        wb = config.weight_word_bytes
-        if config.array_cols % config.array_rows:
-            raise ValueError(f"config {config.name!r}: the NPU needs array_cols ({config.array_cols}) to be a "
-                             f"multiple of array_rows ({config.array_rows}): an output-channel tile fills whole "
-                             f"lanes of one activation word")
-        if not (wb % DESC_BYTES == 0 or DESC_BYTES % wb == 0):
-            raise ValueError(f"weight word of {wb} bytes: needs to divide or be a multiple of {DESC_BYTES}")
+        wb = config.weight_word_bytes    # DieConfig checks that it divides or is a multiple of DESC_BYTES
         super().__init__({
             "start": In(1), "model_ok": In(1),
             "busy": Out(1), "done": Out(1), "error": Out(3), "error_desc": Out(16), "error_layer": Out(16),

@@ -5,6 +5,7 @@ import enum
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
+
 from stackcam.quant.program import FILL, OPCODES
 from stackcam.quant.timing import (
     VECTOR_DRAIN_CYCLES,
@@ -119,8 +120,6 @@ class NPUVectorEngine(wiring.Component):
     DRAIN_CYCLES = VECTOR_DRAIN_CYCLES
 
     def __init__(self, config):
-        if config.array_cols & (config.array_cols - 1):
-            raise ValueError(f"NPUVectorEngine: array_cols {config.array_cols} is not a power of two")
         self.config = config
         super().__init__(engine_signature(config))
 

@@ -26,8 +26,8 @@ ZOO_PREFIX = "zoo:"
 MODEL_HELP = ("a .tflite/.onnx file (a float model needs --calib DIR or --calib-photos) or a zoo name: "
               "zoo:blazeface (BlazeFace short-range, int8 by our PTQ; needs a 256x256 frame as in the demo and "
               "imx500 presets), zoo:mobilenet_v1_<alpha>_<resolution>[_<classes>] (seeded weights, int8 by our "
-              "PTQ, 1000 classes unless given, e.g. zoo:mobilenet_v1_0.25_96_2), first-light (one 3x3 stride-2 "
-              "ReLU6 conv with seeded weights, sized for the preset's input)")
+              "PTQ, 1000 classes unless given, e.g. zoo:mobilenet_v1_0.25_96_2), first-light (zoo:first-light: one "
+              "3x3 stride-2 ReLU6 conv to 8 channels with seeded weights, sized for the preset's input)")
 _REGISTRY_VERSION = 1      # bump when what a name means changes
 
 
@@ -145,11 +145,11 @@ def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=
     from stackcam.quant.importer import load_model
 
     model = str(model)
-    if model == "first-light":
-        from stackcam.quant.firstlight import first_light_graph
+    if model in ("first-light", "zoo:first-light"):
+        from stackcam.quant.zoo.firstlight import first_light_graph
         if config is None:
             raise ModelError("first-light is sized for a configuration: give --config")
-        return first_light_graph(config, seed)
+        return first_light_graph(config.input_height, config.input_width, seed)
     if not model.startswith(ZOO_PREFIX):
         path = Path(model)
         if not path.is_file():
