@@ -54,9 +54,10 @@ class IspGeometry:
 
     @classmethod
     def default(cls, config):
-        """The geometry the configuration derives (its centred crop, `bin_factor`, `input_width/height`)."""
-        return cls(crop_x=config.crop_x, crop_y=config.crop_y, bin_factor=config.bin_factor,
-                   out_width=config.input_width, out_height=config.input_height)
+        """The geometry the configuration derives (its centred crop, `bin_factor`, `input_width/height`): its
+        `isp_geometry` (a DieConfig's is `for_input` of its input size), else `for_input` of its input size."""
+        geometry = getattr(config, "isp_geometry", None)
+        return geometry if geometry is not None else cls.for_input(config, config.input_width, config.input_height)
 
     @classmethod
     def for_input(cls, config, out_width, out_height):

@@ -73,8 +73,10 @@ class DieConfig:
         need(self.frame_width >= 2 * self.input_width and self.frame_height >= 2 * self.input_height,
              f"frame {self.frame_width}x{self.frame_height} is smaller than twice the input "
              f"{self.input_width}x{self.input_height} (one RGGB quad per input pixel at least)")
-        need((2 * self.bin_factor) % self.pixels_per_clock == 0,
-             f"pixels_per_clock {self.pixels_per_clock} must divide the bin width {2 * self.bin_factor}")
+        k = min(self.frame_width // (2 * self.input_width), self.frame_height // (2 * self.input_height))
+        need((2 * k) % self.pixels_per_clock == 0,
+             f"pixels_per_clock {self.pixels_per_clock} must divide the bin width {2 * k}")
+        need(k < 256, f"a bin of {k}x{k} RGGB quads is more than the ISP's 8-bit bin factor holds")
         need(self.array_cols >= 3, f"array_cols must be at least 3 (RGB input), got {self.array_cols}")
         need(isinstance(self.im2col_pixels, int) and 1 <= self.im2col_pixels <= 8,
              f"im2col_pixels must be an integer in 1..8, got {self.im2col_pixels!r}")
@@ -105,28 +107,32 @@ class DieConfig:
              f"({self.array_rows * self.array_cols} bytes)")
 
     # ISP geometry: a centred crop of whole bins; each input pixel is the average of a
-    # (2*bin_factor) x (2*bin_factor) block of Bayer pixels (bin_factor^2 RGGB quads).
+    # (2*bin_factor) x (2*bin_factor) block of Bayer pixels (bin_factor^2 RGGB quads). Computed in one place,
+    # quant.isp.IspGeometry.for_input (the largest bin that fits, crop aligned to a beat and a quad).
+    @property
+    def isp_geometry(self):
+        from stackcam.quant.isp import IspGeometry
+        return IspGeometry.for_input(self, self.input_width, self.input_height)
+
     @property
     def bin_factor(self):
-        return min(self.frame_width // (2 * self.input_width), self.frame_height // (2 * self.input_height))
+        return self.isp_geometry.bin_factor
 
     @property
     def crop_width(self):
-        return 2 * self.bin_factor * self.input_width
+        return self.isp_geometry.crop_width
 
     @property
     def crop_height(self):
-        return 2 * self.bin_factor * self.input_height
+        return self.isp_geometry.crop_height
 
     @property
     def crop_x(self):
-        # Aligned to a beat (and to a quad) so that no beat straddles the crop edge.
-        align = max(2, self.pixels_per_clock)
-        return ((self.frame_width - self.crop_width) // 2) // align * align
+        return self.isp_geometry.crop_x
 
     @property
     def crop_y(self):
-        return ((self.frame_height - self.crop_height) // 2) // 2 * 2
+        return self.isp_geometry.crop_y
 
     @property
     def macs_per_cycle(self):

@@ -28,12 +28,10 @@ class CropConfig(DieConfig):
     origin_y: int = 0
 
     @property
-    def crop_x(self):
-        return self.origin_x
-
-    @property
-    def crop_y(self):
-        return self.origin_y
+    def isp_geometry(self):
+        k = min(self.frame_width // (2 * self.input_width), self.frame_height // (2 * self.input_height))
+        return IspGeometry(crop_x=self.origin_x, crop_y=self.origin_y, bin_factor=k, out_width=self.input_width,
+                           out_height=self.input_height)
 
 
 def random_quant(cfg, rng, saturate=False, geometry=None):
