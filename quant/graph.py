@@ -6,7 +6,7 @@ import numpy as np
 
 from stackcam.errors import StackcamError
 
-__all__ = ["QuantParams", "Tensor", "Op", "Graph", "ModelError", "SUPPORTED_OPS", "ACTIVATIONS"]
+__all__ = ["QuantParams", "Tensor", "Op", "Graph", "ModelError", "SUPPORTED_OPS", "ACTIVATIONS", "unsupported_message"]
 
 # Operators the toolchain imports. Everything else is refused by name (with the layer that uses it).
 SUPPORTED_OPS = (
@@ -120,3 +120,10 @@ class Graph:
         """True when every activation between the edges is int8 (a full-integer model)."""
         return all(self.tensors[o].dtype == "int8" for op in self.ops if op.kind not in ("QUANTIZE", "DEQUANTIZE")
                    for o in op.outputs)
+
+
+def unsupported_message(items):
+    """One line naming every unsupported operator (`items`: "'KIND' in layer 'L' (op N)" each)."""
+    if len(items) == 1:
+        return f"unsupported operator {items[0]}"
+    return f"{len(items)} unsupported operators: " + "; ".join(items)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import ACTIVATIONS, SUPPORTED_OPS, Graph, ModelError, Op, QuantParams, Tensor
+from .graph import ACTIVATIONS, SUPPORTED_OPS, Graph, ModelError, Op, QuantParams, Tensor, unsupported_message
 from .tflite import FILE_IDENTIFIER, schema
 
 __all__ = ["load_model", "load_tflite", "graph_from_tflite_model", "BUILTIN_NAMES", "DTYPE_NAMES"]
@@ -100,15 +100,23 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     ts = sg.tensors or []
     names = _unique_names(ts)
     tensors = {}
+    batch_taken = []                # tensors whose dynamic batch dimension is taken as 1
     for i, t in enumerate(ts):
         tname = names[i]
         dtype = DTYPE_NAMES.get(t.type, f"type{t.type}")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         sig = t.shapeSignature
         if any(d < 0 for d in shape) or (sig is not None and any(int(d) < 0 for d in sig)):
-            shown = list(int(d) for d in (sig if sig is not None and len(sig) else shape))
-            raise ModelError(f"{name}: tensor '{tname}' has a dynamic shape {shown}; the die needs static shapes "
-                             f"(fix the batch and image size when exporting the model)")
+            dims = [int(d) for d in (sig if sig is not None and len(sig) else shape)]
+            if dims and dims[0] < 0 and all(d >= 0 for d in dims[1:]) and len(shape) == len(dims) \
+                    and shape[0] in (1, -1) and all(s == d for s, d in zip(shape[1:], dims[1:])):
+                # A dynamic batch (what every Keras/TF export writes): the die runs one image at a time.
+                shape = (1, *dims[1:])
+                batch_taken.append((tname, dims))
+            else:
+                raise ModelError(f"{name}: tensor '{tname}' has a dynamic shape {dims}; the die needs static "
+                                 f"shapes (fix the image size when exporting the model; only a dynamic batch "
+                                 f"dimension is taken as 1)")
         raw = _tensor_bytes(model, t, file_data, name, tname)
         data = None
         if raw is not None:
@@ -121,6 +129,7 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
         tensors[tname] = Tensor(tname, shape, dtype, data, _quant(t.quantization))
 
     ops = []
+    unsupported = []
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -133,7 +142,10 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
         layer = outs[0] if outs else f"op{index}"
         kind = _KIND_ALIASES.get(kind, kind)
         if kind not in SUPPORTED_OPS:
-            raise ModelError(f"unsupported operator '{kind}' in layer '{layer}' (op {index})")
+            unsupported.append(f"'{kind}' in layer '{layer}' (op {index})")
+            continue
+        if unsupported:
+            continue                # only the list of unsupported operators is wanted now
         if kind == "DEQUANTIZE" and tensors[ins[0]].is_const:
             _fold_dequantize(tensors, ins[0], outs[0])
             continue
@@ -144,6 +156,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             ins = ins[:2]           # PADV2: the pad value became opts["value"]
         ops.append(Op(kind, ins, outs, opts, name=layer))
 
+    if unsupported:
+        raise ModelError(unsupported_message(unsupported))
     for t in tensors.values():
         if t.dtype == "float16" and t.is_const:
             # float16 constants read directly (not through DEQUANTIZE) are widened the same way.
@@ -156,7 +170,12 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             raise ModelError(f"{name}: tensor '{t.name}' is {t.dtype}; the toolchain runs int8 and float32 models")
     graph = Graph({k: v for k, v in tensors.items() if k in used}, ops, [names[i] for i in sg.inputs],
                   [names[i] for i in sg.outputs], name=Path(name).stem)
+    if batch_taken:
+        first, dims = batch_taken[0]
+        graph.notes.append(f"dynamic batch dimension taken as 1 ({len(batch_taken)} tensors, e.g. '{first}' "
+                           f"{dims} -> {[1, *dims[1:]]})")
     return graph
+
 
 
 def _quant(q):

@@ -6,7 +6,7 @@ an NHWC tensor feeding Gemm/MatMul keeps ONNX's (C, H, W) order by permuting the
 
 import numpy as np
 
-from .graph import Graph, ModelError, Op, Tensor
+from .graph import Graph, ModelError, Op, Tensor, unsupported_message
 from .ref import window_output_size
 
 __all__ = ["load_onnx", "ONNX_OPS"]
@@ -40,6 +40,7 @@ class _Converter:
         self.users = {}
         self.producer = {}
         self.counter = 0
+        self.batch_taken = []   # inputs/outputs whose dynamic batch dimension is taken as 1
 
     # --- helpers -------------------------------------------------------------------------------------------
     def fail(self, msg):
@@ -100,6 +101,11 @@ class _Converter:
             else:
                 self.add_tensor(vi.name, dims)
             inputs.append(vi.name)
+        unsupported = [f"'{node.op_type}' in layer '{node.name or (node.output[0] if node.output else f'op{i}')}' "
+                       f"(op {i})" for i, node in enumerate(g.node)
+                       if node.op_type not in ONNX_OPS or node.domain not in ("", "ai.onnx")]
+        if unsupported:
+            raise ModelError(unsupported_message(unsupported))
         for index, node in enumerate(g.node):
             self.node(node, index)
         outputs = []
@@ -109,16 +115,23 @@ class _Converter:
             outputs.append(self.ir(vo.name))
         used = {n for op in self.ops for n in op.inputs + op.outputs if n} | set(inputs) | set(outputs)
         tensors = {k: v for k, v in self.tensors.items() if k in used}
-        return Graph(tensors, self.ops, inputs, outputs, name=self.name.rsplit(".", 1)[0])
+        graph = Graph(tensors, self.ops, inputs, outputs, name=self.name.rsplit(".", 1)[0])
+        if self.batch_taken:
+            graph.notes.append(f"dynamic batch dimension taken as 1 ({', '.join(self.batch_taken)})")
+        return graph
 
     def _static_dims(self, vi):
         tt = vi.type.tensor_type
         if not tt.HasField("shape"):
             self.fail(f"tensor '{vi.name}' has no shape (dynamic); export the model with a fixed input size")
         dims = []
-        for d in tt.shape.dim:
+        for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:
                 dims.append(int(d.dim_value))
+            elif i == 0 and len(tt.shape.dim) > 1 and all(x.HasField("dim_value") and x.dim_value > 0
+                                                             for x in list(tt.shape.dim)[1:]):
+                dims.append(1)              # a dynamic batch: the die runs one image at a time
+                self.batch_taken.append(vi.name)
             else:
                 shown = [x.dim_param or (x.dim_value if x.HasField("dim_value") else "?") for x in tt.shape.dim]
                 self.fail(f"tensor '{vi.name}' has a dynamic shape {shown}; the die needs static shapes "

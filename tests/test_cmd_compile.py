@@ -159,7 +159,7 @@ def test_bad_model_file(tmp_path, content):
     ("hardswish.tflite", "unsupported operator 'HARD_SWISH' in layer 'swish_2' (op 0)"),
     ("mid_softmax.tflite", "unsupported operator SOFTMAX mid-network (only at the graph's tail, on the host) "
                            "at layer 'act_5'"),
-    ("dynamic.tflite", "tensor 'images' has a dynamic shape [-1, 4, 4, 3]"),
+    ("dynamic.tflite", "tensor 'images' has a dynamic shape [1, -1, 4, 3]"),
     ("cut.tflite", "cut.tflite: truncated"),
     ("notes.tflite", "notes.tflite: not a model"),
     ("missing.tflite", "missing.tflite: no such model file"),

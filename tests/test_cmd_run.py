@@ -67,7 +67,7 @@ def write_bad_models(d):
 
     b = TFLiteBuilder()
     x = b.add_input("images", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
-    b.tensors[x].shapeSignature = [-1, 4, 4, 3]
+    b.tensors[x].shapeSignature = [1, -1, 4, 3]
     y = b.add_tensor("out", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
     b.add_operator(OPS.RELU, [x], [y])
     b.mark_output(y)
@@ -277,7 +277,7 @@ def one_line(err, expect):
     ("hardswish.tflite", rand((4, 4, 3)), "unsupported operator 'HARD_SWISH' in layer 'swish_2' (op 0)"),
     ("mid_softmax.tflite", rand((6, 6, 4)), "unsupported operator SOFTMAX mid-network (only at the graph's tail, "
                                             "on the host) at layer 'act_5'"),
-    ("dynamic.tflite", rand((4, 4, 3)), "tensor 'images' has a dynamic shape [-1, 4, 4, 3]"),
+    ("dynamic.tflite", rand((4, 4, 3)), "tensor 'images' has a dynamic shape [1, -1, 4, 3]"),
     ("cut.tflite", rand((4, 4, 3)), "truncated"),
     ("notes.tflite", rand((4, 4, 3)), "notes.tflite: not a model"),
     ("missing.tflite", rand((4, 4, 3)), "missing.tflite: no such model file"),

@@ -149,16 +149,52 @@ def test_missing_file(tmp_path):
     assert "nope.tflite" in one_line(e)
 
 
-def test_dynamic_shape_names_the_tensor():
+def _relu_model(signature):
     b = TFLiteBuilder()
     x = b.add_input("images", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
-    b.tensors[x].shapeSignature = [-1, 4, 4, 3]
+    b.tensors[x].shapeSignature = signature
     y = b.add_tensor("out", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
+    b.tensors[y].shapeSignature = signature
     b.add_operator(OPS.RELU, [x], [y])
     b.mark_output(y)
+    return b.build()
+
+
+def test_dynamic_batch_is_taken_as_one():
+    """A dynamic batch (shape_signature [-1, H, W, C], what Keras/TF exports write) runs at batch 1, with the
+    same outputs as LiteRT on the file, and the import says so once."""
+    from stackcam.quant.executor import run_graph
+    from stackcam.quant.litert import run_reference
+    data = _relu_model([-1, 4, 4, 3])
+    g = load_model(data)
+    assert g.tensor("images").shape == (1, 4, 4, 3) and g.tensor("out").shape == (1, 4, 4, 3)
+    assert g.notes == ["dynamic batch dimension taken as 1 (2 tensors, e.g. 'images' [-1, 4, 4, 3] -> "
+                       "[1, 4, 4, 3])"]
+    x = np.random.default_rng(3).integers(-128, 128, (1, 4, 4, 3)).astype(np.int8)
+    (got,), (want,) = run_graph(g, [x]), run_reference(data, [x])
+    assert np.array_equal(np.asarray(got).reshape(want.shape), want)
+
+
+def test_dynamic_shape_names_the_tensor():
+    with pytest.raises(ModelError) as e:
+        load_model(_relu_model([1, -1, 4, 3]))
+    assert "tensor 'images' has a dynamic shape [1, -1, 4, 3]" in one_line(e)
+
+
+def test_every_unsupported_operator_is_listed_at_once():
+    b = TFLiteBuilder()
+    x = b.add_input("x", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
+    h = b.add_tensor("swish", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
+    r = b.add_tensor("relu", (1, 4, 4, 3), np.int8, scale=0.1, zero_point=0)
+    t = b.add_tensor("tanh", (1, 4, 4, 3), np.int8, scale=1 / 128, zero_point=0)
+    b.add_operator(OPS.HARD_SWISH, [x], [h])
+    b.add_operator(OPS.RELU, [h], [r])
+    b.add_operator(OPS.TANH, [r], [t])
+    b.mark_output(t)
     with pytest.raises(ModelError) as e:
         load_model(b.build())
-    assert "tensor 'images' has a dynamic shape [-1, 4, 4, 3]" in one_line(e)
+    assert one_line(e) == ("2 unsupported operators: 'HARD_SWISH' in layer 'swish' (op 0); 'TANH' in layer "
+                           "'tanh' (op 2)")
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------------------
@@ -245,10 +281,12 @@ def test_onnx_errors():
     assert one_line(e) == "unsupported operator 'HardSwish' in layer 'act7' (op 1)"
 
     nodes = [helper.make_node("Relu", ["x"], ["y"])]
-    data = onnx_model(nodes, {}, ["batch", 3, 4, 4], ["y"])
+    data = onnx_model(nodes, {}, ["batch", 3, "h", 4], ["y"])
     with pytest.raises(ModelError) as e:
         load_model(data, name="m.onnx")
-    assert "tensor 'x' has a dynamic shape ['batch', 3, 4, 4]" in one_line(e)
+    assert "tensor 'x' has a dynamic shape ['batch', 3, 'h', 4]" in one_line(e)
+    g = load_model(onnx_model(nodes, {}, ["batch", 3, 4, 4], ["y"]), name="m.onnx")
+    assert g.tensor(g.inputs[0]).shape == (1, 4, 4, 3) and "dynamic batch dimension taken as 1" in g.notes[0]
 
     with pytest.raises(ModelError) as e:
         load_model(data[: len(data) // 2], name="m.onnx")

@@ -65,6 +65,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"stackcam {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`stackcam compile ... | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         return _bug(args, e)
 

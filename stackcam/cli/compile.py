@@ -138,6 +138,9 @@ def cmd_compile(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"{model.name} for config '{config.name}' ({config.summary()})")
+    for note in prepared.graph.notes:
+        if note.startswith("dynamic batch"):
+            print(f"import: {note}")
     for line in layer_table(model):
         print(line)
     for line in totals_text(model):
