@@ -195,6 +195,14 @@ def _write_hex(path, values):
             f.write(f"{int(v):x}\n")
 
 
+def stall_code(stall):
+    """The harness's 8-bit stall threshold for a PHY-not-ready probability `stall` in [0, 1): steps of 1/256, at
+    most 255/256 (a PHY that is never ready would never finish)."""
+    if not 0.0 <= stall < 1.0:
+        raise ValueError(f"stall must be in [0, 1), got {stall}")
+    return min(255, int(round(stall * 256)))
+
+
 def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None, progress=True,
             raw_beats=None, tensors=None, schedule=None, input_range=(-1.0, 1.0), max_cycles=None, poll=None):
     """Run frames through the die in Verilator and decode what it sends.
@@ -258,9 +266,10 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     depth_px, depth_tensor, depth_rom = player_depths(config)
     depth = depth_tensor if use_tensors else depth_px
     if ends and ends[-1] > depth:
-        raise ValueError(f"{ends[-1]:,} input beats exceed the harness's {depth:,}: send fewer frames per run")
+        raise HostError(f"{ends[-1]:,} input beats exceed the simulation harness's {depth:,}: send fewer frames "
+                        f"per run")
     if len(all_rom) > depth_rom:
-        raise ValueError(f"ROM images of {len(all_rom):,} beats exceed the harness's {depth_rom:,}")
+        raise HostError(f"ROM images of {len(all_rom):,} beats exceed the simulation harness's {depth_rom:,}")
     if max_cycles is None:
         work = sum(len(b) for b in frame_beats) + len(all_rom)
         rom_bytes = max((len(item) for kind, item in schedule if kind == "rom"), default=0)
@@ -268,7 +277,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     if poll is None:
         poll = 32 if config.input_width * config.input_height <= 64 * 64 else 512
     plan = {
-        "steps": steps, "port": "tensor" if use_tensors else "pixels", "stall": int(round(stall * 256)),
+        "steps": steps, "port": "tensor" if use_tensors else "pixels", "stall": stall_code(stall),
         "max_cycles": int(max_cycles), "poll": poll,
         "reg_npu_status": REGISTER_BY_NAME["npu_status"].addr, "reg_load_cycles": REGISTER_BY_NAME["load_cycles"].addr,
         "reg_counter_sel": REGISTER_BY_NAME["counter_sel"].addr,

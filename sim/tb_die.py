@@ -108,8 +108,16 @@ async def run_plan(dut):
             break
     if ok:
         ok = await wait_until(lambda: int(dut.frames_sent.value) >= frames, "frames")
-    # The last FE leaves a few cycles after the sequencer counts it.
-    await Timer(64 * PERIOD_NS, unit="ns")
+    # The last FE leaves after the sequencer counts it, as fast as the PHY takes it: wait until no CSI-2 beat
+    # has come for 16 times the mean wait of a stalled PHY (stall/256 per cycle), so a slow PHY is not cut off.
+    stall = int(plan.get("stall", 0))
+    quiet = 64 + 16 * 256 // max(1, 256 - stall)
+    last, since = int(dut.csi2_count.value), cycle()
+    while cycle() - since < quiet and cycle() <= max_cycles:
+        await Timer(16 * PERIOD_NS, unit="ns")
+        now = int(dut.csi2_count.value)
+        if now != last:
+            last, since = now, cycle()
 
     result = {"cycles": cycle(), "finished": bool(ok), "timeout": state["timeout"], "loads": loads,
               "frames_sent": int(dut.frames_sent.value), "frame_errors": int(dut.frame_errors.value),

@@ -29,7 +29,8 @@ def register(sub):
     s.add_argument("--dump-csi2", metavar="FILE", default=None,
                    help="write the CSI-2 packet bytes as a receiver sees them after lane merging")
     s.add_argument("--stall", type=float, default=0.0,
-                   help="probability that the CSI-2 PHY is not ready in a cycle (default 0)")
+                   help="probability that the CSI-2 PHY is not ready in a cycle, in [0, 1) in steps of 1/256 "
+                   "(at most 255/256; default 0)")
     s.add_argument("--report", metavar="FILE", default="build/simulate/report.json",
                    help="JSON summary (default build/simulate/report.json)")
     s.add_argument("--png", metavar="FILE", default="build/simulate/detection.png",
@@ -46,6 +47,14 @@ def cmd_simulate(args):
         raise StackcamError(f"--frames must be at least 1, got {args.frames}")
     if not 0.0 <= args.stall < 1.0:
         raise StackcamError(f"--stall must be in [0, 1), got {args.stall}")
+    from stackcam.sim.harness import player_depths
+    depth = player_depths(config)[0]
+    frames = max(args.frames, 3) if args.mode == "all" else args.frames
+    beats = frames * config.frame_width * config.frame_height // config.pixels_per_clock
+    if beats > depth:
+        most = depth * config.pixels_per_clock // (config.frame_width * config.frame_height)
+        raise StackcamError(f"--frames {args.frames}: {beats:,} pixel beats exceed the simulation harness's "
+                            f"{depth:,} for config {config.name!r} (at most {most} frames per run)")
     if args.dump_csi2 is not None and not Path(args.dump_csi2).resolve().parent.is_dir():
         raise StackcamError(f"--dump-csi2 {args.dump_csi2}: no such folder")
     load_image(args.image)                          # a bad photo is refused before the model is prepared
