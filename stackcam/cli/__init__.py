@@ -47,8 +47,16 @@ def build_parser():
     return p
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt     # SIGTERM cleans up as Ctrl-C does: the simulator stopped, temporary files gone
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.func(args)
     except StackcamError as e:
