@@ -130,6 +130,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
 
     ops = []
     unsupported = []
+    arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
+             "PAD": (2, 3), "CONCATENATION": (1, None)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -139,6 +141,13 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             kind = f"CUSTOM:{custom}"
         ins = [names[i] if i >= 0 else "" for i in (op.inputs if op.inputs is not None else [])]
         outs = [names[i] for i in (op.outputs if op.outputs is not None else [])]
+        lo, hi = arity.get(_KIND_ALIASES.get(kind, kind), (1, None))
+        given = len([n for n in ins if n]) if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") \
+            else len(ins)
+        if kind in SUPPORTED_OPS and (given < lo or (hi is not None and len(ins) > hi) or len(outs) != 1
+                                      or not ins[0]):
+            raise ModelError(f"{name}: operator {index} ({kind}) has {len(ins)} inputs and {len(outs)} outputs, "
+                             f"which {kind} does not take (a corrupt model?)")
         layer = outs[0] if outs else f"op{index}"
         kind = _KIND_ALIASES.get(kind, kind)
         if kind not in SUPPORTED_OPS:

@@ -394,3 +394,43 @@ def test_cli_blazeface_int8_equals_litert(blazeface, tmp_path):
     out = dict(np.load(tmp_path / "out.npz"))
     assert sorted(v.shape for v in out.values()) == [(2, 896, 1), (2, 896, 16)]
     assert mismatches(out, path.read_bytes(), x) == 0
+
+
+def test_hostile_inputs_are_one_line_exit_2(tmp_path, models):
+    """Inputs a hostile user sends: an .npy header declaring 30 GB on a 100-byte file, /dev/null, a folder, an
+    ADD left with one input by a one-byte change to the file, an ONNX weight whose declared shape its data does
+    not fill. Each is one line, exit 2, and no output file."""
+    from onnx import TensorProto, helper
+
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|i1", "fortran_order": False,
+                                                 "shape": (100000, 100000, 3)})
+        f.write(bytes(100))
+    good = tmp_path / "x.npy"
+    np.save(good, rand((17, 17, 3)))
+    b = ModelBuilder(seed=9)
+    x = b.input((1, 4, 4, 3))
+    y = b.act((1, 4, 4, 3), 0.1, 0)
+    b.b.add_operator(OPS.ADD, [x], [y], schema.AddOptionsT())
+    one_input = tmp_path / "add1.tflite"
+    one_input.write_bytes(b.output(y))
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 3, 1, 1], raw_data=bytes(20))  # 5 of 12
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [w])
+    short = tmp_path / "short.onnx"
+    short.write_bytes(helper.make_model(graph).SerializeToString())
+    net = models / "net.tflite"
+    cases = [(net, huge, "the .npy header declares int8[100000, 100000, 3] (30,000,000,000 bytes) but the file "
+                         "holds 100 bytes"),
+             (net, "/dev/null", "/dev/null: not a readable .npy array"),
+             (net, tmp_path, "is a folder; give an .npy file"),
+             (one_input, good, "operator 0 (ADD) has 1 inputs and 1 outputs, which ADD does not take"),
+             (short, good, "short.onnx: corrupt ONNX model")]
+    for model, inp, expect in cases:
+        out = tmp_path / "out.npz"
+        r = stackcam("run", model, "--input", inp, "--calib-photos", "-o", out)
+        assert r.returncode == 2, r.stderr
+        one_line(r.stderr, expect)
+        assert not out.exists()

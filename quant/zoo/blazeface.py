@@ -208,8 +208,8 @@ def _run_program(graph, x, config):
     from ..romimage import build_rom
 
     core = lowering.int8_core(lowering.lower(graph))
-    rom = build_rom(compile_graph(core, config))
-    return execute(rom, config, np.asarray(x).reshape(graph.tensor(graph.inputs[0]).shape))
+    compiled = compile_graph(core, config)
+    return execute(build_rom(compiled), config, np.asarray(x).reshape(tuple(compiled.io["input"]["hwc"])))
 
 
 def face_report(names=("astronaut", "coffee", "chelsea", "camera"), calib=None, cache=None, engine="litert"):

@@ -120,13 +120,35 @@ def _write_npz(path, arrays):
         raise
 
 
+def _check_npy_header(path):
+    """Refuse, before reading any data, an .npy whose header declares more data than the file holds (an
+    100000x100000x3 header on a small file would otherwise ask for 30 GB)."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        if f.read(6) != fmt.MAGIC_PREFIX:
+            return                          # not an .npy (an .npz, or junk): np.load says what it is
+        f.seek(0)
+        major, _ = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        have = os.fstat(f.fileno()).st_size - f.tell()
+    if need > have:
+        raise UserError(f"{path}: the .npy header declares {dtype}{list(shape)} ({need:,} bytes) but the file "
+                        f"holds {have:,} bytes of data")
+
+
 def _load_input(path):
     try:
+        if os.path.isdir(path):
+            raise UserError(f"{path}: is a folder; give an .npy file")
+        _check_npy_header(path)
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, EOFError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable .npy array ({why})") from None
     if not isinstance(x, np.ndarray):
         raise UserError(f"{path}: holds several arrays (an .npz?); give one .npy tensor")
     return x
