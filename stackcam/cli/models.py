@@ -103,7 +103,7 @@ def _zoo_float(name, seed):
                      f"zoo:mobilenet_v1_<alpha>_<resolution>[_<classes>]")
 
 
-def _quantize(name, calib=None, calib_photos=False, seed=0):
+def _quantize(name, calib=None, calib_photos=False, seed=0, config=None):
     """The float-or-int8 source graph of MODEL, quantized to int8 when it is float."""
     from stackcam.quant.calib import calibration_set
     from stackcam.quant.importer import load_model
@@ -124,6 +124,13 @@ def _quantize(name, calib=None, calib_photos=False, seed=0):
     if len(graph.inputs) != 1:
         raise ModelError(f"{name}: calibration takes models with one image input, this one has "
                          f"{len(graph.inputs)}")
+    if config is not None:
+        # The cheap check first: int8 weights take a byte each; calibrating a model that cannot fit is wasted.
+        from stackcam.quant.zoo import count_weights
+        need, have = count_weights(graph), config.weight_banks * config.sram_bank_bytes
+        if need > have:
+            raise ModelError(f"model '{name}' does not fit config '{config.name}': its {need:,} int8 weights "
+                             f"alone need more than the {have:,} B of weight SRAM")
     samples = calibration_set(graph.tensor(graph.inputs[0]).shape, source=calib)
     if not samples:
         raise ModelError(f"{calib}: no calibration images found")
@@ -167,7 +174,7 @@ def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=
             cache.unlink(missing_ok=True)       # a damaged cache file: made again below
     if log:
         log(f"quantizing and lowering {model} (cached after the first time)...")
-    data = export_tflite(_int8_core(_quantize(model, calib, calib_photos, seed)))
+    data = export_tflite(_int8_core(_quantize(model, calib, calib_photos, seed, config)))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".", suffix=".tflite")
