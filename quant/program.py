@@ -1,8 +1,8 @@
-"""The NPU layer-program format (descriptors, SRAM layouts) and the golden program executor.
+"""The NPU layer-program format: descriptors and the SRAM layouts of weights, parameters and tensors.
 
 This docstring is the contract between the compiler (`quant/compiler.py`) and the NPU RTL: the RTL sequencer
-decodes exactly what is written here, and `execute` runs a ROM image by these rules alone (it never sees the
-graph), so the RTL is checked against it word for word.
+decodes exactly what is written here, and the golden executor (`quant.golden.execute`) runs a ROM image by these
+rules alone (it never sees the graph), so the RTL is checked against it word for word.
 
 Program format version 1 (``PROGRAM_FORMAT_VERSION``).
 
@@ -111,88 +111,27 @@ except the informative ``macs`` and a pool's ``in_zp``, and ignored by the seque
 - END: ``layer`` holds the number of layers.
 
 Descriptor (128 bytes, little-endian; ``unpack`` refuses an unknown opcode, a flag the opcode does not have and
-a non-zero reserved field)
------------------------------------------------------------------------------------------------------------
-=====  ====  ============  ==========================================================================
- off   type  name          meaning
-=====  ====  ============  ==========================================================================
-   0   u8    opcode        1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END
-   1   u8    flags         bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); bit 2
-                           FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); others 0
-   2   u16   layer         index of the compiled layer this descriptor belongs to (per-layer counters)
-   4   u8    kernel_h      kernel / pooling window height
-   5   u8    kernel_w      kernel / pooling window width
-   6   u8    stride_h      vertical stride
-   7   u8    stride_w      horizontal stride
-   8   u8    pad_top       padding rows above the input (conv: zero point; pools: not in the window)
-   9   u8    pad_bottom    padding rows below (TensorFlow SAME puts the odd one here)
-  10   u8    pad_left      padding columns left of the input
-  11   u8    pad_right     padding columns right of the input
-  12   u16   in_h          input height
-  14   u16   in_w          input width
-  16   u16   in_c          input channels
-  18   u16   in_ct         input channel tiles, ceil(in_c / cols); PACKED: im2col words ceil(K / cols)
-  20   u16   in2_h         second input height (ADD)
-  22   u16   in2_w         second input width (ADD)
-  24   u16   in2_c         second input channels (ADD)
-  26   u16   in2_ct        second input channel tiles (ADD)
-  28   u16   out_h         output height
-  30   u16   out_w         output width
-  32   u16   out_c         output channels
-  34   u16   out_ct        output channel tiles, ceil(out_c / cols)
-  36   u32   in_addr       activation word address of the input
-  40   u32   in2_addr      activation word address of the second input (ADD)
-  44   u32   out_addr      activation word address of the output
-  48   u32   weight_addr   weight word address of the MAC-array (CONV) or depthwise (DWCONV) block
-  52   u32   weight_words  words in that block
-  56   u32   param_addr    weight word address of the parameter records (CONV, DWCONV) or table (LUT)
-  60   u32   param_words   words of parameter records or table
-  64   i8    in_zp         input zero point
-  65   i8    in2_zp        second input zero point (ADD)
-  66   i8    out_zp        output zero point (the value of the output's padding lanes)
-  67   i8    act_min       output clamp low
-  68   i8    act_max       output clamp high
-  69   u8    left_shift    ADD input left shift (20 for int8)
-  70   i8    in_shift      ADD input 1 shift (<= 0)
-  71   i8    in2_shift     ADD input 2 shift (<= 0)
-  72   i32   in_mult       ADD input 1 Q31 multiplier
-  76   i32   in2_mult      ADD input 2 Q31 multiplier
-  80   i32   out_mult      ADD output Q31 multiplier
-  84   i8    out_shift     ADD output shift
-  85   i8    fill          COPY with FILL: value of the output's lanes < out_c before the copy
-  86   u16   copy_y        COPY destination row offset
-  88   u16   copy_x        COPY destination column offset
-  90   u16   copy_c        COPY destination channel offset
-  92   u16   oc_tiles      CONV: ceil(out_c / rows), output-channel tiles of the MAC array
-  94   u16   tile_words    CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct); DWCONV:
-                           ceil(kernel_h*kernel_w / rows)
-  96   u32   macs          multiply-accumulates of the layer's useful work (for utilization counters)
- 100   u16   in_ppw        PACKED: input pixels per word, cols // in_c; otherwise 0
- 102   u16   reserved1     0
- 104   u32   reserved2     0
- 108   u32   reserved3     0
- 112   u32   reserved4     0
- 116   u32   reserved5     0
- 120   u32   reserved6     0
- 124   u32   reserved7     0
-=====  ====  ============  ==========================================================================
+a non-zero reserved field): the table `FIELDS` below states it once. The `Descriptor` dataclass, `pack` and
+`unpack`, the RTL's decoded layout (`rtl.npu.ports.descriptor_layout`) and the documentation
+(docs/program-format.md, `format_markdown()`) are all generated from it.
 """
 
-import re
 import struct
-from dataclasses import dataclass, fields
+from collections import namedtuple
+from dataclasses import field, fields, make_dataclass
 
 import numpy as np
 
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "Descriptor", "ProgramError", "pack", "unpack", "field_table", "param_words",
+           "PACKED", "FCSCALE", "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
+           "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
            "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
            "unpack_conv_weights", "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
-           "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words", "host_outputs",
-           "write_tensor", "read_tensor", "execute", "execute_trace"]
+           "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
+           "write_tensor", "read_tensor"]
 
 PROGRAM_FORMAT_VERSION = 1
 DESCRIPTOR_BYTES = 128
@@ -209,27 +148,94 @@ class ProgramError(StackcamError, ValueError):
     """A descriptor or program that breaks the format; the message names the descriptor and field."""
 
 
-def _parse_table(doc):
-    """(offset, struct code, name) rows of the descriptor table in this module's docstring."""
-    codes = {"u8": "B", "i8": "b", "u16": "H", "i16": "h", "u32": "I", "i32": "i"}
-    rows = []
-    for m in re.finditer(r"^\s+(\d+)\s+(u8|i8|u16|i16|u32|i32)\s+(\w+)\s", doc, re.M):
-        rows.append((int(m.group(1)), codes[m.group(2)], m.group(3)))
-    return rows
+class Field(namedtuple("Field", "offset type name meaning")):
+    """One descriptor field: byte offset, type (u8, i8, u16, i16, u32, i32), name and meaning."""
+
+    @property
+    def bits(self):
+        return int(self.type[1:])
+
+    @property
+    def signed(self):
+        return self.type[0] == "i"
+
+    @property
+    def code(self):
+        """The struct module's format code."""
+        return {"u8": "B", "i8": "b", "u16": "H", "i16": "h", "u32": "I", "i32": "i"}[self.type]
 
 
-# The table in the docstring *is* the format: pack/unpack are generated from it, so the documentation the RTL
-# author reads and the bytes the compiler writes cannot drift apart.
-_FIELDS = _parse_table(__doc__)
-_STRUCT = struct.Struct("<" + "".join(code for _, code, _ in _FIELDS))
+# The descriptor, stated once: everything else about it is generated from this table.
+FIELDS = (
+    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END'),
+    Field(1, "u8", "flags", 'bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); '
+                            'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); others 0'),
+    Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
+    Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
+    Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
+    Field(6, "u8", "stride_h", 'vertical stride'),
+    Field(7, "u8", "stride_w", 'horizontal stride'),
+    Field(8, "u8", "pad_top", 'padding rows above the input (conv: zero point; pools: not in the window)'),
+    Field(9, "u8", "pad_bottom", 'padding rows below (TensorFlow SAME puts the odd one here)'),
+    Field(10, "u8", "pad_left", 'padding columns left of the input'),
+    Field(11, "u8", "pad_right", 'padding columns right of the input'),
+    Field(12, "u16", "in_h", 'input height'),
+    Field(14, "u16", "in_w", 'input width'),
+    Field(16, "u16", "in_c", 'input channels'),
+    Field(18, "u16", "in_ct", 'input channel tiles, ceil(in_c / cols); PACKED: im2col words ceil(K / cols)'),
+    Field(20, "u16", "in2_h", 'second input height (ADD)'),
+    Field(22, "u16", "in2_w", 'second input width (ADD)'),
+    Field(24, "u16", "in2_c", 'second input channels (ADD)'),
+    Field(26, "u16", "in2_ct", 'second input channel tiles (ADD)'),
+    Field(28, "u16", "out_h", 'output height'),
+    Field(30, "u16", "out_w", 'output width'),
+    Field(32, "u16", "out_c", 'output channels'),
+    Field(34, "u16", "out_ct", 'output channel tiles, ceil(out_c / cols)'),
+    Field(36, "u32", "in_addr", 'activation word address of the input'),
+    Field(40, "u32", "in2_addr", 'activation word address of the second input (ADD)'),
+    Field(44, "u32", "out_addr", 'activation word address of the output'),
+    Field(48, "u32", "weight_addr", 'weight word address of the MAC-array (CONV) or depthwise (DWCONV) block'),
+    Field(52, "u32", "weight_words", 'words in that block'),
+    Field(56, "u32", "param_addr", 'weight word address of the parameter records (CONV, DWCONV) or table (LUT)'),
+    Field(60, "u32", "param_words", 'words of parameter records or table'),
+    Field(64, "i8", "in_zp", 'input zero point'),
+    Field(65, "i8", "in2_zp", 'second input zero point (ADD)'),
+    Field(66, "i8", "out_zp", "output zero point (the value of the output's padding lanes)"),
+    Field(67, "i8", "act_min", 'output clamp low'),
+    Field(68, "i8", "act_max", 'output clamp high'),
+    Field(69, "u8", "left_shift", 'ADD input left shift (20 for int8)'),
+    Field(70, "i8", "in_shift", 'ADD input 1 shift (<= 0)'),
+    Field(71, "i8", "in2_shift", 'ADD input 2 shift (<= 0)'),
+    Field(72, "i32", "in_mult", 'ADD input 1 Q31 multiplier'),
+    Field(76, "i32", "in2_mult", 'ADD input 2 Q31 multiplier'),
+    Field(80, "i32", "out_mult", 'ADD output Q31 multiplier'),
+    Field(84, "i8", "out_shift", 'ADD output shift'),
+    Field(85, "i8", "fill", "COPY with FILL: value of the output's lanes < out_c before the copy"),
+    Field(86, "u16", "copy_y", 'COPY destination row offset'),
+    Field(88, "u16", "copy_x", 'COPY destination column offset'),
+    Field(90, "u16", "copy_c", 'COPY destination channel offset'),
+    Field(92, "u16", "oc_tiles", 'CONV: ceil(out_c / rows), output-channel tiles of the MAC array'),
+    Field(94, "u16", "tile_words", 'CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct); '
+                                   'DWCONV: ceil(kernel_h*kernel_w / rows)'),
+    Field(96, "u32", "macs", "multiply-accumulates of the layer's useful work (for utilization counters)"),
+    Field(100, "u16", "in_ppw", 'PACKED: input pixels per word, cols // in_c; otherwise 0'),
+    Field(102, "u16", "reserved1", '0'),
+    Field(104, "u32", "reserved2", '0'),
+    Field(108, "u32", "reserved3", '0'),
+    Field(112, "u32", "reserved4", '0'),
+    Field(116, "u32", "reserved5", '0'),
+    Field(120, "u32", "reserved6", '0'),
+    Field(124, "u32", "reserved7", '0'),
+)
+_STRUCT = struct.Struct("<" + "".join(f.code for f in FIELDS))
 
 
 def _check_table():
     offset = 0
-    for off, code, name in _FIELDS:
-        if off != offset:
-            raise AssertionError(f"descriptor table: field {name} at {off}, expected {offset}")
-        offset += struct.calcsize("<" + code)
+    for f in FIELDS:
+        if f.offset != offset:
+            raise AssertionError(f"descriptor table: field {f.name} at {f.offset}, expected {offset}")
+        offset += f.bits // 8
     if offset != DESCRIPTOR_BYTES or _STRUCT.size != DESCRIPTOR_BYTES:
         raise AssertionError(f"descriptor table covers {offset} bytes, not {DESCRIPTOR_BYTES}")
 
@@ -238,72 +244,22 @@ _check_table()
 
 
 def field_table():
-    """[(offset, struct code, name)] of the descriptor, as documented in this module's docstring."""
-    return list(_FIELDS)
+    """[(offset, struct code, name)] of the descriptor."""
+    return [(f.offset, f.code, f.name) for f in FIELDS]
 
 
-@dataclass
-class Descriptor:
-    """One layer-program descriptor; field meanings are in the module docstring's table."""
+def format_markdown():
+    """The descriptor table as Markdown (docs/program-format.md is this text)."""
+    lines = ["| offset | type | field | meaning |", "|---:|---|---|---|"]
+    lines += [f"| {f.offset} | {f.type} | `{f.name}` | {f.meaning} |" for f in FIELDS]
+    return ("# The NPU layer-program descriptor\n\n"
+            f"Program format version {PROGRAM_FORMAT_VERSION}: {DESCRIPTOR_BYTES} bytes per descriptor, little-endian. "
+            "Generated from `stackcam.quant.program.FIELDS` (`python -m stackcam.quant.program`); the prose "
+            "(words, addresses, weight-space layout, what each opcode reads) is the module's docstring.\n\n"
+            + "\n".join(lines) + "\n")
 
-    opcode: int = 0
-    flags: int = 0
-    layer: int = 0
-    kernel_h: int = 0
-    kernel_w: int = 0
-    stride_h: int = 0
-    stride_w: int = 0
-    pad_top: int = 0
-    pad_bottom: int = 0
-    pad_left: int = 0
-    pad_right: int = 0
-    in_h: int = 0
-    in_w: int = 0
-    in_c: int = 0
-    in_ct: int = 0
-    in2_h: int = 0
-    in2_w: int = 0
-    in2_c: int = 0
-    in2_ct: int = 0
-    out_h: int = 0
-    out_w: int = 0
-    out_c: int = 0
-    out_ct: int = 0
-    in_addr: int = 0
-    in2_addr: int = 0
-    out_addr: int = 0
-    weight_addr: int = 0
-    weight_words: int = 0
-    param_addr: int = 0
-    param_words: int = 0
-    in_zp: int = 0
-    in2_zp: int = 0
-    out_zp: int = 0
-    act_min: int = 0
-    act_max: int = 0
-    left_shift: int = 0
-    in_shift: int = 0
-    in2_shift: int = 0
-    in_mult: int = 0
-    in2_mult: int = 0
-    out_mult: int = 0
-    out_shift: int = 0
-    fill: int = 0
-    copy_y: int = 0
-    copy_x: int = 0
-    copy_c: int = 0
-    oc_tiles: int = 0
-    tile_words: int = 0
-    macs: int = 0
-    in_ppw: int = 0
-    reserved1: int = 0
-    reserved2: int = 0
-    reserved3: int = 0
-    reserved4: int = 0
-    reserved5: int = 0
-    reserved6: int = 0
-    reserved7: int = 0
 
+class _DescriptorMethods:
     @property
     def op(self):
         """The opcode's name ("CONV", ...), or "INVALID"."""
@@ -314,8 +270,11 @@ class Descriptor:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
 
 
-if [f.name for f in fields(Descriptor)] != [name for _, _, name in _FIELDS]:
-    raise AssertionError("Descriptor fields differ from the docstring table")
+Descriptor = make_dataclass("Descriptor", [(f.name, int, field(default=0)) for f in FIELDS],
+                            bases=(_DescriptorMethods,))
+Descriptor.__module__ = __name__
+Descriptor.__doc__ = "One layer-program descriptor: the fields of `FIELDS`, in table order, all 0 by default."
+
 
 _RANGES = {"B": (0, 0xFF), "b": (-0x80, 0x7F), "H": (0, 0xFFFF), "h": (-0x8000, 0x7FFF),
            "I": (0, 0xFFFFFFFF), "i": (-0x80000000, 0x7FFFFFFF)}
@@ -324,11 +283,11 @@ _RANGES = {"B": (0, 0xFF), "b": (-0x80, 0x7F), "H": (0, 0xFFFF), "h": (-0x8000, 
 def pack(desc):
     """128 little-endian bytes of a Descriptor; ProgramError names a field whose value does not fit."""
     values = []
-    for _, code, name in _FIELDS:
-        value = getattr(desc, name)
-        lo, hi = _RANGES[code]
+    for f in FIELDS:
+        value = getattr(desc, f.name)
+        lo, hi = _RANGES[f.code]
         if not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-            raise ProgramError(f"descriptor field {name} = {value!r} does not fit {code!r} ({lo}..{hi})")
+            raise ProgramError(f"descriptor field {f.name} = {value!r} does not fit {f.code!r} ({lo}..{hi})")
         values.append(int(value))
     return _STRUCT.pack(*values)
 
@@ -539,136 +498,12 @@ def read_tensor(sram, base, h, w, c, lanes=False):
     return x.copy() if lanes else x[:, :, :c].copy()
 
 
-def _region(wsram, addr, words, what):
-    if addr + words > wsram.shape[0]:
-        raise ProgramError(f"{what}: words {addr}..{addr + words - 1} run past the loaded weight SRAM "
-                           f"({wsram.shape[0]} words)")
-    return wsram[addr:addr + words]
 
 
-def _tensors(d):
-    """(name, base, h, w, c) of the activation tensors a descriptor reads and writes."""
-    ins = [("in", d.in_addr, d.in_h, d.in_w, d.in_c)]
-    if d.op == "ADD":
-        ins.append(("in2", d.in2_addr, d.in2_h, d.in2_w, d.in2_c))
-    return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
 
-def _check(i, d, cols, rows):
-    """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does."""
-    where = f"descriptor {i} ({d.op})"
-    ins, out = _tensors(d)
-    packed = bool(d.flags & PACKED)
-    k_words = -(-(d.kernel_h * d.kernel_w * d.in_c) // cols)
-    for prefix, _, h, w, c in (*ins, out):
-        ct = getattr(d, f"{prefix}_ct")
-        want = k_words if packed and prefix == "in" else -(-c // cols)
-        if min(h, w, c) < 1 or ct != want:
-            raise ProgramError(f"{where}: {prefix} {h}x{w}x{c} with {ct} channel tiles (expected {want})")
-    if d.in_ppw != (cols // d.in_c if packed else 0):
-        raise ProgramError(f"{where}: in_ppw {d.in_ppw} (PACKED {packed}, in_c {d.in_c}, cols {cols})")
-    out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
-    for prefix, base, h, w, c in ins:
-        size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
-        if d.op in ("ADD", "LUT") and base == out_lo and size == out_hi - out_lo:
-            continue                                # elementwise, in place
-        if base < out_hi and out_lo < base + size:
-            raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
-    if d.op in ("CONV", "DWCONV", "MAXPOOL", "AVGPOOL"):
-        if min(d.kernel_h, d.kernel_w, d.stride_h, d.stride_w) < 1:
-            raise ProgramError(f"{where}: kernel {d.kernel_h}x{d.kernel_w} stride {d.stride_h}x{d.stride_w}")
-        for size, k, s, lo, hi, o, axis in ((d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.pad_bottom, d.out_h, "h"),
-                                            (d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.pad_right, d.out_w, "w")):
-            if (size + lo + hi - k) // s + 1 != o:
-                raise ProgramError(f"{where}: out_{axis} {o} does not follow from in_{axis} {size}, kernel {k}, "
-                                   f"stride {s}, pads {lo}+{hi}")
-    if d.op == "CONV" and packed:
-        want = (im2col_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
-                param_words(d.out_c, rows, cols), -(-d.out_c // rows), k_words)
-    elif d.op == "CONV":
-        want = (conv_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
-                param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w * d.in_ct)
-    elif d.op == "DWCONV":
-        if d.in_c != d.out_c:
-            raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
-        want = (dw_block_words(d.kernel_h, d.kernel_w, d.out_c, rows, cols), param_words(d.out_c, rows, cols), 0,
-                -(-(d.kernel_h * d.kernel_w) // rows))
-    else:
-        want = None
-    if want is not None and want != (d.weight_words, d.param_words, d.oc_tiles, d.tile_words):
-        raise ProgramError(f"{where}: weight_words/param_words/oc_tiles/tile_words "
-                           f"{(d.weight_words, d.param_words, d.oc_tiles, d.tile_words)}, the format gives {want}")
-    if d.op in ("ADD", "LUT") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
-        raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
-    if d.op == "ADD" and (d.in2_h, d.in2_w, d.in2_c) != (d.out_h, d.out_w, d.out_c):
-        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} differs from the output")
-    if d.op in ("MAXPOOL", "AVGPOOL") and d.in_c != d.out_c:
-        raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
-    if d.op == "COPY" and (d.copy_y + d.in_h > d.out_h or d.copy_x + d.in_w > d.out_w or
-                           d.copy_c + d.in_c > d.out_c):
-        raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} at ({d.copy_y}, {d.copy_x}, {d.copy_c}) does not "
-                           f"fit the {d.out_h}x{d.out_w}x{d.out_c} output")
-    if d.op == "LUT" and d.param_words * rows * cols < 256:
-        raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
 
-def _step(i, d, sram, wsram, rows, cols):
-    """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address."""
-    from . import ref
-    _check(i, d, cols, rows)
-    where = f"descriptor {i} ({d.op})"
-    if d.flags & PACKED:
-        x = read_packed(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
-    else:
-        x = read_tensor(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
-    geo = dict(stride=(d.stride_h, d.stride_w), dilation=(1, 1),
-               pads=(d.pad_top, d.pad_bottom, d.pad_left, d.pad_right))
-    if d.op in ("CONV", "DWCONV"):
-        records = _region(wsram, d.param_addr, d.param_words, where)
-        block = _region(wsram, d.weight_addr, d.weight_words, where)
-        if d.op == "CONV" and d.flags & PACKED:
-            w = unpack_im2col_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
-            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
-        elif d.op == "CONV":
-            w = unpack_conv_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
-            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
-        else:
-            w = unpack_dw_weights(block, d.kernel_h, d.kernel_w, d.out_c, rows, cols)[None]
-            acc = ref.depthwise_conv2d_acc(x[None], w, 1, input_offset=-d.in_zp, **geo)
-        if d.flags & FCSCALE:
-            bias, scale = unpack_fc_params(records, d.out_c, rows, cols)
-            out = ref.requantize_acc_double(acc, bias, scale, d.out_zp, d.act_min, d.act_max)[0]
-        else:
-            bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
-            out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
-    elif d.op == "ADD":
-        x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
-        p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
-                 input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
-                 input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
-                 output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
-        out = ref.add_int8(x, x2, p)
-    elif d.op == "MAXPOOL":
-        out = ref.max_pool(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min, d.act_max)[0]
-    elif d.op == "AVGPOOL":
-        out = ref.average_pool_int8(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min,
-                                    d.act_max)[0]
-    elif d.op == "LUT":
-        table = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, 256), np.int8)
-        out = table[x.astype(np.int64) + 128]
-    elif d.op == "COPY":
-        n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
-        if d.out_addr + n > sram.shape[0]:
-            raise ProgramError(f"{where}: output runs past the activation SRAM")
-        if d.flags & FILL:
-            write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
-        out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
-        out[d.copy_y:d.copy_y + d.in_h, d.copy_x:d.copy_x + d.in_w, d.copy_c:d.copy_c + d.in_c] = x
-    else:
-        raise ProgramError(f"{where}: no operation")
-    if out.shape != (d.out_h, d.out_w, d.out_c) or out.dtype != np.int8:
-        raise ProgramError(f"{where}: computed {out.dtype}{out.shape}, descriptor says {d.out_h}x{d.out_w}x{d.out_c}")
-    write_tensor(sram, d.out_addr, out, d.out_zp)
 
 
 def packed_words(h, w, c, cols):
@@ -701,81 +536,5 @@ def read_packed(sram, base, h, w, c):
     return sram[base:base + n, :ppw * c].reshape(n * ppw, c)[:h * w].reshape(h, w, c).copy()
 
 
-def execute(rom_bytes, config, input_int8_hwc):
-    """Run a ROM image on the simulated die: int8 HWC input -> the graph's outputs (host tail applied)."""
-    return execute_trace(rom_bytes, config, input_int8_hwc)[0]
-
-
-def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
-    """`execute`, also returning the activation SRAM at the end (int8 [words, cols]).
-
-    `on_descriptor(index, descriptor, sram)` is called after each descriptor, for comparing the RTL's SRAM
-    layer by layer. Words nobody wrote hold seeded random bytes, so reading one shows up as wrong outputs.
-    """
-    from .romimage import load_rom
-
-    rom = load_rom(rom_bytes, config)
-    rows, cols = config.array_rows, config.array_cols
-    wsram = rom.weight_sram()
-    sram = np.random.default_rng(0x5CA).integers(-128, 128, (config.act_banks * config.sram_bank_bytes // cols,
-                                                             cols)).astype(np.int8)
-    spec = rom.io["input"]
-    x = np.asarray(input_int8_hwc)
-    if x.dtype != np.int8 or list(x.shape) != spec["hwc"]:
-        raise ValueError(f"input must be int8 {'x'.join(map(str, spec['hwc']))} (HWC), got {x.dtype} "
-                         f"{'x'.join(map(str, x.shape))}")
-    if spec.get("ppw"):
-        write_packed(sram, spec["addr"], x, spec["zero_point"][0])
-    else:
-        write_tensor(sram, spec["addr"], x, spec["zero_point"][0])
-
-    stream = wsram.reshape(-1)           # the program is a byte stream from word 0
-    i = 0
-    while True:
-        start = i * DESCRIPTOR_BYTES
-        if start + DESCRIPTOR_BYTES > stream.size:
-            raise ProgramError(f"program runs past the weight SRAM at descriptor {i} without END")
-        d = unpack(stream[start:start + DESCRIPTOR_BYTES].tobytes(), i)
-        if d.op == "END":
-            break
-        _step(i, d, sram, wsram, rows, cols)
-        if on_descriptor is not None:
-            on_descriptor(i, d, sram)
-        i += 1
-    if i + 1 != rom.descriptors:
-        raise ProgramError(f"program ended after {i + 1} descriptors, the ROM header says {rom.descriptors}")
-
-    die_outputs = {}
-    for t in rom.io["die_outputs"]:
-        h, w, c = t["hwc"]
-        die_outputs[t["name"]] = read_tensor(sram, t["addr"], h, w, c)
-    return host_outputs(rom.io, die_outputs), sram
-
-
-def host_outputs(io, die_outputs):
-    """The graph's outputs from the die's output tensors ({name: int8 HWC}) and the ROM's model I/O section:
-    the host tail (RESHAPE, CONCATENATION, SOFTMAX, ...) run by the graph executor. The RTL's host side uses
-    this too, so the die and the golden executor share everything after the die."""
-    from .executor import run_graph
-    from .graph import Graph, Op, QuantParams, Tensor
-
-    env = {}
-    for t in io["die_outputs"]:
-        env[t["name"]] = np.asarray(die_outputs[t["name"]]).reshape(t["shape"])
-    host = io["host"]
-    if host["ops"]:
-        tensors = {}
-        for t in host["tensors"]:
-            q = None
-            if "scale" in t:
-                q = QuantParams(np.array(t["scale"], np.float32), np.array(t["zero_point"], np.int64), t["axis"])
-            data = np.array(t["data"], t["dtype"]).reshape(t["shape"]) if "data" in t else None
-            tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]), t["dtype"], data=data, quant=q)
-        ops = [Op(o["kind"], o["inputs"], o["outputs"], o["opts"], name=o["name"]) for o in host["ops"]]
-        produced = {n for o in ops for n in o.outputs}
-        tail = Graph(tensors=tensors, ops=ops, inputs=host["inputs"],
-                     outputs=[t["name"] for t in io["outputs"] if t["name"] in produced])
-        trace = {}
-        run_graph(tail, [env[n] for n in host["inputs"]], trace=trace)
-        env.update({k: v for k, v in trace.items() if k in produced})
-    return [env[t["name"]] for t in io["outputs"]]
+if __name__ == "__main__":
+    print(format_markdown(), end="")

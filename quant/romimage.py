@@ -51,8 +51,8 @@ from stackcam.errors import StackcamError
 
 from .program import PROGRAM_FORMAT_VERSION
 
-__all__ = ["MAGIC", "ROM_FORMAT_VERSION", "SECTION_IDS", "NOT_LOADED", "RomError", "RomImage", "LAYOUT_FIELDS",
-           "config_fingerprint", "build_rom", "load_rom", "manifest", "manifest_json", "readmemh"]
+__all__ = ["MAGIC", "ROM_FORMAT_VERSION", "SECTION_IDS", "NOT_LOADED", "HEADER", "ENTRY", "ALIGN", "RomError",
+           "RomImage", "LAYOUT_FIELDS", "config_fingerprint", "build_rom", "load_rom", "readmemh"]
 
 MAGIC = b"STKCMROM"
 ROM_FORMAT_VERSION = 1
@@ -61,9 +61,14 @@ NOT_LOADED = 0xFFFFFFFF
 # The DieConfig fields that change where anything lives in SRAM or how a word is laid out.
 LAYOUT_FIELDS = ("array_rows", "array_cols", "sram_banks", "sram_bank_bytes", "weight_banks")
 
-_HEADER = struct.Struct("<8sHHHH16sIIIIII8s")
-_ENTRY = struct.Struct("<4sIIIII")
-_ALIGN = 16
+# The image layout, public for the die's model loader (rtl.npu.loader), which parses the same bytes:
+# HEADER: magic, ROM format, program format, header bytes, section count, config fingerprint, weight word bytes,
+# activation word bytes, weight words loaded, descriptors, activation words, image bytes, 8 reserved bytes;
+# ENTRY (one per section, SECTION_IDS order): id, offset, size, CRC-32, first weight word loaded (or NOT_LOADED),
+# words; sections start on ALIGN-byte boundaries.
+HEADER = struct.Struct("<8sHHHH16sIIIIII8s")
+ENTRY = struct.Struct("<4sIIIII")
+ALIGN = 16
 
 
 class RomError(StackcamError, ValueError):
@@ -85,26 +90,26 @@ def build_rom(model):
     cfg = model.config
     loaded = [model.program, model.params, model.dw_weights, model.weights]
     payloads = [np.ascontiguousarray(w, np.uint8).tobytes() for w in loaded] + [_canonical_json(model.io)]
-    header_bytes = _HEADER.size + _ENTRY.size * len(SECTION_IDS)
-    offset = -(-header_bytes // _ALIGN) * _ALIGN
+    header_bytes = HEADER.size + ENTRY.size * len(SECTION_IDS)
+    offset = -(-header_bytes // ALIGN) * ALIGN
     entries, body = [], bytearray()
     load_word = 0
     for i, (sid, data) in enumerate(zip(SECTION_IDS, payloads)):
         if i < len(loaded):
             words = loaded[i].shape[0]
-            entries.append(_ENTRY.pack(sid, offset, len(data), zlib.crc32(data), load_word, words))
+            entries.append(ENTRY.pack(sid, offset, len(data), zlib.crc32(data), load_word, words))
             load_word += words
         else:
-            entries.append(_ENTRY.pack(sid, offset, len(data), zlib.crc32(data), NOT_LOADED, 0))
-        pad = -len(data) % _ALIGN
+            entries.append(ENTRY.pack(sid, offset, len(data), zlib.crc32(data), NOT_LOADED, 0))
+        pad = -len(data) % ALIGN
         body += data + bytes(pad)
         offset += len(data) + pad
     image_bytes = offset + 4
-    header = _HEADER.pack(MAGIC, ROM_FORMAT_VERSION, PROGRAM_FORMAT_VERSION, header_bytes, len(SECTION_IDS),
+    header = HEADER.pack(MAGIC, ROM_FORMAT_VERSION, PROGRAM_FORMAT_VERSION, header_bytes, len(SECTION_IDS),
                           config_fingerprint(cfg), cfg.weight_word_bytes, cfg.act_word_bytes, load_word,
                           len(model.descriptors), model.act_words, image_bytes, bytes(8))
     head = header + b"".join(entries)
-    image = head + bytes(-len(head) % _ALIGN) + bytes(body)
+    image = head + bytes(-len(head) % ALIGN) + bytes(body)
     assert len(image) == image_bytes - 4
     return image + struct.pack("<I", zlib.crc32(image))
 
@@ -138,10 +143,10 @@ def load_rom(data, config):
     """Validate a ROM image against `config` and return a RomImage; RomError (one line) on any defect."""
     data = bytes(data)
     n = len(data)
-    if n < _HEADER.size + 4 or data[:8] != MAGIC:
+    if n < HEADER.size + 4 or data[:8] != MAGIC:
         raise RomError(f"not a stackcam ROM image ({n} bytes; the magic {MAGIC.decode()!r} is missing)")
     (magic, rom_version, program_version, header_bytes, count, fingerprint, wb, ab, weight_words, descriptors,
-     act_words, image_bytes, reserved) = _HEADER.unpack_from(data, 0)
+     act_words, image_bytes, reserved) = HEADER.unpack_from(data, 0)
     if rom_version != ROM_FORMAT_VERSION:
         raise RomError(f"ROM format version {rom_version}; this toolchain reads version {ROM_FORMAT_VERSION}")
     if image_bytes != n:
@@ -153,7 +158,7 @@ def load_rom(data, config):
     if program_version != PROGRAM_FORMAT_VERSION:
         raise RomError(f"program format version {program_version}; this toolchain runs version "
                        f"{PROGRAM_FORMAT_VERSION}")
-    if count != len(SECTION_IDS) or header_bytes != _HEADER.size + _ENTRY.size * count or any(reserved):
+    if count != len(SECTION_IDS) or header_bytes != HEADER.size + ENTRY.size * count or any(reserved):
         raise RomError(f"ROM header is malformed ({count} sections, {header_bytes} header bytes)")
     want = config_fingerprint(config)
     if fingerprint != want:
@@ -166,11 +171,11 @@ def load_rom(data, config):
     end = header_bytes
     load_word = 0
     for i, sid in enumerate(SECTION_IDS):
-        got_id, off, size, sec_crc, load, words = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
+        got_id, off, size, sec_crc, load, words = ENTRY.unpack_from(data, HEADER.size + i * ENTRY.size)
         name = sid.decode().strip()
         if got_id != sid:
             raise RomError(f"ROM section {i} is {got_id!r}, expected {sid!r}")
-        if off < end or off % _ALIGN or off + size > n - 4:
+        if off < end or off % ALIGN or off + size > n - 4:
             raise RomError(f"ROM section {name} at {off:,}+{size:,} lies outside the image or overlaps")
         body = data[off:off + size]
         if zlib.crc32(body) != sec_crc:
@@ -208,46 +213,6 @@ def load_rom(data, config):
 
 def _layout(config):
     return ", ".join(f"{name}={getattr(config, name)}" for name in LAYOUT_FIELDS)
-
-
-def manifest(model, rom):
-    """The JSON-able manifest of a compiled model and its ROM image bytes (deterministic: no time, no paths)."""
-    from .compiler import bank_use
-    cfg = model.config
-    img = load_rom(rom, cfg)
-    bank = cfg.sram_bank_bytes
-    return {
-        "format": {"rom": ROM_FORMAT_VERSION, "program": PROGRAM_FORMAT_VERSION},
-        "model": model.name,
-        "config": {"name": cfg.name, **{f: getattr(cfg, f) for f in LAYOUT_FIELDS},
-                   "weight_word_bytes": cfg.weight_word_bytes, "act_word_bytes": cfg.act_word_bytes},
-        "fingerprint": img.fingerprint.hex(),
-        "rom": {"bytes": len(rom), "crc32": f"{struct.unpack_from('<I', rom, len(rom) - 4)[0]:08x}",
-                "sections": [{"id": k, **{f: v for f, v in s.items() if f != "data"}}
-                             for k, s in img.sections.items()]},
-        "totals": {"macs": model.macs, "weights": model.weight_count, "descriptors": len(model.descriptors),
-                   "weight_sram": {"bytes": model.weight_bytes, "words": model.weight_words,
-                                   "capacity": cfg.weight_banks * bank,
-                                   "banks": bank_use(model.weight_bytes, bank, cfg.weight_banks)},
-                   "act_sram": {"bytes": model.act_bytes, "words": model.act_words,
-                                "capacity": cfg.act_banks * bank,
-                                "banks": bank_use(model.act_bytes, bank, cfg.act_banks)},
-                   "cycles_estimate": sum(layer.cycles for layer in model.layers)},
-        "layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind, "op": layer.op,
-                    "inputs": [list(s) for s in layer.inputs], "output": list(layer.output), "macs": layer.macs,
-                    "weights": layer.weights, "weight_words": layer.weight_words,
-                    "param_words": layer.param_words, "weight_bytes": layer.weight_bytes,
-                    "act_bytes": layer.act_bytes, "cycles_estimate": layer.cycles,
-                    "descriptors": layer.descriptors} for layer in model.layers],
-        "program": [{"index": i, "op": d.op, **d.nonzero()} for i, d in enumerate(model.descriptors)],
-        "tensors": model.tensors,
-        "io": model.io,
-    }
-
-
-def manifest_json(model, rom):
-    """The manifest as text: sorted keys, two-space indent, trailing newline."""
-    return json.dumps(manifest(model, rom), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
 def readmemh(model):

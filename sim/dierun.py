@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from stackcam.errors import StackcamError
+from stackcam.quant.golden import host_outputs
 from stackcam.quant.isp import isp_quant_params
-from stackcam.quant.program import host_outputs
 from stackcam.quant.romimage import RomError, load_rom
 from stackcam.rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
 from stackcam.rtl.die import MAX_OUTPUT_LINE_BYTES, ROM_BEAT_BYTES, rom_beat_layout

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stackcam.quant.golden import execute_trace
 from stackcam.quant.isp import isp_reference
-from stackcam.quant.program import execute_trace, read_tensor
+from stackcam.quant.program import read_tensor
 
 from .dierun import model_registers, run_die
 from .frame_source import bayer_frame, load_image

@@ -9,10 +9,10 @@ import pytest
 
 from stackcam.quant.executor import run_graph
 from stackcam.quant.export import export_tflite
+from stackcam.quant.golden import execute
 from stackcam.quant.importer import load_model
 from stackcam.quant.litert import run_reference
 from stackcam.quant.lower import lower
-from stackcam.quant.program import execute
 from stackcam.quant.romimage import load_rom
 from stackcam.rtl.params import PRESETS
 from tests.test_program import NETS, Net
@@ -78,9 +78,9 @@ def test_compile_runs_bit_exact_with_litert(int8_model, tmp_path):
 def test_layer_table_and_totals(int8_model, tmp_path):
     """One row per layer: operator, the die op, input and output shapes, MACs, weight and activation bytes; the
     totals against the configuration's SRAM after it."""
-    from stackcam.cli.compile import layer_table, totals_text
     from stackcam.cli.models import model_graph as load_for_compile
     from stackcam.quant.compiler import compile_graph
+    from stackcam.quant.report import layer_table, totals_text
 
     r = stackcam("compile", str(int8_model), "--config", "imx500", "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.romimage import build_rom, load_rom
@@ -32,7 +33,7 @@ CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x
 
 
 def _initial_sram(rom, config, x):
-    """The activation SRAM as quant.program.execute_trace starts it (seeded noise, then the input)."""
+    """The activation SRAM as quant.golden.execute_trace starts it (seeded noise, then the input)."""
     cols = config.array_cols
     sram = np.random.default_rng(0x5CA).integers(-128, 128, (config.act_banks * config.sram_bank_bytes // cols,
                                                              cols)).astype(np.int8)
@@ -59,7 +60,7 @@ def trace(graph, config, seed=0):
             steps.append((i, d, before.copy(), sram.copy()))
         before = sram.copy()
 
-    fmt.execute_trace(rom_bytes, config, x, on_descriptor=on_descriptor)
+    golden.execute_trace(rom_bytes, config, x, on_descriptor=on_descriptor)
     return steps, rom.weight_sram()
 
 

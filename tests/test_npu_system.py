@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from stackcam.quant.export import export_tflite
+from stackcam.quant.golden import execute
 from stackcam.quant.litert import run_reference
-from stackcam.quant.program import execute
 from stackcam.rtl.params import preset
 from stackcam.sim.csi2 import decode
 from stackcam.sim.dierun import run_die

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.romimage import build_rom, load_rom
@@ -37,7 +38,7 @@ def check_graph(graph, config, seed=0):
     wsram = load_rom(rom, config).weight_sram()
     x = np.random.default_rng(seed).integers(-128, 128, graph.tensors[graph.inputs[0]].shape[1:]).astype(np.int8)
     steps = []
-    fmt.execute_trace(rom, config, x, lambda i, d, sram: steps.append((i, d, sram.copy())))
+    golden.execute_trace(rom, config, x, lambda i, d, sram: steps.append((i, d, sram.copy())))
     ran = {}
     for (i, d, after), (_, _, before) in zip(steps[1:], steps[:-1]):
         if d.op not in VECTOR_OPS:
@@ -166,7 +167,7 @@ def run_random(config, desc, sram, words=None):
     rows, cols = config.array_rows, config.array_cols
     wsram = np.zeros((4, rows * cols), np.uint8) if words is None else words
     want = sram.copy()
-    fmt._step(0, desc, want, wsram, rows, cols)
+    golden.step(0, desc, want, wsram, rows, cols)
     got, cycles, _, error = run_engine(NPUVectorEngine(config), config, desc, sram, wsram)
     assert not error
     np.testing.assert_array_equal(got, want, err_msg=str(desc.nonzero()))

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.executor import run_graph
@@ -143,7 +144,7 @@ def check_equal(graph, config, count=2, seed=0):
     for _ in range(count):
         x = rng.integers(-128, 128, shape).astype(np.int8)
         want = run_graph(graph, [x])
-        got = fmt.execute(rom, config, x[0])
+        got = golden.execute(rom, config, x[0])
         assert len(got) == len(want)
         for g, w, name in zip(got, want, graph.outputs):
             assert g.dtype == w.dtype and g.shape == w.shape, name
@@ -163,8 +164,8 @@ def test_descriptor_table_is_the_docstring():
         assert off == offset
         offset += sizes[code]
     assert offset == fmt.DESCRIPTOR_BYTES == 128
-    # Every opcode the docstring lists in the opcode field is in OPCODES, with the same number.
-    line = next(line for line in fmt.__doc__.splitlines() if re.match(r"\s+0\s+u8\s+opcode", line))
+    # Every opcode the table lists in the opcode field is in OPCODES, with the same number.
+    line = fmt.FIELDS[0].meaning
     assert dict((n, int(v)) for v, n in re.findall(r"(\d+) ([A-Z]+)", line)) == fmt.OPCODES
 
 
@@ -478,7 +479,7 @@ def test_trace_and_unwritten_words_show():
     rom = build_rom(model)
     x = np.random.default_rng(0).integers(-128, 128, graph.tensors[graph.inputs[0]].shape).astype(np.int8)
     steps = []
-    outs, sram = fmt.execute_trace(rom, config, x[0], on_descriptor=lambda i, d, s: steps.append((i, d.op)))
+    outs, sram = golden.execute_trace(rom, config, x[0], on_descriptor=lambda i, d, s: steps.append((i, d.op)))
     assert [op for _, op in steps] == [d.op for d in model.descriptors[:-1]]
     # Padding lanes of every live tensor hold its zero point (6 and 10 channels in 4-lane words).
     t = model.tensors[graph.outputs[0]]
@@ -489,7 +490,7 @@ def test_trace_and_unwritten_words_show():
     d = next(e for e in reversed(model.descriptors) if e.op == "CONV")
     d.in_addr += 1
     model.program[:] = fmt.stream_words(b"".join(fmt.pack(e) for e in model.descriptors), config.weight_word_bytes)
-    bad = fmt.execute(build_rom(model), config, x[0])
+    bad = golden.execute(build_rom(model), config, x[0])
     assert any(np.any(a != b) for a, b in zip(bad, outs))
 
 
@@ -514,13 +515,13 @@ def test_overlapping_output_is_refused():
     model.program[:] = fmt.stream_words(b"".join(fmt.pack(e) for e in model.descriptors), config.weight_word_bytes)
     x = np.zeros(graph.tensors[graph.inputs[0]].shape[1:], np.int8)
     with pytest.raises(fmt.ProgramError, match="descriptor 0 .*overlap"):
-        fmt.execute(build_rom(model), config, x)
+        golden.execute(build_rom(model), config, x)
 
 
 def test_wrong_input_is_refused():
     graph = net_conv_strided()
     rom = build_rom(compile_graph(graph, CONFIGS["tiny"]))
     with pytest.raises(ValueError, match="input must be int8 11x13x5"):
-        fmt.execute(rom, CONFIGS["tiny"], np.zeros((11, 13, 4), np.int8))
+        golden.execute(rom, CONFIGS["tiny"], np.zeros((11, 13, 4), np.int8))
     with pytest.raises(ValueError, match="input must be int8"):
-        fmt.execute(rom, CONFIGS["tiny"], np.zeros((11, 13, 5), np.float32))
+        golden.execute(rom, CONFIGS["tiny"], np.zeros((11, 13, 5), np.float32))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from stackcam.quant.compiler import compile_graph
-from stackcam.quant.program import execute
+from stackcam.quant.golden import execute
+from stackcam.quant.report import manifest_json
 from stackcam.quant.romimage import (
     LAYOUT_FIELDS,
     MAGIC,
@@ -19,7 +20,6 @@ from stackcam.quant.romimage import (
     build_rom,
     config_fingerprint,
     load_rom,
-    manifest_json,
     readmemh,
 )
 from stackcam.rtl.params import PRESETS

@@ -172,7 +172,7 @@ def find_faces(graph, image, engine="litert", min_score=0.5, config=None):
 
     engine "litert" runs the exported .tflite on LiteRT's BUILTIN_REF kernels, "executor" quant.executor's
     run_graph, "program" (int8 only) what `stackcam run --engine ref` runs: the graph lowered and compiled for
-    `config` (a DieConfig), its ROM image run by quant.program.execute. An int8 graph gets the photo quantized
+    `config` (a DieConfig), its ROM image run by quant.golden.execute. An int8 graph gets the photo quantized
     with its input's scale and zero point, and its int8 outputs are dequantized on the host (quant.detect), as
     the die's outputs would be.
     """
@@ -204,7 +204,7 @@ def _run_program(graph, x, config):
     for the int8 `graph` compiled for `config` (a DieConfig) on int8 input `x`, in the graph's output order."""
     from .. import lower as lowering
     from ..compiler import compile_graph
-    from ..program import execute
+    from ..golden import execute
     from ..romimage import build_rom
 
     core = lowering.int8_core(lowering.lower(graph))

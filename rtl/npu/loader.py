@@ -10,7 +10,16 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import PROGRAM_FORMAT_VERSION
-from stackcam.quant.romimage import _ENTRY, _HEADER, MAGIC, NOT_LOADED, ROM_FORMAT_VERSION, SECTION_IDS, config_fingerprint
+from stackcam.quant.romimage import (
+    ALIGN,
+    ENTRY,
+    HEADER,
+    MAGIC,
+    NOT_LOADED,
+    ROM_FORMAT_VERSION,
+    SECTION_IDS,
+    config_fingerprint,
+)
 
 from .crc32 import CRC32_INIT, CRC32_RESIDUE, CRC32_XOR, crc32_update_upto
 from .ports import addr_bits
@@ -18,10 +27,9 @@ from .ports import addr_bits
 __all__ = ["LoadError", "LoadResult", "ModelLoader", "rom_beat_layout", "weight_write_signature",
            "header_layout", "HEADER_TABLE_BYTES"]
 
-_ALIGN = 16                                              # sections start on 16-byte boundaries (romimage format)
 _SECTIONS = len(SECTION_IDS)
 _LOADED = _SECTIONS - 1                                  # PROG, PARM, DWWT, MACW; MIO (last) is host data
-HEADER_TABLE_BYTES = _HEADER.size + _ENTRY.size * _SECTIONS     # 184: header and section table
+HEADER_TABLE_BYTES = HEADER.size + ENTRY.size * _SECTIONS     # 184: header and section table
 
 
 class LoadError(enum.Enum, shape=3):
@@ -74,10 +82,10 @@ def _struct_fields(st, names):
 def header_layout():
     """The header and section table of a ROM image as a StructLayout (little-endian fields at their byte
     offsets, so a register holding the first HEADER_TABLE_BYTES bytes decodes them)."""
-    header = _struct_fields(_HEADER, ("magic", "rom_version", "program_version", "header_bytes", "section_count",
+    header = _struct_fields(HEADER, ("magic", "rom_version", "program_version", "header_bytes", "section_count",
                                       "fingerprint", "weight_word_bytes", "act_word_bytes", "weight_words",
                                       "descriptors", "act_words", "image_bytes", "reserved"))
-    entry = data.StructLayout(dict(_struct_fields(_ENTRY, ("id", "offset", "size", "crc32", "load_word",
+    entry = data.StructLayout(dict(_struct_fields(ENTRY, ("id", "offset", "size", "crc32", "load_word",
                                                            "words"))))
     return data.StructLayout({**dict(header), "sections": data.ArrayLayout(entry, _SECTIONS)})
 
@@ -184,8 +192,8 @@ class ModelLoader(wiring.Component):
         if last_chunk < HEADER_TABLE_BYTES:
             return LoadResult(LoadError.LENGTH, 0, cycles)
         (magic, rom_version, program_version, header_bytes, count, fingerprint, hwb, hab, weight_words, descriptors,
-         act_words, image_bytes, reserved) = _HEADER.unpack_from(image, 0)
-        entries = [_ENTRY.unpack_from(image, _HEADER.size + i * _ENTRY.size) for i in range(_SECTIONS)]
+         act_words, image_bytes, reserved) = HEADER.unpack_from(image, 0)
+        entries = [ENTRY.unpack_from(image, HEADER.size + i * ENTRY.size) for i in range(_SECTIONS)]
         if magic != MAGIC:
             return LoadResult(LoadError.MAGIC, 0, cycles)
         if rom_version != ROM_FORMAT_VERSION or program_version != PROGRAM_FORMAT_VERSION:
@@ -196,7 +204,7 @@ class ModelLoader(wiring.Component):
                or hab != cfg.act_word_bytes or weight_words > cfg.weight_words or act_words > cfg.act_words)
         end, load_word = HEADER_TABLE_BYTES, 0
         for i, (sid, off, size, _crc, load, words) in enumerate(entries):
-            bad |= sid != SECTION_IDS[i] or off < end or off % _ALIGN != 0 or off + size + 4 > image_bytes
+            bad |= sid != SECTION_IDS[i] or off < end or off % ALIGN != 0 or off + size + 4 > image_bytes
             if i < _LOADED:
                 bad |= load != load_word or size != words * wb
                 load_word += words
@@ -285,7 +293,7 @@ class ModelLoader(wiring.Component):
         for i, sid in enumerate(SECTION_IDS):
             s = secs[i]
             prev_end = HEADER_TABLE_BYTES if i == 0 else ends[i - 1]
-            bad += [s.id != int.from_bytes(sid, "little"), s.offset < prev_end, (s.offset & (_ALIGN - 1)) != 0,
+            bad += [s.id != int.from_bytes(sid, "little"), s.offset < prev_end, (s.offset & (ALIGN - 1)) != 0,
                     ends[i] + 4 > hdr.image_bytes]
             if i < _LOADED:
                 bad += [s.load_word != cum[i], s.size != s.words * wb]

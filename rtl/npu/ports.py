@@ -4,19 +4,15 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stackcam.quant.program import OPCODES, field_table
+from stackcam.quant.program import FIELDS, OPCODES
 
 __all__ = ["descriptor_layout", "OPCODES", "act_read_signature", "act_write_signature", "weight_read_signature",
            "engine_signature", "addr_bits"]
 
-_SHAPES = {"B": unsigned(8), "b": signed(8), "H": unsigned(16), "h": signed(16), "I": unsigned(32),
-           "i": signed(32)}
-
-
 def descriptor_layout():
     """The 128-byte descriptor of `quant.program` as a StructLayout: field for field, same byte offsets, so
     `desc.eq(word_bytes)` decodes a descriptor read from the weight SRAM."""
-    return data.StructLayout({name: _SHAPES[code] for _, code, name in field_table()})
+    return data.StructLayout({f.name: (signed if f.signed else unsigned)(f.bits) for f in FIELDS})
 
 
 def addr_bits(words):

@@ -5,10 +5,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from stackcam.quant.report import layer_table, totals_text
+
 from . import UserError, config_arg, presets_help
 from .models import add_model_arguments, prepare_from_args
 
-__all__ = ["register", "cmd_compile", "layer_table", "totals_text", "OUTPUT_FILES", "DEFAULT_CONFIG"]
+__all__ = ["register", "cmd_compile", "OUTPUT_FILES", "DEFAULT_CONFIG"]
 
 OUTPUT_FILES = ("model.rom", "model.json", "weights.hex")
 DEFAULT_CONFIG = "imx500"
@@ -24,69 +26,6 @@ def register(sub):
     p.add_argument("--config", default=DEFAULT_CONFIG, help=presets_help(DEFAULT_CONFIG))
     p.add_argument("-o", "--output", metavar="OUTDIR", required=True, help="output folder")
     p.set_defaults(func=cmd_compile)
-
-
-def _shape(shape):
-    return "x".join(str(int(d)) for d in shape)
-
-
-def layer_table(model):
-    """The per-layer table as text lines."""
-    rows = [("#", "layer", "operator", "die", "input", "output", "MACs", "weight B", "act B")]
-    for layer in model.layers:
-        rows.append((str(layer.index), layer.name[-32:], layer.kind, layer.op,
-                     " + ".join(_shape(s) for s in layer.inputs), _shape(layer.output), f"{layer.macs:,}",
-                     f"{layer.weight_bytes:,}", f"{layer.act_bytes:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {0, 6, 7, 8}
-    lines = []
-    for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return lines
-
-
-def _bank_text(use, bank_bytes):
-    """'0-33 full, 34: 95,232 B, 35-43 empty' from per-bank bytes."""
-    def label(v):
-        return "full" if v == bank_bytes else "empty" if v == 0 else f"{v:,} B"
-    parts, i = [], 0
-    while i < len(use):
-        j = i
-        while j + 1 < len(use) and label(use[j + 1]) == label(use[i]) and label(use[i]) in ("full", "empty"):
-            j += 1
-        parts.append(f"{i}-{j} {label(use[i])}" if j > i else f"{i}: {label(use[i])}")
-        i = j + 1
-    return ", ".join(parts)
-
-
-def totals_text(model):
-    """Totals against the configuration's SRAM, with per-bank use, as text lines."""
-    from stackcam.quant.compiler import bank_use
-    cfg = model.config
-    bank = cfg.sram_bank_bytes
-    w_have, a_have = cfg.weight_banks * bank, cfg.act_banks * bank
-    w_use = bank_use(model.weight_bytes, bank, cfg.weight_banks)
-    a_use = bank_use(model.act_bytes, bank, cfg.act_banks)
-    lines = [
-        f"MACs: {model.macs:,} ({model.macs / 1e6:.1f} M); weights: {model.weight_count:,} values "
-        f"({model.weight_count / 1e6:.2f} M); {len(model.descriptors)} descriptors",
-        f"weight SRAM: {model.weight_bytes:,} B of {w_have:,} B ({100 * model.weight_bytes / w_have:.1f}%), "
-        f"{sum(1 for u in w_use if u)} of {cfg.weight_banks} banks of {bank:,} B: {_bank_text(w_use, bank)}",
-        f"activation SRAM: {model.act_bytes:,} B of {a_have:,} B at the peak ({100 * model.act_bytes / a_have:.1f}%), "
-        f"{sum(1 for u in a_use if u)} of {cfg.act_banks} banks of {bank:,} B: {_bank_text(a_use, bank)}",
-        f"NPU cycles (the analytic model, equal to the die's counters; {cfg.macs_per_cycle} MACs/cycle): "
-        f"{sum(layer.cycles for layer in model.layers):,} in the layers' descriptors",
-    ]
-    io = model.io
-    inp = io["input"]
-    lines.append(f"input: {inp['name']} {_shape(inp['shape'])} int8 (scale {inp['scale'][0]:g}, zero point "
-                 f"{inp['zero_point'][0]}), {inp['layout']} at activation word {inp['addr']}")
-    for t in io["die_outputs"]:
-        lines.append(f"die output: {t['name']} {_shape(t['shape'])} at activation word {t['addr']}")
-    for op in io["host"]["ops"]:
-        lines.append(f"host: {op['kind']} '{op['name']}' {', '.join(op['inputs'][:1])} -> {op['outputs'][0]}")
-    return lines
 
 
 def _install(tmp, out):
@@ -106,7 +45,8 @@ def _install(tmp, out):
 
 
 def cmd_compile(args):
-    from stackcam.quant.romimage import manifest_json, readmemh
+    from stackcam.quant.report import manifest_json
+    from stackcam.quant.romimage import readmemh
 
     config = config_arg(args.config)
     out = Path(args.output)

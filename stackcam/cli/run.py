@@ -72,7 +72,7 @@ def _collect(results, count, batched):
 def run_program(rom, config, items, batched=False):
     """Run the compiled program (ROM image bytes) on each item (int8, in the model's input shape) with the
     golden program executor; {output_k: array}, batched along a leading axis when asked."""
-    from stackcam.quant.program import execute
+    from stackcam.quant.golden import execute
     from stackcam.quant.romimage import load_rom
 
     io = load_rom(rom, config).io

@@ -1,0 +1,247 @@
+"""The golden program executor: runs a ROM image's layer program by the rules of the program format alone.
+
+It never sees the graph: `execute` loads the ROM image (quant.romimage), writes the input tensor into a model of
+the activation SRAM, runs each descriptor (quant.program's format) with TFLite's integer arithmetic, reads the
+die's output tensors and runs the host tail (`host_outputs`, which the RTL's host side uses too). The RTL is
+checked against it word for word, and it against LiteRT's BUILTIN_REF kernels.
+"""
+
+import numpy as np
+
+from . import ref
+from .executor import run_graph
+from .graph import Graph, Op, QuantParams, Tensor
+from .program import (
+    DESCRIPTOR_BYTES,
+    FCSCALE,
+    FILL,
+    PACKED,
+    ProgramError,
+    conv_block_words,
+    dw_block_words,
+    im2col_block_words,
+    packed_words,
+    param_words,
+    read_packed,
+    read_stream,
+    read_tensor,
+    tensor_words,
+    unpack,
+    unpack_conv_weights,
+    unpack_dw_weights,
+    unpack_fc_params,
+    unpack_im2col_weights,
+    unpack_params,
+    write_packed,
+    write_tensor,
+)
+from .romimage import load_rom
+
+__all__ = ["execute", "execute_trace", "host_outputs", "step"]
+
+
+def _region(wsram, addr, words, what):
+    if addr + words > wsram.shape[0]:
+        raise ProgramError(f"{what}: words {addr}..{addr + words - 1} run past the loaded weight SRAM "
+                           f"({wsram.shape[0]} words)")
+    return wsram[addr:addr + words]
+
+
+def _tensors(d):
+    """(name, base, h, w, c) of the activation tensors a descriptor reads and writes."""
+    ins = [("in", d.in_addr, d.in_h, d.in_w, d.in_c)]
+    if d.op == "ADD":
+        ins.append(("in2", d.in2_addr, d.in2_h, d.in2_w, d.in2_c))
+    return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
+
+
+def _check(i, d, cols, rows):
+    """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does."""
+    where = f"descriptor {i} ({d.op})"
+    ins, out = _tensors(d)
+    packed = bool(d.flags & PACKED)
+    k_words = -(-(d.kernel_h * d.kernel_w * d.in_c) // cols)
+    for prefix, _, h, w, c in (*ins, out):
+        ct = getattr(d, f"{prefix}_ct")
+        want = k_words if packed and prefix == "in" else -(-c // cols)
+        if min(h, w, c) < 1 or ct != want:
+            raise ProgramError(f"{where}: {prefix} {h}x{w}x{c} with {ct} channel tiles (expected {want})")
+    if d.in_ppw != (cols // d.in_c if packed else 0):
+        raise ProgramError(f"{where}: in_ppw {d.in_ppw} (PACKED {packed}, in_c {d.in_c}, cols {cols})")
+    out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
+    for prefix, base, h, w, c in ins:
+        size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
+        if d.op in ("ADD", "LUT") and base == out_lo and size == out_hi - out_lo:
+            continue                                # elementwise, in place
+        if base < out_hi and out_lo < base + size:
+            raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
+    if d.op in ("CONV", "DWCONV", "MAXPOOL", "AVGPOOL"):
+        if min(d.kernel_h, d.kernel_w, d.stride_h, d.stride_w) < 1:
+            raise ProgramError(f"{where}: kernel {d.kernel_h}x{d.kernel_w} stride {d.stride_h}x{d.stride_w}")
+        for size, k, s, lo, hi, o, axis in ((d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.pad_bottom, d.out_h, "h"),
+                                            (d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.pad_right, d.out_w, "w")):
+            if (size + lo + hi - k) // s + 1 != o:
+                raise ProgramError(f"{where}: out_{axis} {o} does not follow from in_{axis} {size}, kernel {k}, "
+                                   f"stride {s}, pads {lo}+{hi}")
+    if d.op == "CONV" and packed:
+        want = (im2col_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
+                param_words(d.out_c, rows, cols), -(-d.out_c // rows), k_words)
+    elif d.op == "CONV":
+        want = (conv_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
+                param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w * d.in_ct)
+    elif d.op == "DWCONV":
+        if d.in_c != d.out_c:
+            raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
+        want = (dw_block_words(d.kernel_h, d.kernel_w, d.out_c, rows, cols), param_words(d.out_c, rows, cols), 0,
+                -(-(d.kernel_h * d.kernel_w) // rows))
+    else:
+        want = None
+    if want is not None and want != (d.weight_words, d.param_words, d.oc_tiles, d.tile_words):
+        raise ProgramError(f"{where}: weight_words/param_words/oc_tiles/tile_words "
+                           f"{(d.weight_words, d.param_words, d.oc_tiles, d.tile_words)}, the format gives {want}")
+    if d.op in ("ADD", "LUT") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
+        raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
+    if d.op == "ADD" and (d.in2_h, d.in2_w, d.in2_c) != (d.out_h, d.out_w, d.out_c):
+        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} differs from the output")
+    if d.op in ("MAXPOOL", "AVGPOOL") and d.in_c != d.out_c:
+        raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
+    if d.op == "COPY" and (d.copy_y + d.in_h > d.out_h or d.copy_x + d.in_w > d.out_w or
+                           d.copy_c + d.in_c > d.out_c):
+        raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} at ({d.copy_y}, {d.copy_x}, {d.copy_c}) does not "
+                           f"fit the {d.out_h}x{d.out_w}x{d.out_c} output")
+    if d.op == "LUT" and d.param_words * rows * cols < 256:
+        raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
+
+
+def step(i, d, sram, wsram, rows, cols):
+    """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address."""
+    _check(i, d, cols, rows)
+    where = f"descriptor {i} ({d.op})"
+    if d.flags & PACKED:
+        x = read_packed(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
+    else:
+        x = read_tensor(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
+    geo = dict(stride=(d.stride_h, d.stride_w), dilation=(1, 1),
+               pads=(d.pad_top, d.pad_bottom, d.pad_left, d.pad_right))
+    if d.op in ("CONV", "DWCONV"):
+        records = _region(wsram, d.param_addr, d.param_words, where)
+        block = _region(wsram, d.weight_addr, d.weight_words, where)
+        if d.op == "CONV" and d.flags & PACKED:
+            w = unpack_im2col_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
+            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
+        elif d.op == "CONV":
+            w = unpack_conv_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
+            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
+        else:
+            w = unpack_dw_weights(block, d.kernel_h, d.kernel_w, d.out_c, rows, cols)[None]
+            acc = ref.depthwise_conv2d_acc(x[None], w, 1, input_offset=-d.in_zp, **geo)
+        if d.flags & FCSCALE:
+            bias, scale = unpack_fc_params(records, d.out_c, rows, cols)
+            out = ref.requantize_acc_double(acc, bias, scale, d.out_zp, d.act_min, d.act_max)[0]
+        else:
+            bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
+            out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
+    elif d.op == "ADD":
+        x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
+        p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
+                 input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
+                 input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
+                 output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
+        out = ref.add_int8(x, x2, p)
+    elif d.op == "MAXPOOL":
+        out = ref.max_pool(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min, d.act_max)[0]
+    elif d.op == "AVGPOOL":
+        out = ref.average_pool_int8(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min,
+                                    d.act_max)[0]
+    elif d.op == "LUT":
+        table = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, 256), np.int8)
+        out = table[x.astype(np.int64) + 128]
+    elif d.op == "COPY":
+        n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
+        if d.out_addr + n > sram.shape[0]:
+            raise ProgramError(f"{where}: output runs past the activation SRAM")
+        if d.flags & FILL:
+            write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
+        out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
+        out[d.copy_y:d.copy_y + d.in_h, d.copy_x:d.copy_x + d.in_w, d.copy_c:d.copy_c + d.in_c] = x
+    else:
+        raise ProgramError(f"{where}: no operation")
+    if out.shape != (d.out_h, d.out_w, d.out_c) or out.dtype != np.int8:
+        raise ProgramError(f"{where}: computed {out.dtype}{out.shape}, descriptor says {d.out_h}x{d.out_w}x{d.out_c}")
+    write_tensor(sram, d.out_addr, out, d.out_zp)
+
+
+def execute(rom_bytes, config, input_int8_hwc):
+    """Run a ROM image on the simulated die: int8 HWC input -> the graph's outputs (host tail applied)."""
+    return execute_trace(rom_bytes, config, input_int8_hwc)[0]
+
+
+def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
+    """`execute`, also returning the activation SRAM at the end (int8 [words, cols]).
+
+    `on_descriptor(index, descriptor, sram)` is called after each descriptor, for comparing the RTL's SRAM
+    layer by layer. Words nobody wrote hold seeded random bytes, so reading one shows up as wrong outputs.
+    """
+    rom = load_rom(rom_bytes, config)
+    rows, cols = config.array_rows, config.array_cols
+    wsram = rom.weight_sram()
+    sram = np.random.default_rng(0x5CA).integers(-128, 128, (config.act_banks * config.sram_bank_bytes // cols,
+                                                             cols)).astype(np.int8)
+    spec = rom.io["input"]
+    x = np.asarray(input_int8_hwc)
+    if x.dtype != np.int8 or list(x.shape) != spec["hwc"]:
+        raise ValueError(f"input must be int8 {'x'.join(map(str, spec['hwc']))} (HWC), got {x.dtype} "
+                         f"{'x'.join(map(str, x.shape))}")
+    if spec.get("ppw"):
+        write_packed(sram, spec["addr"], x, spec["zero_point"][0])
+    else:
+        write_tensor(sram, spec["addr"], x, spec["zero_point"][0])
+
+    stream = wsram.reshape(-1)           # the program is a byte stream from word 0
+    i = 0
+    while True:
+        start = i * DESCRIPTOR_BYTES
+        if start + DESCRIPTOR_BYTES > stream.size:
+            raise ProgramError(f"program runs past the weight SRAM at descriptor {i} without END")
+        d = unpack(stream[start:start + DESCRIPTOR_BYTES].tobytes(), i)
+        if d.op == "END":
+            break
+        step(i, d, sram, wsram, rows, cols)
+        if on_descriptor is not None:
+            on_descriptor(i, d, sram)
+        i += 1
+    if i + 1 != rom.descriptors:
+        raise ProgramError(f"program ended after {i + 1} descriptors, the ROM header says {rom.descriptors}")
+
+    die_outputs = {}
+    for t in rom.io["die_outputs"]:
+        h, w, c = t["hwc"]
+        die_outputs[t["name"]] = read_tensor(sram, t["addr"], h, w, c)
+    return host_outputs(rom.io, die_outputs), sram
+
+
+def host_outputs(io, die_outputs):
+    """The graph's outputs from the die's output tensors ({name: int8 HWC}) and the ROM's model I/O section:
+    the host tail (RESHAPE, CONCATENATION, SOFTMAX, ...) run by the graph executor. The RTL's host side uses
+    this too, so the die and the golden executor share everything after the die."""
+
+    env = {}
+    for t in io["die_outputs"]:
+        env[t["name"]] = np.asarray(die_outputs[t["name"]]).reshape(t["shape"])
+    host = io["host"]
+    if host["ops"]:
+        tensors = {}
+        for t in host["tensors"]:
+            q = None
+            if "scale" in t:
+                q = QuantParams(np.array(t["scale"], np.float32), np.array(t["zero_point"], np.int64), t["axis"])
+            data = np.array(t["data"], t["dtype"]).reshape(t["shape"]) if "data" in t else None
+            tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]), t["dtype"], data=data, quant=q)
+        ops = [Op(o["kind"], o["inputs"], o["outputs"], o["opts"], name=o["name"]) for o in host["ops"]]
+        produced = {n for o in ops for n in o.outputs}
+        tail = Graph(tensors=tensors, ops=ops, inputs=host["inputs"],
+                     outputs=[t["name"] for t in io["outputs"] if t["name"] in produced])
+        trace = {}
+        run_graph(tail, [env[n] for n in host["inputs"]], trace=trace)
+        env.update({k: v for k, v in trace.items() if k in produced})
+    return [env[t["name"]] for t in io["outputs"]]
