@@ -39,7 +39,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from stackcam.rtl.csi2.packetizer import ppi_beat_stream
-from stackcam.rtl.die import ROM_BEAT_BYTES, rom_beat_layout
+from stackcam.rtl.die import rom_beat_layout
 from stackcam.rtl.regs import REGISTERS, bus_signature
 from stackcam.rtl.streams import pixel_beat_stream, tensor_pixel_stream
 
@@ -207,7 +207,7 @@ class HostProtocol(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "pixels": Out(pixel_beat_stream(P)),
             "tensor": Out(tensor_pixel_stream(3)),
-            "rom": Out(stream.Signature(rom_beat_layout())),
+            "rom": Out(stream.Signature(rom_beat_layout(config))),
             "bus": Out(bus_signature()),
             "csi2": In(ppi_beat_stream(lanes)),
             "pattern_start": Out(1),
@@ -233,8 +233,8 @@ class HostProtocol(wiring.Component):
         args = Signal(40)                  # argument bytes, the first in the low byte
         argi = Signal(range(6))
         nargs = Signal(range(6))
-        buf = Signal(8 * max(ROM_BEAT_BYTES, 2 * P, 3))    # payload bytes of the beat being gathered
-        k = Signal(range(ROM_BEAT_BYTES + 1))                # bytes gathered in `buf`
+        buf = Signal(8 * max(cfg.rom_beat_bytes, 2 * P, 3))    # payload bytes of the beat being gathered
+        k = Signal(range(cfg.rom_beat_bytes + 1))                # bytes gathered in `buf`
         remaining = Signal(34)             # payload bytes still to come
         first = Signal()
         bx = Signal(range(beats_per_line))
@@ -261,7 +261,7 @@ class HostProtocol(wiring.Component):
                 with m.Case(a):
                     m.d.comb += board_value.eq(values[name])
 
-        beat_bytes = Signal(range(ROM_BEAT_BYTES + 1))   # bytes per beat of the current payload command
+        beat_bytes = Signal(range(cfg.rom_beat_bytes + 1))   # bytes per beat of the current payload command
         with m.FSM():
             with m.State("CMD"):
                 m.d.comb += rx.ready.eq(1)
@@ -297,7 +297,7 @@ class HostProtocol(wiring.Component):
                         m.d.comb += [self.bus.addr.eq(addr), self.bus.re.eq(~board_reg)]
                         m.next = "READ"
                     with m.Case(CMD_ROM):
-                        m.d.sync += [remaining.eq(length), beat_bytes.eq(ROM_BEAT_BYTES)]
+                        m.d.sync += [remaining.eq(length), beat_bytes.eq(cfg.rom_beat_bytes)]
                         m.next = "GATHER"
                     with m.Case(CMD_TENSOR):
                         m.d.sync += [remaining.eq(length + (length << 1)), beat_bytes.eq(3)]
@@ -338,7 +338,7 @@ class HostProtocol(wiring.Component):
                 done = remaining == 0
                 with m.Switch(cmd):
                     with m.Case(CMD_ROM):
-                        m.d.comb += [self.rom.valid.eq(1), self.rom.payload.data.eq(buf[:8 * ROM_BEAT_BYTES]),
+                        m.d.comb += [self.rom.valid.eq(1), self.rom.payload.data.eq(buf[:8 * cfg.rom_beat_bytes]),
                                      self.rom.payload.count.eq(k), self.rom.payload.first.eq(first),
                                      self.rom.payload.last.eq(done)]
                     with m.Case(CMD_TENSOR):

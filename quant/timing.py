@@ -18,7 +18,7 @@ from math import gcd
 from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES
 
 __all__ = [
-    "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "DEFAULT_DW_SETS", "DEFAULT_DW_TAPS", "DEFAULT_IM2COL_BYTES",
+    "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY",
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "LUT_ROW_BYTES", "addr_bits", "divider_width", "lut_row_bytes", "param_load_layout",
     "setup_cycles", "param_load_cycles", "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
@@ -34,9 +34,6 @@ REQUANT_LATENCY = 5        # rtl.requant.RequantUnit: valid in -> out_valid
 # array input, S2 + MAC_LATENCY the sums (and the parameter-buffer read), then the requantizer.
 CONV_LATENCY = 2 + MAC_LATENCY + 1 + REQUANT_LATENCY
 
-DEFAULT_DW_SETS = 3        # depthwise accumulator sets (MAC-array rows used as open outputs)
-DEFAULT_DW_TAPS = 9        # depthwise taps held in registers (3x3)
-DEFAULT_IM2COL_BYTES = 5 * 5 * 3   # im2col pixel buffer: a 5x5 kernel on an RGB input (BlazeFace's stem)
 
 DIRECT_SETUP_STEPS = 7     # multiplier steps of a direct CONV / DWCONV setup
 PACKED_SETUP_STEPS = 14    # ... of a PACKED setup, plus one per im2col pixel of a group
@@ -118,7 +115,7 @@ def dw_walk_close_cycles(config, desc, dw_sets=None):
     cycles after the previous one (the back end drains an output's sums in `groups` cycles), so closes are
     ``max(kh*kw [+ tile_words], groups)`` apart at a pass's first output and ``max(kh*sw, groups)`` after."""
     groups = config.array_cols // config.array_rows
-    ns = min(dw_sets or DEFAULT_DW_SETS, config.array_rows)
+    ns = min(dw_sets or config.dw_sets, config.array_rows)
     kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
     passes = 1 if kw <= ns * sw else -(-desc.out_w // ns)
     first_gap = max(kh * kw, groups)
@@ -169,11 +166,12 @@ def im2col_feed_cycles(config, desc, im2col_pixels=None):
     return feed_end[-1] + 1
 
 
-def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
+def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=None):
     """`NPUConvEngine`: exact cycles from `start` to `done` of an accepted CONV or DWCONV descriptor: the start
     cycle, `setup_cycles`, `param_load_cycles`, the run (issue to the last write) and `done` with that write.
     A refused descriptor takes 2."""
     groups = config.array_cols // config.array_rows
+    dw_taps = dw_taps or config.dw_taps
     t0 = 1 + setup_cycles(config, desc, im2col_pixels) + param_load_cycles(config, desc)
     if desc.opcode == OPCODES["DWCONV"]:
         if desc.kernel_h * desc.kernel_w > dw_taps:

@@ -17,15 +17,13 @@ from .regs import MODE_IMAGE, MODE_METADATA, MODE_TENSORS, RegisterBank, bus_sig
 from .streams import pixel_beat_stream, tensor_pixel_stream
 
 __all__ = ["StackcamDie", "EMBEDDED_FIELDS", "EMBEDDED_BYTES", "EMBEDDED_MAGIC", "EMBEDDED_VERSION",
-           "MAX_OUTPUT_LINE_BYTES", "ROM_BEAT_BYTES", "rom_beat_layout"]
-
-MAX_OUTPUT_LINE_BYTES = 4096      # longest output-tensor row (w * c bytes) the CSI-2 line buffer holds
-ROM_BEAT_BYTES = 16               # model loader port width
+           "rom_beat_layout"]
 
 
-def rom_beat_layout():
-    """One beat of the model-loader port: ROM_BEAT_BYTES image bytes, how many are valid, first/last."""
-    return _loader_beat_layout(ROM_BEAT_BYTES)
+
+def rom_beat_layout(config):
+    """One beat of the model-loader port: `config.rom_beat_bytes` image bytes, how many are valid, first/last."""
+    return _loader_beat_layout(config.rom_beat_bytes)
 
 EMBEDDED_MAGIC = b"SC"
 EMBEDDED_BYTES = 36
@@ -80,7 +78,7 @@ class StackcamDie(wiring.Component):
         super().__init__({
             "pixels": In(pixel_beat_stream(config.pixels_per_clock)),
             "tensor": In(tensor_pixel_stream(3)),
-            "rom": In(stream.Signature(rom_beat_layout())),
+            "rom": In(stream.Signature(rom_beat_layout(config))),
             "csi2": Out(ppi_beat_stream(config.csi2_lanes)),
             "bus": In(bus_signature()),
             "frames_sent": Out(32),
@@ -108,14 +106,14 @@ class StackcamDie(wiring.Component):
             "isp_offset": q.offset & 0xFFFFFFFF})
         m.submodules.isp = isp = ISPFrontEnd(cfg)
         m.submodules.npu = npu = NPU(cfg)
-        m.submodules.loader = loader = ModelLoader(cfg, beat_bytes=ROM_BEAT_BYTES)
+        m.submodules.loader = loader = ModelLoader(cfg, beat_bytes=cfg.rom_beat_bytes)
         m.submodules.inw = inw = InputWriter(cfg)
         m.submodules.outr = outr = OutputReader(cfg)
         m.submodules.raw10 = raw10 = RAW10LinePacker(cfg)
         m.submodules.tlines = tlines = TensorLinePacker(cfg.input_width, cfg.input_height, 3)
         m.submodules.lb_image = lb_image = LineBuffer(5, lanes, self.image_line_bytes)
         m.submodules.lb_input = lb_input = LineBuffer(1, lanes, self.input_line_bytes)
-        m.submodules.lb_output = lb_output = LineBuffer(1, lanes, MAX_OUTPUT_LINE_BYTES)
+        m.submodules.lb_output = lb_output = LineBuffer(1, lanes, cfg.max_output_line_bytes)
         m.submodules.framer = framer = CSI2Framer(lanes, cfg.frame_height, cfg.input_height, MAX_OUTPUTS,
                                                   EMBEDDED_BYTES)
         m.submodules.tx = tx = CSI2Packetizer(lanes, payload_width=lanes, blanking=cfg.csi2_blanking)

@@ -45,6 +45,17 @@ class DieConfig:
     # faster on the stem (3x3 s2 RGB: about 3.4 cycles per output pixel at 1, 1.3 at 4) and costs logic (on an
     # ECP5, roughly 8.8 k LUT4 per pixel at 16 lanes).
     im2col_pixels: int = 4
+    # NPU: bytes of each im2col pixel buffer (the largest PACKED kernel: 5x5 RGB, BlazeFace's stem).
+    im2col_bytes: int = 5 * 5 * 3
+    # NPU depthwise walk: accumulator sets (MAC-array rows used as open outputs) and taps held in registers.
+    dw_sets: int = 3
+    dw_taps: int = 9
+    # NPU: per-descriptor cycle counters kept (a longer program runs; later descriptors are not counted).
+    max_descriptors: int = 512
+    # Model loader port: ROM image bytes per beat.
+    rom_beat_bytes: int = 16
+    # CSI-2 output line buffer: the longest output-tensor row (w * c bytes).
+    max_output_line_bytes: int = 4096
     # CSI-2 transmitter.
     csi2_lanes: int = 1
     csi2_blanking: int = 0              # minimum idle cycles between CSI-2 packets (line blanking)
@@ -58,7 +69,8 @@ class DieConfig:
                 raise ConfigError(f"config {self.name!r}: {what}")
 
         for attr in ("frame_width", "frame_height", "input_width", "input_height", "array_rows",
-                     "array_cols", "sram_banks", "sram_bank_bytes"):
+                     "array_cols", "sram_banks", "sram_bank_bytes", "im2col_bytes", "dw_sets", "dw_taps",
+                     "max_descriptors", "max_output_line_bytes"):
             value = getattr(self, attr)
             need(isinstance(value, int) and value > 0, f"{attr} must be a positive integer, got {value!r}")
         need(self.pixels_per_clock in (1, 2, 4),
@@ -89,6 +101,11 @@ class DieConfig:
              f"sram_bank_bytes must be a power of two, got {self.sram_bank_bytes}")
         need(isinstance(self.weight_banks, int) and 0 < self.weight_banks < self.sram_banks,
              f"weight_banks must be in 1..sram_banks-1 ({self.sram_banks - 1}), got {self.weight_banks!r}")
+        need(self.rom_beat_bytes in (1, 2, 4, 8, 16),
+             f"rom_beat_bytes must be 1, 2, 4, 8 or 16 (a beat inside one 16-byte aligned block), got "
+             f"{self.rom_beat_bytes!r}")
+        need(self.max_output_line_bytes < 1 << 16,
+             f"max_output_line_bytes must be below 65536 (a CSI-2 word count), got {self.max_output_line_bytes}")
         need(self.frame_width % 4 == 0,
              f"frame_width {self.frame_width} must be a multiple of 4 (CSI-2 RAW10 image lines pack 4 pixels in 5 "
              f"bytes)")

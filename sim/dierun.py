@@ -17,8 +17,7 @@ from stackcam.quant.golden import host_outputs
 from stackcam.quant.isp import isp_quant_params
 from stackcam.quant.romimage import RomError, load_rom
 from stackcam.rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
-from stackcam.rtl.die import MAX_OUTPUT_LINE_BYTES, ROM_BEAT_BYTES, rom_beat_layout
-from stackcam.rtl.npu.core import MAX_DESCRIPTORS
+from stackcam.rtl.die import rom_beat_layout
 from stackcam.rtl.npu.io import MAX_OUTPUTS
 from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 from stackcam.rtl.streams import tensor_pixel_layout
@@ -115,21 +114,23 @@ def model_registers(config, io, input_range=(-1.0, 1.0), isp=True):
         })
     for k, t in enumerate(outs):
         oh, ow, oc = t["hwc"]
-        if ow * oc > MAX_OUTPUT_LINE_BYTES:
+        if ow * oc > config.max_output_line_bytes:
             raise HostError(f"output '{t['name']}' has rows of {ow * oc} bytes; CSI-2 lines hold at most "
-                            f"{MAX_OUTPUT_LINE_BYTES}")
+                            f"{config.max_output_line_bytes}")
         regs.update({f"out{k}_addr": t["addr"], f"out{k}_hw": oh | ow << 16,
                      f"out{k}_c": oc | math.ceil(oc / config.array_cols) << 16})
     return regs, geometry, quant
 
 
-def rom_beats(rom):
-    """The ROM image as loader-port beats (16 bytes, a byte count, first/last markers), as Python ints."""
-    layout = rom_beat_layout()
-    n = math.ceil(len(rom) / ROM_BEAT_BYTES)
+def rom_beats(rom, config):
+    """The ROM image as loader-port beats (`config.rom_beat_bytes` bytes, a byte count, first/last markers), as
+    Python ints."""
+    layout = rom_beat_layout(config)
+    beat = config.rom_beat_bytes
+    n = math.ceil(len(rom) / beat)
     beats = []
     for i in range(n):
-        chunk = rom[i * ROM_BEAT_BYTES:(i + 1) * ROM_BEAT_BYTES]
+        chunk = rom[i * beat:(i + 1) * beat]
         v = int.from_bytes(chunk, "little")
         v |= len(chunk) << layout["count"].offset
         v |= int(i == 0) << layout["first"].offset
@@ -239,7 +240,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     ios = []
     for kind, item in schedule:
         if kind == "rom":
-            beats = rom_beats(item)
+            beats = rom_beats(item, config)
             all_rom += beats
             steps.append({"rom": len(all_rom)})
             try:
@@ -282,7 +283,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         "reg_npu_status": REGISTER_BY_NAME["npu_status"].addr, "reg_load_cycles": REGISTER_BY_NAME["load_cycles"].addr,
         "reg_counter_sel": REGISTER_BY_NAME["counter_sel"].addr,
         "reg_counter_cycles": REGISTER_BY_NAME["counter_cycles"].addr,
-        "reg_counter_macs": REGISTER_BY_NAME["counter_macs"].addr, "max_counters": MAX_DESCRIPTORS,
+        "reg_counter_macs": REGISTER_BY_NAME["counter_macs"].addr, "max_counters": config.max_descriptors,
         "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("status", "npu_status", "npu_descriptors",
                                                                "frame_latency", "model_fingerprint", "load_cycles")},
     }

@@ -137,7 +137,7 @@ def harness_verilog(config):
     for name in ("pixels", "tensor", "rom"):
         text.append(_PLAYER.format(name=name))
     text.append(_CAPTURE)
-    pl, tl, rl = pixel_beat_layout(config.pixels_per_clock), tensor_pixel_layout(3), rom_beat_layout()
+    pl, tl, rl = pixel_beat_layout(config.pixels_per_clock), tensor_pixel_layout(3), rom_beat_layout(config)
     top = _TOP.format(top=TOP, die=DIE, pw=pl.size, tw=tl.size, rw=rl.size,
                       cw=ppi_beat_layout(config.csi2_lanes).size, pd=pd, td=td, rd=rd,
                       pfb=pl["frame_first"].offset, plb=pl["frame_last"].offset,

@@ -283,7 +283,7 @@ def test_host_protocol_against_python_model():
             sink("pixels", dut.pixels, frame_beats), deadline_cycles=12_000, name="host_protocol")
 
     assert got["writes"] == [(0x40, 0xCAFEF00D)]
-    assert [b.as_value().value for b in got["rom"]] == rom_beats(rom)
+    assert [b.as_value().value for b in got["rom"]] == rom_beats(rom, cfg)
     assert [b.as_value().value for b in got["tensor"]] == tensor_beats(tensor).tolist()
     assert [b.as_value().value for b in got["pixels"]] == pack_beats(raw, cfg.pixels_per_clock).tolist()
     assert got["patterns"] == [(3, 1)]

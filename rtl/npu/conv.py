@@ -21,7 +21,7 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 
 from stackcam.quant.program import FCSCALE, OPCODES, PACKED
-from stackcam.quant.timing import CONV_LATENCY, DEFAULT_DW_TAPS, conv_cycles
+from stackcam.quant.timing import CONV_LATENCY, conv_cycles
 
 from .conv_backend import ConvBackEnd
 from .conv_common import ConvDims, param_record_layout
@@ -100,7 +100,7 @@ class NPUConvEngine(wiring.Component):
     waiting for a drain or a channel tile's taps.
     """
 
-    def __init__(self, config, im2col_words=None, im2col_pixels=None, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
+    def __init__(self, config, im2col_words=None, im2col_pixels=None, dw_sets=None, dw_taps=None):
         self.config = config
         self.dims = ConvDims(config, im2col_words, im2col_pixels, dw_sets, dw_taps)
         self.rows, self.cols = config.array_rows, config.array_cols
@@ -109,7 +109,7 @@ class NPUConvEngine(wiring.Component):
         self.im2col_words = self.dims.GM
         self.im2col_pixels = self.dims.G
         self.dw_sets = self.dims.NS
-        self.dw_taps = dw_taps
+        self.dw_taps = self.dims.TM
         super().__init__(engine_signature(config))
 
     # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).

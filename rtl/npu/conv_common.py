@@ -6,8 +6,6 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for, ceil_log2
 
-from stackcam.quant.timing import DEFAULT_DW_SETS, DEFAULT_DW_TAPS, DEFAULT_IM2COL_BYTES
-
 from .ports import addr_bits
 
 __all__ = ["ConvDims", "param_record_layout", "geometry_layout", "issue_layout", "tile_layout", "mux_tree", "words",
@@ -21,15 +19,16 @@ param_record_layout = data.StructLayout({"bias": signed(32), "multiplier": signe
 class ConvDims:
     """The conv engine's sizes for a configuration: array, address widths, im2col and depthwise parameters."""
 
-    def __init__(self, config, im2col_words=None, im2col_pixels=None, dw_sets=None, dw_taps=DEFAULT_DW_TAPS):
+    def __init__(self, config, im2col_words=None, im2col_pixels=None, dw_sets=None, dw_taps=None):
+        dw_taps = dw_taps or config.dw_taps
         self.config = config
         self.R, self.C = config.array_rows, config.array_cols
         self.NG = self.C // self.R                      # lane groups (R-channel tiles) per output word
         self.WB = self.R * self.C                       # weight word bytes
         self.param_depth = -(-config.max_channels // self.C)
-        self.GM = im2col_words or -(-DEFAULT_IM2COL_BYTES // self.C)
+        self.GM = im2col_words or -(-config.im2col_bytes // self.C)
         self.G = im2col_pixels or config.im2col_pixels
-        self.NS = min(self.R, dw_sets or DEFAULT_DW_SETS)
+        self.NS = min(self.R, dw_sets or config.dw_sets)
         self.TM = dw_taps
         self.TW = -(-self.TM // self.R)                 # depthwise block words that hold TM taps
         self.AB = addr_bits(config.act_words)

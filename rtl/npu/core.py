@@ -4,17 +4,18 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from stackcam.quant.program import DESCRIPTOR_BYTES
+
 from .conv import NPUConvEngine
 from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
 from .vector import NPUVectorEngine
 
-__all__ = ["NPU", "NPU_ERRORS", "MAX_DESCRIPTORS"]
+__all__ = ["NPU", "NPU_ERRORS"]
 
-MAX_DESCRIPTORS = 512       # per-descriptor counters kept (a program may be longer; later ones are not counted)
 # `error` codes (0 = none).
 NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "program ran past the weight SRAM",
               4: "no valid model loaded"}
-DESC_BYTES = 128
+DESC_BYTES = DESCRIPTOR_BYTES
 
 
 class NPU(wiring.Component):
@@ -32,7 +33,7 @@ class NPU(wiring.Component):
     model loader). While `busy`, external accesses are ignored.
 
     Counters: `cycles` and `mac_cycles` of the last run (start to done; cycles the MAC array accumulated), and
-    per descriptor (up to `MAX_DESCRIPTORS`): reading `counter_sel` = i gives descriptor i's `counter_cycles`
+    per descriptor (up to `config.max_descriptors`): reading `counter_sel` = i gives descriptor i's `counter_cycles`
     and `counter_macs` one cycle later; `descriptors` is how many ran.
     """
 
@@ -103,7 +104,7 @@ class NPU(wiring.Component):
         mac_active = Signal()
         # The MAC array is the conv engine's; the vector engine's multipliers do not count for utilization.
         m.d.comb += mac_active.eq((owner == 1) & conv.mac_active)
-        m.submodules.counters = counters = memory.Memory(shape=64, depth=MAX_DESCRIPTORS, init=[])
+        m.submodules.counters = counters = memory.Memory(shape=64, depth=cfg.max_descriptors, init=[])
         c_w = counters.write_port()
         c_r = counters.read_port()
         m.d.comb += [c_r.addr.eq(self.counter_sel), c_r.en.eq(1),
@@ -204,7 +205,7 @@ class NPU(wiring.Component):
                 with m.If(engine_done):
                     m.d.sync += owner.eq(0)
                     m.d.comb += [c_w.addr.eq(pc), c_w.data.eq(Cat((d_cycles + 1)[:32], (d_macs + mac_active)[:32])),
-                                 c_w.en.eq(pc < MAX_DESCRIPTORS)]
+                                 c_w.en.eq(pc < cfg.max_descriptors)]
                     with m.If(engine_error):
                         finish(2)
                     with m.Else():
