@@ -498,14 +498,6 @@ def read_tensor(sram, base, h, w, c, lanes=False):
     return x.copy() if lanes else x[:, :, :c].copy()
 
 
-
-
-
-
-
-
-
-
 def packed_words(h, w, c, cols):
     """Activation words of a pixel-packed H x W x C tensor."""
     return -(-(h * w) // (cols // c))

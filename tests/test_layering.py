@@ -87,3 +87,41 @@ def test_the_rtl_layout_is_the_format():
         shape = layout[f.name].shape
         assert (shape.width, shape.signed) == (f.bits, f.signed)
         assert layout[f.name].offset == 8 * f.offset
+
+
+def _private_format_imports(path, package):
+    """[(line, module.name)] of underscore names `path` imports from the format modules."""
+    public_only = {f"stackcam.quant.{m}" for m in ("program", "romimage", "golden", "report")}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                base = package.split(".")
+                mod = ".".join(base[:len(base) - (node.level - 1)] + ([mod] if mod else []))
+            if mod in public_only:
+                found += [(node.lineno, f"{mod}.{a.name}") for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_private_names_of_the_format_modules_are_imported_elsewhere():
+    """The program format, the ROM image, the golden executor and the reports are used through public names only
+    (the die's model loader reads the ROM layout as `romimage.HEADER`/`ENTRY`/`ALIGN`)."""
+    root = QUANT.parent
+    packages = {"quant": "stackcam.quant", "rtl": "stackcam.rtl", "sim": "stackcam.sim",
+                "boards": "stackcam.boards", "stackcam": "stackcam", "tests": "tests"}
+    offenders = []
+    for folder, pkg in packages.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            package = ".".join([pkg, *path.relative_to(root / folder).parent.parts])
+            offenders += [f"{path.relative_to(root)}:{line} imports {name}"
+                          for line, name in _private_format_imports(path, package)]
+    assert not offenders, offenders
+
+
+def test_the_private_import_check_sees_one(tmp_path):
+    planted = tmp_path / "loader.py"
+    planted.write_text("from stackcam.quant.romimage import HEADER, _ENTRY\nfrom ...quant.program import _x\n")
+    assert _private_format_imports(planted, "stackcam.rtl.npu") == [
+        (1, "stackcam.quant.romimage._ENTRY"), (2, "stackcam.quant.program._x")]
