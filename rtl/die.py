@@ -280,6 +280,13 @@ class StackcamDie(wiring.Component):
         ]
 
         # ---- status, counters, embedded data ----
+        self._status(m, regs=regs, isp=isp, npu=npu, loader=loader, raw10=raw10, framer=framer, tx=tx,
+                     frame_start=frame_start, missing_end=missing_end)
+        return m
+
+    def _status(self, m, *, regs, isp, npu, loader, raw10, framer, tx, frame_start, missing_end):
+        """Frame latency, the frame's verdict (malformed input, no model, the network's error and where), the
+        status and counter registers, and the embedded-data line closing every output frame."""
         latency = Signal(32)
         frame_latency = Signal(32)
         counting = Signal()
@@ -348,4 +355,3 @@ class StackcamDie(wiring.Component):
         for name, offset, size in EMBEDDED_FIELDS:
             m.d.comb += emb[8 * offset: 8 * (offset + size)].eq(fields[name])
         m.d.comb += framer.embedded.eq(emb)
-        return m
