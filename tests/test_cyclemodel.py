@@ -15,7 +15,7 @@ from tests.dieutil import Model
 
 pytestmark = pytest.mark.xdist_group("verilator")
 
-ZOO = ["zoo:blazeface", "zoo:mobilenet_v1_0.25_96_2"]
+ZOO = ["zoo:blazeface", "zoo:mobilenet_v1_0.25_96_2", "zoo:first-light"]
 
 
 def _kind(d):
