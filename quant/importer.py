@@ -1,6 +1,7 @@
 """Load a model (.tflite flatbuffer or ONNX) into the toolchain's Graph IR; refuse what we cannot run, by name.
 
 Float16 weights behind DEQUANTIZE ops (and other constant DEQUANTIZEs) are folded into float32 constants.
+Sparse constants (SparsityParameters) are made dense on import (quant.sparse) and their DENSIFY ops dropped.
 """
 
 import struct
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .graph import ACTIVATIONS, SUPPORTED_OPS, Graph, ModelError, Op, QuantParams, Tensor, unsupported_message
+from .sparse import SparsityError, densify
 from .tflite import FILE_IDENTIFIER, schema
 
 __all__ = ["load_model", "load_tflite", "graph_from_tflite_model", "BUILTIN_NAMES", "DTYPE_NAMES"]
@@ -119,7 +121,18 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
                                  f"dimension is taken as 1)")
         raw = _tensor_bytes(model, t, file_data, name, tname)
         data = None
-        if raw is not None:
+        if raw is not None and t.sparsity is not None:
+            # A sparse constant (what DENSIFY reads): the buffer holds only the values present.
+            np_dtype = np.dtype(dtype).newbyteorder("<")
+            if len(raw) % np_dtype.itemsize:
+                raise ModelError(f"{name}: sparse constant tensor '{tname}' holds {len(raw)} bytes, not a whole "
+                                 f"number of {dtype} values (truncated or corrupt file)")
+            try:
+                data = densify(np.frombuffer(raw, dtype=np_dtype).astype(np_dtype.newbyteorder("=")), shape,
+                               t.sparsity)
+            except SparsityError as e:
+                raise ModelError(f"{name}: sparse constant tensor '{tname}': {e}") from None
+        elif raw is not None:
             np_dtype = np.dtype(dtype).newbyteorder("<")
             count = int(np.prod(shape, dtype=np.int64))
             if len(raw) != count * np_dtype.itemsize:
@@ -150,6 +163,16 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
                              f"which {kind} does not take (a corrupt model?)")
         layer = outs[0] if outs else f"op{index}"
         kind = _KIND_ALIASES.get(kind, kind)
+        if kind == "DENSIFY" and len(ins) == 1 and len(outs) == 1 and ins[0] and tensors[ins[0]].is_const:
+            # The sparse constant was made dense on import: its DENSIFY is a constant copy, dropped.
+            src, dst = tensors[ins[0]], tensors[outs[0]]
+            if src.data.shape != tuple(dst.shape):
+                raise ModelError(f"{name}: DENSIFY in layer '{layer}' (op {index}) turns shape "
+                                 f"{list(src.data.shape)} into {list(dst.shape)}")
+            dst.data, dst.dtype = src.data, src.dtype
+            if dst.quant is None:
+                dst.quant = src.quant
+            continue
         if kind not in SUPPORTED_OPS:
             unsupported.append(f"'{kind}' in layer '{layer}' (op {index})")
             continue
