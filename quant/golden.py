@@ -140,6 +140,9 @@ def step(i, d, sram, wsram, rows, cols):
             out = ref.requantize_acc_double(acc, bias, scale, d.out_zp, d.act_min, d.act_max)[0]
         else:
             bias, mult, shift = unpack_params(records, d.out_c, rows, cols)
+            if np.any((shift < -31) | (shift > 31)):      # the RTL's shift is 5 bits of magnitude
+                raise ProgramError(f"{where}: a parameter record's shift {int(shift[(shift < -31) | (shift > 31)][0])}"
+                                   f" is outside -31..31")
             out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
     elif d.op == "ADD":
         x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)

@@ -204,11 +204,202 @@ def load_rom(data, config):
         raise RomError(f"ROM program section holds fewer than its {descriptors} descriptors")
     try:
         io = json.loads(sections["MIO"]["data"].decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RomError(f"ROM model I/O section is not valid JSON: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RomError(f"ROM model I/O section is not valid JSON: {str(e).splitlines()[0]}") from None
+    _check_io(io, config)
     return RomImage(rom_version=rom_version, program_version=program_version, fingerprint=fingerprint,
                     weight_word_bytes=wb, act_word_bytes=ab, weight_words=weight_words, descriptors=descriptors,
                     act_words=act_words, sections=sections, io=io)
+
+
+# The model I/O section's schema. Every reader (the golden executor, the host side of a die run, the CLI) indexes
+# these fields without further checks, so a section that passes the CRCs but not this (a tampered image with its
+# CRCs recomputed, a buggy writer) is refused here as a RomError naming the field.
+_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "float32")
+_DTYPE_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-2 ** 15, 2 ** 15 - 1)}
+_MAX_RANK = 8
+_MAX_ELEMENTS = 1 << 31
+
+
+class _Bad(Exception):
+    """A field of the model I/O section that is not what the format says (the message names it)."""
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _get(obj, key, kind, where):
+    if not isinstance(obj, dict):
+        raise _Bad(f"{where or 'the section'} is a {type(obj).__name__}, not an object")
+    if key not in obj:
+        raise _Bad(f"{where or 'the section'} has no '{key}'")
+    v = obj[key]
+    ok = _is_int(v) if kind is int else isinstance(v, kind)
+    if not ok:
+        kinds = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
+        raise _Bad(f"{f'{where}.' if where else ''}{key} is {_short(v)}, not {kinds[kind]}")
+    return v
+
+
+def _short(v):
+    text = json.dumps(v) if not isinstance(v, bytes) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _ints(v, where, lo=None, n=None):
+    if not isinstance(v, list) or not all(_is_int(x) for x in v) or (n is not None and len(v) != n) or \
+            (lo is not None and any(x < lo for x in v)):
+        want = f"{n} " if n is not None else ""
+        raise _Bad(f"{where} is {_short(v)}, not a list of {want}integers{f' >= {lo}' if lo is not None else ''}")
+    return v
+
+
+def _check_tensor(t, where, config=None, packed_ppw=None):
+    """One tensor record; `config` given: a tensor the die holds (int8, quantized, placed in the activation
+    SRAM); `packed_ppw` the pixels per word of a pixel-packed input."""
+    name = _get(t, "name", str, where)
+    where = f"{where} '{name}'"
+    if not name:
+        raise _Bad(f"{where} has an empty name")
+    shape = _ints(_get(t, "shape", list, where), f"{where}.shape", lo=0)
+    if len(shape) > _MAX_RANK or int(np.prod(shape, dtype=object)) > _MAX_ELEMENTS:
+        raise _Bad(f"{where}.shape {_short(shape)} is too large")
+    dtype = _get(t, "dtype", str, where)
+    if dtype not in _DTYPES:
+        raise _Bad(f"{where}.dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    quant = [k for k in ("scale", "zero_point", "axis") if k in t]
+    if quant:
+        scale = _get(t, "scale", list, where)
+        zps = _ints(_get(t, "zero_point", list, where), f"{where}.zero_point")
+        axis = _get(t, "axis", int, where)
+        if not scale or len(zps) != len(scale) or \
+                not all(isinstance(s, (int, float)) and not isinstance(s, bool) and np.isfinite(s) and s > 0
+                        for s in scale):
+            raise _Bad(f"{where}: scale {_short(scale)} and zero_point {_short(zps)} are not matching lists of "
+                       f"positive scales and integers")
+        lo, hi = _DTYPE_RANGE.get(dtype, (-2 ** 31, 2 ** 31 - 1))
+        if any(z < lo or z > hi for z in zps):
+            raise _Bad(f"{where}.zero_point {_short(zps)} is outside {dtype}")
+        if not 0 <= axis < max(1, len(shape)) or (len(scale) > 1 and (not shape or len(scale) != shape[axis])):
+            raise _Bad(f"{where}: {len(scale)} scales along axis {axis} of shape {shape}")
+    if "data" in t:
+        try:
+            data = np.array(t["data"], dtype)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise _Bad(f"{where}.data is not {dtype} data ({str(e).splitlines()[0]})") from None
+        if data.size != int(np.prod(shape, dtype=object)) or data.dtype == object:
+            raise _Bad(f"{where}.data holds {data.size} values, its shape {shape} needs "
+                       f"{int(np.prod(shape, dtype=object))}")
+    if config is None:
+        return name
+    if dtype != "int8" or not quant:
+        raise _Bad(f"{where} is held by the die: it must be a quantized int8 tensor, not {dtype}")
+    h, w, c = _ints(_get(t, "hwc", list, where), f"{where}.hwc", lo=1, n=3)
+    if h * w * c != int(np.prod(shape, dtype=object)):
+        raise _Bad(f"{where}: hwc {h}x{w}x{c} and shape {shape} differ in size")
+    addr = _get(t, "addr", int, where)
+    words = _get(t, "words", int, where)
+    cols = config.array_cols
+    want = -(-(h * w) // packed_ppw) if packed_ppw else h * w * -(-c // cols)
+    if words != want:
+        raise _Bad(f"{where}: {words} words, a {h}x{w}x{c} tensor takes {want}")
+    capacity = config.act_banks * config.sram_bank_bytes // cols
+    if addr < 0 or addr + words > capacity:
+        raise _Bad(f"{where}: words {addr}..{addr + words - 1} lie outside the activation SRAM "
+                   f"({capacity:,} words)")
+    return name
+
+
+def _check_io(io, config):
+    """Refuse (RomError, one line) a model I/O section that is not what `Compiler.io` writes, field by field,
+    and run its host tail once on zeros, so that no reader of a loaded image meets a KeyError or a TypeError."""
+    try:
+        _check_io_fields(io, config)
+    except _Bad as e:
+        raise RomError(f"ROM model I/O section is malformed: {e}") from None
+
+
+def _check_io_fields(io, config):
+    if not isinstance(io, dict):
+        raise _Bad(f"it is a {type(io).__name__}, not an object")
+    _get(io, "model", str, "")
+    inp = _get(io, "input", dict, "")
+    layout = _get(inp, "layout", str, "input")
+    ppw = _get(inp, "ppw", int, "input")
+    if layout not in ("packed", "tiled"):
+        raise _Bad(f"input.layout {layout!r} is neither 'packed' nor 'tiled'")
+    c = _ints(_get(inp, "hwc", list, "input"), "input.hwc", lo=1, n=3)[2]
+    want_ppw = config.array_cols // c if layout == "packed" else 0
+    if ppw != want_ppw or (layout == "packed" and ppw < 2):
+        raise _Bad(f"input.ppw {ppw} does not fit a {layout} {c}-channel input in {config.array_cols}-byte words")
+    _check_tensor(inp, "input", config, packed_ppw=ppw)
+    outs = _get(io, "die_outputs", list, "")
+    if not outs:
+        raise _Bad("die_outputs is empty")
+    die = [_check_tensor(t, f"die_outputs[{k}]", config) for k, t in enumerate(outs)]
+    if len(set(die)) != len(die):
+        raise _Bad(f"die_outputs names a tensor twice ({die})")
+    host = _get(io, "host", dict, "")
+    host_inputs = _get(host, "inputs", list, "host")
+    tensors = _get(host, "tensors", list, "host")
+    ops = _get(host, "ops", list, "host")
+    names = [_check_tensor(t, f"host.tensors[{k}]") for k, t in enumerate(tensors)]
+    if len(set(names)) != len(names):
+        raise _Bad("host.tensors names a tensor twice")
+    if not all(isinstance(n, str) and n in die and n in names for n in host_inputs):
+        raise _Bad(f"host.inputs {_short(host_inputs)} are not die outputs among the host tensors")
+    produced = set()
+    for k, op in enumerate(ops):
+        where = f"host.ops[{k}]"
+        _get(op, "kind", str, where)
+        _get(op, "name", str, where)
+        _get(op, "opts", dict, where)
+        op_in = _get(op, "inputs", list, where)
+        op_out = _get(op, "outputs", list, where)
+        if not op_out or not all(isinstance(n, str) and n in names for n in op_in + op_out) or \
+                any(not n for n in op_out):
+            raise _Bad(f"{where} reads or writes a tensor that is not among the host tensors")
+        produced.update(op_out)
+    graph_outs = _get(io, "outputs", list, "")
+    if not graph_outs:
+        raise _Bad("outputs is empty")
+    for k, t in enumerate(graph_outs):
+        name = _check_tensor(t, f"outputs[{k}]")
+        if name not in die and name not in produced:
+            raise _Bad(f"outputs[{k}] '{name}' is neither a die output nor made by the host tail")
+    for k, layer in enumerate(_get(io, "layers", list, "")):
+        _get(layer, "index", int, f"layers[{k}]")
+        for key in ("name", "kind", "op"):
+            _get(layer, key, str, f"layers[{k}]")
+    if ops:
+        _dry_run_host_tail(io)
+
+
+def _dry_run_host_tail(io):
+    """Run the host tail once on zero die outputs (as quant.golden.host_outputs builds it): a tail whose operators
+    or options do not run is refused at load time, not after a frame."""
+    from .executor import run_graph
+    from .graph import Graph, Op, QuantParams, Tensor
+
+    shapes = {t["name"]: t["shape"] for t in io["die_outputs"]}
+    host = io["host"]
+    try:
+        tensors = {}
+        for t in host["tensors"]:
+            q = None
+            if "scale" in t:
+                q = QuantParams(np.array(t["scale"], np.float32), np.array(t["zero_point"], np.int64), t["axis"])
+            data = np.array(t["data"], t["dtype"]).reshape(t["shape"]) if "data" in t else None
+            tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]), t["dtype"], data=data, quant=q)
+        ops = [Op(o["kind"], o["inputs"], o["outputs"], o["opts"], name=o["name"]) for o in host["ops"]]
+        produced = {n for o in ops for n in o.outputs}
+        tail = Graph(tensors=tensors, ops=ops, inputs=host["inputs"],
+                     outputs=[t["name"] for t in io["outputs"] if t["name"] in produced])
+        run_graph(tail, [np.zeros(shapes[n], np.int8) for n in host["inputs"]], trace={})
+    except Exception as e:     # noqa: BLE001 -- whatever the tail's kernels raise, the image is at fault
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise _Bad(f"its host tail does not run ({type(e).__name__}: {why})") from None
 
 
 def _layout(config):

@@ -12,6 +12,8 @@ from stackcam.quant.compiler import compile_graph
 from stackcam.quant.golden import execute
 from stackcam.quant.report import manifest_json
 from stackcam.quant.romimage import (
+    ENTRY,
+    HEADER,
     LAYOUT_FIELDS,
     MAGIC,
     NOT_LOADED,
@@ -138,3 +140,117 @@ def test_manifest_and_readmemh(compiled):
     # Most significant byte first: byte 0 of word 0 (the first descriptor's opcode) is the last two digits.
     assert int(lines[0][-2:], 16) == model.descriptors[0].opcode
     assert bytes.fromhex(lines[5])[::-1] == words[5].tobytes()
+
+
+def _recrc(image):
+    """The image with every section CRC and the trailer CRC recomputed (what a deliberate tamperer does)."""
+    image = bytearray(image)
+    for i in range(len(SECTION_IDS)):
+        pos = HEADER.size + i * ENTRY.size
+        sid, off, size, _, load, words = ENTRY.unpack_from(image, pos)
+        if off + size <= len(image) - 4:
+            ENTRY.pack_into(image, pos, sid, off, size, zlib.crc32(bytes(image[off:off + size])), load, words)
+    image[-4:] = struct.pack("<I", zlib.crc32(bytes(image[:-4])))
+    return bytes(image)
+
+
+def _with_io(rom, io):
+    """`rom` with its model I/O section (the last) replaced by `io` as JSON, sizes and CRCs made consistent."""
+    img = load_rom(rom, CONFIGS["tiny"])
+    body = json.dumps(io, sort_keys=True).encode()
+    image = bytearray(rom[:img.sections["MIO"]["offset"]] + body)
+    image += bytes(-len(image) % 16) + bytes(4)
+    pos = HEADER.size + 4 * ENTRY.size
+    sid, off, _, crc, load, words = ENTRY.unpack_from(image, pos)
+    ENTRY.pack_into(image, pos, sid, off, len(body), crc, load, words)
+    fields = list(HEADER.unpack_from(image, 0))
+    fields[11] = len(image)
+    HEADER.pack_into(image, 0, *fields)
+    return _recrc(image)
+
+
+def _drop(d, *path):
+    for key in path[:-1]:
+        d = d[key]
+    del d[path[-1]]
+
+
+def _put(value, *path):
+    def change(d):
+        for key in path[:-1]:
+            d = d[key]
+        d[path[-1]] = value
+    return change
+
+
+TAMPERED_IO = {
+    "not an object": lambda d: [1, 2],
+    "no input": lambda d: _drop(d, "input"),
+    "input not an object": _put(5, "input"),
+    "hwc a string": _put("abc", "input", "hwc"),
+    "no zero point": lambda d: _drop(d, "input", "zero_point"),
+    "input outside the SRAM": _put(10 ** 9, "input", "addr"),
+    "input layout": _put("diagonal", "input", "layout"),
+    "no die outputs": lambda d: _drop(d, "die_outputs"),
+    "negative hwc": _put([-1, 2, 3], "die_outputs", 0, "hwc"),
+    "hwc and shape differ": _put([1, 1, 1], "die_outputs", 0, "hwc"),
+    "output name a number": _put(3, "outputs", 0, "name"),
+    "output nobody makes": _put("nowhere", "outputs", 0, "name"),
+    "unknown host operator": _put("BOGUS", "host", "ops", 0, "kind"),
+    "host op reads a stranger": _put(["nowhere"], "host", "ops", 0, "inputs"),
+    "host op bad options": _put({"activation": "NONE", "axis": 7}, "host", "ops", 2, "opts"),
+    "constant data too short": _put([1], "host", "tensors", 1, "data"),
+    "dtype": _put("complex128", "host", "tensors", 1, "dtype"),
+    "scale": _put([float("nan")], "outputs", 0, "scale"),
+    "layer index": _put("one", "layers", 0, "index"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED_IO))
+def test_tampered_model_io_with_recomputed_crcs_is_one_line(compiled, case):
+    """A model I/O section altered and its CRCs recomputed passes the CRCs; every field a reader indexes is checked
+    by load_rom, so the Python loader API refuses it as a RomError, never a KeyError/TypeError later."""
+    import copy
+
+    _, _, rom = compiled
+    config = CONFIGS["tiny"]
+    io = load_rom(rom, config).io
+    assert load_rom(_with_io(rom, io), config).io == io          # the rebuild alone changes nothing
+    assert io["host"]["ops"][2]["kind"] == "CONCATENATION" and "data" in io["host"]["tensors"][1]
+    changed = copy.deepcopy(io)
+    changed = TAMPERED_IO[case](changed) or changed
+    with pytest.raises(RomError, match="model I/O section") as e:
+        load_rom(_with_io(rom, changed), config)
+    assert "\n" not in str(e.value)
+
+
+def test_tampered_sections_with_recomputed_crcs_are_refused_or_run(compiled):
+    """Random byte changes anywhere in the image with every CRC recomputed: load_rom and the golden executor
+    refuse them with a StackcamError or run them, nothing else (a parameter record's shift beyond the RTL's
+    5 bits once raised a ValueError from the arithmetic)."""
+    from stackcam.errors import StackcamError
+
+    graph, _, rom = compiled
+    config = CONFIGS["tiny"]
+    img = load_rom(rom, config)
+    x = np.zeros(img.io["input"]["hwc"], np.int8)
+    parm = img.sections["PARM"]["offset"]
+    bad = bytearray(rom)
+    bad[parm + 8] = 0x80                          # record 0's shift: -128
+    with pytest.raises(StackcamError, match="shift -128"):
+        execute(_recrc(bad), config, x)
+    rng = np.random.default_rng(14)
+    spans = [(s["offset"], s["size"]) for s in img.sections.values()] + [(0, HEADER.size + 5 * ENTRY.size)]
+    outcomes = {"refused": 0, "ran": 0}
+    for _ in range(300):
+        bad = bytearray(rom)
+        off, size = spans[rng.integers(len(spans))]
+        for _ in range(rng.integers(1, 4)):
+            bad[off + rng.integers(size)] = rng.integers(256)
+        try:
+            execute(_recrc(bad), config, x)
+            outcomes["ran"] += 1
+        except StackcamError as e:
+            assert "\n" not in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 50 and outcomes["ran"] > 10, outcomes
