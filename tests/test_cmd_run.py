@@ -2,8 +2,10 @@
 equal LiteRT BUILTIN_REF on the same .tflite (and quant.executor.run_graph) on MobileNet V1 0.25 96, BlazeFace int8
 and per-operator edge cases; batches; float models with calibration; one-line errors, exit 2, no output file."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,3 +436,31 @@ def test_hostile_inputs_are_one_line_exit_2(tmp_path, models):
         assert r.returncode == 2, r.stderr
         one_line(r.stderr, expect)
         assert not out.exists()
+
+
+def test_run_unwritable_output_is_refused_before_any_work(tmp_path, capsys):
+    """`run -o` into a folder, through a file, into a folder where nothing can be created: one line, exit 2,
+    before the input or the model is read (the model here does not exist, so a late check would name it)."""
+    good = tmp_path / "x.npy"
+    np.save(good, rand((16, 16, 3)))
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    (tmp_path / "folder.npz").mkdir()
+    cases = [(tmp_path / "folder.npz", "folder.npz: is a folder; give the .npz file to write"),
+             (good / "out.npz", f"cannot write the outputs: {good} is not a folder"),
+             (good / "a" / "b" / "out.npz", f"cannot write the outputs: {good} is not a folder")]
+    if Path("/proc/self").is_dir():
+        cases.append((Path("/proc/out.npz"), "out.npz: cannot write the outputs in /proc"))
+    readonly.chmod(0o555)
+    try:
+        if os.geteuid() != 0:           # root writes into a 0555 folder anyway
+            cases.append((readonly / "out.npz", f"cannot write the outputs in {readonly}: Permission denied"))
+        for out, expect in cases:
+            status = main(["run", str(tmp_path / "missing.tflite"), "--config", "tiny", "--input", str(good),
+                           "-o", str(out)])
+            assert status == 2, out
+            one_line(capsys.readouterr().err, expect)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.npz", "ro", "x.npy"]   # no probe left
+        assert not any(readonly.iterdir())
+    finally:
+        readonly.chmod(0o755)

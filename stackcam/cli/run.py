@@ -120,6 +120,25 @@ def _write_npz(path, arrays):
         raise
 
 
+def _check_output(path):
+    """Refuse, before any work, an output path that cannot be written: a folder, a path through a file, a folder
+    where no file can be created (read-only, /proc). The folders that do not exist yet are made at the end; the
+    nearest one that exists is where a test file is created and removed."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the .npz file to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: cannot write the outputs: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the outputs in {parent}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def _check_npy_header(path):
     """Refuse, before reading any data, an .npy whose header declares more data than the file holds (an
     100000x100000x3 header on a small file would otherwise ask for 30 GB)."""
@@ -160,8 +179,7 @@ def cmd_run(args):
     out_path = Path(args.output)
     if out_path.suffix != ".npz":
         raise UserError(f"{out_path}: the output file must end in .npz")
-    if out_path.is_dir():
-        raise UserError(f"{out_path}: is a folder; give the .npz file to write")
+    _check_output(out_path)                 # an output that cannot be written fails before any work
     x = _load_input(args.input)             # a missing input file fails fast, before a long compile
     prepared = prepare_from_args(args, config)
     graph = prepared.graph
