@@ -93,7 +93,7 @@ def simulate(config, prepared, image=None, frames=1, mode="metadata", dump_csi2=
     """Run frames of the photo through the die with the model `prepared` (name, graph, compiled, rom: the
     command line's PreparedModel) and print the summary. Returns (exit status, summary dict)."""
     model = prepared.name
-    rgb = load_image(image)
+    rgb = load_image(image, fit=(config.frame_width, config.frame_height))     # a huge photo decoded reduced
     raw = bayer_frame(rgb, config.frame_width, config.frame_height)
     io = prepared.io
     regs, geometry, quant = model_registers(config, io)

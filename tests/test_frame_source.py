@@ -59,6 +59,58 @@ def test_load_non_image(tmp_path):
         load_image(tmp_path)
 
 
+
+def _png_header_only(path, width, height):
+    """A PNG whose header declares width x height RGB and whose data is a few zero rows (a decompression bomb's
+    shape: a small file, a huge declared image)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+                     chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+
+
+def test_huge_photo_is_refused_from_its_header(tmp_path):
+    """A photo beyond MAX_PHOTO_PIXELS is refused before a pixel is decoded (a 10000x10000 photo once cost 153 s and
+    5 GB before anything was said): one line, fast, both just above our limit and above PIL's own."""
+    import time
+
+    for (w, h), expect in {(12000, 10000): "a 12000x10000 photo \\(120 MP\\) is larger than the 100 MP",
+                           (40000, 40000): "declares more pixels than PIL opens"}.items():
+        path = tmp_path / f"{w}x{h}.png"
+        _png_header_only(path, w, h)
+        t = time.time()
+        with pytest.raises(ImageError, match=expect) as info:
+            load_image(path, fit=(64, 48))
+        assert time.time() - t < 2 and "\n" not in str(info.value)
+
+
+def test_large_photo_is_decoded_reduced_for_its_frame(tmp_path):
+    """A 10000x10000 photo for a small frame is decoded reduced (a whole-factor box filter; JPEG at 1/8 scale in the
+    decoder) to 1-2 times the frame, so reading it and making the Bayer frame take seconds, not minutes; a photo
+    that is not twice the frame is read as it is; the reduced frame is the full-size one within rounding."""
+    import time
+
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:10000, 0:10000]
+    gray = ((xx // 40 + yy // 40) % 256).astype(np.uint8)
+    Image.fromarray(gray).save(tmp_path / "big.png", compress_level=1)
+    del yy, xx
+    t = time.time()
+    img = load_image(tmp_path / "big.png", fit=(96, 64))
+    raw = bayer_frame(img, 96, 64)
+    assert time.time() - t < 10
+    assert 96 <= img.shape[1] < 192 and img.shape[0] == img.shape[1] and img.shape[2] == 3
+    assert raw.shape == (64, 96)
+    Image.fromarray(gray[:2000:8, :3000:8]).convert("RGB").save(tmp_path / "small.jpg", quality=95)
+    assert load_image(tmp_path / "small.jpg", fit=(200, 200)).shape == (250, 375, 3)       # < 2x: as it is
+    full = bayer_frame(load_image(tmp_path / "small.jpg"), 96, 64).astype(int)
+    reduced = bayer_frame(load_image(tmp_path / "small.jpg", fit=(96, 64)), 96, 64).astype(int)
+    assert np.abs(full - reduced).mean() < 4
+
 def test_bayer_pattern():
     # Constant colour planes: every site must carry its own channel's 10-bit value.
     rgb = np.empty((8, 10, 3), dtype=np.uint8)

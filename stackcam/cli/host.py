@@ -51,7 +51,7 @@ def cmd_host(args):
     if args.report and not Path(args.report).resolve().parent.is_dir():
         raise UserError(f"--report {args.report}: no such folder")
     config = config_arg(args.config)
-    photo = load_image(args.image)
+    photo = load_image(args.image, fit=(config.frame_width, config.frame_height))
     model = prepare_from_args(args, config, log=say)
     raw = bayer_frame(photo, config.frame_width, config.frame_height)
     # The input tensor the die makes of the photo (the ISP's bit-exact reference): what --tensor sends, and

@@ -57,7 +57,8 @@ def cmd_simulate(args):
                             f"{depth:,} for config {config.name!r} (at most {most} frames per run)")
     if args.dump_csi2 is not None and not Path(args.dump_csi2).resolve().parent.is_dir():
         raise StackcamError(f"--dump-csi2 {args.dump_csi2}: no such folder")
-    load_image(args.image)                          # a bad photo is refused before the model is prepared
+    # A bad photo is refused before the model is prepared (a huge one from its header, before decoding).
+    load_image(args.image, fit=(config.frame_width, config.frame_height))
     log = lambda s: print(s, file=sys.stderr)       # noqa: E731
     prepared = prepare_from_args(args, config, log=log)
     status, _ = simulate(config, prepared, image=args.image, frames=args.frames, mode=args.mode,
