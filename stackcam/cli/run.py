@@ -162,7 +162,9 @@ def _load_input(path):
         if os.path.isdir(path):
             raise UserError(f"{path}: is a folder; give an .npy file")
         _check_npy_header(path)
-        x = np.load(path, allow_pickle=False)
+        # Mapped, not read: a file that holds all its header declares (a sparse 30 GB file is a few bytes on disk)
+        # is checked against the model's input shape before any of it is in memory.
+        x = np.load(path, allow_pickle=False, mmap_mode="r")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (OSError, ValueError, EOFError) as e:

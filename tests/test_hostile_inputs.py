@@ -1,0 +1,75 @@
+"""Hostile inputs beyond tests/test_cmd_run.py's: an .npy that really holds what its huge header declares (a sparse
+file), ONNX nodes of the wrong arity and ONNX weights their data does not fill, whatever field carries the data.
+Each is one line (a StackcamError, exit 2), before any large allocation."""
+
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from stackcam.quant.graph import ModelError
+from stackcam.quant.importer import load_model
+
+
+def _limited(gb):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_DATA, (gb << 30, gb << 30))
+    return limit
+
+
+def test_sparse_npy_of_30_gb_is_refused_without_reading_it(tmp_path):
+    """The header declares int8[100000, 100000, 3] and the (sparse) file holds all 30 GB of it, so the size check
+    passes: the array is mapped, not read, and refused by its shape, under a 4 GB data-size limit (reading
+    it was a MemoryError, exit 1, or the machine's memory)."""
+    path = tmp_path / "sparse.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|i1", "fortran_order": False,
+                                                 "shape": (100000, 100000, 3)})
+        f.truncate(f.tell() + 30_000_000_000)
+    out = tmp_path / "out.npz"
+    r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", "first-light", "--config", "tiny", "--input",
+                        str(path), "-o", str(out)], capture_output=True, text=True, preexec_fn=_limited(4),
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "input has shape [100000, 100000, 3], the model takes int8 [1, 16, 16, 3]" in lines[0]
+    assert not out.exists()
+
+
+def _onnx(nodes, weights=()):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], list(weights))
+    return helper.make_model(graph).SerializeToString()
+
+
+def _conv_weight(**data):
+    return TensorProto(name="w", dims=[4, 3, 1, 1], **{"data_type": TensorProto.FLOAT, **data})
+
+
+CONV = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])
+ONNX_CASES = {
+    "Conv with one input": _onnx([helper.make_node("Conv", ["x"], ["y"], kernel_shape=[1, 1])]),
+    "Add with one input": _onnx([helper.make_node("Add", ["x"], ["y"])]),
+    "Add with three inputs": _onnx([helper.make_node("Add", ["x", "x", "x"], ["y"])]),
+    "Relu with no input": _onnx([helper.make_node("Relu", [], ["y"])]),
+    "Conv with no output": _onnx([helper.make_node("Conv", ["x", "w"], [], kernel_shape=[1, 1])],
+                                 [_conv_weight(raw_data=bytes(48))]),
+    "raw_data short": _onnx([CONV], [_conv_weight(raw_data=bytes(20))]),
+    "raw_data long": _onnx([CONV], [_conv_weight(raw_data=bytes(52))]),
+    "float_data short": _onnx([CONV], [_conv_weight(float_data=[1.0] * 5)]),
+    "int32_data short": _onnx([CONV], [_conv_weight(data_type=TensorProto.INT8, int32_data=[1] * 5)]),
+    "no data": _onnx([CONV], [_conv_weight()]),
+    "declared 30 GB": _onnx([CONV], [TensorProto(name="w", data_type=TensorProto.FLOAT,
+                                                 dims=[100000, 100000, 3, 1], raw_data=bytes(20))]),
+    "unknown data type": _onnx([CONV], [_conv_weight(data_type=99, raw_data=bytes(48))]),
+}
+
+
+@pytest.mark.parametrize("case", list(ONNX_CASES))
+def test_onnx_arity_and_short_weights_are_one_line(case):
+    with pytest.raises(ModelError) as e:
+        load_model(ONNX_CASES[case], name="m.onnx")
+    assert "\n" not in str(e.value) and str(e.value).startswith("m.onnx")
