@@ -139,7 +139,9 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
                 raise ModelError(f"{name}: constant tensor '{tname}' holds {len(raw)} bytes, its shape {list(shape)} "
                                  f"of {dtype} needs {count * np_dtype.itemsize} (truncated or corrupt file)")
             data = np.frombuffer(raw, dtype=np_dtype).reshape(shape).astype(np_dtype.newbyteorder("="))
-        tensors[tname] = Tensor(tname, shape, dtype, data, _quant(t.quantization))
+        quant = _quant(t.quantization)
+        _check_quant(quant, dtype, name, tname)
+        tensors[tname] = Tensor(tname, shape, dtype, data, quant)
 
     ops = []
     unsupported = []
@@ -217,6 +219,24 @@ def _quant(q):
     zp = np.zeros(scale.shape, np.int64) if q.zeroPoint is None or len(q.zeroPoint) == 0 else \
         np.asarray(q.zeroPoint, np.int64)
     return QuantParams(scale, zp, int(q.quantizedDimension or 0))
+
+
+
+_ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def _check_quant(q, dtype, name, tname):
+    """A scale that is negative, infinite or NaN, or a zero point its type cannot hold, is a damaged file (the
+    arithmetic downstream would fail on it with a ValueError, or compile it)."""
+    if q is None:
+        return
+    if not np.all(np.isfinite(q.scale)) or np.any(q.scale < 0):
+        bad = q.scale[~np.isfinite(q.scale) | (q.scale < 0)][0]
+        raise ModelError(f"{name}: tensor '{tname}' has the quantization scale {float(bad):g} (a corrupt file?)")
+    lo, hi = _ZERO_POINT_RANGE.get(dtype, (-(1 << 31), (1 << 31) - 1))
+    if np.any((q.zero_point < lo) | (q.zero_point > hi)):
+        bad = q.zero_point[(q.zero_point < lo) | (q.zero_point > hi)][0]
+        raise ModelError(f"{name}: tensor '{tname}' of {dtype} has the zero point {int(bad)} (a corrupt file?)")
 
 
 def _fold_dequantize(tensors, src, dst):

@@ -281,7 +281,7 @@ def _check_tensor(t, where, config=None, packed_ppw=None):
         lo, hi = _DTYPE_RANGE.get(dtype, (-2 ** 31, 2 ** 31 - 1))
         if any(z < lo or z > hi for z in zps):
             raise _Bad(f"{where}.zero_point {_short(zps)} is outside {dtype}")
-        if not 0 <= axis < max(1, len(shape)) or (len(scale) > 1 and (not shape or len(scale) != shape[axis])):
+        if len(scale) > 1 and not (0 <= axis < len(shape) and len(scale) == shape[axis]):    # per channel
             raise _Bad(f"{where}: {len(scale)} scales along axis {axis} of shape {shape}")
     if "data" in t:
         try:

@@ -73,3 +73,24 @@ def test_onnx_arity_and_short_weights_are_one_line(case):
     with pytest.raises(ModelError) as e:
         load_model(ONNX_CASES[case], name="m.onnx")
     assert "\n" not in str(e.value) and str(e.value).startswith("m.onnx")
+
+
+@pytest.mark.parametrize("scale,zp,expect", [
+    (-1 / 64, 0, "has the quantization scale -0.015625"),
+    (float("nan"), 0, "has the quantization scale nan"),
+    (float("inf"), 0, "has the quantization scale inf"),
+    (1 / 64, 300, "of int8 has the zero point 300"),
+])
+def test_tflite_damaged_quantization_is_one_line(scale, zp, expect):
+    """Found by the reliability campaign (tools/reliability.py): a mutated scale (NaN, negative) reached
+    quantize_multiplier's ValueError, an int8 zero point of 2^24 was compiled into the ROM image."""
+    from stackcam.quant.tflite import schema
+    from tests.test_quant_ops import ModelBuilder
+
+    b = ModelBuilder(seed=9)
+    x = b.input((1, 4, 4, 3), scale=scale, zp=zp)
+    y = b.act((1, 4, 4, 3), 0.1, 0)
+    b.b.add_operator(schema.BuiltinOperator.ADD, [x, x], [y], schema.AddOptionsT())
+    with pytest.raises(ModelError, match=expect) as e:
+        load_model(b.output(y), name="q.tflite")
+    assert "\n" not in str(e.value) and str(e.value).startswith("q.tflite: tensor 'input_1'")

@@ -4,6 +4,7 @@ import os
 import sys
 import tempfile
 import time
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -167,8 +168,10 @@ def _load_input(path):
         x = np.load(path, allow_pickle=False, mmap_mode="r")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, (SyntaxError, tokenize.TokenError)):
+            why = "its header is damaged"        # numpy parses the header as a Python literal
         raise UserError(f"{path}: not a readable .npy array ({why})") from None
     if not isinstance(x, np.ndarray):
         raise UserError(f"{path}: holds several arrays (an .npz?); give one .npy tensor")
