@@ -202,6 +202,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     for t in tensors.values():
         if t.name in used and not t.is_const and t.dtype not in ("int8", "float32", "int32"):
             raise ModelError(f"{name}: tensor '{t.name}' is {t.dtype}; the toolchain runs int8 and float32 models")
+    if sg.outputs is None or not len(sg.outputs):
+        raise ModelError(f"{name}: the model has no outputs (a corrupt file?)")
     graph = Graph({k: v for k, v in tensors.items() if k in used}, ops, [names[i] for i in sg.inputs],
                   [names[i] for i in sg.outputs], name=Path(name).stem)
     if batch_taken:
@@ -230,8 +232,9 @@ def _check_quant(q, dtype, name, tname):
     arithmetic downstream would fail on it with a ValueError, or compile it)."""
     if q is None:
         return
-    if not np.all(np.isfinite(q.scale)) or np.any(q.scale < 0):
-        bad = q.scale[~np.isfinite(q.scale) | (q.scale < 0)][0]
+    bad = ~np.isfinite(q.scale) | (q.scale < np.finfo(np.float32).tiny)     # 0 and subnormals divide to inf
+    if np.any(bad):
+        bad = q.scale[bad][0]
         raise ModelError(f"{name}: tensor '{tname}' has the quantization scale {float(bad):g} (a corrupt file?)")
     lo, hi = _ZERO_POINT_RANGE.get(dtype, (-(1 << 31), (1 << 31) - 1))
     if np.any((q.zero_point < lo) | (q.zero_point > hi)):
@@ -266,6 +269,15 @@ def _padding(o):
     return _PADDING_NAMES.get(o.padding, "SAME") if o is not None else "SAME"
 
 
+def _check_window(opts, layer, index):
+    """A stride, dilation or pool window below 1 is a damaged file (it divided by zero downstream)."""
+    for key in ("stride", "dilation", "filter"):
+        if key in opts and min(opts[key]) < 1:
+            raise ModelError(f"layer '{layer}' (op {index}) has {key} {tuple(int(v) for v in opts[key])} "
+                             f"(a corrupt model?)")
+    return opts
+
+
 def _options(kind, o, tensors, ins, outs, layer, index):
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         opts = dict(stride=(o.strideH, o.strideW), padding=_padding(o), activation=_activation(o, layer, index),
@@ -275,10 +287,10 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             cin = tensors[ins[0]].shape[-1]
             # Old converters wrote depth_multiplier 0 or inconsistent values; the filter shape is what counts.
             opts["depth_multiplier"] = int(w[3] // cin) if cin else int(o.depthMultiplier or 1)
-        return opts
+        return _check_window(opts, layer, index)
     if kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        return dict(filter=(o.filterHeight, o.filterWidth), stride=(o.strideH, o.strideW), padding=_padding(o),
-                    activation=_activation(o, layer, index))
+        return _check_window(dict(filter=(o.filterHeight, o.filterWidth), stride=(o.strideH, o.strideW),
+                                  padding=_padding(o), activation=_activation(o, layer, index)), layer, index)
     if kind == "FULLY_CONNECTED":
         if o is not None and o.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
             raise ModelError(f"unsupported shuffled weights format in layer '{layer}' (op {index})")

@@ -80,6 +80,8 @@ def test_onnx_arity_and_short_weights_are_one_line(case):
     (float("nan"), 0, "has the quantization scale nan"),
     (float("inf"), 0, "has the quantization scale inf"),
     (1 / 64, 300, "of int8 has the zero point 300"),
+    (0.0, 0, "has the quantization scale 0 "),
+    (1e-40, 0, r"has the quantization scale [0-9.]+e-41 "),
 ])
 def test_tflite_damaged_quantization_is_one_line(scale, zp, expect):
     """Found by the reliability campaign (tools/reliability.py): a mutated scale (NaN, negative) reached
@@ -94,3 +96,32 @@ def test_tflite_damaged_quantization_is_one_line(scale, zp, expect):
     with pytest.raises(ModelError, match=expect) as e:
         load_model(b.output(y), name="q.tflite")
     assert "\n" not in str(e.value) and str(e.value).startswith("q.tflite: tensor 'input_1'")
+
+
+def test_tflite_zero_stride_and_no_outputs_are_one_line():
+    """Found by the reliability campaign: a pool or conv with stride 0 divided by zero in window_padding; a
+    subgraph whose output list was lost compiled to a program with nothing to send."""
+    from stackcam.quant.tflite import schema
+    from tests.test_quant_ops import ModelBuilder
+
+    ops = schema.BuiltinOperator
+    b = ModelBuilder(seed=9)
+    x = b.input((1, 4, 4, 3))
+    y = b.act((1, 2, 2, 3), 0.1, 0)
+    pool = schema.Pool2DOptionsT()
+    pool.filterHeight, pool.filterWidth, pool.strideH, pool.strideW = 2, 2, 0, 2
+    b.b.add_operator(ops.MAX_POOL_2D, [x], [y], pool)
+    with pytest.raises(ModelError, match=r"has stride \(0, 2\) \(a corrupt model\?\)"):
+        load_model(b.output(y), name="s.tflite")
+    b = ModelBuilder(seed=9)
+    x = b.input((1, 4, 4, 3))
+    y = b.conv(x, 4, k=1, stride=1)
+    data = b.output()               # no output marked
+    with pytest.raises(ModelError, match="s.tflite: the model has no outputs"):
+        load_model(data, name="s.tflite")
+    b = ModelBuilder(seed=9)
+    x = b.input((1, 4, 4, 3))
+    y = b.conv(x, 4, k=1, stride=1)
+    b.b.operators[-1].builtinOptions.strideH = 0
+    with pytest.raises(ModelError, match=r"has stride \(0, 1\)"):
+        load_model(b.output(y), name="s.tflite")
