@@ -1,4 +1,4 @@
-"""nox sessions: tests, simulate (the main job), verilog, build (FPGA board), lint."""
+"""nox sessions: tests, simulate (the main job), verilog, build (FPGA board), lint, reliability."""
 
 import os
 
@@ -23,6 +23,15 @@ def tests(session):
     workers = os.environ.get("STACKCAM_TEST_WORKERS", "2")
     args = session.posargs or ["-n", workers, "--dist", "loadgroup"]
     session.run("pytest", *args)
+
+
+@nox.session(python=PYTHON)
+def reliability(session):
+    """The standing reliability campaign (tools/reliability.py): model-file, ROM-image and input-image fuzzing and
+    concurrent compiles on a cold cache; build/reliability/report.json and a summary table. Seeds fixed and
+    printed; options after --, e.g. `nox -s reliability -- --scale 10 --seed 7` (see `-- --help`)."""
+    _install(session, "test")
+    session.run("python", "tools/reliability.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
