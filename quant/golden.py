@@ -103,6 +103,8 @@ def _check(i, d, cols, rows):
         raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
     if d.op == "ADD" and (d.in2_h, d.in2_w, d.in2_c) != (d.out_h, d.out_w, d.out_c):
         raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} differs from the output")
+    if d.op == "ADD" and not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift, d.out_shift)):
+        raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift}/{d.out_shift} outside -31..31")
     if d.op in ("MAXPOOL", "AVGPOOL") and d.in_c != d.out_c:
         raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
     if d.op == "COPY" and (d.copy_y + d.in_h > d.out_h or d.copy_x + d.in_w > d.out_w or

@@ -254,3 +254,20 @@ def test_tampered_sections_with_recomputed_crcs_are_refused_or_run(compiled):
             assert "\n" not in str(e)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 50 and outcomes["ran"] > 10, outcomes
+
+
+def test_add_shift_beyond_the_rtl_is_a_program_error():
+    """Found by the reliability campaign: an ADD descriptor's shift of -128 (CRCs recomputed) reached a ValueError
+    in the arithmetic; the golden executor refuses it as it refuses any descriptor the RTL cannot run."""
+    from stackcam.errors import StackcamError
+
+    config = CONFIGS["tiny"]
+    model = compile_graph(NETS["add_pools"](), config)
+    rom = build_rom(model)
+    i = next(k for k, d in enumerate(model.descriptors) if d.op == "ADD")
+    img = load_rom(rom, config)
+    bad = bytearray(rom)
+    bad[img.sections["PROG"]["offset"] + 128 * i + 70] = 0x80          # in_shift (i8 at byte 70): -128
+    x = np.zeros(img.io["input"]["hwc"], np.int8)
+    with pytest.raises(StackcamError, match=f"descriptor {i} \\(ADD\\): shifts -128/"):
+        execute(_recrc(bad), config, x)
