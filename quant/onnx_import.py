@@ -456,13 +456,15 @@ def load_onnx(data, name="model.onnx") -> Graph:
             from None
     if not model.graph.node:
         raise ModelError(f"{name}: not an ONNX model (no graph nodes); truncated or not a model")
+    from onnx.checker import ValidationError
+
     try:
         return _Converter(model, name).run()
     except ModelError:
         raise
     except MemoryError:
         raise ModelError(f"{name}: a tensor of the model is too large to hold in memory") from None
-    except (ValueError, IndexError, KeyError, TypeError) as e:
+    except (ValueError, IndexError, KeyError, TypeError, ArithmeticError, ValidationError) as e:
         # A damaged model (a weight whose declared shape its data does not fill, a node missing an input ...):
         # the reference reader and numpy raise whatever the damage provokes.
         raise ModelError(f"{name}: corrupt ONNX model ({type(e).__name__}: "

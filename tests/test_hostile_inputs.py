@@ -65,6 +65,10 @@ ONNX_CASES = {
     "declared 30 GB": _onnx([CONV], [TensorProto(name="w", data_type=TensorProto.FLOAT,
                                                  dims=[100000, 100000, 3, 1], raw_data=bytes(20))]),
     "unknown data type": _onnx([CONV], [_conv_weight(data_type=99, raw_data=bytes(48))]),
+    # Found by the reliability campaign: a ZeroDivisionError and an onnx ValidationError escaped the importer.
+    "Conv with stride 0": _onnx([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1], strides=[0, 0])],
+                                [_conv_weight(raw_data=bytes(48))]),
+    "external data with no location": _onnx([CONV], [_conv_weight(data_location=TensorProto.EXTERNAL)]),
 }
 
 
