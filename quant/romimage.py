@@ -86,10 +86,16 @@ def _canonical_json(obj):
 
 
 def build_rom(model):
-    """The ROM image bytes of a compiler.CompiledModel. Same model, same bytes."""
+    """The ROM image bytes of a compiler.CompiledModel. Same model, same bytes; RomError (one line) for a model
+    whose I/O description load_rom would refuse."""
     cfg = model.config
     loaded = [model.program, model.params, model.dw_weights, model.weights]
     payloads = [np.ascontiguousarray(w, np.uint8).tobytes() for w in loaded] + [_canonical_json(model.io)]
+    try:        # never an image load_rom refuses (a damaged model's host tail that cannot run, say)
+        _check_io(json.loads(payloads[-1]), cfg)
+    except RomError as e:
+        raise RomError(f"model '{model.name}' compiles to a model I/O description load_rom would refuse: "
+                       f"{str(e).removeprefix('ROM model I/O section is malformed: ')}") from None
     header_bytes = HEADER.size + ENTRY.size * len(SECTION_IDS)
     offset = -(-header_bytes // ALIGN) * ALIGN
     entries, body = [], bytearray()

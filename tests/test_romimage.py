@@ -271,3 +271,21 @@ def test_add_shift_beyond_the_rtl_is_a_program_error():
     x = np.zeros(img.io["input"]["hwc"], np.int8)
     with pytest.raises(StackcamError, match=f"descriptor {i} \\(ADD\\): shifts -128/"):
         execute(_recrc(bad), config, x)
+
+
+def test_build_rom_never_writes_an_image_load_rom_refuses(compiled):
+    """Found by the reliability campaign: a damaged .tflite whose host-tail tensor lost its quantization compiled
+    to a ROM image that load_rom then refused; build_rom checks the I/O description as load_rom does."""
+    import copy
+    import dataclasses
+
+    _, model, _ = compiled
+    io = copy.deepcopy(model.io)
+    concat_input = io["host"]["ops"][2]["inputs"][0]
+    tensor = next(t for t in io["host"]["tensors"] if t["name"] == concat_input)
+    for key in ("scale", "zero_point", "axis"):
+        del tensor[key]
+    with pytest.raises(RomError, match="compiles to a model I/O description load_rom would refuse: its host tail "
+                                       "does not run") as e:
+        build_rom(dataclasses.replace(model, io=io))
+    assert "\n" not in str(e.value)
