@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import elementwise, ref, timing
 from . import program as fmt
-from . import ref, timing
 from .arith import activation_range
 from .executor import add_params, conv_params, fully_connected_params, op_pads, run_graph
 from .graph import Graph, ModelError, Op, Tensor
@@ -22,7 +22,7 @@ __all__ = ["compile_graph", "CompiledModel", "Layer", "HOST_OPS", "LUT_OPS", "ba
 HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
 
 # Elementwise int8 -> int8 operators: any function of one int8 value is a 256-entry table (LUT opcode).
-LUT_OPS = ("LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1", "QUANTIZE")
+LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
 _DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
               "CONCATENATION", "RESHAPE", *LUT_OPS)
@@ -386,9 +386,13 @@ class _Compiler:
         if tx.dtype != "int8" or ty.dtype != "int8":
             raise ModelError(f"{what}: {tx.dtype} -> {ty.dtype}; the die's LUT maps int8 to int8")
         _, zo = _scalar_quant(self.g, out, what)
+        consts = {n: self.g.tensor(n) for n in op.inputs[1:] if n}     # e.g. a PRELU's alpha
+        if any(not t.is_const for t in consts.values()):
+            raise ModelError(f"{what}: a second input that is not a constant; the die's LUT maps one int8 value")
         probe = Graph(tensors={"x": Tensor("x", (1, 256), "int8", quant=tx.quant),
-                               "y": Tensor("y", (1, 256), "int8", quant=ty.quant)},
-                      ops=[Op(op.kind, ["x"], ["y"], dict(op.opts), name=op.name)], inputs=["x"], outputs=["y"])
+                               "y": Tensor("y", (1, 256), "int8", quant=ty.quant), **consts},
+                      ops=[Op(op.kind, ["x", *op.inputs[1:]], ["y"], dict(op.opts), name=op.name)], inputs=["x"],
+                      outputs=["y"])
         table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
         block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
         self.define(out, hwc, what)

@@ -14,12 +14,13 @@ int8->int8 QUANTIZE does (LiteRT's int8 concat refuses such models; quant.export
 
 import numpy as np
 
+from . import elementwise as ew
 from . import ref
 from .arith import activation_range, quantize_multiplier
 from .graph import Graph, ModelError, Op
 
 __all__ = ["run_graph", "op_pads", "conv_params", "fully_connected_params", "add_params", "relu_params",
-           "requantize_params", "concat_input_requant", "tensor_lower_bound"]
+           "elementwise_params", "requantize_params", "concat_input_requant", "tensor_lower_bound"]
 
 
 def _scalar_q(graph, name, op):
@@ -123,12 +124,46 @@ def requantize_params(in_scale, in_zp, out_scale, out_zp):
 
 
 def relu_params(graph: Graph, op: Op):
-    """A standalone int8 RELU / RELU6 (activations.cc QuantizedReluX): rescale to the output, clamp at 0 (and 6)."""
+    """A standalone int8 RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1 (activations.cc ReluPrepare and
+    QuantizedReluX): rescale by the float32 quotient input_scale / output_scale, clamp at the bounds."""
     si, zi = _scalar_q(graph, op.inputs[0], op)
     so, zo = _scalar_q(graph, op.outputs[0], op)
-    p = requantize_params(si, zi, so, zo)
-    p["act_min"], p["act_max"] = activation_range(op.kind, so, zo)
-    return p
+    return ew.relu_x_params(op.kind, si, zi, so, zo)
+
+
+def elementwise_params(graph: Graph, op: Op):
+    """Parameters of an int8 elementwise operator of quant.elementwise (LUT_KINDS), as its Prepare() derives them."""
+    k = op.kind
+    if k == "NEG":
+        return {}
+    si, zi = _scalar_q(graph, op.inputs[0], op)
+    so, zo = _scalar_q(graph, op.outputs[0], op)
+    if k in ew.RELU_BOUNDS:
+        return ew.relu_x_params(k, si, zi, so, zo)
+    if k == "TANH":
+        return ew.tanh_params(si, zi, so, zo)
+    if k == "ELU":
+        return ew.elu_params(si, zi, so, zo)
+    if k == "GELU":
+        return ew.gelu_params(si, zi, so, zo, bool(op.opts.get("approximate", False)))
+    if k == "HARD_SWISH":
+        return ew.hard_swish_params(si, zi, so, zo)
+    if k == "LEAKY_RELU":
+        return ew.leaky_relu_params(si, zi, so, zo, float(op.opts.get("alpha", 0.2)))
+    if k == "ABS":
+        return ew.abs_params(si, zi, so, zo)
+    if k == "PRELU":
+        a = graph.tensor(op.inputs[1])
+        if not a.is_const or a.data.size != 1:
+            raise ModelError(f"{op.label()}: only a PRELU with one constant alpha is an elementwise function")
+        sa, za = _scalar_q(graph, a.name, op)
+        return ew.prelu_scalar_params(si, zi, int(a.data.reshape(-1)[0]), sa, za, so, zo)
+    raise ModelError(f"{op.label()}: '{k}' is not an elementwise operator")
+
+
+_EW_INT8 = {"TANH": ew.lookup_int8, "ELU": ew.lookup_int8, "GELU": ew.lookup_int8,
+            "HARD_SWISH": ew.hard_swish_int8, "LEAKY_RELU": ew.leaky_relu_int8, "ABS": ew.abs_int8,
+            "PRELU": ew.prelu_scalar_int8, **{k: ew.relu_x_int8 for k in ew.RELU_BOUNDS}}
 
 
 def concat_input_requant(graph: Graph, op: Op):
@@ -241,13 +276,19 @@ def _run_op(graph, op, env):
                 out = np.clip(out, lo, hi).astype(np.int8)
             else:
                 out = ref.float_activation(out, o["activation"])
-    elif k in ("RELU", "RELU6"):
-        if integer:
-            p = relu_params(graph, op)
-            out = np.clip(ref.requantize_int8(x, p["input_zero_point"], p["multiplier"], p["shift"],
-                                              p["output_zero_point"]), p["act_min"], p["act_max"]).astype(np.int8)
+    elif k in ew.LUT_KINDS:
+        if integer and k == "NEG":
+            out = ew.neg_int8(x).astype(np.int8)
+        elif integer:
+            out = _EW_INT8[k](x, elementwise_params(graph, op))
         else:
-            out = ref.float_activation(x, k)
+            alpha = o.get("alpha")
+            if k == "PRELU":
+                a = ins[1]
+                if a.size != 1:
+                    raise ModelError(f"{op.label()}: only a PRELU with one constant alpha is an elementwise function")
+                alpha = float(a.reshape(-1)[0])
+            out = ew.float_elementwise(k, x, alpha, bool(o.get("approximate", False)))
     elif k == "QUANTIZE":
         sy, zy = _scalar_q(graph, y.name, op)
         if x.dtype == np.int8:

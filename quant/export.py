@@ -145,6 +145,12 @@ class _Writer:
             self.op(_OPS.PAD, ins, outs, schema.PadOptionsT(), dtype)
         elif k == "SOFTMAX":
             self.op(_OPS.SOFTMAX, ins, outs, schema.SoftmaxOptionsT(beta=float(o.get("beta", 1.0))), dtype)
+        elif k == "LEAKY_RELU":
+            self.op(_OPS.LEAKY_RELU, ins, outs, schema.LeakyReluOptionsT(alpha=float(o.get("alpha", 0.2))), dtype)
+        elif k == "GELU":
+            self.op(_OPS.GELU, ins, outs, schema.GeluOptionsT(approximate=bool(o.get("approximate", False))), dtype)
+        elif k in ("TANH", "ELU", "HARD_SWISH", "PRELU", "ABS", "NEG", "RELU_N1_TO_1", "RELU_0_TO_1"):
+            self.op(getattr(_OPS, k), ins, outs, None, dtype)
         elif k in ("LOGISTIC", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE"):
             # QUANTIZE/DEQUANTIZE versions follow their int8 side.
             self.op(getattr(_OPS, k), ins, outs, None, "int8" if k in ("QUANTIZE", "DEQUANTIZE") else dtype)

@@ -12,6 +12,8 @@ __all__ = ["QuantParams", "Tensor", "Op", "Graph", "ModelError", "SUPPORTED_OPS"
 SUPPORTED_OPS = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
     "RESHAPE", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "SOFTMAX", "LOGISTIC", "RELU", "RELU6",
+    # int8 -> int8 elementwise functions (quant.elementwise; the die's LUT)
+    "RELU_N1_TO_1", "RELU_0_TO_1", "TANH", "ELU", "GELU", "HARD_SWISH", "LEAKY_RELU", "PRELU", "ABS", "NEG",
 )
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
@@ -71,6 +73,7 @@ class Op:
     FULLY_CONNECTED: activation, keep_num_dims.  ADD: activation.  CONCATENATION: axis, activation.
     AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation; MAX_POOL_2D may get
       "pads" from lowering too.
+    LEAKY_RELU: alpha.  GELU: approximate.  PRELU: (alpha is the second input; one value for an elementwise op).
     RESHAPE: new_shape.  PAD: (paddings come from the second input), "value" (the raw pad value in the
       tensor's dtype, from a PADV2; absent: the output zero point, 0.0 for float).  SOFTMAX: beta.
     Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION

@@ -146,7 +146,7 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     ops = []
     unsupported = []
     arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
-             "PAD": (2, 3), "CONCATENATION": (1, None)}
+             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -321,4 +321,8 @@ def _options(kind, o, tensors, ins, outs, layer, index):
         return {}
     if kind == "SOFTMAX":
         return dict(beta=float(o.beta) if o is not None else 1.0)
+    if kind == "LEAKY_RELU":
+        return dict(alpha=float(o.alpha) if o is not None else 0.2)
+    if kind == "GELU":
+        return dict(approximate=bool(o.approximate) if o is not None else False)
     return {}

@@ -12,7 +12,8 @@ from .ref import window_output_size
 __all__ = ["load_onnx", "ONNX_OPS"]
 
 ONNX_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "AveragePool", "GlobalAveragePool", "MaxPool", "Pad",
-            "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "Identity", "Dropout", "Constant")
+            "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "Identity", "Dropout", "Constant",
+            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg")
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -282,6 +283,28 @@ class _Converter:
 
     def op_Sigmoid(self, node, a, layer):
         self._unary(node, "LOGISTIC", layer)
+
+    def op_Tanh(self, node, a, layer):
+        self._unary(node, "TANH", layer)
+
+    def op_HardSwish(self, node, a, layer):
+        self._unary(node, "HARD_SWISH", layer)           # x * clip(x / 6 + 1/2, 0, 1): TFLite's HARD_SWISH
+
+    def op_LeakyRelu(self, node, a, layer):
+        self._unary(node, "LEAKY_RELU", layer, dict(alpha=float(a.get("alpha", 0.01))))
+
+    def op_Elu(self, node, a, layer):
+        alpha = float(a.get("alpha", 1.0))
+        if alpha != 1.0:
+            raise ModelError(f"unsupported operator 'Elu(alpha={alpha:g})' in layer '{layer}': TFLite's ELU has "
+                             f"alpha 1")
+        self._unary(node, "ELU", layer)
+
+    def op_Abs(self, node, a, layer):
+        self._unary(node, "ABS", layer)
+
+    def op_Neg(self, node, a, layer):
+        self._unary(node, "NEG", layer)
 
     def op_Clip(self, node, a, layer):
         lo, hi = a.get("min", -np.inf), a.get("max", np.inf)

@@ -18,7 +18,8 @@ __all__ = ["quantize_graph", "collect_ranges", "activation_params", "quantize_we
 SAME_QUANT_OPS = ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD")
 
 # Operators whose int8 output quantization TFLite fixes regardless of calibration: (scale, zero point).
-FIXED_OUTPUT_QUANT = {"SOFTMAX": (1.0 / 256.0, -128), "LOGISTIC": (1.0 / 256.0, -128)}
+# TANH as the converter quantizes it (operator_property.cc: restricted output scale 1/128, zero point 0).
+FIXED_OUTPUT_QUANT = {"SOFTMAX": (1.0 / 256.0, -128), "LOGISTIC": (1.0 / 256.0, -128), "TANH": (1.0 / 128.0, 0)}
 
 # Ops with weights (input 1) and bias (input 2): the filter axis that is the output channel (OHWI, 1HWO, [out, in]).
 _WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}

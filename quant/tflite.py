@@ -62,6 +62,16 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.RELU: 2,
     schema.BuiltinOperator.RELU6: 2,
     schema.BuiltinOperator.PADV2: 2,
+    schema.BuiltinOperator.TANH: 2,
+    schema.BuiltinOperator.GELU: 2,
+    schema.BuiltinOperator.ABS: 2,
+    schema.BuiltinOperator.HARD_SWISH: 1,
+    schema.BuiltinOperator.LEAKY_RELU: 1,
+    schema.BuiltinOperator.ELU: 1,             # LiteRT registers ELU version 1 only (and not in BUILTIN_REF)
+    schema.BuiltinOperator.NEG: 1,
+    schema.BuiltinOperator.PRELU: 1,
+    schema.BuiltinOperator.RELU_N1_TO_1: 1,
+    schema.BuiltinOperator.RELU_0_TO_1: 1,
 }
 
 

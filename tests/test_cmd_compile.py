@@ -156,7 +156,7 @@ def test_bad_model_file(tmp_path, content):
 
 @pytest.mark.parametrize("model,expect", [
     ("float.tflite", "float.tflite is a float model: give --calib DIR or --calib-photos"),
-    ("hardswish.tflite", "unsupported operator 'HARD_SWISH' in layer 'swish_2' (op 0)"),
+    ("hardswish.tflite", "unsupported operator 'SIN' in layer 'swish_2' (op 0)"),
     ("mid_softmax.tflite", "unsupported operator SOFTMAX mid-network (only at the graph's tail, on the host) "
                            "at layer 'act_5'"),
     ("dynamic.tflite", "tensor 'images' has a dynamic shape [1, -1, 4, 3]"),

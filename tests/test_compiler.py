@@ -93,7 +93,7 @@ def _net_with(kind, **opts):
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: _net_with("TANH"), "unsupported operator TANH on the die at layer 'tanh_1'"),
+    (lambda: _net_with("SIN"), "unsupported operator SIN on the die at layer 'sin_1'"),
     (lambda: _net_with("SOFTMAX", beta=1.0), "unsupported operator SOFTMAX mid-network (only at the graph's tail, "
                                             "on the host) at layer 'softmax_1'"),
 ])
