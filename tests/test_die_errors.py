@@ -23,9 +23,11 @@ pytestmark = pytest.mark.xdist_group("verilator")
 
 
 def _refusing_rom(compiled, k):
-    """The compiled model with descriptor `k` (a CONV) flagged FCSCALE, which the conv engine refuses."""
+    """The compiled model with descriptor `k` (a CONV) asking for more output-channel tiles than the conv engine's
+    parameter buffer holds, which the engine refuses."""
+    config = compiled.config
     descs = copy.deepcopy(compiled.descriptors)
-    descs[k].flags |= fmt.FCSCALE
+    descs[k].oc_tiles = config.max_channels // config.array_rows + 1
     program = fmt.stream_words(b"".join(fmt.pack(d) for d in descs), compiled.config.weight_word_bytes)
     assert program.shape == compiled.program.shape
     return build_rom(dataclasses.replace(compiled, descriptors=descs, program=program))
@@ -73,14 +75,16 @@ def test_run_rtl_refuses_the_frame():
         run_rtl(_refusing_rom(compiled, k), config, [np.zeros((h, w, c), np.int8)])
 
 
-def test_stackcam_run_rtl_fully_connected_is_refused_with_no_output(tmp_path):
-    """A classifier whose last layer is a FULLY_CONNECTED (which the RTL does not run yet): `stackcam run
-    --engine rtl` exits non-zero with one line naming the layer, and writes no output file."""
-    from tests.test_quant_ops import mobilenet_like
-    m = mobilenet_like(seed=1)
+def test_stackcam_run_rtl_refused_descriptor_with_no_output(tmp_path):
+    """A model the compiler takes but the die cannot run (a FULLY_CONNECTED of more units than the conv engine's
+    parameter buffer holds: tiny's max_channels): `stackcam run --engine rtl` exits 3 with one line naming the
+    descriptor, the layer and the error, and writes no output file."""
+    from tests.test_quant_ops import ModelBuilder
+    m = ModelBuilder(seed=1)
+    units = preset("tiny").max_channels + 8
     path = tmp_path / "net.tflite"
-    path.write_bytes(m.output(len(m.b.tensors) - 1))
-    np.save(tmp_path / "in.npy", np.zeros((1, 17, 17, 3), np.int8))
+    path.write_bytes(m.output(m.fc(m.conv(m.input((1, 2, 2, 3)), 4, k=1), units, out_q=(0.1, 0))))
+    np.save(tmp_path / "in.npy", np.zeros((1, 2, 2, 3), np.int8))
     out = tmp_path / "out.npz"
     r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
                         "--engine", "rtl", "--config", "tiny", "-o", str(out)], capture_output=True, text=True)
@@ -88,5 +92,5 @@ def test_stackcam_run_rtl_fully_connected_is_refused_with_no_output(tmp_path):
     err = r.stderr.strip()
     assert err.count("\n") == 0 and err.startswith("stackcam run: error: input 0: the die refused the frame: "
                                                     "the network stopped at descriptor "), err
-    assert "FULLY_CONNECTED" in err and NPU_ERRORS[2] in err
+    assert "descriptor 1, layer 1 (FULLY_CONNECTED" in err and NPU_ERRORS[2] in err
     assert not out.exists()

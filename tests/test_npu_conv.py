@@ -1,6 +1,7 @@
 """rtl.npu.conv: NPUConvEngine runs the CONV (direct and PACKED im2col) and DWCONV descriptors of compiled graphs
 in amaranth.sim, and leaves the whole activation SRAM exactly as the golden program executor does."""
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -10,6 +11,7 @@ import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.romimage import build_rom, load_rom
+from stackcam.quant.timing import conv_cycles
 from stackcam.rtl import verilog
 from stackcam.rtl.npu.conv import NPUConvEngine
 from stackcam.rtl.params import PRESETS, DieConfig
@@ -168,13 +170,48 @@ def _one_descriptor(graph, config, op):
     return next((d, before, wsram) for _, d, before, _ in steps if d.op == op), steps
 
 
-@pytest.mark.parametrize("patch", ["fcscale", "opcode", "too_many_channels", "im2col_too_long"])
+def net_fc(per_channel):
+    """FULLY_CONNECTED (FCSCALE): on a feature vector (13 units: a partial oc tile and padding lanes), chained
+    with a fused RELU, and on a flattened 3x2x5 conv output (an H x W VALID CONV); ties of the float64 rescale
+    are tests/test_fc_rtl.py's business."""
+    n = Net((1, 3, 2, 5), seed=17, zp=4)
+    a = n.conv(n.input, 5, k=1, out_q=(0.05, -3))
+    b = n.fc(n.reshape(a, (1, 30)), 13, per_channel=per_channel, out_q=(0.4, -6))
+    c = n.fc(b, 6, act="RELU", per_channel=per_channel, out_q=(0.3, -128))
+    return n.graph(b, c, n.fc(n.reshape(n.input, (1, 30)), 4, per_channel=per_channel, out_q=(0.2, 9)))
+
+
+@pytest.mark.parametrize("config,per_channel", [("4x4", False), ("2x4", True), ("8x16", True), ("4x8", False)])
+def test_fully_connected(config, per_channel):
+    """FCSCALE descriptors run, equal to the golden executor (LiteRT's double rescale) and in the cycles of the
+    same descriptor without the flag: 2x4 has a record in two weight words, 8x16 two lane groups per word."""
+    steps = check_graph(net_fc(per_channel), CONFIGS[config], only="CONV")
+    fcs = [d for _, d, _, _ in steps if d.flags & fmt.FCSCALE]
+    assert len(fcs) == 3
+    for d in fcs:
+        assert conv_cycles(CONFIGS[config], d) == conv_cycles(CONFIGS[config],
+                                                              dataclasses.replace(d, flags=d.flags & ~fmt.FCSCALE))
+
+
+def test_fully_connected_records_wider_than_a_word():
+    """rows > 16: FCSCALE records loaded in several beats per weight word (as test_records_wider_than_a_word)."""
+    config = DieConfig(name="a32x32", array_rows=32, array_cols=32, sram_banks=4, sram_bank_bytes=64 * 1024,
+                       weight_banks=2, max_channels=128)
+    n = Net((1, 1, 1, 40), seed=18, zp=-1)
+    check_graph(n.graph(n.fc(n.input, 70, per_channel=True, out_q=(0.3, 4))), config)
+
+
+@pytest.mark.parametrize("patch", ["opcode", "dwconv_flags", "too_many_channels", "im2col_too_long"])
 def test_refused_descriptors(patch):
     """What the engine cannot do: `error` with `done` one cycle after `start`, the SRAM untouched."""
     config = CONFIGS["8x16"]
     if patch == "im2col_too_long":
         (d, before, wsram), _ = _one_descriptor(net_stem(), config, "CONV")
         engine = NPUConvEngine(config, im2col_words=1)
+    elif patch == "dwconv_flags":
+        (d, before, wsram), _ = _one_descriptor(net_depthwise(), config, "DWCONV")
+        engine = NPUConvEngine(config)
+        d.flags = fmt.FCSCALE
     else:
         n = Net((1, 1, 1, 20), seed=16)
         graph = n.graph(n.fc(n.input, 9))

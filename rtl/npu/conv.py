@@ -90,10 +90,13 @@ class NPUConvEngine(wiring.Component):
     from one set while the gatherer fills the other. A 3x3 s2 RGB stem in 64-lane words (imx500) runs at
     about 1.27 cycles per output pixel for an ideal 1 (G = 1: 3.4; G = 8: 1.03).
 
+    **FCSCALE** (a FULLY_CONNECTED): the same run, with the records' float64 scale loaded instead of the Q31
+    multiplier and shift and the tiles requantized by `FCRequantUnit` (LiteRT's reference double rescale, in
+    integers) instead of `RequantUnit`; same latency, so the same cycles as without the flag.
+
     **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
-    DWCONV; CONV with FCSCALE (FULLY_CONNECTED's float64 rescale is not implemented here yet); more output
-    channels than the parameter buffer holds; a PACKED K above ``im2col_words`` words (default: 5x5 RGB);
-    a zero loop bound.
+    DWCONV; DWCONV with any flag; more output channels than the parameter buffer holds; a PACKED K above
+    ``im2col_words`` words (default: 5x5 RGB); a zero loop bound.
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
     cycle; the only internal waits are the PACKED feeder waiting for a gathered group and the DWCONV issue
@@ -137,6 +140,7 @@ class NPUConvEngine(wiring.Component):
 
         is_dw = Signal()
         is_packed = Signal()
+        is_fc = Signal()                       # CONV with FCSCALE: the float64 rescale
         wk_mode = Signal()                     # DWCONV on the column walk (kernel of at most dw_taps taps)
         init = Signal()                        # the run's first cycle is next: the run components load
         stop = Signal()                        # the last write is on the port
@@ -148,7 +152,7 @@ class NPUConvEngine(wiring.Component):
             m.d.comb += [c.geom.eq(setup.geom), c.init.eq(init), c.stop.eq(stop)]
         m.d.comb += [
             setup.packed.eq(is_packed),
-            loader.param_addr.eq(d.param_addr), loader.param_words.eq(d.param_words),
+            loader.param_addr.eq(d.param_addr), loader.param_words.eq(d.param_words), loader.fc.eq(is_fc),
             loader.w_r.data.eq(self.w_r.data),
             pbuf_w.addr.eq(loader.pbuf.addr), pbuf_w.data.eq(loader.pbuf.data.as_value()),
             pbuf_w.en.eq(loader.pbuf.en),
@@ -160,7 +164,7 @@ class NPUConvEngine(wiring.Component):
             pipe.act_data.eq(self.act_r.data), pipe.w_data.eq(self.w_r.data), pipe.taps.eq(walk.taps),
             pipe.in_zp.eq(d.in_zp), pipe.dw.eq(is_dw), pipe.packed.eq(is_packed), pipe.walk.eq(wk_mode),
             back.tile.eq(pipe.tile), back.acc.eq(pipe.acc), back.dw_sum.eq(pipe.dw_sum), back.dw.eq(is_dw),
-            back.out_zp.eq(d.out_zp), back.act_min.eq(d.act_min), back.act_max.eq(d.act_max),
+            back.fc.eq(is_fc), back.out_zp.eq(d.out_zp), back.act_min.eq(d.act_min), back.act_max.eq(d.act_max),
             pbuf_r.addr.eq(back.pbuf.addr), pbuf_r.en.eq(1), back.pbuf.data.as_value().eq(pbuf_r.data),
             self.act_w.addr.eq(back.act_w.addr), self.act_w.data.eq(back.act_w.data),
             self.act_w.en.eq(back.act_w.en), self.mac_active.eq(pipe.mac_active),
@@ -174,7 +178,6 @@ class NPUConvEngine(wiring.Component):
         bad = Signal()
         m.d.comb += bad.eq(
             ~(op_conv | op_dw)
-            | (op_conv & ((d.flags & FCSCALE) != 0))
             | (op_dw & (d.flags != 0))
             | (tiles_used > dm.param_depth * dm.NG)
             | (op_conv & packed_flag & ((d.in_ct > dm.GM) | (d.in_ppw == 0)))
@@ -191,6 +194,7 @@ class NPUConvEngine(wiring.Component):
         with m.If(state == IDLE):
             with m.If(self.start):
                 m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag),
+                             is_fc.eq(op_conv & ((d.flags & FCSCALE) != 0)),
                              wk_mode.eq(op_dw & (d.kernel_h * d.kernel_w <= dm.TM))]
                 with m.If(bad):
                     m.d.sync += state.eq(FAIL)

@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from stackcam.quant.timing import REQUANT_LATENCY
 
 from ..requant import RequantUnit
+from ..requant_fc import FCRequantUnit
 from .conv_common import mux_tree, param_record_layout, tile_layout, words
 from .ports import act_write_signature
 
@@ -25,9 +26,14 @@ class ConvBackEnd(wiring.Component):
     byte-lane write (T+6) of the tile's ``rows`` lanes; the pixel's last tile of a CONV also writes ``out_zp``
     into the word's lanes above it (padding lanes with no tile: what their all-zero records would give).
 
+    The requantizer is `RequantUnit` (TFLite's Q31 multiplier and shift), or `FCRequantUnit` (LiteRT's
+    reference FULLY_CONNECTED rescale: the records' float64 scale) for a CONV with the FCSCALE flag; both have
+    the latency `quant.timing.REQUANT_LATENCY`, so the cycle counts do not depend on the choice.
+
     Ports: `tile`, `acc` (CONV: the rows' sums) and `dw_sum` (DWCONV: the set's ``cols`` sums) at T (S4, from
-    `ConvMACPipe`), `dw` (mode), `out_zp` / `act_min` / `act_max`, `pbuf` (`param_read_signature`), `act_w`
-    (activation write port), `last` (the descriptor's last write is on `act_w`).
+    `ConvMACPipe`), `dw` and `fc` (modes: DWCONV, FCSCALE), `out_zp` / `act_min` / `act_max`, `pbuf`
+    (`param_read_signature`), `act_w` (activation write port), `last` (the descriptor's last write is on
+    `act_w`).
 
     DWCONV holds a closed output's ``cols`` sums (T + 1) and drains them ``rows`` lanes per cycle over
     ``cols // rows`` cycles (T + 1 .. T + groups; each write fills one lane group of the output word); the issue
@@ -43,7 +49,7 @@ class ConvBackEnd(wiring.Component):
         R, C = dims.R, dims.C
         super().__init__({
             "tile": In(tile_layout(dims)), "acc": In(data.ArrayLayout(signed(32), R)),
-            "dw_sum": In(data.ArrayLayout(signed(32), C)), "dw": In(1),
+            "dw_sum": In(data.ArrayLayout(signed(32), C)), "dw": In(1), "fc": In(1),
             "out_zp": In(signed(8)), "act_min": In(signed(8)), "act_max": In(signed(8)),
             "pbuf": Out(param_read_signature(dims)), "act_w": Out(act_write_signature(config)), "last": Out(1),
         })
@@ -52,8 +58,9 @@ class ConvBackEnd(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NG, AB, sub_w = dm.R, dm.C, dm.NG, dm.AB, dm.sub_w
-        assert RequantUnit.latency == REQUANT_LATENCY
+        assert RequantUnit.latency == FCRequantUnit.latency == REQUANT_LATENCY
         m.submodules.requant = rq = RequantUnit(R, tag_width=AB + sub_w + 2)
+        m.submodules.requant_fc = fq = FCRequantUnit(R, tag_width=AB + sub_w + 2)
         tile = self.tile
 
         # DWCONV drain: the tile's C sums, R lanes per cycle into the requantizer.
@@ -106,20 +113,28 @@ class ConvBackEnd(wiring.Component):
         recs = Signal(data.ArrayLayout(param_record_layout, R))
         m.d.comb += recs.as_value().eq(mux_tree(words(self.pbuf.data.as_value(), rec_bits * R), b1_sub))
         for r in range(R):
-            p = rq.params[r]
+            p, pf = rq.params[r], fq.params[r]
             m.d.comb += [
-                p.bias.eq(recs[r].bias), p.multiplier.eq(recs[r].multiplier), p.shift.eq(recs[r].shift),
+                p.bias.eq(recs[r].bias), p.multiplier.eq(recs[r].rescale.q31.multiplier),
+                p.shift.eq(recs[r].rescale.q31.shift),
                 p.zero_point.eq(self.out_zp), p.act_min.eq(self.act_min), p.act_max.eq(self.act_max),
+                pf.bias.eq(recs[r].bias), pf.scale.eq(recs[r].rescale.scale),
+                pf.zero_point.eq(self.out_zp), pf.act_min.eq(self.act_min), pf.act_max.eq(self.act_max),
             ]
+        b1_tag = Cat(b1_oaddr, b1_sub, b1_final, b1_rest)
         m.d.comb += [
-            rq.valid.eq(b1_valid), rq.acc.eq(b1_acc), rq.tag.eq(Cat(b1_oaddr, b1_sub, b1_final, b1_rest)),
+            rq.valid.eq(b1_valid & ~self.fc), rq.acc.eq(b1_acc), rq.tag.eq(b1_tag),
+            fq.valid.eq(b1_valid & self.fc), fq.acc.eq(b1_acc), fq.tag.eq(b1_tag),
         ]
 
-        # T+6: the write.
-        o_addr = rq.out_tag[:AB]
-        o_sub = rq.out_tag[AB:AB + sub_w]
-        o_final = rq.out_tag[AB + sub_w]
-        o_rest = rq.out_tag[AB + sub_w + 1]
+        # T+6: the write (from whichever requantizer the tile went through).
+        o_valid = rq.out_valid | fq.out_valid
+        o_tag = Mux(fq.out_valid, fq.out_tag, rq.out_tag)
+        o_out = [Mux(fq.out_valid, fq.out[r], rq.out[r]) for r in range(R)]
+        o_addr = o_tag[:AB]
+        o_sub = o_tag[AB:AB + sub_w]
+        o_final = o_tag[AB + sub_w]
+        o_rest = o_tag[AB + sub_w + 1]
         # Lane groups above the last oc tile of a pixel (when ceil(out_c/rows)*rows < out_ct*cols) are padding
         # lanes with no tile: they get out_zp, the value their all-zero parameter records would give.
         above = Signal(NG)
@@ -127,10 +142,10 @@ class ConvBackEnd(wiring.Component):
             m.d.comb += above[g].eq(o_rest & (o_sub < g))
         m.d.comb += [
             self.act_w.addr.eq(o_addr),
-            self.act_w.data.eq(Cat(*[Mux(above[ln // R], self.out_zp, rq.out[ln % R]) for ln in range(C)])),
-            self.last.eq(rq.out_valid & o_final),
+            self.act_w.data.eq(Cat(*[Mux(above[ln // R], self.out_zp, o_out[ln % R]) for ln in range(C)])),
+            self.last.eq(o_valid & o_final),
         ]
-        with m.If(rq.out_valid):
+        with m.If(o_valid):
             for g in range(NG):
                 with m.If(o_sub == g):
                     m.d.comb += self.act_w.en.eq(Mux(o_rest, ((1 << C) - 1) ^ ((1 << (g * R)) - 1),

@@ -11,9 +11,16 @@ from .ports import addr_bits
 __all__ = ["ConvDims", "param_record_layout", "geometry_layout", "issue_layout", "tile_layout", "mux_tree", "words",
            "shift_bytes", "lane", "read_request_signature", "feed_layout"]
 
-# One channel's requantization parameters as the parameter buffer holds them (the 16-byte record of
-# quant.program without its zero padding; TFLite shifts lie in -31..30, so 6 bits hold them).
-param_record_layout = data.StructLayout({"bias": signed(32), "multiplier": signed(32), "shift": signed(6)})
+# One channel's requantization parameters as the parameter buffer holds them: the 16-byte record of
+# quant.program without its zero padding. `rescale` is the Q31 multiplier and shift (TFLite shifts lie in
+# -31..30, so 6 bits hold them) or, for a CONV with the FCSCALE flag (FULLY_CONNECTED), the float64 scale's bits.
+param_record_layout = data.StructLayout({
+    "bias": signed(32),
+    "rescale": data.UnionLayout({
+        "q31": data.StructLayout({"multiplier": signed(32), "shift": signed(6)}),
+        "scale": unsigned(64),
+    }),
+})
 
 
 class ConvDims:

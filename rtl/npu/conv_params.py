@@ -27,8 +27,10 @@ class ConvParamLoader(wiring.Component):
     buffer (a memory of ``ceil(max_channels / cols)`` words of `cols` records: one output word's channels).
 
     Ports: `start` (pulse: reset; the load begins in the next cycle with `active` high), `active` (the engine is
-    in its load phase: reads are issued only then), `param_addr` / `param_words` (stable while active), `w_r`
-    (weight read port), `pbuf` (`param_write_signature`), `done` (high in the last load cycle).
+    in its load phase: reads are issued only then), `param_addr` / `param_words` (stable while active), `fc`
+    (stable while active: the records are FCSCALE ones, ``int32 bias, 4 zero bytes, float64 scale``, and their
+    scale goes into `rescale`; else the multiplier and shift do), `w_r` (weight read port), `pbuf`
+    (`param_write_signature`), `done` (high in the last load cycle).
 
     A beat writes ``gcd(WB // 16, cols)`` records (never straddling a buffer word); a weight word takes
     ``beats`` = ``WB // 16 / gcd`` cycles (one while ``WB // 16 <= cols``, two on imx500); with 8-byte words a
@@ -41,7 +43,7 @@ class ConvParamLoader(wiring.Component):
         self.config = config
         self.dims = dims
         super().__init__({
-            "start": In(1), "active": In(1), "param_addr": In(32), "param_words": In(32),
+            "start": In(1), "active": In(1), "param_addr": In(32), "param_words": In(32), "fc": In(1),
             "w_r": Out(weight_read_signature(config)), "pbuf": Out(param_write_signature(dims)), "done": Out(1),
         })
 
@@ -63,21 +65,21 @@ class ConvParamLoader(wiring.Component):
         recs = [Signal(param_record_layout, name=f"rec{j}") for j in range(grp)]
         rdata = self.w_r.data
 
-        def record_from(byte_value):
-            return [byte_value[0:32].as_signed(), byte_value[32:64].as_signed(), byte_value[64:70].as_signed()]
+        def record_from(rec, byte_value):
+            """The record's bias and rescale: bytes 4..7 multiplier and 8 shift, or (FCSCALE) bytes 8..15."""
+            return [rec.bias.eq(byte_value[0:32]),
+                    rec.rescale.as_value().eq(Mux(self.fc, byte_value[64:128], byte_value[32:70]))]
 
         if wpr == 1:
             beat_bits = mux_tree(words(rdata, 8 * grp * slot), s) if beats > 1 else rdata
             for j in range(grp):
                 off = 8 * j * slot
-                b, mu, sh = record_from(beat_bits[off:off + 8 * PARAM_RECORD_BYTES])
-                m.d.comb += [recs[j].bias.eq(b), recs[j].multiplier.eq(mu), recs[j].shift.eq(sh)]
+                m.d.comb += record_from(recs[j], beat_bits[off:off + 8 * PARAM_RECORD_BYTES])
             m.d.comb += [consume.eq(have & (s == beats - 1)), beat.eq(have)]
         else:
             full_rec = Cat(asm, rdata)
-            b, mu, sh = record_from(full_rec[:8 * PARAM_RECORD_BYTES])
-            m.d.comb += [recs[0].bias.eq(b), recs[0].multiplier.eq(mu), recs[0].shift.eq(sh),
-                         consume.eq(have), beat.eq(have & (wcnt == wpr - 1))]
+            m.d.comb += record_from(recs[0], full_rec[:8 * PARAM_RECORD_BYTES])
+            m.d.comb += [consume.eq(have), beat.eq(have & (wcnt == wpr - 1))]
         m.d.comb += [
             self.pbuf.addr.eq(word),
             self.pbuf.data.as_value().eq(Cat(*[recs[lane % grp].as_value() for lane in range(C)])),

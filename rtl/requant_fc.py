@@ -1,0 +1,165 @@
+"""FULLY_CONNECTED's requantization: int32 accumulator to int8 by LiteRT's reference float64 rescale, in integers."""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from stackcam.quant.timing import REQUANT_LATENCY
+
+__all__ = ["FCRequantUnit", "fc_requant_params_layout"]
+
+fc_requant_params_layout = data.StructLayout({
+    "bias": signed(32),          # int32 bias added to the accumulator first (wrapping, as the kernel's int32)
+    "scale": unsigned(64),       # the channel's effective scale: IEEE-754 binary64 bits
+    "zero_point": signed(9),     # output zero point
+    "act_min": signed(9),        # fused activation clamp
+    "act_max": signed(9),
+})
+
+# |round(v)| above this saturates: with |zero_point| < 256 and the clamps in int8 it clamps like any larger value.
+_SAT = 1 << 10
+# Stage 5 shifts the rounded significand Q' (<= 2^53) right by S - 1: only S in [_S_LO, _S_LO + 11] gives a
+# result in 1 .. _SAT; a smaller S means |v| >= 2^10 (saturate), a larger one |v| <= 1/4 (zero).
+_S_LO = 43
+
+
+class FCRequantUnit(wiring.Component):
+    """`lanes` parallel, fully pipelined requantizers of LiteRT's reference int8 FULLY_CONNECTED:
+    ``a = wrap_int32(acc + bias)``, ``v = double(a) * scale`` (one IEEE binary64 multiply, round to nearest
+    even), ``out = clamp(round_half_away_from_zero(v) + zero_point, act_min, act_max)`` (numpy's clip order:
+    the lower bound first, then the upper), exactly as `quant.ref.requantize_acc_double`, with no
+    floating-point unit: integers only.
+
+    With ``scale = M * 2^E`` (M the 53-bit significand with the hidden bit), ``|v|`` is ``|a| * M`` rounded to
+    53 significant bits (ties to even) times ``2^E``; the unit normalizes ``|a|`` (its leading one to bit 31),
+    so the 85-bit product ``N`` has its leading one at bit 83 or 84 and the rounding point is a fixed bit
+    (31 or 32): ``Q' = RNE(N)``, 53 bits plus a carry, and ``|v| = Q' * 2^-S`` for a small-range exponent S.
+    Then ``|round(v)| = (floor(Q' / 2^(S-1)) + 1) >> 1``, which matters only for 43 <= S <= 54; below that
+    ``|v| >= 2^10`` (saturated: it clamps like the true value), above ``|v| <= 1/4`` (zero).
+
+    Stages: 1 the bias add; 2 sign, magnitude and its normalization, the scale's fields; 3 the 32 x 53 product;
+    4 the round to 53 bits; 5 the round to an integer, the sign, the zero point and the clamp.
+    Edge cases: ``a == 0`` or a zero or subnormal scale gives ``zero_point`` clamped (a subnormal scale decodes
+    with a huge S: an int32 times it is below 1/4); a negative scale flips the sign; an infinite scale
+    saturates by the sign, like the reference. A NaN scale (undefined in the reference, never written by the
+    compiler) saturates by the signs of ``a`` and the NaN.
+    (Ties-to-even or half-up at 53 bits gives the same outputs: when the two candidate doubles straddle a
+    half-integer it is the upper one, and while the double's ulp is at most 1/4 that is an even multiple of
+    it, so the lower candidate is odd and both rules round up; a larger ulp means ``|v| >= 2^51``, saturated.
+    The unit still rounds exactly as the double multiply does.)
+
+    One vector per cycle; results appear `latency` (5, `quant.timing.REQUANT_LATENCY`, the same as
+    `RequantUnit`'s) cycles after `valid`; `tag` travels with the data. No back-pressure: the producer must
+    have room for what it issued.
+    """
+
+    latency = REQUANT_LATENCY
+
+    def __init__(self, lanes, tag_width=1):
+        self.lanes = lanes
+        super().__init__({
+            "valid": In(1),
+            "tag": In(tag_width),
+            "acc": In(data.ArrayLayout(signed(32), lanes)),
+            "params": In(data.ArrayLayout(fc_requant_params_layout, lanes)),
+            "out_valid": Out(1),
+            "out_tag": Out(tag_width),
+            "out": Out(data.ArrayLayout(signed(8), lanes)),
+        })
+
+    def elaborate(self, platform):
+        assert self.latency == 5
+        m = Module()
+        valid = [self.valid] + [Signal(name=f"valid_s{i}") for i in range(1, self.latency + 1)]
+        tag = [self.tag] + [Signal.like(self.tag, name=f"tag_s{i}") for i in range(1, self.latency + 1)]
+        for i in range(self.latency):
+            m.d.sync += [valid[i + 1].eq(valid[i]), tag[i + 1].eq(tag[i])]
+        m.d.comb += [self.out_valid.eq(valid[-1]), self.out_tag.eq(tag[-1])]
+        for lane in range(self.lanes):
+            self._lane(m, lane)
+        return m
+
+    def _lane(self, m, lane):
+        p = self.params[lane]
+        clamp_layout = data.StructLayout({"zero_point": signed(9), "act_min": signed(9), "act_max": signed(9)})
+
+        def clamps(name):
+            return Signal(clamp_layout, name=f"{name}_{lane}")
+
+        # Stage 1: the bias add, wrapping in int32.
+        s1_a = Signal(signed(32), name=f"fa_{lane}")
+        s1_scale = Signal(64, name=f"fscale1_{lane}")
+        s1_c = clamps("fc1")
+        m.d.sync += [
+            s1_a.eq((self.acc[lane] + p.bias)[:32].as_signed()), s1_scale.eq(p.scale),
+            s1_c.zero_point.eq(p.zero_point), s1_c.act_min.eq(p.act_min), s1_c.act_max.eq(p.act_max),
+        ]
+
+        # Stage 2: |a| (2^31 for INT32_MIN fits 32 unsigned bits) normalized to bit 31; S0 = 1076 - e - bitlen|a|.
+        mag = Signal(32, name=f"fmag_{lane}")
+        m.d.comb += mag.eq(Mux(s1_a < 0, -s1_a, s1_a)[:32])
+        value, lz = mag, []
+        for step in (16, 8, 4, 2, 1):
+            top_zero = ~value[32 - step:].any()
+            lz.append(top_zero)
+            value = Mux(top_zero, Cat(Const(0, step), value[:32 - step]), value)
+        lzc = Cat(*reversed(lz))                                       # leading zeros of a non-zero |a|
+        expo = s1_scale[52:63]
+        s2_n = Signal(32, name=f"fnorm_{lane}")
+        s2_m = Signal(53, name=f"fsig_{lane}")
+        s2_s0 = Signal(signed(13), name=f"fs0_{lane}")
+        s2_neg = Signal(name=f"fneg2_{lane}")
+        s2_zero = Signal(name=f"fzero2_{lane}")
+        s2_c = clamps("fc2")
+        m.d.sync += [
+            s2_n.eq(value), s2_m.eq(Cat(s1_scale[:52], 1)),
+            s2_s0.eq(1044 - expo + lzc),                               # 1076 - e - (32 - lz)
+            s2_neg.eq((s1_a < 0) ^ s1_scale[63]),
+            s2_zero.eq(mag == 0),
+            s2_c.eq(s1_c),
+        ]
+
+        # Stage 3: N = |a| * 2^lz * M, in [2^83, 2^85).
+        s3_n = Signal(85, name=f"fprod_{lane}")
+        s3_s0 = Signal(signed(13), name=f"fs03_{lane}")
+        s3_neg = Signal(name=f"fneg3_{lane}")
+        s3_zero = Signal(name=f"fzero3_{lane}")
+        s3_c = clamps("fc3")
+        m.d.sync += [s3_n.eq(s2_n * s2_m), s3_s0.eq(s2_s0), s3_neg.eq(s2_neg), s3_zero.eq(s2_zero), s3_c.eq(s2_c)]
+
+        # Stage 4: N to 53 significant bits, ties to even (the double product); S = S0 - carry.
+        top = s3_n[84]
+        q = Mux(top, s3_n[32:85], s3_n[31:84])
+        guard = Mux(top, s3_n[31], s3_n[30])
+        sticky = Mux(top, s3_n[:31].any(), s3_n[:30].any())
+        q_rounded = Signal(54, name=f"fq_{lane}")
+        m.d.comb += q_rounded.eq(q + (guard & (sticky | q[0])))
+        s4_qhi = Signal(12, name=f"fqhi_{lane}")                        # Q' >> (_S_LO - 1): all stage 5 reads
+        s4_s = Signal(signed(14), name=f"fs_{lane}")
+        s4_neg = Signal(name=f"fneg4_{lane}")
+        s4_zero = Signal(name=f"fzero4_{lane}")
+        s4_c = clamps("fc4")
+        m.d.sync += [s4_qhi.eq(q_rounded[_S_LO - 1:]), s4_s.eq(s3_s0 - top), s4_neg.eq(s3_neg),
+                     s4_zero.eq(s3_zero), s4_c.eq(s3_c)]
+
+        # Stage 5: |round(v)| = (floor(Q' / 2^(S-1)) + 1) >> 1, saturated; the sign, the zero point, the clamp.
+        idx = (s4_s - _S_LO)[:4]
+        halves = Signal(12, name=f"fhalves_{lane}")
+        m.d.comb += halves.eq(s4_qhi >> idx)
+        r = Signal(range(_SAT + 1), name=f"fr_{lane}")
+        with m.If(s4_zero | (s4_s > _S_LO + 11)):
+            m.d.comb += r.eq(0)
+        with m.Elif(s4_s < _S_LO):
+            m.d.comb += r.eq(_SAT)
+        with m.Else():
+            m.d.comb += r.eq((halves + 1) >> 1)
+        with_zp = Signal(signed(13), name=f"fzp_{lane}")
+        m.d.comb += with_zp.eq(Mux(s4_neg, -r, r) + s4_c.zero_point)
+        low = Mux(with_zp < s4_c.act_min, s4_c.act_min, with_zp)
+        m.d.sync += self.out[lane].eq(Mux(low > s4_c.act_max, s4_c.act_max, low)[:8])
+
+    @staticmethod
+    def model(acc, bias, scale, zero_point, act_min, act_max):
+        """Software view of one lane (numpy broadcasting): `quant.ref.requantize_acc_double`."""
+        from stackcam.quant.ref import requantize_acc_double
+        return requantize_acc_double(acc, bias, scale, zero_point, act_min, act_max)
