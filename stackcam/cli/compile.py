@@ -25,6 +25,9 @@ def register(sub):
     add_model_arguments(p)
     p.add_argument("--config", default=DEFAULT_CONFIG, help=presets_help(DEFAULT_CONFIG))
     p.add_argument("-o", "--output", metavar="OUTDIR", required=True, help="output folder")
+    p.add_argument("--export-tflite", metavar="FILE", default=None,
+                   help="also write the int8 model the toolchain made (the graph the die runs) as a .tflite that "
+                   "LiteRT runs with the same results")
     p.set_defaults(func=cmd_compile)
 
 
@@ -45,6 +48,7 @@ def _install(tmp, out):
 
 
 def cmd_compile(args):
+    from stackcam.quant.export import export_tflite
     from stackcam.quant.report import manifest_json
     from stackcam.quant.romimage import readmemh
 
@@ -52,6 +56,12 @@ def cmd_compile(args):
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    export = Path(args.export_tflite) if args.export_tflite else None
+    if export is not None:                  # checked before the expensive work
+        if export.is_dir():
+            raise UserError(f"{export}: is a folder (--export-tflite wants a file name)")
+        if not export.resolve().parent.is_dir():
+            raise UserError(f"{export}: its folder {export.resolve().parent} does not exist")
     prepared = prepare_from_args(args, config)
     model, rom = prepared.compiled, prepared.rom
     files = {"model.rom": rom, "model.json": manifest_json(model, rom).encode(),
@@ -86,4 +96,29 @@ def cmd_compile(args):
     for line in totals_text(model):
         print(line)
     print(f"wrote {out / 'model.rom'} ({len(rom):,} B), {out / 'model.json'}, {out / 'weights.hex'}")
+    if export is not None:
+        data = export_tflite(prepared.graph)
+        _write_atomic(export, data)
+        print(f"wrote {export} ({len(data):,} B): the int8 model as a .tflite")
     return 0
+
+
+def _write_atomic(path, data):
+    """Write `data` to `path` through a temporary file beside it, renamed at the end (a failure leaves nothing)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
