@@ -91,6 +91,8 @@ def cmd_compile(args):
     for note in prepared.graph.notes:
         if note.startswith("dynamic batch"):
             print(f"import: {note}")
+    if prepared.calibration:
+        print(f"calibration: {prepared.calibration}")
     for line in layer_table(model):
         print(line)
     for line in totals_text(model):

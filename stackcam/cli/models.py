@@ -39,6 +39,7 @@ class PreparedModel:
     graph: object          # the lowered int8 Graph
     compiled: object       # quant.compiler.CompiledModel
     rom: bytes
+    calibration: str = ""  # how the float input was normalized for calibration ("" for an int8 model)
 
     @property
     def io(self):
@@ -64,18 +65,41 @@ def _toolchain_digest():
     return h.hexdigest()
 
 
-def cache_key(model, seed=0, calib=None, calib_photos=False):
-    """SHA-256 of everything the quantized graph of `model` comes from."""
+def cache_key(model, seed=0, calib=None, calib_photos=False, normalization=None):
+    """SHA-256 of everything the quantized graph of `model` comes from (calibration files and the input
+    normalization included)."""
     h = hashlib.sha256(f"{_REGISTRY_VERSION}|{model}|{seed}|{calib_photos}|{_toolchain_digest()}".encode())
     path = Path(str(model))
     if not str(model).startswith(ZOO_PREFIX) and path.is_file():
         h.update(hashlib.sha256(path.read_bytes()).digest())
-    if calib is not None:
-        h.update(b"calibration directory")
-        for f in sorted(Path(calib).rglob("*")) if Path(calib).is_dir() else []:
+    if normalization is not None:
+        h.update(b"normalization " + normalization.key().encode())
+    for c in _calib_list(calib):
+        h.update(b"calibration source")
+        c = Path(c)
+        if c.is_file():
+            h.update(c.name.encode() + hashlib.sha256(c.read_bytes()).digest())
+        for f in sorted(c.rglob("*")) if c.is_dir() else []:
             if f.is_file():
-                h.update(str(f.relative_to(calib)).encode() + hashlib.sha256(f.read_bytes()).digest())
+                h.update(str(f.relative_to(c)).encode() + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
+
+
+def _calib_list(calib):
+    if calib is None:
+        return []
+    return [str(c) for c in calib] if isinstance(calib, (list, tuple)) else [str(calib)]
+
+
+def calibration_text(model, calib=None, normalization=None):
+    """What the compile report says about the calibration input of a float model."""
+    from stackcam.quant.calib import Normalization, is_npy_source
+
+    src = _calib_list(calib)
+    if src and is_npy_source(src):
+        return f"preprocessed .npy tensors taken as-is ({', '.join(src)})"
+    where = f"images in {src[0]}" if src else "the scikit-image photos"
+    return f"{where}, {(normalization or Normalization()).describe()}"
 
 
 def _zoo_float(name, seed):
@@ -103,7 +127,7 @@ def _zoo_float(name, seed):
                      f"zoo:mobilenet_v1_<alpha>_<resolution>[_<classes>]")
 
 
-def _quantize(name, calib=None, calib_photos=False, seed=0, config=None):
+def _quantize(name, calib=None, calib_photos=False, seed=0, config=None, normalization=None):
     """The float-or-int8 source graph of MODEL, quantized to int8 when it is float."""
     from stackcam.quant.calib import calibration_set
     from stackcam.quant.importer import load_model
@@ -131,11 +155,18 @@ def _quantize(name, calib=None, calib_photos=False, seed=0, config=None):
         if need > have:
             raise ModelError(f"model '{name}' does not fit config '{config.name}': its {need:,} int8 weights "
                              f"alone need more than the {have:,} B of weight SRAM")
-    samples = calibration_set(graph.tensor(graph.inputs[0]).shape, source=calib)
+    shape = graph.tensor(graph.inputs[0]).shape
+    if normalization is None:
+        samples = calibration_set(shape, source=calib)
+        input_range = (-1.0, 1.0) if zoo else None
+    else:
+        # An input normalization stated by the user: the input quantization covers every value it can give.
+        samples = calibration_set(shape, source=calib, normalize=normalization)
+        input_range = normalization.value_range(int(shape[-1]))
     if not samples:
         raise ModelError(f"{calib}: no calibration images found")
     # Zoo networks take images in [-1, 1]; their input quantization covers that whole range.
-    return quantize_graph(graph, samples, **({"input_range": (-1.0, 1.0)} if zoo else {}))
+    return quantize_graph(graph, samples, **({"input_range": input_range} if input_range else {}))
 
 
 def _int8_core(graph):
@@ -143,7 +174,7 @@ def _int8_core(graph):
     return lowering.int8_core(lowering.lower(graph))
 
 
-def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=None):
+def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=None, normalization=None):
     """The lowered full-int8 Graph of MODEL (a path or a zoo name), as the die runs it.
 
     `config` is needed only for first-light (sized for the preset's input). Raises ModelError (one line).
@@ -164,7 +195,7 @@ def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=
         graph = load_model(path)
         if graph.is_quantized():
             return _int8_core(graph)            # nothing to cache: reading an int8 file is quick
-    key = cache_key(model, seed, calib, calib_photos)
+    key = cache_key(model, seed, calib, calib_photos, normalization)
     cache = _cache_dir() / f"{key[:32]}.tflite"
     name = (model if model.startswith(ZOO_PREFIX) else Path(model).stem) + ".tflite"    # the importer takes the stem
     if cache.is_file():
@@ -174,7 +205,7 @@ def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=
             cache.unlink(missing_ok=True)       # a damaged cache file: made again below
     if log:
         log(f"quantizing and lowering {model} (cached after the first time)...")
-    data = export_tflite(_int8_core(_quantize(model, calib, calib_photos, seed, config)))
+    data = export_tflite(_int8_core(_quantize(model, calib, calib_photos, seed, config, normalization)))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".", suffix=".tflite")
@@ -187,15 +218,32 @@ def model_graph(model, config=None, seed=0, calib=None, calib_photos=False, log=
     return _int8_core(load_model(data, name=name))
 
 
-def prepare_model(model, config, seed=0, calib=None, calib_photos=False, log=None):
+def prepare_model(model, config, seed=0, calib=None, calib_photos=False, log=None, normalization=None):
     """MODEL compiled for `config` (a DieConfig): a PreparedModel. Raises ModelError (one line) for a model that
     cannot be read, is float without calibration, uses an operator the die lacks or does not fit."""
     from stackcam.quant.compiler import compile_graph
     from stackcam.quant.romimage import build_rom
 
-    graph = model_graph(model, config, seed, calib, calib_photos, log)
+    graph = model_graph(model, config, seed, calib, calib_photos, log, normalization)
     compiled = compile_graph(graph, config)
-    return PreparedModel(name=str(model), graph=graph, compiled=compiled, rom=build_rom(compiled))
+    return PreparedModel(name=str(model), graph=graph, compiled=compiled, rom=build_rom(compiled),
+                         calibration=_calibration_used(model, calib, normalization))
+
+
+def _calibration_used(model, calib, normalization):
+    """The calibration text for a model quantized by our PTQ ("" for an int8 file and first-light)."""
+    from stackcam.quant.importer import load_model
+
+    model = str(model)
+    if model in ("first-light", "zoo:first-light"):
+        return ""
+    if not model.startswith(ZOO_PREFIX):
+        try:
+            if load_model(Path(model)).is_quantized():
+                return ""
+        except ModelError:
+            return ""
+    return calibration_text(model, calib, normalization)
 
 
 def add_model_arguments(p, default=None):
@@ -205,10 +253,17 @@ def add_model_arguments(p, default=None):
     else:
         p.add_argument("--model", default=default, help=f"the network (default {default}): {MODEL_HELP}")
     cal = p.add_mutually_exclusive_group()
-    cal.add_argument("--calib", metavar="DIR", default=None,
-                     help="directory of calibration images (for a float model)")
+    cal.add_argument("--calib", metavar="DIR_or_FILES", default=None, nargs="+",
+                     help="a directory of calibration images (for a float model), or preprocessed .npy tensors "
+                     "(files, or a directory of them) taken as-is")
     cal.add_argument("--calib-photos", action="store_true",
                      help="calibrate a float model on the photos that ship with scikit-image")
+    p.add_argument("--input-range", metavar="LO,HI", default=None,
+                   help="calibration photos' pixels [0, 255] map linearly to [LO, HI] (default -1,1)")
+    p.add_argument("--input-mean", metavar="M[,M,M]", default=None,
+                   help="per-channel mean subtracted from pixels in [0, 255] (with --input-std: (x - mean) / std)")
+    p.add_argument("--input-std", metavar="S[,S,S]", default=None,
+                   help="per-channel standard deviation pixels in [0, 255] are divided by")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the zoo networks' and first-light's random weights (default 0)")
 
@@ -216,4 +271,14 @@ def add_model_arguments(p, default=None):
 def prepare_from_args(args, config, log=None):
     """The PreparedModel the parsed arguments name, for `config`."""
     return prepare_model(args.model, config, seed=args.seed, calib=args.calib, calib_photos=args.calib_photos,
-                         log=log)
+                         log=log, normalization=normalization_from_args(args))
+
+
+def normalization_from_args(args):
+    """The Normalization the options state, or None when none was given (the model's default: [-1, 1])."""
+    from stackcam.quant.calib import parse_normalization
+
+    r, m, s = (getattr(args, k, None) for k in ("input_range", "input_mean", "input_std"))
+    if r is None and m is None and s is None:
+        return None
+    return parse_normalization(r, m, s)
