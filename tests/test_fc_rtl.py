@@ -5,6 +5,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import pytest
 
 from stackcam.quant.arith import INT32_MAX, INT32_MIN
 from stackcam.rtl.requant_fc import FCRequantUnit
@@ -122,3 +123,104 @@ def test_fc_cases_hit_ties():
             ties += 1
             double_rounded += (Fraction(ai) * Fraction(sc)).denominator != 2
     assert ties > 300 and double_rounded > 150, (ties, double_rounded)
+
+
+# --- the whole die in Verilator ----------------------------------------------------------------------------------
+
+def _fc_graph():
+    """FULLY_CONNECTED per tensor and per channel on a feature vector (wide enough that the Q31 rule would get some
+    ties wrong), one on a flattened 4x4x6 conv output (an H x W VALID CONV) and a chained one with a RELU."""
+    from tests.test_program import Net
+    n = Net((1, 4, 4, 3), seed=23, zp=-2)
+    flat = n.reshape(n.input, (1, 48))
+    a = n.fc(flat, 250, per_channel=False, out_q=(0.02, 3))
+    b = n.fc(flat, 250, per_channel=True, out_q=(0.02, -4))
+    c = n.conv(n.input, 6, k=1, act="RELU", out_q=(0.05, -128))
+    d = n.fc(n.reshape(c, (1, 96)), 40, per_channel=True, out_q=(0.3, 5))
+    e = n.fc(d, 9, act="RELU", per_channel=False, out_q=(0.2, -128))
+    return n, n.graph(a, b, e)
+
+
+@pytest.mark.parametrize("config", ["tiny", "fpga"])
+def test_die_runs_fully_connected_bit_exact(config):
+    """The die (Verilator, inputs on the tensor port) equals the golden executor on every output of a graph of
+    FULLY_CONNECTED layers, on inputs where the Q31 rule would differ; and every descriptor's cycles equal the
+    analytic model (quant.timing through sim.cyclemodel), as tests/test_cyclemodel.py holds the zoo to."""
+    from stackcam.quant import golden
+    from stackcam.quant.compiler import compile_graph
+    from stackcam.quant.executor import fully_connected_params
+    from stackcam.quant.program import FCSCALE, OPCODES
+    from stackcam.quant.ref import fully_connected_acc, requantize_acc
+    from stackcam.quant.romimage import build_rom
+    from stackcam.rtl.params import preset
+    from stackcam.sim.cyclemodel import predict_cycles
+    from stackcam.sim.dierun import run_die
+
+    config = preset(config)
+    n, graph = _fc_graph()
+    compiled = compile_graph(graph, config)
+    assert sum(bool(d.flags & FCSCALE) for d in compiled.descriptors) == 4
+    rom = build_rom(compiled)
+    xs = n.inputs(6)
+    run = run_die(config, rom, tensors=[x[0] for x in xs], progress=False)
+    assert run.loads[0]["model_ok"] == 1 and len(run.frames) == len(xs)
+    q31_wrong = 0
+    for x, frame in zip(xs, run.frames):
+        assert frame.error is None
+        want = golden.execute(rom, config, x[0])
+        assert len(frame.graph_outputs) == len(want) == 3
+        for got, ref in zip(frame.graph_outputs, want):
+            assert np.array_equal(np.asarray(got).reshape(ref.shape), ref)
+        for op, ref in zip(graph.ops[1:3], want[:2]):          # what the Q31 rule would have given
+            p = fully_connected_params(graph, op)
+            acc = fully_connected_acc(x.reshape(1, -1), graph.tensors[op.inputs[1]].data, p["input_offset"],
+                                      p["weights_offset"])
+            q31 = requantize_acc(acc, graph.tensors[op.inputs[2]].data, p["multiplier"], p["shift"],
+                                 p["output_zero_point"], p["act_min"], p["act_max"])
+            q31_wrong += int(np.count_nonzero(q31.reshape(ref.shape) != ref))
+    assert q31_wrong > 0
+    predicted = predict_cycles(compiled, config)
+    descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
+    counters = [cyc for cyc, _ in run.descriptor_counters][:len(descs)]
+    assert counters == predicted["descriptors"]
+    assert run.counters["npu_cycles"] == predicted["total"]
+
+
+def test_stackcam_run_rtl_litert_quantized_classifier(tmp_path):
+    """A classifier quantized by LiteRT's own converter (MobileNet V1 0.25 at 32x32, 100 classes, head RESHAPE +
+    FULLY_CONNECTED, per-channel): `stackcam run --engine rtl --config tiny` exits 0 and its logits equal
+    LiteRT BUILTIN_REF element for element, on photos and random bytes."""
+    import subprocess
+    import sys
+
+    from stackcam.quant.calib import calibration_set
+    from stackcam.quant.export import export_tflite
+    from stackcam.quant.litert import run_reference
+    from stackcam.quant.ptq import litert_calibrated_model
+    from stackcam.quant.ref import quantize_float
+    from stackcam.quant.tflite import read_model, schema
+    from stackcam.quant.zoo import mobilenet_v1
+
+    g = mobilenet_v1(alpha=0.25, resolution=32, classes=100, seed=2, head="fc")
+    calib = calibration_set((1, 32, 32, 3))
+    model = litert_calibrated_model(export_tflite(g), calib)
+    m = read_model(model)
+    sg = m.subgraphs[0]
+    last = m.operatorCodes[sg.operators[-1].opcodeIndex]
+    assert max(last.builtinCode, last.deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED
+    path = tmp_path / "classifier_int8.tflite"
+    path.write_bytes(model)
+    q = sg.tensors[sg.inputs[0]].quantization
+    s, z = float(q.scale[0]), int(q.zeroPoint[0])
+    xs = np.stack([quantize_float(x, s, z)[0] for x in calib[:2]]
+                  + [np.random.default_rng(9).integers(-128, 128, (32, 32, 3)).astype(np.int8)])
+    np.save(tmp_path / "x.npy", xs)
+    out = tmp_path / "out.npz"
+    r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", str(path), "--input", str(tmp_path / "x.npy"),
+                        "--engine", "rtl", "--config", "tiny", "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = np.load(out)["output_0"]
+    want = np.concatenate([run_reference(model, [x[None]])[0] for x in xs])
+    assert got.dtype == want.dtype == np.int8 and got.shape == want.shape == (3, 100)
+    assert np.array_equal(got, want), np.argwhere(got != want)[:8]
+    assert len(np.unique(got)) > 20            # logits, not a saturated or constant output

@@ -11,7 +11,7 @@ component               file                            does
 `ConvDepthwiseWalk`     `conv_dwwalk.py`                S0 of DWCONV: the column walk over accumulator sets
 `ConvIm2colGatherer`    `conv_im2col.py`                PACKED: window rows into two sets of im2col buffers
 `ConvMACPipe`           `conv_datapath.py`              S1..S4: operands, MAC array, depthwise accumulators
-`ConvBackEnd`           `conv_backend.py`               depthwise drain, parameter read, requantizer, write
+`ConvBackEnd`           `conv_backend.py`               depthwise drain, parameter read, requantizers, write
 ======================  ==============================  ==========================================================
 
 joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine's, are `quant.timing`.
@@ -55,8 +55,9 @@ class NPUConvEngine(wiring.Component):
        CONV); S1 has the SRAM data and registers ``x - in_zp`` (0 for a tap in the padding, where the read is
        not even issued) and the weights; S2 presents them to the MAC array (`mac_active`); the tile's sums
        are in the accumulators at S4, where the back end takes them: parameter-buffer read (S4), the tile's
-       records and the descriptor's zero point and clamps into `RequantUnit` (S5..S9), write of the tile's
-       ``rows`` lanes at S10 (the pixel's last tile also writes ``out_zp`` into the word's lanes above it).
+       records and the descriptor's zero point and clamps into `RequantUnit` (FCSCALE: `FCRequantUnit`)
+       (S5..S9), write of the tile's ``rows`` lanes at S10 (the pixel's last tile also writes ``out_zp`` into
+       the word's lanes above it).
        Consecutive tiles follow each other with no bubble, so even a 1x1 conv with one input tile retires
        one tile per cycle: ``out_h*out_w*oc_tiles*tile_words`` run cycles, plus setup, load and the 10-cycle
        pipeline (`latency`).
