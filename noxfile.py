@@ -1,4 +1,4 @@
-"""nox sessions: tests, simulate (the main job), verilog, build (FPGA board), lint, reliability."""
+"""nox sessions: tests, simulate (the main job), verilog, build (FPGA board), lint, reliability, models."""
 
 import os
 
@@ -32,6 +32,15 @@ def reliability(session):
     printed; options after --, e.g. `nox -s reliability -- --scale 10 --seed 7` (see `-- --help`)."""
     _install(session, "test")
     session.run("python", "tools/reliability.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def models(session):
+    """The published image models of the mediapipe==0.10.14 wheel (downloaded from PyPI once): each compiled for
+    imx500, the golden executor against LiteRT BUILTIN_REF on the exported int8 model (bit-exact) and against the
+    float model (agreement); a table and build/models/report.json (tools/models.py; options after --)."""
+    _install(session, "test")
+    session.run("python", "tools/models.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -187,12 +187,15 @@ def test_bad_sparsity_is_one_line():
 
 
 def _mediapipe_wheel():
-    cache = Path(__file__).resolve().parents[1] / "build" / "cache" / "wheels"
-    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
-    return found[0] if found else None
+    """The mediapipe wheel `nox -s models` uses (tools/models.py downloads it from PyPI once, into the cache)."""
+    import importlib.util
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("stackcam_tools_models", root / "tools" / "models.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    return models.find_wheel(root / "build" / "cache" / "wheels")
 
 
-@pytest.mark.skipif(_mediapipe_wheel() is None, reason="the mediapipe wheel is not in build/cache/wheels")
 def test_mediapipe_full_range_sparse_densifies_like_litert():
     """face_detection_full_range_sparse (46 DENSIFY of float16 weights): every dense tensor equals LiteRT's."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
