@@ -210,3 +210,36 @@ def test_calibration_directory(tmp_path):
     msg = one_line_error(stackcam("compile", "zoo:mobilenet_v1_0.25_96", "--calib", str(empty), "-o",
                                   str(tmp_path / "out2")))
     assert "holds no image files" in msg and not (tmp_path / "out2").exists()
+
+
+def test_concurrent_installs_into_one_folder(tmp_path):
+    """Compiles that finish at the same moment into the same -o folder: none fails, and the folder ends holding one
+    compile's whole output (its three files from the same writer), with nothing left beside it."""
+    import threading
+
+    from stackcam.cli.compile import OUTPUT_FILES, _install
+
+    out = tmp_path / "rom"
+    for round_ in range(15):
+        errors, barrier = [], threading.Barrier(6)
+
+        def writer(k):
+            tmp = tmp_path / f".tmp-{round_}-{k}"
+            tmp.mkdir()
+            for name in OUTPUT_FILES:
+                (tmp / name).write_text(f"{round_} {k}")
+            barrier.wait()
+            try:
+                _install(tmp, out)
+            except BaseException as e:      # noqa: BLE001 - any failure of a writer is what this test looks for
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        contents = {(out / name).read_text() for name in OUTPUT_FILES}
+        assert len(contents) == 1 and contents.pop().startswith(f"{round_} ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["rom"]

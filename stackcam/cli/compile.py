@@ -1,5 +1,6 @@
 """`stackcam compile`: a model (int8, or float with calibration images) to a weight ROM image, manifest and hex."""
 
+import errno
 import os
 import shutil
 import tempfile
@@ -33,18 +34,34 @@ def register(sub):
 
 def _install(tmp, out):
     """Move the complete files of folder `tmp` into `out`: the whole folder at once when `out` does not exist or
-    holds nothing but an earlier compile's files, so a reader never sees a mix of two compiles."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    if {p.name for p in out.iterdir()} <= set(OUTPUT_FILES):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / "x")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    for name in OUTPUT_FILES:               # a folder with other files in it: ours are replaced one by one
-        os.replace(tmp / name, out / name)
+    holds nothing but an earlier compile's files, so a reader never sees a mix of two compiles.
+
+    Several compiles may install into the same `out` at once: a rename that loses a race with another one (the
+    folder appeared, or was moved away, between the check and the rename) is tried again, so each of them ends
+    with a whole output in place (the last one's) and none fails."""
+    for _ in range(100):
+        try:
+            if not out.exists():
+                os.replace(tmp, out)         # fails (ENOTEMPTY/EEXIST) if another compile installed it meanwhile
+                return
+            if {p.name for p in out.iterdir()} <= set(OUTPUT_FILES):
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+                try:
+                    os.replace(out, old / "x")
+                    os.replace(tmp, out)
+                finally:
+                    shutil.rmtree(old, ignore_errors=True)
+                return
+            for name in OUTPUT_FILES:        # a folder with other files in it: ours are replaced one by one
+                os.replace(tmp / name, out / name)
+            return
+        except FileNotFoundError:
+            if not tmp.exists():
+                raise
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise OSError(errno.EBUSY, "other processes keep replacing it")
 
 
 def cmd_compile(args):
