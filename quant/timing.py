@@ -1,7 +1,7 @@
 """The NPU's cycle formulas, in pure Python: one function per hardware component and one per descriptor.
 
 This is the only place the die's NPU timing is written down outside the RTL. The compiler writes these figures
-into the manifest (`cycles_estimate` of each layer), `sim.cyclemodel.predict_cycles` and the benchmark use them,
+into the manifest (`npu_cycles` of each layer and in total), `sim.cyclemodel.predict_cycles` and the benchmark use them,
 and the RTL imports its fixed latencies from here. The tests hold every formula to the RTL's own counters, to
 the cycle: each component in amaranth.sim (tests/test_conv_components.py), each CONV/DWCONV descriptor of the
 engine tests (tests/test_npu_conv.py), and every descriptor of the zoo networks on the die in Verilator

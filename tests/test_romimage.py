@@ -132,6 +132,9 @@ def test_manifest_and_readmemh(compiled):
     assert data["rom"]["bytes"] == len(rom)
     assert data["totals"]["macs"] == model.macs
     assert [layer["op"] for layer in data["layers"]] == [layer.op for layer in model.layers]
+    # The manifest's cycles are the analytic model's (held to the die's counters by tests/test_cyclemodel.py).
+    assert [layer["npu_cycles"] for layer in data["layers"]] == [layer.cycles for layer in model.layers]
+    assert data["totals"]["npu_cycles"] == sum(layer.cycles for layer in model.layers) > 0
     assert data["program"][-1]["op"] == "END"
     lines = readmemh(model).splitlines()
     words = model.weight_sram()
