@@ -13,7 +13,7 @@ __all__ = ["load_onnx", "ONNX_OPS"]
 
 ONNX_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "AveragePool", "GlobalAveragePool", "MaxPool", "Pad",
             "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "Identity", "Dropout", "Constant",
-            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg")
+            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg", "QuantizeLinear", "DequantizeLinear")
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -42,6 +42,11 @@ class _Converter:
         self.producer = {}
         self.counter = 0
         self.batch_taken = []   # inputs/outputs whose dynamic batch dimension is taken as 1
+        # QDQ models (quant.onnx_qdq): the activation quantization QuantizeLinear nodes state, by IR tensor, and
+        # the (scale, zero point, axis, integers) of constants that came through a DequantizeLinear, by ONNX name
+        self.act_quant = {}
+        self.const_quant = {}
+        self.exact_ints = {}
 
     # --- helpers -------------------------------------------------------------------------------------------
     def fail(self, msg):
@@ -119,6 +124,11 @@ class _Converter:
         graph = Graph(tensors, self.ops, inputs, outputs, name=self.name.rsplit(".", 1)[0])
         if self.batch_taken:
             graph.notes.append(f"dynamic batch dimension taken as 1 ({', '.join(self.batch_taken)})")
+        if self.act_quant:
+            from .onnx_qdq import qdq_to_int8
+            return qdq_to_int8(graph, self.act_quant, self.name, self.exact_ints)
+        for t in graph.tensors.values():     # weights-only quantization: a float model with dequantized weights
+            t.quant = None
         return graph
 
     def _static_dims(self, vi):
@@ -205,10 +215,13 @@ class _Converter:
                              f"'{layer}'")
         wn = self.const_tensor(f"{layer}/weights", wt)
         bn = self.const_tensor(f"{layer}/bias", bias)
+        self._hint(wn, node.input[1], 0, 0 if kind == "CONV_2D" else 3, node, layer)
+        if b is not None:
+            self._hint(bn, node.input[2], 0, 0, node, layer)
         self.emit(kind, [self.ir(x), wn, bn], node.output[0], (xs[0], oh, ow, m), opts, layer)
         self.layout[node.output[0]] = "NHWC"
 
-    def _fc(self, node, layer, x, w_units_by_k, bias):
+    def _fc(self, node, layer, x, w_units_by_k, bias, w_source=None, b_source=None):
         """FULLY_CONNECTED from [N, K] input and weights [units, K]; undoes an NHWC flatten's order."""
         xi = self.ir(x)
         xs = self.tensors[xi].shape
@@ -224,6 +237,10 @@ class _Converter:
         units = w.shape[0]
         wn = self.const_tensor(f"{layer}/weights", w)
         bn = self.const_tensor(f"{layer}/bias", np.zeros(units, np.float32) if bias is None else bias)
+        if w_source is not None:
+            self._hint(wn, w_source[0], w_source[1], 0, node, layer)
+        if b_source is not None and bias is not None:
+            self._hint(bn, b_source, 0, 0, node, layer)
         self.emit("FULLY_CONNECTED", [xi, wn, bn], node.output[0], (xs[0], units),
                   dict(activation="NONE", keep_num_dims=False), layer)
 
@@ -233,16 +250,22 @@ class _Converter:
         b = self.const(node.input[1], node, "weight").astype(np.float32)
         w = (b if a.get("transB", 0) else b.T) * np.float32(a.get("alpha", 1.0))
         bias = None
+        quantized = node.input[1] in self.const_quant
+        if quantized and a.get("alpha", 1.0) != 1.0:
+            self.fail(f"Gemm '{layer}': alpha != 1 on quantized weights is not supported")
         if len(node.input) > 2 and node.input[2]:
             c = self.const(node.input[2], node, "bias").astype(np.float32) * np.float32(a.get("beta", 1.0))
+            if node.input[2] in self.const_quant and (a.get("beta", 1.0) != 1.0 or c.size != w.shape[0]):
+                self.fail(f"Gemm '{layer}': a quantized bias must have one value per unit and beta 1")
             bias = np.broadcast_to(c.reshape(-1), (w.shape[0],)).astype(np.float32)
-        self._fc(node, layer, node.input[0], w, bias)
+        bias_source = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        self._fc(node, layer, node.input[0], w, bias, (node.input[1], 0 if a.get("transB", 0) else 1), bias_source)
 
     def op_MatMul(self, node, a, layer):
         b = self.const(node.input[1], node, "weight").astype(np.float32)
         if b.ndim != 2:
             self.fail(f"MatMul '{layer}': weight must be 2-D")
-        self._fc(node, layer, node.input[0], b.T, None)
+        self._fc(node, layer, node.input[0], b.T, None, (node.input[1], 1))
 
     def op_Add(self, node, a, layer):
         x, y = node.input
@@ -277,6 +300,86 @@ class _Converter:
         self.emit(kind, [self.ir(x)], node.output[0], self.shape(x), opts or {}, layer)
         if self.layout.get(self.ir(x)) == "NHWC":
             self.layout[node.output[0]] = "NHWC"
+
+    # --- QDQ models -------------------------------------------------------------------------------------------
+    def _qparams(self, node, layer):
+        """(scale float32 [n], zero point int64 [n], the zero point's dtype) of a Quantize/DequantizeLinear."""
+        scale = np.asarray(self.const(node.input[1], node, "scale"), np.float32).reshape(-1)
+        if len(node.input) > 2 and node.input[2]:
+            zp = np.asarray(self.const(node.input[2], node, "zero point"))
+        else:
+            zp = np.zeros(1, np.uint8)          # ONNX's default: uint8, zero point 0
+        if zp.dtype not in (np.int8, np.uint8, np.int32):
+            self.fail(f"{node.op_type} '{layer}': {zp.dtype} quantization is not supported (int8 and uint8)")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            self.fail(f"{node.op_type} '{layer}': scale must be positive and finite")
+        return scale, zp.astype(np.int64).reshape(-1), zp.dtype
+
+    def op_QuantizeLinear(self, node, a, layer):
+        from .graph import QuantParams
+
+        x = node.input[0]
+        if x in self.consts:
+            self.fail(f"QuantizeLinear '{layer}': quantizes the constant '{x}' in the graph; a QDQ model stores "
+                      f"its weights quantized")
+        scale, zp, dtype = self._qparams(node, layer)
+        if scale.size != 1 or zp.size != 1:
+            self.fail(f"QuantizeLinear '{layer}': per-channel quantization of an activation is not supported")
+        if dtype == np.int32:
+            self.fail(f"QuantizeLinear '{layer}': int32 activations are not supported (int8 and uint8)")
+        # A uint8 tensor holds the same reals as int8 with the zero point 128 lower.
+        q = QuantParams.per_tensor(float(scale[0]), int(zp[0]) - (128 if dtype == np.uint8 else 0))
+        xi = self.ir(x)
+        prev = self.act_quant.get(xi)
+        if prev is not None and (prev.scale[0] != q.scale[0] or prev.zero_point[0] != q.zero_point[0]):
+            self.fail(f"QuantizeLinear '{layer}': tensor '{x}' is quantized twice with different parameters")
+        self.act_quant[xi] = q
+        self.alias[node.output[0]] = xi
+
+    def op_DequantizeLinear(self, node, a, layer):
+        x = node.input[0]
+        scale, zp, _ = self._qparams(node, layer)
+        if x in self.consts:
+            q = np.asarray(self.consts[x])
+            if q.dtype.kind not in "iu":
+                self.fail(f"DequantizeLinear '{layer}': constant '{x}' is not integer")
+            axis = int(a.get("axis", 1))
+            axis = axis + q.ndim if axis < 0 else axis
+            shape = [1] * q.ndim
+            if scale.size > 1:
+                if not 0 <= axis < q.ndim or q.shape[axis] != scale.size:
+                    self.fail(f"DequantizeLinear '{layer}': {scale.size} scales for axis {axis} of shape "
+                              f"{list(q.shape)}")
+                shape[axis] = -1
+            if zp.size not in (1, scale.size):
+                self.fail(f"DequantizeLinear '{layer}': {zp.size} zero points for {scale.size} scales")
+            zpa = np.broadcast_to(zp, scale.shape)
+            real = (q.astype(np.float64) - zpa.reshape(shape)) * scale.astype(np.float64).reshape(shape)
+            self.consts[node.output[0]] = real.astype(np.float32)
+            self.const_quant[node.output[0]] = (scale, zpa.astype(np.int64), axis if scale.size > 1 else None,
+                                                q.astype(np.int64))
+            return
+        xi = self.ir(x)
+        if xi not in self.act_quant:
+            self.fail(f"DequantizeLinear '{layer}': '{x}' is not made by a QuantizeLinear (int8 graph inputs are "
+                      f"not supported: give the model a float input and a QuantizeLinear)")
+        self.alias[node.output[0]] = xi
+
+    def _hint(self, ir_name, onnx_name, onnx_axis, ir_axis, node, layer):
+        """Put the DequantizeLinear parameters of constant `onnx_name` on the IR constant `ir_name` (a QDQ
+        model's weights or bias): scale, zero point and the axis they run along in the IR layout."""
+        from .graph import QuantParams
+
+        info = self.const_quant.get(onnx_name)
+        if info is None:
+            return
+        scale, zp, axis, ints = info
+        if axis is not None and axis != onnx_axis:
+            self.fail(f"{node.op_type} '{layer}': '{onnx_name}' is quantized along axis {axis}, not per output "
+                      f"channel (axis {onnx_axis})")
+        self.tensors[ir_name].quant = QuantParams(scale.copy(), zp.copy(), ir_axis if axis is not None else 0)
+        if ints.ndim == 1:
+            self.exact_ints[ir_name] = ints     # a bias: int32 values beyond float32's exact integers
 
     def op_Relu(self, node, a, layer):
         self._unary(node, "RELU", layer)

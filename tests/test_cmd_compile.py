@@ -223,7 +223,7 @@ def test_concurrent_installs_into_one_folder(tmp_path):
     for round_ in range(15):
         errors, barrier = [], threading.Barrier(6)
 
-        def writer(k):
+        def writer(k, round_=round_, barrier=barrier, errors=errors):
             tmp = tmp_path / f".tmp-{round_}-{k}"
             tmp.mkdir()
             for name in OUTPUT_FILES:
