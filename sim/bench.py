@@ -38,7 +38,7 @@ def _plot(rows, title, path, peer=None):
         ax.bar(x - 0.2, cycles, width=0.4, color=colors, label="stackcam (RTL counters)")
         ax.bar(x + 0.2, [r.get("peer_cycles") or 0 for r in rows], width=0.4, color="#7f7f7f",
                label=f"{peer} (estimate)")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     else:
         ax.bar(x, cycles, color=colors)
     ax.set_xticks(x)
@@ -47,7 +47,7 @@ def _plot(rows, title, path, peer=None):
     ax.set_ylabel("cycles")
     ax2 = ax.twinx()
     ax2.plot(x, [100 * r["utilization"] for r in rows], "k.", markersize=4)
-    ax2.set_ylabel("MAC utilization %")
+    ax2.set_ylabel("stackcam MAC utilization % (dots)" if peer else "MAC utilization %")
     ax2.set_ylim(0, 105)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
