@@ -58,7 +58,10 @@ def _plot(rows, title, path, peer=None):
 def _match_peer_layers(rows, peer_layers):
     """Set each row's `peer_cycles`: the peer's NPU cycles of the operators writing the tensor of the same name
     (Vela names an operator by its output tensor, as the toolchain names a layer); layers left over on both sides
-    are paired in order when as many remain (e.g. a layer whose output the peer renames), else None."""
+    are paired in order when as many remain (e.g. a layer whose output the peer renames), else None. Returns the
+    peer's cycles given to none of our layers, by name (operators the die leaves to the host, such as BlazeFace's
+    output CONCATENATIONs; an operator the peer fuses into the next one, as Vela does a MAX_POOL_2D before a
+    channel PAD, counts in that one's layer)."""
     groups = {}
     for r in peer_layers:
         groups[r["name"]] = groups.get(r["name"], 0) + r["cycles"]
@@ -69,6 +72,8 @@ def _match_peer_layers(rows, peer_layers):
     if len(left) == len(unused):
         for r, n in zip(left, unused):
             r["peer_cycles"] = groups[n]
+        return {}
+    return {n: groups[n] for n in unused}
 
 
 def _peer(name, prepared, config, out_dir, cycles, macs, log):
@@ -149,7 +154,9 @@ def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     peer = _peer(name, prepared, config, out_dir, cycles, macs, log)
-    _match_peer_layers(rows, peer.get("layers", ()))
+    unmatched = _match_peer_layers(rows, peer.get("layers", ()))
+    if "cycles" in peer:
+        peer["cycles_outside_our_layers"] = unmatched
     frames = run.frames_speed()
     report = {
         "network": model_name, "config": config_name, "macs": int(macs), "peak_macs_per_cycle": peak,

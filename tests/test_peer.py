@@ -103,4 +103,5 @@ def test_bench_report_has_peer_and_simulation_speed(tmp_path):
     again = run_vela((tmp_path / "first-light.tflite").read_bytes(), 16, preset("tiny").clock_mhz)
     assert again["cycles"] == peer["cycles"] and again["layers"] == peer["layers"]
     assert [r["peer_cycles"] for r in saved["layers"]] == [sum(r["cycles"] for r in peer["layers"])]
+    assert peer["cycles_outside_our_layers"] == {}
     assert any(line.startswith("  peer: Arm Vela") for line in lines)
