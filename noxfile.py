@@ -59,8 +59,9 @@ def verilog(session):
 
 @nox.session(python=PYTHON)
 def bench(session):
-    """MobileNet V1 1.0 224 (and 0.25 96, BlazeFace) through the whole die in the RTL at the imx500 preset;
-    writes build/bench/<name>.json and a per-layer bar chart <name>.png."""
+    """MobileNet V1 1.0 224 (and 0.25 96, BlazeFace) through the whole die in the RTL at the imx500 preset, and
+    Arm's Vela on the same exported int8 model for an Ethos-U85-2048 (the peer column); writes
+    build/bench/<name>.json, a per-layer bar chart <name>.png and the exported <name>.tflite with vela.ini."""
     _install(session, "bench")
     session.run("stackcam", "bench", *session.posargs)
 

@@ -1,5 +1,6 @@
 """Benchmark: networks through the whole die in the RTL, cycle counts from its counters, a JSON report and a
-per-layer bar chart per network; the analytic cycle model's prediction next to the RTL's."""
+per-layer bar chart per network; the analytic cycle model's prediction next to the RTL's, and a peer (Arm's Vela
+for the Ethos-U with the same MAC count, sim/peer.py) on the same exported int8 model in the same run."""
 
 import json
 import time
@@ -23,22 +24,30 @@ BENCHMARKS = {
 }
 
 
-def _plot(rows, title, path):
+def _plot(rows, title, path, peer=None):
+    """Per-layer bars of the RTL's cycles (red: depthwise) and their MAC utilization; with `peer` (the peer's
+    name), the peer's cycles for the same layer (`peer_cycles` of each row) as grey bars beside them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(8, 0.28 * len(rows)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, (0.4 if peer else 0.28) * len(rows)), 4.5))
     x = np.arange(len(rows))
     cycles = [r["cycles"] for r in rows]
     colors = ["#d62728" if r["op"].startswith("DEPTHWISE") else "#1f77b4" for r in rows]
-    ax.bar(x, cycles, color=colors)
+    if peer:
+        ax.bar(x - 0.2, cycles, width=0.4, color=colors, label="stackcam (RTL counters)")
+        ax.bar(x + 0.2, [r.get("peer_cycles") or 0 for r in rows], width=0.4, color="#7f7f7f",
+               label=f"{peer} (estimate)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    else:
+        ax.bar(x, cycles, color=colors)
     ax.set_xticks(x)
     ax.set_xticklabels([f"{r['index']}" for r in rows], fontsize=6)
     ax.set_xlabel("layer (red: depthwise)")
-    ax.set_ylabel("cycles (RTL counters)")
+    ax.set_ylabel("cycles")
     ax2 = ax.twinx()
     ax2.plot(x, [100 * r["utilization"] for r in rows], "k.", markersize=4)
-    ax2.set_ylabel("MAC utilization %")
+    ax2.set_ylabel("stackcam MAC utilization % (dots)" if peer else "MAC utilization %")
     ax2.set_ylim(0, 105)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -46,12 +55,75 @@ def _plot(rows, title, path):
     plt.close(fig)
 
 
-def run_benchmark(name, out_dir, prepare, log=print):
-    """Benchmark `name` (of BENCHMARKS); `prepare(model, config)` is the command line's model registry."""
+def _match_peer_layers(rows, peer_layers):
+    """Set each row's `peer_cycles`: the peer's NPU cycles of the operators writing the tensor of the same name
+    (Vela names an operator by its output tensor, as the toolchain names a layer); layers left over on both sides
+    are paired in order when as many remain (e.g. a layer whose output the peer renames), else None. Returns the
+    peer's cycles given to none of our layers, by name (operators the die leaves to the host, such as BlazeFace's
+    output CONCATENATIONs; an operator the peer fuses into the next one, as Vela does a MAX_POOL_2D before a
+    channel PAD, counts in that one's layer)."""
+    groups = {}
+    for r in peer_layers:
+        groups[r["name"]] = groups.get(r["name"], 0) + r["cycles"]
+    left = [r for r in rows if r["name"] not in groups]
+    unused = [n for n in groups if n not in {r["name"] for r in rows}]
+    for r in rows:
+        r["peer_cycles"] = groups.get(r["name"])
+    if len(left) == len(unused):
+        for r, n in zip(left, unused):
+            r["peer_cycles"] = groups[n]
+        return {}
+    return {n: groups[n] for n in unused}
+
+
+def _peer(name, prepared, config, out_dir, cycles, macs, log):
+    """The peer column: Vela on the toolchain's export of the very graph the die runs (written beside the report
+    as <name>.tflite with the vela.ini, so the figures can be reproduced), or {"absent": reason}."""
+    from stackcam.quant.export import export_tflite
+
+    from .peer import MEMORY_MODE, SYSTEM_CONFIG, PeerError, run_vela, vela_ini, vela_version
+    if vela_version() is None:
+        reason = "Arm Vela is not installed (pip install ethos-u-vela, or the extra stackcam[peer])"
+        log(f"  peer: absent: {reason}")
+        return {"absent": reason}
+    tflite = export_tflite(prepared.graph)
+    (out_dir / f"{name}.tflite").write_bytes(tflite)
+    (out_dir / "vela.ini").write_text(vela_ini(config.clock_mhz))
+    t0 = time.time()
+    try:
+        v = run_vela(tflite, config.macs_per_cycle, config.clock_mhz)
+    except PeerError as e:
+        log(f"  peer: absent: {e}")
+        return {"absent": str(e)}
+    accel = v["accelerator"]
+    peer = {"name": v["name"], "accelerator": accel, "macs_per_cycle": v["macs_per_cycle"],
+            "same_mac_count": v["macs_per_cycle"] == config.macs_per_cycle,
+            "system_config": v["system_config"], "clock_mhz": v["clock_mhz"],
+            "cycles": v["cycles"], "cycles_total": v["cycles_total"], "ms": config.cycles_to_ms(v["cycles"]),
+            # The die's utilization counts the network's MACs; the peer's figure on the same count compares
+            # like with like. Vela's own count also takes pooling and element-wise ops as MACs.
+            "utilization": macs / (v["macs_per_cycle"] * v["cycles"]) if v["cycles"] else 0.0,
+            "vela_macs": v["macs"], "vela_utilization": v["utilization"], "depthwise": v["depthwise"],
+            "cpu_operators": v["cpu_operators"], "ratio": cycles / v["cycles"] if v["cycles"] else None,
+            "model_file": f"{name}.tflite",
+            "command": f"vela {name}.tflite --accelerator-config {accel} --config vela.ini --system-config "
+                       f"{SYSTEM_CONFIG} --memory-mode {MEMORY_MODE} --verbose-performance",
+            "wall_s": time.time() - t0, "layers": v["layers"]}
+    log(f"  peer: {peer['name']} for {accel} ({peer['macs_per_cycle']} MACs"
+        f"{'' if peer['same_mac_count'] else ', the closest Ethos-U to ' + str(config.macs_per_cycle)}) at "
+        f"{v['clock_mhz']:g} MHz, all in SRAM: {v['cycles']:,} NPU cycles ({v['cycles_total']:,} with memory), "
+        f"utilization {100 * peer['utilization']:.1f}% (depthwise {100 * v['depthwise']['utilization']:.1f}%); "
+        f"ours / peer = {peer['ratio']:.3f}")
+    return peer
+
+
+def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
+    """Benchmark `name` (of BENCHMARKS, or any name with `model` and `config` given); `prepare(model, config)` is
+    the command line's model registry."""
     from stackcam.rtl.params import preset
 
     from .cyclemodel import predict_cycles
-    model_name, config_name = BENCHMARKS[name]
+    model_name, config_name = (model, config) if model is not None else BENCHMARKS[name]
     config = preset(config_name)
     prepared = prepare(model_name, config)
     rgb = load_image(None)
@@ -79,6 +151,13 @@ def run_benchmark(name, out_dir, prepare, log=print):
     e2e = run.frame_last_byte[0] - run.first_pixel[0] + 1 if run.frame_last_byte and run.first_pixel else 0
     dw = [r for r in rows if r["op"] == "DEPTHWISE_CONV_2D"]
     dw_macs, dw_cycles = sum(r["macs"] for r in dw), sum(r["cycles"] for r in dw)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    peer = _peer(name, prepared, config, out_dir, cycles, macs, log)
+    unmatched = _match_peer_layers(rows, peer.get("layers", ()))
+    if "cycles" in peer:
+        peer["cycles_outside_our_layers"] = unmatched
+    frames = run.frames_speed()
     report = {
         "network": model_name, "config": config_name, "macs": int(macs), "peak_macs_per_cycle": peak,
         "cycles": int(cycles), "e2e_cycles": int(e2e), "utilization": macs / (peak * cycles) if cycles else 0.0,
@@ -89,26 +168,36 @@ def run_benchmark(name, out_dir, prepare, log=print):
                       "utilization": dw_macs / (peak * dw_cycles) if dw_cycles else 0.0},
         "physical_limit_cycles": int(-(-macs // peak)),
         "layers": [{k: r[k] for k in ("index", "name", "op", "macs", "cycles", "mac_cycles", "utilization",
-                                      "predicted_cycles")} for r in rows],
+                                      "predicted_cycles", "peer_cycles")} for r in rows],
+        "peer": peer,
         "model": {"predicted_cycles": int(predicted["total"]), "wall_s": model_s,
                   "largest_layer_error": max(errors) if errors else 0.0,
                   "total_error": abs(predicted["total"] - cycles) / cycles if cycles else 0.0},
+        # Simulation speed: the whole Verilator run (ROM load and frame, from the simulator's start; no build),
+        # and the frame alone (after the ROM load, from the testbench's clock marks).
         "sim_cycles": run.cycles, "sim_wall_s": run.sim_wall_s,
         "sim_cycles_per_s": run.cycles / run.sim_wall_s if run.sim_wall_s else 0.0,
+        "sim_frame_cycles": frames[0] if frames else None, "sim_frame_wall_s": frames[1] if frames else None,
+        "sim_frame_cycles_per_s": frames[0] / frames[1] if frames and frames[1] > 0 else None,
         "build_wall_s": run.build_wall_s, "total_wall_s": wall,
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(rows, f"{model_name} on {config_name}: {cycles:,} cycles, {100 * report['utilization']:.1f}% MAC "
-          f"utilization, {report['ms']:.3f} ms at {config.clock_mhz:g} MHz", out_dir / f"{name}.png")
+    title = (f"{model_name} on {config_name}: {cycles:,} cycles, {100 * report['utilization']:.1f}% MAC "
+             f"utilization, {report['ms']:.3f} ms at {config.clock_mhz:g} MHz")
+    if "cycles" in peer:
+        title += (f"\n{peer['name']} {peer['accelerator']}: {peer['cycles']:,} NPU cycles, "
+                  f"{100 * peer['utilization']:.1f}%; ours / peer = {peer['ratio']:.3f}")
+    _plot(rows, title, out_dir / f"{name}.png", peer=peer.get("accelerator"))
     log(f"  network {cycles:,} cycles = {report['ms']:.3f} ms at {config.clock_mhz:g} MHz, utilization "
         f"{100 * report['utilization']:.1f}% (depthwise {100 * report['depthwise']['utilization']:.1f}%), "
         f"first pixel -> last CSI-2 byte {e2e:,} cycles, bit-exact {exact}/{n}")
     log(f"  analytic model {predicted['total']:,} cycles in {model_s * 1e3:.0f} ms: total error "
         f"{100 * report['model']['total_error']:.2f}%, largest layer error "
         f"{100 * report['model']['largest_layer_error']:.2f}%")
+    frame_speed = (f"; the frame alone {frames[0]:,} cycles in {frames[1]:.1f} s, "
+                   f"{report['sim_frame_cycles_per_s'] / 1e3:.0f} k cycles/s" if report["sim_frame_cycles_per_s"]
+                   else "")
     log(f"  simulation {run.cycles:,} cycles in {run.sim_wall_s:.1f} s ({report['sim_cycles_per_s'] / 1e3:.0f} k "
-        f"cycles/s; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s in all); wrote "
-        f"{out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
+        f"cycles/s{frame_speed}; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s in all); "
+        f"wrote {out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
     return report, exact == n

@@ -69,12 +69,22 @@ class DieRun:
     counters: dict
     loads: list                   # per ROM image: model_ok, load cycles, npu_status
     descriptor_counters: list     # (cycles, MAC cycles) per descriptor of the last network run
-    sim_wall_s: float = 0.0
+    sim_wall_s: float = 0.0       # the Verilator run, from process start to results (no build)
     build_wall_s: float = 0.0
+    marks: list = field(default_factory=list)   # testbench's (what, cycle, wall s): start, rom_loaded..., end
 
     @property
     def tensors(self):
         return [f.output_tensor for f in self.frames]
+
+    def frames_speed(self):
+        """(cycles, wall seconds) of the simulation after the last ROM load: the frames alone, without the
+        simulator's start and the model load; None when the testbench gave no marks."""
+        loaded = [m for m in self.marks if m[0] in ("start", "rom_loaded")]
+        end = [m for m in self.marks if m[0] == "end"]
+        if not loaded or not end:
+            return None
+        return end[-1][1] - loaded[-1][1], end[-1][2] - loaded[-1][2]
 
 
 def model_registers(config, io, input_range=(-1.0, 1.0), isp=True):
@@ -359,7 +369,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
                                   "model_fingerprint", "load_cycles")}
     return DieRun(csi2_bytes=data, decoder=dec, frames=frames, first_pixel=first_pixel, last_pixel=last_pixel,
                   frame_last_byte=fe_cycles, cycles=r["cycles"], counters=counters, loads=r["loads"],
-                  descriptor_counters=r["descriptor_counters"], sim_wall_s=wall, build_wall_s=build_s)
+                  descriptor_counters=r["descriptor_counters"], sim_wall_s=wall, build_wall_s=build_s,
+                  marks=[tuple(m) for m in r.get("marks", ())])
 
 
 def _progress_loop(thread, path, t0, progress, frame_beats, rom_beats_n):

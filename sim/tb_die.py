@@ -37,6 +37,9 @@ async def run_plan(dut):
     await RisingEdge(clk)
 
     state = {"timeout": False}
+    # (what, cycle, wall-clock seconds) at the start, after each ROM load and at the end: the simulation speed
+    # of each phase (the frame alone, without the process start and the model load).
+    marks = [("start", int(dut.cycle.value), time.monotonic())]
 
     def cycle():
         return int(dut.cycle.value)
@@ -91,6 +94,7 @@ async def run_plan(dut):
             loads.append({"model_ok": int(dut.model_ok.value), "cycles": cycle() - start,
                           "npu_status": await bus_read(plan["reg_npu_status"]),
                           "load_cycles": await bus_read(plan["reg_load_cycles"])})
+            marks.append(("rom_loaded", cycle(), time.monotonic()))
         elif "regs" in step:
             if step.get("wait", True):
                 ok = await wait_until(lambda n=frames: int(dut.frames_sent.value) >= n,
@@ -118,8 +122,9 @@ async def run_plan(dut):
         now = int(dut.csi2_count.value)
         if now != last:
             last, since = now, cycle()
+    marks.append(("end", cycle(), time.monotonic()))
 
-    result = {"cycles": cycle(), "finished": bool(ok), "timeout": state["timeout"], "loads": loads,
+    result = {"marks": marks, "cycles": cycle(), "finished": bool(ok), "timeout": state["timeout"], "loads": loads,
               "frames_sent": int(dut.frames_sent.value), "frame_errors": int(dut.frame_errors.value),
               "csi2_errors": int(dut.csi2_errors.value), "npu_cycles": int(dut.npu_cycles.value),
               "mac_cycles": int(dut.mac_cycles.value), "model_ok": int(dut.model_ok.value),

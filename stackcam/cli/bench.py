@@ -13,8 +13,10 @@ def register(sub):
     p = sub.add_parser("bench", help="run the benchmark networks through the RTL (cycles from its counters)",
                        description="Run each benchmark network through the whole die in Verilator at its preset: "
                        "cycles and MAC utilization from the RTL's counters, the analytic model's prediction, "
-                       "a JSON report and a per-layer bar chart per network in the output folder. Exit status 1 "
-                       "when a network's outputs are not bit-exact.")
+                       "a JSON report and a per-layer bar chart per network in the output folder, with the "
+                       "simulation speed; and the peer: Arm's Vela (extra stackcam[peer]) on the same exported "
+                       "int8 model for the Ethos-U with the closest MAC count (absent when Vela is not "
+                       "installed). Exit status 1 when a network's outputs are not bit-exact.")
     p.add_argument("names", nargs="*", metavar="NAME", default=list(BENCHMARKS),
                    help=f"benchmarks (default all: {', '.join(BENCHMARKS)})")
     p.add_argument("-o", "--output", default="build/bench", help="output folder (default build/bench)")
