@@ -15,7 +15,7 @@ from stackcam.quant.program import OPCODES
 from stackcam.quant.timing import ACTIVITY_KEYS, program_activity, program_cycles
 
 __all__ = ["EnergyError", "Technology", "TECHNOLOGIES", "technology", "PUBLISHED", "energy_report",
-           "measured_activity", "plot_breakdown", "COMPONENTS"]
+           "measured_activity", "plot_breakdown", "COMPONENTS", "engine_cycles"]
 
 
 class EnergyError(StackcamError, ValueError):
@@ -169,8 +169,24 @@ def _layer_useful_macs(compiled):
     return {layer.index: int(layer.macs) for layer in compiled.layers}
 
 
+def engine_cycles(config, compiled, descriptor_cycles, activity, total):
+    """Busy and idle cycles per engine of one run: the conv engine (CONV, DWCONV; its MAC array's active
+    cycles), the vector engine, the sequencer (fetch and decode), and the NPU's idle cycles in a frame period."""
+    conv = vec = macs = 0
+    for d, c, a in zip((d for d in compiled.descriptors if d.opcode != OPCODES["END"]), descriptor_cycles, activity):
+        if d.opcode in (OPCODES["CONV"], OPCODES["DWCONV"]):
+            conv += c
+            macs += a["mac_cycles"]
+        else:
+            vec += c
+    frame = int(config.clock_mhz * 1e6 / config.frame_rate)
+    return {"npu": int(total), "conv_busy": conv, "conv_idle": int(total) - conv, "mac_array_busy": macs,
+            "mac_array_idle": int(total) - macs, "vector_busy": vec, "vector_idle": int(total) - vec,
+            "sequencer": int(total) - conv - vec, "frame_period": frame, "npu_idle_in_frame": frame - int(total)}
+
+
 def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, gates=None, output_bytes=None,
-                  csi2_bytes=None, raw10_frame_bytes=None):
+                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None):
     """Energy of one inference and one frame of `compiled` (a `quant.compiler` result) on `config`.
 
     `activity`: per-descriptor counts (`ACTIVITY_KEYS`, the die's counters through `measured_activity`), default
@@ -194,8 +210,11 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
             bad = [k for k in ACTIVITY_KEYS if not (isinstance(a.get(k), int) and a[k] >= 0)]
             if bad:
                 raise EnergyError(f"descriptor {i}'s counts lack a non-negative integer {bad[0]!r}")
+    predicted = program_cycles(config, compiled.descriptors)
     if cycles is None:
-        cycles = program_cycles(config, compiled.descriptors)["total"]
+        cycles = predicted["total"]
+    if descriptor_cycles is None:
+        descriptor_cycles = predicted["descriptors"]
     R, C, WB = config.array_rows, config.array_cols, config.weight_word_bytes
     e_sram = tech.sram_pj_per_byte(config.sram_bank_bytes)
     useful = _layer_useful_macs(compiled)
@@ -285,6 +304,7 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
             "sensor_mw": (die_frame_pj + pixel_pj) * 1e-12 * config.frame_rate * 1e3,
         },
         "link": _link(config, tech, link_bytes, raw10_frame_bytes),
+        "engine_cycles": engine_cycles(config, compiled, descriptor_cycles, activity, cycles),
         "layers": rows,
         "camj_style": _camj_style(config, cycles),
         "published": PUBLISHED,

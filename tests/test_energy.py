@@ -73,6 +73,11 @@ def test_report_parts_add_up_and_follow_the_counts(light):
     assert link["raw10_bytes_per_frame"] == config.raw_frame_bytes
     assert link["saved_mw"] == pytest.approx((config.raw_frame_bytes - 100) * 8 * tech.dphy_pj_per_bit
                                              * config.frame_rate * 1e-9)
+    # Engines: busy + idle = the run; the conv engine's cycles are its descriptors'.
+    eng = r["engine_cycles"]
+    assert eng["conv_busy"] + eng["conv_idle"] == eng["npu"] == r["cycles"]
+    assert eng["conv_busy"] + eng["vector_busy"] + eng["sequencer"] == eng["npu"]
+    assert eng["mac_array_busy"] == sum(a["mac_cycles"] for a in act["descriptors"])
     # A slower node costs more.
     assert energy_report(config, compiled, node="40nm")["inference_mj"] > r["inference_mj"]
 
