@@ -132,10 +132,16 @@ def grid_points(grid, networks=None):
 
 
 def point_config(point):
-    """The DieConfig of a point (ConfigError if the combination is invalid)."""
+    """The DieConfig of a point (ConfigError if the combination is invalid); the preset itself, name and all, when
+    the point changes nothing (so its Verilator build is the preset's, cached)."""
     from stackcam.rtl.params import preset
     rows, cols = point.array
     banks, kib, wbanks = point.sram
+    base = preset(point.base)
+    if (rows, cols, banks, kib * 1024, wbanks, point.clock_mhz, point.im2col_pixels) == (
+            base.array_rows, base.array_cols, base.sram_banks, base.sram_bank_bytes, base.weight_banks,
+            base.clock_mhz, base.im2col_pixels):
+        return base
     name = (f"{point.base}-a{rows}x{cols}-s{banks}x{kib}k{wbanks}-c{point.clock_mhz:g}-g{point.im2col_pixels}")
     return preset(point.base).with_(name=name, array_rows=rows, array_cols=cols, sram_banks=banks,
                                     sram_bank_bytes=kib * 1024, weight_banks=wbanks, clock_mhz=point.clock_mhz,
