@@ -69,7 +69,7 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     e = energy_report(config, compiled, node=node, activity=measured, cycles=run.counters["npu_cycles"],
                       descriptor_cycles=[c for c, _ in run.descriptor_counters][:len(measured)],
                       gates=area["gates"], output_bytes=sum(h * w * c for h, w, c in shapes), csi2_bytes=meta,
-                      raw10_frame_bytes=frame_bytes(config, "image", shapes))
+                      raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom))
     png = Path(out_dir) / f"{name}_energy.png"
     plot_breakdown(e, png, f"{name} on {config.name}: energy per inference ({e['node']})")
     log(f"  energy ({e['node']}): {e['inference_mj']:.3f} mJ per inference, {e['pj_per_mac']:.3f} pJ/MAC, "

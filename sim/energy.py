@@ -186,14 +186,15 @@ def engine_cycles(config, compiled, descriptor_cycles, activity, total):
 
 
 def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, gates=None, output_bytes=None,
-                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None):
+                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None):
     """Energy of one inference and one frame of `compiled` (a `quant.compiler` result) on `config`.
 
     `activity`: per-descriptor counts (`ACTIVITY_KEYS`, the die's counters through `measured_activity`), default
     the analytic model's; `cycles`: NPU cycles of the run (default the analytic model's); `gates`: NAND2-equivalent
     gates of the logic for leakage (default: none counted); `output_bytes`: bytes of the die's output tensors;
     `csi2_bytes` / `raw10_frame_bytes`: CSI-2 bytes of a metadata-mode frame and of an image-mode frame (the
-    link comparison). Energies in the report are in uJ unless named otherwise.
+    link comparison); `rom_bytes`: the weight ROM image the loader writes into the SRAM once per model (reported
+    apart: not per frame). Energies in the report are in uJ unless named otherwise.
     """
     tech = technology(node)
     descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
@@ -304,6 +305,8 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
             "sensor_mw": (die_frame_pj + pixel_pj) * 1e-12 * config.frame_rate * 1e3,
         },
         "link": _link(config, tech, link_bytes, raw10_frame_bytes),
+        "loader": {"rom_bytes": rom_bytes, "uj_once": (rom_bytes or 0) * e_sram * 1e-6,
+                   "note": "the ROM image written into the SRAM once per model load, not per frame"},
         "engine_cycles": engine_cycles(config, compiled, descriptor_cycles, activity, cycles),
         "layers": rows,
         "camj_style": _camj_style(config, cycles),
@@ -338,7 +341,9 @@ def _link(config, tech, meta_bytes, raw_bytes):
     fps = config.frame_rate
     pj_bit = tech.dphy_pj_per_bit
     return {
-        "metadata_bytes_per_frame": meta_bytes, "raw10_bytes_per_frame": raw,
+        "lanes": config.csi2_lanes, "metadata_bytes_per_frame": meta_bytes, "raw10_bytes_per_frame": raw,
+        "metadata_bytes_per_lane": -(-meta_bytes // config.csi2_lanes),
+        "raw10_bytes_per_lane": -(-raw // config.csi2_lanes),
         "metadata_mbit_s": meta_bytes * 8 * fps / 1e6, "raw10_mbit_s": raw * 8 * fps / 1e6,
         "metadata_uj_per_frame": meta_bytes * 8 * pj_bit * 1e-6, "raw10_uj_per_frame": raw * 8 * pj_bit * 1e-6,
         "metadata_mw": meta_bytes * 8 * pj_bit * fps * 1e-9, "raw10_mw": raw * 8 * pj_bit * fps * 1e-9,

@@ -71,6 +71,7 @@ def test_report_parts_add_up_and_follow_the_counts(light):
     # The link: metadata against RAW10, at the frame rate.
     link = r["link"]
     assert link["raw10_bytes_per_frame"] == config.raw_frame_bytes
+    assert link["metadata_bytes_per_lane"] * config.csi2_lanes >= 100
     assert link["saved_mw"] == pytest.approx((config.raw_frame_bytes - 100) * 8 * tech.dphy_pj_per_bit
                                              * config.frame_rate * 1e-9)
     # Engines: busy + idle = the run; the conv engine's cycles are its descriptors'.
