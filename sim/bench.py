@@ -70,6 +70,7 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
                       descriptor_cycles=[c for c, _ in run.descriptor_counters][:len(measured)],
                       gates=area["gates"], output_bytes=sum(h * w * c for h, w, c in shapes), csi2_bytes=meta,
                       raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     png = Path(out_dir) / f"{name}_energy.png"
     plot_breakdown(e, png, f"{name} on {config.name}: energy per inference ({e['node']})")
     log(f"  energy ({e['node']}): {e['inference_mj']:.3f} mJ per inference, {e['pj_per_mac']:.3f} pJ/MAC, "
