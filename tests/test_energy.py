@@ -97,3 +97,32 @@ def test_bad_input_is_refused(light):
         energy_report(config, compiled, activity=[{}] * (n + 1))
     with pytest.raises(EnergyError, match="descriptor 0's counts lack a non-negative integer 'mac_cycles'"):
         energy_report(config, compiled, activity=[{}] * n)
+
+
+@pytest.mark.xdist_group("verilator")
+def test_bench_energy_section_on_the_die(tmp_path):
+    """The benchmark's energy keys from a real die run (tiny, tensor port): the die's counters equal the model's,
+    so the energy from them equals the analytic report; the chart is written and the keys are JSON."""
+    import json
+
+    import numpy as np
+
+    from stackcam.sim.bench import energy_section
+    from stackcam.sim.dierun import run_die
+    config = preset("tiny")
+    model = Model("zoo:mobilenet_v1_0.25_96_2", config)
+    h, w, c = model.io["input"]["hwc"]
+    x = np.random.default_rng(3).integers(-128, 128, (h, w, c)).astype(np.int8)
+    run = run_die(config, model.rom, tensors=[x], progress=False)
+    out = energy_section("mn", config, model.prepared, run, tmp_path, log=lambda s: None)
+    assert out["activity"]["rtl_equals_model"] is True
+    e = out["energy"]
+    assert e["activity_source"].startswith("RTL") and e["cycles"] == run.counters["npu_cycles"]
+    shapes = [t["hwc"] for t in model.io["die_outputs"]]
+    model_e = energy_report(config, model.prepared.compiled, gates=out["area"]["gates"],
+                            output_bytes=sum(a * b * d for a, b, d in shapes), csi2_bytes=run.frames[0].csi2_bytes)
+    assert e["inference_uj"] == pytest.approx(model_e["inference_uj"])
+    assert e["link"]["metadata_bytes_per_frame"] == run.frames[0].csi2_bytes > 0
+    assert e["loader"]["rom_bytes"] == len(model.rom)
+    assert (tmp_path / "mn_energy.png").stat().st_size > 1000
+    json.dumps(out)
