@@ -37,14 +37,14 @@ IMX500_PAPER = ("R. Eki et al., 'A 1/2.3inch 12.3Mpixel with on-chip 4.97TOPS/W 
 DENNARD = ("dynamic energy C*V^2 with C proportional to the feature size: E(node) = E(45 nm) * (L / 45 nm) * "
            "(V / 0.9 V)^2 (classical scaling; A. Stillmaker, B. Baas, Integration 58 (2017) 74-81 show it can be off "
            "by up to several x at deep-submicron nodes: treat node-to-node results as estimates)")
-GF22 = "GlobalFoundries 22FDX platform: nominal core supply 0.8 V (https://gf.com/technology-platforms/fdx/)"
-TSMC40 = "TSMC 40 nm LP: nominal core supply 1.1 V (https://www.tsmc.com/english/dedicatedFoundry/technology/logic)"
-INTEL22_SRAM = ("Intel 22 nm tri-gate high-density 6T SRAM bitcell 0.092 um^2 (E. Karl et al., ISSCC 2012, "
-                "doi:10.1109/ISSCC.2012.6176988)")
-TSMC40_SRAM = ("TSMC 40 nm high-density 6T SRAM bitcell 0.242 um^2 (TSMC 40 nm technology announcement, 2008; "
-               "https://pr.tsmc.com/english/news/1375)")
-INTEL22_PITCH = ("Intel 22 nm: contacted gate pitch 90 nm, metal-1 pitch 80 nm (C. Auth et al., VLSI 2012, "
-                 "doi:10.1109/VLSIT.2012.6242496); NAND2 = 3 gate pitches x 9 metal-1 tracks (assumption)")
+GF22 = "GlobalFoundries 22FDX platform: nominal core supply 0.8 V (GlobalFoundries 22FDX product brief)"
+TSMC40 = "TSMC 40 nm LP: nominal core supply 1.1 V (TSMC 40 nm LP technology brief)"
+INTEL22_SRAM = ("Intel 22 nm tri-gate high-density 6T SRAM bitcell 0.092 um^2 (E. Karl et al., 'A 4.6 GHz 162 Mb "
+                "SRAM design in 22 nm tri-gate CMOS technology...', ISSCC 2012)")
+TSMC40_SRAM = "TSMC 40 nm high-density 6T SRAM bitcell 0.242 um^2 (TSMC's 40 nm technology announcement, 2008)"
+INTEL22_PITCH = ("Intel 22 nm: contacted gate pitch 90 nm, metal-1 pitch 80 nm (C. Auth et al., 'A 22 nm high "
+                 "performance and low-power CMOS technology featuring fully-depleted tri-gate transistors...', "
+                 "VLSI 2012); NAND2 = 3 gate pitches x 9 metal-1 tracks (assumption)")
 PITCH40 = ("40 nm: contacted gate pitch about 162 nm, metal-1 pitch about 120 nm (ITRS 2009 for the 40/45 nm "
            "half-node; assumption within ITRS ranges); NAND2 = 3 gate pitches x 9 metal-1 tracks")
 ASSUMED = "assumption (no published figure verified here): "
