@@ -1,4 +1,5 @@
-"""nox sessions: tests, simulate (the main job), verilog, build (FPGA board), lint, reliability, models."""
+"""nox sessions: tests, simulate (the main job), verilog, bench, sweep, build (FPGA board), lint, reliability,
+models."""
 
 import os
 
@@ -64,6 +65,15 @@ def bench(session):
     build/bench/<name>.json, a per-layer bar chart <name>.png and the exported <name>.tflite with vela.ini."""
     _install(session, "bench")
     session.run("stackcam", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def sweep(session):
+    """`stackcam sweep` over the default grid (configurations x networks: analytic cycles, energy and area, the RTL
+    on the grid's sample points) on a local Ray instance; build/sweep/sweep.csv, sweep.json and pareto.png. Options
+    after --, e.g. `nox -s sweep -- --address HOST:PORT` for a cluster."""
+    _install(session, "sweep")
+    session.run("stackcam", "sweep", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -23,7 +23,7 @@ __all__ = [
     "LUT_ROW_BYTES", "addr_bits", "divider_width", "lut_row_bytes", "param_load_layout",
     "setup_cycles", "param_load_cycles", "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
-    "sequencer_overhead", "program_cycles",
+    "sequencer_overhead", "program_cycles", "ACTIVITY_KEYS", "descriptor_activity", "program_activity",
 ]
 
 # --- fixed latencies (the RTL takes them from here) -------------------------------------------------------------
@@ -244,4 +244,120 @@ def program_cycles(config, descriptors):
         per.append(c)
         layers[d.layer] = layers.get(d.layer, 0) + c
     total = sum(per) + len(descriptors) * sequencer_overhead(config)
+    return {"descriptors": per, "layers": layers, "total": total}
+
+
+# --- activity (the SRAM traffic and MAC-array cycles the die's per-descriptor activity counters report) ---------
+
+ACTIVITY_KEYS = ("mac_cycles", "act_reads", "act_write_bytes", "weight_reads")
+
+
+def _dw_walk_counts(config, desc, dw_sets=None):
+    """(walk issues, issues inside the input) of `ConvDepthwiseWalk` over the whole descriptor: per channel tile,
+    output row and pass, ``kernel_h`` words per padded input column of the pass."""
+    d = desc
+    ns = min(dw_sets or config.dw_sets, config.array_rows)
+    kh, kw, sw = d.kernel_h, d.kernel_w, d.stride_w
+    last_col = (d.out_w - 1) * sw + kw - 1
+    if kw <= ns * sw:
+        passes = [(0, last_col)]
+    else:
+        passes = [(o0 * sw, min(last_col, o0 * sw + (ns - 1) * sw + kw - 1)) for o0 in range(0, d.out_w, ns)]
+    cols = sum(c1 - c0 + 1 for c0, c1 in passes)
+    cols_in = sum(len(range(max(c0, d.pad_left), min(c1, d.pad_left + d.in_w - 1) + 1)) for c0, c1 in passes)
+    rows_in = _pool_taps(d.in_h, kh, d.stride_h, d.pad_top, d.out_h)
+    return d.out_ct * d.out_h * kh * cols, d.out_ct * rows_in * cols_in
+
+
+def _im2col_reads(desc, im2col_pixels):
+    """Activation words `ConvIm2colGatherer` reads: a window-row chunk (the bytes of one packed word) is read
+    when some pixel of the group has a byte of its window row inside the input in it; rows outside the input
+    are one step with no read."""
+    d = desc
+    wby = d.in_ppw * d.in_c
+    in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
+    reads = 0
+    for oy in range(d.out_h):
+        for ox0 in range(0, d.out_w, im2col_pixels):
+            gv = min(im2col_pixels, d.out_w - ox0)
+            u = rowbytes + (gv - 1) * step_b
+            ix0b = (ox0 * d.stride_w - d.pad_left) * d.in_c
+            kxa, kxb = max(0, -ix0b), in_row_b - ix0b
+            spans = [(max(kxa, g * step_b), min(kxb, g * step_b + rowbytes)) for g in range(gv)]
+            spans = [(lo, hi) for lo, hi in spans if lo < hi]
+            for ky in range(d.kernel_h):
+                iy = oy * d.stride_h - d.pad_top + ky
+                if not 0 <= iy < d.in_h or not spans:
+                    continue
+                kxs, cb = 0, (iy * in_row_b + ix0b) % wby
+                while True:
+                    room = wby - cb
+                    nb = min(u - kxs, room)
+                    if any(lo < kxs + nb and hi > kxs for lo, hi in spans):
+                        reads += 1
+                    if u - kxs <= room:
+                        break
+                    kxs, cb = kxs + room, 0
+    return reads
+
+
+def descriptor_activity(config, desc):
+    """What the die's per-descriptor activity counters report for one descriptor run by its engine (`ACTIVITY_KEYS`):
+    `mac_cycles` (cycles the MAC array accumulated: the conv engine's issues; the vector engine's multipliers do
+    not count), `act_reads` (activation-SRAM words of `array_cols` bytes read; taps in the padding are not
+    read), `act_write_bytes` (activation-SRAM bytes written, by byte enable) and `weight_reads` (weight-SRAM
+    words read, the parameter records' included). END (run by no engine) is all zeros. The sequencer's own
+    descriptor fetches (`sequencer_overhead`) are not in these counts: see `program_activity`."""
+    cols = config.array_cols
+    op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
+    d = desc
+    words = d.out_h * d.out_w * d.out_ct
+    zero = dict.fromkeys(ACTIVITY_KEYS, 0)
+    if op in ("CONV", "DWCONV"):
+        out = dict(zero, act_write_bytes=words * cols)
+        taps = d.kernel_h * d.kernel_w
+        rows_in = _pool_taps(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
+        cols_in = _pool_taps(d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.out_w)
+        if op == "DWCONV" and taps > config.dw_taps:
+            issues = words * taps
+            out.update(mac_cycles=issues, act_reads=d.out_ct * rows_in * cols_in, weight_reads=issues)
+        elif op == "DWCONV":
+            issues, inside = _dw_walk_counts(config, d)
+            out.update(mac_cycles=issues, act_reads=inside, weight_reads=d.out_ct * d.tile_words)
+        elif d.flags & PACKED:
+            issues = d.out_h * d.out_w * d.oc_tiles * d.in_ct
+            out.update(mac_cycles=issues, act_reads=_im2col_reads(d, config.im2col_pixels), weight_reads=issues)
+        else:
+            issues = direct_issue_cycles(d)
+            out.update(mac_cycles=issues, act_reads=d.oc_tiles * d.in_ct * rows_in * cols_in, weight_reads=issues)
+        out["weight_reads"] += d.param_words
+        return out
+    if op == "ADD":
+        return dict(zero, act_reads=2 * words, act_write_bytes=words * cols)
+    if op in ("MAXPOOL", "AVGPOOL"):
+        taps = (_pool_taps(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
+                * _pool_taps(d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.out_w) * d.out_ct)
+        return dict(zero, act_reads=taps, act_write_bytes=words * cols)
+    if op == "COPY":
+        fill = words * cols if d.flags & FILL else 0
+        return dict(zero, act_reads=d.in_h * d.in_w * d.in_ct, act_write_bytes=fill + d.in_h * d.in_w * d.in_c)
+    if op == "LUT":
+        return dict(zero, act_reads=words, act_write_bytes=words * cols, weight_reads=256 // lut_row_bytes(config))
+    return zero
+
+
+def program_activity(config, descriptors):
+    """{"descriptors": [descriptor_activity of each descriptor but END], "layers": {layer: summed counts},
+    "total": summed counts plus the sequencer's descriptor fetches (`fetch_weight_reads`, weight-SRAM words)}."""
+    per, layers = [], {}
+    for d in descriptors:
+        if d.opcode == OPCODES["END"]:
+            continue
+        a = descriptor_activity(config, d)
+        per.append(a)
+        lay = layers.setdefault(d.layer, dict.fromkeys(ACTIVITY_KEYS, 0))
+        for k in ACTIVITY_KEYS:
+            lay[k] += a[k]
+    total = {k: sum(a[k] for a in per) for k in ACTIVITY_KEYS}
+    total["fetch_weight_reads"] = len(descriptors) * max(1, DESCRIPTOR_BYTES // config.weight_word_bytes)
     return {"descriptors": per, "layers": layers, "total": total}

@@ -341,6 +341,9 @@ class StackcamDie(wiring.Component):
             regs.npu_descriptors.eq(npu.descriptors),
             regs.counter_cycles.eq(npu.counter_cycles),
             regs.counter_macs.eq(npu.counter_macs),
+            regs.counter_act_reads.eq(npu.counter_act_reads),
+            regs.counter_act_write_bytes.eq(npu.counter_act_write_bytes),
+            regs.counter_weight_reads.eq(npu.counter_weight_reads),
         ]
         fields = {
             "magic": Const(int.from_bytes(EMBEDDED_MAGIC, "little"), 16), "version": Const(EMBEDDED_VERSION, 8),

@@ -72,6 +72,12 @@ REGISTERS = (
     Register("counter_sel", 0xBC, "rw", 16, 0, "selects the descriptor whose counters read below"),
     Register("counter_cycles", 0xC0, "ro", 32, 0, "cycles of descriptor counter_sel in the last run"),
     Register("counter_macs", 0xC4, "ro", 32, 0, "MAC-array cycles of descriptor counter_sel in the last run"),
+    Register("counter_act_reads", 0xC8, "ro", 32, 0,
+             "activation-SRAM words its engine read for descriptor counter_sel in the last run"),
+    Register("counter_act_write_bytes", 0xCC, "ro", 32, 0,
+             "activation-SRAM bytes (byte enables) its engine wrote for descriptor counter_sel in the last run"),
+    Register("counter_weight_reads", 0xD0, "ro", 32, 0,
+             "weight-SRAM words its engine read for descriptor counter_sel in the last run"),
 )
 REGISTER_BY_NAME = {r.name: r for r in REGISTERS}
 

@@ -117,6 +117,44 @@ def _peer(name, prepared, config, out_dir, cycles, macs, log):
     return peer
 
 
+def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print):
+    """The report's "energy", "area" and "activity" keys: the energy model (`sim.energy`) on the die's own activity
+    counters, the area model (`sim.area`, its gates' leakage in the energy), the analytic model's counts beside the
+    RTL's, and the breakdown chart <name>_energy.png."""
+    from stackcam.quant.timing import program_activity
+
+    from .area import AreaError, area_estimate
+    from .energy import energy_report, measured_activity, plot_breakdown
+    from .metadata import frame_bytes
+    compiled = prepared.compiled
+    measured = measured_activity(run.descriptor_counters, run.descriptor_activity)
+    predicted = program_activity(config, compiled.descriptors)["descriptors"]
+    outs = prepared.io["die_outputs"]
+    shapes = [t["hwc"] for t in outs]
+    fr = run.frames[0] if run.frames else None
+    meta = fr.csi2_bytes if fr and fr.csi2_bytes else frame_bytes(config, "metadata", shapes)
+    try:
+        area = area_estimate(config, node)
+    except AreaError as err:
+        area = {"error": str(err), "gates": None}
+    e = energy_report(config, compiled, node=node, activity=measured, cycles=run.counters["npu_cycles"],
+                      descriptor_cycles=[c for c, _ in run.descriptor_counters][:len(measured)],
+                      gates=area["gates"], output_bytes=sum(h * w * c for h, w, c in shapes), csi2_bytes=meta,
+                      raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    png = Path(out_dir) / f"{name}_energy.png"
+    plot_breakdown(e, png, f"{name} on {config.name}: energy per inference ({e['node']})")
+    log(f"  energy ({e['node']}): {e['inference_mj']:.3f} mJ per inference, {e['pj_per_mac']:.3f} pJ/MAC, "
+        f"{e['tops_per_w']:.2f} TOPS/W; die {e['frame']['die_mw']:.1f} mW at {config.frame_rate:g} fps "
+        f"(IMX500 published 4.97 TOPS/W, {e['published']['imx500_isscc2021']['mobilenet_v1_mj']:.3f} mJ; "
+        f"CamJ 2.50 mJ); wrote {png}")
+    if "mm2" in area:
+        log(f"  area ({node}): {area['mm2']:.2f} mm^2 (logic {area['logic_mm2']:.2f}, SRAM {area['sram_mm2']:.2f}; "
+            f"{area['basis']})")
+    return {"energy": e, "area": area, "activity": {"rtl_equals_model": measured == predicted,
+                                      "rtl_total": e["activity_total"]}}
+
+
 def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
     """Benchmark `name` (of BENCHMARKS, or any name with `model` and `config` given); `prepare(model, config)` is
     the command line's model registry."""
@@ -181,6 +219,7 @@ def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
         "sim_frame_cycles_per_s": frames[0] / frames[1] if frames and frames[1] > 0 else None,
         "build_wall_s": run.build_wall_s, "total_wall_s": wall,
     }
+    report.update(energy_section(name, config, prepared, run, out_dir, log=log))
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     title = (f"{model_name} on {config_name}: {cycles:,} cycles, {100 * report['utilization']:.1f}% MAC "
              f"utilization, {report['ms']:.3f} ms at {config.clock_mhz:g} MHz")

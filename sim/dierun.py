@@ -69,6 +69,8 @@ class DieRun:
     counters: dict
     loads: list                   # per ROM image: model_ok, load cycles, npu_status
     descriptor_counters: list     # (cycles, MAC cycles) per descriptor of the last network run
+    # per descriptor of the last run: {"act_reads", "act_write_bytes", "weight_reads"} from the die's counters
+    descriptor_activity: list = field(default_factory=list)
     sim_wall_s: float = 0.0       # the Verilator run, from process start to results (no build)
     build_wall_s: float = 0.0
     marks: list = field(default_factory=list)   # testbench's (what, cycle, wall s): start, rom_loaded..., end
@@ -294,6 +296,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         "reg_counter_sel": REGISTER_BY_NAME["counter_sel"].addr,
         "reg_counter_cycles": REGISTER_BY_NAME["counter_cycles"].addr,
         "reg_counter_macs": REGISTER_BY_NAME["counter_macs"].addr, "max_counters": config.max_descriptors,
+        **{f"reg_counter_{k}": REGISTER_BY_NAME[f"counter_{k}"].addr
+           for k in ("act_reads", "act_write_bytes", "weight_reads")},
         "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("status", "npu_status", "npu_descriptors",
                                                                "frame_latency", "model_fingerprint", "load_cycles")},
     }
@@ -369,7 +373,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
                                   "model_fingerprint", "load_cycles")}
     return DieRun(csi2_bytes=data, decoder=dec, frames=frames, first_pixel=first_pixel, last_pixel=last_pixel,
                   frame_last_byte=fe_cycles, cycles=r["cycles"], counters=counters, loads=r["loads"],
-                  descriptor_counters=r["descriptor_counters"], sim_wall_s=wall, build_wall_s=build_s,
+                  descriptor_counters=r["descriptor_counters"],
+                  descriptor_activity=r.get("descriptor_activity", []), sim_wall_s=wall, build_wall_s=build_s,
                   marks=[tuple(m) for m in r.get("marks", ())])
 
 

