@@ -345,6 +345,11 @@ class _Compiler:
             desc.flags |= fmt.PACKED
             desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
 
+    def scalar_operand(self, op):
+        """An ADD/SUB/MUL of an activation and one constant value (a table, LUT)."""
+        ts = [self.g.tensor(n) for n in op.inputs[:2]]
+        return sum(t.is_const for t in ts) == 1 and all(t.data.size == 1 for t in ts if t.is_const)
+
     def binary_operands(self, op, commutative):
         """(first, second, swapped) of an ADD/SUB/MUL: the first input has the output's shape, the second is that
         shape too or broadcasts as 1x1xC or 1x1x1 (a commutative operator's inputs may be swapped for it)."""
@@ -464,19 +469,20 @@ class _Compiler:
     def lut(self, op):
         """An elementwise int8 operator as a 256-entry table, computed by the graph executor itself."""
         what = op.label()
-        x, out = op.inputs[0], op.outputs[0]
+        k = next((i for i, n in enumerate(op.inputs) if n and not self.g.tensor(n).is_const), 0)
+        x, out = op.inputs[k], op.outputs[0]                           # the activation (a MUL's may be second)
         hwc = self.act(x, what)
         tx, ty = self.g.tensor(x), self.g.tensor(out)
         if tx.dtype != "int8" or ty.dtype != "int8":
             raise ModelError(f"{what}: {tx.dtype} -> {ty.dtype}; the die's LUT maps int8 to int8")
         _, zo = _scalar_quant(self.g, out, what)
-        consts = {n: self.g.tensor(n) for n in op.inputs[1:] if n}     # e.g. a PRELU's alpha
-        if any(not t.is_const for t in consts.values()):
-            raise ModelError(f"{what}: a second input that is not a constant; the die's LUT maps one int8 value")
+        consts = {n: self.g.tensor(n) for i, n in enumerate(op.inputs) if n and i != k}   # a PRELU's alpha, ...
+        if any(not t.is_const or t.data.size != 1 for t in consts.values()):
+            raise ModelError(f"{what}: a second input that is not one constant; the die's LUT maps one int8 value")
+        inputs = ["x" if i == k else n for i, n in enumerate(op.inputs)]
         probe = Graph(tensors={"x": Tensor("x", (1, 256), "int8", quant=tx.quant),
                                "y": Tensor("y", (1, 256), "int8", quant=ty.quant), **consts},
-                      ops=[Op(op.kind, ["x", *op.inputs[1:]], ["y"], dict(op.opts), name=op.name)], inputs=["x"],
-                      outputs=["y"])
+                      ops=[Op(op.kind, inputs, ["y"], dict(op.opts), name=op.name)], inputs=["x"], outputs=["y"])
         table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
         block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
         self.define(out, hwc, what)
@@ -600,6 +606,8 @@ class _Compiler:
                 self.conv(op, depthwise=True)
             elif op.kind == "FULLY_CONNECTED":
                 self.conv(op, fc=True)
+            elif op.kind in ("ADD", "SUB", "MUL") and self.scalar_operand(op):
+                self.lut(op)                       # x op constant: a function of one int8 value
             elif op.kind in ("ADD", "SUB"):
                 self.add(op)
             elif op.kind == "MUL":
@@ -704,7 +712,7 @@ class _Compiler:
             if layer.op not in ("ADD", "LUT", "MUL", "PRELU"):
                 continue
             out = self.root[op.outputs[0]]
-            for name in op.inputs[:2 if layer.op in ("ADD", "MUL") else 1]:
+            for name in [n for n in op.inputs if n in self.root][:2 if layer.op in ("ADD", "MUL") else 1]:
                 r = self.root[name]
                 if r != out and end[r] == layer.index and r not in self.packed and start[out] == layer.index \
                         and self.words(r) == self.words(out):

@@ -40,8 +40,8 @@ PACKED_SETUP_STEPS = 14    # ... of a PACKED setup, plus one per im2col pixel of
 PACKED_DIVISIONS = 4       # sequential divisions by the packed word's used bytes
 
 VECTOR_SETUP_CYCLES = 2
-VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3, "MUL": 9, "MEAN": 10,
-                       "PRELU": 9}
+VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3, "MUL": 8, "MEAN": 10,
+                       "PRELU": 8}
 LUT_ROW_BYTES = 8          # LUT table rows: at most this many bytes per row (one row loaded per cycle)
 
 
