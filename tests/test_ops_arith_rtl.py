@@ -50,6 +50,58 @@ def test_arith_net_descriptors_match_golden_executor(config):
     assert ran.get("MUL") == 4 and ran.get("MEAN") == 2 and ran.get("PRELU") == 1 and ran.get("ADD") == 3
 
 
+def test_back_to_back_descriptors_leave_nothing_in_flight():
+    """One engine runs the net's consecutive vector descriptors back to back, as the die's sequencer does, with
+    another descriptor (the next CONV) on `desc` for a while after each: no write may happen after `done`
+    (a word still in a pipeline would land in the next engine's time), and the SRAM after the run is the
+    golden executor's. (MEAN's sums once also entered the pools' divider, whose stale word came after done.)"""
+    from amaranth.sim import Simulator
+
+    from stackcam.quant.program import pack
+    from stackcam.sim.npu_harness import EngineHarness
+    config = CONFIGS["4x4"]
+    graph = net_arith()
+    rom = build_rom(compile_graph(graph, config))
+    wsram = load_rom(rom, config).weight_sram()
+    x = np.random.default_rng(0).integers(-128, 128, graph.tensors[graph.inputs[0]].shape[1:]).astype(np.int8)
+    steps = []
+    golden.execute_trace(rom, config, x, lambda i, d, sram: steps.append((i, d, sram.copy())))
+    first = next(k for k, (_, d, _) in enumerate(steps) if d.op not in ("CONV", "DWCONV"))
+    last = next(k for k in range(first, len(steps)) if steps[k][1].op in ("CONV", "DWCONV"))
+    run = [d for _, d, _ in steps[first:last]]
+    idle_desc = steps[last][1]
+    assert {d.op for d in run} >= {"MEAN", "MUL", "ADD", "LUT"}
+    eng = NPUVectorEngine(config)
+    h = EngineHarness(eng, config, steps[first - 1][2], wsram)
+    stray = []
+
+    async def tb(ctx):
+        for d in run:
+            ctx.set(eng.desc.as_value(), int.from_bytes(pack(d), "little"))
+            ctx.set(eng.start, 1)
+            await ctx.tick()
+            ctx.set(eng.start, 0)
+            for _ in range(NPUVectorEngine.cycles(config, d) + 50):
+                if (await ctx.tick().sample(eng.done))[2]:
+                    break
+            else:
+                stray.append(f"{d.op} never done")
+                return
+            ctx.set(eng.desc.as_value(), int.from_bytes(pack(idle_desc), "little"))
+            for _ in range(24):
+                if (await ctx.tick().sample(eng.act_w.en))[2]:
+                    stray.append(d.op)
+        words = [ctx.get(h.act.data[i]) for i in range(config.act_words)]
+        got = np.array([np.frombuffer(int(v).to_bytes(config.array_cols, "little"), np.int8) for v in words])
+        np.testing.assert_array_equal(got, steps[last - 1][2])
+
+    sim = Simulator(h)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert stray == []
+
+
 # --- random descriptors against the golden step -----------------------------------------------------------------
 
 def _mult(rng):

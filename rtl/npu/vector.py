@@ -160,7 +160,7 @@ class NPUVectorEngine(wiring.Component):
             pool.act_min.eq(d.act_min), pool.act_max.eq(d.act_max),
             copy.word.eq(au.p3), copy.act_data.eq(self.act_r.data), copy.enable.eq(op.copy),
             copy.copy_r.eq(dec.copy_r), copy.copy_sh.eq(dec.copy_sh),
-            writer.lut.eq(lut.out), writer.pool.data.eq(pool.out.data), writer.pool.valid.eq(pool.out.valid & ~op.mean),
+            writer.lut.eq(lut.out), writer.pool.eq(pool.out), pool.mean.eq(op.mean),
             writer.add.eq(add.out), writer.copy.eq(copy.out), writer.arith.eq(arith.out),
             self.act_w.addr.eq(writer.act_w.addr), self.act_w.data.eq(writer.act_w.data),
             self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active | arith.mac_active),
