@@ -10,7 +10,17 @@ import numpy as np
 from . import elementwise, ref, timing
 from . import program as fmt
 from .arith import activation_range
-from .executor import add_params, conv_params, fully_connected_params, op_pads, run_graph
+from .executor import (
+    add_params,
+    conv_params,
+    fully_connected_params,
+    mean_axes,
+    mean_params,
+    mul_params,
+    op_pads,
+    prelu_params,
+    run_graph,
+)
 from .graph import Graph, ModelError, Op, Tensor
 
 __all__ = ["compile_graph", "CompiledModel", "Layer", "HOST_OPS", "LUT_OPS", "bank_use"]
@@ -24,8 +34,8 @@ HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
 # Elementwise int8 -> int8 operators: any function of one int8 value is a 256-entry table (LUT opcode).
 LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
-_DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
-              "CONCATENATION", "RESHAPE", *LUT_OPS)
+_DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "MEAN", "AVERAGE_POOL_2D",
+              "MAX_POOL_2D", "PAD", "CONCATENATION", "RESHAPE", *LUT_OPS)
 _LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
 
 
@@ -335,24 +345,103 @@ class _Compiler:
             desc.flags |= fmt.PACKED
             desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
 
-    def add(self, op):
+    def scalar_operand(self, op):
+        """An ADD/SUB/MUL of an activation and one constant value (a table, LUT)."""
+        ts = [self.g.tensor(n) for n in op.inputs[:2]]
+        return sum(t.is_const for t in ts) == 1 and all(t.data.size == 1 for t in ts if t.is_const)
+
+    def binary_operands(self, op, commutative):
+        """(first, second, swapped) of an ADD/SUB/MUL: the first input has the output's shape, the second is that
+        shape too or broadcasts as 1x1xC or 1x1x1 (a commutative operator's inputs may be swapped for it)."""
         what = op.label()
         a, b = op.inputs[0], op.inputs[1]
         ha, hb = self.act(a, what), self.act(b, what)
-        if ha != hb:
-            raise ModelError(f"{what}: inputs {ha} and {hb} differ; the die adds tensors of equal shape "
-                             f"(no broadcasting)")
+
+        def fits(big, small):
+            return small in (big, (1, 1, big[2]), (1, 1, 1))
+
+        if fits(ha, hb):
+            return a, b, False
+        if commutative and fits(hb, ha):
+            return b, a, True
+        raise ModelError(f"{what}: inputs {ha} and {hb}; the die broadcasts the second input only as 1x1xC or "
+                         f"1x1x1" + ("" if commutative else " (and not the first input of a SUB)"))
+
+    def add(self, op):
+        what = op.label()
+        a, b, swapped = self.binary_operands(op, commutative=op.kind == "ADD")
         out = op.outputs[0]
         p = add_params(self.g, op)
-        self.define(out, ha, what)
+        if swapped:
+            p = {k.replace("input1", "#").replace("input2", "input1").replace("#", "input2"): v for k, v in p.items()}
+        self.define(out, self.act(a, what), what)
         layer = self.layer(op, "ADD", [a, b], out)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_zp=-p["input1_offset"], in2_zp=-p["input2_offset"],
                               out_zp=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
                               left_shift=p["left_shift"], in_mult=p["input1_multiplier"],
                               in_shift=p["input1_shift"], in2_mult=p["input2_multiplier"],
                               in2_shift=p["input2_shift"], out_mult=p["output_multiplier"],
+                              out_shift=p["output_shift"], flags=fmt.NEG2 if op.kind == "SUB" else 0)
+        self.emit(layer, desc, {"in_addr": a, "in2_addr": b, "out_addr": out})
+
+    def mul(self, op):
+        what = op.label()
+        a, b, swapped = self.binary_operands(op, commutative=True)
+        out = op.outputs[0]
+        p = mul_params(self.g, op)
+        za, zb = -p["input1_offset"], -p["input2_offset"]
+        if swapped:
+            za, zb = zb, za
+        self.define(out, self.act(a, what), what)
+        layer = self.layer(op, "MUL", [a, b], out)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["MUL"], in_zp=za, in2_zp=zb, out_zp=p["output_offset"],
+                              act_min=p["act_min"], act_max=p["act_max"], out_mult=p["output_multiplier"],
                               out_shift=p["output_shift"])
         self.emit(layer, desc, {"in_addr": a, "in2_addr": b, "out_addr": out})
+
+    def mean(self, op):
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        shape = tuple(self.g.tensor(x).shape)
+        if len(shape) != 4 or mean_axes(self.g, op) != [1, 2]:
+            raise ModelError(f"{what}: MEAN over axes {mean_axes(self.g, op)} of {shape}; the die averages over "
+                             f"H and W (axes 1 and 2) of a single frame")
+        if max(h, w) > 255:
+            raise ModelError(f"{what}: MEAN over {h}x{w}; the die averages at most 255x255")
+        p = mean_params(self.g, op)
+        self.define(out, (1, 1, c), what)
+        layer = self.layer(op, "MEAN", [x], out)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["MEAN"], in_zp=p["input_zero_point"], out_zp=p["output_zero_point"],
+                              act_min=-128, act_max=127, out_mult=p["multiplier"], out_shift=p["shift"])
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def prelu(self, op):
+        """PRELU with one alpha is a LUT; with one alpha per channel the PRELU unit (alphas in weight space)."""
+        what = op.label()
+        alpha = self.g.tensor(op.inputs[1])
+        if alpha.is_const and alpha.data.size == 1:
+            return self.lut(op)
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        if not alpha.is_const or alpha.dtype != "int8":
+            raise ModelError(f"{what}: alpha '{alpha.name}' must be a constant int8 tensor")
+        if alpha.data.size != c or any(d != 1 for d in alpha.data.shape[:-1]):
+            raise ModelError(f"{what}: alpha of shape {tuple(alpha.data.shape)}; the die takes one alpha per "
+                             f"channel ({c}) or one for all")
+        if c > 256:
+            raise ModelError(f"{what}: {c} channels; the die's PRELU holds at most 256 alphas")
+        p = prelu_params(self.g, op)
+        block = fmt.stream_words(alpha.data.astype(np.int8).reshape(-1).tobytes(), self.wb)
+        self.define(out, (h, w, c), what)
+        layer = self.layer(op, "PRELU", [x], out, param_words=block.shape[0], weights=c,
+                           weight_bytes=block.shape[0] * self.wb)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["PRELU"], param_words=block.shape[0], in_zp=-p["input_offset"],
+                              in2_zp=-p["alpha_offset"], out_zp=p["output_offset"], act_min=-128, act_max=127,
+                              in_mult=p["multiplier_1"], in_shift=p["shift_1"], in2_mult=p["multiplier_2"],
+                              in2_shift=p["shift_2"])
+        self.blocks["params"].append((layer, desc, block))
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
     def pool(self, op):
         what = op.label()
@@ -380,19 +469,20 @@ class _Compiler:
     def lut(self, op):
         """An elementwise int8 operator as a 256-entry table, computed by the graph executor itself."""
         what = op.label()
-        x, out = op.inputs[0], op.outputs[0]
+        k = next((i for i, n in enumerate(op.inputs) if n and not self.g.tensor(n).is_const), 0)
+        x, out = op.inputs[k], op.outputs[0]                           # the activation (a MUL's may be second)
         hwc = self.act(x, what)
         tx, ty = self.g.tensor(x), self.g.tensor(out)
         if tx.dtype != "int8" or ty.dtype != "int8":
             raise ModelError(f"{what}: {tx.dtype} -> {ty.dtype}; the die's LUT maps int8 to int8")
         _, zo = _scalar_quant(self.g, out, what)
-        consts = {n: self.g.tensor(n) for n in op.inputs[1:] if n}     # e.g. a PRELU's alpha
-        if any(not t.is_const for t in consts.values()):
-            raise ModelError(f"{what}: a second input that is not a constant; the die's LUT maps one int8 value")
+        consts = {n: self.g.tensor(n) for i, n in enumerate(op.inputs) if n and i != k}   # a PRELU's alpha, ...
+        if any(not t.is_const or t.data.size != 1 for t in consts.values()):
+            raise ModelError(f"{what}: a second input that is not one constant; the die's LUT maps one int8 value")
+        inputs = ["x" if i == k else n for i, n in enumerate(op.inputs)]
         probe = Graph(tensors={"x": Tensor("x", (1, 256), "int8", quant=tx.quant),
                                "y": Tensor("y", (1, 256), "int8", quant=ty.quant), **consts},
-                      ops=[Op(op.kind, ["x", *op.inputs[1:]], ["y"], dict(op.opts), name=op.name)], inputs=["x"],
-                      outputs=["y"])
+                      ops=[Op(op.kind, inputs, ["y"], dict(op.opts), name=op.name)], inputs=["x"], outputs=["y"])
         table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
         block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
         self.define(out, hwc, what)
@@ -516,8 +606,16 @@ class _Compiler:
                 self.conv(op, depthwise=True)
             elif op.kind == "FULLY_CONNECTED":
                 self.conv(op, fc=True)
-            elif op.kind == "ADD":
+            elif op.kind in ("ADD", "SUB", "MUL") and self.scalar_operand(op):
+                self.lut(op)                       # x op constant: a function of one int8 value
+            elif op.kind in ("ADD", "SUB"):
                 self.add(op)
+            elif op.kind == "MUL":
+                self.mul(op)
+            elif op.kind == "MEAN":
+                self.mean(op)
+            elif op.kind == "PRELU":
+                self.prelu(op)
             elif op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
                 self.pool(op)
             elif op.kind == "PAD":
@@ -607,13 +705,14 @@ class _Compiler:
                              weights=regions["conv"], io=io, tensors=tensors, act_words=act_words)
 
     def in_place(self, start, end):
-        """An ADD or LUT whose input dies there writes its output over that input (word by word, each word read
-        before it is written): a residual block then keeps two tensors live at its ADD instead of three."""
+        """An ADD, MUL, PRELU or LUT whose input dies there writes its output over that input (word by word, each
+        word read before it is written): a residual block then keeps two tensors live at its ADD instead of
+        three. A broadcast second input is never overwritten (its size differs from the output's)."""
         for layer, op in zip(self.layers, self.layer_ops):
-            if layer.op not in ("ADD", "LUT"):
+            if layer.op not in ("ADD", "LUT", "MUL", "PRELU"):
                 continue
             out = self.root[op.outputs[0]]
-            for name in op.inputs[:2 if layer.op == "ADD" else 1]:
+            for name in [n for n in op.inputs if n in self.root][:2 if layer.op in ("ADD", "MUL") else 1]:
                 r = self.root[name]
                 if r != out and end[r] == layer.index and r not in self.packed and start[out] == layer.index \
                         and self.words(r) == self.words(out):

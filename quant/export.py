@@ -123,6 +123,12 @@ class _Writer:
             self.op(_OPS.FULLY_CONNECTED, ins, outs, opts, dtype)
         elif k == "ADD":
             self.op(_OPS.ADD, ins, outs, schema.AddOptionsT(fusedActivationFunction=act), dtype)
+        elif k == "MUL":
+            self.op(_OPS.MUL, ins, outs, schema.MulOptionsT(fusedActivationFunction=act), dtype)
+        elif k == "SUB":
+            self.op(_OPS.SUB, ins, outs, schema.SubOptionsT(fusedActivationFunction=act), dtype)
+        elif k == "MEAN":
+            self.op(_OPS.MEAN, ins, outs, schema.ReducerOptionsT(keepDims=bool(o.get("keep_dims", False))), dtype)
         elif k == "CONCATENATION":
             if dtype == "int8":
                 for i, (name, r) in enumerate(zip(op.inputs, concat_input_requant(g, op))):

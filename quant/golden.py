@@ -15,6 +15,7 @@ from .program import (
     DESCRIPTOR_BYTES,
     FCSCALE,
     FILL,
+    NEG2,
     PACKED,
     ProgramError,
     conv_block_words,
@@ -50,7 +51,7 @@ def _region(wsram, addr, words, what):
 def _tensors(d):
     """(name, base, h, w, c) of the activation tensors a descriptor reads and writes."""
     ins = [("in", d.in_addr, d.in_h, d.in_w, d.in_c)]
-    if d.op == "ADD":
+    if d.op in ("ADD", "MUL"):
         ins.append(("in2", d.in2_addr, d.in2_h, d.in2_w, d.in2_c))
     return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
@@ -71,7 +72,7 @@ def _check(i, d, cols, rows):
     out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
     for prefix, base, h, w, c in ins:
         size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
-        if d.op in ("ADD", "LUT") and base == out_lo and size == out_hi - out_lo:
+        if d.op in ("ADD", "LUT", "MUL", "PRELU") and base == out_lo and size == out_hi - out_lo:
             continue                                # elementwise, in place
         if base < out_hi and out_lo < base + size:
             raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
@@ -99,12 +100,23 @@ def _check(i, d, cols, rows):
     if want is not None and want != (d.weight_words, d.param_words, d.oc_tiles, d.tile_words):
         raise ProgramError(f"{where}: weight_words/param_words/oc_tiles/tile_words "
                            f"{(d.weight_words, d.param_words, d.oc_tiles, d.tile_words)}, the format gives {want}")
-    if d.op in ("ADD", "LUT") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
+    if d.op in ("ADD", "LUT", "MUL", "PRELU") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
         raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
-    if d.op == "ADD" and (d.in2_h, d.in2_w, d.in2_c) != (d.out_h, d.out_w, d.out_c):
-        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} differs from the output")
+    if d.op in ("ADD", "MUL") and (d.in2_h, d.in2_w, d.in2_c) not in ((d.out_h, d.out_w, d.out_c),
+                                                                     (1, 1, d.out_c), (1, 1, 1)):
+        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} neither is the output's "
+                           f"{d.out_h}x{d.out_w}x{d.out_c} nor broadcasts as 1x1x{d.out_c} or 1x1x1")
     if d.op == "ADD" and not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift, d.out_shift)):
         raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift}/{d.out_shift} outside -31..31")
+    if d.op in ("MUL", "MEAN") and not -31 <= d.out_shift <= 31:
+        raise ProgramError(f"{where}: out_shift {d.out_shift} outside -31..31")
+    if d.op == "MEAN" and ((d.out_h, d.out_w, d.out_c) != (1, 1, d.in_c) or max(d.in_h, d.in_w) > 255):
+        raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} -> {d.out_h}x{d.out_w}x{d.out_c} (MEAN reduces "
+                           f"at most 255x255 to 1x1xC)")
+    if d.op == "PRELU" and not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift)):
+        raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift} outside -31..31")
+    if d.op == "PRELU" and (d.in_c > 256 or d.param_words * rows * cols < d.in_c):
+        raise ProgramError(f"{where}: {d.in_c} channels with {d.param_words} words of alphas (at most 256)")
     if d.op in ("MAXPOOL", "AVGPOOL") and d.in_c != d.out_c:
         raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
     if d.op == "COPY" and (d.copy_y + d.in_h > d.out_h or d.copy_x + d.in_w > d.out_w or
@@ -152,7 +164,21 @@ def step(i, d, sram, wsram, rows, cols):
                  input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
                  input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
                  output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
-        out = ref.add_int8(x, x2, p)
+        out = (ref.sub_int8 if d.flags & NEG2 else ref.add_int8)(x, x2, p)
+    elif d.op == "MUL":
+        x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
+        p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, output_offset=d.out_zp,
+                 output_multiplier=d.out_mult, output_shift=d.out_shift)
+        out = ref.mul_int8(x, x2, p, d.act_min, d.act_max)
+    elif d.op == "MEAN":
+        p = dict(input_zero_point=d.in_zp, output_zero_point=d.out_zp, count=d.in_h * d.in_w,
+                 multiplier=d.out_mult, shift=d.out_shift)
+        out = np.clip(ref.mean_int8(x, (0, 1), True, p), d.act_min, d.act_max).astype(np.int8)
+    elif d.op == "PRELU":
+        alpha = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, d.in_c), np.int8)
+        p = dict(input_offset=-d.in_zp, alpha_offset=-d.in2_zp, output_offset=d.out_zp, multiplier_1=d.in_mult,
+                 shift_1=d.in_shift, multiplier_2=d.in2_mult, shift_2=d.in2_shift)
+        out = np.clip(ref.prelu_int8(x, alpha, p), d.act_min, d.act_max).astype(np.int8)
     elif d.op == "MAXPOOL":
         out = ref.max_pool(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min, d.act_max)[0]
     elif d.op == "AVGPOOL":

@@ -14,6 +14,8 @@ SUPPORTED_OPS = (
     "RESHAPE", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "SOFTMAX", "LOGISTIC", "RELU", "RELU6",
     # int8 -> int8 elementwise functions (quant.elementwise; the die's LUT)
     "RELU_N1_TO_1", "RELU_0_TO_1", "TANH", "ELU", "GELU", "HARD_SWISH", "LEAKY_RELU", "PRELU", "ABS", "NEG",
+    # arithmetic with a second operand (quant.ref; the die's MUL, ADD with negation, MEAN, PRELU units)
+    "MUL", "SUB", "MEAN",
 )
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
@@ -74,6 +76,8 @@ class Op:
     AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation; MAX_POOL_2D may get
       "pads" from lowering too.
     LEAKY_RELU: alpha.  GELU: approximate.  PRELU: (alpha is the second input; one value for an elementwise op).
+    MUL / SUB: activation (the second input broadcasts like numpy).  MEAN: keep_dims (the axes are the second
+      input, a constant).
     RESHAPE: new_shape.  PAD: (paddings come from the second input), "value" (the raw pad value in the
       tensor's dtype, from a PADV2; absent: the output zero point, 0.0 for float).  SOFTMAX: beta.
     Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION

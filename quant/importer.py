@@ -146,7 +146,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     ops = []
     unsupported = []
     arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
-             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2)}
+             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2), "MUL": (2, 2), "SUB": (2, 2),
+             "MEAN": (2, 2)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -296,8 +297,12 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             raise ModelError(f"unsupported shuffled weights format in layer '{layer}' (op {index})")
         return dict(activation=_activation(o, layer, index) if o is not None else "NONE",
                     keep_num_dims=bool(o.keepNumDims) if o is not None else False)
-    if kind == "ADD":
+    if kind in ("ADD", "MUL", "SUB"):
         return dict(activation=_activation(o, layer, index) if o is not None else "NONE")
+    if kind == "MEAN":
+        if not tensors[ins[1]].is_const:
+            raise ModelError(f"MEAN in layer '{layer}' (op {index}) has non-constant axes")
+        return dict(keep_dims=bool(o.keepDims) if o is not None else False)
     if kind == "CONCATENATION":
         rank = len(tensors[outs[0]].shape)
         axis = int(o.axis) if o is not None else 0

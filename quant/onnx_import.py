@@ -13,7 +13,8 @@ __all__ = ["load_onnx", "ONNX_OPS"]
 
 ONNX_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "AveragePool", "GlobalAveragePool", "MaxPool", "Pad",
             "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "Identity", "Dropout", "Constant",
-            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg", "QuantizeLinear", "DequantizeLinear")
+            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg", "QuantizeLinear", "DequantizeLinear", "Mul", "Sub",
+            "PRelu", "ReduceMean")
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -281,19 +282,86 @@ class _Converter:
                 bias.data = bias.data + c.reshape(-1)
                 self.alias[node.output[0]] = self.ir(x)
                 return
-            if self.layout.get(self.ir(x)) == "NHWC" and c.ndim == 4:
-                c = c.transpose(0, 2, 3, 1)
-            yn = self.const_tensor(f"{layer}/constant", c)
+            yn = self.const_tensor(f"{layer}/constant", self._nhwc_const(c, x))
         else:
             yn = self.ir(y)
-        xs, ys = self.shape(x), self.tensors[yn].shape
+        self._binary(node, layer, "ADD", self.ir(x), yn)
+
+    def _nhwc_const(self, c, x):
+        """A constant operand broadcast against activation `x`: NCHW-shaped constants in NHWC order."""
+        if self.layout.get(self.ir(x)) == "NHWC":
+            if c.ndim == 4:
+                return c.transpose(0, 2, 3, 1)
+            if c.ndim == 3:                             # (C, H, W) against (N, C, H, W)
+                return c.transpose(1, 2, 0)
+        return c
+
+    def _binary(self, node, layer, kind, xn, yn):
+        xs, ys = self.tensors[xn].shape, self.tensors[yn].shape
         try:
             shape = np.broadcast_shapes(xs, ys)
         except ValueError:
-            self.fail(f"Add '{layer}': shapes {list(xs)} and {list(ys)} do not broadcast")
-        self.emit("ADD", [self.ir(x), yn], node.output[0], shape, dict(activation="NONE"), layer)
-        if self.layout.get(self.ir(x)) == "NHWC" or self.layout.get(yn) == "NHWC":
+            self.fail(f"{node.op_type} '{layer}': shapes {list(xs)} and {list(ys)} do not broadcast")
+        self.emit(kind, [xn, yn], node.output[0], shape, dict(activation="NONE"), layer)
+        if self.layout.get(xn) == "NHWC" or self.layout.get(yn) == "NHWC":
             self.layout[node.output[0]] = "NHWC"
+
+    def _operands(self, node, layer, commutative):
+        x, y = node.input
+        if commutative and x in self.consts and y not in self.consts:
+            x, y = y, x
+        names = []
+        for n, other in ((x, y), (y, x)):
+            if n in self.consts:
+                names.append(self.const_tensor(f"{layer}/constant",
+                                               self._nhwc_const(self.consts[n].astype(np.float32), other)))
+            else:
+                names.append(self.ir(n))
+        return names
+
+    def op_Mul(self, node, a, layer):
+        self._binary(node, layer, "MUL", *self._operands(node, layer, True))
+
+    def op_Sub(self, node, a, layer):
+        self._binary(node, layer, "SUB", *self._operands(node, layer, False))
+
+    def op_PRelu(self, node, a, layer):
+        x = node.input[0]
+        slope = self.const(node.input[1], node, "slope").astype(np.float32)
+        xs = self.shape(x)
+        if slope.size == 1:
+            slope = slope.reshape(1)
+        elif self.layout.get(self.ir(x)) == "NHWC":
+            c = xs[3]
+            if slope.ndim < 3 or slope.shape[-3] != c or slope.size != c:      # (C, 1, 1) or (1, C, 1, 1)
+                self.fail(f"PRelu '{layer}': slope of shape {list(slope.shape)}; one per channel or one for all")
+            slope = slope.reshape(1, 1, c)
+        an = self.const_tensor(f"{layer}/alpha", slope)
+        self.emit("PRELU", [self.ir(x), an], node.output[0], xs, {}, layer)
+        if self.layout.get(self.ir(x)) == "NHWC":
+            self.layout[node.output[0]] = "NHWC"
+
+    def op_ReduceMean(self, node, a, layer):
+        x = node.input[0]
+        xs = self.shape(x)
+        axes = a.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self.const(node.input[1], node, "axes")
+        if axes is None:
+            self.fail(f"ReduceMean '{layer}': reducing over every axis is not supported")
+        axes = sorted({int(v) % len(xs) for v in np.asarray(axes).reshape(-1)})
+        if self.layout.get(self.ir(x)) == "NHWC":
+            axes = sorted(_NCHW_TO_NHWC_AXIS[v] for v in axes)
+        keep = bool(a.get("keepdims", 1))
+        shape = tuple(1 if i in axes else d for i, d in enumerate(xs)) if keep else \
+            tuple(d for i, d in enumerate(xs) if i not in axes)
+        an = self.const_tensor(f"{layer}/axes", np.array(axes, np.int32))
+        self.tensors[an].dtype, self.tensors[an].data = "int32", np.array(axes, np.int32)
+        self.emit("MEAN", [self.ir(x), an], node.output[0], shape, dict(keep_dims=keep), layer)
+        if self.layout.get(self.ir(x)) == "NHWC" and keep:
+            self.layout[node.output[0]] = "NHWC"
+        elif self.layout.get(self.ir(x)) == "NHWC" and axes != [1, 2]:
+            self.fail(f"ReduceMean '{layer}': keepdims=0 over NCHW axes other than H and W is not supported")
 
     def _unary(self, node, kind, layer, opts=None):
         x = node.input[0]

@@ -358,9 +358,15 @@ def quantize_graph(float_graph, calib_inputs, *, input_range=None, fuse=True, pe
         if op.kind in _WEIGHT_AXIS:
             _quantize_weighted(g, op, quant[op.inputs[0]], per_channel, tensors)
         else:
-            for n in op.inputs[1:]:
-                if n and g.tensor(n).is_const:
-                    if op.kind not in ("PAD", "RESHAPE"):
+            for n in op.inputs[1:] if op.kind not in ("ADD", "SUB", "MUL") else op.inputs:
+                if n and g.tensor(n).is_const and op.kind in ("PRELU", "ADD", "SUB", "MUL"):
+                    # LiteRT's quantizer: a constant operand (a PRELU's alpha, an ADD/SUB/MUL's constant) is
+                    # symmetric int8 with one scale, max|value| / 127.
+                    t = g.tensor(n)
+                    qa, sa = quantize_weights(t.data.astype(np.float32), 0, per_channel=False)
+                    tensors[n] = Tensor(n, tuple(t.shape), "int8", qa, QuantParams(sa, np.zeros(1, np.int64)))
+                elif n and g.tensor(n).is_const:
+                    if op.kind not in ("PAD", "RESHAPE", "MEAN"):
                         raise ModelError(f"{op.label()}: constant operand '{n}' is not supported by the quantizer")
                     tensors[n] = copy.deepcopy(g.tensor(n))
         if op.kind in SAME_QUANT_OPS:

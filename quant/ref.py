@@ -17,7 +17,8 @@ __all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_outpu
            "float_activation", "add_int8",
            "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
            "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
-           "logistic_float", "expf_glibc"]
+           "logistic_float", "expf_glibc", "mean_params", "mean_int8", "mul_params", "mul_int8", "sub_int8",
+           "prelu_params", "prelu_int8"]
 
 
 def conv2d_accumulators(x, layer):
@@ -500,3 +501,80 @@ def logistic_float(x):
         mid = np.float32(1) / (np.float32(1) + expf_glibc(-x))
     out = np.where(x < np.float32(-9), expf_glibc(x), mid)
     return np.where(x > np.float32(16.619047164916992188), np.float32(1), out).astype(np.float32)
+
+
+# --- MEAN, MUL, SUB, PRELU (int8) --------------------------------------------------------------------------------
+
+def mean_params(input_scale, input_zero_point, output_scale, output_zero_point, count):
+    """The integers LiteRT's reference int8 MEAN uses for a reduction over `count` elements (reduce.cc
+    PrepareMeanOrSum, then reference_ops::QuantizedMeanOrSum): the Q31 multiplier and shift of
+    double(input_scale) / double(output_scale), then 1/count folded in as ``multiplier' = (multiplier <<
+    s) / count`` (int64, truncating) and ``shift' = shift - s`` with ``s = min(floor(log2(count)), 32, 31 +
+    shift)``."""
+    if count < 1:
+        raise ValueError(f"MEAN over {count} elements")
+    m, shift = quantize_multiplier(float(np.float32(input_scale)) / float(np.float32(output_scale)))
+    s = min(count.bit_length() - 1, 32, 31 + shift)
+    return dict(input_zero_point=int(input_zero_point), output_zero_point=int(output_zero_point), count=int(count),
+                multiplier=int(np.int32((m << s) // count)), shift=int(shift - s))
+
+
+def mean_int8(x, axes, keep_dims, p):
+    """reference_ops::QuantizedMeanOrSum (mean) on int8 `x` over `axes`: the int32 sum, minus
+    input_zero_point * count, MultiplyByQuantizedMultiplier with mean_params' multiplier and shift, plus the
+    output zero point, clamped to int8."""
+    s = np.asarray(x, np.int64).sum(axis=tuple(axes), keepdims=bool(keep_dims))
+    shifted = wrap_int32(wrap_int32(s) - p["input_zero_point"] * p["count"])
+    out = multiply_by_quantized_multiplier(shifted, p["multiplier"], p["shift"]) + p["output_zero_point"]
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+def mul_params(s1, z1, s2, z2, so, zo):
+    """mul.cc Prepare (int8): one Q31 multiplier of ``input1_scale * input2_scale / output_scale``, evaluated in
+    float32 (the operands are float), widened to double."""
+    f = np.float32
+    m, shift = quantize_multiplier(float(f(f(f(s1) * f(s2)) / f(so))))
+    return dict(input1_offset=-int(z1), input2_offset=-int(z2), output_offset=int(zo), output_multiplier=m,
+                output_shift=shift)
+
+
+def mul_int8(a, b, p, act_min=-128, act_max=127):
+    """reference_integer_ops::MulElementwise / BroadcastMul6DSlow on int8 (numpy broadcasting):
+    ``clamp(MBQM((a - za) * (b - zb), multiplier, shift) + zo)``."""
+    v = (np.asarray(a, np.int64) + p["input1_offset"]) * (np.asarray(b, np.int64) + p["input2_offset"])
+    out = multiply_by_quantized_multiplier(v, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def sub_int8(a, b, p):
+    """TFLite reference int8 SUB (SubElementwise; broadcast by numpy): add_int8 with the difference of the two
+    rescaled inputs. Negating the second input before its rescale would not be the same (the high multiply
+    rounds ties up, not away from zero), so the die negates the rescaled value."""
+    a = np.asarray(a, np.int64) + p["input1_offset"]
+    b = np.asarray(b, np.int64) + p["input2_offset"]
+    sa = multiply_by_quantized_multiplier(a << p["left_shift"], p["input1_multiplier"], p["input1_shift"])
+    sb = multiply_by_quantized_multiplier(b << p["left_shift"], p["input2_multiplier"], p["input2_shift"])
+    raw = multiply_by_quantized_multiplier(wrap_int32(sa - sb), p["output_multiplier"], p["output_shift"]) \
+        + p["output_offset"]
+    return np.clip(raw, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def prelu_params(input_scale, input_zero_point, alpha_scale, alpha_zero_point, output_scale, output_zero_point):
+    """PreluPrepare (int8): multiplier 1 of input_scale / output_scale (identity path), multiplier 2 of
+    input_scale * alpha_scale / output_scale (alpha path), both float32 expressions widened to double."""
+    f = np.float32
+    m1, s1 = quantize_multiplier(float(f(f(input_scale) / f(output_scale))))
+    m2, s2 = quantize_multiplier(float(f(f(f(input_scale) * f(alpha_scale)) / f(output_scale))))
+    return dict(input_offset=-int(input_zero_point), alpha_offset=-int(alpha_zero_point),
+                output_offset=int(output_zero_point), multiplier_1=m1, shift_1=s1, multiplier_2=m2, shift_2=s2)
+
+
+def prelu_int8(x, alpha, p):
+    """reference_ops::BroadcastPrelu4DSlow / Prelu on int8 (alpha broadcast by numpy): ``v = x - zi``;
+    ``v >= 0``: MBQM(v, m1, s1); else MBQM(v * (alpha - za), m2, s2); plus zo, clamped to int8."""
+    v = np.asarray(x, np.int64) + p["input_offset"]
+    a = np.asarray(alpha, np.int64) + p["alpha_offset"]
+    pos = multiply_by_quantized_multiplier(v, p["multiplier_1"], p["shift_1"])
+    neg = multiply_by_quantized_multiplier(v * a, p["multiplier_2"], p["shift_2"])
+    out = np.where(v >= 0, pos, neg) + p["output_offset"]
+    return np.clip(out, -128, 127).astype(np.int8)

@@ -72,6 +72,9 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.PRELU: 1,
     schema.BuiltinOperator.RELU_N1_TO_1: 1,
     schema.BuiltinOperator.RELU_0_TO_1: 1,
+    schema.BuiltinOperator.MUL: 2,
+    schema.BuiltinOperator.SUB: 2,
+    schema.BuiltinOperator.MEAN: 2,
 }
 
 

@@ -40,7 +40,8 @@ PACKED_SETUP_STEPS = 14    # ... of a PACKED setup, plus one per im2col pixel of
 PACKED_DIVISIONS = 4       # sequential divisions by the packed word's used bytes
 
 VECTOR_SETUP_CYCLES = 2
-VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3}
+VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3, "MUL": 8, "MEAN": 10,
+                       "PRELU": 8}
 LUT_ROW_BYTES = 8          # LUT table rows: at most this many bytes per row (one row loaded per cycle)
 
 
@@ -190,15 +191,21 @@ def _pool_taps(size, k, stride, pad, n):
 
 
 def vector_cycles(config, desc):
-    """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY or LUT
-    descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain (VECTOR_DRAIN_CYCLES). ADD is 2 cycles
-    per output word; pools one per in-bounds tap; COPY one per word written (FILL first); LUT the table load
-    (256 / lut_row_bytes) and one per word. One refused at setup takes VECTOR_SETUP_CYCLES + 2."""
+    """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY, LUT, MUL, MEAN or
+    PRELU descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain (VECTOR_DRAIN_CYCLES). ADD and MUL
+    are 2 cycles per output word (two reads, broadcast or not); pools one per in-bounds tap, MEAN one per input
+    word; COPY one per word written (FILL first); LUT the table load (256 / lut_row_bytes) and one per word;
+    PRELU one cycle per channel tile to load the alphas, then one per word. One refused at setup takes
+    VECTOR_SETUP_CYCLES + 2."""
     cols = config.array_cols
     op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
     words = desc.out_h * desc.out_w * desc.out_ct
-    if op == "ADD":
+    if op in ("ADD", "MUL"):
         work = 2 * words
+    elif op == "MEAN":
+        work = desc.in_h * desc.in_w * desc.in_ct
+    elif op == "PRELU":
+        work = desc.out_ct + words
     elif op in ("MAXPOOL", "AVGPOOL"):
         work = (_pool_taps(desc.in_h, desc.kernel_h, desc.stride_h, desc.pad_top, desc.out_h)
                 * _pool_taps(desc.in_w, desc.kernel_w, desc.stride_w, desc.pad_left, desc.out_w) * desc.out_ct)

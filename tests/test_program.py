@@ -187,7 +187,7 @@ def test_pack_unpack_round_trip_and_byte_positions():
 
 
 @pytest.mark.parametrize("patch,message", [
-    (dict(opcode=0), "invalid opcode 0"), (dict(opcode=8), "invalid opcode 8"),
+    (dict(opcode=0), "invalid opcode 0"), (dict(opcode=14), "invalid opcode 14"),
     (dict(opcode=3, flags=1), "invalid flags"), (dict(opcode=6, flags=2), "invalid flags"),
     (dict(opcode=1, reserved3=5), "reserved3"),
 ])
@@ -421,9 +421,37 @@ def net_stem(channels=3):
     return n.graph(a, b)
 
 
+def net_arith(c=11, hw=(5, 6)):
+    """MUL, SUB, ADD with each broadcast of the second input (and a first input that is broadcast, swapped),
+    MEAN over H and W (keep_dims and not), PRELU with one alpha per channel (negative alphas) and with one."""
+    n = Net((1, *hw, 3), seed=9)
+    a = n.conv(n.input, c, k=3, out_q=(0.05, 2))
+    b = n.conv(n.input, c, k=1, out_q=(0.03, -9))
+    g = n.op("MEAN", [a, n.const(np.array([1, 2]), "int32", "axes")], [n.act((1, 1, 1, c), 0.011, -5)],
+             keep_dims=True)
+    s = n.op("MEAN", [b, n.const(np.array([2, 1]), "int32", "axes")], [n.act((1, c), 0.02, 7)], keep_dims=False)
+    sig = n.unary(g, "LOGISTIC", (1 / 256, -128))
+    m1 = n.op("MUL", [a, sig], [n.act(n.shape(a), 0.02, 3)], activation="NONE")          # squeeze-excite
+    m2 = n.op("MUL", [sig, b], [n.act(n.shape(b), 0.04, -1)], activation="RELU")         # broadcast first
+    m3 = n.op("MUL", [m1, m2], [n.act(n.shape(a), 0.01, 0)], activation="NONE")          # same shapes
+    d1 = n.op("SUB", [m3, b], [n.act(n.shape(a), 0.06, 4)], activation="NONE")
+    d2 = n.op("SUB", [d1, n.reshape(s, (1, 1, 1, c))], [n.act(n.shape(a), 0.07, -3)], activation="RELU")
+    one = n.conv(n.conv(n.input, 1, k=1, out_q=(0.1, 5)), 0, k=hw, padding="VALID", depthwise=True,
+                 out_q=(0.1, 5))                                                          # a 1x1x1 tensor
+    m4 = n.op("MUL", [d2, one], [n.act(n.shape(a), 0.05, 0)], activation="NONE")         # by a scalar
+    e = n.op("ADD", [one, m4], [n.act(n.shape(a), 0.05, 1)], activation="NONE")          # ADD broadcast
+    alpha = n.rng.integers(-128, 128, (1, 1, c)).astype(np.int8)
+    p = n.op("PRELU", [e, n.const(alpha, "int8", "alpha", QuantParams.per_tensor(0.013, 3))],
+             [n.act(n.shape(a), 0.04, -7)])
+    p1 = n.op("PRELU", [p, n.const(np.array([[[-77]]], np.int8), "int8", "alpha1",
+                                   QuantParams.per_tensor(0.01, 0))], [n.act(n.shape(a), 0.04, -7)])
+    return n.graph(p1, s)
+
+
 NETS = {"conv_strided": net_conv_strided, "channel_tiles": net_channel_tiles, "depthwise": net_depthwise,
         "add_pools": net_add_pools, "pad_concat": net_pad_concat, "fc": net_fc,
-        "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1)}
+        "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1),
+        "arith": net_arith}
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

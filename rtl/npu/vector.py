@@ -1,4 +1,5 @@
-"""NPU vector engine: the layer program's ADD, MAXPOOL, AVGPOOL, COPY and LUT descriptors, one word at a time.
+"""NPU vector engine: the layer program's ADD (and SUB), MUL, MAXPOOL, AVGPOOL, MEAN, COPY, LUT and PRELU
+descriptors, one word at a time.
 
 The engine is a thin top (`NPUVectorEngine`: the control FSM, the linear and COPY walks and the SRAM read-port
 multiplexer) over its components:
@@ -10,6 +11,7 @@ component               file                            does
 `VectorPoolWalker`      `vector_poolwalk.py`            pools: output pixel > tile > in-bounds window taps
 `VectorAddressUnit`     `vector_addr.py`                ``base + (row * W + col) * T + tile``, two stages
 `VectorAddDatapath`     `vector_add.py`                 ADD: input rescalers, the half-width requantizer
+`VectorArithDatapath`   `vector_arith.py`               MUL, PRELU, MEAN: lane multipliers, alphas, requantizer
 `VectorLUT`             `vector_lut.py`                 LUT: table load from weight space, per-lane lookups
 `VectorPoolDatapath`    `vector_pool.py`                pools: running max / sum, divider, clamp
 `VectorCopyAligner`     `vector_copy.py`                COPY: lane rotation and byte enables
@@ -30,6 +32,7 @@ from stackcam.quant.timing import VECTOR_DRAIN_CYCLES, VECTOR_SETUP_CYCLES, vect
 from .ports import addr_bits, engine_signature
 from .vector_add import VectorAddDatapath
 from .vector_addr import VectorAddressUnit
+from .vector_arith import VectorArithDatapath
 from .vector_common import Walk
 from .vector_copy import VectorCopyAligner
 from .vector_decode import VectorDecode
@@ -54,6 +57,8 @@ class _S(enum.IntEnum):
     COPY = 6
     POOL = 7
     DRAIN = 8
+    PRELU_LOAD = 9
+    PRELU = 10
 
 
 class NPUVectorEngine(wiring.Component):
@@ -61,10 +66,12 @@ class NPUVectorEngine(wiring.Component):
 
     On `start` the engine runs the descriptor `desc` (stable until `done`) and owns the activation read/write
     ports and the weight read port until it pulses `done`, in the cycle its last write is on the write port.
-    Semantics are `quant.program`'s, bit for bit (the golden `_step`); `error` pulses with `done` for an opcode
-    other than ADD/MAXPOOL/AVGPOOL/COPY/LUT, zero sizes, ADD shifts outside -31..31 (input shifts may be
-    positive: they fold into the left shift), a zero pool kernel or stride, a pool window wholly in the padding
-    (detected when the walk reaches it: the words before it are written) or a LUT table shorter than 256 bytes.
+    Semantics are `quant.program`'s, bit for bit (the golden `_step`); `error` pulses with `done` for what
+    `VectorDecode` refuses at setup (an opcode the engine does not run, zero sizes, shifts outside -31..31
+    (ADD's input shifts may be positive: they fold into the left shift), a second input that is not a broadcast
+    the die does, a zero pool kernel or stride, a LUT table shorter than 256 bytes, a PRELU over 256 channels,
+    ...), or for a pool window wholly in the padding (detected when the walk reaches it: the words before it
+    are written).
 
     Every operator writes its output in address order, one whole word (`cols` lanes) at a time, except COPY,
     which writes with lane enables. Padding lanes (channel >= C in the last tile) of ADD, pool, LUT and FILL
@@ -74,15 +81,21 @@ class NPUVectorEngine(wiring.Component):
     pixels or tiles. `cycles(config, desc)` gives the exact count from `start` to `done` (both included) of a
     valid descriptor: SETUP_CYCLES + 1, the work below, and the pipeline drain (DRAIN_CYCLES).
 
-    - ADD: 2 cycles per output word (two reads on one read port). Each lane has one input rescaler, used by the
-      two inputs on alternate cycles ((x - zp) is 9 bits, so the Q31 product is a 9 x 32 multiply shifted by
-      the left shift); a `RequantUnit` of cols / 2 lanes does the output rescale, zero point and clamp of the
-      low lanes and then the high lanes of each word. Multipliers: cols of 9 x 32 and cols / 2 of 32 x 32.
+    - ADD (and SUB, NEG2) and MUL: 2 cycles per output word (two reads on one read port), whether the second input is
+      broadcast (its word is the channel tile's, or the one word, and a 1x1x1 one's lane 0 serves every lane) or
+      not. MUL: a 9 x 9 product per lane into `VectorArithDatapath`'s requantizer. ADD: each lane has one input
+      rescaler, used by the two inputs on alternate cycles ((x - zp) is 9 bits, so the Q31 product is a 9 x 32
+      multiply shifted by the left shift); a `RequantUnit` of cols / 2 lanes does the output rescale, zero point and
+      clamp of the low lanes and then the high lanes of each word. Multipliers: cols of 9 x 32 and cols / 2 of 32 x
+      32.
     - MAXPOOL / AVGPOOL: 1 cycle per in-bounds tap, i.e. sum over output words of the taps inside the input
       (a 2x2/s2 pool is 4 cycles per word, a 7x7 global pool 49). Out-of-bounds taps cost nothing.
       AVGPOOL divides exactly with an 8-stage pipelined restoring divider per lane: the quotient
       (|sum| + count // 2) // count is below 2^8 because |sum| <= 128 * count; the sign is applied after,
       which is TFLite's round-half-away-from-zero. MAXPOOL goes through the same pipe with count = 1.
+    - MEAN: the pools' walk over one window of the whole input per channel tile (1 cycle per input word); the
+      exact sum of each lane at the window's last tap goes to `VectorArithDatapath`, not the divider.
+    - PRELU: 1 cycle per channel tile to load its alphas from weight space, then 1 cycle per word.
     - COPY: 1 cycle per output word written: with FILL, out_h*out_w*out_ct cycles of fill, then
       in_h*in_w*ceil((copy_c % cols + in_c) / cols) cycles of copy. A channel offset that is not a multiple of
       `cols` rotates lanes: output word j of a pixel is lanes of input words j-1 and j, written with byte enables.
@@ -94,8 +107,8 @@ class NPUVectorEngine(wiring.Component):
     No back-pressure: the SRAM ports never stall, so every count above is exact. `mac_active` is high in the
     cycles ADD's input multipliers work.
 
-    In place (ADD, LUT with out_addr == in_addr or in2_addr): reads run ahead of writes, and each output word is
-    written after the input words at its address were read.
+    In place (ADD, MUL, PRELU, LUT with out_addr == in_addr or an unbroadcast in2_addr): reads run ahead of
+    writes, and each output word is written after the input words at its address were read.
     """
 
     SETUP_CYCLES = VECTOR_SETUP_CYCLES
@@ -123,6 +136,7 @@ class NPUVectorEngine(wiring.Component):
         m.submodules.addr = au = VectorAddressUnit(cfg)
         m.submodules.add = add = VectorAddDatapath(cfg)
         m.submodules.lut = lut = VectorLUT(cfg)
+        m.submodules.arith = arith = VectorArithDatapath(cfg)
         m.submodules.pool = pool = VectorPoolDatapath(cfg)
         m.submodules.copy = copy = VectorCopyAligner(cfg)
         m.submodules.writer = writer = VectorWriter(cfg)
@@ -134,21 +148,31 @@ class NPUVectorEngine(wiring.Component):
         # Data paths between the components.
         m.d.comb += [
             dec.desc.eq(d), walker.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
+            add.bcast.eq(dec.bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
+            arith.bcast.eq(dec.bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
+            arith.sums.eq(pool.sums), arith.sum_valid.eq(pool.sum_valid & op.mean),
             au.width.eq(Mux(op.copy, d.out_w, d.in_w)), au.tiles.eq(Mux(op.copy, d.out_ct, d.in_ct)),
             au.base.eq(Mux(op.copy, out_addr, in_addr)),
             add.act_data.eq(self.act_r.data), add.add_l.eq(dec.add_l), add.add_r.eq(dec.add_r),
             lut.param_addr.eq(d.param_addr), lut.w_data.eq(self.w_r.data), lut.act_data.eq(self.act_r.data),
-            self.w_r.en.eq(lut.w_r.en), self.w_r.addr.eq(lut.w_r.addr),
+            self.w_r.en.eq(lut.w_r.en | arith.w_r.en), self.w_r.addr.eq(lut.w_r.addr | arith.w_r.addr),
             pool.tap.eq(au.p3), pool.act_data.eq(self.act_r.data), pool.max.eq(op.max),
             pool.act_min.eq(d.act_min), pool.act_max.eq(d.act_max),
             copy.word.eq(au.p3), copy.act_data.eq(self.act_r.data), copy.enable.eq(op.copy),
             copy.copy_r.eq(dec.copy_r), copy.copy_sh.eq(dec.copy_sh),
-            writer.lut.eq(lut.out), writer.pool.eq(pool.out), writer.add.eq(add.out), writer.copy.eq(copy.out),
+            writer.lut.eq(lut.out), writer.pool.eq(pool.out), pool.mean.eq(op.mean),
+            writer.add.eq(add.out), writer.copy.eq(copy.out), writer.arith.eq(arith.out),
             self.act_w.addr.eq(writer.act_w.addr), self.act_w.data.eq(writer.act_w.data),
-            self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active),
+            self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active | arith.mac_active),
         ]
 
-        # Read port: pools and COPY read from the address unit, ADD and LUT directly.
+        # MEAN walks one window of the whole input per channel tile, as a global pool would.
+        with m.If(op.mean):
+            m.d.comb += [walker.desc.kernel_h.eq(d.in_h[:8]), walker.desc.kernel_w.eq(d.in_w[:8]),
+                         walker.desc.stride_h.eq(1), walker.desc.stride_w.eq(1), walker.desc.pad_top.eq(0),
+                         walker.desc.pad_bottom.eq(0), walker.desc.pad_left.eq(0), walker.desc.pad_right.eq(0)]
+
+        # Read port: pools and COPY read from the address unit, ADD, MUL, PRELU and LUT directly.
         lin_ren = Signal()
         lin_raddr = Signal(abits)
         with m.If(op.pool):
@@ -178,12 +202,14 @@ class NPUVectorEngine(wiring.Component):
             with m.If(setup == self.SETUP_CYCLES - 1):
                 lw.reset(m)
                 cw.reset(m)
-                m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1)]
+                m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1), arith.alpha_init.eq(1)]
                 m.d.sync += [lw_i.eq(0), add_phase.eq(0), c_ri.eq(0), c_hi.eq(dec.copy_r + d.in_c)]
                 with m.If(dec.bad | (op.pool & walker.first_empty)):
                     m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
-                with m.Elif(op.add):
+                with m.Elif(op.add | op.mul):
                     m.d.sync += state.eq(_S.ADD)
+                with m.Elif(op.prelu):
+                    m.d.sync += state.eq(_S.PRELU_LOAD)
                 with m.Elif(op.lut):
                     m.d.sync += state.eq(_S.LUT_LOAD)
                 with m.Elif(op.pool):
@@ -195,8 +221,11 @@ class NPUVectorEngine(wiring.Component):
 
         with m.Elif(state == _S.ADD):
             # Even cycles read input 1, odd cycles input 2 of the same word.
-            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, in2_addr, in_addr) + lw_i),
-                         add.issue.eq(1), add.phase.eq(add_phase)]
+            # A broadcast second input: the channel tile's word (1x1xC) or the one word (1x1x1).
+            in2_off = Mux(dec.in2_full, lw_i, Mux(dec.bcast, 0, lw.ctr[2]))
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, in2_addr + in2_off, in_addr + lw_i)),
+                         add.issue.eq(op.add), add.phase.eq(add_phase), arith.issue.eq(op.mul),
+                         arith.phase.eq(add_phase)]
             m.d.sync += add_phase.eq(~add_phase)
             with m.If(add_phase):
                 m.d.comb += writer.inc.eq(1)
@@ -212,6 +241,21 @@ class NPUVectorEngine(wiring.Component):
 
         with m.Elif(state == _S.LUT):
             m.d.comb += [lin_ren.eq(1), lin_raddr.eq(in_addr + lw_i), writer.inc.eq(1), lut.lookup.eq(1)]
+            m.d.sync += lw_i.eq(lw_i + 1)
+            lw.step(m)
+            with m.If(lw.last):
+                m.d.sync += state.eq(_S.DRAIN)
+
+        with m.Elif(state == _S.PRELU_LOAD):
+            # One alpha row (channel tile) a cycle.
+            m.d.comb += arith.alpha_load.eq(1)
+            m.d.sync += lw_i.eq(lw_i + 1)
+            with m.If(lw_i == d.out_ct - 1):
+                m.d.sync += [lw_i.eq(0), state.eq(_S.PRELU)]
+
+        with m.Elif(state == _S.PRELU):
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(in_addr + lw_i), writer.inc.eq(1), arith.issue.eq(1),
+                         arith.tile.eq(lw.ctr[2])]
             m.d.sync += lw_i.eq(lw_i + 1)
             lw.step(m)
             with m.If(lw.last):

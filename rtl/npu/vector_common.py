@@ -49,8 +49,10 @@ def bounds(origin, k, size):
 
 
 def opcode_layout():
-    """The descriptor's operator, decoded (`VectorDecode.op`)."""
-    return data.StructLayout({"add": 1, "max": 1, "avg": 1, "copy": 1, "lut": 1, "pool": 1})
+    """The descriptor's operator, decoded (`VectorDecode.op`); `pool` is any windowed walk (MAXPOOL, AVGPOOL and
+    MEAN)."""
+    return data.StructLayout({"add": 1, "max": 1, "avg": 1, "copy": 1, "lut": 1, "pool": 1, "mul": 1, "mean": 1,
+                              "prelu": 1})
 
 
 def address_tag_layout(abits):
