@@ -25,7 +25,7 @@ HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
 LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
 _DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
-              "CONCATENATION", "RESHAPE", *LUT_OPS)
+              "CONCATENATION", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", *LUT_OPS)
 _LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
 
 
@@ -401,6 +401,36 @@ class _Compiler:
         self.blocks["params"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
+    def resize(self, op):
+        """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: the per-axis tables of quant.ref in weight space (the row
+        table with the parameter records, the column table with the depthwise blocks)."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        oh, ow = (int(v) for v in self.g.tensor(out).shape[1:3])
+        if self.wb < fmt.RESIZE_ENTRY_BYTES:
+            raise ModelError(f"{what}: weight words of {self.wb} bytes hold no {fmt.RESIZE_ENTRY_BYTES}-byte "
+                             f"RESIZE table entry")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            # LiteRT's int8 resize kernels copy and interpolate raw values: equal quantization is what they mean.
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        try:
+            rows, cols = ref.resize_tables(op.kind, (h, w), (oh, ow), bool(op.opts.get("align_corners", False)),
+                                           bool(op.opts.get("half_pixel_centers", False)))
+        except ValueError as e:
+            raise ModelError(f"{what}: {e}") from None
+        row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
+        self.define(out, (oh, ow, c), what)
+        layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0], weight_words=col_block.shape[0],
+                           weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                              weight_words=col_block.shape[0], out_zp=zo)
+        self.blocks["params"].append((layer, desc, row_block))
+        self.blocks["dw"].append((layer, desc, col_block))
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
     def copies(self, op, parts, out, out_hwc, fill):
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
@@ -526,6 +556,8 @@ class _Compiler:
                 self.concat(op)
             elif op.kind == "RESHAPE":
                 self.reshape(op, consumers)
+            elif op.kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+                self.resize(op)
             elif op.kind in LUT_OPS:
                 self.lut(op)
         if not self.layers:

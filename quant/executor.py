@@ -258,6 +258,12 @@ def _run_op(graph, op, env):
         else:
             value = _scalar_q(graph, y.name, op)[1] if integer else 0
         out = ref.pad(x, ins[1], value)
+    elif k in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        flags = (bool(o.get("align_corners", False)), bool(o.get("half_pixel_centers", False)))
+        if integer:
+            out = ref.resize_int8(x, k, tuple(y.shape[1:3]), *flags)
+        else:
+            out = ref.resize_float(x, k, tuple(y.shape[1:3]), *flags)
     elif k == "RESHAPE":
         if x.size != int(np.prod(y.shape)):
             raise ModelError(f"{op.label()}: cannot reshape {list(x.shape)} to {list(y.shape)}")

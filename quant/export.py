@@ -137,6 +137,14 @@ class _Writer:
             shape = np.array(g.tensor(op.outputs[0]).shape, np.int32)
             s = self.b.add_tensor(f"{op.name or op.outputs[0]}/shape", shape.shape, np.int32, data=shape)
             self.op(_OPS.RESHAPE, [ins[0], s], outs, schema.ReshapeOptionsT(newShape=shape.tolist()), dtype)
+        elif k in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+            size = np.array(g.tensor(op.outputs[0]).shape[1:3], np.int32)
+            s = self.b.add_tensor(f"{op.name or op.outputs[0]}/size", (2,), np.int32, data=size)
+            flags = dict(alignCorners=bool(o.get("align_corners", False)),
+                         halfPixelCenters=bool(o.get("half_pixel_centers", False)))
+            opts = schema.ResizeBilinearOptionsT(**flags) if k == "RESIZE_BILINEAR" else \
+                schema.ResizeNearestNeighborOptionsT(**flags)
+            self.op(getattr(_OPS, k), [ins[0], s], outs, opts, dtype)
         elif k == "PAD" and "value" in o:
             v = self.new_tensor(f"{op.name or op.outputs[0]}/pad_value", op.outputs[0], (1,),
                                 data=np.array([o["value"]], np.dtype(dtype)))

@@ -14,6 +14,8 @@ SUPPORTED_OPS = (
     "RESHAPE", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "SOFTMAX", "LOGISTIC", "RELU", "RELU6",
     # int8 -> int8 elementwise functions (quant.elementwise; the die's LUT)
     "RELU_N1_TO_1", "RELU_0_TO_1", "TANH", "ELU", "GELU", "HARD_SWISH", "LEAKY_RELU", "PRELU", "ABS", "NEG",
+    # resampling (quant.ref.resize_*; the die's RESIZE)
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
 )
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
@@ -74,6 +76,8 @@ class Op:
     AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation; MAX_POOL_2D may get
       "pads" from lowering too.
     LEAKY_RELU: alpha.  GELU: approximate.  PRELU: (alpha is the second input; one value for an elementwise op).
+    RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: align_corners, half_pixel_centers (the output size is the
+      output tensor's H and W; the size input is dropped on import).
     RESHAPE: new_shape.  PAD: (paddings come from the second input), "value" (the raw pad value in the
       tensor's dtype, from a PADV2; absent: the output zero point, 0.0 for float).  SOFTMAX: beta.
     Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION

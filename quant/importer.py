@@ -146,7 +146,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     ops = []
     unsupported = []
     arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
-             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2)}
+             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2),
+             "RESIZE_BILINEAR": (2, 2), "RESIZE_NEAREST_NEIGHBOR": (2, 2)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -184,7 +185,7 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             _fold_dequantize(tensors, ins[0], outs[0])
             continue
         opts = _options(kind, op.builtinOptions, tensors, ins, outs, layer, index)
-        if kind == "RESHAPE":
+        if kind in ("RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
             ins = ins[:1]           # the target shape is static: it is the output tensor's shape
         if kind == "PAD" and len(ins) > 2:
             ins = ins[:2]           # PADV2: the pad value became opts["value"]
@@ -319,6 +320,20 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             value = v.data.reshape(-1)[0]
             return dict(value=int(value) if v.dtype == "int8" else float(value))
         return {}
+    if kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        size, x, y = tensors[ins[1]], tensors[ins[0]], tensors[outs[0]]
+        if not size.is_const or size.data.size != 2:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}) has a non-constant output size")
+        if len(x.shape) != 4 or len(y.shape) != 4 or tuple(int(v) for v in size.data.reshape(-1)) != \
+                tuple(y.shape[1:3]) or y.shape[3] != x.shape[3] or min(y.shape[1:3]) < 1:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}): size {size.data.reshape(-1).tolist()} "
+                             f"does not make {list(x.shape)} into {list(y.shape)}")
+        align = bool(o.alignCorners) if o is not None else False
+        half = bool(o.halfPixelCenters) if o is not None else False
+        if align and half:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}): align_corners and half_pixel_centers "
+                             f"both set (LiteRT refuses it)")
+        return dict(align_corners=align, half_pixel_centers=half)
     if kind == "SOFTMAX":
         return dict(beta=float(o.beta) if o is not None else 1.0)
     if kind == "LEAKY_RELU":

@@ -91,6 +91,20 @@ program silently); so is any value not listed.
 - ``LUT`` (7): ``out = table[x + 128]`` per lane, the 256-byte ``table`` being the byte stream at
   ``param_addr`` (``param_words`` words); padding lanes get ``out_zp``.  Elementwise int8 operators (LOGISTIC,
   a standalone RELU/RELU6, an int8->int8 QUANTIZE) compile to it, the table computed by the graph executor.
+- ``RESIZE`` (11): RESIZE_BILINEAR and RESIZE_NEAREST_NEIGHBOR (int8, no rescale).  Two tables of
+  ``RESIZE_ENTRY_BYTES`` = 8-byte entries ``u16 lo, u16 hi, i16 frac, u16 0`` (each table a byte stream from
+  its first word, entry ``k`` at stream bytes ``8k .. 8k+7``): the **row table** at ``param_addr``
+  (``param_words`` words, ``out_h`` entries) and the **column table** at ``weight_addr`` (``weight_words``
+  words, ``out_w`` entries).  With the row entry ``(y0, y1, fy)`` of output row y and the column entry
+  ``(x0, x1, fx)`` of output column x, per channel:
+  ``s = in[y0,x0]*(1024-fy)*(1024-fx) + in[y1,x0]*fy*(1024-fx) + in[y0,x1]*(1024-fy)*fx + in[y1,x1]*fy*fx``
+  and ``out = trunc((s + (s > 0 ? 2^19 : -2^19)) / 2^20)`` wrapped to int8: LiteRT's reference
+  ResizeBilinearInteger, whose per-axis arithmetic (10-bit scale, align_corners, half_pixel_centers) the
+  compiler evaluates into the tables (`quant.ref.resize_tables`).  Nearest neighbour is the same with
+  ``lo = hi = index, frac = 0`` (an exact copy).  Every ``lo``, ``hi`` must lie inside the input and
+  ``-1024 <= frac <= 1024``: otherwise the descriptor is refused (the RTL: when its walk reads that entry).
+  The tables are the format's choice over an address generator because nearest neighbour's source index is
+  computed by LiteRT in float32, which a table states exactly; it costs one weight-space read per output pixel.
 - ``END`` (15): the program is complete.
 
 An output never overlaps an input of the same descriptor, except that ADD and LUT may work in place: their
@@ -108,6 +122,8 @@ except the informative ``macs`` and a pool's ``in_zp``, and ignored by the seque
 - MAXPOOL, AVGPOOL: kernel_*, stride_*, pad_*, in_* and out_* shapes and addresses, out_zp, act_min/max.
 - COPY: in_* and out_* shapes and addresses, out_zp, fill (FILL), copy_y/x/c.
 - LUT: in_* and out_* shapes and addresses, param_addr/words, out_zp.
+- RESIZE: in_* and out_* shapes and addresses, param_addr/words (row table), weight_addr/words (column
+  table), out_zp.
 - END: ``layer`` holds the number of layers.
 
 Descriptor (128 bytes, little-endian; ``unpack`` refuses an unknown opcode, a flag the opcode does not have and
@@ -131,13 +147,16 @@ __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "
            "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
            "unpack_conv_weights", "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
            "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
-           "write_tensor", "read_tensor"]
+           "write_tensor", "read_tensor", "RESIZE_ENTRY_BYTES", "resize_table_words", "pack_resize_table",
+           "unpack_resize_table"]
 
 PROGRAM_FORMAT_VERSION = 1
 DESCRIPTOR_BYTES = 128
 PARAM_RECORD_BYTES = 16
+RESIZE_ENTRY_BYTES = 8
 
-OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "END": 15}
+OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "RESIZE": 11,
+           "END": 15}
 OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
 FILL = 1            # flags bit 0 of COPY
 PACKED = 2          # flags bit 1 of CONV
@@ -167,7 +186,7 @@ class Field(namedtuple("Field", "offset type name meaning")):
 
 # The descriptor, stated once: everything else about it is generated from this table.
 FIELDS = (
-    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END'),
+    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 11 RESIZE, 15 END'),
     Field(1, "u8", "flags", 'bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); '
                             'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
@@ -194,9 +213,11 @@ FIELDS = (
     Field(36, "u32", "in_addr", 'activation word address of the input'),
     Field(40, "u32", "in2_addr", 'activation word address of the second input (ADD)'),
     Field(44, "u32", "out_addr", 'activation word address of the output'),
-    Field(48, "u32", "weight_addr", 'weight word address of the MAC-array (CONV) or depthwise (DWCONV) block'),
+    Field(48, "u32", "weight_addr", 'weight word address of the MAC-array (CONV) or depthwise (DWCONV) block, '
+                                    'or of the column table (RESIZE)'),
     Field(52, "u32", "weight_words", 'words in that block'),
-    Field(56, "u32", "param_addr", 'weight word address of the parameter records (CONV, DWCONV) or table (LUT)'),
+    Field(56, "u32", "param_addr", 'weight word address of the parameter records (CONV, DWCONV), table (LUT) '
+                                   'or row table (RESIZE)'),
     Field(60, "u32", "param_words", 'words of parameter records or table'),
     Field(64, "i8", "in_zp", 'input zero point'),
     Field(65, "i8", "in2_zp", 'second input zero point (ADD)'),
@@ -463,6 +484,26 @@ def unpack_im2col_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
     """int8 OHWI weights from an im2col block (inverse of pack_im2col_weights)."""
     k = kernel_h * kernel_w * in_c
     return unpack_conv_weights(words, out_c, 1, 1, k, rows, cols).reshape(out_c, kernel_h, kernel_w, in_c)
+
+
+def resize_table_words(entries, word_bytes):
+    """Weight words of a RESIZE table of `entries` entries."""
+    return -(-(entries * RESIZE_ENTRY_BYTES) // word_bytes)
+
+
+def pack_resize_table(lo, hi, frac, word_bytes):
+    """uint8 [words, WB] RESIZE table (u16 lo, u16 hi, i16 frac, u16 0 per entry) as a byte stream."""
+    rec = np.zeros((len(lo), 4), "<i2")
+    rec[:, 0] = np.asarray(lo, np.int64).astype("<u2").view("<i2")
+    rec[:, 1] = np.asarray(hi, np.int64).astype("<u2").view("<i2")
+    rec[:, 2] = np.asarray(frac, np.int64)
+    return stream_words(rec.tobytes(), word_bytes)
+
+
+def unpack_resize_table(words, entries):
+    """(lo, hi, frac) int64 arrays of the first `entries` entries of a RESIZE table."""
+    rec = np.frombuffer(read_stream(words, 0, entries * RESIZE_ENTRY_BYTES), "<u2").reshape(entries, 4)
+    return rec[:, 0].astype(np.int64), rec[:, 1].astype(np.int64), rec[:, 2].view("<i2").astype(np.int64)
 
 
 # --- activation-space layout ----------------------------------------------------------------------------------

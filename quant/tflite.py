@@ -72,6 +72,8 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.PRELU: 1,
     schema.BuiltinOperator.RELU_N1_TO_1: 1,
     schema.BuiltinOperator.RELU_0_TO_1: 1,
+    schema.BuiltinOperator.RESIZE_BILINEAR: 3,          # int8 is 2, half_pixel_centers 3
+    schema.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR: 3,
 }
 
 

@@ -20,7 +20,7 @@ from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY",
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
-    "LUT_ROW_BYTES", "addr_bits", "divider_width", "lut_row_bytes", "param_load_layout",
+    "RESIZE_PIXEL_CYCLES", "LUT_ROW_BYTES", "addr_bits", "divider_width", "lut_row_bytes", "param_load_layout",
     "setup_cycles", "param_load_cycles", "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles",
@@ -40,7 +40,8 @@ PACKED_SETUP_STEPS = 14    # ... of a PACKED setup, plus one per im2col pixel of
 PACKED_DIVISIONS = 4       # sequential divisions by the packed word's used bytes
 
 VECTOR_SETUP_CYCLES = 2
-VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3}
+VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3, "RESIZE": 7}
+RESIZE_PIXEL_CYCLES = 3    # RESIZE: weight reads of an output pixel's row and column entries before its taps
 LUT_ROW_BYTES = 8          # LUT table rows: at most this many bytes per row (one row loaded per cycle)
 
 
@@ -193,7 +194,8 @@ def vector_cycles(config, desc):
     """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY or LUT
     descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain (VECTOR_DRAIN_CYCLES). ADD is 2 cycles
     per output word; pools one per in-bounds tap; COPY one per word written (FILL first); LUT the table load
-    (256 / lut_row_bytes) and one per word. One refused at setup takes VECTOR_SETUP_CYCLES + 2."""
+    (256 / lut_row_bytes) and one per word; RESIZE per output pixel RESIZE_PIXEL_CYCLES (its table entries)
+    and 4 taps per output word. One refused at setup takes VECTOR_SETUP_CYCLES + 2."""
     cols = config.array_cols
     op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
     words = desc.out_h * desc.out_w * desc.out_ct
@@ -207,6 +209,8 @@ def vector_cycles(config, desc):
         work = desc.in_h * desc.in_w * per_pixel + (words if desc.flags & FILL else 0)
     elif op == "LUT":
         work = 256 // lut_row_bytes(config) + words
+    elif op == "RESIZE":
+        work = desc.out_h * desc.out_w * (RESIZE_PIXEL_CYCLES + 4 * desc.out_ct)
     else:
         return VECTOR_SETUP_CYCLES + 2
     return VECTOR_SETUP_CYCLES + 1 + work + VECTOR_DRAIN_CYCLES[op]

@@ -127,6 +127,12 @@ class Net:
     def unary(self, x, kind, out_q, **opts):
         return self.op(kind, [x], [self.act(self.shape(x), *out_q)], **opts)
 
+    def resize(self, x, kind, out_hw, align_corners=False, half_pixel_centers=False):
+        """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR to `out_hw`, the output quantized like the input."""
+        n, _, _, c = self.shape(x)
+        return self.op(kind, [x], [self.act((n, *out_hw, c), *self.q(x))], align_corners=align_corners,
+                       half_pixel_centers=half_pixel_centers)
+
     def graph(self, *outputs):
         return Graph(tensors=dict(self.tensors), ops=list(self.ops), inputs=[self.input], outputs=list(outputs),
                      name=self.name)
@@ -421,9 +427,18 @@ def net_stem(channels=3):
     return n.graph(a, b)
 
 
+def net_resize():
+    n = Net((1, 5, 6, 3), seed=31)
+    a = n.conv(n.input, 5, k=3, out_q=(0.05, 2))
+    up = n.resize(a, "RESIZE_BILINEAR", (9, 13), half_pixel_centers=True)
+    down = n.resize(a, "RESIZE_NEAREST_NEIGHBOR", (3, 4), align_corners=True)
+    return n.graph(n.conv(up, 3, k=1, out_q=(0.1, 0)), n.conv(down, 3, k=1, out_q=(0.1, 0)))
+
+
 NETS = {"conv_strided": net_conv_strided, "channel_tiles": net_channel_tiles, "depthwise": net_depthwise,
         "add_pools": net_add_pools, "pad_concat": net_pad_concat, "fc": net_fc,
-        "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1)}
+        "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1),
+        "resize": net_resize}
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
