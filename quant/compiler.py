@@ -25,7 +25,8 @@ HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
 LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
 _DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
-              "CONCATENATION", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", *LUT_OPS)
+              "CONCATENATION", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "DEPTH_TO_SPACE",
+              "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", *LUT_OPS)
 _LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
 
 
@@ -431,6 +432,54 @@ class _Compiler:
         self.blocks["dw"].append((layer, desc, col_block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
+    def gather(self, op):
+        """DEPTH_TO_SPACE / SPACE_TO_DEPTH (b*b GATHERs, a channel block each) and STRIDED_SLICE / SLICE (one)."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        shape = tuple(self.g.tensor(x).shape)
+        if len(shape) != 4 or (h, w, c) != tuple(shape[1:]):
+            raise ModelError(f"{what}: input {shape} is not a single-frame NHWC tensor")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        o = op.opts
+        boxes = []                 # (src (y, x, c), src steps (y, x), size (h, w, c), dst (y, x, c), dst steps)
+        if op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+            b = int(o["block_size"])
+            for dy in range(b):
+                for dx in range(b):
+                    k = dy * b + dx
+                    if op.kind == "DEPTH_TO_SPACE":
+                        oc = c // (b * b)
+                        boxes.append(((0, 0, k * oc), (1, 1), (h, w, oc), (dy, dx, 0), (b, b)))
+                    else:
+                        boxes.append(((dy, dx, 0), (b, b), (h // b, w // b, c), (0, 0, k * c), (1, 1)))
+            out_hwc = (h * b, w * b, c // (b * b)) if op.kind == "DEPTH_TO_SPACE" else (h // b, w // b, c * b * b)
+        else:
+            begin, end, strides = o["begin"], o["end"], o["strides"]
+            if begin[0] != 0 or end[0] != 1 or strides[3] != 1:
+                raise ModelError(f"{what}: begin {list(begin)} end {list(end)} strides {list(strides)}; the die "
+                                 f"slices H, W (any step) and C (step 1) of a single frame")
+            size = tuple(len(range(bb, e, st)) for bb, e, st in zip(begin[1:], end[1:], strides[1:]))
+            boxes.append((tuple(begin[1:]), tuple(strides[1:3]), size, (0, 0, 0), (1, 1)))
+            out_hwc = size
+        if min(out_hwc) < 1:
+            raise ModelError(f"{what}: empty output {out_hwc}")
+        self.define(out, out_hwc, what)
+        layer = self.layer(op, "GATHER", [x], out)
+        for i, (src, sstep, size, dst, dstep) in enumerate(boxes):
+            self.check(what, src_y=(src[0], "u16"), src_x=(src[1], "u16"), src_c=(src[2], "u16"),
+                       g_h=(size[0], "u16"), g_w=(size[1], "u16"), g_c=(size[2], "u16"), src_sy=(sstep[0], "u8"),
+                       src_sx=(sstep[1], "u8"), dst_sy=(dstep[0], "u8"), dst_sx=(dstep[1], "u8"),
+                       copy_y=(dst[0], "u16"), copy_x=(dst[1], "u16"), copy_c=(dst[2], "u16"))
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["GATHER"], flags=fmt.FILL if i == 0 else 0, out_zp=zo,
+                                  fill=zo if i == 0 else 0, src_y=src[0], src_x=src[1], src_c=src[2], g_h=size[0],
+                                  g_w=size[1], g_c=size[2], src_sy=sstep[0], src_sx=sstep[1], dst_sy=dstep[0],
+                                  dst_sx=dstep[1], copy_y=dst[0], copy_x=dst[1], copy_c=dst[2])
+            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
     def copies(self, op, parts, out, out_hwc, fill):
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
@@ -558,6 +607,8 @@ class _Compiler:
                 self.reshape(op, consumers)
             elif op.kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
                 self.resize(op)
+            elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE"):
+                self.gather(op)
             elif op.kind in LUT_OPS:
                 self.lut(op)
         if not self.layers:

@@ -264,6 +264,12 @@ def _run_op(graph, op, env):
             out = ref.resize_int8(x, k, tuple(y.shape[1:3]), *flags)
         else:
             out = ref.resize_float(x, k, tuple(y.shape[1:3]), *flags)
+    elif k == "DEPTH_TO_SPACE":
+        out = ref.depth_to_space(x, int(o["block_size"]))
+    elif k == "SPACE_TO_DEPTH":
+        out = ref.space_to_depth(x, int(o["block_size"]))
+    elif k in ("STRIDED_SLICE", "SLICE"):
+        out = ref.strided_slice(x, o["begin"], o["end"], o["strides"])
     elif k == "RESHAPE":
         if x.size != int(np.prod(y.shape)):
             raise ModelError(f"{op.label()}: cannot reshape {list(x.shape)} to {list(y.shape)}")

@@ -145,6 +145,17 @@ class _Writer:
             opts = schema.ResizeBilinearOptionsT(**flags) if k == "RESIZE_BILINEAR" else \
                 schema.ResizeNearestNeighborOptionsT(**flags)
             self.op(getattr(_OPS, k), [ins[0], s], outs, opts, dtype)
+        elif k in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+            # LiteRT's BUILTIN_REF registers int8 DEPTH_TO_SPACE only as version 1.
+            opts = (schema.DepthToSpaceOptionsT if k == "DEPTH_TO_SPACE" else schema.SpaceToDepthOptionsT)(
+                blockSize=int(o["block_size"]))
+            self.b.add_operator(getattr(_OPS, k), ins, outs, opts, version=1)
+        elif k in ("STRIDED_SLICE", "SLICE"):
+            vec = []
+            for what in ("begin", "end", "strides"):
+                v = np.array(o[what], np.int32)
+                vec.append(self.b.add_tensor(f"{op.name or op.outputs[0]}/{what}", v.shape, np.int32, data=v))
+            self.op(_OPS.STRIDED_SLICE, [ins[0], *vec], outs, schema.StridedSliceOptionsT(), dtype)
         elif k == "PAD" and "value" in o:
             v = self.new_tensor(f"{op.name or op.outputs[0]}/pad_value", op.outputs[0], (1,),
                                 data=np.array([o["value"]], np.dtype(dtype)))

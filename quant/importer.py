@@ -147,7 +147,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     unsupported = []
     arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
              "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2),
-             "RESIZE_BILINEAR": (2, 2), "RESIZE_NEAREST_NEIGHBOR": (2, 2)}
+             "RESIZE_BILINEAR": (2, 2), "RESIZE_NEAREST_NEIGHBOR": (2, 2), "STRIDED_SLICE": (4, 4), "SLICE": (3, 3),
+             "DEPTH_TO_SPACE": (1, 1), "SPACE_TO_DEPTH": (1, 1)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -185,7 +186,7 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             _fold_dequantize(tensors, ins[0], outs[0])
             continue
         opts = _options(kind, op.builtinOptions, tensors, ins, outs, layer, index)
-        if kind in ("RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        if kind in ("RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "STRIDED_SLICE", "SLICE"):
             ins = ins[:1]           # the target shape is static: it is the output tensor's shape
         if kind == "PAD" and len(ins) > 2:
             ins = ins[:2]           # PADV2: the pad value became opts["value"]
@@ -279,6 +280,47 @@ def _check_window(opts, layer, index):
     return opts
 
 
+def _slice_options(kind, o, tensors, ins, outs, layer, index):
+    """begin, end, strides of a STRIDED_SLICE or SLICE as absolute indices with positive strides (masks applied,
+    negative indices resolved, clamped like the kernel), checked against the output shape."""
+    x, y = tensors[ins[0]], tensors[outs[0]]
+    consts = [tensors[n] for n in ins[1:]]
+    where = f"{kind} in layer '{layer}' (op {index})"
+    if any(not t.is_const for t in consts):
+        raise ModelError(f"{where} has non-constant begin/end/strides")
+    rank = len(x.shape)
+    vals = [np.asarray(t.data, np.int64).reshape(-1) for t in consts]
+    if any(v.size != rank for v in vals):
+        raise ModelError(f"{where}: begin/end/strides of {[v.size for v in vals]} values on a rank-{rank} tensor")
+    begin, end, strides = [], [], []
+    if kind == "SLICE":
+        for d, (b, size) in enumerate(zip(*vals)):
+            b = int(b)
+            e = x.shape[d] if size == -1 else b + int(size)
+            begin.append(b)
+            end.append(e)
+            strides.append(1)
+    else:
+        if o is not None and (o.ellipsisMask or o.newAxisMask or o.shrinkAxisMask or getattr(o, "offset", False)):
+            raise ModelError(f"{where}: ellipsis, new-axis, shrink-axis masks and offset are not supported")
+        bm, em = (int(o.beginMask), int(o.endMask)) if o is not None else (0, 0)
+        for d in range(rank):
+            st = int(vals[2][d])
+            if st < 1:
+                raise ModelError(f"{where}: stride {st} on axis {d}; only positive strides are supported")
+            start = None if bm >> d & 1 else int(vals[0][d])
+            stop = None if em >> d & 1 else int(vals[1][d])
+            b, e, _ = slice(start, stop, st).indices(x.shape[d])
+            begin.append(b)
+            end.append(max(e, b))
+            strides.append(st)
+    out_shape = tuple(len(range(b, e, s)) for b, e, s in zip(begin, end, strides))
+    if any(b < 0 or e > n for b, e, n in zip(begin, end, x.shape)) or out_shape != tuple(y.shape):
+        raise ModelError(f"{where}: begin {begin} end {end} strides {strides} of {list(x.shape)} does not make "
+                         f"{list(y.shape)}")
+    return dict(begin=tuple(begin), end=tuple(end), strides=tuple(strides))
+
+
 def _options(kind, o, tensors, ins, outs, layer, index):
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         opts = dict(stride=(o.strideH, o.strideW), padding=_padding(o), activation=_activation(o, layer, index),
@@ -334,6 +376,20 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             raise ModelError(f"{kind} in layer '{layer}' (op {index}): align_corners and half_pixel_centers "
                              f"both set (LiteRT refuses it)")
         return dict(align_corners=align, half_pixel_centers=half)
+    if kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+        b = int(o.blockSize) if o is not None else 0
+        x, y = tensors[ins[0]], tensors[outs[0]]
+        if b < 1 or len(x.shape) != 4:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}) has block size {b} on {list(x.shape)}")
+        n, h, w, c = x.shape
+        want = (n, h * b, w * b, c // (b * b)) if kind == "DEPTH_TO_SPACE" else (n, h // b, w // b, c * b * b)
+        if (kind == "DEPTH_TO_SPACE" and c % (b * b)) or (kind == "SPACE_TO_DEPTH" and (h % b or w % b)) or \
+                tuple(y.shape) != want:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}): block {b} does not make {list(x.shape)} "
+                             f"into {list(y.shape)}")
+        return dict(block_size=b)
+    if kind in ("STRIDED_SLICE", "SLICE"):
+        return _slice_options(kind, o, tensors, ins, outs, layer, index)
     if kind == "SOFTMAX":
         return dict(beta=float(o.beta) if o is not None else 1.0)
     if kind == "LEAKY_RELU":

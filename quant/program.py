@@ -105,6 +105,12 @@ program silently); so is any value not listed.
   ``-1024 <= frac <= 1024``: otherwise the descriptor is refused (the RTL: when its walk reads that entry).
   The tables are the format's choice over an address generator because nearest neighbour's source index is
   computed by LiteRT in float32, which a table states exactly; it costs one weight-space read per output pixel.
+- ``GATHER`` (12): a strided COPY of a box.  With FILL, first the fill of COPY; then for ``y < g_h``,
+  ``x < g_w``, ``c < g_c``: ``out[copy_y + y*dst_sy, copy_x + x*dst_sx, copy_c + c] =
+  in[src_y + y*src_sy, src_x + x*src_sx, src_c + c]``.  COPY is the case of a zero source offset, unit
+  strides and the whole input.  DEPTH_TO_SPACE and SPACE_TO_DEPTH (block b) are b*b GATHERs (one per
+  sub-pixel, a channel block each), STRIDED_SLICE and SLICE one; the first carries FILL so the output's
+  padding lanes hold ``out_zp``.
 - ``END`` (15): the program is complete.
 
 An output never overlaps an input of the same descriptor, except that ADD and LUT may work in place: their
@@ -124,6 +130,7 @@ except the informative ``macs`` and a pool's ``in_zp``, and ignored by the seque
 - LUT: in_* and out_* shapes and addresses, param_addr/words, out_zp.
 - RESIZE: in_* and out_* shapes and addresses, param_addr/words (row table), weight_addr/words (column
   table), out_zp.
+- GATHER: as COPY, and src_y/x/c, g_h/w/c, src_sy/sx, dst_sy/sx.
 - END: ``layer`` holds the number of layers.
 
 Descriptor (128 bytes, little-endian; ``unpack`` refuses an unknown opcode, a flag the opcode does not have and
@@ -156,7 +163,7 @@ PARAM_RECORD_BYTES = 16
 RESIZE_ENTRY_BYTES = 8
 
 OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "RESIZE": 11,
-           "END": 15}
+           "GATHER": 12, "END": 15}
 OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
 FILL = 1            # flags bit 0 of COPY
 PACKED = 2          # flags bit 1 of CONV
@@ -186,8 +193,9 @@ class Field(namedtuple("Field", "offset type name meaning")):
 
 # The descriptor, stated once: everything else about it is generated from this table.
 FIELDS = (
-    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 11 RESIZE, 15 END'),
-    Field(1, "u8", "flags", 'bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); '
+    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 11 RESIZE, 12 GATHER, '
+                             '15 END'),
+    Field(1, "u8", "flags", 'bit 0 FILL (COPY, GATHER); bit 1 PACKED (CONV: pixel-packed input, im2col); '
                             'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
@@ -231,10 +239,10 @@ FIELDS = (
     Field(76, "i32", "in2_mult", 'ADD input 2 Q31 multiplier'),
     Field(80, "i32", "out_mult", 'ADD output Q31 multiplier'),
     Field(84, "i8", "out_shift", 'ADD output shift'),
-    Field(85, "i8", "fill", "COPY with FILL: value of the output's lanes < out_c before the copy"),
-    Field(86, "u16", "copy_y", 'COPY destination row offset'),
-    Field(88, "u16", "copy_x", 'COPY destination column offset'),
-    Field(90, "u16", "copy_c", 'COPY destination channel offset'),
+    Field(85, "i8", "fill", "COPY/GATHER with FILL: value of the output's lanes < out_c before the copy"),
+    Field(86, "u16", "copy_y", 'COPY/GATHER destination row offset'),
+    Field(88, "u16", "copy_x", 'COPY/GATHER destination column offset'),
+    Field(90, "u16", "copy_c", 'COPY/GATHER destination channel offset'),
     Field(92, "u16", "oc_tiles", 'CONV: ceil(out_c / rows), output-channel tiles of the MAC array'),
     Field(94, "u16", "tile_words", 'CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct); '
                                    'DWCONV: ceil(kernel_h*kernel_w / rows)'),
@@ -242,10 +250,16 @@ FIELDS = (
     Field(100, "u16", "in_ppw", 'PACKED: input pixels per word, cols // in_c; otherwise 0'),
     Field(102, "u16", "reserved1", '0'),
     Field(104, "u32", "reserved2", '0'),
-    Field(108, "u32", "reserved3", '0'),
-    Field(112, "u32", "reserved4", '0'),
-    Field(116, "u32", "reserved5", '0'),
-    Field(120, "u32", "reserved6", '0'),
+    Field(108, "u16", "src_y", 'GATHER: first source row'),
+    Field(110, "u16", "src_x", 'GATHER: first source column'),
+    Field(112, "u16", "src_c", 'GATHER: first source channel'),
+    Field(114, "u16", "g_h", 'GATHER: rows copied'),
+    Field(116, "u16", "g_w", 'GATHER: columns copied'),
+    Field(118, "u16", "g_c", 'GATHER: channels copied'),
+    Field(120, "u8", "src_sy", 'GATHER: source row step'),
+    Field(121, "u8", "src_sx", 'GATHER: source column step'),
+    Field(122, "u8", "dst_sy", 'GATHER: destination row step'),
+    Field(123, "u8", "dst_sx", 'GATHER: destination column step'),
     Field(124, "u32", "reserved7", '0'),
 )
 _STRUCT = struct.Struct("<" + "".join(f.code for f in FIELDS))
@@ -321,10 +335,9 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    if desc.flags & ~{"COPY": FILL, "CONV": PACKED | FCSCALE}.get(desc.op, 0):
+    if desc.flags & ~{"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE}.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
-    for name in ("reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
-                 "reserved7"):
+    for name in ("reserved1", "reserved2", "reserved7"):
         if getattr(desc, name):
             raise ProgramError(f"{where}: {name} is {getattr(desc, name)}, must be 0")
     return desc

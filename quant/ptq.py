@@ -15,7 +15,8 @@ __all__ = ["quantize_graph", "collect_ranges", "activation_params", "quantize_we
 
 # Operators whose int8 kernels do not rescale: TFLite requires their output to carry the input's scale and zero
 # point (operator_property.cc: restrict_same_input_output_scale), so calibration of their outputs is ignored.
-SAME_QUANT_OPS = ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")
+SAME_QUANT_OPS = ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+                  "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE")
 
 # Operators whose int8 output quantization TFLite fixes regardless of calibration: (scale, zero point).
 # TANH as the converter quantizes it (operator_property.cc: restricted output scale 1/128, zero point 0).

@@ -18,7 +18,7 @@ __all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_outpu
            "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
            "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
            "logistic_float", "expf_glibc", "resize_bilinear_axis", "resize_nearest_axis", "resize_tables",
-           "resize_apply_int8", "resize_int8", "resize_float"]
+           "resize_apply_int8", "resize_int8", "resize_float", "depth_to_space", "space_to_depth", "strided_slice"]
 
 
 def conv2d_accumulators(x, layer):
@@ -622,3 +622,24 @@ def resize_float(x, kind, out_hw, align_corners=False, half_pixel_centers=False)
     one = np.float32(1)
     return (x[:, ylo][:, :, xlo] * (one - fy) * (one - fx) + x[:, yhi][:, :, xlo] * fy * (one - fx)
             + x[:, ylo][:, :, xhi] * (one - fy) * fx + x[:, yhi][:, :, xhi] * fy * fx).astype(np.float32)
+
+
+# --- data movement ------------------------------------------------------------------------------------------------
+
+def depth_to_space(x, b):
+    """NHWC DEPTH_TO_SPACE: out[n, y*b + dy, x*b + dx, c] = in[n, y, x, (dy*b + dx)*C + c]."""
+    n, h, w, cb = x.shape
+    c = cb // (b * b)
+    return x.reshape(n, h, w, b, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * b, w * b, c).copy()
+
+
+def space_to_depth(x, b):
+    """NHWC SPACE_TO_DEPTH, the inverse of depth_to_space."""
+    n, hb, wb, c = x.shape
+    return x.reshape(n, hb // b, b, wb // b, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb // b, wb // b,
+                                                                                     b * b * c).copy()
+
+
+def strided_slice(x, begin, end, strides):
+    """x[begin:end:strides] per axis (normalized: absolute indices, positive strides)."""
+    return x[tuple(slice(int(b), int(e), int(s)) for b, e, s in zip(begin, end, strides))].copy()

@@ -74,6 +74,8 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.RELU_0_TO_1: 1,
     schema.BuiltinOperator.RESIZE_BILINEAR: 3,          # int8 is 2, half_pixel_centers 3
     schema.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR: 3,
+    schema.BuiltinOperator.STRIDED_SLICE: 2,
+    schema.BuiltinOperator.SPACE_TO_DEPTH: 2,
 }
 
 
