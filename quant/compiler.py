@@ -26,7 +26,7 @@ LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
 _DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
               "CONCATENATION", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "DEPTH_TO_SPACE",
-              "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", *LUT_OPS)
+              "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "ZERO_INSERT", *LUT_OPS)
 _LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
 
 
@@ -446,7 +446,12 @@ class _Compiler:
             raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
         o = op.opts
         boxes = []                 # (src (y, x, c), src steps (y, x), size (h, w, c), dst (y, x, c), dst steps)
-        if op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+        if op.kind == "ZERO_INSERT":
+            (sh, sw), (zh, zw) = o["stride"], o["size"]
+            boxes.append(((0, 0, 0), (1, 1), (min(h, (zh - 1) // sh + 1), min(w, (zw - 1) // sw + 1), c), (0, 0, 0),
+                          (sh, sw)))
+            out_hwc = (zh, zw, c)
+        elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
             b = int(o["block_size"])
             for dy in range(b):
                 for dx in range(b):
@@ -607,7 +612,7 @@ class _Compiler:
                 self.reshape(op, consumers)
             elif op.kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
                 self.resize(op)
-            elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE"):
+            elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "ZERO_INSERT"):
                 self.gather(op)
             elif op.kind in LUT_OPS:
                 self.lut(op)
@@ -795,10 +800,46 @@ def _allocate(roots, sizes, start, end):
     return addr
 
 
+def expand_transpose_convs(graph):
+    """A Graph where each TRANSPOSE_CONV is a ZERO_INSERT (the die's GATHER with destination steps = the
+    strides, filled with the input's zero point) and a stride-1 CONV_2D with the kernel flipped in H and W and
+    ``kernel - 1 - pad`` rows/columns of top/left padding. Exact: the zero point contributes (zp - zp) = 0 to
+    the accumulators, so they, the bias and the per-channel requantization are TRANSPOSE_CONV's own."""
+    if not any(op.kind == "TRANSPOSE_CONV" for op in graph.ops):
+        return graph
+    tensors, ops = dict(graph.tensors), []
+    for op in graph.ops:
+        if op.kind != "TRANSPOSE_CONV":
+            ops.append(op)
+            continue
+        x, w, y = (graph.tensor(n) for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        if w.data is None or w.quant is None:
+            raise ModelError(f"{op.label()}: the filter must be a quantized constant")
+        (sh, sw), (pt, pl) = op.opts["stride"], op.opts["pads"]
+        _, kh, kw, _ = w.shape
+        _, oh, ow, _ = y.shape
+        if pt > kh - 1 or pl > kw - 1:
+            raise ModelError(f"{op.label()}: output padding {(pt, pl)} beyond the kernel {(kh, kw)}")
+        top, left = kh - 1 - pt, kw - 1 - pl
+        zh, zw = oh + kh - 1 - top, ow + kw - 1 - left
+        base = op.name or op.outputs[0]
+        z = Tensor(f"{base}/zero_inserted", (1, zh, zw, x.shape[3]), x.dtype, quant=x.quant)
+        wf = Tensor(f"{base}/flipped_filter", w.shape, w.dtype, data=np.ascontiguousarray(w.data[:, ::-1, ::-1, :]),
+                    quant=w.quant)
+        tensors[z.name], tensors[wf.name] = z, wf
+        ops.append(Op("ZERO_INSERT", [x.name], [z.name], {"stride": (sh, sw), "size": (zh, zw)},
+                      name=f"{base}/zero_insert"))
+        ops.append(Op("CONV_2D", [z.name, wf.name, *op.inputs[2:]], list(op.outputs),
+                      {"stride": (1, 1), "dilation": (1, 1), "pads": (top, 0, left, 0),
+                       "activation": op.opts.get("activation", "NONE")}, name=op.name))
+    return Graph(tensors=tensors, ops=ops, inputs=list(graph.inputs), outputs=list(graph.outputs), name=graph.name,
+                 notes=list(graph.notes))
+
+
 def compile_graph(graph, config):
     """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
     uses an operator the die does not run or does not fit the configuration's SRAM."""
     try:
-        return _Compiler(graph, config).run()
+        return _Compiler(expand_transpose_convs(graph), config).run()
     except fmt.ProgramError as e:
         raise ModelError(f"model '{graph.name}': {e}") from None

@@ -145,6 +145,23 @@ class _Writer:
             opts = schema.ResizeBilinearOptionsT(**flags) if k == "RESIZE_BILINEAR" else \
                 schema.ResizeNearestNeighborOptionsT(**flags)
             self.op(getattr(_OPS, k), [ins[0], s], outs, opts, dtype)
+        elif k == "TRANSPOSE_CONV":
+            x, w, y = (g.tensor(n) for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+            stride = tuple(o["stride"])
+            padding = None
+            for name in ("SAME", "VALID"):
+                if tuple(window_padding(y.shape[1 + a], w.shape[1 + a], stride[a], 1, name)[1]
+                         for a in (0, 1)) == tuple(o["pads"]):
+                    padding = name
+                    break
+            if padding is None:
+                raise ModelError(f"{op.label()}: output pads {tuple(o['pads'])} have no TFLite SAME/VALID form")
+            shape = np.array(y.shape, np.int32)
+            s = self.b.add_tensor(f"{op.name or op.outputs[0]}/output_shape", (4,), np.int32, data=shape)
+            opts = schema.TransposeConvOptionsT(padding=padding_type(padding), strideH=stride[0], strideW=stride[1],
+                                                fusedActivationFunction=act)
+            bias = ins[2] if len(ins) > 2 else -1
+            self.op(_OPS.TRANSPOSE_CONV, [s, ins[1], ins[0], bias], outs, opts, dtype)
         elif k in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
             # LiteRT's BUILTIN_REF registers int8 DEPTH_TO_SPACE only as version 1.
             opts = (schema.DepthToSpaceOptionsT if k == "DEPTH_TO_SPACE" else schema.SpaceToDepthOptionsT)(

@@ -18,6 +18,8 @@ SUPPORTED_OPS = (
     "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
     # data movement (the die's GATHER)
     "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE",
+    # TRANSPOSE_CONV and MediaPipe's Convolution2DTransposeBias (imported as TRANSPOSE_CONV with a bias)
+    "TRANSPOSE_CONV",
 )
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
@@ -82,6 +84,9 @@ class Op:
       output tensor's H and W; the size input is dropped on import).
     DEPTH_TO_SPACE / SPACE_TO_DEPTH: block_size.  STRIDED_SLICE / SLICE: begin, end, strides (one per axis,
       normalized on import: absolute indices, positive strides, no masks; the constant inputs are dropped).
+    TRANSPOSE_CONV: inputs (input, OHWI filter, bias or ""), stride (h, w), pads (top, left) on the output
+      (out = in * stride - pad + filter tap; outside the output is dropped), padding (the SAME/VALID it came
+      from), activation; the output size is the output tensor's.
     RESHAPE: new_shape.  PAD: (paddings come from the second input), "value" (the raw pad value in the
       tensor's dtype, from a PADV2; absent: the output zero point, 0.0 for float).  SOFTMAX: beta.
     Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .graph import ACTIVATIONS, SUPPORTED_OPS, Graph, ModelError, Op, QuantParams, Tensor, unsupported_message
+from .ref import window_padding
 from .sparse import SparsityError, densify
 from .tflite import FILE_IDENTIFIER, schema
 
@@ -148,7 +149,7 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
              "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2),
              "RESIZE_BILINEAR": (2, 2), "RESIZE_NEAREST_NEIGHBOR": (2, 2), "STRIDED_SLICE": (4, 4), "SLICE": (3, 3),
-             "DEPTH_TO_SPACE": (1, 1), "SPACE_TO_DEPTH": (1, 1)}
+             "DEPTH_TO_SPACE": (1, 1), "SPACE_TO_DEPTH": (1, 1), "TRANSPOSE_CONV": (3, 4)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -157,6 +158,28 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
             kind = f"CUSTOM:{custom}"
         ins = [names[i] if i >= 0 else "" for i in (op.inputs if op.inputs is not None else [])]
+        if kind == "CUSTOM:Convolution2DTransposeBias":
+            # MediaPipe's transpose conv with a bias: a TRANSPOSE_CONV whose options are a raw
+            # TfLiteTransposeConvParams (int32 padding, stride_width, stride_height).
+            if len(ins) != 3 or op.outputs is None or len(op.outputs) != 1:
+                raise ModelError(f"{name}: operator {index} (Convolution2DTransposeBias) has {len(ins)} inputs")
+            raw = bytes(op.customOptions if op.customOptions is not None else b"")
+            if len(raw) < 12:
+                raise ModelError(f"{name}: operator {index} (Convolution2DTransposeBias) has {len(raw)} option "
+                                 f"bytes, not a 12-byte TfLiteTransposeConvParams")
+            padding, sw, sh = np.frombuffer(raw[:12], "<i4").tolist()
+            x_t, w_t = tensors[ins[0]], tensors[ins[1]]
+            if padding not in (1, 2) or min(sw, sh) < 1 or len(x_t.shape) != 4 or len(w_t.shape) != 4:
+                raise ModelError(f"{name}: operator {index} (Convolution2DTransposeBias): padding {padding}, "
+                                 f"strides {sh}x{sw} (a corrupt model?)")
+            pads = []
+            for size, k, st in ((x_t.shape[1], w_t.shape[1], sh), (x_t.shape[2], w_t.shape[2], sw)):
+                pads.append(max(0, k - (size - 1) % st - 1) // 2 if padding == 1 else 0)
+            custom_opts = dict(stride=(sh, sw), pads=tuple(pads), padding="SAME" if padding == 1 else "VALID",
+                               activation="NONE")
+            layer = names[op.outputs[0]]
+            ops.append(Op("TRANSPOSE_CONV", ins, [layer], custom_opts, name=layer))
+            continue
         outs = [names[i] for i in (op.outputs if op.outputs is not None else [])]
         lo, hi = arity.get(_KIND_ALIASES.get(kind, kind), (1, None))
         given = len([n for n in ins if n]) if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") \
@@ -186,6 +209,8 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             _fold_dequantize(tensors, ins[0], outs[0])
             continue
         opts = _options(kind, op.builtinOptions, tensors, ins, outs, layer, index)
+        if kind == "TRANSPOSE_CONV":
+            ins = [ins[2], ins[1], ins[3] if len(ins) > 3 else ""]      # (input, filter, bias) like CONV_2D
         if kind in ("RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "STRIDED_SLICE", "SLICE"):
             ins = ins[:1]           # the target shape is static: it is the output tensor's shape
         if kind == "PAD" and len(ins) > 2:
@@ -388,6 +413,17 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             raise ModelError(f"{kind} in layer '{layer}' (op {index}): block {b} does not make {list(x.shape)} "
                              f"into {list(y.shape)}")
         return dict(block_size=b)
+    if kind == "TRANSPOSE_CONV":
+        x, w, y = tensors[ins[2]], tensors[ins[1]], tensors[outs[0]]
+        if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4 or w.shape[3] != x.shape[3] or \
+                w.shape[0] != y.shape[3]:
+            raise ModelError(f"TRANSPOSE_CONV in layer '{layer}' (op {index}): filter {list(w.shape)} on "
+                             f"{list(x.shape)} -> {list(y.shape)}")
+        padding = _padding(o)
+        stride = (int(o.strideH), int(o.strideW)) if o is not None else (1, 1)
+        pads = tuple(window_padding(y.shape[1 + a], w.shape[1 + a], stride[a], 1, padding)[1] for a in (0, 1))
+        act = _activation(o, layer, index) if o is not None else "NONE"
+        return _check_window(dict(stride=stride, pads=pads, padding=padding, activation=act), layer, index)
     if kind in ("STRIDED_SLICE", "SLICE"):
         return _slice_options(kind, o, tensors, ins, outs, layer, index)
     if kind == "SOFTMAX":

@@ -18,7 +18,8 @@ __all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_outpu
            "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
            "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
            "logistic_float", "expf_glibc", "resize_bilinear_axis", "resize_nearest_axis", "resize_tables",
-           "resize_apply_int8", "resize_int8", "resize_float", "depth_to_space", "space_to_depth", "strided_slice"]
+           "resize_apply_int8", "resize_int8", "resize_float", "depth_to_space", "space_to_depth", "strided_slice",
+           "transpose_conv_acc"]
 
 
 def conv2d_accumulators(x, layer):
@@ -643,3 +644,22 @@ def space_to_depth(x, b):
 def strided_slice(x, begin, end, strides):
     """x[begin:end:strides] per axis (normalized: absolute indices, positive strides)."""
     return x[tuple(slice(int(b), int(e), int(s)) for b, e, s in zip(begin, end, strides))].copy()
+
+
+def transpose_conv_acc(x, w, stride, pads, out_hw, input_offset=0):
+    """TRANSPOSE_CONV accumulators (no bias) as LiteRT's reference scatters them: every input pixel adds
+    ``(x + input_offset) * w[oc, ky, kx, :]`` to output ``(iy * sh - pad_top + ky, ix * sw - pad_left + kx)``,
+    dropped outside the output. int64 for integer inputs, float32 for float ones."""
+    x = np.asarray(x)
+    w = np.asarray(w)
+    integer = x.dtype.kind in "iu"
+    xs = x.astype(np.int64) + int(input_offset) if integer else x.astype(np.float32)
+    ws = w.astype(np.int64) if integer else w.astype(np.float32)
+    n, h, wd, _ = x.shape
+    oc, kh, kw, _ = w.shape
+    (sh, sw), (pt, pl), (oh, ow) = stride, pads, out_hw
+    big = np.zeros((n, (h - 1) * sh + kh + pt + oh, (wd - 1) * sw + kw + pl + ow, oc), xs.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            big[:, ky:ky + (h - 1) * sh + 1:sh, kx:kx + (wd - 1) * sw + 1:sw] += xs @ ws[:, ky, kx, :].T
+    return big[:, pt:pt + oh, pl:pl + ow].copy()

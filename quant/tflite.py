@@ -76,6 +76,7 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR: 3,
     schema.BuiltinOperator.STRIDED_SLICE: 2,
     schema.BuiltinOperator.SPACE_TO_DEPTH: 2,
+    schema.BuiltinOperator.TRANSPOSE_CONV: 3,           # int8 per channel, with a bias input
 }
 
 
