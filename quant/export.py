@@ -154,14 +154,26 @@ class _Writer:
                          for a in (0, 1)) == tuple(o["pads"]):
                     padding = name
                     break
+            target = outs
             if padding is None:
-                raise ModelError(f"{op.label()}: output pads {tuple(o['pads'])} have no TFLite SAME/VALID form")
-            shape = np.array(y.shape, np.int32)
+                # Other pads: the VALID (full) output, then the window the pads select. Exact: each output
+                # element, its requantization included, depends only on its own position.
+                padding = "VALID"
+                full = (y.shape[0], (x.shape[1] - 1) * stride[0] + w.shape[1],
+                        (x.shape[2] - 1) * stride[1] + w.shape[2], y.shape[3])
+                target = [self.new_tensor(f"{op.name or op.outputs[0]}/full", op.outputs[0], full)]
+            shape = np.array(g.tensor(op.outputs[0]).shape if target is outs else full, np.int32)
             s = self.b.add_tensor(f"{op.name or op.outputs[0]}/output_shape", (4,), np.int32, data=shape)
             opts = schema.TransposeConvOptionsT(padding=padding_type(padding), strideH=stride[0], strideW=stride[1],
                                                 fusedActivationFunction=act)
             bias = ins[2] if len(ins) > 2 else -1
-            self.op(_OPS.TRANSPOSE_CONV, [s, ins[1], ins[0], bias], outs, opts, dtype)
+            self.op(_OPS.TRANSPOSE_CONV, [s, ins[1], ins[0], bias], target, opts, dtype)
+            if target is not outs:
+                (pt, pl), (_, oh, ow, oc) = o["pads"], y.shape
+                window = (("begin", [0, pt, pl, 0]), ("end", [1, pt + oh, pl + ow, oc]), ("strides", [1, 1, 1, 1]))
+                vec = [self.b.add_tensor(f"{op.name or op.outputs[0]}/{what}", (4,), np.int32,
+                                         data=np.array(v, np.int32)) for what, v in window]
+                self.op(_OPS.STRIDED_SLICE, [target[0], *vec], outs, schema.StridedSliceOptionsT(), dtype)
         elif k in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
             # LiteRT's BUILTIN_REF registers int8 DEPTH_TO_SPACE only as version 1.
             opts = (schema.DepthToSpaceOptionsT if k == "DEPTH_TO_SPACE" else schema.SpaceToDepthOptionsT)(
