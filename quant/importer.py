@@ -158,6 +158,10 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
             kind = f"CUSTOM:{custom}"
         ins = [names[i] if i >= 0 else "" for i in (op.inputs if op.inputs is not None else [])]
+        if kind in ("SPLIT", "SPLIT_V"):
+            # Each output of a SPLIT is a STRIDED_SLICE of the input (the same bytes, one op per output).
+            ops.extend(_split_as_slices(kind, op, tensors, ins, [names[i] for i in op.outputs], name, index))
+            continue
         if kind == "CUSTOM:Convolution2DTransposeBias":
             # MediaPipe's transpose conv with a bias: a TRANSPOSE_CONV whose options are a raw
             # TfLiteTransposeConvParams (int32 padding, stride_width, stride_height).
@@ -303,6 +307,31 @@ def _check_window(opts, layer, index):
             raise ModelError(f"layer '{layer}' (op {index}) has {key} {tuple(int(v) for v in opts[key])} "
                              f"(a corrupt model?)")
     return opts
+
+
+def _split_as_slices(kind, op, tensors, ins, outs, name, index):
+    """SPLIT (axis, input; num_splits equal parts) or SPLIT_V (input, size_splits, axis) as one STRIDED_SLICE
+    per output."""
+    where = f"{name}: operator {index} ({kind})"
+    axis_name, x_name = (ins[0], ins[1]) if kind == "SPLIT" else (ins[2] if len(ins) > 2 else "", ins[0])
+    if not axis_name or not tensors[axis_name].is_const or not x_name:
+        raise ModelError(f"{where} has a non-constant axis")
+    x = tensors[x_name]
+    rank = len(x.shape)
+    axis = int(np.asarray(tensors[axis_name].data).reshape(-1)[0])
+    axis = axis + rank if axis < 0 else axis
+    sizes = [tensors[o].shape[axis] if 0 <= axis < rank and len(tensors[o].shape) == rank else -1 for o in outs]
+    if not 0 <= axis < rank or min(sizes) < 1 or sum(sizes) != x.shape[axis]:
+        raise ModelError(f"{where}: outputs {[list(tensors[o].shape) for o in outs]} do not split {list(x.shape)} "
+                         f"along axis {axis}")
+    result, start = [], 0
+    for o, size in zip(outs, sizes):
+        begin, end = [0] * rank, list(x.shape)
+        begin[axis], end[axis] = start, start + size
+        start += size
+        result.append(Op("STRIDED_SLICE", [x_name], [o], dict(begin=tuple(begin), end=tuple(end),
+                                                              strides=(1,) * rank), name=o))
+    return result
 
 
 def _slice_options(kind, o, tensors, ins, outs, layer, index):

@@ -14,7 +14,7 @@ __all__ = ["load_onnx", "ONNX_OPS"]
 ONNX_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "AveragePool", "GlobalAveragePool", "MaxPool", "Pad",
             "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "Identity", "Dropout", "Constant",
             "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg",
-            "ConvTranspose", "Resize", "DepthToSpace", "SpaceToDepth", "Slice")
+            "ConvTranspose", "Resize", "DepthToSpace", "SpaceToDepth", "Slice", "Split")
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -325,6 +325,33 @@ class _Converter:
         self.emit("STRIDED_SLICE", [self.ir(x)], node.output[0], shape,
                   dict(begin=tuple(begin), end=tuple(end), strides=tuple(stride)), layer)
         self.layout[node.output[0]] = "NHWC"
+
+    def op_Split(self, node, a, layer):
+        """Each output a STRIDED_SLICE of the input (split sizes from the input, the attribute or equal parts)."""
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        xs = self.shape(x)
+        axis = int(a.get("axis", 0))
+        axis = _NCHW_TO_NHWC_AXIS[axis + 4 if axis < 0 else axis]
+        n_out = len(node.output)
+        if len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in np.asarray(self.const(node.input[1], node, "split")).reshape(-1)]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            part = -(-xs[axis] // n_out)
+            sizes = [min(part, xs[axis] - i * part) for i in range(n_out)]
+        if len(sizes) != n_out or min(sizes) < 1 or sum(sizes) != xs[axis]:
+            self.fail(f"Split '{layer}': sizes {sizes} do not split {xs[axis]} into {n_out} outputs")
+        start = 0
+        for out, size in zip(node.output, sizes):
+            begin, end = [0, 0, 0, 0], list(xs)
+            begin[axis], end[axis] = start, start + size
+            start += size
+            shape = tuple(e - b for b, e in zip(begin, end))
+            self.emit("STRIDED_SLICE", [self.ir(x)], out, shape,
+                      dict(begin=tuple(begin), end=tuple(end), strides=(1, 1, 1, 1)), f"{layer}/{out}")
+            self.layout[out] = "NHWC"
 
     def _fc(self, node, layer, x, w_units_by_k, bias):
         """FULLY_CONNECTED from [N, K] input and weights [units, K]; undoes an NHWC flatten's order."""

@@ -97,3 +97,41 @@ def test_gather_refusals():
     n.ops.append(Op("STRIDED_SLICE", [a], [t], dict(begin=(0, 0, 0, 0), end=(1, 4, 4, 8), strides=(1, 1, 1, 2))))
     with pytest.raises(ModelError, match="C \\(step 1\\)"):
         compile_graph(n.graph(n.conv(t, 3, k=1, out_q=(0.1, 0))), CONFIGS["tiny"])
+
+
+@pytest.mark.parametrize("kind", ["SPLIT", "SPLIT_V"])
+def test_split_imports_as_slices_and_matches_builtin_ref(kind):
+    """SPLIT / SPLIT_V: one STRIDED_SLICE per output, equal to BUILTIN_REF; on the die, GATHERs."""
+    b = TFLiteBuilder()
+    x = b.add_input("x", (1, 4, 6, 10), np.int8, scale=0.05, zero_point=-3)
+    axis = b.add_tensor("axis", (1,), np.int32, data=np.array([3 if kind == "SPLIT" else -2], np.int32))
+    shapes = [(1, 4, 6, 5)] * 2 if kind == "SPLIT" else [(1, 4, 1, 10), (1, 4, 3, 10), (1, 4, 2, 10)]
+    outs = [b.add_tensor(f"y{i}", s, np.int8, scale=0.05, zero_point=-3) for i, s in enumerate(shapes)]
+    if kind == "SPLIT":
+        b.add_operator(OPS.SPLIT, [axis, x], outs, schema.SplitOptionsT(numSplits=2), version=2)
+    else:
+        sizes = b.add_tensor("sizes", (3,), np.int32, data=np.array([1, 3, 2], np.int32))
+        b.add_operator(OPS.SPLIT_V, [x, sizes, axis], outs, schema.SplitVOptionsT(numSplits=3), version=2)
+    for o in outs:
+        b.mark_output(o)
+    model = b.build()
+    g = load_model(model)
+    assert [op.kind for op in g.ops] == ["STRIDED_SLICE"] * len(shapes)
+    xv = np.random.default_rng(2).integers(-128, 128, (1, 4, 6, 10)).astype(np.int8)
+    for got, want in zip(run_graph(g, [xv]), run_reference(model, [xv])):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(run_reference(export_tflite(g), [xv]), run_reference(model, [xv])):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_onnx_split_matches_onnxruntime():
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    from tests.test_quant_import import compare_onnx, onnx_model, w
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]),
+             helper.make_node("Split", ["c1"], ["s0", "s1", "s2"], axis=1, split=[2, 3, 1]),
+             helper.make_node("Split", ["c1"], ["h0", "h1"], axis=3)]
+    data = onnx_model(nodes, {"w1": w(6, 3, 1, 1), "b1": w(6)}, [1, 3, 5, 4], ["s0", "s1", "s2", "h0", "h1"], opset=11)
+    g = compare_onnx(data, (1, 3, 5, 4), [True] * 5)
+    assert [op.kind for op in g.ops].count("STRIDED_SLICE") == 5
