@@ -35,7 +35,8 @@ HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
 LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
 _DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "MEAN", "AVERAGE_POOL_2D",
-              "MAX_POOL_2D", "PAD", "CONCATENATION", "RESHAPE", *LUT_OPS)
+              "MAX_POOL_2D", "PAD", "CONCATENATION", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+              "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "ZERO_INSERT", *LUT_OPS)
 _LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
 
 
@@ -491,6 +492,89 @@ class _Compiler:
         self.blocks["params"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
+    def resize(self, op):
+        """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: the per-axis tables of quant.ref in weight space (the row
+        table with the parameter records, the column table with the depthwise blocks)."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        oh, ow = (int(v) for v in self.g.tensor(out).shape[1:3])
+        if self.wb < fmt.RESIZE_ENTRY_BYTES:
+            raise ModelError(f"{what}: weight words of {self.wb} bytes hold no {fmt.RESIZE_ENTRY_BYTES}-byte "
+                             f"RESIZE table entry")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            # LiteRT's int8 resize kernels copy and interpolate raw values: equal quantization is what they mean.
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        try:
+            rows, cols = ref.resize_tables(op.kind, (h, w), (oh, ow), bool(op.opts.get("align_corners", False)),
+                                           bool(op.opts.get("half_pixel_centers", False)))
+        except ValueError as e:
+            raise ModelError(f"{what}: {e}") from None
+        row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
+        self.define(out, (oh, ow, c), what)
+        layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0], weight_words=col_block.shape[0],
+                           weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                              weight_words=col_block.shape[0], out_zp=zo)
+        self.blocks["params"].append((layer, desc, row_block))
+        self.blocks["dw"].append((layer, desc, col_block))
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def gather(self, op):
+        """DEPTH_TO_SPACE / SPACE_TO_DEPTH (b*b GATHERs, a channel block each) and STRIDED_SLICE / SLICE (one)."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        shape = tuple(self.g.tensor(x).shape)
+        if len(shape) != 4 or (h, w, c) != tuple(shape[1:]):
+            raise ModelError(f"{what}: input {shape} is not a single-frame NHWC tensor")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        o = op.opts
+        boxes = []                 # (src (y, x, c), src steps (y, x), size (h, w, c), dst (y, x, c), dst steps)
+        if op.kind == "ZERO_INSERT":
+            (sh, sw), (zh, zw) = o["stride"], o["size"]
+            boxes.append(((0, 0, 0), (1, 1), (min(h, (zh - 1) // sh + 1), min(w, (zw - 1) // sw + 1), c), (0, 0, 0),
+                          (sh, sw)))
+            out_hwc = (zh, zw, c)
+        elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+            b = int(o["block_size"])
+            for dy in range(b):
+                for dx in range(b):
+                    k = dy * b + dx
+                    if op.kind == "DEPTH_TO_SPACE":
+                        oc = c // (b * b)
+                        boxes.append(((0, 0, k * oc), (1, 1), (h, w, oc), (dy, dx, 0), (b, b)))
+                    else:
+                        boxes.append(((dy, dx, 0), (b, b), (h // b, w // b, c), (0, 0, k * c), (1, 1)))
+            out_hwc = (h * b, w * b, c // (b * b)) if op.kind == "DEPTH_TO_SPACE" else (h // b, w // b, c * b * b)
+        else:
+            begin, end, strides = o["begin"], o["end"], o["strides"]
+            if begin[0] != 0 or end[0] != 1 or strides[3] != 1:
+                raise ModelError(f"{what}: begin {list(begin)} end {list(end)} strides {list(strides)}; the die "
+                                 f"slices H, W (any step) and C (step 1) of a single frame")
+            size = tuple(len(range(bb, e, st)) for bb, e, st in zip(begin[1:], end[1:], strides[1:]))
+            boxes.append((tuple(begin[1:]), tuple(strides[1:3]), size, (0, 0, 0), (1, 1)))
+            out_hwc = size
+        if min(out_hwc) < 1:
+            raise ModelError(f"{what}: empty output {out_hwc}")
+        self.define(out, out_hwc, what)
+        layer = self.layer(op, "GATHER", [x], out)
+        for i, (src, sstep, size, dst, dstep) in enumerate(boxes):
+            self.check(what, src_y=(src[0], "u16"), src_x=(src[1], "u16"), src_c=(src[2], "u16"),
+                       g_h=(size[0], "u16"), g_w=(size[1], "u16"), g_c=(size[2], "u16"), src_sy=(sstep[0], "u8"),
+                       src_sx=(sstep[1], "u8"), dst_sy=(dstep[0], "u8"), dst_sx=(dstep[1], "u8"),
+                       copy_y=(dst[0], "u16"), copy_x=(dst[1], "u16"), copy_c=(dst[2], "u16"))
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["GATHER"], flags=fmt.FILL if i == 0 else 0, out_zp=zo,
+                                  fill=zo if i == 0 else 0, src_y=src[0], src_x=src[1], src_c=src[2], g_h=size[0],
+                                  g_w=size[1], g_c=size[2], src_sy=sstep[0], src_sx=sstep[1], dst_sy=dstep[0],
+                                  dst_sx=dstep[1], copy_y=dst[0], copy_x=dst[1], copy_c=dst[2])
+            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
     def copies(self, op, parts, out, out_hwc, fill):
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
@@ -624,6 +708,10 @@ class _Compiler:
                 self.concat(op)
             elif op.kind == "RESHAPE":
                 self.reshape(op, consumers)
+            elif op.kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+                self.resize(op)
+            elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "ZERO_INSERT"):
+                self.gather(op)
             elif op.kind in LUT_OPS:
                 self.lut(op)
         if not self.layers:
@@ -811,10 +899,46 @@ def _allocate(roots, sizes, start, end):
     return addr
 
 
+def expand_transpose_convs(graph):
+    """A Graph where each TRANSPOSE_CONV is a ZERO_INSERT (the die's GATHER with destination steps = the
+    strides, filled with the input's zero point) and a stride-1 CONV_2D with the kernel flipped in H and W and
+    ``kernel - 1 - pad`` rows/columns of top/left padding. Exact: the zero point contributes (zp - zp) = 0 to
+    the accumulators, so they, the bias and the per-channel requantization are TRANSPOSE_CONV's own."""
+    if not any(op.kind == "TRANSPOSE_CONV" for op in graph.ops):
+        return graph
+    tensors, ops = dict(graph.tensors), []
+    for op in graph.ops:
+        if op.kind != "TRANSPOSE_CONV":
+            ops.append(op)
+            continue
+        x, w, y = (graph.tensor(n) for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        if w.data is None or w.quant is None:
+            raise ModelError(f"{op.label()}: the filter must be a quantized constant")
+        (sh, sw), (pt, pl) = op.opts["stride"], op.opts["pads"]
+        _, kh, kw, _ = w.shape
+        _, oh, ow, _ = y.shape
+        if pt > kh - 1 or pl > kw - 1:
+            raise ModelError(f"{op.label()}: output padding {(pt, pl)} beyond the kernel {(kh, kw)}")
+        top, left = kh - 1 - pt, kw - 1 - pl
+        zh, zw = oh + kh - 1 - top, ow + kw - 1 - left
+        base = op.name or op.outputs[0]
+        z = Tensor(f"{base}/zero_inserted", (1, zh, zw, x.shape[3]), x.dtype, quant=x.quant)
+        wf = Tensor(f"{base}/flipped_filter", w.shape, w.dtype, data=np.ascontiguousarray(w.data[:, ::-1, ::-1, :]),
+                    quant=w.quant)
+        tensors[z.name], tensors[wf.name] = z, wf
+        ops.append(Op("ZERO_INSERT", [x.name], [z.name], {"stride": (sh, sw), "size": (zh, zw)},
+                      name=f"{base}/zero_insert"))
+        ops.append(Op("CONV_2D", [z.name, wf.name, *op.inputs[2:]], list(op.outputs),
+                      {"stride": (1, 1), "dilation": (1, 1), "pads": (top, 0, left, 0),
+                       "activation": op.opts.get("activation", "NONE")}, name=op.name))
+    return Graph(tensors=tensors, ops=ops, inputs=list(graph.inputs), outputs=list(graph.outputs), name=graph.name,
+                 notes=list(graph.notes))
+
+
 def compile_graph(graph, config):
     """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
     uses an operator the die does not run or does not fit the configuration's SRAM."""
     try:
-        return _Compiler(graph, config).run()
+        return _Compiler(expand_transpose_convs(graph), config).run()
     except fmt.ProgramError as e:
         raise ModelError(f"model '{graph.name}': {e}") from None

@@ -65,7 +65,7 @@ def conv_params(graph: Graph, op: Op):
     out_s, out_zp = _scalar_q(graph, y.name, op)
     if w.quant is None:
         raise ModelError(f"{op.label()}: filter '{w.name}' has no quantization parameters")
-    cout = w.shape[0] if op.kind == "CONV_2D" else w.shape[3]
+    cout = w.shape[0] if op.kind in ("CONV_2D", "TRANSPOSE_CONV") else w.shape[3]
     scales = _channel_scales(w.quant, cout)
     mult, shift = zip(*(quantize_multiplier(float(in_s) * float(s) / float(out_s)) for s in scales))
     lo, hi = activation_range(op.opts.get("activation", "NONE"), out_s, out_zp)
@@ -265,6 +265,17 @@ def _run_op(graph, op, env):
             else:
                 acc = ref.depthwise_conv2d_acc(x, w, o.get("depth_multiplier", 1), **geo)
             out = ref.float_activation(acc + (b if b is not None else np.float32(0)), o.get("activation", "NONE"))
+    elif k == "TRANSPOSE_CONV":
+        w, b = ins[1], (ins[2] if len(ins) > 2 else None)
+        geo = dict(stride=tuple(o["stride"]), pads=tuple(o["pads"]), out_hw=tuple(y.shape[1:3]))
+        if integer:
+            p = conv_params(graph, op)
+            acc = ref.transpose_conv_acc(x, w, input_offset=p["input_offset"], **geo)
+            out = ref.requantize_acc(acc, b, p["multiplier"], p["shift"], p["output_zero_point"], p["act_min"],
+                                     p["act_max"])
+        else:
+            acc = ref.transpose_conv_acc(x, w, **geo)
+            out = ref.float_activation(acc + (b if b is not None else np.float32(0)), o.get("activation", "NONE"))
     elif k == "FULLY_CONNECTED":
         w, b = ins[1], (ins[2] if len(ins) > 2 else None)
         if integer:
@@ -323,6 +334,18 @@ def _run_op(graph, op, env):
         else:
             value = _scalar_q(graph, y.name, op)[1] if integer else 0
         out = ref.pad(x, ins[1], value)
+    elif k in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        flags = (bool(o.get("align_corners", False)), bool(o.get("half_pixel_centers", False)))
+        if integer:
+            out = ref.resize_int8(x, k, tuple(y.shape[1:3]), *flags)
+        else:
+            out = ref.resize_float(x, k, tuple(y.shape[1:3]), *flags)
+    elif k == "DEPTH_TO_SPACE":
+        out = ref.depth_to_space(x, int(o["block_size"]))
+    elif k == "SPACE_TO_DEPTH":
+        out = ref.space_to_depth(x, int(o["block_size"]))
+    elif k in ("STRIDED_SLICE", "SLICE"):
+        out = ref.strided_slice(x, o["begin"], o["end"], o["strides"])
     elif k == "RESHAPE":
         if x.size != int(np.prod(y.shape)):
             raise ModelError(f"{op.label()}: cannot reshape {list(x.shape)} to {list(y.shape)}")

@@ -26,6 +26,7 @@ from .program import (
     read_packed,
     read_stream,
     read_tensor,
+    resize_table_words,
     tensor_words,
     unpack,
     unpack_conv_weights,
@@ -33,6 +34,7 @@ from .program import (
     unpack_fc_params,
     unpack_im2col_weights,
     unpack_params,
+    unpack_resize_table,
     write_packed,
     write_tensor,
 )
@@ -123,6 +125,19 @@ def _check(i, d, cols, rows):
                            d.copy_c + d.in_c > d.out_c):
         raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} at ({d.copy_y}, {d.copy_x}, {d.copy_c}) does not "
                            f"fit the {d.out_h}x{d.out_w}x{d.out_c} output")
+    if d.op == "GATHER":
+        for axis, src, step, n, size, dst, dstep, osize in (
+                ("y", d.src_y, d.src_sy, d.g_h, d.in_h, d.copy_y, d.dst_sy, d.out_h),
+                ("x", d.src_x, d.src_sx, d.g_w, d.in_w, d.copy_x, d.dst_sx, d.out_w),
+                ("c", d.src_c, 1, d.g_c, d.in_c, d.copy_c, 1, d.out_c)):
+            if n < 1 or step < 1 or dstep < 1 or src + (n - 1) * step >= size or dst + (n - 1) * dstep >= osize:
+                raise ProgramError(f"{where}: {axis}: {n} from {src} step {step} of {size} to {dst} step {dstep} "
+                                   f"of {osize} does not fit")
+    if d.op == "RESIZE" and (d.in_c != d.out_c or d.param_words != resize_table_words(d.out_h, rows * cols)
+                             or d.weight_words != resize_table_words(d.out_w, rows * cols)):
+        raise ProgramError(f"{where}: in_c {d.in_c}, out_c {d.out_c}, table words {d.param_words}/{d.weight_words} "
+                           f"(the format gives {resize_table_words(d.out_h, rows * cols)}/"
+                           f"{resize_table_words(d.out_w, rows * cols)})")
     if d.op == "LUT" and d.param_words * rows * cols < 256:
         raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
@@ -187,6 +202,29 @@ def step(i, d, sram, wsram, rows, cols):
     elif d.op == "LUT":
         table = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, 256), np.int8)
         out = table[x.astype(np.int64) + 128]
+    elif d.op == "GATHER":
+        n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
+        if d.out_addr + n > sram.shape[0]:
+            raise ProgramError(f"{where}: output runs past the activation SRAM")
+        if d.flags & FILL:
+            write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
+        out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
+        box = x[d.src_y:d.src_y + (d.g_h - 1) * d.src_sy + 1:d.src_sy,
+                d.src_x:d.src_x + (d.g_w - 1) * d.src_sx + 1:d.src_sx, d.src_c:d.src_c + d.g_c]
+        out[d.copy_y:d.copy_y + (d.g_h - 1) * d.dst_sy + 1:d.dst_sy,
+            d.copy_x:d.copy_x + (d.g_w - 1) * d.dst_sx + 1:d.dst_sx, d.copy_c:d.copy_c + d.g_c] = box
+    elif d.op == "RESIZE":
+        tables = []
+        for addr, words, n, size, axis in ((d.param_addr, d.param_words, d.out_h, d.in_h, "row"),
+                                           (d.weight_addr, d.weight_words, d.out_w, d.in_w, "column")):
+            lo, hi, frac = unpack_resize_table(_region(wsram, addr, words, where), n)
+            bad = (lo >= size) | (hi >= size) | (frac < -1024) | (frac > 1024)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise ProgramError(f"{where}: {axis} table entry {k} ({lo[k]}, {hi[k]}, {frac[k]}) is outside the "
+                                   f"input ({size}) or the fraction range -1024..1024")
+            tables.append((lo, hi, frac))
+        out = ref.resize_apply_int8(x, *tables)
     elif d.op == "COPY":
         n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
         if d.out_addr + n > sram.shape[0]:

@@ -127,6 +127,12 @@ class Net:
     def unary(self, x, kind, out_q, **opts):
         return self.op(kind, [x], [self.act(self.shape(x), *out_q)], **opts)
 
+    def resize(self, x, kind, out_hw, align_corners=False, half_pixel_centers=False):
+        """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR to `out_hw`, the output quantized like the input."""
+        n, _, _, c = self.shape(x)
+        return self.op(kind, [x], [self.act((n, *out_hw, c), *self.q(x))], align_corners=align_corners,
+                       half_pixel_centers=half_pixel_centers)
+
     def graph(self, *outputs):
         return Graph(tensors=dict(self.tensors), ops=list(self.ops), inputs=[self.input], outputs=list(outputs),
                      name=self.name)
@@ -189,7 +195,7 @@ def test_pack_unpack_round_trip_and_byte_positions():
 @pytest.mark.parametrize("patch,message", [
     (dict(opcode=0), "invalid opcode 0"), (dict(opcode=14), "invalid opcode 14"),
     (dict(opcode=3, flags=1), "invalid flags"), (dict(opcode=6, flags=2), "invalid flags"),
-    (dict(opcode=1, reserved3=5), "reserved3"),
+    (dict(opcode=1, reserved7=5), "reserved7"),
 ])
 def test_unpack_refuses(patch, message):
     with pytest.raises(fmt.ProgramError, match=message):
@@ -448,10 +454,27 @@ def net_arith(c=11, hw=(5, 6)):
     return n.graph(p1, s)
 
 
+def net_resize():
+    n = Net((1, 5, 6, 3), seed=31)
+    a = n.conv(n.input, 5, k=3, out_q=(0.05, 2))
+    up = n.resize(a, "RESIZE_BILINEAR", (9, 13), half_pixel_centers=True)
+    down = n.resize(a, "RESIZE_NEAREST_NEIGHBOR", (3, 4), align_corners=True)
+    return n.graph(n.conv(up, 3, k=1, out_q=(0.1, 0)), n.conv(down, 3, k=1, out_q=(0.1, 0)))
+
+
+def net_gather():
+    n = Net((1, 4, 6, 3), seed=32)
+    a = n.conv(n.input, 12, k=3, out_q=(0.05, 2))
+    d = n.op("DEPTH_TO_SPACE", [a], [n.act((1, 8, 12, 3), *n.q(a))], block_size=2)
+    s = n.op("STRIDED_SLICE", [a], [n.act((1, 2, 3, 7), *n.q(a))], begin=(0, 1, 0, 5), end=(1, 4, 6, 12),
+             strides=(1, 2, 2, 1))
+    return n.graph(n.conv(d, 3, k=1, out_q=(0.1, 0)), n.conv(s, 3, k=1, out_q=(0.1, 0)))
+
+
 NETS = {"conv_strided": net_conv_strided, "channel_tiles": net_channel_tiles, "depthwise": net_depthwise,
         "add_pools": net_add_pools, "pad_concat": net_pad_concat, "fc": net_fc,
         "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1),
-        "arith": net_arith}
+        "arith": net_arith, "resize": net_resize, "gather": net_gather}
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
