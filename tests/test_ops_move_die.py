@@ -1,5 +1,6 @@
 """RESIZE and GATHER on the whole die (Verilator, input on the tensor port, a stalling CSI-2 PHY): a small graph
-with DEPTH_TO_SPACE, RESIZE_BILINEAR (half pixel centers), RESIZE_NEAREST_NEIGHBOR and a strided channel slice
+with DEPTH_TO_SPACE, RESIZE_BILINEAR (half pixel centers), RESIZE_NEAREST_NEIGHBOR, a strided channel slice and a
+TRANSPOSE_CONV (zero-inserting GATHER and CONV)
 equals the golden program executor element for element, and every descriptor's cycles equal quant.timing."""
 
 import numpy as np
@@ -26,7 +27,8 @@ def move_net():
     s = n.op("STRIDED_SLICE", [b], [n.act((1, 3, 6, 4), *n.q(b))], begin=(0, 1, 0, 1), end=(1, 9, 11, 5),
              strides=(1, 3, 2, 1))
     nn = n.resize(s, "RESIZE_NEAREST_NEIGHBOR", (5, 4), align_corners=True)
-    return n.graph(n.conv(nn, 4, k=1, out_q=(0.1, 0)))
+    t = n.tconv(nn, 3, k=3, stride=2, pads=(1, 0), act="RELU")                     # 10 x 8 x 3
+    return n.graph(n.conv(nn, 4, k=1, out_q=(0.1, 0)), t)
 
 
 def test_move_graph_on_the_die():

@@ -64,3 +64,15 @@ def test_gather_descriptors_match_golden_executor(config, channels):
     ran = check_graph(gather_net(channels), CONFIGS[config])
     assert len(ran["GATHER"]) == 4 + 4 + 1 + 1
     assert any(d.src_c % CONFIGS[config].array_cols > d.copy_c % CONFIGS[config].array_cols for d, _ in ran["GATHER"])
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_transpose_conv_zero_insertion_matches_golden_executor(config):
+    """TRANSPOSE_CONV's zero-inserting GATHER (destination steps, FILL with the zero point, a box cut short by
+    the output) word for word."""
+    n = Net((1, 3, 4, 3), seed=71)
+    a = n.conv(n.input, 6, k=1, out_q=(0.05, 3))
+    t1 = n.tconv(a, 5, k=3, stride=2, pads=(1, 1))
+    t2 = n.tconv(a, 2, k=(2, 3), stride=3, pads=(0, 2), out_hw=(7, 9))
+    ran = check_graph(n.graph(t1, t2), CONFIGS[config])
+    assert len(ran["GATHER"]) == 2 and all(d.flags & fmt.FILL and d.dst_sy > 1 for d, _ in ran["GATHER"])

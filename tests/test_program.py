@@ -92,6 +92,17 @@ class Net:
         return self.op("CONV_2D", [x, f, bias], [y], stride=(stride, stride), activation=act, dilation=(1, 1),
                        **geo)
 
+    def tconv(self, x, cout, k=3, stride=2, pads=(1, 1), out_hw=None, out_q=(0.06, -1), act="NONE"):
+        """TRANSPOSE_CONV (OHWI filter, per-channel, int32 bias); the output is in * stride by default."""
+        n, h, w, cin = self.shape(x)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        oh, ow = out_hw or (h * stride, w * stride)
+        wq, ws, wquant = self._weights((cout, kh, kw, cin), cout, 0)
+        f = self.const(wq, "int8", "filter", wquant)
+        bias = self.const(self.rng.integers(-3000, 3000, cout), "int32", "bias")
+        y = self.act((n, oh, ow, cout), *out_q)
+        return self.op("TRANSPOSE_CONV", [x, f, bias], [y], stride=(stride, stride), pads=tuple(pads), activation=act)
+
     def fc(self, x, units, out_q=(0.1, -5), act="NONE", per_channel=False):
         depth = int(np.prod(self.shape(x)[1:]))
         wq, ws, wquant = self._weights((units, depth), units, 0, per_channel)
