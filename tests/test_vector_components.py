@@ -55,7 +55,7 @@ def test_decode():
     dut = VectorDecode(CFG)
     cases = [
         (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
-                        left_shift=20, in_shift=5, in2_shift=-7), "add", False),
+                        in2_h=1, in2_w=1, in2_ct=1, left_shift=20, in_shift=5, in2_shift=-7), "add", False),
         (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
                         left_shift=30, in_shift=-32), "add", True),
         (fmt.Descriptor(opcode=fmt.OPCODES["AVGPOOL"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
