@@ -10,7 +10,17 @@ import numpy as np
 from . import elementwise, ref, timing
 from . import program as fmt
 from .arith import activation_range
-from .executor import add_params, conv_params, fully_connected_params, op_pads, run_graph
+from .executor import (
+    add_params,
+    conv_params,
+    fully_connected_params,
+    mean_axes,
+    mean_params,
+    mul_params,
+    op_pads,
+    prelu_params,
+    run_graph,
+)
 from .graph import Graph, ModelError, Op, Tensor
 
 __all__ = ["compile_graph", "CompiledModel", "Layer", "HOST_OPS", "LUT_OPS", "bank_use"]
@@ -24,8 +34,9 @@ HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
 # Elementwise int8 -> int8 operators: any function of one int8 value is a 256-entry table (LUT opcode).
 LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
 
-_DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD",
-              "CONCATENATION", "RESHAPE", *LUT_OPS)
+_DIE_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "MEAN", "AVERAGE_POOL_2D",
+              "MAX_POOL_2D", "PAD", "CONCATENATION", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+              "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "ZERO_INSERT", *LUT_OPS)
 _LIMITS = {"u8": 0xFF, "u16": 0xFFFF}
 
 
@@ -335,24 +346,103 @@ class _Compiler:
             desc.flags |= fmt.PACKED
             desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
 
-    def add(self, op):
+    def scalar_operand(self, op):
+        """An ADD/SUB/MUL of an activation and one constant value (a table, LUT)."""
+        ts = [self.g.tensor(n) for n in op.inputs[:2]]
+        return sum(t.is_const for t in ts) == 1 and all(t.data.size == 1 for t in ts if t.is_const)
+
+    def binary_operands(self, op, commutative):
+        """(first, second, swapped) of an ADD/SUB/MUL: the first input has the output's shape, the second is that
+        shape too or broadcasts as 1x1xC or 1x1x1 (a commutative operator's inputs may be swapped for it)."""
         what = op.label()
         a, b = op.inputs[0], op.inputs[1]
         ha, hb = self.act(a, what), self.act(b, what)
-        if ha != hb:
-            raise ModelError(f"{what}: inputs {ha} and {hb} differ; the die adds tensors of equal shape "
-                             f"(no broadcasting)")
+
+        def fits(big, small):
+            return small in (big, (1, 1, big[2]), (1, 1, 1))
+
+        if fits(ha, hb):
+            return a, b, False
+        if commutative and fits(hb, ha):
+            return b, a, True
+        raise ModelError(f"{what}: inputs {ha} and {hb}; the die broadcasts the second input only as 1x1xC or "
+                         f"1x1x1" + ("" if commutative else " (and not the first input of a SUB)"))
+
+    def add(self, op):
+        what = op.label()
+        a, b, swapped = self.binary_operands(op, commutative=op.kind == "ADD")
         out = op.outputs[0]
         p = add_params(self.g, op)
-        self.define(out, ha, what)
+        if swapped:
+            p = {k.replace("input1", "#").replace("input2", "input1").replace("#", "input2"): v for k, v in p.items()}
+        self.define(out, self.act(a, what), what)
         layer = self.layer(op, "ADD", [a, b], out)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_zp=-p["input1_offset"], in2_zp=-p["input2_offset"],
                               out_zp=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
                               left_shift=p["left_shift"], in_mult=p["input1_multiplier"],
                               in_shift=p["input1_shift"], in2_mult=p["input2_multiplier"],
                               in2_shift=p["input2_shift"], out_mult=p["output_multiplier"],
+                              out_shift=p["output_shift"], flags=fmt.NEG2 if op.kind == "SUB" else 0)
+        self.emit(layer, desc, {"in_addr": a, "in2_addr": b, "out_addr": out})
+
+    def mul(self, op):
+        what = op.label()
+        a, b, swapped = self.binary_operands(op, commutative=True)
+        out = op.outputs[0]
+        p = mul_params(self.g, op)
+        za, zb = -p["input1_offset"], -p["input2_offset"]
+        if swapped:
+            za, zb = zb, za
+        self.define(out, self.act(a, what), what)
+        layer = self.layer(op, "MUL", [a, b], out)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["MUL"], in_zp=za, in2_zp=zb, out_zp=p["output_offset"],
+                              act_min=p["act_min"], act_max=p["act_max"], out_mult=p["output_multiplier"],
                               out_shift=p["output_shift"])
         self.emit(layer, desc, {"in_addr": a, "in2_addr": b, "out_addr": out})
+
+    def mean(self, op):
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        shape = tuple(self.g.tensor(x).shape)
+        if len(shape) != 4 or mean_axes(self.g, op) != [1, 2]:
+            raise ModelError(f"{what}: MEAN over axes {mean_axes(self.g, op)} of {shape}; the die averages over "
+                             f"H and W (axes 1 and 2) of a single frame")
+        if max(h, w) > 255:
+            raise ModelError(f"{what}: MEAN over {h}x{w}; the die averages at most 255x255")
+        p = mean_params(self.g, op)
+        self.define(out, (1, 1, c), what)
+        layer = self.layer(op, "MEAN", [x], out)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["MEAN"], in_zp=p["input_zero_point"], out_zp=p["output_zero_point"],
+                              act_min=-128, act_max=127, out_mult=p["multiplier"], out_shift=p["shift"])
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def prelu(self, op):
+        """PRELU with one alpha is a LUT; with one alpha per channel the PRELU unit (alphas in weight space)."""
+        what = op.label()
+        alpha = self.g.tensor(op.inputs[1])
+        if alpha.is_const and alpha.data.size == 1:
+            return self.lut(op)
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        if not alpha.is_const or alpha.dtype != "int8":
+            raise ModelError(f"{what}: alpha '{alpha.name}' must be a constant int8 tensor")
+        if alpha.data.size != c or any(d != 1 for d in alpha.data.shape[:-1]):
+            raise ModelError(f"{what}: alpha of shape {tuple(alpha.data.shape)}; the die takes one alpha per "
+                             f"channel ({c}) or one for all")
+        if c > 256:
+            raise ModelError(f"{what}: {c} channels; the die's PRELU holds at most 256 alphas")
+        p = prelu_params(self.g, op)
+        block = fmt.stream_words(alpha.data.astype(np.int8).reshape(-1).tobytes(), self.wb)
+        self.define(out, (h, w, c), what)
+        layer = self.layer(op, "PRELU", [x], out, param_words=block.shape[0], weights=c,
+                           weight_bytes=block.shape[0] * self.wb)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["PRELU"], param_words=block.shape[0], in_zp=-p["input_offset"],
+                              in2_zp=-p["alpha_offset"], out_zp=p["output_offset"], act_min=-128, act_max=127,
+                              in_mult=p["multiplier_1"], in_shift=p["shift_1"], in2_mult=p["multiplier_2"],
+                              in2_shift=p["shift_2"])
+        self.blocks["params"].append((layer, desc, block))
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
     def pool(self, op):
         what = op.label()
@@ -380,19 +470,20 @@ class _Compiler:
     def lut(self, op):
         """An elementwise int8 operator as a 256-entry table, computed by the graph executor itself."""
         what = op.label()
-        x, out = op.inputs[0], op.outputs[0]
+        k = next((i for i, n in enumerate(op.inputs) if n and not self.g.tensor(n).is_const), 0)
+        x, out = op.inputs[k], op.outputs[0]                           # the activation (a MUL's may be second)
         hwc = self.act(x, what)
         tx, ty = self.g.tensor(x), self.g.tensor(out)
         if tx.dtype != "int8" or ty.dtype != "int8":
             raise ModelError(f"{what}: {tx.dtype} -> {ty.dtype}; the die's LUT maps int8 to int8")
         _, zo = _scalar_quant(self.g, out, what)
-        consts = {n: self.g.tensor(n) for n in op.inputs[1:] if n}     # e.g. a PRELU's alpha
-        if any(not t.is_const for t in consts.values()):
-            raise ModelError(f"{what}: a second input that is not a constant; the die's LUT maps one int8 value")
+        consts = {n: self.g.tensor(n) for i, n in enumerate(op.inputs) if n and i != k}   # a PRELU's alpha, ...
+        if any(not t.is_const or t.data.size != 1 for t in consts.values()):
+            raise ModelError(f"{what}: a second input that is not one constant; the die's LUT maps one int8 value")
+        inputs = ["x" if i == k else n for i, n in enumerate(op.inputs)]
         probe = Graph(tensors={"x": Tensor("x", (1, 256), "int8", quant=tx.quant),
                                "y": Tensor("y", (1, 256), "int8", quant=ty.quant), **consts},
-                      ops=[Op(op.kind, ["x", *op.inputs[1:]], ["y"], dict(op.opts), name=op.name)], inputs=["x"],
-                      outputs=["y"])
+                      ops=[Op(op.kind, inputs, ["y"], dict(op.opts), name=op.name)], inputs=["x"], outputs=["y"])
         table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
         block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
         self.define(out, hwc, what)
@@ -400,6 +491,89 @@ class _Compiler:
         desc = fmt.Descriptor(opcode=fmt.OPCODES["LUT"], param_words=block.shape[0], out_zp=zo)
         self.blocks["params"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def resize(self, op):
+        """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: the per-axis tables of quant.ref in weight space (the row
+        table with the parameter records, the column table with the depthwise blocks)."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        oh, ow = (int(v) for v in self.g.tensor(out).shape[1:3])
+        if self.wb < fmt.RESIZE_ENTRY_BYTES:
+            raise ModelError(f"{what}: weight words of {self.wb} bytes hold no {fmt.RESIZE_ENTRY_BYTES}-byte "
+                             f"RESIZE table entry")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            # LiteRT's int8 resize kernels copy and interpolate raw values: equal quantization is what they mean.
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        try:
+            rows, cols = ref.resize_tables(op.kind, (h, w), (oh, ow), bool(op.opts.get("align_corners", False)),
+                                           bool(op.opts.get("half_pixel_centers", False)))
+        except ValueError as e:
+            raise ModelError(f"{what}: {e}") from None
+        row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
+        self.define(out, (oh, ow, c), what)
+        layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0], weight_words=col_block.shape[0],
+                           weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
+        desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                              weight_words=col_block.shape[0], out_zp=zo)
+        self.blocks["params"].append((layer, desc, row_block))
+        self.blocks["dw"].append((layer, desc, col_block))
+        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+
+    def gather(self, op):
+        """DEPTH_TO_SPACE / SPACE_TO_DEPTH (b*b GATHERs, a channel block each) and STRIDED_SLICE / SLICE (one)."""
+        what = op.label()
+        x, out = op.inputs[0], op.outputs[0]
+        h, w, c = self.act(x, what)
+        shape = tuple(self.g.tensor(x).shape)
+        if len(shape) != 4 or (h, w, c) != tuple(shape[1:]):
+            raise ModelError(f"{what}: input {shape} is not a single-frame NHWC tensor")
+        si, zi = _scalar_quant(self.g, x, what)
+        so, zo = _scalar_quant(self.g, out, what)
+        if zi != zo or np.float32(si) != np.float32(so):
+            raise ModelError(f"{what}: input ({si:g}, {zi}) and output ({so:g}, {zo}) quantization differ")
+        o = op.opts
+        boxes = []                 # (src (y, x, c), src steps (y, x), size (h, w, c), dst (y, x, c), dst steps)
+        if op.kind == "ZERO_INSERT":
+            (sh, sw), (zh, zw) = o["stride"], o["size"]
+            boxes.append(((0, 0, 0), (1, 1), (min(h, (zh - 1) // sh + 1), min(w, (zw - 1) // sw + 1), c), (0, 0, 0),
+                          (sh, sw)))
+            out_hwc = (zh, zw, c)
+        elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+            b = int(o["block_size"])
+            for dy in range(b):
+                for dx in range(b):
+                    k = dy * b + dx
+                    if op.kind == "DEPTH_TO_SPACE":
+                        oc = c // (b * b)
+                        boxes.append(((0, 0, k * oc), (1, 1), (h, w, oc), (dy, dx, 0), (b, b)))
+                    else:
+                        boxes.append(((dy, dx, 0), (b, b), (h // b, w // b, c), (0, 0, k * c), (1, 1)))
+            out_hwc = (h * b, w * b, c // (b * b)) if op.kind == "DEPTH_TO_SPACE" else (h // b, w // b, c * b * b)
+        else:
+            begin, end, strides = o["begin"], o["end"], o["strides"]
+            if begin[0] != 0 or end[0] != 1 or strides[3] != 1:
+                raise ModelError(f"{what}: begin {list(begin)} end {list(end)} strides {list(strides)}; the die "
+                                 f"slices H, W (any step) and C (step 1) of a single frame")
+            size = tuple(len(range(bb, e, st)) for bb, e, st in zip(begin[1:], end[1:], strides[1:]))
+            boxes.append((tuple(begin[1:]), tuple(strides[1:3]), size, (0, 0, 0), (1, 1)))
+            out_hwc = size
+        if min(out_hwc) < 1:
+            raise ModelError(f"{what}: empty output {out_hwc}")
+        self.define(out, out_hwc, what)
+        layer = self.layer(op, "GATHER", [x], out)
+        for i, (src, sstep, size, dst, dstep) in enumerate(boxes):
+            self.check(what, src_y=(src[0], "u16"), src_x=(src[1], "u16"), src_c=(src[2], "u16"),
+                       g_h=(size[0], "u16"), g_w=(size[1], "u16"), g_c=(size[2], "u16"), src_sy=(sstep[0], "u8"),
+                       src_sx=(sstep[1], "u8"), dst_sy=(dstep[0], "u8"), dst_sx=(dstep[1], "u8"),
+                       copy_y=(dst[0], "u16"), copy_x=(dst[1], "u16"), copy_c=(dst[2], "u16"))
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["GATHER"], flags=fmt.FILL if i == 0 else 0, out_zp=zo,
+                                  fill=zo if i == 0 else 0, src_y=src[0], src_x=src[1], src_c=src[2], g_h=size[0],
+                                  g_w=size[1], g_c=size[2], src_sy=sstep[0], src_sx=sstep[1], dst_sy=dstep[0],
+                                  dst_sx=dstep[1], copy_y=dst[0], copy_x=dst[1], copy_c=dst[2])
+            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
     def copies(self, op, parts, out, out_hwc, fill):
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
@@ -516,8 +690,16 @@ class _Compiler:
                 self.conv(op, depthwise=True)
             elif op.kind == "FULLY_CONNECTED":
                 self.conv(op, fc=True)
-            elif op.kind == "ADD":
+            elif op.kind in ("ADD", "SUB", "MUL") and self.scalar_operand(op):
+                self.lut(op)                       # x op constant: a function of one int8 value
+            elif op.kind in ("ADD", "SUB"):
                 self.add(op)
+            elif op.kind == "MUL":
+                self.mul(op)
+            elif op.kind == "MEAN":
+                self.mean(op)
+            elif op.kind == "PRELU":
+                self.prelu(op)
             elif op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
                 self.pool(op)
             elif op.kind == "PAD":
@@ -526,6 +708,10 @@ class _Compiler:
                 self.concat(op)
             elif op.kind == "RESHAPE":
                 self.reshape(op, consumers)
+            elif op.kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+                self.resize(op)
+            elif op.kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "ZERO_INSERT"):
+                self.gather(op)
             elif op.kind in LUT_OPS:
                 self.lut(op)
         if not self.layers:
@@ -607,13 +793,14 @@ class _Compiler:
                              weights=regions["conv"], io=io, tensors=tensors, act_words=act_words)
 
     def in_place(self, start, end):
-        """An ADD or LUT whose input dies there writes its output over that input (word by word, each word read
-        before it is written): a residual block then keeps two tensors live at its ADD instead of three."""
+        """An ADD, MUL, PRELU or LUT whose input dies there writes its output over that input (word by word, each
+        word read before it is written): a residual block then keeps two tensors live at its ADD instead of
+        three. A broadcast second input is never overwritten (its size differs from the output's)."""
         for layer, op in zip(self.layers, self.layer_ops):
-            if layer.op not in ("ADD", "LUT"):
+            if layer.op not in ("ADD", "LUT", "MUL", "PRELU"):
                 continue
             out = self.root[op.outputs[0]]
-            for name in op.inputs[:2 if layer.op == "ADD" else 1]:
+            for name in [n for n in op.inputs if n in self.root][:2 if layer.op in ("ADD", "MUL") else 1]:
                 r = self.root[name]
                 if r != out and end[r] == layer.index and r not in self.packed and start[out] == layer.index \
                         and self.words(r) == self.words(out):
@@ -712,10 +899,46 @@ def _allocate(roots, sizes, start, end):
     return addr
 
 
+def expand_transpose_convs(graph):
+    """A Graph where each TRANSPOSE_CONV is a ZERO_INSERT (the die's GATHER with destination steps = the
+    strides, filled with the input's zero point) and a stride-1 CONV_2D with the kernel flipped in H and W and
+    ``kernel - 1 - pad`` rows/columns of top/left padding. Exact: the zero point contributes (zp - zp) = 0 to
+    the accumulators, so they, the bias and the per-channel requantization are TRANSPOSE_CONV's own."""
+    if not any(op.kind == "TRANSPOSE_CONV" for op in graph.ops):
+        return graph
+    tensors, ops = dict(graph.tensors), []
+    for op in graph.ops:
+        if op.kind != "TRANSPOSE_CONV":
+            ops.append(op)
+            continue
+        x, w, y = (graph.tensor(n) for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        if w.data is None or w.quant is None:
+            raise ModelError(f"{op.label()}: the filter must be a quantized constant")
+        (sh, sw), (pt, pl) = op.opts["stride"], op.opts["pads"]
+        _, kh, kw, _ = w.shape
+        _, oh, ow, _ = y.shape
+        if pt > kh - 1 or pl > kw - 1:
+            raise ModelError(f"{op.label()}: output padding {(pt, pl)} beyond the kernel {(kh, kw)}")
+        top, left = kh - 1 - pt, kw - 1 - pl
+        zh, zw = oh + kh - 1 - top, ow + kw - 1 - left
+        base = op.name or op.outputs[0]
+        z = Tensor(f"{base}/zero_inserted", (1, zh, zw, x.shape[3]), x.dtype, quant=x.quant)
+        wf = Tensor(f"{base}/flipped_filter", w.shape, w.dtype, data=np.ascontiguousarray(w.data[:, ::-1, ::-1, :]),
+                    quant=w.quant)
+        tensors[z.name], tensors[wf.name] = z, wf
+        ops.append(Op("ZERO_INSERT", [x.name], [z.name], {"stride": (sh, sw), "size": (zh, zw)},
+                      name=f"{base}/zero_insert"))
+        ops.append(Op("CONV_2D", [z.name, wf.name, *op.inputs[2:]], list(op.outputs),
+                      {"stride": (1, 1), "dilation": (1, 1), "pads": (top, 0, left, 0),
+                       "activation": op.opts.get("activation", "NONE")}, name=op.name))
+    return Graph(tensors=tensors, ops=ops, inputs=list(graph.inputs), outputs=list(graph.outputs), name=graph.name,
+                 notes=list(graph.notes))
+
+
 def compile_graph(graph, config):
     """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
     uses an operator the die does not run or does not fit the configuration's SRAM."""
     try:
-        return _Compiler(graph, config).run()
+        return _Compiler(expand_transpose_convs(graph), config).run()
     except fmt.ProgramError as e:
         raise ModelError(f"model '{graph.name}': {e}") from None

@@ -20,6 +20,7 @@ from .arith import activation_range, quantize_multiplier
 from .graph import Graph, ModelError, Op
 
 __all__ = ["run_graph", "op_pads", "conv_params", "fully_connected_params", "add_params", "relu_params",
+           "mul_params", "mean_axes", "mean_params", "prelu_params",
            "elementwise_params", "requantize_params", "concat_input_requant", "tensor_lower_bound"]
 
 
@@ -64,7 +65,7 @@ def conv_params(graph: Graph, op: Op):
     out_s, out_zp = _scalar_q(graph, y.name, op)
     if w.quant is None:
         raise ModelError(f"{op.label()}: filter '{w.name}' has no quantization parameters")
-    cout = w.shape[0] if op.kind == "CONV_2D" else w.shape[3]
+    cout = w.shape[0] if op.kind in ("CONV_2D", "TRANSPOSE_CONV") else w.shape[3]
     scales = _channel_scales(w.quant, cout)
     mult, shift = zip(*(quantize_multiplier(float(in_s) * float(s) / float(out_s)) for s in scales))
     lo, hi = activation_range(op.opts.get("activation", "NONE"), out_s, out_zp)
@@ -115,6 +116,46 @@ def add_params(graph: Graph, op: Op):
     return dict(input1_offset=-z1, input2_offset=-z2, left_shift=left_shift, input1_multiplier=m1,
                 input1_shift=sh1, input2_multiplier=m2, input2_shift=sh2, output_multiplier=mo, output_shift=sho,
                 output_offset=zo, act_min=lo, act_max=hi)
+
+
+def mul_params(graph: Graph, op: Op):
+    """Integer parameters of an int8 MUL (mul.cc Prepare): one multiplier, both zero points, the clamp."""
+    s1, z1 = _scalar_q(graph, op.inputs[0], op)
+    s2, z2 = _scalar_q(graph, op.inputs[1], op)
+    so, zo = _scalar_q(graph, op.outputs[0], op)
+    p = ref.mul_params(s1, z1, s2, z2, so, zo)
+    p["act_min"], p["act_max"] = activation_range(op.opts.get("activation", "NONE"), so, zo)
+    return p
+
+
+def mean_axes(graph: Graph, op: Op):
+    """The sorted, non-negative axes a MEAN reduces over (its constant second input)."""
+    x = graph.tensor(op.inputs[0])
+    a = graph.tensor(op.inputs[1])
+    if not a.is_const:
+        raise ModelError(f"{op.label()}: axes '{a.name}' are not constant")
+    rank = len(x.shape)
+    axes = sorted({int(v) % rank for v in np.asarray(a.data).reshape(-1)}) if rank else []
+    if any(not -rank <= int(v) < rank for v in np.asarray(a.data).reshape(-1)):
+        raise ModelError(f"{op.label()}: axes {np.asarray(a.data).tolist()} outside the input's rank {rank}")
+    return axes
+
+
+def mean_params(graph: Graph, op: Op):
+    """Integer parameters of an int8 MEAN (reduce.cc PrepareMeanOrSum and QuantizedMeanOrSum): quant.ref."""
+    x = graph.tensor(op.inputs[0])
+    count = int(np.prod([x.shape[a] for a in mean_axes(graph, op)], dtype=np.int64))
+    si, zi = _scalar_q(graph, op.inputs[0], op)
+    so, zo = _scalar_q(graph, op.outputs[0], op)
+    return ref.mean_params(si, zi, so, zo, count)
+
+
+def prelu_params(graph: Graph, op: Op):
+    """Integer parameters of an int8 PRELU (PreluPrepare): the identity and alpha multipliers, the offsets."""
+    si, zi = _scalar_q(graph, op.inputs[0], op)
+    sa, za = _scalar_q(graph, op.inputs[1], op)
+    so, zo = _scalar_q(graph, op.outputs[0], op)
+    return ref.prelu_params(si, zi, sa, za, so, zo)
 
 
 def requantize_params(in_scale, in_zp, out_scale, out_zp):
@@ -224,6 +265,17 @@ def _run_op(graph, op, env):
             else:
                 acc = ref.depthwise_conv2d_acc(x, w, o.get("depth_multiplier", 1), **geo)
             out = ref.float_activation(acc + (b if b is not None else np.float32(0)), o.get("activation", "NONE"))
+    elif k == "TRANSPOSE_CONV":
+        w, b = ins[1], (ins[2] if len(ins) > 2 else None)
+        geo = dict(stride=tuple(o["stride"]), pads=tuple(o["pads"]), out_hw=tuple(y.shape[1:3]))
+        if integer:
+            p = conv_params(graph, op)
+            acc = ref.transpose_conv_acc(x, w, input_offset=p["input_offset"], **geo)
+            out = ref.requantize_acc(acc, b, p["multiplier"], p["shift"], p["output_zero_point"], p["act_min"],
+                                     p["act_max"])
+        else:
+            acc = ref.transpose_conv_acc(x, w, **geo)
+            out = ref.float_activation(acc + (b if b is not None else np.float32(0)), o.get("activation", "NONE"))
     elif k == "FULLY_CONNECTED":
         w, b = ins[1], (ins[2] if len(ins) > 2 else None)
         if integer:
@@ -240,6 +292,30 @@ def _run_op(graph, op, env):
             out = ref.add_int8(x, ins[1], add_params(graph, op))
         else:
             out = ref.float_activation(x + ins[1], o.get("activation", "NONE"))
+    elif k == "SUB":
+        if integer:
+            out = ref.sub_int8(x, ins[1], add_params(graph, op))
+        else:
+            out = ref.float_activation(x - ins[1], o.get("activation", "NONE"))
+    elif k == "MUL":
+        if integer:
+            p = mul_params(graph, op)
+            out = ref.mul_int8(x, ins[1], p, p["act_min"], p["act_max"])
+        else:
+            out = ref.float_activation(x * ins[1], o.get("activation", "NONE"))
+    elif k == "MEAN":
+        axes = tuple(mean_axes(graph, op))
+        keep = bool(o.get("keep_dims", False))
+        if integer:
+            out = ref.mean_int8(x, axes, keep, mean_params(graph, op))
+        else:
+            n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+            out = (x.sum(axis=axes, keepdims=keep, dtype=np.float32) / np.float32(n)).astype(np.float32)
+    elif k == "PRELU" and ins[1].size != 1:
+        if integer:
+            out = ref.prelu_int8(x, ins[1], prelu_params(graph, op))
+        else:
+            out = np.where(x >= 0, x, x * ins[1]).astype(np.float32)
     elif k in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         pads = op_pads(graph, op)
         f, s = tuple(o["filter"]), tuple(o.get("stride", (1, 1)))
@@ -258,6 +334,18 @@ def _run_op(graph, op, env):
         else:
             value = _scalar_q(graph, y.name, op)[1] if integer else 0
         out = ref.pad(x, ins[1], value)
+    elif k in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        flags = (bool(o.get("align_corners", False)), bool(o.get("half_pixel_centers", False)))
+        if integer:
+            out = ref.resize_int8(x, k, tuple(y.shape[1:3]), *flags)
+        else:
+            out = ref.resize_float(x, k, tuple(y.shape[1:3]), *flags)
+    elif k == "DEPTH_TO_SPACE":
+        out = ref.depth_to_space(x, int(o["block_size"]))
+    elif k == "SPACE_TO_DEPTH":
+        out = ref.space_to_depth(x, int(o["block_size"]))
+    elif k in ("STRIDED_SLICE", "SLICE"):
+        out = ref.strided_slice(x, o["begin"], o["end"], o["strides"])
     elif k == "RESHAPE":
         if x.size != int(np.prod(y.shape)):
             raise ModelError(f"{op.label()}: cannot reshape {list(x.shape)} to {list(y.shape)}")

@@ -123,6 +123,12 @@ class _Writer:
             self.op(_OPS.FULLY_CONNECTED, ins, outs, opts, dtype)
         elif k == "ADD":
             self.op(_OPS.ADD, ins, outs, schema.AddOptionsT(fusedActivationFunction=act), dtype)
+        elif k == "MUL":
+            self.op(_OPS.MUL, ins, outs, schema.MulOptionsT(fusedActivationFunction=act), dtype)
+        elif k == "SUB":
+            self.op(_OPS.SUB, ins, outs, schema.SubOptionsT(fusedActivationFunction=act), dtype)
+        elif k == "MEAN":
+            self.op(_OPS.MEAN, ins, outs, schema.ReducerOptionsT(keepDims=bool(o.get("keep_dims", False))), dtype)
         elif k == "CONCATENATION":
             if dtype == "int8":
                 for i, (name, r) in enumerate(zip(op.inputs, concat_input_requant(g, op))):
@@ -137,6 +143,54 @@ class _Writer:
             shape = np.array(g.tensor(op.outputs[0]).shape, np.int32)
             s = self.b.add_tensor(f"{op.name or op.outputs[0]}/shape", shape.shape, np.int32, data=shape)
             self.op(_OPS.RESHAPE, [ins[0], s], outs, schema.ReshapeOptionsT(newShape=shape.tolist()), dtype)
+        elif k in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+            size = np.array(g.tensor(op.outputs[0]).shape[1:3], np.int32)
+            s = self.b.add_tensor(f"{op.name or op.outputs[0]}/size", (2,), np.int32, data=size)
+            flags = dict(alignCorners=bool(o.get("align_corners", False)),
+                         halfPixelCenters=bool(o.get("half_pixel_centers", False)))
+            opts = schema.ResizeBilinearOptionsT(**flags) if k == "RESIZE_BILINEAR" else \
+                schema.ResizeNearestNeighborOptionsT(**flags)
+            self.op(getattr(_OPS, k), [ins[0], s], outs, opts, dtype)
+        elif k == "TRANSPOSE_CONV":
+            x, w, y = (g.tensor(n) for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
+            stride = tuple(o["stride"])
+            padding = None
+            for name in ("SAME", "VALID"):
+                if tuple(window_padding(y.shape[1 + a], w.shape[1 + a], stride[a], 1, name)[1]
+                         for a in (0, 1)) == tuple(o["pads"]):
+                    padding = name
+                    break
+            target = outs
+            if padding is None:
+                # Other pads: the VALID (full) output, then the window the pads select. Exact: each output
+                # element, its requantization included, depends only on its own position.
+                padding = "VALID"
+                full = (y.shape[0], (x.shape[1] - 1) * stride[0] + w.shape[1],
+                        (x.shape[2] - 1) * stride[1] + w.shape[2], y.shape[3])
+                target = [self.new_tensor(f"{op.name or op.outputs[0]}/full", op.outputs[0], full)]
+            shape = np.array(g.tensor(op.outputs[0]).shape if target is outs else full, np.int32)
+            s = self.b.add_tensor(f"{op.name or op.outputs[0]}/output_shape", (4,), np.int32, data=shape)
+            opts = schema.TransposeConvOptionsT(padding=padding_type(padding), strideH=stride[0], strideW=stride[1],
+                                                fusedActivationFunction=act)
+            bias = ins[2] if len(ins) > 2 else -1
+            self.op(_OPS.TRANSPOSE_CONV, [s, ins[1], ins[0], bias], target, opts, dtype)
+            if target is not outs:
+                (pt, pl), (_, oh, ow, oc) = o["pads"], y.shape
+                window = (("begin", [0, pt, pl, 0]), ("end", [1, pt + oh, pl + ow, oc]), ("strides", [1, 1, 1, 1]))
+                vec = [self.b.add_tensor(f"{op.name or op.outputs[0]}/{what}", (4,), np.int32,
+                                         data=np.array(v, np.int32)) for what, v in window]
+                self.op(_OPS.STRIDED_SLICE, [target[0], *vec], outs, schema.StridedSliceOptionsT(), dtype)
+        elif k in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+            # LiteRT's BUILTIN_REF registers int8 DEPTH_TO_SPACE only as version 1.
+            opts = (schema.DepthToSpaceOptionsT if k == "DEPTH_TO_SPACE" else schema.SpaceToDepthOptionsT)(
+                blockSize=int(o["block_size"]))
+            self.b.add_operator(getattr(_OPS, k), ins, outs, opts, version=1)
+        elif k in ("STRIDED_SLICE", "SLICE"):
+            vec = []
+            for what in ("begin", "end", "strides"):
+                v = np.array(o[what], np.int32)
+                vec.append(self.b.add_tensor(f"{op.name or op.outputs[0]}/{what}", v.shape, np.int32, data=v))
+            self.op(_OPS.STRIDED_SLICE, [ins[0], *vec], outs, schema.StridedSliceOptionsT(), dtype)
         elif k == "PAD" and "value" in o:
             v = self.new_tensor(f"{op.name or op.outputs[0]}/pad_value", op.outputs[0], (1,),
                                 data=np.array([o["value"]], np.dtype(dtype)))

@@ -15,6 +15,7 @@ from .program import (
     DESCRIPTOR_BYTES,
     FCSCALE,
     FILL,
+    NEG2,
     PACKED,
     ProgramError,
     conv_block_words,
@@ -25,6 +26,7 @@ from .program import (
     read_packed,
     read_stream,
     read_tensor,
+    resize_table_words,
     tensor_words,
     unpack,
     unpack_conv_weights,
@@ -32,6 +34,7 @@ from .program import (
     unpack_fc_params,
     unpack_im2col_weights,
     unpack_params,
+    unpack_resize_table,
     write_packed,
     write_tensor,
 )
@@ -50,7 +53,7 @@ def _region(wsram, addr, words, what):
 def _tensors(d):
     """(name, base, h, w, c) of the activation tensors a descriptor reads and writes."""
     ins = [("in", d.in_addr, d.in_h, d.in_w, d.in_c)]
-    if d.op == "ADD":
+    if d.op in ("ADD", "MUL"):
         ins.append(("in2", d.in2_addr, d.in2_h, d.in2_w, d.in2_c))
     return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
@@ -71,7 +74,7 @@ def _check(i, d, cols, rows):
     out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
     for prefix, base, h, w, c in ins:
         size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
-        if d.op in ("ADD", "LUT") and base == out_lo and size == out_hi - out_lo:
+        if d.op in ("ADD", "LUT", "MUL", "PRELU") and base == out_lo and size == out_hi - out_lo:
             continue                                # elementwise, in place
         if base < out_hi and out_lo < base + size:
             raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
@@ -99,18 +102,42 @@ def _check(i, d, cols, rows):
     if want is not None and want != (d.weight_words, d.param_words, d.oc_tiles, d.tile_words):
         raise ProgramError(f"{where}: weight_words/param_words/oc_tiles/tile_words "
                            f"{(d.weight_words, d.param_words, d.oc_tiles, d.tile_words)}, the format gives {want}")
-    if d.op in ("ADD", "LUT") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
+    if d.op in ("ADD", "LUT", "MUL", "PRELU") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
         raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
-    if d.op == "ADD" and (d.in2_h, d.in2_w, d.in2_c) != (d.out_h, d.out_w, d.out_c):
-        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} differs from the output")
+    if d.op in ("ADD", "MUL") and (d.in2_h, d.in2_w, d.in2_c) not in ((d.out_h, d.out_w, d.out_c),
+                                                                     (1, 1, d.out_c), (1, 1, 1)):
+        raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} neither is the output's "
+                           f"{d.out_h}x{d.out_w}x{d.out_c} nor broadcasts as 1x1x{d.out_c} or 1x1x1")
     if d.op == "ADD" and not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift, d.out_shift)):
         raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift}/{d.out_shift} outside -31..31")
+    if d.op in ("MUL", "MEAN") and not -31 <= d.out_shift <= 31:
+        raise ProgramError(f"{where}: out_shift {d.out_shift} outside -31..31")
+    if d.op == "MEAN" and ((d.out_h, d.out_w, d.out_c) != (1, 1, d.in_c) or max(d.in_h, d.in_w) > 255):
+        raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} -> {d.out_h}x{d.out_w}x{d.out_c} (MEAN reduces "
+                           f"at most 255x255 to 1x1xC)")
+    if d.op == "PRELU" and not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift)):
+        raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift} outside -31..31")
+    if d.op == "PRELU" and (d.in_c > 256 or d.param_words * rows * cols < d.in_c):
+        raise ProgramError(f"{where}: {d.in_c} channels with {d.param_words} words of alphas (at most 256)")
     if d.op in ("MAXPOOL", "AVGPOOL") and d.in_c != d.out_c:
         raise ProgramError(f"{where}: in_c {d.in_c} != out_c {d.out_c}")
     if d.op == "COPY" and (d.copy_y + d.in_h > d.out_h or d.copy_x + d.in_w > d.out_w or
                            d.copy_c + d.in_c > d.out_c):
         raise ProgramError(f"{where}: {d.in_h}x{d.in_w}x{d.in_c} at ({d.copy_y}, {d.copy_x}, {d.copy_c}) does not "
                            f"fit the {d.out_h}x{d.out_w}x{d.out_c} output")
+    if d.op == "GATHER":
+        for axis, src, step, n, size, dst, dstep, osize in (
+                ("y", d.src_y, d.src_sy, d.g_h, d.in_h, d.copy_y, d.dst_sy, d.out_h),
+                ("x", d.src_x, d.src_sx, d.g_w, d.in_w, d.copy_x, d.dst_sx, d.out_w),
+                ("c", d.src_c, 1, d.g_c, d.in_c, d.copy_c, 1, d.out_c)):
+            if n < 1 or step < 1 or dstep < 1 or src + (n - 1) * step >= size or dst + (n - 1) * dstep >= osize:
+                raise ProgramError(f"{where}: {axis}: {n} from {src} step {step} of {size} to {dst} step {dstep} "
+                                   f"of {osize} does not fit")
+    if d.op == "RESIZE" and (d.in_c != d.out_c or d.param_words != resize_table_words(d.out_h, rows * cols)
+                             or d.weight_words != resize_table_words(d.out_w, rows * cols)):
+        raise ProgramError(f"{where}: in_c {d.in_c}, out_c {d.out_c}, table words {d.param_words}/{d.weight_words} "
+                           f"(the format gives {resize_table_words(d.out_h, rows * cols)}/"
+                           f"{resize_table_words(d.out_w, rows * cols)})")
     if d.op == "LUT" and d.param_words * rows * cols < 256:
         raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
@@ -152,7 +179,21 @@ def step(i, d, sram, wsram, rows, cols):
                  input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
                  input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
                  output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
-        out = ref.add_int8(x, x2, p)
+        out = (ref.sub_int8 if d.flags & NEG2 else ref.add_int8)(x, x2, p)
+    elif d.op == "MUL":
+        x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
+        p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, output_offset=d.out_zp,
+                 output_multiplier=d.out_mult, output_shift=d.out_shift)
+        out = ref.mul_int8(x, x2, p, d.act_min, d.act_max)
+    elif d.op == "MEAN":
+        p = dict(input_zero_point=d.in_zp, output_zero_point=d.out_zp, count=d.in_h * d.in_w,
+                 multiplier=d.out_mult, shift=d.out_shift)
+        out = np.clip(ref.mean_int8(x, (0, 1), True, p), d.act_min, d.act_max).astype(np.int8)
+    elif d.op == "PRELU":
+        alpha = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, d.in_c), np.int8)
+        p = dict(input_offset=-d.in_zp, alpha_offset=-d.in2_zp, output_offset=d.out_zp, multiplier_1=d.in_mult,
+                 shift_1=d.in_shift, multiplier_2=d.in2_mult, shift_2=d.in2_shift)
+        out = np.clip(ref.prelu_int8(x, alpha, p), d.act_min, d.act_max).astype(np.int8)
     elif d.op == "MAXPOOL":
         out = ref.max_pool(x[None], (d.kernel_h, d.kernel_w), geo["stride"], geo["pads"], d.act_min, d.act_max)[0]
     elif d.op == "AVGPOOL":
@@ -161,6 +202,29 @@ def step(i, d, sram, wsram, rows, cols):
     elif d.op == "LUT":
         table = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, 256), np.int8)
         out = table[x.astype(np.int64) + 128]
+    elif d.op == "GATHER":
+        n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
+        if d.out_addr + n > sram.shape[0]:
+            raise ProgramError(f"{where}: output runs past the activation SRAM")
+        if d.flags & FILL:
+            write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
+        out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
+        box = x[d.src_y:d.src_y + (d.g_h - 1) * d.src_sy + 1:d.src_sy,
+                d.src_x:d.src_x + (d.g_w - 1) * d.src_sx + 1:d.src_sx, d.src_c:d.src_c + d.g_c]
+        out[d.copy_y:d.copy_y + (d.g_h - 1) * d.dst_sy + 1:d.dst_sy,
+            d.copy_x:d.copy_x + (d.g_w - 1) * d.dst_sx + 1:d.dst_sx, d.copy_c:d.copy_c + d.g_c] = box
+    elif d.op == "RESIZE":
+        tables = []
+        for addr, words, n, size, axis in ((d.param_addr, d.param_words, d.out_h, d.in_h, "row"),
+                                           (d.weight_addr, d.weight_words, d.out_w, d.in_w, "column")):
+            lo, hi, frac = unpack_resize_table(_region(wsram, addr, words, where), n)
+            bad = (lo >= size) | (hi >= size) | (frac < -1024) | (frac > 1024)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise ProgramError(f"{where}: {axis} table entry {k} ({lo[k]}, {hi[k]}, {frac[k]}) is outside the "
+                                   f"input ({size}) or the fraction range -1024..1024")
+            tables.append((lo, hi, frac))
+        out = ref.resize_apply_int8(x, *tables)
     elif d.op == "COPY":
         n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
         if d.out_addr + n > sram.shape[0]:

@@ -14,6 +14,14 @@ SUPPORTED_OPS = (
     "RESHAPE", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "SOFTMAX", "LOGISTIC", "RELU", "RELU6",
     # int8 -> int8 elementwise functions (quant.elementwise; the die's LUT)
     "RELU_N1_TO_1", "RELU_0_TO_1", "TANH", "ELU", "GELU", "HARD_SWISH", "LEAKY_RELU", "PRELU", "ABS", "NEG",
+    # arithmetic with a second operand (quant.ref; the die's MUL, ADD with negation, MEAN, PRELU units)
+    "MUL", "SUB", "MEAN",
+    # resampling (quant.ref.resize_*; the die's RESIZE)
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+    # data movement (the die's GATHER)
+    "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE",
+    # TRANSPOSE_CONV and MediaPipe's Convolution2DTransposeBias (imported as TRANSPOSE_CONV with a bias)
+    "TRANSPOSE_CONV",
 )
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
@@ -74,6 +82,15 @@ class Op:
     AVERAGE_POOL_2D / MAX_POOL_2D: filter (h, w), stride (h, w), padding, activation; MAX_POOL_2D may get
       "pads" from lowering too.
     LEAKY_RELU: alpha.  GELU: approximate.  PRELU: (alpha is the second input; one value for an elementwise op).
+    MUL / SUB: activation (the second input broadcasts like numpy).  MEAN: keep_dims (the axes are the second
+      input, a constant).
+    RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: align_corners, half_pixel_centers (the output size is the
+      output tensor's H and W; the size input is dropped on import).
+    DEPTH_TO_SPACE / SPACE_TO_DEPTH: block_size.  STRIDED_SLICE / SLICE: begin, end, strides (one per axis,
+      normalized on import: absolute indices, positive strides, no masks; the constant inputs are dropped).
+    TRANSPOSE_CONV: inputs (input, OHWI filter, bias or ""), stride (h, w), pads (top, left) on the output
+      (out = in * stride - pad + filter tap; outside the output is dropped), padding (the SAME/VALID it came
+      from), activation; the output size is the output tensor's.
     RESHAPE: new_shape.  PAD: (paddings come from the second input), "value" (the raw pad value in the
       tensor's dtype, from a PADV2; absent: the output zero point, 0.0 for float).  SOFTMAX: beta.
     Set by quant.lower: RESHAPE "alias" (the output is the input's bytes: no data moves); CONCATENATION

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .graph import ACTIVATIONS, SUPPORTED_OPS, Graph, ModelError, Op, QuantParams, Tensor, unsupported_message
+from .ref import window_padding
 from .sparse import SparsityError, densify
 from .tflite import FILE_IDENTIFIER, schema
 
@@ -146,7 +147,10 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
     ops = []
     unsupported = []
     arity = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2),
-             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2)}
+             "PAD": (2, 3), "CONCATENATION": (1, None), "PRELU": (2, 2), "MUL": (2, 2), "SUB": (2, 2),
+             "MEAN": (2, 2),
+             "RESIZE_BILINEAR": (2, 2), "RESIZE_NEAREST_NEIGHBOR": (2, 2), "STRIDED_SLICE": (4, 4), "SLICE": (3, 3),
+             "DEPTH_TO_SPACE": (1, 1), "SPACE_TO_DEPTH": (1, 1), "TRANSPOSE_CONV": (3, 4)}
     for index, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
@@ -155,6 +159,32 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
             kind = f"CUSTOM:{custom}"
         ins = [names[i] if i >= 0 else "" for i in (op.inputs if op.inputs is not None else [])]
+        if kind in ("SPLIT", "SPLIT_V"):
+            # Each output of a SPLIT is a STRIDED_SLICE of the input (the same bytes, one op per output).
+            ops.extend(_split_as_slices(kind, op, tensors, ins, [names[i] for i in op.outputs], name, index))
+            continue
+        if kind == "CUSTOM:Convolution2DTransposeBias":
+            # MediaPipe's transpose conv with a bias: a TRANSPOSE_CONV whose options are a raw
+            # TfLiteTransposeConvParams (int32 padding, stride_width, stride_height).
+            if len(ins) != 3 or op.outputs is None or len(op.outputs) != 1:
+                raise ModelError(f"{name}: operator {index} (Convolution2DTransposeBias) has {len(ins)} inputs")
+            raw = bytes(op.customOptions if op.customOptions is not None else b"")
+            if len(raw) < 12:
+                raise ModelError(f"{name}: operator {index} (Convolution2DTransposeBias) has {len(raw)} option "
+                                 f"bytes, not a 12-byte TfLiteTransposeConvParams")
+            padding, sw, sh = np.frombuffer(raw[:12], "<i4").tolist()
+            x_t, w_t = tensors[ins[0]], tensors[ins[1]]
+            if padding not in (1, 2) or min(sw, sh) < 1 or len(x_t.shape) != 4 or len(w_t.shape) != 4:
+                raise ModelError(f"{name}: operator {index} (Convolution2DTransposeBias): padding {padding}, "
+                                 f"strides {sh}x{sw} (a corrupt model?)")
+            pads = []
+            for size, k, st in ((x_t.shape[1], w_t.shape[1], sh), (x_t.shape[2], w_t.shape[2], sw)):
+                pads.append(max(0, k - (size - 1) % st - 1) // 2 if padding == 1 else 0)
+            custom_opts = dict(stride=(sh, sw), pads=tuple(pads), padding="SAME" if padding == 1 else "VALID",
+                               activation="NONE")
+            layer = names[op.outputs[0]]
+            ops.append(Op("TRANSPOSE_CONV", ins, [layer], custom_opts, name=layer))
+            continue
         outs = [names[i] for i in (op.outputs if op.outputs is not None else [])]
         lo, hi = arity.get(_KIND_ALIASES.get(kind, kind), (1, None))
         given = len([n for n in ins if n]) if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") \
@@ -184,7 +214,9 @@ def graph_from_tflite_model(model, file_data, name="model") -> Graph:
             _fold_dequantize(tensors, ins[0], outs[0])
             continue
         opts = _options(kind, op.builtinOptions, tensors, ins, outs, layer, index)
-        if kind == "RESHAPE":
+        if kind == "TRANSPOSE_CONV":
+            ins = [ins[2], ins[1], ins[3] if len(ins) > 3 else ""]      # (input, filter, bias) like CONV_2D
+        if kind in ("RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "STRIDED_SLICE", "SLICE"):
             ins = ins[:1]           # the target shape is static: it is the output tensor's shape
         if kind == "PAD" and len(ins) > 2:
             ins = ins[:2]           # PADV2: the pad value became opts["value"]
@@ -278,6 +310,72 @@ def _check_window(opts, layer, index):
     return opts
 
 
+def _split_as_slices(kind, op, tensors, ins, outs, name, index):
+    """SPLIT (axis, input; num_splits equal parts) or SPLIT_V (input, size_splits, axis) as one STRIDED_SLICE
+    per output."""
+    where = f"{name}: operator {index} ({kind})"
+    axis_name, x_name = (ins[0], ins[1]) if kind == "SPLIT" else (ins[2] if len(ins) > 2 else "", ins[0])
+    if not axis_name or not tensors[axis_name].is_const or not x_name:
+        raise ModelError(f"{where} has a non-constant axis")
+    x = tensors[x_name]
+    rank = len(x.shape)
+    axis = int(np.asarray(tensors[axis_name].data).reshape(-1)[0])
+    axis = axis + rank if axis < 0 else axis
+    sizes = [tensors[o].shape[axis] if 0 <= axis < rank and len(tensors[o].shape) == rank else -1 for o in outs]
+    if not 0 <= axis < rank or min(sizes) < 1 or sum(sizes) != x.shape[axis]:
+        raise ModelError(f"{where}: outputs {[list(tensors[o].shape) for o in outs]} do not split {list(x.shape)} "
+                         f"along axis {axis}")
+    result, start = [], 0
+    for o, size in zip(outs, sizes):
+        begin, end = [0] * rank, list(x.shape)
+        begin[axis], end[axis] = start, start + size
+        start += size
+        result.append(Op("STRIDED_SLICE", [x_name], [o], dict(begin=tuple(begin), end=tuple(end),
+                                                              strides=(1,) * rank), name=o))
+    return result
+
+
+def _slice_options(kind, o, tensors, ins, outs, layer, index):
+    """begin, end, strides of a STRIDED_SLICE or SLICE as absolute indices with positive strides (masks applied,
+    negative indices resolved, clamped like the kernel), checked against the output shape."""
+    x, y = tensors[ins[0]], tensors[outs[0]]
+    consts = [tensors[n] for n in ins[1:]]
+    where = f"{kind} in layer '{layer}' (op {index})"
+    if any(not t.is_const for t in consts):
+        raise ModelError(f"{where} has non-constant begin/end/strides")
+    rank = len(x.shape)
+    vals = [np.asarray(t.data, np.int64).reshape(-1) for t in consts]
+    if any(v.size != rank for v in vals):
+        raise ModelError(f"{where}: begin/end/strides of {[v.size for v in vals]} values on a rank-{rank} tensor")
+    begin, end, strides = [], [], []
+    if kind == "SLICE":
+        for d, (b, size) in enumerate(zip(*vals)):
+            b = int(b)
+            e = x.shape[d] if size == -1 else b + int(size)
+            begin.append(b)
+            end.append(e)
+            strides.append(1)
+    else:
+        if o is not None and (o.ellipsisMask or o.newAxisMask or o.shrinkAxisMask or getattr(o, "offset", False)):
+            raise ModelError(f"{where}: ellipsis, new-axis, shrink-axis masks and offset are not supported")
+        bm, em = (int(o.beginMask), int(o.endMask)) if o is not None else (0, 0)
+        for d in range(rank):
+            st = int(vals[2][d])
+            if st < 1:
+                raise ModelError(f"{where}: stride {st} on axis {d}; only positive strides are supported")
+            start = None if bm >> d & 1 else int(vals[0][d])
+            stop = None if em >> d & 1 else int(vals[1][d])
+            b, e, _ = slice(start, stop, st).indices(x.shape[d])
+            begin.append(b)
+            end.append(max(e, b))
+            strides.append(st)
+    out_shape = tuple(len(range(b, e, s)) for b, e, s in zip(begin, end, strides))
+    if any(b < 0 or e > n for b, e, n in zip(begin, end, x.shape)) or out_shape != tuple(y.shape):
+        raise ModelError(f"{where}: begin {begin} end {end} strides {strides} of {list(x.shape)} does not make "
+                         f"{list(y.shape)}")
+    return dict(begin=tuple(begin), end=tuple(end), strides=tuple(strides))
+
+
 def _options(kind, o, tensors, ins, outs, layer, index):
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         opts = dict(stride=(o.strideH, o.strideW), padding=_padding(o), activation=_activation(o, layer, index),
@@ -296,8 +394,12 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             raise ModelError(f"unsupported shuffled weights format in layer '{layer}' (op {index})")
         return dict(activation=_activation(o, layer, index) if o is not None else "NONE",
                     keep_num_dims=bool(o.keepNumDims) if o is not None else False)
-    if kind == "ADD":
+    if kind in ("ADD", "MUL", "SUB"):
         return dict(activation=_activation(o, layer, index) if o is not None else "NONE")
+    if kind == "MEAN":
+        if not tensors[ins[1]].is_const:
+            raise ModelError(f"MEAN in layer '{layer}' (op {index}) has non-constant axes")
+        return dict(keep_dims=bool(o.keepDims) if o is not None else False)
     if kind == "CONCATENATION":
         rank = len(tensors[outs[0]].shape)
         axis = int(o.axis) if o is not None else 0
@@ -319,6 +421,45 @@ def _options(kind, o, tensors, ins, outs, layer, index):
             value = v.data.reshape(-1)[0]
             return dict(value=int(value) if v.dtype == "int8" else float(value))
         return {}
+    if kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        size, x, y = tensors[ins[1]], tensors[ins[0]], tensors[outs[0]]
+        if not size.is_const or size.data.size != 2:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}) has a non-constant output size")
+        if len(x.shape) != 4 or len(y.shape) != 4 or tuple(int(v) for v in size.data.reshape(-1)) != \
+                tuple(y.shape[1:3]) or y.shape[3] != x.shape[3] or min(y.shape[1:3]) < 1:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}): size {size.data.reshape(-1).tolist()} "
+                             f"does not make {list(x.shape)} into {list(y.shape)}")
+        align = bool(o.alignCorners) if o is not None else False
+        half = bool(o.halfPixelCenters) if o is not None else False
+        if align and half:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}): align_corners and half_pixel_centers "
+                             f"both set (LiteRT refuses it)")
+        return dict(align_corners=align, half_pixel_centers=half)
+    if kind in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+        b = int(o.blockSize) if o is not None else 0
+        x, y = tensors[ins[0]], tensors[outs[0]]
+        if b < 1 or len(x.shape) != 4:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}) has block size {b} on {list(x.shape)}")
+        n, h, w, c = x.shape
+        want = (n, h * b, w * b, c // (b * b)) if kind == "DEPTH_TO_SPACE" else (n, h // b, w // b, c * b * b)
+        if (kind == "DEPTH_TO_SPACE" and c % (b * b)) or (kind == "SPACE_TO_DEPTH" and (h % b or w % b)) or \
+                tuple(y.shape) != want:
+            raise ModelError(f"{kind} in layer '{layer}' (op {index}): block {b} does not make {list(x.shape)} "
+                             f"into {list(y.shape)}")
+        return dict(block_size=b)
+    if kind == "TRANSPOSE_CONV":
+        x, w, y = tensors[ins[2]], tensors[ins[1]], tensors[outs[0]]
+        if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4 or w.shape[3] != x.shape[3] or \
+                w.shape[0] != y.shape[3]:
+            raise ModelError(f"TRANSPOSE_CONV in layer '{layer}' (op {index}): filter {list(w.shape)} on "
+                             f"{list(x.shape)} -> {list(y.shape)}")
+        padding = _padding(o)
+        stride = (int(o.strideH), int(o.strideW)) if o is not None else (1, 1)
+        pads = tuple(window_padding(y.shape[1 + a], w.shape[1 + a], stride[a], 1, padding)[1] for a in (0, 1))
+        act = _activation(o, layer, index) if o is not None else "NONE"
+        return _check_window(dict(stride=stride, pads=pads, padding=padding, activation=act), layer, index)
+    if kind in ("STRIDED_SLICE", "SLICE"):
+        return _slice_options(kind, o, tensors, ins, outs, layer, index)
     if kind == "SOFTMAX":
         return dict(beta=float(o.beta) if o is not None else 1.0)
     if kind == "LEAKY_RELU":

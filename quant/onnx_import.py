@@ -13,7 +13,8 @@ __all__ = ["load_onnx", "ONNX_OPS"]
 
 ONNX_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "AveragePool", "GlobalAveragePool", "MaxPool", "Pad",
             "Reshape", "Flatten", "Concat", "Softmax", "Sigmoid", "Identity", "Dropout", "Constant",
-            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg", "QuantizeLinear", "DequantizeLinear")
+            "Tanh", "HardSwish", "LeakyRelu", "Elu", "Abs", "Neg", "QuantizeLinear", "DequantizeLinear", "Mul", "Sub",
+            "PRelu", "ReduceMean", "ConvTranspose", "Resize", "DepthToSpace", "SpaceToDepth", "Slice", "Split")
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -221,6 +222,150 @@ class _Converter:
         self.emit(kind, [self.ir(x), wn, bn], node.output[0], (xs[0], oh, ow, m), opts, layer)
         self.layout[node.output[0]] = "NHWC"
 
+    def op_ConvTranspose(self, node, a, layer):
+        """ONNX ConvTranspose (group 1, no dilation, no output_shape) as TRANSPOSE_CONV: out = in * s - pad + k."""
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        w = self.const(node.input[1], node, "weight")                          # (C_in, C_out, kh, kw)
+        b = self.const(node.input[2], node, "bias") if len(node.input) > 2 and node.input[2] else None
+        xs = self.shape(x)
+        cin, cout, kh, kw = w.shape
+        if int(a.get("group", 1)) != 1 or tuple(a.get("dilations", (1, 1))) != (1, 1) or "output_shape" in a \
+                or cin != xs[3]:
+            self.fail(f"ConvTranspose '{layer}': only group 1, dilation 1, no output_shape (weight {list(w.shape)}, "
+                      f"input channels {xs[3]})")
+        strides = tuple(int(v) for v in a.get("strides", (1, 1)))
+        opad = tuple(int(v) for v in a.get("output_padding", (0, 0)))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        full = [(xs[1] - 1) * strides[0] + kh + opad[0], (xs[2] - 1) * strides[1] + kw + opad[1]]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            out = [xs[1] * strides[0], xs[2] * strides[1]]
+            total = [f - o for f, o in zip(full, out)]
+            begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        elif auto == "VALID":
+            begin, out = [0, 0], full
+        else:
+            p = [int(v) for v in a.get("pads", (0, 0, 0, 0))]
+            begin, out = [p[0], p[1]], [full[0] - p[0] - p[2], full[1] - p[1] - p[3]]
+        if min(begin) < 0 or min(out) < 1:
+            self.fail(f"ConvTranspose '{layer}': pads {begin} give an output of {out}")
+        wn = self.const_tensor(f"{layer}/weights", w.transpose(1, 2, 3, 0))   # -> OHWI
+        bn = self.const_tensor(f"{layer}/bias", np.zeros(cout, np.float32) if b is None else b.astype(np.float32))
+        self.emit("TRANSPOSE_CONV", [self.ir(x), wn, bn], node.output[0], (xs[0], out[0], out[1], cout),
+                  dict(stride=strides, pads=tuple(begin), activation="NONE"), layer)
+        self.layout[node.output[0]] = "NHWC"
+
+    def op_Resize(self, node, a, layer):
+        """ONNX Resize on H and W in the forms TFLite's RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR compute."""
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        xs = self.shape(x)
+        n, h, w, c = xs
+        sizes = self.const(node.input[3], node, "sizes") if len(node.input) > 3 and node.input[3] else None
+        if sizes is not None:
+            out_nchw = [int(v) for v in np.asarray(sizes).reshape(-1)]
+        else:
+            scales = [float(v) for v in np.asarray(self.const(node.input[2], node, "scales")).reshape(-1)]
+            out_nchw = [int(np.floor(d * s)) for d, s in zip((n, c, h, w), scales)]
+        if len(out_nchw) != 4 or out_nchw[:2] != [n, c]:
+            self.fail(f"Resize '{layer}': output {out_nchw} resizes more than H and W of {[n, c, h, w]}")
+        get = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in a.items()}
+        mode = get.get("mode", "nearest")
+        coord = get.get("coordinate_transformation_mode", "half_pixel")
+        nearest = get.get("nearest_mode", "round_prefer_floor")
+        forms = {("linear", "half_pixel", None): ("RESIZE_BILINEAR", False, True),
+                 ("linear", "pytorch_half_pixel", None): ("RESIZE_BILINEAR", False, True),
+                 ("linear", "align_corners", None): ("RESIZE_BILINEAR", True, False),
+                 ("linear", "asymmetric", None): ("RESIZE_BILINEAR", False, False),
+                 ("nearest", "asymmetric", "floor"): ("RESIZE_NEAREST_NEIGHBOR", False, False),
+                 ("nearest", "tf_half_pixel_for_nn", "floor"): ("RESIZE_NEAREST_NEIGHBOR", False, True),
+                 ("nearest", "align_corners", "round_prefer_ceil"): ("RESIZE_NEAREST_NEIGHBOR", True, False)}
+        key = (mode, coord, nearest if mode == "nearest" else None)
+        if key not in forms or (coord == "pytorch_half_pixel" and min(out_nchw[2:]) < 2):
+            self.fail(f"Resize '{layer}': mode {mode}, coordinate_transformation_mode {coord}"
+                      + (f", nearest_mode {nearest}" if mode == "nearest" else "") + " has no TFLite form")
+        kind, align, half = forms[key]
+        self.emit(kind, [self.ir(x)], node.output[0], (n, out_nchw[2], out_nchw[3], c),
+                  dict(align_corners=align, half_pixel_centers=half), layer)
+        self.layout[node.output[0]] = "NHWC"
+
+    def op_DepthToSpace(self, node, a, layer):
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        mode = a.get("mode", b"DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        b = int(a["blocksize"])
+        n, h, w, c = self.shape(x)
+        if mode != "DCR" or b < 1 or c % (b * b):
+            self.fail(f"DepthToSpace '{layer}': mode {mode}, block {b} on {c} channels (DCR only)")
+        self.emit("DEPTH_TO_SPACE", [self.ir(x)], node.output[0], (n, h * b, w * b, c // (b * b)),
+                  dict(block_size=b), layer)
+        self.layout[node.output[0]] = "NHWC"
+
+    def op_SpaceToDepth(self, node, a, layer):
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        b = int(a["blocksize"])
+        n, h, w, c = self.shape(x)
+        if b < 1 or h % b or w % b:
+            self.fail(f"SpaceToDepth '{layer}': block {b} on {h}x{w}")
+        self.emit("SPACE_TO_DEPTH", [self.ir(x)], node.output[0], (n, h // b, w // b, c * b * b),
+                  dict(block_size=b), layer)
+        self.layout[node.output[0]] = "NHWC"
+
+    def op_Slice(self, node, a, layer):
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        xs = self.shape(x)
+        vec = [np.asarray(self.const(node.input[i], node, what), np.int64).reshape(-1)
+               if len(node.input) > i and node.input[i] else None
+               for i, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))]
+        starts, ends, axes, steps = vec
+        axes = list(range(len(starts))) if axes is None else [int(v) + 4 if v < 0 else int(v) for v in axes]
+        steps = [1] * len(starts) if steps is None else steps
+        begin, end, stride = [0, 0, 0, 0], list(xs), [1, 1, 1, 1]
+        for ax, st, en, sp in zip(axes, starts, ends, steps):
+            d = _NCHW_TO_NHWC_AXIS[ax]
+            if sp < 1:
+                self.fail(f"Slice '{layer}': step {sp}; only positive steps are supported")
+            en = min(int(en), np.iinfo(np.int32).max)
+            b_, e_, _ = slice(int(st), en, int(sp)).indices(xs[d])
+            begin[d], end[d], stride[d] = b_, max(e_, b_), int(sp)
+        shape = tuple(len(range(b_, e_, s_)) for b_, e_, s_ in zip(begin, end, stride))
+        if min(shape) < 1:
+            self.fail(f"Slice '{layer}': empty output {shape}")
+        self.emit("STRIDED_SLICE", [self.ir(x)], node.output[0], shape,
+                  dict(begin=tuple(begin), end=tuple(end), strides=tuple(stride)), layer)
+        self.layout[node.output[0]] = "NHWC"
+
+    def op_Split(self, node, a, layer):
+        """Each output a STRIDED_SLICE of the input (split sizes from the input, the attribute or equal parts)."""
+        x = node.input[0]
+        self._need_nhwc(node, x, layer)
+        xs = self.shape(x)
+        axis = int(a.get("axis", 0))
+        axis = _NCHW_TO_NHWC_AXIS[axis + 4 if axis < 0 else axis]
+        n_out = len(node.output)
+        if len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in np.asarray(self.const(node.input[1], node, "split")).reshape(-1)]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            part = -(-xs[axis] // n_out)
+            sizes = [min(part, xs[axis] - i * part) for i in range(n_out)]
+        if len(sizes) != n_out or min(sizes) < 1 or sum(sizes) != xs[axis]:
+            self.fail(f"Split '{layer}': sizes {sizes} do not split {xs[axis]} into {n_out} outputs")
+        start = 0
+        for out, size in zip(node.output, sizes):
+            begin, end = [0, 0, 0, 0], list(xs)
+            begin[axis], end[axis] = start, start + size
+            start += size
+            shape = tuple(e - b for b, e in zip(begin, end))
+            self.emit("STRIDED_SLICE", [self.ir(x)], out, shape,
+                      dict(begin=tuple(begin), end=tuple(end), strides=(1, 1, 1, 1)), f"{layer}/{out}")
+            self.layout[out] = "NHWC"
+
     def _fc(self, node, layer, x, w_units_by_k, bias, w_source=None, b_source=None):
         """FULLY_CONNECTED from [N, K] input and weights [units, K]; undoes an NHWC flatten's order."""
         xi = self.ir(x)
@@ -281,19 +426,86 @@ class _Converter:
                 bias.data = bias.data + c.reshape(-1)
                 self.alias[node.output[0]] = self.ir(x)
                 return
-            if self.layout.get(self.ir(x)) == "NHWC" and c.ndim == 4:
-                c = c.transpose(0, 2, 3, 1)
-            yn = self.const_tensor(f"{layer}/constant", c)
+            yn = self.const_tensor(f"{layer}/constant", self._nhwc_const(c, x))
         else:
             yn = self.ir(y)
-        xs, ys = self.shape(x), self.tensors[yn].shape
+        self._binary(node, layer, "ADD", self.ir(x), yn)
+
+    def _nhwc_const(self, c, x):
+        """A constant operand broadcast against activation `x`: NCHW-shaped constants in NHWC order."""
+        if self.layout.get(self.ir(x)) == "NHWC":
+            if c.ndim == 4:
+                return c.transpose(0, 2, 3, 1)
+            if c.ndim == 3:                             # (C, H, W) against (N, C, H, W)
+                return c.transpose(1, 2, 0)
+        return c
+
+    def _binary(self, node, layer, kind, xn, yn):
+        xs, ys = self.tensors[xn].shape, self.tensors[yn].shape
         try:
             shape = np.broadcast_shapes(xs, ys)
         except ValueError:
-            self.fail(f"Add '{layer}': shapes {list(xs)} and {list(ys)} do not broadcast")
-        self.emit("ADD", [self.ir(x), yn], node.output[0], shape, dict(activation="NONE"), layer)
-        if self.layout.get(self.ir(x)) == "NHWC" or self.layout.get(yn) == "NHWC":
+            self.fail(f"{node.op_type} '{layer}': shapes {list(xs)} and {list(ys)} do not broadcast")
+        self.emit(kind, [xn, yn], node.output[0], shape, dict(activation="NONE"), layer)
+        if self.layout.get(xn) == "NHWC" or self.layout.get(yn) == "NHWC":
             self.layout[node.output[0]] = "NHWC"
+
+    def _operands(self, node, layer, commutative):
+        x, y = node.input
+        if commutative and x in self.consts and y not in self.consts:
+            x, y = y, x
+        names = []
+        for n, other in ((x, y), (y, x)):
+            if n in self.consts:
+                names.append(self.const_tensor(f"{layer}/constant",
+                                               self._nhwc_const(self.consts[n].astype(np.float32), other)))
+            else:
+                names.append(self.ir(n))
+        return names
+
+    def op_Mul(self, node, a, layer):
+        self._binary(node, layer, "MUL", *self._operands(node, layer, True))
+
+    def op_Sub(self, node, a, layer):
+        self._binary(node, layer, "SUB", *self._operands(node, layer, False))
+
+    def op_PRelu(self, node, a, layer):
+        x = node.input[0]
+        slope = self.const(node.input[1], node, "slope").astype(np.float32)
+        xs = self.shape(x)
+        if slope.size == 1:
+            slope = slope.reshape(1)
+        elif self.layout.get(self.ir(x)) == "NHWC":
+            c = xs[3]
+            if slope.ndim < 3 or slope.shape[-3] != c or slope.size != c:      # (C, 1, 1) or (1, C, 1, 1)
+                self.fail(f"PRelu '{layer}': slope of shape {list(slope.shape)}; one per channel or one for all")
+            slope = slope.reshape(1, 1, c)
+        an = self.const_tensor(f"{layer}/alpha", slope)
+        self.emit("PRELU", [self.ir(x), an], node.output[0], xs, {}, layer)
+        if self.layout.get(self.ir(x)) == "NHWC":
+            self.layout[node.output[0]] = "NHWC"
+
+    def op_ReduceMean(self, node, a, layer):
+        x = node.input[0]
+        xs = self.shape(x)
+        axes = a.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self.const(node.input[1], node, "axes")
+        if axes is None:
+            self.fail(f"ReduceMean '{layer}': reducing over every axis is not supported")
+        axes = sorted({int(v) % len(xs) for v in np.asarray(axes).reshape(-1)})
+        if self.layout.get(self.ir(x)) == "NHWC":
+            axes = sorted(_NCHW_TO_NHWC_AXIS[v] for v in axes)
+        keep = bool(a.get("keepdims", 1))
+        shape = tuple(1 if i in axes else d for i, d in enumerate(xs)) if keep else \
+            tuple(d for i, d in enumerate(xs) if i not in axes)
+        an = self.const_tensor(f"{layer}/axes", np.array(axes, np.int32))
+        self.tensors[an].dtype, self.tensors[an].data = "int32", np.array(axes, np.int32)
+        self.emit("MEAN", [self.ir(x), an], node.output[0], shape, dict(keep_dims=keep), layer)
+        if self.layout.get(self.ir(x)) == "NHWC" and keep:
+            self.layout[node.output[0]] = "NHWC"
+        elif self.layout.get(self.ir(x)) == "NHWC" and axes != [1, 2]:
+            self.fail(f"ReduceMean '{layer}': keepdims=0 over NCHW axes other than H and W is not supported")
 
     def _unary(self, node, kind, layer, opts=None):
         x = node.input[0]

@@ -80,7 +80,12 @@ program silently); so is any value not listed.
 - ``ADD`` (3): TFLite int8 ADD: ``a = (x1 - in_zp) << left_shift``, ``b = (x2 - in2_zp) << left_shift``,
   ``s = MBQM(a, in_mult, in_shift) + MBQM(b, in2_mult, in2_shift)``,
   ``out = clamp(MBQM(s, out_mult, out_shift) + out_zp)`` (MBQM = MultiplyByQuantizedMultiplier; shifts <= 0).
-  Both inputs and the output have the same H x W x C.
+  With the NEG2 flag, ``s = MBQM(a, ...) - MBQM(b, ...)`` (wrapping in int32): TFLite int8 SUB. The second
+  rescaled value is negated, not the second input: MBQM rounds ties of a negative product toward zero, so
+  ``MBQM(-b) != -MBQM(b)`` at ties.
+  Input 1 has the output's H x W x C; the second input **broadcasts**: it is H x W x C (word of output word
+  ``(p, ct)`` is ``in2_addr + p*in2_ct + ct``), 1 x 1 x C (word ``in2_addr + ct``: one value per channel) or
+  1 x 1 x 1 (word ``in2_addr``, lane 0 for every lane).
 - ``MAXPOOL`` (4): max over the in-bounds taps of the window, clamped to ``[act_min, act_max]``.
 - ``AVGPOOL`` (5): TFLite reference int8 average: sum of the in-bounds taps (raw int8 values), divided by
   their count rounding half away from zero, clamped.  Input and output quantization are equal.
@@ -91,11 +96,42 @@ program silently); so is any value not listed.
 - ``LUT`` (7): ``out = table[x + 128]`` per lane, the 256-byte ``table`` being the byte stream at
   ``param_addr`` (``param_words`` words); padding lanes get ``out_zp``.  Elementwise int8 operators (LOGISTIC,
   a standalone RELU/RELU6, an int8->int8 QUANTIZE) compile to it, the table computed by the graph executor.
+- ``MUL`` (8): TFLite int8 MUL: ``out = clamp(MBQM((x1 - in_zp) * (x2 - in2_zp), out_mult, out_shift) +
+  out_zp)`` to ``[act_min, act_max]``; the second input broadcasts as ADD's does.
+- ``MEAN`` (9): the mean over H and W of an in_h x in_w x C input (in_h, in_w <= 255) into a 1 x 1 x C output,
+  LiteRT's reference int8 MEAN: ``s = sum of the in_h*in_w raw values`` (exact), ``out = clamp(MBQM(s -
+  in_zp*in_h*in_w, out_mult, out_shift) + out_zp)`` to ``[act_min, act_max]``; out_mult/out_shift are the
+  reference's multiplier with 1/count already folded in (``quant.ref.mean_params``).
+- ``PRELU`` (10): per-channel PRELU: ``v = x - in_zp``; ``a = alpha[c] - in2_zp`` with ``alpha`` the int8 byte
+  stream at ``param_addr`` (``param_words`` words, one byte per channel, at most 256 channels); ``v >= 0``:
+  ``MBQM(v, in_mult, in_shift)``, else ``MBQM(v * a, in2_mult, in2_shift)``; plus out_zp, clamped to
+  ``[act_min, act_max]``.
+- ``RESIZE`` (11): RESIZE_BILINEAR and RESIZE_NEAREST_NEIGHBOR (int8, no rescale).  Two tables of
+  ``RESIZE_ENTRY_BYTES`` = 8-byte entries ``u16 lo, u16 hi, i16 frac, u16 0`` (each table a byte stream from
+  its first word, entry ``k`` at stream bytes ``8k .. 8k+7``): the **row table** at ``param_addr``
+  (``param_words`` words, ``out_h`` entries) and the **column table** at ``weight_addr`` (``weight_words``
+  words, ``out_w`` entries).  With the row entry ``(y0, y1, fy)`` of output row y and the column entry
+  ``(x0, x1, fx)`` of output column x, per channel:
+  ``s = in[y0,x0]*(1024-fy)*(1024-fx) + in[y1,x0]*fy*(1024-fx) + in[y0,x1]*(1024-fy)*fx + in[y1,x1]*fy*fx``
+  and ``out = trunc((s + (s > 0 ? 2^19 : -2^19)) / 2^20)`` wrapped to int8: LiteRT's reference
+  ResizeBilinearInteger, whose per-axis arithmetic (10-bit scale, align_corners, half_pixel_centers) the
+  compiler evaluates into the tables (`quant.ref.resize_tables`).  Nearest neighbour is the same with
+  ``lo = hi = index, frac = 0`` (an exact copy).  Every ``lo``, ``hi`` must lie inside the input and
+  ``-1024 <= frac <= 1024``: otherwise the descriptor is refused (the RTL: when its walk reads that entry).
+  The tables are the format's choice over an address generator because nearest neighbour's source index is
+  computed by LiteRT in float32, which a table states exactly; it costs one weight-space read per output pixel.
+- ``GATHER`` (12): a strided COPY of a box.  With FILL, first the fill of COPY; then for ``y < g_h``,
+  ``x < g_w``, ``c < g_c``: ``out[copy_y + y*dst_sy, copy_x + x*dst_sx, copy_c + c] =
+  in[src_y + y*src_sy, src_x + x*src_sx, src_c + c]``.  COPY is the case of a zero source offset, unit
+  strides and the whole input.  DEPTH_TO_SPACE and SPACE_TO_DEPTH (block b) are b*b GATHERs (one per
+  sub-pixel, a channel block each), STRIDED_SLICE and SLICE one; the first carries FILL so the output's
+  padding lanes hold ``out_zp``.
 - ``END`` (15): the program is complete.
 
-An output never overlaps an input of the same descriptor, except that ADD and LUT may work in place: their
-``out_addr`` may equal ``in_addr`` (or ``in2_addr``) exactly, the same words, since each output word depends
-only on the input words at the same address and is written after they are read.
+An output never overlaps an input of the same descriptor, except that ADD, MUL, PRELU and LUT may work in place:
+their ``out_addr`` may equal ``in_addr`` exactly (or ``in2_addr`` when the second input is not broadcast), the
+same words, since each output word depends only on the input words at the same address and is written after
+they are read.
 
 Fields each opcode reads (besides ``opcode``, ``flags`` and ``layer``; the others are written 0 by the compiler,
 except the informative ``macs`` and a pool's ``in_zp``, and ignored by the sequencer):
@@ -108,6 +144,13 @@ except the informative ``macs`` and a pool's ``in_zp``, and ignored by the seque
 - MAXPOOL, AVGPOOL: kernel_*, stride_*, pad_*, in_* and out_* shapes and addresses, out_zp, act_min/max.
 - COPY: in_* and out_* shapes and addresses, out_zp, fill (FILL), copy_y/x/c.
 - LUT: in_* and out_* shapes and addresses, param_addr/words, out_zp.
+- MUL: in_*, in2_*, out_* shapes and addresses, in_zp, in2_zp, out_zp, act_min/max, out_mult, out_shift.
+- MEAN: in_* and out_* shapes and addresses, in_zp, out_zp, act_min/max, out_mult, out_shift.
+- PRELU: in_* and out_* shapes and addresses, param_addr/words, in_zp, in2_zp (alpha's zero point), out_zp,
+  act_min/max, in_mult, in_shift (identity path), in2_mult, in2_shift (alpha path).
+- RESIZE: in_* and out_* shapes and addresses, param_addr/words (row table), weight_addr/words (column
+  table), out_zp.
+- GATHER: as COPY, and src_y/x/c, g_h/w/c, src_sy/sx, dst_sy/sx.
 - END: ``layer`` holds the number of layers.
 
 Descriptor (128 bytes, little-endian; ``unpack`` refuses an unknown opcode, a flag the opcode does not have and
@@ -125,23 +168,28 @@ import numpy as np
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
+           "PACKED", "FCSCALE", "NEG2",
+           "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
            "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
            "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
            "unpack_conv_weights", "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
            "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
-           "write_tensor", "read_tensor"]
+           "write_tensor", "read_tensor", "RESIZE_ENTRY_BYTES", "resize_table_words", "pack_resize_table",
+           "unpack_resize_table"]
 
 PROGRAM_FORMAT_VERSION = 1
 DESCRIPTOR_BYTES = 128
 PARAM_RECORD_BYTES = 16
+RESIZE_ENTRY_BYTES = 8
 
-OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "END": 15}
+OPCODES = {"CONV": 1, "DWCONV": 2, "ADD": 3, "MAXPOOL": 4, "AVGPOOL": 5, "COPY": 6, "LUT": 7, "MUL": 8, "MEAN": 9,
+           "PRELU": 10, "RESIZE": 11, "GATHER": 12, "END": 15}
 OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
 FILL = 1            # flags bit 0 of COPY
 PACKED = 2          # flags bit 1 of CONV
 FCSCALE = 4         # flags bit 2 of CONV
+NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SUB)
 
 
 class ProgramError(StackcamError, ValueError):
@@ -167,9 +215,11 @@ class Field(namedtuple("Field", "offset type name meaning")):
 
 # The descriptor, stated once: everything else about it is generated from this table.
 FIELDS = (
-    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 15 END'),
-    Field(1, "u8", "flags", 'bit 0 FILL (COPY); bit 1 PACKED (CONV: pixel-packed input, im2col); '
-                            'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); others 0'),
+    Field(0, "u8", "opcode", '1 CONV, 2 DWCONV, 3 ADD, 4 MAXPOOL, 5 AVGPOOL, 6 COPY, 7 LUT, 8 MUL, 9 MEAN, '
+                             '10 PRELU, 11 RESIZE, 12 GATHER, 15 END'),
+    Field(1, "u8", "flags", 'bit 0 FILL (COPY, GATHER); bit 1 PACKED (CONV: pixel-packed input, im2col); '
+                            'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); '
+                            'bit 3 NEG2 (ADD: subtract the second input, SUB); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -183,37 +233,39 @@ FIELDS = (
     Field(14, "u16", "in_w", 'input width'),
     Field(16, "u16", "in_c", 'input channels'),
     Field(18, "u16", "in_ct", 'input channel tiles, ceil(in_c / cols); PACKED: im2col words ceil(K / cols)'),
-    Field(20, "u16", "in2_h", 'second input height (ADD)'),
-    Field(22, "u16", "in2_w", 'second input width (ADD)'),
-    Field(24, "u16", "in2_c", 'second input channels (ADD)'),
-    Field(26, "u16", "in2_ct", 'second input channel tiles (ADD)'),
+    Field(20, "u16", "in2_h", 'second input height (ADD, MUL: out_h or 1)'),
+    Field(22, "u16", "in2_w", 'second input width (ADD, MUL: out_w or 1)'),
+    Field(24, "u16", "in2_c", 'second input channels (ADD, MUL: out_c or 1)'),
+    Field(26, "u16", "in2_ct", 'second input channel tiles (ADD, MUL)'),
     Field(28, "u16", "out_h", 'output height'),
     Field(30, "u16", "out_w", 'output width'),
     Field(32, "u16", "out_c", 'output channels'),
     Field(34, "u16", "out_ct", 'output channel tiles, ceil(out_c / cols)'),
     Field(36, "u32", "in_addr", 'activation word address of the input'),
-    Field(40, "u32", "in2_addr", 'activation word address of the second input (ADD)'),
+    Field(40, "u32", "in2_addr", 'activation word address of the second input (ADD, MUL)'),
     Field(44, "u32", "out_addr", 'activation word address of the output'),
-    Field(48, "u32", "weight_addr", 'weight word address of the MAC-array (CONV) or depthwise (DWCONV) block'),
+    Field(48, "u32", "weight_addr", 'weight word address of the MAC-array (CONV) or depthwise (DWCONV) block, '
+                                    'or of the column table (RESIZE)'),
     Field(52, "u32", "weight_words", 'words in that block'),
-    Field(56, "u32", "param_addr", 'weight word address of the parameter records (CONV, DWCONV) or table (LUT)'),
+    Field(56, "u32", "param_addr", 'weight word address of the parameter records (CONV, DWCONV), table (LUT)'
+                                   ', alphas (PRELU) or row table (RESIZE)'),
     Field(60, "u32", "param_words", 'words of parameter records or table'),
     Field(64, "i8", "in_zp", 'input zero point'),
-    Field(65, "i8", "in2_zp", 'second input zero point (ADD)'),
+    Field(65, "i8", "in2_zp", "second input zero point (ADD, MUL); alpha's zero point (PRELU)"),
     Field(66, "i8", "out_zp", "output zero point (the value of the output's padding lanes)"),
     Field(67, "i8", "act_min", 'output clamp low'),
     Field(68, "i8", "act_max", 'output clamp high'),
     Field(69, "u8", "left_shift", 'ADD input left shift (20 for int8)'),
-    Field(70, "i8", "in_shift", 'ADD input 1 shift (<= 0)'),
-    Field(71, "i8", "in2_shift", 'ADD input 2 shift (<= 0)'),
-    Field(72, "i32", "in_mult", 'ADD input 1 Q31 multiplier'),
-    Field(76, "i32", "in2_mult", 'ADD input 2 Q31 multiplier'),
-    Field(80, "i32", "out_mult", 'ADD output Q31 multiplier'),
-    Field(84, "i8", "out_shift", 'ADD output shift'),
-    Field(85, "i8", "fill", "COPY with FILL: value of the output's lanes < out_c before the copy"),
-    Field(86, "u16", "copy_y", 'COPY destination row offset'),
-    Field(88, "u16", "copy_x", 'COPY destination column offset'),
-    Field(90, "u16", "copy_c", 'COPY destination channel offset'),
+    Field(70, "i8", "in_shift", 'ADD input 1 shift (<= 0); PRELU identity-path shift'),
+    Field(71, "i8", "in2_shift", 'ADD input 2 shift (<= 0); PRELU alpha-path shift'),
+    Field(72, "i32", "in_mult", 'ADD input 1 Q31 multiplier; PRELU identity-path multiplier'),
+    Field(76, "i32", "in2_mult", 'ADD input 2 Q31 multiplier; PRELU alpha-path multiplier'),
+    Field(80, "i32", "out_mult", 'ADD, MUL, MEAN output Q31 multiplier'),
+    Field(84, "i8", "out_shift", 'ADD, MUL, MEAN output shift'),
+    Field(85, "i8", "fill", "COPY/GATHER with FILL: value of the output's lanes < out_c before the copy"),
+    Field(86, "u16", "copy_y", 'COPY/GATHER destination row offset'),
+    Field(88, "u16", "copy_x", 'COPY/GATHER destination column offset'),
+    Field(90, "u16", "copy_c", 'COPY/GATHER destination channel offset'),
     Field(92, "u16", "oc_tiles", 'CONV: ceil(out_c / rows), output-channel tiles of the MAC array'),
     Field(94, "u16", "tile_words", 'CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct); '
                                    'DWCONV: ceil(kernel_h*kernel_w / rows)'),
@@ -221,10 +273,16 @@ FIELDS = (
     Field(100, "u16", "in_ppw", 'PACKED: input pixels per word, cols // in_c; otherwise 0'),
     Field(102, "u16", "reserved1", '0'),
     Field(104, "u32", "reserved2", '0'),
-    Field(108, "u32", "reserved3", '0'),
-    Field(112, "u32", "reserved4", '0'),
-    Field(116, "u32", "reserved5", '0'),
-    Field(120, "u32", "reserved6", '0'),
+    Field(108, "u16", "src_y", 'GATHER: first source row'),
+    Field(110, "u16", "src_x", 'GATHER: first source column'),
+    Field(112, "u16", "src_c", 'GATHER: first source channel'),
+    Field(114, "u16", "g_h", 'GATHER: rows copied'),
+    Field(116, "u16", "g_w", 'GATHER: columns copied'),
+    Field(118, "u16", "g_c", 'GATHER: channels copied'),
+    Field(120, "u8", "src_sy", 'GATHER: source row step'),
+    Field(121, "u8", "src_sx", 'GATHER: source column step'),
+    Field(122, "u8", "dst_sy", 'GATHER: destination row step'),
+    Field(123, "u8", "dst_sx", 'GATHER: destination column step'),
     Field(124, "u32", "reserved7", '0'),
 )
 _STRUCT = struct.Struct("<" + "".join(f.code for f in FIELDS))
@@ -300,10 +358,9 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    if desc.flags & ~{"COPY": FILL, "CONV": PACKED | FCSCALE}.get(desc.op, 0):
+    if desc.flags & ~{"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE, "ADD": NEG2}.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
-    for name in ("reserved1", "reserved2", "reserved3", "reserved4", "reserved5", "reserved6",
-                 "reserved7"):
+    for name in ("reserved1", "reserved2", "reserved7"):
         if getattr(desc, name):
             raise ProgramError(f"{where}: {name} is {getattr(desc, name)}, must be 0")
     return desc
@@ -463,6 +520,26 @@ def unpack_im2col_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
     """int8 OHWI weights from an im2col block (inverse of pack_im2col_weights)."""
     k = kernel_h * kernel_w * in_c
     return unpack_conv_weights(words, out_c, 1, 1, k, rows, cols).reshape(out_c, kernel_h, kernel_w, in_c)
+
+
+def resize_table_words(entries, word_bytes):
+    """Weight words of a RESIZE table of `entries` entries."""
+    return -(-(entries * RESIZE_ENTRY_BYTES) // word_bytes)
+
+
+def pack_resize_table(lo, hi, frac, word_bytes):
+    """uint8 [words, WB] RESIZE table (u16 lo, u16 hi, i16 frac, u16 0 per entry) as a byte stream."""
+    rec = np.zeros((len(lo), 4), "<i2")
+    rec[:, 0] = np.asarray(lo, np.int64).astype("<u2").view("<i2")
+    rec[:, 1] = np.asarray(hi, np.int64).astype("<u2").view("<i2")
+    rec[:, 2] = np.asarray(frac, np.int64)
+    return stream_words(rec.tobytes(), word_bytes)
+
+
+def unpack_resize_table(words, entries):
+    """(lo, hi, frac) int64 arrays of the first `entries` entries of a RESIZE table."""
+    rec = np.frombuffer(read_stream(words, 0, entries * RESIZE_ENTRY_BYTES), "<u2").reshape(entries, 4)
+    return rec[:, 0].astype(np.int64), rec[:, 1].astype(np.int64), rec[:, 2].view("<i2").astype(np.int64)
 
 
 # --- activation-space layout ----------------------------------------------------------------------------------

@@ -15,14 +15,15 @@ __all__ = ["quantize_graph", "collect_ranges", "activation_params", "quantize_we
 
 # Operators whose int8 kernels do not rescale: TFLite requires their output to carry the input's scale and zero
 # point (operator_property.cc: restrict_same_input_output_scale), so calibration of their outputs is ignored.
-SAME_QUANT_OPS = ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD")
+SAME_QUANT_OPS = ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+                  "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE")
 
 # Operators whose int8 output quantization TFLite fixes regardless of calibration: (scale, zero point).
 # TANH as the converter quantizes it (operator_property.cc: restricted output scale 1/128, zero point 0).
 FIXED_OUTPUT_QUANT = {"SOFTMAX": (1.0 / 256.0, -128), "LOGISTIC": (1.0 / 256.0, -128), "TANH": (1.0 / 128.0, 0)}
 
 # Ops with weights (input 1) and bias (input 2): the filter axis that is the output channel (OHWI, 1HWO, [out, in]).
-_WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+_WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}
 
 # The real-valued range a fused activation allows; calibration ranges are clipped to it.
 _ACT_RANGE = {"NONE": (-np.inf, np.inf), "RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
@@ -183,9 +184,9 @@ def _ensure_bias(graph):
     """Give every CONV_2D / DEPTHWISE_CONV_2D without a bias a zero one: LiteRT's conv kernels require it (the
     TFLite converter always writes one)."""
     for op in graph.ops:
-        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and (len(op.inputs) < 3 or not op.inputs[2]):
+        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and (len(op.inputs) < 3 or not op.inputs[2]):
             w = graph.tensor(op.inputs[1])
-            cout = w.shape[0] if op.kind == "CONV_2D" else w.shape[3]
+            cout = w.shape[3] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]
             name = f"{op.name or op.outputs[0]}/zero_bias"
             while name in graph.tensors:
                 name += "_"
@@ -358,9 +359,15 @@ def quantize_graph(float_graph, calib_inputs, *, input_range=None, fuse=True, pe
         if op.kind in _WEIGHT_AXIS:
             _quantize_weighted(g, op, quant[op.inputs[0]], per_channel, tensors)
         else:
-            for n in op.inputs[1:]:
-                if n and g.tensor(n).is_const:
-                    if op.kind not in ("PAD", "RESHAPE"):
+            for n in op.inputs[1:] if op.kind not in ("ADD", "SUB", "MUL") else op.inputs:
+                if n and g.tensor(n).is_const and op.kind in ("PRELU", "ADD", "SUB", "MUL"):
+                    # LiteRT's quantizer: a constant operand (a PRELU's alpha, an ADD/SUB/MUL's constant) is
+                    # symmetric int8 with one scale, max|value| / 127.
+                    t = g.tensor(n)
+                    qa, sa = quantize_weights(t.data.astype(np.float32), 0, per_channel=False)
+                    tensors[n] = Tensor(n, tuple(t.shape), "int8", qa, QuantParams(sa, np.zeros(1, np.int64)))
+                elif n and g.tensor(n).is_const:
+                    if op.kind not in ("PAD", "RESHAPE", "MEAN"):
                         raise ModelError(f"{op.label()}: constant operand '{n}' is not supported by the quantizer")
                     tensors[n] = copy.deepcopy(g.tensor(n))
         if op.kind in SAME_QUANT_OPS:

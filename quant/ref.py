@@ -17,7 +17,10 @@ __all__ = ["conv2d_accumulators", "conv2d_int8", "window_padding", "window_outpu
            "float_activation", "add_int8",
            "average_pool_int8", "average_pool_float", "max_pool", "pad", "quantize_float", "dequantize",
            "requantize_int8", "softmax_params", "softmax_int8", "softmax_float", "logistic_params", "logistic_int8",
-           "logistic_float", "expf_glibc"]
+           "logistic_float", "expf_glibc", "mean_params", "mean_int8", "mul_params", "mul_int8", "sub_int8",
+           "prelu_params", "prelu_int8", "resize_bilinear_axis", "resize_nearest_axis", "resize_tables",
+           "resize_apply_int8", "resize_int8", "resize_float", "depth_to_space", "space_to_depth", "strided_slice",
+           "transpose_conv_acc"]
 
 
 def conv2d_accumulators(x, layer):
@@ -500,3 +503,241 @@ def logistic_float(x):
         mid = np.float32(1) / (np.float32(1) + expf_glibc(-x))
     out = np.where(x < np.float32(-9), expf_glibc(x), mid)
     return np.where(x > np.float32(16.619047164916992188), np.float32(1), out).astype(np.float32)
+
+
+# --- MEAN, MUL, SUB, PRELU (int8) --------------------------------------------------------------------------------
+
+def mean_params(input_scale, input_zero_point, output_scale, output_zero_point, count):
+    """The integers LiteRT's reference int8 MEAN uses for a reduction over `count` elements (reduce.cc
+    PrepareMeanOrSum, then reference_ops::QuantizedMeanOrSum): the Q31 multiplier and shift of
+    double(input_scale) / double(output_scale), then 1/count folded in as ``multiplier' = (multiplier <<
+    s) / count`` (int64, truncating) and ``shift' = shift - s`` with ``s = min(floor(log2(count)), 32, 31 +
+    shift)``."""
+    if count < 1:
+        raise ValueError(f"MEAN over {count} elements")
+    m, shift = quantize_multiplier(float(np.float32(input_scale)) / float(np.float32(output_scale)))
+    s = min(count.bit_length() - 1, 32, 31 + shift)
+    return dict(input_zero_point=int(input_zero_point), output_zero_point=int(output_zero_point), count=int(count),
+                multiplier=int(np.int32((m << s) // count)), shift=int(shift - s))
+
+
+def mean_int8(x, axes, keep_dims, p):
+    """reference_ops::QuantizedMeanOrSum (mean) on int8 `x` over `axes`: the int32 sum, minus
+    input_zero_point * count, MultiplyByQuantizedMultiplier with mean_params' multiplier and shift, plus the
+    output zero point, clamped to int8."""
+    s = np.asarray(x, np.int64).sum(axis=tuple(axes), keepdims=bool(keep_dims))
+    shifted = wrap_int32(wrap_int32(s) - p["input_zero_point"] * p["count"])
+    out = multiply_by_quantized_multiplier(shifted, p["multiplier"], p["shift"]) + p["output_zero_point"]
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+def mul_params(s1, z1, s2, z2, so, zo):
+    """mul.cc Prepare (int8): one Q31 multiplier of ``input1_scale * input2_scale / output_scale``, evaluated in
+    float32 (the operands are float), widened to double."""
+    f = np.float32
+    m, shift = quantize_multiplier(float(f(f(f(s1) * f(s2)) / f(so))))
+    return dict(input1_offset=-int(z1), input2_offset=-int(z2), output_offset=int(zo), output_multiplier=m,
+                output_shift=shift)
+
+
+def mul_int8(a, b, p, act_min=-128, act_max=127):
+    """reference_integer_ops::MulElementwise / BroadcastMul6DSlow on int8 (numpy broadcasting):
+    ``clamp(MBQM((a - za) * (b - zb), multiplier, shift) + zo)``."""
+    v = (np.asarray(a, np.int64) + p["input1_offset"]) * (np.asarray(b, np.int64) + p["input2_offset"])
+    out = multiply_by_quantized_multiplier(v, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def sub_int8(a, b, p):
+    """TFLite reference int8 SUB (SubElementwise; broadcast by numpy): add_int8 with the difference of the two
+    rescaled inputs. Negating the second input before its rescale would not be the same (the high multiply
+    rounds ties up, not away from zero), so the die negates the rescaled value."""
+    a = np.asarray(a, np.int64) + p["input1_offset"]
+    b = np.asarray(b, np.int64) + p["input2_offset"]
+    sa = multiply_by_quantized_multiplier(a << p["left_shift"], p["input1_multiplier"], p["input1_shift"])
+    sb = multiply_by_quantized_multiplier(b << p["left_shift"], p["input2_multiplier"], p["input2_shift"])
+    raw = multiply_by_quantized_multiplier(wrap_int32(sa - sb), p["output_multiplier"], p["output_shift"]) \
+        + p["output_offset"]
+    return np.clip(raw, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def prelu_params(input_scale, input_zero_point, alpha_scale, alpha_zero_point, output_scale, output_zero_point):
+    """PreluPrepare (int8): multiplier 1 of input_scale / output_scale (identity path), multiplier 2 of
+    input_scale * alpha_scale / output_scale (alpha path), both float32 expressions widened to double."""
+    f = np.float32
+    m1, s1 = quantize_multiplier(float(f(f(input_scale) / f(output_scale))))
+    m2, s2 = quantize_multiplier(float(f(f(f(input_scale) * f(alpha_scale)) / f(output_scale))))
+    return dict(input_offset=-int(input_zero_point), alpha_offset=-int(alpha_zero_point),
+                output_offset=int(output_zero_point), multiplier_1=m1, shift_1=s1, multiplier_2=m2, shift_2=s2)
+
+
+def prelu_int8(x, alpha, p):
+    """reference_ops::BroadcastPrelu4DSlow / Prelu on int8 (alpha broadcast by numpy): ``v = x - zi``;
+    ``v >= 0``: MBQM(v, m1, s1); else MBQM(v * (alpha - za), m2, s2); plus zo, clamped to int8."""
+    v = np.asarray(x, np.int64) + p["input_offset"]
+    a = np.asarray(alpha, np.int64) + p["alpha_offset"]
+    pos = multiply_by_quantized_multiplier(v, p["multiplier_1"], p["shift_1"])
+    neg = multiply_by_quantized_multiplier(v * a, p["multiplier_2"], p["shift_2"])
+    out = np.where(v >= 0, pos, neg) + p["output_offset"]
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+# --- RESIZE_BILINEAR and RESIZE_NEAREST_NEIGHBOR ------------------------------------------------------------------
+# BUILTIN_REF's int8 RESIZE_BILINEAR (reference_ops::ResizeBilinearInteger) works in 10-bit fixed point: the scale
+# is round-half-up((in << 10) / out) (align_corners: (in - 1) / (out - 1)), the source coordinate of output index
+# i is i * scale (half_pixel_centers: + scale / 2 - 512, C division), the taps are lo = max(v / 1024, 0) and
+# hi = min(ceil(v / 1024), in - 1), the fraction f = v - 1024 * lo (negative near the top-left edge with half
+# pixel centers, where lo = hi), and the output is the 4-tap sum of 20-bit weighted products, divided by 2^20
+# rounding half away from zero. RESIZE_NEAREST_NEIGHBOR picks one source index per axis, computed in float32.
+# Both factor into a per-axis table, which is what the die's RESIZE descriptor carries (quant.program).
+
+def _c_div(a, b):
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def resize_bilinear_axis(in_size, out_size, align_corners=False, half_pixel_centers=False):
+    """(lo, hi, frac) int64 arrays over the output indices of one axis, by ResizeBilinearInteger's rules."""
+    if align_corners and out_size > 1:
+        scale = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    else:
+        scale = ((1 << 10) * in_size + out_size // 2) // out_size
+    lo, hi, frac = [], [], []
+    for i in range(out_size):
+        v = i * scale + (_c_div(scale, 2) - (1 << 9) if half_pixel_centers else 0)
+        a = max(_c_div(v, 1 << 10), 0)
+        b = min(_c_div(v + (1 << 10) - 1, 1 << 10), in_size - 1)
+        if not 0 <= a < in_size:
+            raise ValueError(f"resize: source index {a} of output {i} is outside the input (size {in_size}); "
+                             f"LiteRT's kernel would read past it")
+        lo.append(a)
+        hi.append(b)
+        frac.append(v - (a << 10))
+    return np.array(lo, np.int64), np.array(hi, np.int64), np.array(frac, np.int64)
+
+
+def resize_nearest_axis(in_size, out_size, align_corners=False, half_pixel_centers=False):
+    """Source index int64 array over the output indices of one axis (GetNearestNeighbor, float32 arithmetic)."""
+    f32 = np.float32
+    if align_corners and out_size > 1:
+        scale = f32(in_size - 1) / f32(out_size - 1)
+    else:
+        scale = f32(in_size) / f32(out_size)
+    offset = f32(0.5) if half_pixel_centers else f32(0.0)
+    v = (np.arange(out_size, dtype=np.float32) + offset) * scale          # float32 throughout
+    if align_corners:
+        v64 = v.astype(np.float64)                                          # exact: v + 0.5 cannot round
+        idx = (np.sign(v64) * np.floor(np.abs(v64) + 0.5)).astype(np.int64)  # std::round: ties away
+    else:
+        idx = np.floor(v).astype(np.int64)
+    idx = np.minimum(idx, in_size - 1)
+    if half_pixel_centers:
+        idx = np.maximum(idx, 0)
+    return idx
+
+
+def resize_tables(kind, in_hw, out_hw, align_corners=False, half_pixel_centers=False):
+    """Per-axis [(lo, hi, frac)] for rows and columns; nearest neighbour is lo = hi = index, frac = 0."""
+    out = []
+    for n_in, n_out in zip(in_hw, out_hw):
+        if kind == "RESIZE_BILINEAR":
+            out.append(resize_bilinear_axis(n_in, n_out, align_corners, half_pixel_centers))
+        else:
+            idx = resize_nearest_axis(n_in, n_out, align_corners, half_pixel_centers)
+            out.append((idx, idx.copy(), np.zeros_like(idx)))
+    return out
+
+
+def resize_apply_int8(x, rows, cols):
+    """The 4-tap fixed-point interpolation of an int8 HWC (or NHWC) tensor by per-axis tables (lo, hi, frac):
+    ``sum x[tap] * wy * wx`` with weights ``1024 - f`` (lo) and ``f`` (hi), divided by 2^20 rounding half away
+    from zero, then cast to int8 (wrapping, as the C++ cast does; the sum of the weights is 2^20, so it never
+    wraps)."""
+    x = np.asarray(x)
+    (ylo, yhi, fy), (xlo, xhi, fx) = rows, cols
+    a = x.astype(np.int64)
+    wy0, wy1 = ((1 << 10) - fy)[:, None, None], fy[:, None, None]
+    wx0, wx1 = ((1 << 10) - fx)[None, :, None], fx[None, :, None]
+    ax = -3
+    t_ll = np.take(np.take(a, ylo, axis=ax), xlo, axis=ax + 1)
+    t_lu = np.take(np.take(a, yhi, axis=ax), xlo, axis=ax + 1)
+    t_rl = np.take(np.take(a, ylo, axis=ax), xhi, axis=ax + 1)
+    t_ru = np.take(np.take(a, yhi, axis=ax), xhi, axis=ax + 1)
+    s = t_ll * wy0 * wx0 + t_lu * wy1 * wx0 + t_rl * wy0 * wx1 + t_ru * wy1 * wx1
+    r = np.where(s > 0, s + (1 << 19), s - (1 << 19))
+    q = np.sign(r) * (np.abs(r) >> 20)                     # C division by 2^20: truncates toward zero
+    return (((q + 128) & 0xFF) - 128).astype(np.int8)
+
+
+def resize_int8(x, kind, out_hw, align_corners=False, half_pixel_centers=False):
+    """int8 NHWC RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR as BUILTIN_REF computes it."""
+    x = np.asarray(x)
+    rows, cols = resize_tables(kind, x.shape[1:3], out_hw, align_corners, half_pixel_centers)
+    if kind == "RESIZE_NEAREST_NEIGHBOR":
+        return x[:, rows[0]][:, :, cols[0]].copy()
+    return resize_apply_int8(x, rows, cols)
+
+
+def resize_float(x, kind, out_hw, align_corners=False, half_pixel_centers=False):
+    """float32 NHWC resize (reference ResizeBilinear's float arithmetic; nearest picks like the int8 kernel)."""
+    x = np.asarray(x, np.float32)
+    if kind == "RESIZE_NEAREST_NEIGHBOR":
+        rows, cols = (resize_nearest_axis(i, o, align_corners, half_pixel_centers)
+                      for i, o in zip(x.shape[1:3], out_hw))
+        return x[:, rows][:, :, cols].copy()
+    axes = []
+    for n_in, n_out in zip(x.shape[1:3], out_hw):
+        f32 = np.float32
+        scale = f32(n_in - 1) / f32(n_out - 1) if align_corners and n_out > 1 else f32(n_in) / f32(n_out)
+        i = np.arange(n_out, dtype=np.float32)
+        v = (i + f32(0.5)) * scale - f32(0.5) if half_pixel_centers else i * scale
+        fl = np.floor(v)
+        lo = np.maximum(fl.astype(np.int64), 0)
+        hi = np.minimum(np.ceil(v).astype(np.int64), n_in - 1)
+        axes.append((lo, hi, (v - lo.astype(np.float32)).astype(np.float32)))
+    (ylo, yhi, fy), (xlo, xhi, fx) = axes
+    fy, fx = fy[None, :, None, None], fx[None, None, :, None]
+    one = np.float32(1)
+    return (x[:, ylo][:, :, xlo] * (one - fy) * (one - fx) + x[:, yhi][:, :, xlo] * fy * (one - fx)
+            + x[:, ylo][:, :, xhi] * (one - fy) * fx + x[:, yhi][:, :, xhi] * fy * fx).astype(np.float32)
+
+
+# --- data movement ------------------------------------------------------------------------------------------------
+
+def depth_to_space(x, b):
+    """NHWC DEPTH_TO_SPACE: out[n, y*b + dy, x*b + dx, c] = in[n, y, x, (dy*b + dx)*C + c]."""
+    n, h, w, cb = x.shape
+    c = cb // (b * b)
+    return x.reshape(n, h, w, b, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * b, w * b, c).copy()
+
+
+def space_to_depth(x, b):
+    """NHWC SPACE_TO_DEPTH, the inverse of depth_to_space."""
+    n, hb, wb, c = x.shape
+    return x.reshape(n, hb // b, b, wb // b, b, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb // b, wb // b,
+                                                                                     b * b * c).copy()
+
+
+def strided_slice(x, begin, end, strides):
+    """x[begin:end:strides] per axis (normalized: absolute indices, positive strides)."""
+    return x[tuple(slice(int(b), int(e), int(s)) for b, e, s in zip(begin, end, strides))].copy()
+
+
+def transpose_conv_acc(x, w, stride, pads, out_hw, input_offset=0):
+    """TRANSPOSE_CONV accumulators (no bias) as LiteRT's reference scatters them: every input pixel adds
+    ``(x + input_offset) * w[oc, ky, kx, :]`` to output ``(iy * sh - pad_top + ky, ix * sw - pad_left + kx)``,
+    dropped outside the output. int64 for integer inputs, float32 for float ones."""
+    x = np.asarray(x)
+    w = np.asarray(w)
+    integer = x.dtype.kind in "iu"
+    xs = x.astype(np.int64) + int(input_offset) if integer else x.astype(np.float32)
+    ws = w.astype(np.int64) if integer else w.astype(np.float32)
+    n, h, wd, _ = x.shape
+    oc, kh, kw, _ = w.shape
+    (sh, sw), (pt, pl), (oh, ow) = stride, pads, out_hw
+    big = np.zeros((n, (h - 1) * sh + kh + pt + oh, (wd - 1) * sw + kw + pl + ow, oc), xs.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            big[:, ky:ky + (h - 1) * sh + 1:sh, kx:kx + (wd - 1) * sw + 1:sw] += xs @ ws[:, ky, kx, :].T
+    return big[:, pt:pt + oh, pl:pl + ow].copy()

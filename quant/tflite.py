@@ -72,6 +72,14 @@ INT8_OP_VERSIONS = {
     schema.BuiltinOperator.PRELU: 1,
     schema.BuiltinOperator.RELU_N1_TO_1: 1,
     schema.BuiltinOperator.RELU_0_TO_1: 1,
+    schema.BuiltinOperator.MUL: 2,
+    schema.BuiltinOperator.SUB: 2,
+    schema.BuiltinOperator.MEAN: 2,
+    schema.BuiltinOperator.RESIZE_BILINEAR: 3,          # int8 is 2, half_pixel_centers 3
+    schema.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR: 3,
+    schema.BuiltinOperator.STRIDED_SLICE: 2,
+    schema.BuiltinOperator.SPACE_TO_DEPTH: 2,
+    schema.BuiltinOperator.TRANSPOSE_CONV: 3,           # int8 per channel, with a bias input
 }
 
 

@@ -20,8 +20,9 @@ from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY",
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
-    "LUT_ROW_BYTES", "addr_bits", "divider_width", "lut_row_bytes", "param_load_layout",
-    "setup_cycles", "param_load_cycles", "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
+    "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
+    "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
+    "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "ACTIVITY_KEYS", "descriptor_activity", "program_activity",
 ]
@@ -40,7 +41,10 @@ PACKED_SETUP_STEPS = 14    # ... of a PACKED setup, plus one per im2col pixel of
 PACKED_DIVISIONS = 4       # sequential divisions by the packed word's used bytes
 
 VECTOR_SETUP_CYCLES = 2
-VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3}
+VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3, "MUL": 8, "MEAN": 10,
+                       "PRELU": 8, "RESIZE": 6, "GATHER": 4}
+RESIZE_DATAPATH_LATENCY = 2   # rtl.npu.vector_resize: last tap on the address unit's p3 -> the word on `out`
+RESIZE_PIXEL_CYCLES = 3    # RESIZE: weight reads of an output pixel's row and column entries before its taps
 LUT_ROW_BYTES = 8          # LUT table rows: at most this many bytes per row (one row loaded per cycle)
 
 
@@ -189,16 +193,31 @@ def _pool_taps(size, k, stride, pad, n):
     return sum(len(range(max(0, o * stride - pad), min(size, o * stride - pad + k))) for o in range(n))
 
 
+def gather_steps(config, desc):
+    """GATHER: cycles per copied pixel: one per output word it touches, ``ceil((copy_c % cols + g_c) / cols)``,
+    plus one when the source lane offset is past the destination's (the first source word is read before the
+    first output word can be built)."""
+    cols = config.array_cols
+    return -(-(desc.copy_c % cols + desc.g_c) // cols) + (1 if desc.src_c % cols > desc.copy_c % cols else 0)
+
+
 def vector_cycles(config, desc):
-    """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY or LUT
-    descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain (VECTOR_DRAIN_CYCLES). ADD is 2 cycles
-    per output word; pools one per in-bounds tap; COPY one per word written (FILL first); LUT the table load
-    (256 / lut_row_bytes) and one per word. One refused at setup takes VECTOR_SETUP_CYCLES + 2."""
+    """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY, LUT, MUL, MEAN,
+    PRELU, RESIZE or GATHER descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain
+    (VECTOR_DRAIN_CYCLES). ADD and MUL are 2 cycles per output word (two reads, broadcast or not); pools one per
+    in-bounds tap, MEAN one per input word; COPY one per word written (FILL first); LUT the table load (256 /
+    lut_row_bytes) and one per word; PRELU one cycle per channel tile to load the alphas, then one per word;
+    RESIZE per output pixel RESIZE_PIXEL_CYCLES (its table entries) and 4 taps per output word; GATHER
+    gather_steps per copied pixel (FILL first). One refused at setup takes VECTOR_SETUP_CYCLES + 2."""
     cols = config.array_cols
     op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
     words = desc.out_h * desc.out_w * desc.out_ct
-    if op == "ADD":
+    if op in ("ADD", "MUL"):
         work = 2 * words
+    elif op == "MEAN":
+        work = desc.in_h * desc.in_w * desc.in_ct
+    elif op == "PRELU":
+        work = desc.out_ct + words
     elif op in ("MAXPOOL", "AVGPOOL"):
         work = (_pool_taps(desc.in_h, desc.kernel_h, desc.stride_h, desc.pad_top, desc.out_h)
                 * _pool_taps(desc.in_w, desc.kernel_w, desc.stride_w, desc.pad_left, desc.out_w) * desc.out_ct)
@@ -207,6 +226,10 @@ def vector_cycles(config, desc):
         work = desc.in_h * desc.in_w * per_pixel + (words if desc.flags & FILL else 0)
     elif op == "LUT":
         work = 256 // lut_row_bytes(config) + words
+    elif op == "GATHER":
+        work = desc.g_h * desc.g_w * gather_steps(config, desc) + (words if desc.flags & FILL else 0)
+    elif op == "RESIZE":
+        work = desc.out_h * desc.out_w * (RESIZE_PIXEL_CYCLES + 4 * desc.out_ct)
     else:
         return VECTOR_SETUP_CYCLES + 2
     return VECTOR_SETUP_CYCLES + 1 + work + VECTOR_DRAIN_CYCLES[op]

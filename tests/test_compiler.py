@@ -113,7 +113,7 @@ def test_refusals():
     a = n.conv(n.input, 4, k=3, out_q=(0.05, 0))
     b = n.pool(a, "MAX_POOL_2D", (2, 2), 2)
     s = n.op("ADD", [a, b], [n.act((1, 6, 6, 4), 0.1, 0)], activation="NONE")
-    with pytest.raises(ModelError, match="no broadcasting"):
+    with pytest.raises(ModelError, match="broadcasts the second input only as 1x1xC or 1x1x1"):
         compile_graph(n.graph(s), CONFIGS["tiny"])
 
     n = Net((2, 6, 6, 4), seed=3)

@@ -18,7 +18,7 @@ from tests.test_program import Net
 
 sys.set_int_max_str_digits(0)
 
-VECTOR_OPS = {"ADD", "MAXPOOL", "AVGPOOL", "COPY", "LUT"}
+VECTOR_OPS = {"ADD", "MAXPOOL", "AVGPOOL", "COPY", "LUT", "RESIZE", "GATHER"}
 
 
 def small(rows, cols, bank_bytes=8 * 1024):

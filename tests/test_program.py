@@ -92,6 +92,17 @@ class Net:
         return self.op("CONV_2D", [x, f, bias], [y], stride=(stride, stride), activation=act, dilation=(1, 1),
                        **geo)
 
+    def tconv(self, x, cout, k=3, stride=2, pads=(1, 1), out_hw=None, out_q=(0.06, -1), act="NONE"):
+        """TRANSPOSE_CONV (OHWI filter, per-channel, int32 bias); the output is in * stride by default."""
+        n, h, w, cin = self.shape(x)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        oh, ow = out_hw or (h * stride, w * stride)
+        wq, ws, wquant = self._weights((cout, kh, kw, cin), cout, 0)
+        f = self.const(wq, "int8", "filter", wquant)
+        bias = self.const(self.rng.integers(-3000, 3000, cout), "int32", "bias")
+        y = self.act((n, oh, ow, cout), *out_q)
+        return self.op("TRANSPOSE_CONV", [x, f, bias], [y], stride=(stride, stride), pads=tuple(pads), activation=act)
+
     def fc(self, x, units, out_q=(0.1, -5), act="NONE", per_channel=False):
         depth = int(np.prod(self.shape(x)[1:]))
         wq, ws, wquant = self._weights((units, depth), units, 0, per_channel)
@@ -126,6 +137,12 @@ class Net:
 
     def unary(self, x, kind, out_q, **opts):
         return self.op(kind, [x], [self.act(self.shape(x), *out_q)], **opts)
+
+    def resize(self, x, kind, out_hw, align_corners=False, half_pixel_centers=False):
+        """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR to `out_hw`, the output quantized like the input."""
+        n, _, _, c = self.shape(x)
+        return self.op(kind, [x], [self.act((n, *out_hw, c), *self.q(x))], align_corners=align_corners,
+                       half_pixel_centers=half_pixel_centers)
 
     def graph(self, *outputs):
         return Graph(tensors=dict(self.tensors), ops=list(self.ops), inputs=[self.input], outputs=list(outputs),
@@ -187,9 +204,9 @@ def test_pack_unpack_round_trip_and_byte_positions():
 
 
 @pytest.mark.parametrize("patch,message", [
-    (dict(opcode=0), "invalid opcode 0"), (dict(opcode=8), "invalid opcode 8"),
+    (dict(opcode=0), "invalid opcode 0"), (dict(opcode=14), "invalid opcode 14"),
     (dict(opcode=3, flags=1), "invalid flags"), (dict(opcode=6, flags=2), "invalid flags"),
-    (dict(opcode=1, reserved3=5), "reserved3"),
+    (dict(opcode=1, reserved7=5), "reserved7"),
 ])
 def test_unpack_refuses(patch, message):
     with pytest.raises(fmt.ProgramError, match=message):
@@ -421,9 +438,54 @@ def net_stem(channels=3):
     return n.graph(a, b)
 
 
+def net_arith(c=11, hw=(5, 6)):
+    """MUL, SUB, ADD with each broadcast of the second input (and a first input that is broadcast, swapped),
+    MEAN over H and W (keep_dims and not), PRELU with one alpha per channel (negative alphas) and with one."""
+    n = Net((1, *hw, 3), seed=9)
+    a = n.conv(n.input, c, k=3, out_q=(0.05, 2))
+    b = n.conv(n.input, c, k=1, out_q=(0.03, -9))
+    g = n.op("MEAN", [a, n.const(np.array([1, 2]), "int32", "axes")], [n.act((1, 1, 1, c), 0.011, -5)],
+             keep_dims=True)
+    s = n.op("MEAN", [b, n.const(np.array([2, 1]), "int32", "axes")], [n.act((1, c), 0.02, 7)], keep_dims=False)
+    sig = n.unary(g, "LOGISTIC", (1 / 256, -128))
+    m1 = n.op("MUL", [a, sig], [n.act(n.shape(a), 0.02, 3)], activation="NONE")          # squeeze-excite
+    m2 = n.op("MUL", [sig, b], [n.act(n.shape(b), 0.04, -1)], activation="RELU")         # broadcast first
+    m3 = n.op("MUL", [m1, m2], [n.act(n.shape(a), 0.01, 0)], activation="NONE")          # same shapes
+    d1 = n.op("SUB", [m3, b], [n.act(n.shape(a), 0.06, 4)], activation="NONE")
+    d2 = n.op("SUB", [d1, n.reshape(s, (1, 1, 1, c))], [n.act(n.shape(a), 0.07, -3)], activation="RELU")
+    one = n.conv(n.conv(n.input, 1, k=1, out_q=(0.1, 5)), 0, k=hw, padding="VALID", depthwise=True,
+                 out_q=(0.1, 5))                                                          # a 1x1x1 tensor
+    m4 = n.op("MUL", [d2, one], [n.act(n.shape(a), 0.05, 0)], activation="NONE")         # by a scalar
+    e = n.op("ADD", [one, m4], [n.act(n.shape(a), 0.05, 1)], activation="NONE")          # ADD broadcast
+    alpha = n.rng.integers(-128, 128, (1, 1, c)).astype(np.int8)
+    p = n.op("PRELU", [e, n.const(alpha, "int8", "alpha", QuantParams.per_tensor(0.013, 3))],
+             [n.act(n.shape(a), 0.04, -7)])
+    p1 = n.op("PRELU", [p, n.const(np.array([[[-77]]], np.int8), "int8", "alpha1",
+                                   QuantParams.per_tensor(0.01, 0))], [n.act(n.shape(a), 0.04, -7)])
+    return n.graph(p1, s)
+
+
+def net_resize():
+    n = Net((1, 5, 6, 3), seed=31)
+    a = n.conv(n.input, 5, k=3, out_q=(0.05, 2))
+    up = n.resize(a, "RESIZE_BILINEAR", (9, 13), half_pixel_centers=True)
+    down = n.resize(a, "RESIZE_NEAREST_NEIGHBOR", (3, 4), align_corners=True)
+    return n.graph(n.conv(up, 3, k=1, out_q=(0.1, 0)), n.conv(down, 3, k=1, out_q=(0.1, 0)))
+
+
+def net_gather():
+    n = Net((1, 4, 6, 3), seed=32)
+    a = n.conv(n.input, 12, k=3, out_q=(0.05, 2))
+    d = n.op("DEPTH_TO_SPACE", [a], [n.act((1, 8, 12, 3), *n.q(a))], block_size=2)
+    s = n.op("STRIDED_SLICE", [a], [n.act((1, 2, 3, 7), *n.q(a))], begin=(0, 1, 0, 5), end=(1, 4, 6, 12),
+             strides=(1, 2, 2, 1))
+    return n.graph(n.conv(d, 3, k=1, out_q=(0.1, 0)), n.conv(s, 3, k=1, out_q=(0.1, 0)))
+
+
 NETS = {"conv_strided": net_conv_strided, "channel_tiles": net_channel_tiles, "depthwise": net_depthwise,
         "add_pools": net_add_pools, "pad_concat": net_pad_concat, "fc": net_fc,
-        "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1)}
+        "lut_and_host_tail": net_lut_and_host_tail, "stem_rgb": net_stem, "stem_gray": lambda: net_stem(1),
+        "arith": net_arith, "resize": net_resize, "gather": net_gather}
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

@@ -55,7 +55,7 @@ def test_decode():
     dut = VectorDecode(CFG)
     cases = [
         (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
-                        left_shift=20, in_shift=5, in2_shift=-7), "add", False),
+                        in2_h=1, in2_w=1, in2_ct=1, left_shift=20, in_shift=5, in2_shift=-7), "add", False),
         (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
                         left_shift=30, in_shift=-32), "add", True),
         (fmt.Descriptor(opcode=fmt.OPCODES["AVGPOOL"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
@@ -306,7 +306,7 @@ def test_copy_aligner():
         ctx.set(dut.copy_sh, COLS - r)
         outs = []
         for j, data, hi in ((0, w0, 3 + 6), (1, w1, 3 + 6 - COLS), (2, [0] * COLS, 3 + 6 - 2 * COLS)):
-            ctx.set(dut.word, {"valid": 1, "addr": 40 + j, "tag": {"ren": j < 2, "hi": hi, "j0": j == 0}})
+            ctx.set(dut.word, {"valid": 1, "addr": 40 + j, "tag": {"ren": j < 2, "wr": 1, "hi": hi, "j0": j == 0}})
             ctx.set(dut.act_data, _word(data))
             outs.append((ctx.get(dut.out.valid), ctx.get(dut.out.addr), _lanes(ctx.get(dut.out.data)),
                          ctx.get(dut.out.mask)))
@@ -314,6 +314,8 @@ def test_copy_aligner():
         assert outs[0][:2] == (1, 40) and outs[0][2][3] == 1 and outs[0][3] == 0b1000
         assert outs[1][2] == [2, 3, 4, 5] and outs[1][3] == 0b1111
         assert outs[2][2][:3] == [6, 7, 8] and outs[2][3] == 0b0001
+        ctx.set(dut.word, {"valid": 1, "addr": 43, "tag": {"ren": 1, "wr": 0, "hi": 4, "j0": 1}})
+        assert ctx.get(dut.out.valid) == 0          # a GATHER step that only reads writes nothing
 
     _run(dut, tb)
 

@@ -213,7 +213,8 @@ class NPU(wiring.Component):
                         m.d.sync += owner.eq(1)
                         m.next = "RUN"
                     with m.Case(OPCODES["ADD"], OPCODES["MAXPOOL"], OPCODES["AVGPOOL"], OPCODES["COPY"],
-                                OPCODES["LUT"]):
+                                OPCODES["LUT"], OPCODES["MUL"], OPCODES["MEAN"], OPCODES["PRELU"],
+                                OPCODES["RESIZE"], OPCODES["GATHER"]):
                         m.d.sync += owner.eq(2)
                         m.next = "RUN"
                     with m.Default():

@@ -1,4 +1,5 @@
-"""NPU vector engine: the layer program's ADD, MAXPOOL, AVGPOOL, COPY and LUT descriptors, one word at a time.
+"""NPU vector engine: the layer program's ADD (and SUB), MUL, MAXPOOL, AVGPOOL, MEAN, COPY, GATHER, LUT, PRELU
+and RESIZE descriptors, one word at a time.
 
 The engine is a thin top (`NPUVectorEngine`: the control FSM, the linear and COPY walks and the SRAM read-port
 multiplexer) over its components:
@@ -10,9 +11,11 @@ component               file                            does
 `VectorPoolWalker`      `vector_poolwalk.py`            pools: output pixel > tile > in-bounds window taps
 `VectorAddressUnit`     `vector_addr.py`                ``base + (row * W + col) * T + tile``, two stages
 `VectorAddDatapath`     `vector_add.py`                 ADD: input rescalers, the half-width requantizer
+`VectorArithDatapath`   `vector_arith.py`               MUL, PRELU, MEAN: lane multipliers, alphas, requantizer
 `VectorLUT`             `vector_lut.py`                 LUT: table load from weight space, per-lane lookups
 `VectorPoolDatapath`    `vector_pool.py`                pools: running max / sum, divider, clamp
 `VectorCopyAligner`     `vector_copy.py`                COPY: lane rotation and byte enables
+`VectorResizeDatapath`  `vector_resize.py`              RESIZE: per-lane 4-tap weighted sum, rounding
 `VectorWriter`          `vector_writer.py`              the write port: linear words and COPY words, in flight
 ======================  ==============================  ==========================================================
 
@@ -24,18 +27,20 @@ import enum
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 
-from stackcam.quant.program import FILL
+from stackcam.quant.program import FILL, RESIZE_ENTRY_BYTES
 from stackcam.quant.timing import VECTOR_DRAIN_CYCLES, VECTOR_SETUP_CYCLES, vector_cycles
 
 from .ports import addr_bits, engine_signature
 from .vector_add import VectorAddDatapath
 from .vector_addr import VectorAddressUnit
+from .vector_arith import VectorArithDatapath
 from .vector_common import Walk
 from .vector_copy import VectorCopyAligner
 from .vector_decode import VectorDecode
 from .vector_lut import VectorLUT
 from .vector_pool import VectorPoolDatapath
 from .vector_poolwalk import VectorPoolWalker
+from .vector_resize import VectorResizeDatapath
 from .vector_writer import VectorWriter
 
 __all__ = ["NPUVectorEngine"]
@@ -54,6 +59,12 @@ class _S(enum.IntEnum):
     COPY = 6
     POOL = 7
     DRAIN = 8
+    PRELU_LOAD = 9
+    PRELU = 10
+    RS_ROW = 11
+    RS_COL = 12
+    RS_LAT = 13
+    RESIZE = 14
 
 
 class NPUVectorEngine(wiring.Component):
@@ -61,10 +72,12 @@ class NPUVectorEngine(wiring.Component):
 
     On `start` the engine runs the descriptor `desc` (stable until `done`) and owns the activation read/write
     ports and the weight read port until it pulses `done`, in the cycle its last write is on the write port.
-    Semantics are `quant.program`'s, bit for bit (the golden `_step`); `error` pulses with `done` for an opcode
-    other than ADD/MAXPOOL/AVGPOOL/COPY/LUT, zero sizes, ADD shifts outside -31..31 (input shifts may be
-    positive: they fold into the left shift), a zero pool kernel or stride, a pool window wholly in the padding
-    (detected when the walk reaches it: the words before it are written) or a LUT table shorter than 256 bytes.
+    Semantics are `quant.program`'s, bit for bit (the golden `_step`); `error` pulses with `done` for what
+    `VectorDecode` refuses at setup (an opcode the engine does not run, zero sizes, shifts outside -31..31
+    (ADD's input shifts may be positive: they fold into the left shift), a second input that is not a broadcast
+    the die does, a zero pool kernel or stride, a LUT table shorter than 256 bytes, a PRELU over 256 channels,
+    ...), or for a pool window wholly in the padding (detected when the walk reaches it: the words before it
+    are written).
 
     Every operator writes its output in address order, one whole word (`cols` lanes) at a time, except COPY,
     which writes with lane enables. Padding lanes (channel >= C in the last tile) of ADD, pool, LUT and FILL
@@ -74,19 +87,33 @@ class NPUVectorEngine(wiring.Component):
     pixels or tiles. `cycles(config, desc)` gives the exact count from `start` to `done` (both included) of a
     valid descriptor: SETUP_CYCLES + 1, the work below, and the pipeline drain (DRAIN_CYCLES).
 
-    - ADD: 2 cycles per output word (two reads on one read port). Each lane has one input rescaler, used by the
-      two inputs on alternate cycles ((x - zp) is 9 bits, so the Q31 product is a 9 x 32 multiply shifted by
-      the left shift); a `RequantUnit` of cols / 2 lanes does the output rescale, zero point and clamp of the
-      low lanes and then the high lanes of each word. Multipliers: cols of 9 x 32 and cols / 2 of 32 x 32.
+    - ADD (and SUB, NEG2) and MUL: 2 cycles per output word (two reads on one read port), whether the second input is
+      broadcast (its word is the channel tile's, or the one word, and a 1x1x1 one's lane 0 serves every lane) or
+      not. MUL: a 9 x 9 product per lane into `VectorArithDatapath`'s requantizer. ADD: each lane has one input
+      rescaler, used by the two inputs on alternate cycles ((x - zp) is 9 bits, so the Q31 product is a 9 x 32
+      multiply shifted by the left shift); a `RequantUnit` of cols / 2 lanes does the output rescale, zero point and
+      clamp of the low lanes and then the high lanes of each word. Multipliers: cols of 9 x 32 and cols / 2 of 32 x
+      32.
     - MAXPOOL / AVGPOOL: 1 cycle per in-bounds tap, i.e. sum over output words of the taps inside the input
       (a 2x2/s2 pool is 4 cycles per word, a 7x7 global pool 49). Out-of-bounds taps cost nothing.
       AVGPOOL divides exactly with an 8-stage pipelined restoring divider per lane: the quotient
       (|sum| + count // 2) // count is below 2^8 because |sum| <= 128 * count; the sign is applied after,
       which is TFLite's round-half-away-from-zero. MAXPOOL goes through the same pipe with count = 1.
+    - MEAN: the pools' walk over one window of the whole input per channel tile (1 cycle per input word); the
+      exact sum of each lane at the window's last tap goes to `VectorArithDatapath`, not the divider.
+    - PRELU: 1 cycle per channel tile to load its alphas from weight space, then 1 cycle per word.
+    - GATHER: as COPY over its box, 1 cycle per output word written, and 1 more per pixel when the source
+      channel's lane is past the destination's (`quant.timing.gather_steps`); source words are read at the
+      box's row and column steps, output words written at the destination's.
     - COPY: 1 cycle per output word written: with FILL, out_h*out_w*out_ct cycles of fill, then
       in_h*in_w*ceil((copy_c % cols + in_c) / cols) cycles of copy. A channel offset that is not a multiple of
       `cols` rotates lanes: output word j of a pixel is lanes of input words j-1 and j, written with byte enables.
       Padding lanes of the output are written by FILL only (the compiler gives the first COPY of a tensor FILL).
+    - RESIZE: per output pixel, RESIZE_PIXEL_CYCLES (3) to read its row and column table entries from weight
+      space (one read each, then the latch), then 4 cycles per output word (channel tile): its taps (y0, x0),
+      (y1, x0), (y0, x1), (y1, x1) go through the address unit with their weights ``wy * wx`` and
+      `VectorResizeDatapath` sums them. A table entry outside the input or with a fraction outside
+      -1024..1024 ends the walk there with `error` (the words before it are written).
     - LUT: 256 / `lut_row_bytes(config)` cycles (32 for weight words of 8 bytes or more) to load the table
       from weight space, a row of up to 8 bytes per cycle, then 1 cycle per word: each lane reads its own copy
       of the table (asynchronous read) and picks the byte.
@@ -94,8 +121,8 @@ class NPUVectorEngine(wiring.Component):
     No back-pressure: the SRAM ports never stall, so every count above is exact. `mac_active` is high in the
     cycles ADD's input multipliers work.
 
-    In place (ADD, LUT with out_addr == in_addr or in2_addr): reads run ahead of writes, and each output word is
-    written after the input words at its address were read.
+    In place (ADD, MUL, PRELU, LUT with out_addr == in_addr or an unbroadcast in2_addr): reads run ahead of
+    writes, and each output word is written after the input words at its address were read.
     """
 
     SETUP_CYCLES = VECTOR_SETUP_CYCLES
@@ -123,9 +150,11 @@ class NPUVectorEngine(wiring.Component):
         m.submodules.addr = au = VectorAddressUnit(cfg)
         m.submodules.add = add = VectorAddDatapath(cfg)
         m.submodules.lut = lut = VectorLUT(cfg)
+        m.submodules.arith = arith = VectorArithDatapath(cfg)
         m.submodules.pool = pool = VectorPoolDatapath(cfg)
         m.submodules.copy = copy = VectorCopyAligner(cfg)
         m.submodules.writer = writer = VectorWriter(cfg)
+        m.submodules.resize = rsz = VectorResizeDatapath(cfg)
         op = dec.op
         in_addr = d.in_addr[:abits]
         in2_addr = d.in2_addr[:abits]
@@ -134,24 +163,46 @@ class NPUVectorEngine(wiring.Component):
         # Data paths between the components.
         m.d.comb += [
             dec.desc.eq(d), walker.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
+            add.bcast.eq(dec.bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
+            arith.bcast.eq(dec.bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
+            arith.sums.eq(pool.sums), arith.sum_valid.eq(pool.sum_valid & op.mean),
             au.width.eq(Mux(op.copy, d.out_w, d.in_w)), au.tiles.eq(Mux(op.copy, d.out_ct, d.in_ct)),
             au.base.eq(Mux(op.copy, out_addr, in_addr)),
             add.act_data.eq(self.act_r.data), add.add_l.eq(dec.add_l), add.add_r.eq(dec.add_r),
             lut.param_addr.eq(d.param_addr), lut.w_data.eq(self.w_r.data), lut.act_data.eq(self.act_r.data),
-            self.w_r.en.eq(lut.w_r.en), self.w_r.addr.eq(lut.w_r.addr),
+            rsz.tap.eq(au.p3), rsz.act_data.eq(self.act_r.data), writer.resize.eq(rsz.out),
             pool.tap.eq(au.p3), pool.act_data.eq(self.act_r.data), pool.max.eq(op.max),
             pool.act_min.eq(d.act_min), pool.act_max.eq(d.act_max),
             copy.word.eq(au.p3), copy.act_data.eq(self.act_r.data), copy.enable.eq(op.copy),
             copy.copy_r.eq(dec.copy_r), copy.copy_sh.eq(dec.copy_sh),
-            writer.lut.eq(lut.out), writer.pool.eq(pool.out), writer.add.eq(add.out), writer.copy.eq(copy.out),
+            writer.lut.eq(lut.out), writer.pool.eq(pool.out), pool.mean.eq(op.mean),
+            writer.add.eq(add.out), writer.copy.eq(copy.out), writer.arith.eq(arith.out),
             self.act_w.addr.eq(writer.act_w.addr), self.act_w.data.eq(writer.act_w.data),
-            self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active),
+            self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active | arith.mac_active),
         ]
 
-        # Read port: pools and COPY read from the address unit, ADD and LUT directly.
+        # MEAN walks one window of the whole input per channel tile, as a global pool would.
+        with m.If(op.mean):
+            m.d.comb += [walker.desc.kernel_h.eq(d.in_h[:8]), walker.desc.kernel_w.eq(d.in_w[:8]),
+                         walker.desc.stride_h.eq(1), walker.desc.stride_w.eq(1), walker.desc.pad_top.eq(0),
+                         walker.desc.pad_bottom.eq(0), walker.desc.pad_left.eq(0), walker.desc.pad_right.eq(0)]
+
+        # Pools (and MEAN) and RESIZE both take their taps from the address unit's p3: each sees only its own.
+        m.d.comb += [pool.tap.valid.eq(au.p3.valid & op.pool), rsz.tap.valid.eq(au.p3.valid & op.resize)]
+
+        # Weight read port: the LUT's table load or PRELU's alphas (each drives 0 when idle), or RESIZE's table
+        # entries.
+        rs_wen = Signal()
+        rs_waddr = Signal.like(self.w_r.addr)
+        with m.If(op.resize):
+            m.d.comb += [self.w_r.en.eq(rs_wen), self.w_r.addr.eq(rs_waddr)]
+        with m.Else():
+            m.d.comb += [self.w_r.en.eq(lut.w_r.en | arith.w_r.en), self.w_r.addr.eq(lut.w_r.addr | arith.w_r.addr)]
+
+        # Read port: pools, COPY and RESIZE read from the address unit, ADD, MUL, PRELU and LUT directly.
         lin_ren = Signal()
         lin_raddr = Signal(abits)
-        with m.If(op.pool):
+        with m.If(op.pool | op.resize):
             m.d.comb += [self.act_r.addr.eq(au.p2.addr), self.act_r.en.eq(au.p2.valid)]
         with m.Elif(op.copy):
             m.d.comb += [self.act_r.addr.eq(au.p2.tag.raddr), self.act_r.en.eq(au.p2.valid & au.p2.tag.ren)]
@@ -163,9 +214,29 @@ class NPUVectorEngine(wiring.Component):
         lw = Walk("lw", [d.out_h, d.out_w, d.out_ct])
         lw_i = Signal(abits)
         add_phase = Signal()
-        cw = Walk("cw", [d.in_h, d.in_w, dec.copy_words])
-        c_ri = Signal(abits)                                   # next input word to read
+        cw = Walk("cw", [dec.copy_h, dec.copy_w, dec.copy_words])
+        c_row = Signal(32)                                     # source word offset of the box row's first pixel
+        c_pix = Signal(32)                                     # ... of this pixel's first word
+        c_dy = Signal(16)                                      # destination row and column of this pixel
+        c_dx = Signal(16)
         c_hi = Signal(signed(18))                              # lanes < c_hi of this output word are copied
+
+        # RESIZE: output row y, column x, channel tile and tap; the entries of (y, x).
+        rw = Walk("rw", [d.out_h, d.out_w, d.out_ct])
+        rs_tap = Signal(2)
+        slot_bits = (cfg.weight_word_bytes // RESIZE_ENTRY_BYTES).bit_length() - 1
+        rs_y0, rs_y1, rs_x0, rs_x1 = (Signal(16, name=f"rs_{n}") for n in ("y0", "y1", "x0", "x1"))
+        rs_wy = [Signal(signed(13), name=f"rs_wy{i}") for i in range(2)]          # 1024 - fy, fy
+        rs_wx = [Signal(signed(13), name=f"rs_wx{i}") for i in range(2)]
+
+        def read_entry(slot):
+            """(lo, hi, frac) of entry `slot` of the weight word on the read port."""
+            e = self.w_r.data.word_select(slot, 8 * RESIZE_ENTRY_BYTES) if slot_bits else \
+                self.w_r.data[:8 * RESIZE_ENTRY_BYTES]
+            return e[0:16], e[16:32], e[32:48].as_signed()
+
+        def entry_bad(lo, hi, frac, size):
+            return (lo >= size) | (hi >= size) | (frac < -1024) | (frac > 1024)
 
         state = Signal(_S)
         err = Signal()
@@ -178,12 +249,19 @@ class NPUVectorEngine(wiring.Component):
             with m.If(setup == self.SETUP_CYCLES - 1):
                 lw.reset(m)
                 cw.reset(m)
-                m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1)]
-                m.d.sync += [lw_i.eq(0), add_phase.eq(0), c_ri.eq(0), c_hi.eq(dec.copy_r + d.in_c)]
+                m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1), arith.alpha_init.eq(1)]
+                m.d.sync += [lw_i.eq(0), add_phase.eq(0), c_row.eq(dec.src_base), c_pix.eq(dec.src_base),
+                             c_dy.eq(d.copy_y), c_dx.eq(d.copy_x), c_hi.eq(dec.copy_r + dec.copy_c)]
+                rw.reset(m)
+                m.d.sync += rs_tap.eq(0)
                 with m.If(dec.bad | (op.pool & walker.first_empty)):
                     m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
-                with m.Elif(op.add):
+                with m.Elif(op.resize):
+                    m.d.sync += state.eq(_S.RS_ROW)
+                with m.Elif(op.add | op.mul):
                     m.d.sync += state.eq(_S.ADD)
+                with m.Elif(op.prelu):
+                    m.d.sync += state.eq(_S.PRELU_LOAD)
                 with m.Elif(op.lut):
                     m.d.sync += state.eq(_S.LUT_LOAD)
                 with m.Elif(op.pool):
@@ -195,8 +273,11 @@ class NPUVectorEngine(wiring.Component):
 
         with m.Elif(state == _S.ADD):
             # Even cycles read input 1, odd cycles input 2 of the same word.
-            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, in2_addr, in_addr) + lw_i),
-                         add.issue.eq(1), add.phase.eq(add_phase)]
+            # A broadcast second input: the channel tile's word (1x1xC) or the one word (1x1x1).
+            in2_off = Mux(dec.in2_full, lw_i, Mux(dec.bcast, 0, lw.ctr[2]))
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, in2_addr + in2_off, in_addr + lw_i)),
+                         add.issue.eq(op.add), add.phase.eq(add_phase), arith.issue.eq(op.mul),
+                         arith.phase.eq(add_phase)]
             m.d.sync += add_phase.eq(~add_phase)
             with m.If(add_phase):
                 m.d.comb += writer.inc.eq(1)
@@ -217,6 +298,21 @@ class NPUVectorEngine(wiring.Component):
             with m.If(lw.last):
                 m.d.sync += state.eq(_S.DRAIN)
 
+        with m.Elif(state == _S.PRELU_LOAD):
+            # One alpha row (channel tile) a cycle.
+            m.d.comb += arith.alpha_load.eq(1)
+            m.d.sync += lw_i.eq(lw_i + 1)
+            with m.If(lw_i == d.out_ct - 1):
+                m.d.sync += [lw_i.eq(0), state.eq(_S.PRELU)]
+
+        with m.Elif(state == _S.PRELU):
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(in_addr + lw_i), writer.inc.eq(1), arith.issue.eq(1),
+                         arith.tile.eq(lw.ctr[2])]
+            m.d.sync += lw_i.eq(lw_i + 1)
+            lw.step(m)
+            with m.If(lw.last):
+                m.d.sync += state.eq(_S.DRAIN)
+
         with m.Elif(state == _S.FILL):
             m.d.comb += [writer.inc.eq(1), writer.fill.eq(1)]
             lw.step(m)
@@ -224,18 +320,25 @@ class NPUVectorEngine(wiring.Component):
                 m.d.sync += state.eq(_S.COPY)
 
         with m.Elif(state == _S.COPY):
-            j = cw.ctr[2]
+            # Step i of a pixel reads source word i (i < copy_nin) and, from step copy_e on, writes output
+            # word j = i - copy_e built from the last two words read.
+            i = cw.ctr[2]
+            j = Signal(17)
+            wr = Signal()
+            m.d.comb += [j.eq(i - dec.copy_e), wr.eq(i >= dec.copy_e)]
             m.d.comb += [
-                writer.inc.eq(1), au.req.valid.eq(1),
-                au.req.row.eq(cw.ctr[0] + d.copy_y), au.req.col.eq(cw.ctr[1] + d.copy_x),
-                au.req.tile.eq(dec.copy_ot0 + j), au.req.tag.ren.eq(j < d.in_ct),
-                au.req.tag.raddr.eq(in_addr + c_ri), au.req.tag.hi.eq(c_hi), au.req.tag.j0.eq(j == 0),
+                writer.inc.eq(wr), au.req.valid.eq(1), au.req.row.eq(c_dy), au.req.col.eq(c_dx),
+                au.req.tile.eq(dec.copy_ot0 + j), au.req.tag.ren.eq(i < dec.copy_nin), au.req.tag.wr.eq(wr),
+                au.req.tag.raddr.eq(in_addr + c_pix + i), au.req.tag.hi.eq(c_hi), au.req.tag.j0.eq(j == 0),
             ]
-            with m.If(j < d.in_ct):
-                m.d.sync += c_ri.eq(c_ri + 1)
             with m.If(cw.at_end[2]):
-                m.d.sync += c_hi.eq(dec.copy_r + d.in_c)
-            with m.Else():
+                m.d.sync += c_hi.eq(dec.copy_r + dec.copy_c)
+                with m.If(cw.at_end[1]):
+                    m.d.sync += [c_row.eq(c_row + dec.src_sy_words), c_pix.eq(c_row + dec.src_sy_words),
+                                 c_dy.eq(c_dy + dec.dst_sy), c_dx.eq(d.copy_x)]
+                with m.Else():
+                    m.d.sync += [c_pix.eq(c_pix + dec.src_sx_words), c_dx.eq(c_dx + dec.dst_sx)]
+            with m.Elif(wr):
                 m.d.sync += c_hi.eq(c_hi - cols)
             cw.step(m)
             with m.If(cw.last):
@@ -252,6 +355,43 @@ class NPUVectorEngine(wiring.Component):
                 m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
             with m.Elif(walker.finish):
                 m.d.sync += state.eq(_S.DRAIN)
+
+        with m.Elif(state == _S.RS_ROW):
+            m.d.comb += [rs_wen.eq(1), rs_waddr.eq(d.param_addr + (rw.ctr[0] >> slot_bits))]
+            m.d.sync += state.eq(_S.RS_COL)
+
+        with m.Elif(state == _S.RS_COL):
+            lo, hi, frac = read_entry(rw.ctr[0][:slot_bits] if slot_bits else 0)
+            m.d.comb += [rs_wen.eq(1), rs_waddr.eq(d.weight_addr + (rw.ctr[1] >> slot_bits))]
+            m.d.sync += [rs_y0.eq(lo), rs_y1.eq(hi), rs_wy[0].eq(1024 - frac), rs_wy[1].eq(frac)]
+            with m.If(entry_bad(lo, hi, frac, d.in_h)):
+                m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
+            with m.Else():
+                m.d.sync += state.eq(_S.RS_LAT)
+
+        with m.Elif(state == _S.RS_LAT):
+            lo, hi, frac = read_entry(rw.ctr[1][:slot_bits] if slot_bits else 0)
+            m.d.sync += [rs_x0.eq(lo), rs_x1.eq(hi), rs_wx[0].eq(1024 - frac), rs_wx[1].eq(frac)]
+            with m.If(entry_bad(lo, hi, frac, d.in_w)):
+                m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
+            with m.Else():
+                m.d.sync += state.eq(_S.RESIZE)
+
+        with m.Elif(state == _S.RESIZE):
+            ky, kx = rs_tap[0], rs_tap[1]
+            m.d.comb += [
+                writer.inc.eq(rs_tap == 3), au.req.valid.eq(1),
+                au.req.row.eq(Mux(ky, rs_y1, rs_y0)), au.req.col.eq(Mux(kx, rs_x1, rs_x0)),
+                au.req.tile.eq(rw.ctr[2]), au.req.tag.first.eq(rs_tap == 0), au.req.tag.last.eq(rs_tap == 3),
+                au.req.tag.weight.eq(Mux(ky, rs_wy[1], rs_wy[0]) * Mux(kx, rs_wx[1], rs_wx[0])),
+            ]
+            m.d.sync += rs_tap.eq(rs_tap + 1)
+            with m.If(rs_tap == 3):
+                with m.If(rw.last):
+                    m.d.sync += state.eq(_S.DRAIN)
+                with m.Elif(rw.at_end[2]):
+                    m.d.sync += state.eq(_S.RS_ROW)
+                rw.step(m)
 
         with m.Elif(state == _S.DRAIN):
             with m.If(writer.idle):

@@ -4,6 +4,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from stackcam.quant.program import NEG2
 from stackcam.rtl.requant import RequantUnit
 
 from .ports import descriptor_layout
@@ -22,11 +23,14 @@ ADD_LATENCY = 1 + 4 + 1 + RequantUnit.latency + 1
 class VectorAddDatapath(wiring.Component):
     """ADD on `array_cols` lanes: ``requant(rescale(x1 - zp1) + rescale(x2 - zp2))`` by `quant.program`'s rules.
 
-    Ports: `issue` (an input word is read from the SRAM this cycle) and `phase` (0: input 1, 1: input 2 of the
-    same output word: the engine reads them on alternate cycles), `act_data` (the SRAM read data, the cycle
-    after the read), `add_l` / `add_r` (each input's total left shift and rounding right shift,
-    `VectorDecode`), `desc` (zero points, multipliers, the output shift and clamps), `mac_active` (the input
-    multipliers work this cycle) and `out` (an output word: `word_layout`).
+    Ports: `issue` (an input word is read from the SRAM this cycle) and `phase` (0: input 1, 1: input 2 of the same
+    output word: the engine reads them on alternate cycles), `act_data` (the SRAM read data, the cycle after the
+    read), `bcast` (input 2's lane 0 serves every lane: a 1x1x1 second input), `add_l` / `add_r` (each input's total
+    left shift and rounding right shift, `VectorDecode`), `desc` (zero points, multipliers, the output shift and
+    clamps), `mac_active` (the input multipliers work this cycle) and `out` (an output word: `word_layout`).
+
+    With the descriptor's NEG2 flag (SUB) the sum is ``rescale(x1 - zp1) - rescale(x2 - zp2)``: the rescaled
+    value is negated, as TFLite's SUB does, not the input.
 
     Each lane has one input rescaler used by the two inputs on alternate cycles: MBQM(wrap32((x - zp) << L),
     mult, shift) with L the total left shift, where wrap32(dx << L) = dw << L with dw dx's low 32 - L bits
@@ -43,7 +47,7 @@ class VectorAddDatapath(wiring.Component):
         super().__init__({
             "issue": In(1), "phase": In(1), "act_data": In(8 * cols),
             "add_l": In(data.ArrayLayout(6, 2)), "add_r": In(data.ArrayLayout(5, 2)),
-            "desc": In(descriptor_layout()),
+            "desc": In(descriptor_layout()), "bcast": In(1),
             "mac_active": Out(1), "out": Out(word_layout(cols)),
         })
 
@@ -70,13 +74,14 @@ class VectorAddDatapath(wiring.Component):
         l_in = Mux(add_dsel, add_l[1], add_l[0])
         zp_in = Mux(add_dsel, d.in2_zp, d.in_zp)
         mult2 = Mux(a1_sel, d.in2_mult, d.in_mult)
+        neg2 = (d.flags & NEG2) != 0
         l3 = Mux(a2_sel, add_l[1], add_l[0])[:5]      # L = 32 leaves dw = 0, so the shift does not matter
         r4 = Mux(a3_sel, add_r[1], add_r[0])
         for c in range(cols):
             dx = Signal(signed(9), name=f"add_dx{c}")
             dw = Signal(signed(9), name=f"add_dw{c}")
             sat_a = Signal(name=f"add_sat_a{c}")
-            m.d.comb += dx.eq(lane(self.act_data, c) - zp_in)
+            m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(self.act_data, 0), lane(self.act_data, c)) - zp_in)
             m.d.comb += [dw.eq(dx), sat_a.eq(0)]
             for shift in range(23, 33):
                 with m.If(l_in == shift):
@@ -106,7 +111,7 @@ class VectorAddDatapath(wiring.Component):
             with m.If(a4_v & ~a4_sel):
                 m.d.sync += hold.eq(s4_r)
             with m.If(a4_v & a4_sel):
-                m.d.sync += s5_sum.eq((hold + s4_r)[:32].as_signed())
+                m.d.sync += s5_sum.eq(Mux(neg2, hold - s4_r, hold + s4_r)[:32].as_signed())
             sums.append(s5_sum)
         for c in range(half):
             p = requant.params[c]

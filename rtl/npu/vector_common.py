@@ -49,15 +49,20 @@ def bounds(origin, k, size):
 
 
 def opcode_layout():
-    """The descriptor's operator, decoded (`VectorDecode.op`)."""
-    return data.StructLayout({"add": 1, "max": 1, "avg": 1, "copy": 1, "lut": 1, "pool": 1})
+    """The descriptor's operator, decoded (`VectorDecode.op`); `pool` is any windowed walk (MAXPOOL, AVGPOOL and
+    MEAN)."""
+    return data.StructLayout({"add": 1, "max": 1, "avg": 1, "copy": 1, "lut": 1, "pool": 1, "mul": 1, "mean": 1,
+                              "prelu": 1, "resize": 1, "gather": 1})
 
 
 def address_tag_layout(abits):
-    """What travels with an address through `VectorAddressUnit`: the pool walk's tap and the COPY read."""
+    """What travels with an address through `VectorAddressUnit`: the pool walk's tap, the COPY read and the
+    RESIZE tap's weight."""
     return data.StructLayout({
-        "first": 1, "last": 1, "count": 16,                   # pools: window's first / last tap, its tap count
+        "first": 1, "last": 1, "count": 16,                   # pools (and RESIZE): first / last tap, tap count
+        "weight": signed(24),                                 # RESIZE: the tap's wy * wx
         "ren": 1, "raddr": abits, "hi": signed(18), "j0": 1,  # COPY: input read, lanes < hi copied, word 0
+        "wr": 1,                                              # COPY: an output word is written (GATHER may not)
     })
 
 

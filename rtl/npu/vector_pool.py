@@ -1,7 +1,7 @@
 """Vector engine component: the pools' datapath, running max / sum per lane, divider and clamp."""
 
 from amaranth import Cat, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ports import addr_bits
@@ -21,8 +21,12 @@ class VectorPoolDatapath(wiring.Component):
     goes through the same pipe with count = 1.
 
     Ports: `tap` (`VectorAddressUnit.p3`: a tap whose input word is on `act_data` this cycle, the tag saying
-    the window's first and last tap and its tap count), `act_data`, `max` (MAXPOOL, else AVGPOOL), `act_min`,
+    the window's first and last tap and its tap count), `act_data`, `max` (MAXPOOL, else AVGPOOL), `mean` (MEAN:
+    sums only, no word on `out`), `act_min`,
     `act_max` and `out` (an output word: `word_layout`).
+
+    `sums` is each lane's running sum (or max) including the tap on `tap`, combinationally; `sum_valid` says the
+    tap is its window's last (MEAN takes the exact sums there, `VectorArithDatapath`).
 
     Latency: a window's word is on `out` ``DIVIDER_STAGES + 2`` (10) cycles after its last tap is on `tap`;
     one tap per cycle. No back-pressure.
@@ -32,8 +36,9 @@ class VectorPoolDatapath(wiring.Component):
         self.cols = cols = config.array_cols
         super().__init__({
             "tap": In(address_stage_layout(addr_bits(config.act_words))), "act_data": In(8 * cols),
-            "max": In(1), "act_min": In(signed(8)), "act_max": In(signed(8)),
+            "max": In(1), "mean": In(1), "act_min": In(signed(8)), "act_max": In(signed(8)),
             "out": Out(word_layout(cols)),
+            "sums": Out(data.ArrayLayout(signed(24), cols)), "sum_valid": Out(1),
         })
 
     def elaborate(self, platform):
@@ -42,10 +47,12 @@ class VectorPoolDatapath(wiring.Component):
         div_stages = DIVIDER_STAGES
         dv = [Signal(name=f"div_v{i}") for i in range(div_stages + 1)]
         dn = [Signal(16, name=f"div_n{i}") for i in range(div_stages + 1)]
-        m.d.sync += [dv[0].eq(tap.valid & tap.tag.last), dn[0].eq(tap.tag.count)]
+        # MEAN takes the sums (`sums`), not the divider's words: none enters the divider then.
+        m.d.sync += [dv[0].eq(tap.valid & tap.tag.last & ~self.mean), dn[0].eq(tap.tag.count)]
         for i in range(div_stages):
             m.d.sync += [dv[i + 1].eq(dv[i]), dn[i + 1].eq(dn[i])]
         m.d.sync += self.out.valid.eq(dv[div_stages])
+        m.d.comb += self.sum_valid.eq(tap.valid & tap.tag.last)
         for c in range(self.cols):
             x = lane(self.act_data, c)
             acc = Signal(signed(24), name=f"pool_acc{c}")
@@ -53,6 +60,7 @@ class VectorPoolDatapath(wiring.Component):
             m.d.comb += v.eq(Mux(tap.tag.first, x, Mux(self.max, Mux(x > acc, x, acc), acc + x)))
             with m.If(tap.valid):
                 m.d.sync += acc.eq(v)
+            m.d.comb += self.sums[c].eq(v)
             num = [Signal(24, name=f"div_num{c}_{i}") for i in range(div_stages + 1)]
             quo = [Signal(8, name=f"div_q{c}_{i}") for i in range(div_stages + 1)]
             neg = [Signal(name=f"div_neg{c}_{i}") for i in range(div_stages + 1)]
