@@ -46,12 +46,9 @@ def test_arith_net_descriptors():
 
 def _mediapipe_model(member, tmp_path):
     import zipfile
-    from pathlib import Path
-    found = sorted((Path(__file__).resolve().parents[1] / "build" / "cache" / "wheels").glob(
-        "mediapipe-0.10.14-*.whl"))
-    if not found:
-        pytest.skip("the mediapipe wheel is not in build/cache/wheels (nox -s models downloads it)")
-    with zipfile.ZipFile(found[0]) as z:
+
+    from tests.mediapipe_wheel import mediapipe_wheel
+    with zipfile.ZipFile(mediapipe_wheel()) as z:
         path = tmp_path / member.rsplit("/", 1)[1]
         path.write_bytes(z.read(f"mediapipe/modules/{member}"))
     return path

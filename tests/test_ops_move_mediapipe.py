@@ -1,27 +1,19 @@
 """Published models that use the data-movement operators: mediapipe 0.10.14's face_detection_full_range_sparse
 (RESIZE_BILINEAR x3, DEPTH_TO_SPACE x2) quantized on the photos and compiled for imx500; the golden program
-executor equals LiteRT BUILTIN_REF on the exported int8 model, element for element. Skipped when the mediapipe
-wheel is not in the cache (quant.zoo.blazeface fetches it; tests do not download)."""
+executor equals LiteRT BUILTIN_REF on the exported int8 model, element for element. The wheel comes from
+PyPI once (tests/mediapipe_wheel.py, as `nox -s models` gets it)."""
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 import stackcam.quant.golden as golden
 from stackcam.quant.export import export_tflite
 from stackcam.quant.litert import run_reference
 from stackcam.rtl.params import PRESETS
+from tests.mediapipe_wheel import mediapipe_wheel as _wheel
 
 
-def _wheel():
-    cache = Path(__file__).resolve().parents[1] / "build" / "cache" / "wheels"
-    found = sorted(cache.glob("mediapipe-0.10.14-*.whl"))
-    return found[0] if found else None
-
-
-@pytest.mark.skipif(_wheel() is None, reason="the mediapipe wheel is not in build/cache/wheels")
 def test_face_detection_full_range_on_imx500_equals_builtin_ref(tmp_path):
     from stackcam.cli.models import prepare_model
 

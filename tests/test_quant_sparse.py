@@ -1,7 +1,6 @@
 """Sparse TFLite constants (DENSIFY): made dense on import exactly as LiteRT's DENSIFY makes them."""
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,13 +186,8 @@ def test_bad_sparsity_is_one_line():
 
 
 def _mediapipe_wheel():
-    """The mediapipe wheel `nox -s models` uses (tools/models.py downloads it from PyPI once, into the cache)."""
-    import importlib.util
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("stackcam_tools_models", root / "tools" / "models.py")
-    models = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(models)
-    return models.find_wheel(root / "build" / "cache" / "wheels")
+    from tests.mediapipe_wheel import mediapipe_wheel
+    return mediapipe_wheel()
 
 
 def test_mediapipe_full_range_sparse_densifies_like_litert():

@@ -1,9 +1,9 @@
 """`nox -s models`: the published image models of the mediapipe wheel through the toolchain.
 
 For every .tflite under mediapipe/modules/ in the mediapipe==0.10.14 wheel (downloaded from PyPI once, kept in
-build/cache/wheels): the operators it uses; whether it compiles for the preset (imx500 by default; the float
-models are quantized by our PTQ on the scikit-image photos, inputs normalized to [-1, 1]); the SRAM it needs;
-whether the golden executor running the compiled ROM image equals LiteRT's BUILTIN_REF kernels running the int8
+build/cache/wheels or $STACKCAM_CACHE/wheels): the operators it uses; whether it compiles for the preset (imx500
+by default; the float models are quantized by our PTQ on the scikit-image photos, inputs normalized to [-1, 1]);
+the SRAM it needs; whether the golden executor running the compiled ROM image equals LiteRT's BUILTIN_REF kernels running the int8
 model our toolchain exported (`compile --export-tflite`), element for element, on photos; and how well the int8
 result agrees with the float model (LiteRT's default kernels, on the same photos), as the cosine similarity and
 the relative RMS error of the dequantized outputs. A refused model is listed with its one-line error.
@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,30 +27,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-WHEEL_VERSION = "0.10.14"
-WHEEL_GLOB = f"mediapipe-{WHEEL_VERSION}-*.whl"
-# The models are the same files in every platform's wheel; this one is pinned so the download is deterministic.
-WHEEL_PLATFORM = ("--platform", "manylinux2014_x86_64", "--python-version", "3.11", "--implementation", "cp",
-                  "--abi", "cp311")
 
 
-def find_wheel(cache, download=True):
-    """The mediapipe wheel in `cache`, downloaded from PyPI (no dependencies) when it is not there yet."""
-    found = sorted(Path(cache).glob(WHEEL_GLOB))
-    if found or not download:
-        return found[0] if found else None
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    print(f"downloading mediapipe=={WHEEL_VERSION} from PyPI into {cache} (once)...", flush=True)
-    cmd = [sys.executable, "-m", "pip", "download", f"mediapipe=={WHEEL_VERSION}", "--no-deps", "--only-binary",
-           ":all:", *WHEEL_PLATFORM, "-d", str(cache), "--quiet"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["pip download failed"])[-1]
-        raise SystemExit(f"models: cannot download the mediapipe wheel: {last}")
-    found = sorted(Path(cache).glob(WHEEL_GLOB))
-    if not found:
-        raise SystemExit(f"models: pip downloaded no {WHEEL_GLOB} into {cache}")
-    return found[0]
+def find_wheel():
+    """The mediapipe wheel in the cache, downloaded from PyPI (no dependencies) the first time."""
+    from stackcam.errors import StackcamError
+    from stackcam.quant.zoo.blazeface import fetch_wheel
+
+    try:
+        return fetch_wheel()
+    except StackcamError as e:
+        raise SystemExit(f"models: {e}") from None
 
 
 def image_models(wheel):
@@ -227,7 +213,7 @@ def main(argv=None):
         config = config_arg(args.config)
     except StackcamError as e:
         raise SystemExit(f"models: {e}") from None
-    wheel = args.wheel or find_wheel(ROOT / "build" / "cache" / "wheels")
+    wheel = args.wheel or find_wheel()
     models = image_models(wheel)
     if args.only:
         unknown = sorted(set(args.only) - set(models))
