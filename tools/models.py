@@ -1,12 +1,12 @@
 """`nox -s models`: the published image models of the mediapipe wheel through the toolchain.
 
 For every .tflite under mediapipe/modules/ in the mediapipe==0.10.14 wheel (downloaded from PyPI once, kept in
-build/cache/wheels or $STACKCAM_CACHE/wheels): the operators it uses; whether it compiles for the preset (imx500
-by default; the float models are quantized by our PTQ on the scikit-image photos, inputs normalized to [-1, 1]);
-the SRAM it needs; whether the golden executor running the compiled ROM image equals LiteRT's BUILTIN_REF kernels running the int8
-model our toolchain exported (`compile --export-tflite`), element for element, on photos; and how well the int8
-result agrees with the float model (LiteRT's default kernels, on the same photos), as the cosine similarity and
-the relative RMS error of the dequantized outputs. A refused model is listed with its one-line error.
+build/cache/wheels or $STACKCAM_CACHE/wheels): the operators it uses; whether it compiles for the preset (imx500 by
+default; the float models are quantized by our PTQ on the scikit-image photos, inputs normalized to [-1, 1]); the
+SRAM it needs; whether the golden executor running the compiled ROM image equals LiteRT's BUILTIN_REF kernels
+running the int8 model our toolchain exported (`compile --export-tflite`), element for element, on photos; and how
+well the int8 result agrees with the float model (LiteRT's default kernels, on the same photos), as the cosine
+similarity and the relative RMS error of the dequantized outputs. A refused model is listed with its one-line error.
 
 Prints a table and writes build/models/report.json (atomically). Exits 1 when a compiled model is not bit-exact or
 the toolchain fails with something other than its one-line refusal (a bug); refusals are reported, not failures.
