@@ -563,7 +563,8 @@ def _tally(tally, fault, outcome):
 
 def fault_campaign(models, seed, n_faults, log, batch=100):
     """`n_faults` frames on the tensor port, each with one random single-bit flip, the model (chosen at random)
-    reloaded before every frame so that a flipped weight never outlives its frame."""
+    reloaded before every frame so that a flipped weight never outlives its frame, with random back-pressure on the
+    tensor, ROM and CSI-2 ports."""
     from stackcam.sim.dierun import run_die
     from stackcam.sim.simulate import golden_die_outputs
 
@@ -578,7 +579,9 @@ def fault_campaign(models, seed, n_faults, log, batch=100):
         xs = [rng.integers(-128, 128, tuple(m["io"]["input"]["hwc"]), dtype=np.int8) for m in picks]
         faults = [random_fault(rng, config, m, k, m["window"]) for k, m in enumerate(picks)]
         schedule = [item for k, m in enumerate(picks) for item in (("rom", m["rom"]), ("frame", k))]
-        run = run_die(config, None, tensors=xs, schedule=schedule, faults=faults, progress=False)
+        bp = [{"stall": float(rng.choice([0.0, 0.5])), "tensor": float(rng.choice([0.0, 0.25, 0.75])),
+               "rom": float(rng.choice([0.0, 0.25, 0.75]))} for _ in range(n)]
+        run = run_die(config, None, tensors=xs, schedule=schedule, faults=faults, backpressure=bp, progress=False)
         sim_cycles += run.cycles
         for k, (m, x, f) in enumerate(zip(picks, xs, faults)):
             fr = run.frames[k] if k < len(run.frames) else None
