@@ -222,6 +222,15 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     each frame's CSI-2 mode, `regs` overrides registers (e.g. {"csi2_ctrl": 1}). `schedule`, if given, is an
     explicit list of ("rom", bytes) and ("frame", index) items (e.g. a corrupt image, a frame, a good image, a
     frame). `stall` is the probability that the CSI-2 PHY is not ready in a cycle.
+
+    `faults` injects SRAM bit flips through the simulation build's fault port (sim.harness): each a dict with
+    "frame" (the frame index), "delay" (cycles after the die has taken that frame's last input beat), "sram"
+    ("act" or "weight"), "addr" (word) and "bit" (of the stored word, parity bits included: activation words
+    have 9-bit lanes, the byte then its parity bit; weight words the bytes, then one parity bit per byte); the
+    cycle each was injected comes back in `DieRun.faults`. `frame_regs` (one dict or None per frame) overrides
+    registers for that frame after the model's (e.g. another ISP crop: a region of interest). `backpressure` (one
+    dict or None per frame) sets, before that frame, the probabilities that the CSI-2 receiver is not ready
+    ("stall") and that the pixel, tensor and ROM sources withhold a beat ("pixels", "tensor", "rom"), in [0, 1).
     """
     use_tensors = tensors is not None
     n_frames = len(tensors) if use_tensors else len(raws)

@@ -10,7 +10,7 @@ from .conv import NPUConvEngine
 from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
 from .vector import NPUVectorEngine
 
-__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "SRAM_IDS", "parity_lanes"]
+__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "SRAM_IDS", "parity_lanes", "parity_word"]
 
 # `error` codes (0 = none).
 SRAM_PARITY_ERROR = 5
@@ -23,15 +23,34 @@ SRAM_IDS = {"act": 1, "weight": 2}
 
 
 def parity_lanes(value, lanes):
-    """Stored form of a word of `lanes` bytes: each byte followed by its even-parity bit (9 bits per lane)."""
+    """Stored form of an activation word of `lanes` bytes: each byte followed by its even-parity bit (9-bit
+    lanes, so that a byte-lane write writes its parity bit with it)."""
     return Cat(*(Cat(value[8 * i: 8 * i + 8], value[8 * i: 8 * i + 8].xor()) for i in range(lanes)))
 
 
 def _data_lanes(stored, lanes):
-    """The bytes of a stored word (parity bits dropped) and a 1-bit "some lane's parity is wrong"."""
+    """The bytes of a stored activation word (parity bits dropped) and a 1-bit "some lane's parity is wrong"."""
     data = Cat(*(stored[9 * i: 9 * i + 8] for i in range(lanes)))
     bad = Cat(*(stored[9 * i: 9 * i + 9].xor() for i in range(lanes))).any()
     return data, bad
+
+
+def _byte_parities(value, nbytes):
+    return Cat(*(value[8 * i: 8 * i + 8].xor() for i in range(nbytes)))
+
+
+def parity_word(value, nbytes):
+    """Stored form of a weight word of `nbytes` bytes (always written whole): the bytes, then one even-parity bit
+    per byte (bit 8 * nbytes + i for byte i). Kept apart rather than interleaved, so a 2048-byte word is a slice
+    and a short concatenation in the Verilog, not 4096 parts on one line (more than Verilator's preprocessor
+    takes)."""
+    return Cat(value, _byte_parities(value, nbytes))
+
+
+def _data_word(stored, nbytes):
+    """The bytes of a stored weight word and a 1-bit "some byte's parity is wrong"."""
+    data = stored[:8 * nbytes]
+    return data, (stored[8 * nbytes:] ^ _byte_parities(data, nbytes)).any()
 
 
 class NPU(wiring.Component):
@@ -48,8 +67,9 @@ class NPU(wiring.Component):
     outside: `ext_act_w`/`ext_act_r` (the ISP's input writer and the CSI-2 output reader) and `load_w` (the
     model loader). While `busy`, external accesses are ignored.
 
-    SRAM fault detection: every byte of both SRAMs is stored with an even-parity bit (9 bits per byte lane,
-    written with the byte on every write, so a zero-initialised SRAM is consistent) and every word read, by the
+    SRAM fault detection: every byte of both SRAMs is stored with an even-parity bit (activation words: 9 bits per
+    byte lane; weight words: the bytes, then a parity bit per byte), written with the byte on every write, so a
+    zero-initialised SRAM is consistent, and every word read, by the
     sequencer, the engines or the outside, is checked the cycle its data arrives. A bad word read during a run
     stops the run at the next descriptor boundary (at once if it is the descriptor itself) with error 5
     (`SRAM_PARITY_ERROR`): its outputs are never presented as a result. Cycle counts of fault-free runs are
@@ -82,7 +102,8 @@ class NPU(wiring.Component):
         wb = cfg.weight_word_bytes
 
         cols = cfg.array_cols
-        # Stored words: 9 bits per byte lane (the byte and its parity bit).
+        # Stored words: activation 9 bits per byte lane (the byte and its parity bit); weight the bytes and then a
+        # parity bit per byte.
         m.submodules.act = act = memory.Memory(shape=9 * cols, depth=cfg.act_words, init=[],
                                                attrs={"stackcam_sram": "act"})
         m.submodules.wmem = wmem = memory.Memory(shape=9 * wb, depth=cfg.weight_words, init=[],
@@ -100,13 +121,13 @@ class NPU(wiring.Component):
         act_bad_word = Signal()
         w_bad_word = Signal()
         act_data, act_bad_bits = _data_lanes(act_mem_r.data, cols)
-        w_data, w_bad_bits = _data_lanes(w_mem_r.data, wb)
+        w_data, w_bad_bits = _data_word(w_mem_r.data, wb)
         m.d.comb += [
             act_mem_r.addr.eq(act_r.addr), act_mem_r.en.eq(act_r.en), act_r.data.eq(act_data),
             act_mem_w.addr.eq(act_w.addr), act_mem_w.data.eq(parity_lanes(act_w.data, cols)),
             act_mem_w.en.eq(act_w.en),
             w_mem_r.addr.eq(w_r.addr), w_mem_r.en.eq(w_r.en), w_r.data.eq(w_data),
-            w_mem_w.addr.eq(w_w.addr), w_mem_w.data.eq(parity_lanes(w_w.data, wb)), w_mem_w.en.eq(w_w.en),
+            w_mem_w.addr.eq(w_w.addr), w_mem_w.data.eq(parity_word(w_w.data, wb)), w_mem_w.en.eq(w_w.en),
         ]
         # A read's data arrives the cycle after its `en`: check it then.
         act_read_d = Signal()

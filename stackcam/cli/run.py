@@ -40,7 +40,8 @@ def register(subparsers):
     p.add_argument("--inject-fault", metavar="SRAM:WORD:BIT[@DELAY]", default=None,
                    help="rtl engine only, a simulation feature: flip bit BIT of word WORD of the activation ('act') "
                    "or weight ('weight') SRAM, DELAY cycles (default 0) after the die has taken the first "
-                   "input's last beat (bits count the stored word: 9 per byte, the 9th its parity bit); the die's "
+                   "input's last beat (bits of the stored word: act 9 per byte lane, the 9th its parity bit; weight "
+                   "the bytes, then one parity bit per byte); the die's "
                    "parity check must refuse the frame (exit 3) unless the word is not read after the flip")
     p.set_defaults(func=cmd_run)
 
