@@ -28,8 +28,9 @@ def tests(session):
 
 @nox.session(python=PYTHON)
 def reliability(session):
-    """The standing reliability campaign (tools/reliability.py): model-file, ROM-image and input-image fuzzing and
-    concurrent compiles on a cold cache; build/reliability/report.json and a summary table. Seeds fixed and
+    """The standing reliability campaign (tools/reliability.py): model-file, ROM-image and input-image fuzzing,
+    concurrent compiles on a cold cache, an RTL soak and SRAM fault injection in Verilator;
+    build/reliability/report.json and a summary table. Seeds fixed and
     printed; options after --, e.g. `nox -s reliability -- --scale 10 --seed 7` (see `-- --help`)."""
     _install(session, "test")
     session.run("python", "tools/reliability.py", *session.posargs)

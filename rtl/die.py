@@ -27,7 +27,7 @@ def rom_beat_layout(config):
 
 EMBEDDED_MAGIC = b"SC"
 EMBEDDED_BYTES = 36
-EMBEDDED_VERSION = 3
+EMBEDDED_VERSION = 4
 # The embedded-data line (data type 0x12) closing every output frame: (name, byte offset, size), little endian.
 EMBEDDED_FIELDS = (
     ("magic", 0, 2),               # b"SC"
@@ -35,7 +35,9 @@ EMBEDDED_FIELDS = (
     ("mode", 3, 1),                # the frame's CSI-2 mode (0 image, 1 metadata, 2 tensors)
     ("frame_number", 4, 2),        # as in the frame's FS/FE
     ("flags", 6, 1),               # bit 0: output tensors sent; bit 1: the input frame was malformed;
-                                   # bit 2: no valid model; bit 3: the network stopped with an error
+                                   # bit 2: no valid model; bit 3: the network stopped with an error;
+                                   # bit 4: an SRAM parity error was detected in this frame (its network run
+                                   # or the read-out of its output tensors): its output is not to be used
     ("npu_error", 7, 1),           # the network run's NPU error code (rtl.npu.core.NPU_ERRORS; 0 none)
     ("model_fingerprint", 8, 4),
     ("npu_cycles", 12, 4),         # NPU cycles of this frame's network run
@@ -297,6 +299,7 @@ class StackcamDie(wiring.Component):
         with m.If(npu.done & counting):
             m.d.sync += [frame_latency.eq(latency + 1), counting.eq(0)]
         frame_bad = Signal()
+        sram_fault = Signal()           # an SRAM parity error in this frame (run or output read-out)
         npu_failed = Signal()
         npu_error = Signal(8)           # this frame's network verdict, for the embedded line
         error_desc = Signal(16)
@@ -304,8 +307,11 @@ class StackcamDie(wiring.Component):
         raw_errors_d = Signal.like(raw10.errors)
         m.d.sync += raw_errors_d.eq(raw10.errors)
         with m.If(frame_start):
-            m.d.sync += [frame_bad.eq(0), npu_failed.eq(0), npu_error.eq(0), error_desc.eq(0), error_layer.eq(0)]
+            m.d.sync += [frame_bad.eq(0), npu_failed.eq(0), npu_error.eq(0), error_desc.eq(0), error_layer.eq(0),
+                         sram_fault.eq(0)]
         with m.Else():
+            with m.If(npu.sram_fault):
+                m.d.sync += sram_fault.eq(1)
             with m.If(missing_end | (raw10.errors != raw_errors_d)):
                 m.d.sync += frame_bad.eq(1)
             with m.If(npu.done & (npu.error != 0)):
@@ -336,7 +342,9 @@ class StackcamDie(wiring.Component):
             regs.npu_mac_cycles.eq(npu.mac_cycles),
             regs.frame_latency.eq(frame_latency),
             regs.model_fingerprint.eq(Mux(loader.ok, loader.image_crc, 0)),
-            regs.npu_status.eq(Cat(loader.ok, npu.error, loader.error.as_value(), Const(0, 1), loader.busy, npu.busy)),
+            regs.npu_status.eq(Cat(loader.ok, npu.error, loader.error.as_value(), Const(0, 1), loader.busy,
+                                   npu.busy, sram_fault)),
+            regs.sram_errors.eq(npu.sram_errors),
             regs.load_cycles.eq(loader.cycles),
             regs.npu_descriptors.eq(npu.descriptors),
             regs.counter_cycles.eq(npu.counter_cycles),
@@ -348,7 +356,7 @@ class StackcamDie(wiring.Component):
         fields = {
             "magic": Const(int.from_bytes(EMBEDDED_MAGIC, "little"), 16), "version": Const(EMBEDDED_VERSION, 8),
             "mode": framer.mode_latched, "frame_number": framer.frame_number,
-            "flags": Cat(framer.has_tensor, frame_bad, ~loader.ok, npu_failed), "npu_error": npu_error,
+            "flags": Cat(framer.has_tensor, frame_bad, ~loader.ok, npu_failed, sram_fault), "npu_error": npu_error,
             "model_fingerprint": Mux(loader.ok, loader.image_crc, 0), "npu_cycles": npu.cycles,
             "mac_cycles": npu.mac_cycles, "frame_latency": frame_latency, "frame_errors": isp.frame_errors,
             "csi2_errors": csi2_errors, "frames_sent": framer.frames_sent,

@@ -28,7 +28,7 @@ class Register:
 
 REGISTERS = (
     Register("id", 0x00, "const", 32, DIE_ID, "constant 0x5343414D ('SCAM')"),
-    Register("version", 0x04, "const", 32, 2, "register map version"),
+    Register("version", 0x04, "const", 32, 3, "register map version"),
     Register("mode", 0x08, "rw", 2, MODE_METADATA,
              "CSI-2 output mode, taken at the next frame start: 0 image + metadata, 1 metadata only, 2 tensors"),
     Register("csi2_ctrl", 0x0C, "rw", 1, 0, "bit 0: send LS/LE short packets around every line"),
@@ -65,8 +65,9 @@ REGISTERS = (
     )),
     # Model loader and NPU status and counters.
     Register("npu_status", 0xB0, "ro", 16, 0,
-             "[0] model loaded and accepted, [3:1] last run's error (rtl.npu.core.NPU_ERRORS), "
-             "[7:4] loader error code of the last image, [8] loader busy, [9] NPU busy"),
+             "[0] model loaded and accepted, [3:1] last run's error (rtl.npu.core.NPU_ERRORS; 5: SRAM parity), "
+             "[7:4] loader error code of the last image, [8] loader busy, [9] NPU busy, "
+             "[10] an SRAM parity error was detected in the current or last frame"),
     Register("load_cycles", 0xB4, "ro", 32, 0, "cycles the last image took to load"),
     Register("npu_descriptors", 0xB8, "ro", 16, 0, "descriptors the last run executed"),
     Register("counter_sel", 0xBC, "rw", 16, 0, "selects the descriptor whose counters read below"),
@@ -78,6 +79,8 @@ REGISTERS = (
              "activation-SRAM bytes (byte enables) its engine wrote for descriptor counter_sel in the last run"),
     Register("counter_weight_reads", 0xD0, "ro", 32, 0,
              "weight-SRAM words its engine read for descriptor counter_sel in the last run"),
+    Register("sram_errors", 0xD4, "ro", 16, 0,
+             "SRAM words read with a parity error since reset (activation and weight SRAMs; saturating)"),
 )
 REGISTER_BY_NAME = {r.name: r for r in REGISTERS}
 

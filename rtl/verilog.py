@@ -11,7 +11,7 @@ __all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert"]
 # foundry SRAM macro. Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
 SRAM_MACRO_VERILOG = """\
 module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
-                            parameter LANES = 1) (
+                            parameter LANES = 1, parameter ID = 0) (
     input  wire             clk,
     input  wire [LANES-1:0] we,
     input  wire [ABITS-1:0] waddr,
@@ -45,7 +45,7 @@ class _SRAMMacro(Elaboratable):
         abits = max(1, len(rp.addr))
         m.submodules.macro = Instance(
             "stackcam_sram_1r1w",
-            p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits, p_LANES=len(wp.en),
+            p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits, p_LANES=len(wp.en), p_ID=_sram_id(mem),
             i_clk=ClockSignal(rp.domain),
             i_we=wp.en, i_waddr=wp.addr, i_wdata=wp.data,
             i_re=rp.en, i_raddr=rp.addr, o_rdata=rp.data,
@@ -79,6 +79,13 @@ class SRAMMacroPlatform:
             return _SRAMMacro(mem)
         # Default lowering, exactly what Memory.elaborate does without a platform.
         return memory.Memory.elaborate(mem, None)
+
+
+def _sram_id(mem):
+    """The memory's identity (its `stackcam_sram` attribute: rtl.npu.core.SRAM_IDS; 0 for others), which a
+    simulation build's macro uses to pick out the SRAM a fault is injected into (sim.harness)."""
+    from .npu.core import SRAM_IDS
+    return SRAM_IDS.get(str((mem.attrs or {}).get("stackcam_sram", "")), 0)
 
 
 def _init_is_zero(mem):

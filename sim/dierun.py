@@ -18,6 +18,7 @@ from stackcam.quant.isp import isp_quant_params
 from stackcam.quant.romimage import RomError, load_rom
 from stackcam.rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
 from stackcam.rtl.die import rom_beat_layout
+from stackcam.rtl.npu.core import SRAM_IDS
 from stackcam.rtl.npu.io import MAX_OUTPUTS
 from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 from stackcam.rtl.streams import tensor_pixel_layout
@@ -72,6 +73,7 @@ class DieRun:
     # per descriptor of the last run: {"act_reads", "act_write_bytes", "weight_reads"} from the die's counters
     descriptor_activity: list = field(default_factory=list)
     sim_wall_s: float = 0.0       # the Verilator run, from process start to results (no build)
+    faults: list = field(default_factory=list)   # per injected fault: the cycle it was injected, frames out then
     build_wall_s: float = 0.0
     marks: list = field(default_factory=list)   # testbench's (what, cycle, wall s): start, rom_loaded..., end
 
@@ -89,10 +91,11 @@ class DieRun:
         return end[-1][1] - loaded[-1][1], end[-1][2] - loaded[-1][2]
 
 
-def model_registers(config, io, input_range=(-1.0, 1.0), isp=True):
+def model_registers(config, io, input_range=(-1.0, 1.0), isp=True, geometry=None):
     """Register values a driver writes for a model: ISP geometry and quantization for the model's input (unless
     `isp` is False: inputs then come on the tensor port), where the input goes in the activation SRAM and where
-    the outputs are (from the ROM's model I/O). Returns (registers, ISP geometry, ISP quantization)."""
+    the outputs are (from the ROM's model I/O). `geometry` (an IspGeometry of the model's input size) picks
+    another region of interest than the centred one. Returns (registers, ISP geometry, ISP quantization)."""
     from stackcam.quant.isp import IspGeometry
 
     spec = io["input"]
@@ -109,10 +112,15 @@ def model_registers(config, io, input_range=(-1.0, 1.0), isp=True):
         # The tensor size also sizes the RGB888 input-tensor lines of tensors mode.
         "isp_size": w | h << 16,
     }
-    geometry = quant = None
-    if isp:
+    quant = None
+    if not isp:
+        geometry = None
+    else:
         try:
-            geometry = IspGeometry.for_input(config, w, h)
+            if geometry is None:
+                geometry = IspGeometry.for_input(config, w, h)
+            elif (geometry.out_width, geometry.out_height) != (w, h):
+                raise ValueError(f"the region of interest gives {geometry.out_width}x{geometry.out_height}")
             geometry.check(config)
         except ValueError as e:
             raise HostError(f"the model's {w}x{h} input does not fit the ISP of config {config.name!r}: "
@@ -217,7 +225,8 @@ def stall_code(stall):
 
 
 def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None, progress=True,
-            raw_beats=None, tensors=None, schedule=None, input_range=(-1.0, 1.0), max_cycles=None, poll=None):
+            raw_beats=None, tensors=None, schedule=None, input_range=(-1.0, 1.0), max_cycles=None, poll=None,
+            faults=(), frame_regs=None, backpressure=None):
     """Run frames through the die in Verilator and decode what it sends.
 
     `rom` is the weight ROM image (bytes) loaded first. Frames are RAW10 frames (`raws`, uint16 [H, W]; or
@@ -225,6 +234,15 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     each frame's CSI-2 mode, `regs` overrides registers (e.g. {"csi2_ctrl": 1}). `schedule`, if given, is an
     explicit list of ("rom", bytes) and ("frame", index) items (e.g. a corrupt image, a frame, a good image, a
     frame). `stall` is the probability that the CSI-2 PHY is not ready in a cycle.
+
+    `faults` injects SRAM bit flips through the simulation build's fault port (sim.harness): each a dict with
+    "frame" (the frame index), "delay" (cycles after the die has taken that frame's last input beat), "sram"
+    ("act" or "weight"), "addr" (word) and "bit" (of the stored word, parity bits included: activation words
+    have 9-bit lanes, the byte then its parity bit; weight words the bytes, then one parity bit per byte); the
+    cycle each was injected comes back in `DieRun.faults`. `frame_regs` (one dict or None per frame) overrides
+    registers for that frame after the model's (e.g. another ISP crop: a region of interest). `backpressure` (one
+    dict or None per frame) sets, before that frame, the probabilities that the CSI-2 receiver is not ready
+    ("stall") and that the pixel, tensor and ROM sources withhold a beat ("pixels", "tensor", "rom"), in [0, 1).
     """
     use_tensors = tensors is not None
     n_frames = len(tensors) if use_tensors else len(raws)
@@ -264,6 +282,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
             want = dict(current, mode=MODES[modes[n]], input_select=int(use_tensors))
             if io is not None:
                 want.update(model_registers(config, io, input_range, isp=not use_tensors)[0])
+            if frame_regs is not None and frame_regs[n]:
+                want.update(frame_regs[n])
             writes = [[REGISTER_BY_NAME[k].addr, v & 0xFFFFFFFF] for k, v in want.items() if written.get(k) != v]
             written.update(want)
             if writes:
@@ -274,8 +294,16 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
                 if prev_custom:
                     step["wait_index"] = ends[n - 1]     # ... but only once the die has taken all of it
                 steps.append(step)
+            if backpressure is not None and backpressure[n] is not None:
+                bp = backpressure[n]
+                steps.append({"backpressure": {k: stall_code(float(bp.get(k, 0.0)))
+                                               for k in ("stall", "pixels", "tensor", "rom")}})
             steps.append({"frame": "tensor" if use_tensors else "pixels", "end": ends[n]})
             ios.append(io)
+            for f in faults:
+                if f["frame"] == n:
+                    steps.append({"fault": {"wait_index": ends[n], "delay": int(f["delay"]),
+                                            "id": SRAM_IDS[f["sram"]], "addr": int(f["addr"]), "bit": int(f["bit"])}})
     depth_px, depth_tensor, depth_rom = player_depths(config)
     depth = depth_tensor if use_tensors else depth_px
     if ends and ends[-1] > depth:
@@ -299,7 +327,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         **{f"reg_counter_{k}": REGISTER_BY_NAME[f"counter_{k}"].addr
            for k in ("act_reads", "act_write_bytes", "weight_reads")},
         "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("status", "npu_status", "npu_descriptors",
-                                                               "frame_latency", "model_fingerprint", "load_cycles")},
+                                                               "frame_latency", "model_fingerprint", "load_cycles",
+                                                               "sram_errors")},
     }
 
     with tempfile.TemporaryDirectory(prefix="stackcam-") as tmp:
@@ -370,12 +399,12 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     frames = decode_frames(config, dec, ios, all_regs["dt_output"], vc_output)
     counters = {k: r[k] for k in ("frames_sent", "frame_errors", "csi2_errors", "npu_cycles", "mac_cycles",
                                   "model_ok", "npu_status", "npu_descriptors", "frame_latency",
-                                  "model_fingerprint", "load_cycles")}
+                                  "model_fingerprint", "load_cycles", "sram_errors")}
     return DieRun(csi2_bytes=data, decoder=dec, frames=frames, first_pixel=first_pixel, last_pixel=last_pixel,
                   frame_last_byte=fe_cycles, cycles=r["cycles"], counters=counters, loads=r["loads"],
                   descriptor_counters=r["descriptor_counters"],
                   descriptor_activity=r.get("descriptor_activity", []), sim_wall_s=wall, build_wall_s=build_s,
-                  marks=[tuple(m) for m in r.get("marks", ())])
+                  marks=[tuple(m) for m in r.get("marks", ())], faults=r.get("faults", []))
 
 
 def _progress_loop(thread, path, t0, progress, frame_beats, rom_beats_n):
@@ -469,16 +498,17 @@ def _fe_beat_cycles(beats, cycles, lanes, vc):
     return out
 
 
-def run_tensors(config, rom, items, log=None):
+def run_tensors(config, rom, items, log=None, faults=()):
     """Each int8 input tensor of `items` through the die's tensor port, the model of ROM image `rom` on the NPU,
     its outputs back over CSI-2 and the host tail on the host: a list (one per item) of the model's outputs.
 
-    Raises DieError (one line) when the die refuses the image or a frame: nothing stale or partial comes back."""
+    Raises DieError (one line) when the die refuses the image or a frame: nothing stale or partial comes back.
+    `faults`: SRAM bit flips to inject (see `run_die`)."""
     from stackcam.errors import DieError
     io = load_rom(rom, config).io
     hwc = tuple(io["input"]["hwc"])
     run = run_die(config, rom, tensors=[np.asarray(x).reshape(hwc) for x in items], log=log,
-                  progress=log is not None)
+                  progress=log is not None, faults=faults)
     if not run.loads or not run.loads[0]["model_ok"]:
         status = run.loads[0]["npu_status"] if run.loads else 0
         raise DieError(f"the die refused the ROM image (npu_status {status:#x})")

@@ -6,37 +6,82 @@ import re
 from stackcam.rtl.csi2.packetizer import ppi_beat_layout
 from stackcam.rtl.die import StackcamDie, rom_beat_layout
 from stackcam.rtl.streams import pixel_beat_layout, tensor_pixel_layout
-from stackcam.rtl.verilog import convert
+from stackcam.rtl.verilog import SRAM_MACRO_VERILOG, convert
 
-__all__ = ["harness_verilog", "player_depths", "public_ports", "TOP"]
+__all__ = ["harness_verilog", "player_depths", "public_ports", "TOP", "SIM_SRAM_MACRO_VERILOG"]
 
 TOP = "tb_top"
 DIE = "stackcam_die"
 
+# The SRAM macro of a simulation build: the behavioural SRAM of rtl.verilog plus a fault-injection port that
+# exists only here. In a cycle where the harness's `fault_en` is high and `fault_id` names this SRAM (its ID
+# parameter, rtl.npu.core.SRAM_IDS), bit `fault_bit` of word `fault_addr` is inverted (after that cycle's write,
+# so a flip of a word being written flips the new value), as a particle strike would. The ports are reached by
+# hierarchical reference to the harness top, so the die's own interface is unchanged.
+SIM_SRAM_MACRO_VERILOG = """\
+module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
+                            parameter LANES = 1, parameter ID = 0) (
+    input  wire             clk,
+    input  wire [LANES-1:0] we,
+    input  wire [ABITS-1:0] waddr,
+    input  wire [WIDTH-1:0] wdata,
+    input  wire             re,
+    input  wire [ABITS-1:0] raddr,
+    output reg  [WIDTH-1:0] rdata
+);
+    localparam LW = WIDTH / LANES;
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    reg [WIDTH-1:0] word;
+    wire hit = {top}.fault_en && ({top}.fault_id == ID) && ({top}.fault_addr < DEPTH) && ({top}.fault_bit < WIDTH);
+    wire [ABITS-1:0] faddr = {top}.fault_addr[ABITS-1:0];
+    integer i;
+    always @(posedge clk) begin
+        for (i = 0; i < LANES; i = i + 1)
+            if (we[i]) mem[waddr][i * LW +: LW] <= wdata[i * LW +: LW];
+        if (hit) begin
+            word = mem[faddr];
+            for (i = 0; i < LANES; i = i + 1)
+                if (we[i] && waddr == faddr) word[i * LW +: LW] = wdata[i * LW +: LW];
+            word[{top}.fault_bit] = ~word[{top}.fault_bit];
+            mem[faddr] <= word;
+        end
+        if (re) rdata <= mem[raddr];
+    end
+endmodule
+"""
+
 _PLAYER = """\
 // Plays beats from a $readmemh file (+{name}_file, +{name}_count) while index < limit; logs "index cycle" of
-// every beat taken with its start (bit FB) or end (bit LB) marker set (+{name}_log).
+// every beat taken with its start (bit FB) or end (bit LB) marker set (+{name}_log). `gap` (0-255) withholds a
+// beat with that probability out of 256 (a 16-bit LFSR), modelling a source that is not always ready; once
+// `valid` is high it stays high until the beat is taken, as a stream requires.
 module sc_player_{name} #(parameter W = 8, parameter DEPTH = 16, parameter FB = 0, parameter LB = 0) (
-    input clk, input rst, input [31:0] limit, input [31:0] cycle,
+    input clk, input rst, input [31:0] limit, input [31:0] cycle, input [7:0] gap,
     output valid, output [W-1:0] data, input ready, output [31:0] index
 );
     reg [W-1:0] mem [0:DEPTH-1];
     reg [31:0] i;
     reg [31:0] n;
+    reg [15:0] lfsr;
+    reg hold;
     reg [8*1024-1:0] path;
     integer fd;
     initial begin
         i = 0;
         fd = 0;
+        lfsr = 16'h{seed};
+        hold = 0;
         if (!$value$plusargs("{name}_count=%d", n)) n = 0;
         if (n > DEPTH) n = DEPTH;
         if (n > 0 && $value$plusargs("{name}_file=%s", path)) $readmemh(path, mem, 0, n - 1);
         if ($value$plusargs("{name}_log=%s", path)) fd = $fopen(path, "w");
     end
-    assign valid = (i < limit) && (i < n);
+    assign valid = (i < limit) && (i < n) && (hold || lfsr[7:0] >= gap);
     assign data = mem[(i < DEPTH) ? i : 0];
     assign index = i;
     always @(posedge clk) begin
+        lfsr <= {{lfsr[14:0], lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]}};
+        hold <= valid && !ready;
         if (valid && ready) begin
             i <= i + 1;
             if (fd != 0 && (data[FB] || data[LB])) $fwrite(fd, "%0d %0d\\n", i, cycle);
@@ -77,7 +122,8 @@ _TOP = """\
 module {top} (
     input clk, input rst,
     input [31:0] pixels_limit, input [31:0] tensor_limit, input [31:0] rom_limit,
-    input [7:0] stall, input flush,
+    input [7:0] stall, input flush, input [7:0] pixels_gap, input [7:0] tensor_gap, input [7:0] rom_gap,
+    input fault_en, input [7:0] fault_id, input [31:0] fault_addr, input [15:0] fault_bit,
     input [7:0] bus__addr, input [31:0] bus__wdata, input bus__we, input bus__re, output [31:0] bus__rdata,
     output [31:0] cycle, output [31:0] pixels_index, output [31:0] tensor_index, output [31:0] rom_index,
     output [31:0] csi2_count,
@@ -93,13 +139,13 @@ module {top} (
     wire [{rw}-1:0] r_data;
     wire [{cw}-1:0] c_data;
     sc_player_pixels #(.W({pw}), .DEPTH({pd}), .FB({pfb}), .LB({plb})) pixels (
-        .clk(clk), .rst(rst), .limit(pixels_limit), .cycle(cyc),
+        .clk(clk), .rst(rst), .limit(pixels_limit), .cycle(cyc), .gap(pixels_gap),
         .valid(px_valid), .data(px_data), .ready(px_ready), .index(pixels_index));
     sc_player_tensor #(.W({tw}), .DEPTH({td}), .FB({tfb}), .LB({tlb})) tensor (
-        .clk(clk), .rst(rst), .limit(tensor_limit), .cycle(cyc),
+        .clk(clk), .rst(rst), .limit(tensor_limit), .cycle(cyc), .gap(tensor_gap),
         .valid(t_valid), .data(t_data), .ready(t_ready), .index(tensor_index));
     sc_player_rom #(.W({rw}), .DEPTH({rd}), .FB({rfb}), .LB({rlb})) rom (
-        .clk(clk), .rst(rst), .limit(rom_limit), .cycle(cyc),
+        .clk(clk), .rst(rst), .limit(rom_limit), .cycle(cyc), .gap(rom_gap),
         .valid(r_valid), .data(r_data), .ready(r_ready), .index(rom_index));
     sc_capture #(.W({cw})) capture (.clk(clk), .rst(rst), .cycle(cyc), .stall(stall), .flush(flush),
         .valid(c_valid), .data(c_data), .ready(c_ready), .count(csi2_count));
@@ -122,7 +168,8 @@ def player_depths(config):
     """Beats each player can hold: several frames of the pixel stream (bounded to keep the model's memory
     reasonable), tensors, and a ROM image as large as the weight SRAM."""
     frame_beats = config.frame_width * config.frame_height // config.pixels_per_clock
-    frames = max(2, min(8, (1 << 24) // frame_beats))
+    # Small frames: up to 128 of them (a soak); large ones: up to 8, within 2^24 beats.
+    frames = max(2, min(8, (1 << 24) // frame_beats), min(128, (1 << 19) // frame_beats))
     # The tensor port feeds any model's input (not limited by the ISP): room for four 224 x 224 tensors.
     tensor = max(config.input_width * config.input_height, 224 * 224) * 4
     rom = (config.weight_words * config.weight_word_bytes + 64 * 1024) // 16
@@ -132,10 +179,12 @@ def player_depths(config):
 def harness_verilog(config):
     """Verilog text of the die plus the harness (top module `tb_top`)."""
     die_text = convert(StackcamDie(config), name=DIE)
+    if SRAM_MACRO_VERILOG in die_text:
+        die_text = die_text.replace(SRAM_MACRO_VERILOG, SIM_SRAM_MACRO_VERILOG.replace("{top}", TOP))
     pd, td, rd = player_depths(config)
     text = [die_text]
-    for name in ("pixels", "tensor", "rom"):
-        text.append(_PLAYER.format(name=name))
+    for name, seed in (("pixels", "BEEF"), ("tensor", "1D2C"), ("rom", "7A31")):
+        text.append(_PLAYER.format(name=name, seed=seed))
     text.append(_CAPTURE)
     pl, tl, rl = pixel_beat_layout(config.pixels_per_clock), tensor_pixel_layout(3), rom_beat_layout(config)
     top = _TOP.format(top=TOP, die=DIE, pw=pl.size, tw=tl.size, rw=rl.size,

@@ -23,6 +23,7 @@ def parse_embedded(payload):
     out["malformed"] = bool(out["flags"] & 2)
     out["no_model"] = bool(out["flags"] & 4)
     out["npu_failed"] = bool(out["flags"] & 8)
+    out["sram_fault"] = bool(out["flags"] & 16)
     return out
 
 
@@ -40,9 +41,15 @@ def frame_error(emb, layers=()):
         code = emb["npu_error"]
         what = NPU_ERRORS.get(code, f"NPU error {code}")
         index = emb["error_layer"]
+        if index == 0xFFFF:         # the descriptor itself could not be read
+            return (f"the network stopped at descriptor {emb['error_descriptor']} (reading the descriptor): {what} "
+                    f"(NPU error {code})")
         layer = next((entry for entry in layers if entry.get("index") == index), None)
         where = f"layer {index}" + (f" ({layer['kind']} '{layer['name']}' as {layer['op']})" if layer else "")
         return f"the network stopped at descriptor {emb['error_descriptor']}, {where}: {what} (NPU error {code})"
+    if emb.get("sram_fault"):
+        return ("an SRAM parity error was detected while the output tensors were read out of the activation SRAM: "
+                "the frame's output is not used")
     if not emb["has_tensor"]:
         return "the die sent no output tensors"
     return None

@@ -3,7 +3,12 @@
 Verilog players feed the pixel, tensor and ROM ports and a capture logs the CSI-2 beats, so this coroutine only
 wakes every `poll` cycles. The plan comes from the JSON file named by STACKCAM_TB_PLAN (written by
 `sim.dierun`): a list of steps {"rom": end_beat} | {"regs": [[addr, value], ...]} | {"frame": "pixels" or
-"tensor", "end": end_beat}. Register writes wait until every earlier frame has been sent. The results (status
+"tensor", "end": end_beat} | {"fault": {"wait_index": beat, "delay": cycles, "id": sram, "addr": word, "bit": bit}}
+(once the input port has taken `wait_index` beats, wait `delay` cycles and flip one bit of an SRAM through the
+simulation build's fault-injection port, see sim.harness) | {"backpressure": {"stall": s, "pixels": g, "tensor": g,
+"rom": g}} (from now on the CSI-2 receiver is not ready, and each input player withholds its beat, with these
+probabilities out of 256). Register writes wait until every earlier frame has
+been sent. The results (status
 registers and per-descriptor counters read over the bus) go to the JSON file named by STACKCAM_TB_OUT.
 """
 
@@ -27,7 +32,8 @@ async def run_plan(dut):
     progress_path = os.environ.get("STACKCAM_TB_PROGRESS")
     clk = dut.clk
     cocotb.start_soon(Clock(clk, PERIOD_NS, unit="ns").start())
-    for name in ("pixels_limit", "tensor_limit", "rom_limit", "bus__we", "bus__re", "flush"):
+    for name in ("pixels_limit", "tensor_limit", "rom_limit", "bus__we", "bus__re", "flush", "fault_en", "fault_id",
+                 "fault_addr", "fault_bit", "pixels_gap", "tensor_gap", "rom_gap"):
         getattr(dut, name).value = 0
     dut.stall.value = int(plan.get("stall", 0))
     dut.rst.value = 1
@@ -78,9 +84,35 @@ async def run_plan(dut):
 
     frames = 0
     loads = []
+    faults = []
     ok = True
+    stall_max = int(plan.get("stall", 0))
     for step in plan["steps"]:
-        if "rom" in step:
+        if "backpressure" in step:
+            bp = step["backpressure"]
+            await RisingEdge(clk)
+            dut.stall.value = int(bp.get("stall", 0))
+            stall_max = max(stall_max, int(bp.get("stall", 0)))
+            for port in ("pixels", "tensor", "rom"):
+                getattr(dut, f"{port}_gap").value = int(bp.get(port, 0))
+        elif "fault" in step:
+            f = step["fault"]
+            port = "tensor_index" if plan.get("port") == "tensor" else "pixels_index"
+            ok = await wait_until(lambda i=int(f["wait_index"]), p=port: int(getattr(dut, p).value) >= i,
+                                  "the frame before a fault")
+            if not ok:
+                break
+            if int(f["delay"]):
+                await Timer(int(f["delay"]) * PERIOD_NS, unit="ns")
+            await RisingEdge(clk)
+            dut.fault_id.value = int(f["id"])
+            dut.fault_addr.value = int(f["addr"])
+            dut.fault_bit.value = int(f["bit"])
+            dut.fault_en.value = 1
+            await RisingEdge(clk)           # the flip happens at this edge
+            dut.fault_en.value = 0
+            faults.append({"cycle": cycle(), "frames_sent": int(dut.frames_sent.value)})
+        elif "rom" in step:
             # A new model only once every frame before it is out (a model is not swapped under a frame).
             ok = await wait_until(lambda n=frames: int(dut.frames_sent.value) >= n, "frames before a ROM load")
             if not ok:
@@ -114,8 +146,7 @@ async def run_plan(dut):
         ok = await wait_until(lambda: int(dut.frames_sent.value) >= frames, "frames")
     # The last FE leaves after the sequencer counts it, as fast as the PHY takes it: wait until no CSI-2 beat
     # has come for 16 times the mean wait of a stalled PHY (stall/256 per cycle), so a slow PHY is not cut off.
-    stall = int(plan.get("stall", 0))
-    quiet = 64 + 16 * 256 // max(1, 256 - stall)
+    quiet = 64 + 16 * 256 // max(1, 256 - stall_max)
     last, since = int(dut.csi2_count.value), cycle()
     while cycle() - since < quiet and cycle() <= max_cycles:
         await Timer(16 * PERIOD_NS, unit="ns")
@@ -125,6 +156,7 @@ async def run_plan(dut):
     marks.append(("end", cycle(), time.monotonic()))
 
     result = {"marks": marks, "cycles": cycle(), "finished": bool(ok), "timeout": state["timeout"], "loads": loads,
+              "faults": faults,
               "frames_sent": int(dut.frames_sent.value), "frame_errors": int(dut.frame_errors.value),
               "csi2_errors": int(dut.csi2_errors.value), "npu_cycles": int(dut.npu_cycles.value),
               "mac_cycles": int(dut.mac_cycles.value), "model_ok": int(dut.model_ok.value),

@@ -1,5 +1,8 @@
 """The standing reliability campaign (`nox -s reliability`): fuzzing of model files, ROM images and input images,
-and concurrent runs sharing the caches. Writes build/reliability/report.json (atomically) and prints a summary.
+concurrent runs sharing the caches, and on the die's RTL in Verilator a soak of frames (model loads, mode switches,
+ROI changes, random back-pressure on every port; every frame bit-exact, no byte lost) and SRAM fault injection
+(single-bit flips at random words, bits and times: detected / corrected / masked / silent). Writes
+build/reliability/report.json (atomically) and prints a summary.
 
 Every case is reproducible on its own: case K of campaign C draws from numpy's generator seeded (seed, C, K), so
 ``python tools/reliability.py --seed S --replay C:K`` runs that one case in this process and prints its traceback.
@@ -47,8 +50,8 @@ CONFIG = "tiny"
 # Real models: the zoo networks as the registry caches them (int8 .tflite written by quant.export), compiled for
 # the tiny preset; one ONNX model (float, through the ONNX importer only).
 ZOO = ("first-light", "zoo:blazeface", "zoo:mobilenet_v1_0.25_96_2")
-DEFAULTS = {"model": 40000, "rom": 40000, "image": 30000, "concurrent": 4}      # about 7 minutes on 2 cores
-QUICK = {"model": 24, "rom": 24, "image": 24, "concurrent": 2}
+DEFAULTS = {"model": 40000, "rom": 40000, "image": 30000, "concurrent": 4, "soak": 120, "faults": 1000}
+QUICK = {"model": 24, "rom": 24, "image": 24, "concurrent": 2, "soak": 10, "faults": 10}
 
 
 class Hang(BaseException):
@@ -468,6 +471,273 @@ def concurrency(processes, log, model="zoo:mobilenet_v1_0.25_96_2"):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The die's RTL in Verilator: a soak (frames with model loads, mode switches, ROI changes, random back-pressure on
+# every port between frames, every frame checked bit for bit against the golden executor, no byte lost) and SRAM
+# fault injection (single-bit flips at random words, bits and times, through the simulation build's fault port).
+#
+# A fault frame's outcome: "detected" (the die flagged it: npu_error 5 or the embedded line's SRAM-fault flag, and
+# every host path refuses the frame), "masked" (no flag and the output bit-exact: the word was not read after the
+# flip, or rewritten first), "silent" (no flag and a wrong output). Parity corrects nothing ("corrected" is 0).
+
+FAULT_OUTCOMES = ("detected", "corrected", "masked", "silent")
+
+
+class RtlModels:
+    """The models the RTL campaigns load: first-light with two seeds (one CONV) and fuzznet (the ONNX model of the
+    corpus quantized on photos: CONV, DWCONV, ADD, average pool, FULLY_CONNECTED), compiled for `CONFIG`."""
+
+    def __init__(self, log):
+        from stackcam.cli.models import prepare_model
+        from stackcam.quant.romimage import load_rom
+        from stackcam.rtl.params import PRESETS
+
+        self.config = PRESETS[CONFIG]
+        self.models = []
+        with tempfile.TemporaryDirectory(prefix="stackcam-rtl-") as tmp:
+            onnx = Path(tmp) / "fuzznet.onnx"
+            onnx.write_bytes(_onnx_model())
+            for name, source, kw in (("first-light/0", "first-light", {"seed": 0}),
+                                     ("first-light/1", "first-light", {"seed": 1}),
+                                     ("fuzznet", str(onnx), {"calib_photos": True})):
+                prepared = prepare_model(source, self.config, **kw)
+                image = load_rom(prepared.rom, self.config)
+                self.models.append({"name": name, "prepared": prepared, "rom": prepared.rom, "io": prepared.io,
+                                    "act_words": image.act_words,
+                                    "weight_words": int(image.weight_sram().shape[0])})
+        log("  RTL models: " + ", ".join(f"{m['name']} ({len(m['prepared'].compiled.descriptors)} descriptors, "
+                                        f"ROM {len(m['rom']):,} B)" for m in self.models))
+
+
+def measure_windows(models):
+    """Each model's fault window: cycles from a frame's last input beat (tensor port) to its last CSI-2 byte, in
+    a fault-free run (which must be bit-exact)."""
+    from stackcam.sim.dierun import run_die
+    from stackcam.sim.simulate import golden_die_outputs
+
+    rng = np.random.default_rng(0)
+    ms = models.models
+    xs = [rng.integers(-128, 128, tuple(m["io"]["input"]["hwc"]), dtype=np.int8) for m in ms]
+    schedule = [item for k, m in enumerate(ms) for item in (("rom", m["rom"]), ("frame", k))]
+    run = run_die(models.config, None, tensors=xs, schedule=schedule, progress=False)
+    for k, m in enumerate(ms):
+        fr = run.frames[k]
+        want = golden_die_outputs(m["prepared"], models.config, xs[k])[0]
+        if fr.error or not all(np.array_equal(a, b) for a, b in zip(fr.outputs, want)):
+            raise RuntimeError(f"{m['name']}: a fault-free frame is not bit-exact ({fr.error})")
+        m["window"] = int(run.frame_last_byte[k] - run.last_pixel[k])
+
+
+def random_fault(rng, config, model, frame, window):
+    """One single-bit flip: an SRAM, a word (nine in ten inside what the model uses, the rest anywhere), a bit of
+    the stored word (parity bits included) and a delay after the frame's last input beat in [0, window)."""
+    sram = "act" if rng.random() < 0.5 else "weight"
+    used, depth, width = ((model["act_words"], config.act_words, 9 * config.array_cols) if sram == "act" else
+                          (model["weight_words"], config.weight_words, 9 * config.weight_word_bytes))
+    addr = int(rng.integers(used)) if rng.random() < 0.9 else int(rng.integers(depth))
+    return {"frame": frame, "sram": sram, "addr": addr, "bit": int(rng.integers(width)),
+            "delay": int(rng.integers(window))}
+
+
+def classify_fault(fr, want):
+    """detected / masked / silent for a frame with a fault (see above); `want` is the golden die outputs."""
+    if fr is None:
+        return "silent", "the frame never arrived"
+    if fr.error is not None:
+        flagged = fr.embedded is not None and (fr.embedded["sram_fault"] or fr.embedded["npu_error"] == 5)
+        return ("detected", fr.error) if flagged else ("silent", f"refused for another reason: {fr.error}")
+    same = len(fr.outputs) == len(want) and all(o is not None and np.array_equal(o, w)
+                                                for o, w in zip(fr.outputs, want))
+    return ("masked", "no flag, output bit-exact") if same else ("silent", "no flag and a wrong output")
+
+
+def _fault_tally():
+    return {"injected": 0, **dict.fromkeys(FAULT_OUTCOMES, 0), "by_sram": {s: dict.fromkeys(FAULT_OUTCOMES, 0)
+                                                                          for s in ("act", "weight")}}
+
+
+def _tally(tally, fault, outcome):
+    tally["injected"] += 1
+    tally[outcome] += 1
+    tally["by_sram"][fault["sram"]][outcome] += 1
+
+
+def fault_campaign(models, seed, n_faults, log, batch=100):
+    """`n_faults` frames on the tensor port, each with one random single-bit flip, the model (chosen at random)
+    reloaded before every frame so that a flipped weight never outlives its frame, with random back-pressure on the
+    tensor, ROM and CSI-2 ports."""
+    from stackcam.sim.dierun import run_die
+    from stackcam.sim.simulate import golden_die_outputs
+
+    config = models.config
+    t = time.time()
+    tally = _fault_tally()
+    silent, frames_done, sim_cycles = [], 0, 0
+    for b0 in range(0, n_faults, batch):
+        rng = np.random.default_rng([seed, 5, b0])
+        n = min(batch, n_faults - b0)
+        picks = [models.models[int(rng.integers(len(models.models)))] for _ in range(n)]
+        xs = [rng.integers(-128, 128, tuple(m["io"]["input"]["hwc"]), dtype=np.int8) for m in picks]
+        faults = [random_fault(rng, config, m, k, m["window"]) for k, m in enumerate(picks)]
+        schedule = [item for k, m in enumerate(picks) for item in (("rom", m["rom"]), ("frame", k))]
+        bp = [{"stall": float(rng.choice([0.0, 0.5])), "tensor": float(rng.choice([0.0, 0.25, 0.75])),
+               "rom": float(rng.choice([0.0, 0.25, 0.75]))} for _ in range(n)]
+        run = run_die(config, None, tensors=xs, schedule=schedule, faults=faults, backpressure=bp, progress=False)
+        sim_cycles += run.cycles
+        for k, (m, x, f) in enumerate(zip(picks, xs, faults)):
+            fr = run.frames[k] if k < len(run.frames) else None
+            outcome, detail = classify_fault(fr, golden_die_outputs(m["prepared"], config, x)[0])
+            _tally(tally, f, outcome)
+            if outcome == "silent":
+                silent.append({"model": m["name"], "fault": f, "detail": detail, "batch": b0})
+                log(f"  fault {b0 + k}: SILENT ({m['name']}, {f}): {detail}")
+        frames_done += n
+        log(f"  faults: {frames_done}/{n_faults} ({time.time() - t:.0f} s): {tally['detected']} detected, "
+            f"{tally['masked']} masked, {tally['silent']} silent")
+    replay = (f"python tools/reliability.py --seed {seed} --model-cases 0 --rom-cases 0 --image-cases 0 "
+              f"--concurrent 0 --soak-frames 0 --faults {n_faults}")
+    if silent:
+        log(f"    replay: {replay}")
+    return {**tally, "replay": replay, "frames": frames_done, "silent_cases": silent[:50], "sim_cycles": sim_cycles,
+            "windows": {m["name"]: m["window"] for m in models.models}, "wall_s": round(time.time() - t, 1)}
+
+
+def _roi(rng, config, w, h):
+    """A random region of interest giving a w x h network input: a bin factor and a crop origin that the ISP
+    takes (IspGeometry.check)."""
+    from stackcam.quant.isp import IspGeometry
+
+    align = max(2, config.pixels_per_clock)
+    ks = [k for k in range(1, 8) if (2 * k) % config.pixels_per_clock == 0
+          and 2 * k * w <= config.frame_width and 2 * k * h <= config.frame_height]
+    k = ks[int(rng.integers(len(ks)))]
+    x = int(rng.integers((config.frame_width - 2 * k * w) // align + 1)) * align
+    y = int(rng.integers((config.frame_height - 2 * k * h) // 2 + 1)) * 2
+    return IspGeometry(crop_x=x, crop_y=y, bin_factor=k, out_width=w, out_height=h).check(config)
+
+
+def _raw_pool(config, rng):
+    """RAW10 frames: three photos of scikit-image and two of noise."""
+    import skimage.data
+
+    from stackcam.sim.frame_source import bayer_frame
+    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()]
+    raws = [bayer_frame(p, config.frame_width, config.frame_height) for p in photos]
+    raws += [rng.integers(0, 1024, (config.frame_height, config.frame_width)).astype(np.uint16) for _ in range(2)]
+    return raws
+
+
+def soak(models, seed, n_frames, log, fault_every=10):
+    """`n_frames` RAW frames through the whole die (ISP, NPU, CSI-2) in one simulation. Before frames: a model
+    load (sometimes; always after a weight fault), the CSI-2 mode (image, metadata, tensors), a region of
+    interest, LS/LE packets on or off, and the back-pressure of every port (CSI-2 receiver not ready, pixel and
+    ROM sources withholding beats) drawn at random. Every frame without a fault must be bit-exact with the
+    golden executor (and its RAW10 image or input tensor identical), with the exact byte count its packets give
+    and no ECC, CRC or framing error; every `fault_every`-th frame gets a single-bit SRAM flip, classified."""
+    from stackcam.quant.isp import isp_reference
+    from stackcam.rtl.regs import MODES
+    from stackcam.sim.dierun import model_registers, run_die
+    from stackcam.sim.metadata import frame_bytes
+    from stackcam.sim.simulate import golden_die_outputs
+
+    config = models.config
+    t = time.time()
+    rng = np.random.default_rng([seed, 6])
+    raws_pool = _raw_pool(config, rng)
+    schedule, raws, modes, frame_regs, bp, faults, plan = [], [], [], [], [], [], []
+    current = None
+    loads = 0
+    for n in range(n_frames):
+        reload = current is None or rng.random() < 0.15 or (faults and faults[-1]["frame"] == n - 1
+                                                              and faults[-1]["sram"] == "weight")
+        if reload:
+            current = models.models[int(rng.integers(len(models.models)))]
+            schedule.append(("rom", current["rom"]))
+            loads += 1
+        h, w, _ = current["io"]["input"]["hwc"]
+        geometry = _roi(rng, config, w, h)
+        regs, geometry, quant = model_registers(config, current["io"], geometry=geometry)
+        ls_le = int(rng.integers(2))
+        mode = list(MODES)[int(rng.integers(len(MODES)))]
+        raw = raws_pool[int(rng.integers(len(raws_pool)))]
+        raws.append(raw)
+        modes.append(mode)
+        frame_regs.append({**regs, "csi2_ctrl": ls_le})
+        bp.append({"stall": float(rng.choice([0.0, 0.1, 0.5, 0.9])),
+                   "pixels": float(rng.choice([0.0, 0.25, 0.75])), "rom": float(rng.choice([0.0, 0.25, 0.75]))})
+        fault = None
+        if fault_every and n % fault_every == fault_every - 1:
+            fault = random_fault(rng, config, current, n, current["window"])
+            faults.append(fault)
+        x = isp_reference(raw, config, quant, geometry)
+        plan.append({"model": current, "x": x, "raw": raw, "mode": mode, "ls_le": ls_le, "fault": fault,
+                     "geometry": geometry})
+        schedule.append(("frame", n))
+    run = run_die(config, None, raws, modes=modes, schedule=schedule, frame_regs=frame_regs, backpressure=bp,
+                  faults=faults, progress=False)
+    dec = run.decoder
+    tally = _fault_tally()
+    exact, failures, silent = 0, [], []
+    counted_bytes = 0
+    for n, p in enumerate(plan):
+        fr = run.frames[n] if n < len(run.frames) else None
+        want = golden_die_outputs(p["model"]["prepared"], config, p["x"])[0]
+        if p["fault"] is not None:
+            outcome, detail = classify_fault(fr, want)
+            _tally(tally, p["fault"], outcome)
+            if outcome == "silent":
+                silent.append({"frame": n, "fault": p["fault"], "detail": detail})
+            if fr is not None:
+                counted_bytes += fr.csi2_bytes
+            continue
+        problems = []
+        if fr is None:
+            problems.append("never arrived")
+        else:
+            counted_bytes += fr.csi2_bytes
+            if fr.error:
+                problems.append(f"refused: {fr.error}")
+            elif len(fr.outputs) != len(want) or not all(o is not None and np.array_equal(o, w_)
+                                                         for o, w_ in zip(fr.outputs, want)):
+                problems.append("output differs from the golden executor")
+            if fr.mode != p["mode"]:
+                problems.append(f"mode {fr.mode}, wanted {p['mode']}")
+            if p["mode"] == "image" and (fr.image is None or not np.array_equal(fr.image, p["raw"])):
+                problems.append("RAW10 image differs from the frame sent")
+            if p["mode"] == "tensors" and (fr.input_tensor is None or not np.array_equal(fr.input_tensor, p["x"])):
+                problems.append("input tensor differs from the ISP reference")
+            g = p["geometry"]
+            shapes = [o["hwc"] for o in p["model"]["io"]["die_outputs"]]
+            expect = frame_bytes(config, p["mode"], shapes, bool(p["ls_le"]), (g.out_height, g.out_width))
+            if fr.csi2_bytes != expect:
+                problems.append(f"{fr.csi2_bytes} CSI-2 bytes, its packets give {expect}")
+        if problems:
+            failures.append({"frame": n, "model": p["model"]["name"], "mode": p["mode"], "problems": problems})
+        else:
+            exact += 1
+    clean = n_frames - len(faults)
+    errors = {"ecc": dec.ecc_errors, "crc": dec.crc_errors, "framing": dec.framing_errors,
+              "die_frame_errors": run.counters["frame_errors"], "die_csi2_errors": run.counters["csi2_errors"]}
+    lost = len(run.csi2_bytes) - counted_bytes
+    ok = (exact == clean and not any(errors.values()) and lost == 0 and len(run.frames) == n_frames
+          and tally["silent"] == 0)
+    for f in failures[:5]:
+        log(f"  soak frame {f['frame']} ({f['model']}, {f['mode']}): {'; '.join(f['problems'])}")
+    for f in silent[:5]:
+        log(f"  soak frame {f['frame']}: SILENT fault {f['fault']}: {f['detail']}")
+    replay = (f"python tools/reliability.py --seed {seed} --model-cases 0 --rom-cases 0 --image-cases 0 "
+              f"--concurrent 0 --faults 0 --soak-frames {n_frames}")
+    if not ok:
+        log(f"  soak FAILED ({exact}/{clean} fault-free frames bit-exact, errors {errors}, {lost} bytes "
+            f"unaccounted); replay: {replay}")
+    return {"frames": n_frames, "replay": replay, "frames_received": len(run.frames), "clean_frames": clean,
+            "bit_exact": exact,
+            "model_loads": loads, "modes": {m: modes.count(m) for m in MODES}, "csi2_bytes": len(run.csi2_bytes),
+            "bytes_unaccounted": lost, "csi2_errors": errors, "faults": tally, "silent_cases": silent,
+            "failures": failures[:20], "sim_cycles": run.cycles, "sim_wall_s": round(run.sim_wall_s, 1),
+            "ok": ok, "wall_s": round(time.time() - t, 1)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 def _git_commit():
     try:
@@ -494,13 +764,26 @@ def write_json_atomic(path, data):
 def summary_table(report):
     rows = [("campaign", "cases", *OUTCOMES, "wall s")]
     for name, c in report["campaigns"].items():
-        if name == "concurrency":
+        if name not in CAMPAIGNS:
             continue
         rows.append((name, f"{c['cases']:,}", *(f"{c['outcomes'][o]:,}" for o in OUTCOMES), f"{c['wall_s']:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    c = report["campaigns"].get("soak")
+    if c:
+        f = c["faults"]
+        lines.append(f"soak: {c['frames']} frames through the RTL ({c['model_loads']} model loads, modes "
+                     f"{', '.join(f'{k} {v}' for k, v in c['modes'].items())}): {c['bit_exact']}/{c['clean_frames']} "
+                     f"fault-free frames bit-exact, {c['bytes_unaccounted']} CSI-2 bytes unaccounted, "
+                     f"{f['injected']} faults ({f['detected']} detected, {f['masked']} masked, {f['silent']} silent) "
+                     f"({c['wall_s']:.0f} s)")
+    c = report["campaigns"].get("faults")
+    if c:
+        lines.append(f"SRAM faults: {c['injected']} single-bit flips: {c['detected']} detected, {c['corrected']} "
+                     f"corrected, {c['masked']} masked (not read after the flip, or rewritten first), "
+                     f"{c['silent']} silent ({c['wall_s']:.0f} s)")
     c = report["campaigns"].get("concurrency")
     if c:
         lines.append(f"concurrency: {c['runs']} compiles of {c['model']} on cold caches, {len(c['rounds'])} rounds "
@@ -517,6 +800,10 @@ def main(argv=None):
     p.add_argument("--image-cases", type=int, default=None, help=f"image cases (default {DEFAULTS['image']})")
     p.add_argument("--concurrent", type=int, default=None,
                    help=f"processes compiling at once on a cold cache (default {DEFAULTS['concurrent']}; 0: skip)")
+    p.add_argument("--soak-frames", type=int, default=None,
+                   help=f"frames of the RTL soak (default {DEFAULTS['soak']}; 0: skip)")
+    p.add_argument("--faults", type=int, default=None,
+                   help=f"SRAM fault-injection frames on the RTL (default {DEFAULTS['faults']}; 0: skip)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every case count (e.g. 10 for a long run)")
     p.add_argument("--quick", action="store_true", help="tiny counts (the test suite's smoke run)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
@@ -531,6 +818,8 @@ def main(argv=None):
     counts = {c: int(round((getattr(args, f"{c}_cases") if getattr(args, f"{c}_cases") is not None else base[c])
                            * args.scale)) for c in CAMPAIGNS}
     processes = args.concurrent if args.concurrent is not None else base["concurrent"]
+    soak_frames = args.soak_frames if args.soak_frames is not None else base["soak"]
+    n_faults = args.faults if args.faults is not None else base["faults"]
 
     global CORPUS, WORKDIR
     t0 = time.time()
@@ -566,12 +855,29 @@ def main(argv=None):
     if processes:
         log(f"concurrency: {processes} processes")
         report["campaigns"]["concurrency"] = concurrency(processes, log)
+    if soak_frames or n_faults:
+        log(f"RTL ({CONFIG}): building or finding the Verilator model of the die")
+        models = RtlModels(log)
+        measure_windows(models)
+        if soak_frames:
+            log(f"soak: {soak_frames} frames")
+            report["campaigns"]["soak"] = soak(models, args.seed, soak_frames, log)
+        if n_faults:
+            log(f"SRAM fault injection: {n_faults} frames, one single-bit flip each")
+            report["campaigns"]["faults"] = fault_campaign(models, args.seed, n_faults, log)
     fuzzed = [c for c in report["campaigns"].values() if "cases" in c]
     totals = {o: sum(c["outcomes"][o] for c in fuzzed) for o in OUTCOMES}
     totals["cases"] = sum(c["cases"] for c in fuzzed)
     totals["concurrency_failed"] = report["campaigns"].get("concurrency", {}).get("outcomes", {}).get("failed", 0)
+    soaked = report["campaigns"].get("soak")
+    totals["soak_failed"] = 0 if soaked is None or soaked["ok"] else 1
+    tallies = [soaked["faults"]] if soaked else []
+    tallies += [report["campaigns"]["faults"]] if "faults" in report["campaigns"] else []
+    for key in ("injected", "detected", "corrected", "masked", "silent"):
+        totals[f"faults_{key}"] = sum(t[key] for t in tallies)
     report["totals"] = totals
-    report["ok"] = not any(totals[o] for o in FAILURES) and not totals["concurrency_failed"]
+    report["ok"] = (not any(totals[o] for o in FAILURES) and not totals["concurrency_failed"]
+                    and not totals["soak_failed"] and not totals["faults_silent"])
     report["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.out) / "report.json"
     write_json_atomic(out, report)

@@ -10,12 +10,47 @@ from .conv import NPUConvEngine
 from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
 from .vector import NPUVectorEngine
 
-__all__ = ["NPU", "NPU_ERRORS"]
+__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "SRAM_IDS", "parity_lanes", "parity_word"]
 
 # `error` codes (0 = none).
+SRAM_PARITY_ERROR = 5
 NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "program ran past the weight SRAM",
-              4: "no valid model loaded"}
+              4: "no valid model loaded",
+              SRAM_PARITY_ERROR: "SRAM parity error (a bit of the activation or weight SRAM flipped)"}
 DESC_BYTES = DESCRIPTOR_BYTES
+# The SRAMs' identities (Memory attribute `stackcam_sram`), for the SRAM-macro lowering and fault injection.
+SRAM_IDS = {"act": 1, "weight": 2}
+
+
+def parity_lanes(value, lanes):
+    """Stored form of an activation word of `lanes` bytes: each byte followed by its even-parity bit (9-bit
+    lanes, so that a byte-lane write writes its parity bit with it)."""
+    return Cat(*(Cat(value[8 * i: 8 * i + 8], value[8 * i: 8 * i + 8].xor()) for i in range(lanes)))
+
+
+def _data_lanes(stored, lanes):
+    """The bytes of a stored activation word (parity bits dropped) and a 1-bit "some lane's parity is wrong"."""
+    data = Cat(*(stored[9 * i: 9 * i + 8] for i in range(lanes)))
+    bad = Cat(*(stored[9 * i: 9 * i + 9].xor() for i in range(lanes))).any()
+    return data, bad
+
+
+def _byte_parities(value, nbytes):
+    return Cat(*(value[8 * i: 8 * i + 8].xor() for i in range(nbytes)))
+
+
+def parity_word(value, nbytes):
+    """Stored form of a weight word of `nbytes` bytes (always written whole): the bytes, then one even-parity bit
+    per byte (bit 8 * nbytes + i for byte i). Kept apart rather than interleaved, so a 2048-byte word is a slice
+    and a short concatenation in the Verilog, not 4096 parts on one line (more than Verilator's preprocessor
+    takes)."""
+    return Cat(value, _byte_parities(value, nbytes))
+
+
+def _data_word(stored, nbytes):
+    """The bytes of a stored weight word and a 1-bit "some byte's parity is wrong"."""
+    data = stored[:8 * nbytes]
+    return data, (stored[8 * nbytes:] ^ _byte_parities(data, nbytes)).any()
 
 
 class NPU(wiring.Component):
@@ -31,6 +66,15 @@ class NPU(wiring.Component):
     COPY, LUT); the engine owns the SRAM ports until it is done. Between programs the SRAMs belong to the
     outside: `ext_act_w`/`ext_act_r` (the ISP's input writer and the CSI-2 output reader) and `load_w` (the
     model loader). While `busy`, external accesses are ignored.
+
+    SRAM fault detection: every byte of both SRAMs is stored with an even-parity bit (activation words: 9 bits per
+    byte lane; weight words: the bytes, then a parity bit per byte), written with the byte on every write, so a
+    zero-initialised SRAM is consistent, and every word read, by the
+    sequencer, the engines or the outside, is checked the cycle its data arrives. A bad word read during a run
+    stops the run at the next descriptor boundary (at once if it is the descriptor itself) with error 5
+    (`SRAM_PARITY_ERROR`): its outputs are never presented as a result. Cycle counts of fault-free runs are
+    unchanged (the check is combinational on the read data). `sram_fault` pulses the cycle after any bad read
+    (also one by the output reader between runs); `sram_errors` counts them (saturating).
 
     Counters: `cycles` and `mac_cycles` of the last run (start to done; cycles the MAC array accumulated), and
     per descriptor (up to `config.max_descriptors`): reading `counter_sel` = i gives descriptor i's `counter_cycles`
@@ -55,6 +99,7 @@ class NPU(wiring.Component):
             "cycles": Out(32), "mac_cycles": Out(32), "descriptors": Out(16),
             "counter_sel": In(16), "counter_cycles": Out(32), "counter_macs": Out(32),
             "counter_act_reads": Out(32), "counter_act_write_bytes": Out(32), "counter_weight_reads": Out(32),
+            "sram_fault": Out(1), "sram_errors": Out(16),
         })
 
     def elaborate(self, platform):
@@ -62,12 +107,45 @@ class NPU(wiring.Component):
         cfg = self.config
         wb = cfg.weight_word_bytes
 
-        m.submodules.act = act = memory.Memory(shape=8 * cfg.array_cols, depth=cfg.act_words, init=[])
-        m.submodules.wmem = wmem = memory.Memory(shape=8 * wb, depth=cfg.weight_words, init=[])
-        act_r = act.read_port()
-        act_w = act.write_port(granularity=8)
-        w_r = wmem.read_port()
-        w_w = wmem.write_port()
+        cols = cfg.array_cols
+        # Stored words: activation 9 bits per byte lane (the byte and its parity bit); weight the bytes and then a
+        # parity bit per byte.
+        m.submodules.act = act = memory.Memory(shape=9 * cols, depth=cfg.act_words, init=[],
+                                               attrs={"stackcam_sram": "act"})
+        m.submodules.wmem = wmem = memory.Memory(shape=9 * wb, depth=cfg.weight_words, init=[],
+                                                 attrs={"stackcam_sram": "weight"})
+        act_mem_r = act.read_port()
+        act_mem_w = act.write_port(granularity=9)
+        w_mem_r = wmem.read_port()
+        w_mem_w = wmem.write_port()
+        # The ports the rest of the NPU sees carry plain bytes; parity is added on write, checked on read.
+        act_r = wiring.Signature({"addr": Out(len(act_mem_r.addr)), "en": Out(1), "data": In(8 * cols)}).create()
+        act_w = wiring.Signature({"addr": Out(len(act_mem_w.addr)), "data": Out(8 * cols),
+                                  "en": Out(cols)}).create()
+        w_r = wiring.Signature({"addr": Out(len(w_mem_r.addr)), "en": Out(1), "data": In(8 * wb)}).create()
+        w_w = wiring.Signature({"addr": Out(len(w_mem_w.addr)), "data": Out(8 * wb), "en": Out(1)}).create()
+        act_bad_word = Signal()
+        w_bad_word = Signal()
+        act_data, act_bad_bits = _data_lanes(act_mem_r.data, cols)
+        w_data, w_bad_bits = _data_word(w_mem_r.data, wb)
+        m.d.comb += [
+            act_mem_r.addr.eq(act_r.addr), act_mem_r.en.eq(act_r.en), act_r.data.eq(act_data),
+            act_mem_w.addr.eq(act_w.addr), act_mem_w.data.eq(parity_lanes(act_w.data, cols)),
+            act_mem_w.en.eq(act_w.en),
+            w_mem_r.addr.eq(w_r.addr), w_mem_r.en.eq(w_r.en), w_r.data.eq(w_data),
+            w_mem_w.addr.eq(w_w.addr), w_mem_w.data.eq(parity_word(w_w.data, wb)), w_mem_w.en.eq(w_w.en),
+        ]
+        # A read's data arrives the cycle after its `en`: check it then.
+        act_read_d = Signal()
+        w_read_d = Signal()
+        m.d.sync += [act_read_d.eq(act_r.en), w_read_d.eq(w_r.en)]
+        m.d.comb += [act_bad_word.eq(act_read_d & act_bad_bits), w_bad_word.eq(w_read_d & w_bad_bits)]
+        bad_now = Signal()
+        m.d.comb += bad_now.eq(act_bad_word | w_bad_word)
+        m.d.sync += self.sram_fault.eq(bad_now)
+        with m.If(bad_now & (self.sram_errors != 0xFFFF)):
+            m.d.sync += self.sram_errors.eq(self.sram_errors + 1)
+        run_fault = Signal()         # a bad word was read since this run started (sticky)
         m.submodules.conv = conv = NPUConvEngine(cfg)
         m.submodules.vec = vec = NPUVectorEngine(cfg)
 
@@ -151,20 +229,23 @@ class NPU(wiring.Component):
         error_now = Signal(3)
         m.d.comb += self.error.eq(Mux(self.done, error_now, error_reg))
 
-        def finish(code):
+        def finish(code, layer=None):
             m.d.sync += [error_reg.eq(code), self.cycles.eq(run_cycles + 1), self.mac_cycles.eq(run_macs),
                          self.descriptors.eq(pc)]
             if code:
-                m.d.sync += [self.error_desc.eq(pc), self.error_layer.eq(desc.layer)]
+                m.d.sync += [self.error_desc.eq(pc), self.error_layer.eq(desc.layer if layer is None else layer)]
             m.d.comb += [self.done.eq(1), error_now.eq(code)]
             m.next = "IDLE"
 
+        with m.If(bad_now):
+            m.d.sync += run_fault.eq(1)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     with m.If(self.model_ok):
                         m.d.sync += [pc.eq(0), run_cycles.eq(0), run_macs.eq(0), error_reg.eq(0),
-                                     self.error_desc.eq(0), self.error_layer.eq(0)]
+                                     self.error_desc.eq(0), self.error_layer.eq(0), run_fault.eq(0),
+                                     fetch_idx.eq(0)]
                         m.next = "FETCH"
                     with m.Else():
                         m.d.sync += [error_reg.eq(4), self.error_desc.eq(0), self.error_layer.eq(0)]
@@ -188,21 +269,25 @@ class NPU(wiring.Component):
                         m.next = "FETCH_WAIT"
             with m.State("FETCH_WAIT"):
                 m.d.comb += self.busy.eq(1)
-                if descs_per_word > 1:
-                    slices = [w_r.data[DESC_BYTES * 8 * k: DESC_BYTES * 8 * (k + 1)] for k in range(descs_per_word)]
-                    with m.Switch(slot):
-                        for k in range(descs_per_word):
-                            with m.Case(k):
-                                m.d.sync += desc_bits.eq(slices[k])
-                    m.next = "DECODE"
-                else:
-                    # Shift the words in: word 0 of the descriptor ends up in the lowest bits.
-                    m.d.sync += desc_bits.eq(Cat(desc_bits[8 * wb:], w_r.data))
-                    with m.If(fetch_idx == words_per_desc):
-                        m.d.sync += fetch_idx.eq(0)
+                with m.If(w_bad_word):
+                    finish(SRAM_PARITY_ERROR, layer=0xFFFF)   # the descriptor itself is damaged: not decoded
+                with m.Else():
+                    if descs_per_word > 1:
+                        slices = [w_r.data[DESC_BYTES * 8 * k: DESC_BYTES * 8 * (k + 1)]
+                                  for k in range(descs_per_word)]
+                        with m.Switch(slot):
+                            for k in range(descs_per_word):
+                                with m.Case(k):
+                                    m.d.sync += desc_bits.eq(slices[k])
                         m.next = "DECODE"
-                    with m.Else():
-                        m.next = "FETCH"
+                    else:
+                        # Shift the words in: word 0 of the descriptor ends up in the lowest bits.
+                        m.d.sync += desc_bits.eq(Cat(desc_bits[8 * wb:], w_r.data))
+                        with m.If(fetch_idx == words_per_desc):
+                            m.d.sync += fetch_idx.eq(0)
+                            m.next = "DECODE"
+                        with m.Else():
+                            m.next = "FETCH"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [d_cycles.eq(0), d_macs.eq(0), d_act_reads.eq(0), d_act_wbytes.eq(0), d_w_reads.eq(0)]
@@ -233,7 +318,9 @@ class NPU(wiring.Component):
                                                  (d_act_wbytes + engine_act_w)[:32],
                                                  (d_w_reads + engine_w_r)[:32])),
                                  c_w.en.eq(pc < cfg.max_descriptors)]
-                    with m.If(engine_error):
+                    with m.If(run_fault | bad_now):
+                        finish(SRAM_PARITY_ERROR)
+                    with m.Elif(engine_error):
                         finish(2)
                     with m.Else():
                         m.d.sync += pc.eq(pc + 1)

@@ -37,7 +37,30 @@ def register(subparsers):
                    "NPU in simulation")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=presets_help(DEFAULT_CONFIG))
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the outputs")
+    p.add_argument("--inject-fault", metavar="SRAM:WORD:BIT[@DELAY]", default=None,
+                   help="rtl engine only, a simulation feature: flip bit BIT of word WORD of the activation ('act') "
+                   "or weight ('weight') SRAM, DELAY cycles (default 0) after the die has taken the first "
+                   "input's last beat (bits of the stored word: act 9 per byte lane, the 9th its parity bit; weight "
+                   "the bytes, then one parity bit per byte); the die's "
+                   "parity check must refuse the frame (exit 3) unless the word is not read after the flip")
     p.set_defaults(func=cmd_run)
+
+
+def parse_fault(text, config):
+    """--inject-fault SRAM:WORD:BIT[@DELAY] -> the fault dict of sim.dierun.run_die (frame 0); UserError if bad."""
+    spec, _, delay = text.partition("@")
+    parts = spec.split(":")
+    usage = f"--inject-fault {text}: write SRAM:WORD:BIT[@DELAY] with SRAM act or weight"
+    if len(parts) != 3 or parts[0] not in ("act", "weight") or not all(
+            v.isdigit() for v in (parts[1], parts[2], delay or "0")):
+        raise UserError(usage)
+    sram, word, bit = parts[0], int(parts[1]), int(parts[2])
+    depth, width = ((config.act_words, 9 * config.array_cols) if sram == "act" else
+                    (config.weight_words, 9 * config.weight_word_bytes))
+    if word >= depth or bit >= width:
+        raise UserError(f"--inject-fault {text}: the {sram} SRAM of config '{config.name}' has {depth:,} words of "
+                        f"{width} bits")
+    return {"frame": 0, "sram": sram, "addr": word, "bit": bit, "delay": int(delay or 0)}
 
 
 def _batch(x, shape, path):
@@ -82,12 +105,12 @@ def run_program(rom, config, items, batched=False):
     return _collect(results, len(io["outputs"]), batched)
 
 
-def run_rtl(rom, config, items, batched=False, log=None):
+def run_rtl(rom, config, items, batched=False, log=None, faults=()):
     """The same contract as `run_program`, computed by the die's RTL in Verilator (sim.dierun.run_tensors);
-    DieError when the die refuses a frame."""
+    DieError when the die refuses a frame. `faults`: SRAM bit flips to inject (sim.dierun.run_die)."""
     from stackcam.quant.romimage import load_rom
     from stackcam.sim.dierun import run_tensors
-    results = run_tensors(config, rom, items, log=log)
+    results = run_tensors(config, rom, items, log=log, faults=faults)
     return _collect(results, len(load_rom(rom, config).io["outputs"]), batched)
 
 
@@ -184,6 +207,11 @@ def cmd_run(args):
     out_path = Path(args.output)
     if out_path.suffix != ".npz":
         raise UserError(f"{out_path}: the output file must end in .npz")
+    faults = []
+    if args.inject_fault is not None:
+        if args.engine != "rtl":
+            raise UserError("--inject-fault needs --engine rtl (it flips a bit of the die's SRAM in simulation)")
+        faults.append(parse_fault(args.inject_fault, config))
     _check_output(out_path)                 # an output that cannot be written fails before any work
     x = _load_input(args.input)             # a missing input file fails fast, before a long compile
     prepared = prepare_from_args(args, config)
@@ -192,7 +220,8 @@ def cmd_run(args):
         raise UserError(f"{Path(args.model).name} has {len(graph.inputs)} inputs; --input gives one tensor")
     items, batched = _batch(x, graph.tensor(graph.inputs[0]).shape, args.input)
     if args.engine == "rtl":
-        arrays = run_rtl(prepared.rom, config, items, batched, log=lambda m: print(m, file=sys.stderr))
+        arrays = run_rtl(prepared.rom, config, items, batched, log=lambda m: print(m, file=sys.stderr),
+                         faults=faults)
     else:
         arrays = run_program(prepared.rom, config, items, batched)
     try:
