@@ -102,14 +102,14 @@ class NPU(wiring.Component):
             "sram_fault": Out(1), "sram_errors": Out(16),
         })
 
-    def elaborate(self, platform):
-        m = Module()
+    def _srams(self, m):
+        """The activation and weight SRAMs with a parity bit per byte, behind ports that carry plain bytes:
+        (act_r, act_w, w_r, w_w, w_bad_word, bad_now); `sram_fault`/`sram_errors` counted here."""
         cfg = self.config
         wb = cfg.weight_word_bytes
-
         cols = cfg.array_cols
-        # Stored words: activation 9 bits per byte lane (the byte and its parity bit); weight the bytes and then a
-        # parity bit per byte.
+        # Stored words: activation 9 bits per byte lane (the byte and its parity bit); weight the bytes and then
+        # a parity bit per byte.
         m.submodules.act = act = memory.Memory(shape=9 * cols, depth=cfg.act_words, init=[],
                                                attrs={"stackcam_sram": "act"})
         m.submodules.wmem = wmem = memory.Memory(shape=9 * wb, depth=cfg.weight_words, init=[],
@@ -145,6 +145,14 @@ class NPU(wiring.Component):
         m.d.sync += self.sram_fault.eq(bad_now)
         with m.If(bad_now & (self.sram_errors != 0xFFFF)):
             m.d.sync += self.sram_errors.eq(self.sram_errors + 1)
+        return act_r, act_w, w_r, w_w, w_bad_word, bad_now
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        wb = cfg.weight_word_bytes
+
+        act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m)
         run_fault = Signal()         # a bad word was read since this run started (sticky)
         m.submodules.conv = conv = NPUConvEngine(cfg)
         m.submodules.vec = vec = NPUVectorEngine(cfg)

@@ -23,6 +23,7 @@ joined by the layouts of `vector_common.py`. Their cycle formulas, and the engin
 """
 
 import enum
+from types import SimpleNamespace
 
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
@@ -44,6 +45,11 @@ from .vector_resize import VectorResizeDatapath
 from .vector_writer import VectorWriter
 
 __all__ = ["NPUVectorEngine"]
+
+
+def _entry_bad(lo, hi, frac, size):
+    """A RESIZE table entry outside the input, or a weight outside [-1024, 1024]."""
+    return (lo >= size) | (hi >= size) | (frac < -1024) | (frac > 1024)
 
 
 class _S(enum.IntEnum):
@@ -139,10 +145,87 @@ class NPUVectorEngine(wiring.Component):
         padding ends the walk there."""
         return vector_cycles(config, desc)
 
+    def _resize_regs(self, d):
+        """RESIZE's state: the output walk (row, column, channel tile), the tap, and the table entries of (y, x):
+        source rows/columns and their weights (1024 - f, f)."""
+        slot_bits = (self.config.weight_word_bytes // RESIZE_ENTRY_BYTES).bit_length() - 1
+        rw = Walk("rw", [d.out_h, d.out_w, d.out_ct])
+        rs_tap = Signal(2)
+        rs_y0, rs_y1, rs_x0, rs_x1 = (Signal(16, name=f"rs_{n}") for n in ("y0", "y1", "x0", "x1"))
+        rs_wy = [Signal(signed(13), name=f"rs_wy{i}") for i in range(2)]          # 1024 - fy, fy
+        rs_wx = [Signal(signed(13), name=f"rs_wx{i}") for i in range(2)]
+        return SimpleNamespace(rw=rw, tap=rs_tap, slot_bits=slot_bits, y0=rs_y0, y1=rs_y1, x0=rs_x0, x1=rs_x1,
+                               wy=rs_wy, wx=rs_wx)
+
+    def _read_entry(self, rs, slot):
+        """(lo, hi, frac) of entry `slot` of the weight word on the read port."""
+        e = self.w_r.data.word_select(slot, 8 * RESIZE_ENTRY_BYTES) if rs.slot_bits else \
+            self.w_r.data[:8 * RESIZE_ENTRY_BYTES]
+        return e[0:16], e[16:32], e[32:48].as_signed()
+
+    def _rs_col(self, m, state, err, rs, d, rs_wen, rs_waddr):
+        lo, hi, frac = self._read_entry(rs, rs.rw.ctr[0][:rs.slot_bits] if rs.slot_bits else 0)
+        m.d.comb += [rs_wen.eq(1), rs_waddr.eq(d.weight_addr + (rs.rw.ctr[1] >> rs.slot_bits))]
+        m.d.sync += [rs.y0.eq(lo), rs.y1.eq(hi), rs.wy[0].eq(1024 - frac), rs.wy[1].eq(frac)]
+        with m.If(_entry_bad(lo, hi, frac, d.in_h)):
+            m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
+        with m.Else():
+            m.d.sync += state.eq(_S.RS_LAT)
+
+    def _rs_lat(self, m, state, err, rs, d):
+        lo, hi, frac = self._read_entry(rs, rs.rw.ctr[1][:rs.slot_bits] if rs.slot_bits else 0)
+        m.d.sync += [rs.x0.eq(lo), rs.x1.eq(hi), rs.wx[0].eq(1024 - frac), rs.wx[1].eq(frac)]
+        with m.If(_entry_bad(lo, hi, frac, d.in_w)):
+            m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
+        with m.Else():
+            m.d.sync += state.eq(_S.RESIZE)
+
+    def _rs_taps(self, m, state, rs, writer, au):
+        ky, kx = rs.tap[0], rs.tap[1]
+        m.d.comb += [
+            writer.inc.eq(rs.tap == 3), au.req.valid.eq(1),
+            au.req.row.eq(Mux(ky, rs.y1, rs.y0)), au.req.col.eq(Mux(kx, rs.x1, rs.x0)),
+            au.req.tile.eq(rs.rw.ctr[2]), au.req.tag.first.eq(rs.tap == 0), au.req.tag.last.eq(rs.tap == 3),
+            au.req.tag.weight.eq(Mux(ky, rs.wy[1], rs.wy[0]) * Mux(kx, rs.wx[1], rs.wx[0])),
+        ]
+        m.d.sync += rs.tap.eq(rs.tap + 1)
+        with m.If(rs.tap == 3):
+            with m.If(rs.rw.last):
+                m.d.sync += state.eq(_S.DRAIN)
+            with m.Elif(rs.rw.at_end[2]):
+                m.d.sync += state.eq(_S.RS_ROW)
+            rs.rw.step(m)
+
+    def _copy_step(self, m, state, cw, dec, d, writer, au, in_addr, c):
+        """One COPY/GATHER step (`c`: the box row's and the pixel's source word offsets, the destination row and
+        column, the lanes copied of this output word)."""
+        # Step i of a pixel reads source word i (i < copy_nin) and, from step copy_e on, writes output
+        # word j = i - copy_e built from the last two words read.
+        i = cw.ctr[2]
+        j = Signal(17)
+        wr = Signal()
+        m.d.comb += [j.eq(i - dec.copy_e), wr.eq(i >= dec.copy_e)]
+        m.d.comb += [
+            writer.inc.eq(wr), au.req.valid.eq(1), au.req.row.eq(c.dy), au.req.col.eq(c.dx),
+            au.req.tile.eq(dec.copy_ot0 + j), au.req.tag.ren.eq(i < dec.copy_nin), au.req.tag.wr.eq(wr),
+            au.req.tag.raddr.eq(in_addr + c.pix + i), au.req.tag.hi.eq(c.hi), au.req.tag.j0.eq(j == 0),
+        ]
+        with m.If(cw.at_end[2]):
+            m.d.sync += c.hi.eq(dec.copy_r + dec.copy_c)
+            with m.If(cw.at_end[1]):
+                m.d.sync += [c.row.eq(c.row + dec.src_sy_words), c.pix.eq(c.row + dec.src_sy_words),
+                             c.dy.eq(c.dy + dec.dst_sy), c.dx.eq(d.copy_x)]
+            with m.Else():
+                m.d.sync += [c.pix.eq(c.pix + dec.src_sx_words), c.dx.eq(c.dx + dec.dst_sx)]
+        with m.Elif(wr):
+            m.d.sync += c.hi.eq(c.hi - self.config.array_cols)
+        cw.step(m)
+        with m.If(cw.last):
+            m.d.sync += state.eq(_S.DRAIN)
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        cols = cfg.array_cols
         abits = addr_bits(cfg.act_words)
         d = self.desc
         m.submodules.decode = dec = VectorDecode(cfg)
@@ -221,23 +304,8 @@ class NPUVectorEngine(wiring.Component):
         c_dx = Signal(16)
         c_hi = Signal(signed(18))                              # lanes < c_hi of this output word are copied
 
-        # RESIZE: output row y, column x, channel tile and tap; the entries of (y, x).
-        rw = Walk("rw", [d.out_h, d.out_w, d.out_ct])
-        rs_tap = Signal(2)
-        slot_bits = (cfg.weight_word_bytes // RESIZE_ENTRY_BYTES).bit_length() - 1
-        rs_y0, rs_y1, rs_x0, rs_x1 = (Signal(16, name=f"rs_{n}") for n in ("y0", "y1", "x0", "x1"))
-        rs_wy = [Signal(signed(13), name=f"rs_wy{i}") for i in range(2)]          # 1024 - fy, fy
-        rs_wx = [Signal(signed(13), name=f"rs_wx{i}") for i in range(2)]
-
-        def read_entry(slot):
-            """(lo, hi, frac) of entry `slot` of the weight word on the read port."""
-            e = self.w_r.data.word_select(slot, 8 * RESIZE_ENTRY_BYTES) if slot_bits else \
-                self.w_r.data[:8 * RESIZE_ENTRY_BYTES]
-            return e[0:16], e[16:32], e[32:48].as_signed()
-
-        def entry_bad(lo, hi, frac, size):
-            return (lo >= size) | (hi >= size) | (frac < -1024) | (frac > 1024)
-
+        rs = self._resize_regs(d)                              # RESIZE's walk and the entries of (y, x)
+        rw = rs.rw
         state = Signal(_S)
         err = Signal()
         setup = Signal(range(self.SETUP_CYCLES))
@@ -253,7 +321,7 @@ class NPUVectorEngine(wiring.Component):
                 m.d.sync += [lw_i.eq(0), add_phase.eq(0), c_row.eq(dec.src_base), c_pix.eq(dec.src_base),
                              c_dy.eq(d.copy_y), c_dx.eq(d.copy_x), c_hi.eq(dec.copy_r + dec.copy_c)]
                 rw.reset(m)
-                m.d.sync += rs_tap.eq(0)
+                m.d.sync += rs.tap.eq(0)
                 with m.If(dec.bad | (op.pool & walker.first_empty)):
                     m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
                 with m.Elif(op.resize):
@@ -320,29 +388,8 @@ class NPUVectorEngine(wiring.Component):
                 m.d.sync += state.eq(_S.COPY)
 
         with m.Elif(state == _S.COPY):
-            # Step i of a pixel reads source word i (i < copy_nin) and, from step copy_e on, writes output
-            # word j = i - copy_e built from the last two words read.
-            i = cw.ctr[2]
-            j = Signal(17)
-            wr = Signal()
-            m.d.comb += [j.eq(i - dec.copy_e), wr.eq(i >= dec.copy_e)]
-            m.d.comb += [
-                writer.inc.eq(wr), au.req.valid.eq(1), au.req.row.eq(c_dy), au.req.col.eq(c_dx),
-                au.req.tile.eq(dec.copy_ot0 + j), au.req.tag.ren.eq(i < dec.copy_nin), au.req.tag.wr.eq(wr),
-                au.req.tag.raddr.eq(in_addr + c_pix + i), au.req.tag.hi.eq(c_hi), au.req.tag.j0.eq(j == 0),
-            ]
-            with m.If(cw.at_end[2]):
-                m.d.sync += c_hi.eq(dec.copy_r + dec.copy_c)
-                with m.If(cw.at_end[1]):
-                    m.d.sync += [c_row.eq(c_row + dec.src_sy_words), c_pix.eq(c_row + dec.src_sy_words),
-                                 c_dy.eq(c_dy + dec.dst_sy), c_dx.eq(d.copy_x)]
-                with m.Else():
-                    m.d.sync += [c_pix.eq(c_pix + dec.src_sx_words), c_dx.eq(c_dx + dec.dst_sx)]
-            with m.Elif(wr):
-                m.d.sync += c_hi.eq(c_hi - cols)
-            cw.step(m)
-            with m.If(cw.last):
-                m.d.sync += state.eq(_S.DRAIN)
+            self._copy_step(m, state, cw, dec, d, writer, au, in_addr,
+                            SimpleNamespace(row=c_row, pix=c_pix, dy=c_dy, dx=c_dx, hi=c_hi))
 
         with m.Elif(state == _S.POOL):
             tap = walker.tap
@@ -356,42 +403,16 @@ class NPUVectorEngine(wiring.Component):
             with m.Elif(walker.finish):
                 m.d.sync += state.eq(_S.DRAIN)
 
+        # RESIZE: the row's and the column's table entries, then the 4 taps of each output word.
         with m.Elif(state == _S.RS_ROW):
-            m.d.comb += [rs_wen.eq(1), rs_waddr.eq(d.param_addr + (rw.ctr[0] >> slot_bits))]
+            m.d.comb += [rs_wen.eq(1), rs_waddr.eq(d.param_addr + (rw.ctr[0] >> rs.slot_bits))]
             m.d.sync += state.eq(_S.RS_COL)
-
         with m.Elif(state == _S.RS_COL):
-            lo, hi, frac = read_entry(rw.ctr[0][:slot_bits] if slot_bits else 0)
-            m.d.comb += [rs_wen.eq(1), rs_waddr.eq(d.weight_addr + (rw.ctr[1] >> slot_bits))]
-            m.d.sync += [rs_y0.eq(lo), rs_y1.eq(hi), rs_wy[0].eq(1024 - frac), rs_wy[1].eq(frac)]
-            with m.If(entry_bad(lo, hi, frac, d.in_h)):
-                m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
-            with m.Else():
-                m.d.sync += state.eq(_S.RS_LAT)
-
+            self._rs_col(m, state, err, rs, d, rs_wen, rs_waddr)
         with m.Elif(state == _S.RS_LAT):
-            lo, hi, frac = read_entry(rw.ctr[1][:slot_bits] if slot_bits else 0)
-            m.d.sync += [rs_x0.eq(lo), rs_x1.eq(hi), rs_wx[0].eq(1024 - frac), rs_wx[1].eq(frac)]
-            with m.If(entry_bad(lo, hi, frac, d.in_w)):
-                m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
-            with m.Else():
-                m.d.sync += state.eq(_S.RESIZE)
-
+            self._rs_lat(m, state, err, rs, d)
         with m.Elif(state == _S.RESIZE):
-            ky, kx = rs_tap[0], rs_tap[1]
-            m.d.comb += [
-                writer.inc.eq(rs_tap == 3), au.req.valid.eq(1),
-                au.req.row.eq(Mux(ky, rs_y1, rs_y0)), au.req.col.eq(Mux(kx, rs_x1, rs_x0)),
-                au.req.tile.eq(rw.ctr[2]), au.req.tag.first.eq(rs_tap == 0), au.req.tag.last.eq(rs_tap == 3),
-                au.req.tag.weight.eq(Mux(ky, rs_wy[1], rs_wy[0]) * Mux(kx, rs_wx[1], rs_wx[0])),
-            ]
-            m.d.sync += rs_tap.eq(rs_tap + 1)
-            with m.If(rs_tap == 3):
-                with m.If(rw.last):
-                    m.d.sync += state.eq(_S.DRAIN)
-                with m.Elif(rw.at_end[2]):
-                    m.d.sync += state.eq(_S.RS_ROW)
-                rw.step(m)
+            self._rs_taps(m, state, rs, writer, au)
 
         with m.Elif(state == _S.DRAIN):
             with m.If(writer.idle):
