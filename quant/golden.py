@@ -202,17 +202,21 @@ def step(i, d, sram, wsram, rows, cols):
     elif d.op == "LUT":
         table = np.frombuffer(read_stream(_region(wsram, d.param_addr, d.param_words, where), 0, 256), np.int8)
         out = table[x.astype(np.int64) + 128]
-    elif d.op == "GATHER":
+    elif d.op in ("GATHER", "COPY"):
+        # COPY is the GATHER of the whole input from (0, 0, 0) with unit steps.
+        gather = d.op == "GATHER"
+        sy, sx, c0, gh, gw, gc, ty, tx = ((d.src_y, d.src_x, d.src_c, d.g_h, d.g_w, d.g_c, d.dst_sy, d.dst_sx)
+                                          if gather else (0, 0, 0, d.in_h, d.in_w, d.in_c, 1, 1))
+        ssy, ssx = (d.src_sy, d.src_sx) if gather else (1, 1)
         n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
         if d.out_addr + n > sram.shape[0]:
             raise ProgramError(f"{where}: output runs past the activation SRAM")
         if d.flags & FILL:
             write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
         out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
-        box = x[d.src_y:d.src_y + (d.g_h - 1) * d.src_sy + 1:d.src_sy,
-                d.src_x:d.src_x + (d.g_w - 1) * d.src_sx + 1:d.src_sx, d.src_c:d.src_c + d.g_c]
-        out[d.copy_y:d.copy_y + (d.g_h - 1) * d.dst_sy + 1:d.dst_sy,
-            d.copy_x:d.copy_x + (d.g_w - 1) * d.dst_sx + 1:d.dst_sx, d.copy_c:d.copy_c + d.g_c] = box
+        box = x[sy:sy + (gh - 1) * ssy + 1:ssy, sx:sx + (gw - 1) * ssx + 1:ssx, c0:c0 + gc]
+        out[d.copy_y:d.copy_y + (gh - 1) * ty + 1:ty, d.copy_x:d.copy_x + (gw - 1) * tx + 1:tx,
+            d.copy_c:d.copy_c + gc] = box
     elif d.op == "RESIZE":
         tables = []
         for addr, words, n, size, axis in ((d.param_addr, d.param_words, d.out_h, d.in_h, "row"),
@@ -225,14 +229,6 @@ def step(i, d, sram, wsram, rows, cols):
                                    f"input ({size}) or the fraction range -1024..1024")
             tables.append((lo, hi, frac))
         out = ref.resize_apply_int8(x, *tables)
-    elif d.op == "COPY":
-        n = tensor_words(d.out_h, d.out_w, d.out_c, cols)
-        if d.out_addr + n > sram.shape[0]:
-            raise ProgramError(f"{where}: output runs past the activation SRAM")
-        if d.flags & FILL:
-            write_tensor(sram, d.out_addr, np.full((d.out_h, d.out_w, d.out_c), d.fill, np.int8), d.out_zp)
-        out = read_tensor(sram, d.out_addr, d.out_h, d.out_w, d.out_c)
-        out[d.copy_y:d.copy_y + d.in_h, d.copy_x:d.copy_x + d.in_w, d.copy_c:d.copy_c + d.in_c] = x
     else:
         raise ProgramError(f"{where}: no operation")
     if out.shape != (d.out_h, d.out_w, d.out_c) or out.dtype != np.int8:
