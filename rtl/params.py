@@ -61,6 +61,10 @@ class DieConfig:
     csi2_blanking: int = 0              # minimum idle cycles between CSI-2 packets (line blanking)
     # Nominal clock of the die, for converting cycles to time.
     clock_mhz: float = 100.0
+    # Arithmetic pipelines for an FPGA's clock: the requantizers in 9 stages instead of 5, the MAC array's row
+    # sums registered (3 cycles instead of 2), ADD's input rescaler in 8 stages instead of 4; one carry chain
+    # or one multiplier deep each. Same results, more cycles per descriptor (`quant.timing` counts them).
+    deep_pipeline: bool = False
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -95,6 +99,7 @@ class DieConfig:
         need(isinstance(self.max_channels, int) and self.max_channels >= self.array_cols,
              f"max_channels must be an integer >= array_cols ({self.array_cols}), got {self.max_channels!r}")
         need(8 <= self.isp_shift <= 24, f"isp_shift must be in 8..24, got {self.isp_shift}")
+        need(isinstance(self.deep_pipeline, bool), f"deep_pipeline must be True or False, got {self.deep_pipeline!r}")
         need(self.clock_mhz > 0, f"clock_mhz must be positive, got {self.clock_mhz!r}")
         need(self.frame_rate > 0, f"frame_rate must be positive, got {self.frame_rate!r}")
         need(self.sram_bank_bytes & (self.sram_bank_bytes - 1) == 0,
@@ -199,7 +204,7 @@ class DieConfig:
                 f"input {self.input_width}x{self.input_height}x3, MAC array {self.array_rows}x{self.array_cols}, "
                 f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB ({self.weight_banks} for weights), "
                 f"CSI-2 {self.csi2_lanes} lane(s), "
-                f"{self.clock_mhz:g} MHz")
+                f"{self.clock_mhz:g} MHz" + (", deep arithmetic pipelines" if self.deep_pipeline else ""))
 
 
 PRESETS = {
@@ -211,16 +216,18 @@ PRESETS = {
         clock_mhz=100.0,
         notes="fast CI configuration"),
     # Sized for a ULX3S-85F (LFE5U-85F: 83,640 LUTs, 208 DP16KD block RAMs, 156 MULT18X18D) and measured there
-    # (`stackcam build ulx3s`, README: FPGA board): 8x8 MACs, one im2col pixel per gatherer pass and at most 256
-    # channels (the parameter buffer fits distributed RAM) keep the die inside the device.
+    # (`stackcam build ulx3s`, README: FPGA board): 4x4 MACs, one im2col pixel per gatherer pass and at most 256
+    # channels (the parameter buffer fits distributed RAM) leave the router headroom (8x8 needed 89% of the LUTs
+    # and, with the FULLY_CONNECTED requantizer, 126% of the multipliers); the deep arithmetic pipelines for
+    # the 50 MHz clock.
     "fpga": DieConfig(
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
-        array_rows=8, array_cols=8, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=9,
+        array_rows=4, array_cols=4, sram_banks=21, sram_bank_bytes=16 * 1024, weight_banks=16,
         max_channels=256, im2col_pixels=1,
-        csi2_lanes=2, clock_mhz=50.0,
-        notes="ULX3S-85F: 64 MACs, 384 KiB SRAM in 191 of the 208 block RAMs (288 KiB for weights: the 2-class "
+        csi2_lanes=2, clock_mhz=50.0, deep_pipeline=True,
+        notes="ULX3S-85F: 16 MACs, 336 KiB SRAM in block RAM (256 KiB for weights: the 2-class "
               "MobileNet V1 0.25 96 person detector fits; BlazeFace needs 512,896 B, more than the device's "
-              "425,984 B of block RAM)"),
+              "425,984 B of block RAM); deep arithmetic pipelines"),
     # The main job's die: BlazeFace (128x128 input) on an XGA readout through the whole die, fast enough to
     # simulate in a minute or two. The ISP bins 6x6 Bayer pixels per input pixel over a centred 768x768 crop.
     "demo": DieConfig(

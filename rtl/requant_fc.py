@@ -4,7 +4,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stackcam.quant.timing import REQUANT_LATENCY
+from stackcam.quant.timing import DEEP_REQUANT_LATENCY, REQUANT_LATENCY
 
 __all__ = ["FCRequantUnit", "fc_requant_params_layout"]
 
@@ -38,7 +38,10 @@ class FCRequantUnit(wiring.Component):
     ``|v| >= 2^10`` (saturated: it clamps like the true value), above ``|v| <= 1/4`` (zero).
 
     Stages: 1 the bias add; 2 sign, magnitude and its normalization, the scale's fields; 3 the 32 x 53 product;
-    4 the round to 53 bits; 5 the round to an integer, the sign, the zero point and the clamp.
+    4 the round to 53 bits; 5 the round to an integer, the sign, the zero point and the clamp. With `deep` (for
+    an FPGA's clock: one carry chain or one multiplier deep each): 1 the bias add; 2 sign and magnitude; 3 its
+    normalization, the scale's fields; 4 the 32 x 53 product as eight 16 x 14 partial products; 5 and 6 their
+    sum; 7 the round to 53 bits; 8 the round to an integer and the sign; 9 the zero point and the clamp.
     Edge cases: ``a == 0`` or a zero or subnormal scale gives ``zero_point`` clamped (a subnormal scale decodes
     with a huge S: an int32 times it is below 1/4); a negative scale flips the sign; an infinite scale
     saturates by the sign, like the reference. A NaN scale (undefined in the reference, never written by the
@@ -48,15 +51,15 @@ class FCRequantUnit(wiring.Component):
     it, so the lower candidate is odd and both rules round up; a larger ulp means ``|v| >= 2^51``, saturated.
     The unit still rounds exactly as the double multiply does.)
 
-    One vector per cycle; results appear `latency` (5, `quant.timing.REQUANT_LATENCY`, the same as
-    `RequantUnit`'s) cycles after `valid`; `tag` travels with the data. No back-pressure: the producer must
-    have room for what it issued.
+    One vector per cycle; results appear `latency` (5, `quant.timing.REQUANT_LATENCY`, or with `deep` 9,
+    DEEP_REQUANT_LATENCY: the same as `RequantUnit`'s) cycles after `valid`; `tag` travels with the data. No
+    back-pressure: the producer must have room for what it issued.
     """
 
-    latency = REQUANT_LATENCY
-
-    def __init__(self, lanes, tag_width=1):
+    def __init__(self, lanes, tag_width=1, deep=False):
         self.lanes = lanes
+        self.deep = bool(deep)
+        self.latency = DEEP_REQUANT_LATENCY if self.deep else REQUANT_LATENCY
         super().__init__({
             "valid": In(1),
             "tag": In(tag_width),
@@ -68,7 +71,6 @@ class FCRequantUnit(wiring.Component):
         })
 
     def elaborate(self, platform):
-        assert self.latency == 5
         m = Module()
         valid = [self.valid] + [Signal(name=f"valid_s{i}") for i in range(1, self.latency + 1)]
         tag = [self.tag] + [Signal.like(self.tag, name=f"tag_s{i}") for i in range(1, self.latency + 1)]
@@ -76,7 +78,10 @@ class FCRequantUnit(wiring.Component):
             m.d.sync += [valid[i + 1].eq(valid[i]), tag[i + 1].eq(tag[i])]
         m.d.comb += [self.out_valid.eq(valid[-1]), self.out_tag.eq(tag[-1])]
         for lane in range(self.lanes):
-            self._lane(m, lane)
+            if self.deep:
+                self._lane_deep(m, lane)
+            else:
+                self._lane(m, lane)
         return m
 
     def _lane(self, m, lane):
@@ -157,6 +162,111 @@ class FCRequantUnit(wiring.Component):
         m.d.comb += with_zp.eq(Mux(s4_neg, -r, r) + s4_c.zero_point)
         low = Mux(with_zp < s4_c.act_min, s4_c.act_min, with_zp)
         m.d.sync += self.out[lane].eq(Mux(low > s4_c.act_max, s4_c.act_max, low)[:8])
+
+    def _lane_deep(self, m, lane):
+        p = self.params[lane]
+        clamp_layout = data.StructLayout({"zero_point": signed(9), "act_min": signed(9), "act_max": signed(9)})
+
+        def sig(shape, name):
+            return Signal(shape, name=f"{name}_{lane}")
+
+        def along(values, stage):
+            """`values` (name: signal of stage - 1) registered into stage `stage`: {name: signal}."""
+            out = {}
+            for k, v in values.items():
+                out[k] = sig(v.shape(), f"f{k}{stage}")
+                m.d.sync += out[k].eq(v)
+            return out
+
+        # The zero point and clamps travel down the pipeline (stages 1 .. 8).
+        c = [sig(clamp_layout, f"fc{i}") for i in range(9)]
+        m.d.sync += [c[1].zero_point.eq(p.zero_point), c[1].act_min.eq(p.act_min), c[1].act_max.eq(p.act_max)]
+        for i in range(1, 8):
+            m.d.sync += c[i + 1].eq(c[i])
+
+        # Stage 1: the bias add, wrapping in int32.
+        s1_a = sig(signed(32), "fa1")
+        s1_scale = sig(64, "fscale1")
+        m.d.sync += [s1_a.eq((self.acc[lane] + p.bias)[:32].as_signed()), s1_scale.eq(p.scale)]
+
+        # Stage 2: |a| (2^31 for INT32_MIN fits 32 unsigned bits), the result's sign.
+        s2_mag = sig(32, "fmag2")
+        s2_neg = sig(1, "fneg2")
+        s2_scale = sig(64, "fscale2")
+        m.d.sync += [s2_mag.eq(Mux(s1_a < 0, -s1_a, s1_a)[:32]), s2_neg.eq((s1_a < 0) ^ s1_scale[63]),
+                     s2_scale.eq(s1_scale)]
+
+        # Stage 3: |a| normalized to bit 31 and its leading zeros; the significand M with its hidden bit.
+        value, lz = s2_mag, []
+        for step in (16, 8, 4, 2, 1):
+            top_zero = ~value[32 - step:].any()
+            lz.append(top_zero)
+            value = Mux(top_zero, Cat(Const(0, step), value[:32 - step]), value)
+        s3_n = sig(32, "fnorm3")
+        s3_lz = sig(5, "flz3")
+        s3_m = sig(53, "fsig3")
+        s3_expo = sig(11, "fexpo3")
+        s3_zero = sig(1, "fzero3")
+        m.d.sync += [s3_n.eq(value), s3_lz.eq(Cat(*reversed(lz))), s3_m.eq(Cat(s2_scale[:52], 1)),
+                     s3_expo.eq(s2_scale[52:63]), s3_zero.eq(s2_mag == 0)]
+        f3 = {"neg": sig(1, "fneg3")}
+        m.d.sync += f3["neg"].eq(s2_neg)
+
+        # Stage 4: the eight 16 x 14 partial products of |a| * 2^lz * M (18 x 18 hardware multipliers with
+        # registered operands and products); S0 = 1076 - e - bitlen|a| = 1044 - e + lz.
+        n_parts = [s3_n[:16], s3_n[16:]]
+        m_parts = [s3_m[0:14], s3_m[14:28], s3_m[28:42], s3_m[42:53]]
+        s4_p = [[sig(30, f"fp{i}{j}_4") for j in range(4)] for i in range(2)]
+        for i in range(2):
+            for j in range(4):
+                m.d.sync += s4_p[i][j].eq(n_parts[i] * m_parts[j])
+        s4_s0 = sig(signed(13), "fs04")
+        m.d.sync += s4_s0.eq(1044 - s3_expo + s3_lz)
+        f4 = along({"neg": f3["neg"], "zero": s3_zero}, 4)
+
+        # Stage 5: each half of |a| times M (two levels of adds).
+        s5_row = [sig(72, f"frow{i}_5") for i in range(2)]
+        for i in range(2):
+            q = s4_p[i]
+            m.d.sync += s5_row[i].eq((q[0] + (q[1] << 14)) + ((q[2] + (q[3] << 14)) << 28))
+        f5 = along({"neg": f4["neg"], "zero": f4["zero"], "s0": s4_s0}, 5)
+
+        # Stage 6: N = |a| * 2^lz * M, in [2^83, 2^85).
+        s6_n = sig(85, "fprod6")
+        m.d.sync += s6_n.eq(s5_row[0] + (s5_row[1] << 16))
+        f6 = along(f5, 6)
+
+        # Stage 7: N to 53 significant bits, ties to even (the double product); S = S0 - carry.
+        top = s6_n[84]
+        q = Mux(top, s6_n[32:85], s6_n[31:84])
+        guard = Mux(top, s6_n[31], s6_n[30])
+        sticky = Mux(top, s6_n[:31].any(), s6_n[:30].any())
+        q_rounded = sig(54, "fq")
+        m.d.comb += q_rounded.eq(q + (guard & (sticky | q[0])))
+        s7_qhi = sig(12, "fqhi7")                        # Q' >> (_S_LO - 1): all stage 8 reads
+        s7_s = sig(signed(14), "fs7")
+        m.d.sync += [s7_qhi.eq(q_rounded[_S_LO - 1:]), s7_s.eq(f6["s0"] - top)]
+        f7 = along({"neg": f6["neg"], "zero": f6["zero"]}, 7)
+
+        # Stage 8: |round(v)| = (floor(Q' / 2^(S-1)) + 1) >> 1, saturated.
+        idx = (s7_s - _S_LO)[:4]
+        halves = sig(12, "fhalves")
+        m.d.comb += halves.eq(s7_qhi >> idx)
+        r = sig(range(_SAT + 1), "fr")
+        with m.If(f7["zero"] | (s7_s > _S_LO + 11)):
+            m.d.comb += r.eq(0)
+        with m.Elif(s7_s < _S_LO):
+            m.d.comb += r.eq(_SAT)
+        with m.Else():
+            m.d.comb += r.eq((halves + 1) >> 1)
+        s8_r = sig(range(-_SAT, _SAT + 1), "fr8")            # with the result's sign
+        m.d.sync += s8_r.eq(Mux(f7["neg"], -r, r))
+
+        # Stage 9: the zero point and the clamp.
+        with_zp = sig(signed(13), "fzp")
+        m.d.comb += with_zp.eq(s8_r + c[8].zero_point)
+        low = Mux(with_zp < c[8].act_min, c[8].act_min, with_zp)
+        m.d.sync += self.out[lane].eq(Mux(low > c[8].act_max, c[8].act_max, low)[:8])
 
     @staticmethod
     def model(acc, bias, scale, zero_point, act_min, act_max):

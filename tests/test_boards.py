@@ -417,6 +417,17 @@ def test_build_report_parsing():
     lines = summary_lines({"fmax_mhz": {"clk": {"achieved": 16.58, "constraint": 50.0}},
                            "fmax_estimated_after_placement": True})
     assert lines == ["Fmax 16.6 MHz on clk (FAILS the 50 MHz target) (placer's estimate, not routed)"]
+    # The critical path of each clock pair from nextpnr's --report: start and end cells, logic and routing delay.
+    from stackcam.boards.build import parse_critical_paths
+    paths = parse_critical_paths({"critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": [
+        {"type": "clk-to-q", "from": {"cell": "a", "port": "CLK"}, "to": {"cell": "a", "port": "Q"}, "delay": 0.5},
+        {"type": "routing", "from": {"cell": "a", "port": "Q"}, "to": {"cell": "b", "port": "A"}, "delay": 2.25},
+        {"type": "logic", "from": {"cell": "b", "port": "A"}, "to": {"cell": "b", "port": "F"}, "delay": 0.25},
+        {"type": "routing", "from": {"cell": "b", "port": "F"}, "to": {"cell": "c", "port": "DI"}, "delay": 1.0}]}]})
+    assert paths == [{"from_clock": "posedge clk", "to_clock": "posedge clk", "delay_ns": 4.0, "logic_ns": 0.75,
+                      "routing_ns": 3.25, "start": "a.CLK", "end": "c.DI", "steps": 4}]
+    lines = summary_lines({"critical_paths": paths})
+    assert lines == ["critical path 4.0 ns (0.8 logic, 3.2 routing): a.CLK -> c.DI"]
 
 
 # ---- the board in Verilator, through its UART --------------------------------------------------------------
@@ -490,7 +501,7 @@ def test_model_fit_names_the_bytes():
     fpga, ram = preset("fpga"), BOARDS["ulx3s"].block_ram_bytes
     assert ram == 208 * 2048
     bf = model_fit("zoo:blazeface", fpga, ram, prepare_model)
-    holds = prepare_model("zoo:blazeface", fpga.with_(sram_banks=20, weight_banks=5)).compiled   # 640 KiB
+    holds = prepare_model("zoo:blazeface", fpga.with_(sram_banks=40, weight_banks=10)).compiled   # 640 KiB
     assert (bf["weight_bytes"], bf["activation_bytes"]) == (holds.weight_bytes, holds.act_bytes)
     assert not bf["fits_config"] and not bf["fits_device"]
     assert bf["weight_bytes"] + bf["activation_bytes"] > ram

@@ -360,10 +360,11 @@ def test_im2col_gatherer(G):
 
 # --- ConvMACPipe -------------------------------------------------------------------------------------------------
 
-def test_mac_pipe():
-    """Direct CONV: a tile of three issued words; its sums are at S4 (`tile.done`) four cycles after its last
-    issue, with x = activation - in_zp and 0 for a tap in the padding."""
-    config = _config(2, 4)
+@pytest.mark.parametrize("deep", [False, True], ids=["default", "deep"])
+def test_mac_pipe(deep):
+    """Direct CONV: a tile of three issued words; its sums are at S4 (`tile.done`) 2 + MAC latency cycles after
+    its last issue (4; 5 with `deep_pipeline`), with x = activation - in_zp and 0 for a tap in the padding."""
+    config = _config(2, 4, deep_pipeline=deep)
     dims = ConvDims(config)
     dut = ConvMACPipe(dims)
     rng = np.random.default_rng(3)
@@ -397,7 +398,7 @@ def test_mac_pipe():
                 assert [ctx.get(dut.acc[r]) for r in range(2)] == want.tolist()
                 assert ctx.get(dut.tile.oaddr) == 42
             await ctx.tick()
-        assert done_at == 2 + 2 + timing.MAC_LATENCY
+        assert done_at == 2 + 2 + timing.mac_latency(config) == 2 + 2 + (3 if deep else 2)
 
     _run(dut, tb)
 
@@ -420,12 +421,16 @@ class _BackBench(Elaboratable):
         return m
 
 
+@pytest.mark.parametrize("deep", [False, True], ids=["default", "deep"])
 @pytest.mark.parametrize("dw", [False, True])
-def test_back_end(dw):
+def test_back_end(dw, deep):
     """CONV: a tile (2 rows) of lane group 1 of the pixel's last word, written 1 + RequantUnit.latency cycles
     after `tile.done` into lanes 2..3, with out_zp above it (lanes 4..7). DWCONV: the set's 8 sums held, then
-    drained 2 lanes a cycle: 4 writes, from 2 + RequantUnit.latency cycles after `tile.done`."""
-    config = _config(2, 8)
+    drained 2 lanes a cycle: 4 writes, from 2 + RequantUnit.latency cycles after `tile.done` (5; 9 with
+    `deep_pipeline`)."""
+    config = _config(2, 8, deep_pipeline=deep)
+    latency = timing.requant_latency(config)
+    assert latency == (9 if deep else 5)
     dims = ConvDims(config)
     rng = np.random.default_rng(4)
     C, R = 8, 2
@@ -461,7 +466,7 @@ def test_back_end(dw):
             for r in range(R):
                 ctx.set(dut.acc[r], int(sums[r]))
         writes = []
-        for cycle in range(12):
+        for cycle in range(2 + latency + C // R + 1):
             if cycle == 1:
                 ctx.set(dut.tile.done, 0)
             en = ctx.get(dut.act_w.en)
@@ -471,7 +476,7 @@ def test_back_end(dw):
                                ctx.get(dut.last)))
             await ctx.tick()
         if dw:
-            assert [w[0] for w in writes] == [2 + timing.REQUANT_LATENCY + i for i in range(C // R)]
+            assert [w[0] for w in writes] == [2 + latency + i for i in range(C // R)]
             assert [w[2] for w in writes] == [3 << (2 * i) for i in range(C // R)]
             assert [w[4] for w in writes] == [0, 0, 0, 1]
             for i, (_, addr, _, data, _) in enumerate(writes):
@@ -479,7 +484,7 @@ def test_back_end(dw):
                 assert data[2 * i:2 * i + 2] == [want(C + 2 * i + k, int(sums[2 * i + k])) for k in range(2)]
         else:
             ((cycle, addr, en, data, last),) = writes
-            assert (cycle, addr, en, last) == (1 + timing.REQUANT_LATENCY, 9, 0xFF ^ 0x3, 1)
+            assert (cycle, addr, en, last) == (1 + latency, 9, 0xFF ^ 0x3, 1)
             assert data[2:4] == [want(C + 2 + r, int(sums[r])) for r in range(2)] and data[4:] == [out_zp] * 4
 
     _run(bench, tb)

@@ -79,14 +79,16 @@ def fc_cases(rng, n):
     return acc, bias, scale, zp, amin, amax
 
 
-def test_fc_requant_unit_matches_ref():
+@pytest.mark.parametrize("deep", [False, True], ids=["5 stages", "deep: 9 stages"])
+def test_fc_requant_unit_matches_ref(deep):
     lanes = 3
     rng = np.random.default_rng(11)
     n = 600
     acc, bias, scale, zp, amin, amax = (v.reshape(-1, lanes) for v in fc_cases(rng, n * lanes))
     with np.errstate(invalid="ignore", over="ignore"):
         expect = FCRequantUnit.model(acc, bias, scale, zp, amin, amax)
-    dut = FCRequantUnit(lanes, tag_width=10)
+    dut = FCRequantUnit(lanes, tag_width=10, deep=deep)
+    assert dut.latency == (9 if deep else 5)
     got = {}
 
     async def tb(ctx):
@@ -102,6 +104,7 @@ def test_fc_requant_unit_matches_ref():
                 ctx.set(dut.valid, 0)
             await ctx.tick()
             if ctx.get(dut.out_valid):
+                assert ctx.get(dut.out_tag) == i + 1 - dut.latency
                 got[ctx.get(dut.out_tag)] = [int(v) for v in ctx.get(dut.out)]
 
     run_sim(dut, tb, deadline_cycles=n + 50)

@@ -28,10 +28,12 @@ def _config(rows, cols, name=None):
 
 # Square, narrow (8-byte weight words: a parameter record spans two), wide, fpga-like, and 64 lanes on two rows
 # (imx500's pixel packing, 21 RGB pixels per word, and 32 lane groups per output word); the fpga preset's im2col
-# gatherer of one pixel per pass, and one of two.
+# gatherer of one pixel per pass, and one of two; the fpga preset's deep arithmetic pipelines (MAC array 3 cycles,
+# requantizers 9).
 CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x16": _config(8, 16),
            "2x64": _config(2, 64), "8x16/G1": _config(8, 16).with_(im2col_pixels=1),
-           "4x8/G2": _config(4, 8).with_(im2col_pixels=2)}
+           "4x8/G2": _config(4, 8).with_(im2col_pixels=2),
+           "4x4/deep": _config(4, 4).with_(deep_pipeline=True)}
 
 
 def _initial_sram(rom, config, x):
@@ -106,7 +108,7 @@ def net_conv3x3():
     return n.graph(b, n.conv(a, 5, k=3, stride=1, padding="VALID", out_q=(0.04, -2)))
 
 
-@pytest.mark.parametrize("config", ["4x4", "2x4"])
+@pytest.mark.parametrize("config", ["4x4", "2x4", "4x4/deep"])
 def test_conv3x3(config):
     check_graph(net_conv3x3(), CONFIGS[config])
 
@@ -142,7 +144,7 @@ def test_pointwise(config):
     check_graph(net_pointwise(), CONFIGS[config])
 
 
-@pytest.mark.parametrize("config", ["4x4", "2x4"])
+@pytest.mark.parametrize("config", ["4x4", "2x4", "4x4/deep"])
 def test_depthwise(config):
     """4x4: one pass per output row (three accumulator sets cover a 3x3 s1 window); 2x4: two sets, so a 3x3 s1
     runs in strips of two outputs, and two lane groups per output word, whose drain stalls the 1x1."""
@@ -150,7 +152,7 @@ def test_depthwise(config):
 
 
 @pytest.mark.parametrize("config,channels", [("4x8", 3), ("8x16", 3), ("2x64", 3), ("4x4", 1), ("8x16/G1", 3),
-                                             ("4x8/G2", 3)])
+                                             ("4x8/G2", 3), ("4x4/deep", 1)])
 def test_packed_stem(config, channels):
     steps = check_graph(net_stem(channels), CONFIGS[config])
     assert all(d.flags & fmt.PACKED for _, d, _, _ in steps)
@@ -181,7 +183,8 @@ def net_fc(per_channel):
     return n.graph(b, c, n.fc(n.reshape(n.input, (1, 30)), 4, per_channel=per_channel, out_q=(0.2, 9)))
 
 
-@pytest.mark.parametrize("config,per_channel", [("4x4", False), ("2x4", True), ("8x16", True), ("4x8", False)])
+@pytest.mark.parametrize("config,per_channel", [("4x4", False), ("2x4", True), ("8x16", True), ("4x8", False),
+                                                ("4x4/deep", True)])
 def test_fully_connected(config, per_channel):
     """FCSCALE descriptors run, equal to the golden executor (LiteRT's double rescale) and in the cycles of the
     same descriptor without the flag: 2x4 has a record in two weight words, 8x16 two lane groups per word."""

@@ -26,8 +26,9 @@ def small(rows, cols, bank_bytes=8 * 1024):
                      sram_bank_bytes=bank_bytes, weight_banks=2)
 
 
-# 4-lane words with 16-byte weight words (the LUT table is 16 words) and 8 lanes with 32-byte weight words.
-CONFIGS = {"4x4": small(4, 4), "4x8": small(4, 8)}
+# 4-lane words with 16-byte weight words (the LUT table is 16 words) and 8 lanes with 32-byte weight words; the
+# fpga preset's deep arithmetic pipelines (ADD's rescaler and the requantizers: longer drains).
+CONFIGS = {"4x4": small(4, 4), "4x8": small(4, 8), "4x4/deep": small(4, 4).with_(deep_pipeline=True)}
 
 
 def check_graph(graph, config, seed=0):

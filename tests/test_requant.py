@@ -2,13 +2,15 @@
 quant.arith, element for element (amaranth.sim)."""
 
 import numpy as np
+import pytest
 
 from stackcam.quant.arith import INT32_MAX, INT32_MIN
 from stackcam.rtl.requant import RequantUnit
 from tests.simutil import run_sim
 
 
-def test_requant_unit_matches_arith():
+@pytest.mark.parametrize("deep", [False, True], ids=["5 stages", "deep: 9 stages"])
+def test_requant_unit_matches_arith(deep):
     lanes = 4
     rng = np.random.default_rng(5)
     n = 400
@@ -32,7 +34,8 @@ def test_requant_unit_matches_arith():
     amin = rng.integers(-128, 0, size=(n, lanes))
     amax = rng.integers(0, 128, size=(n, lanes))
     expect = RequantUnit.model(acc, bias, mult, shift, zp, amin, amax)
-    dut = RequantUnit(lanes, tag_width=9)
+    dut = RequantUnit(lanes, tag_width=9, deep=deep)
+    assert dut.latency == (9 if deep else 5)
     got = {}
 
     async def tb(ctx):
@@ -49,6 +52,8 @@ def test_requant_unit_matches_arith():
                 ctx.set(dut.valid, 0)
             await ctx.tick()
             if ctx.get(dut.out_valid):
+                # Each result exactly `latency` cycles after its input.
+                assert ctx.get(dut.out_tag) == i + 1 - dut.latency
                 got[ctx.get(dut.out_tag)] = [int(v) for v in ctx.get(dut.out)]
 
     run_sim(dut, tb, deadline_cycles=n + 50)

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 import stackcam.quant.program as fmt
 from stackcam.quant import ref
 from stackcam.quant.timing import lut_row_bytes
-from stackcam.rtl.npu.vector_add import ADD_LATENCY, VectorAddDatapath
+from stackcam.rtl.npu.vector_add import ADD_LATENCY, VectorAddDatapath, add_latency
 from stackcam.rtl.npu.vector_addr import VectorAddressUnit
 from stackcam.rtl.npu.vector_copy import VectorCopyAligner
 from stackcam.rtl.npu.vector_decode import VectorDecode
@@ -172,11 +172,15 @@ def test_pool_walker(op, k, s, pads, hw):
     _run(dut, tb)
 
 
-def test_add_datapath():
+@pytest.mark.parametrize("deep", [False, True], ids=["default", "deep"])
+def test_add_datapath(deep):
     """Random words and parameters against the TFLite reference, one output word every two cycles, each
-    ADD_LATENCY cycles after the read of its second input."""
+    ADD_LATENCY (12; 20 with `deep_pipeline`) cycles after the read of its second input."""
     rng = np.random.default_rng(3)
-    dut = VectorAddDatapath(CFG)
+    config = CFG.with_(deep_pipeline=deep)
+    dut = VectorAddDatapath(config)
+    latency = add_latency(config)
+    assert latency == (20 if deep else 12) and ADD_LATENCY == 12
     n = 6
     x1 = rng.integers(-128, 128, (n, COLS))
     x2 = rng.integers(-128, 128, (n, COLS))
@@ -196,7 +200,7 @@ def test_add_datapath():
         ctx.set(dut.add_r[0], max(-s1, 0))
         ctx.set(dut.add_r[1], max(-s2, 0))
         got = []
-        for t in range(2 * n + ADD_LATENCY + 2):
+        for t in range(2 * n + latency + 2):
             # read issued at cycle t (input t % 2 of word t // 2); its data arrives at t + 1
             ctx.set(dut.issue, t < 2 * n)
             ctx.set(dut.phase, t & 1)
@@ -205,7 +209,7 @@ def test_add_datapath():
             if ctx.get(dut.out.valid):
                 got.append((t, _lanes(ctx.get(dut.out.data))))
             await ctx.tick()
-        assert [t for t, _ in got] == [2 * i + 1 + ADD_LATENCY for i in range(n)]
+        assert [t for t, _ in got] == [2 * i + 1 + latency for i in range(n)]
         assert np.array_equal(np.array([v for _, v in got]), want)
 
     _run(dut, tb)

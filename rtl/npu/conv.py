@@ -21,7 +21,7 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 
 from stackcam.quant.program import FCSCALE, OPCODES, PACKED
-from stackcam.quant.timing import CONV_LATENCY, conv_cycles
+from stackcam.quant.timing import conv_cycles, conv_latency
 
 from .conv_backend import ConvBackEnd
 from .conv_common import ConvDims, param_record_layout
@@ -114,10 +114,9 @@ class NPUConvEngine(wiring.Component):
         self.im2col_pixels = self.dims.G
         self.dw_sets = self.dims.NS
         self.dw_taps = self.dims.TM
+        # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).
+        self.latency = conv_latency(config)
         super().__init__(engine_signature(config))
-
-    # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).
-    latency = CONV_LATENCY
 
     def cycles(self, desc):
         """Exact cycles of `desc` on this engine, `start` to `done`: `quant.timing.conv_cycles`."""

@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stackcam.quant.timing import REQUANT_LATENCY
+from stackcam.quant.timing import requant_latency
 
 from ..requant import RequantUnit
 from ..requant_fc import FCRequantUnit
@@ -28,7 +28,8 @@ class ConvBackEnd(wiring.Component):
 
     The requantizer is `RequantUnit` (TFLite's Q31 multiplier and shift), or `FCRequantUnit` (LiteRT's
     reference FULLY_CONNECTED rescale: the records' float64 scale) for a CONV with the FCSCALE flag; both have
-    the latency `quant.timing.REQUANT_LATENCY`, so the cycle counts do not depend on the choice.
+    the latency `quant.timing.requant_latency` (deeper with the configuration's `deep_pipeline`), so the cycle
+    counts do not depend on the choice.
 
     Ports: `tile`, `acc` (CONV: the rows' sums) and `dw_sum` (DWCONV: the set's ``cols`` sums) at T (S4, from
     `ConvMACPipe`), `dw` and `fc` (modes: DWCONV, FCSCALE), `out_zp` / `act_min` / `act_max`, `pbuf`
@@ -58,9 +59,10 @@ class ConvBackEnd(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NG, AB, sub_w = dm.R, dm.C, dm.NG, dm.AB, dm.sub_w
-        assert RequantUnit.latency == FCRequantUnit.latency == REQUANT_LATENCY
-        m.submodules.requant = rq = RequantUnit(R, tag_width=AB + sub_w + 2)
-        m.submodules.requant_fc = fq = FCRequantUnit(R, tag_width=AB + sub_w + 2)
+        deep = self.config.deep_pipeline
+        m.submodules.requant = rq = RequantUnit(R, tag_width=AB + sub_w + 2, deep=deep)
+        m.submodules.requant_fc = fq = FCRequantUnit(R, tag_width=AB + sub_w + 2, deep=deep)
+        assert rq.latency == fq.latency == requant_latency(self.config)
         tile = self.tile
 
         # DWCONV drain: the tile's C sums, R lanes per cycle into the requantizer.

@@ -4,7 +4,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stackcam.quant.timing import MAC_LATENCY
+from stackcam.quant.timing import mac_latency
 
 from ..mac_array import MACArray
 from .conv_common import issue_layout, lane, mux_tree, tile_layout, words
@@ -25,8 +25,8 @@ class ConvMACPipe(wiring.Component):
     the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set),
     `in_zp`, `dw` / `packed` / `walk` (modes), `mac_active`, and at S4 `tile`, `acc`, `dw_sum`.
 
-    Latency: fixed, 4 cycles from issue to `tile.done` (`quant.timing.CONV_LATENCY` counts it); one word per
-    cycle, no back-pressure.
+    Latency: fixed, 2 + ``MACArray.latency`` (4, or 5 with the configuration's `deep_pipeline`) cycles from issue
+    to `tile.done` (`quant.timing.conv_latency` counts it); one word per cycle, no back-pressure.
     """
 
     def __init__(self, dims):
@@ -44,8 +44,8 @@ class ConvMACPipe(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NS = dm.R, dm.C, dm.NS
-        assert MACArray.latency == MAC_LATENCY
-        m.submodules.mac = mac = MACArray(R, C)
+        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline)
+        assert mac.latency == mac_latency(dm.config)
 
         s1 = Signal(issue_layout(dm))
         s1_gword = Signal(8 * C)
@@ -91,13 +91,23 @@ class ConvMACPipe(wiring.Component):
                 stages.append(r)
             return stages[-1]
 
-        lat = MACArray.latency
+        lat = mac.latency
         t = self.tile
-        s4_cset = delay(s2.cset, lat, "s4_cset")
+        if mac.deep:
+            # The depthwise sets' sums are complete 2 cycles after S2 (products, then the lane adds): the closing
+            # set's are registered there and presented with the tile at S2 + lat.
+            assert lat >= 3
+            s4_cset = delay(s2.cset, 2, "s4_cset")
+            dw_sum = Signal.like(self.dw_sum)
+            m.d.sync += dw_sum.eq(mux_tree(dw_acc, s4_cset))
+            dw_sum = delay(dw_sum, lat - 3, "dw_sum")
+        else:
+            s4_cset = delay(s2.cset, lat, "s4_cset")
+            dw_sum = None
         m.d.comb += [
             t.done.eq(delay(s2.valid & s2.last, lat, "s4_done")), t.final.eq(delay(s2.final, lat, "s4_final")),
             t.rest.eq(delay(s2.rest, lat, "s4_rest")), t.pw.eq(delay(s2.pw, lat, "s4_pw")),
             t.sub.eq(delay(s2.sub, lat, "s4_sub")), t.oaddr.eq(delay(s2.oaddr, lat, "s4_oaddr")),
-            self.acc.eq(mac.acc), self.dw_sum.eq(mux_tree(dw_acc, s4_cset)),
+            self.acc.eq(mac.acc), self.dw_sum.eq(mux_tree(dw_acc, s4_cset) if dw_sum is None else dw_sum),
         ]
         return m

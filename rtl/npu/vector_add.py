@@ -5,19 +5,26 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import NEG2
+from stackcam.quant.timing import REQUANT_LATENCY, add_rescale_stages, requant_latency
 from stackcam.rtl.requant import RequantUnit
 
 from .ports import descriptor_layout
 from .vector_common import lane, word_layout
 
-__all__ = ["VectorAddDatapath", "ADD_LATENCY"]
+__all__ = ["VectorAddDatapath", "ADD_LATENCY", "add_latency"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 
 # Cycles from the read of a word's second input (`issue` with `phase` 1) to the word on `out`: the SRAM (1),
 # the rescaler (S1..S4), the sum (S5), the RequantUnit (5) of the high lanes (one more than the low lanes).
-ADD_LATENCY = 1 + 4 + 1 + RequantUnit.latency + 1
+ADD_LATENCY = 1 + 4 + 1 + REQUANT_LATENCY + 1
+
+
+def add_latency(config):
+    """ADD_LATENCY in `config`: the SRAM, the rescaler (`quant.timing.add_rescale_stages`), the sum, the
+    requantizer of the high lanes."""
+    return 1 + add_rescale_stages(config) + 1 + requant_latency(config) + 1
 
 
 class VectorAddDatapath(wiring.Component):
@@ -38,12 +45,22 @@ class VectorAddDatapath(wiring.Component):
     SaturatingRoundingDoublingHighMul product is (dw * mult) << L: a 9 x 32 multiply. A word's sums come every
     other cycle, so a half-width `RequantUnit` (cols / 2 lanes of 32 x 32) takes the low lanes, then the high.
 
-    Latency: the output word is on `out` `ADD_LATENCY` (12) cycles after the read of its second input; one
-    word every two cycles. No back-pressure.
+    The rescaler's stages: 1 the input and its multiplier's product (9 x 32), 2 the shifted product plus nudge
+    divided by 2^31, 3 the rounding right shift, 4 held (input 1) or summed (input 2). With the configuration's
+    `deep_pipeline` (an FPGA's clock: one carry chain or one multiplier deep each) 8 stages: 1 the input and its
+    multiplier, 2 the product as two 9 x 16 products, 3 their sum, 4 the left shift, 5 the nudged product
+    divided by 2^31 rounding down, 6 SRDHM's truncation toward zero, 7 the rounding shift and its rounding bit,
+    8 the rounded value; and the deep `RequantUnit`.
+
+    Latency: the output word is on `out` `add_latency(config)` cycles (`ADD_LATENCY`, 12; 20 with
+    `deep_pipeline`) after the read of its second input; one word every two cycles. No back-pressure.
     """
 
     def __init__(self, config):
         self.cols = cols = config.array_cols
+        self.deep = bool(config.deep_pipeline)
+        self.rescale_stages = add_rescale_stages(config)
+        self.latency = add_latency(config)
         super().__init__({
             "issue": In(1), "phase": In(1), "act_data": In(8 * cols),
             "add_l": In(data.ArrayLayout(6, 2)), "add_r": In(data.ArrayLayout(5, 2)),
@@ -54,13 +71,48 @@ class VectorAddDatapath(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cols = self.cols
-        d, add_l, add_r = self.desc, self.add_l, self.add_r
+        d = self.desc
         add_dv = Signal()
         add_dsel = Signal()
         m.d.sync += add_dv.eq(self.issue)
         with m.If(self.issue):
             m.d.sync += add_dsel.eq(self.phase)
+        half = cols // 2
+        if self.deep:
+            requant, sums, high = self._deep_lanes(m, add_dv, add_dsel)
+        else:
+            requant, sums, high = self._lanes(m, add_dv, add_dsel)
+        for c in range(half):
+            p = requant.params[c]
+            m.d.comb += [requant.acc[c].eq(Mux(high, sums[half + c], sums[c])), p.bias.eq(0),
+                         p.multiplier.eq(d.out_mult), p.shift.eq(d.out_shift[:6].as_signed()),
+                         p.zero_point.eq(d.out_zp), p.act_min.eq(d.act_min), p.act_max.eq(d.act_max)]
+        add_low = Signal(8 * half)
+        with m.If(requant.out_valid & ~requant.out_tag):
+            m.d.sync += add_low.eq(requant.out.as_value())
+        m.d.comb += [self.out.valid.eq(requant.out_valid & requant.out_tag),
+                     self.out.data.eq(Cat(add_low, requant.out.as_value()))]
+        return m
 
+    def _input(self, m, c, add_dsel, l_in, zp_in):
+        """Lane c's input minus its zero point, as dw (wrap32(dx << L) = dw << L) and whether that saturates."""
+        dx = Signal(signed(9), name=f"add_dx{c}")
+        dw = Signal(signed(9), name=f"add_dw{c}")
+        sat_a = Signal(name=f"add_sat_a{c}")
+        m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(self.act_data, 0), lane(self.act_data, c)) - zp_in)
+        m.d.comb += [dw.eq(dx), sat_a.eq(0)]
+        for shift in range(23, 33):
+            with m.If(l_in == shift):
+                if shift == 32:
+                    m.d.comb += dw.eq(0)
+                else:
+                    m.d.comb += [dw.eq(dx[:32 - shift].as_signed()), sat_a.eq(dw == -(1 << (31 - shift)))]
+        return dw, sat_a
+
+    def _lanes(self, m, add_dv, add_dsel):
+        """The default rescaler (4 stages) and sums: (the requantizer, each lane's sum, the high lanes' turn)."""
+        cols = self.cols
+        d, add_l, add_r = self.desc, self.add_l, self.add_r
         a1_v, a2_v, a3_v, a4_v, a5_v, a6_v = (Signal(name=f"add_v{i}") for i in range(1, 7))
         a1_sel, a2_sel, a3_sel, a4_sel = (Signal(name=f"add_sel{i}") for i in range(1, 5))
         m.d.sync += [a1_v.eq(add_dv), a1_sel.eq(add_dsel), a2_v.eq(a1_v), a2_sel.eq(a1_sel),
@@ -78,17 +130,7 @@ class VectorAddDatapath(wiring.Component):
         l3 = Mux(a2_sel, add_l[1], add_l[0])[:5]      # L = 32 leaves dw = 0, so the shift does not matter
         r4 = Mux(a3_sel, add_r[1], add_r[0])
         for c in range(cols):
-            dx = Signal(signed(9), name=f"add_dx{c}")
-            dw = Signal(signed(9), name=f"add_dw{c}")
-            sat_a = Signal(name=f"add_sat_a{c}")
-            m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(self.act_data, 0), lane(self.act_data, c)) - zp_in)
-            m.d.comb += [dw.eq(dx), sat_a.eq(0)]
-            for shift in range(23, 33):
-                with m.If(l_in == shift):
-                    if shift == 32:
-                        m.d.comb += dw.eq(0)
-                    else:
-                        m.d.comb += [dw.eq(dx[:32 - shift].as_signed()), sat_a.eq(dw == -(1 << (31 - shift)))]
+            dw, sat_a = self._input(m, c, add_dsel, l_in, zp_in)
             s1_dw = Signal(signed(9), name=f"add_s1_dw{c}")
             s1_sat = Signal(name=f"add_s1_sat{c}")
             s2_prod = Signal(signed(41), name=f"add_s2_prod{c}")
@@ -113,14 +155,78 @@ class VectorAddDatapath(wiring.Component):
             with m.If(a4_v & a4_sel):
                 m.d.sync += s5_sum.eq(Mux(neg2, hold - s4_r, hold + s4_r)[:32].as_signed())
             sums.append(s5_sum)
-        for c in range(half):
-            p = requant.params[c]
-            m.d.comb += [requant.acc[c].eq(Mux(a6_v, sums[half + c], sums[c])), p.bias.eq(0),
-                         p.multiplier.eq(d.out_mult), p.shift.eq(d.out_shift[:6].as_signed()),
-                         p.zero_point.eq(d.out_zp), p.act_min.eq(d.act_min), p.act_max.eq(d.act_max)]
-        add_low = Signal(8 * half)
-        with m.If(requant.out_valid & ~requant.out_tag):
-            m.d.sync += add_low.eq(requant.out.as_value())
-        m.d.comb += [self.out.valid.eq(requant.out_valid & requant.out_tag),
-                     self.out.data.eq(Cat(add_low, requant.out.as_value()))]
-        return m
+        return requant, sums, a6_v
+
+    def _deep_lanes(self, m, add_dv, add_dsel):
+        """The deep rescaler (8 stages) and sums: (the deep requantizer, each lane's sum, the high lanes' turn)."""
+        cols = self.cols
+        d, add_l, add_r = self.desc, self.add_l, self.add_r
+        # Stage k's valid and input select (0: input 1, 1: input 2), k = 1 .. n; then the sum.
+        n = self.rescale_stages
+        assert n == 8
+        av = [add_dv] + [Signal(name=f"add_v{i}") for i in range(1, n + 1)]
+        asel = [add_dsel] + [Signal(name=f"add_sel{i}") for i in range(1, n + 1)]
+        for i in range(n):
+            m.d.sync += [av[i + 1].eq(av[i]), asel[i + 1].eq(asel[i])]
+        sum_v, sum_v2 = Signal(), Signal()          # the word's sums are complete (low lanes, then high lanes)
+        m.d.sync += [sum_v.eq(av[n] & asel[n]), sum_v2.eq(sum_v)]
+        m.d.comb += self.mac_active.eq(av[1])
+        half = cols // 2
+        m.submodules.requant = requant = RequantUnit(half, deep=True)
+        m.d.comb += [requant.valid.eq(sum_v | sum_v2), requant.tag.eq(sum_v2)]
+        sums = []
+        l_in = Mux(add_dsel, add_l[1], add_l[0])
+        zp_in = Mux(add_dsel, d.in2_zp, d.in_zp)
+        mult_in = Mux(add_dsel, d.in2_mult, d.in_mult)
+        neg2 = (d.flags & NEG2) != 0
+        l3 = Mux(asel[3], add_l[1], add_l[0])[:5]    # L = 32 leaves dw = 0, so the shift does not matter
+        r6 = Mux(asel[6], add_r[1], add_r[0])
+        for c in range(cols):
+            dw, sat_a = self._input(m, c, add_dsel, l_in, zp_in)
+            # Stage 1: the input and its multiplier.
+            s1_dw = Signal(signed(9), name=f"add_s1_dw{c}")
+            s1_sat = Signal(name=f"add_s1_sat{c}")
+            s1_mult = Signal(signed(32), name=f"add_s1_mult{c}")
+            m.d.sync += [s1_dw.eq(dw), s1_sat.eq(sat_a), s1_mult.eq(mult_in)]
+            # Stage 2: dw * mult as two 9 x 16 products (hardware multipliers with registered operands).
+            s2_lo = Signal(signed(26), name=f"add_s2_lo{c}")
+            s2_hi = Signal(signed(25), name=f"add_s2_hi{c}")
+            s2_sat = Signal(name=f"add_s2_sat{c}")
+            m.d.sync += [s2_lo.eq(s1_dw * s1_mult[:16]), s2_hi.eq(s1_dw * s1_mult[16:].as_signed()),
+                         s2_sat.eq(s1_sat & (s1_mult == INT32_MIN))]
+            # Stage 3: the product.
+            s3_prod = Signal(signed(41), name=f"add_s3_prod{c}")
+            s3_sat = Signal(name=f"add_s3_sat{c}")
+            m.d.sync += [s3_prod.eq(s2_lo + (s2_hi << 16)), s3_sat.eq(s2_sat)]
+            # Stage 4: SRDHM's 64-bit product: the product shifted left by L.
+            s4_ab = Signal(signed(64), name=f"add_s4_ab{c}")
+            s4_sat = Signal(name=f"add_s4_sat{c}")
+            m.d.sync += [s4_ab.eq((s3_prod << l3)[:64].as_signed()), s4_sat.eq(s3_sat)]
+            # Stage 5: nudged and divided by 2^31 rounding down; whether C's truncation differs.
+            nudged = Signal(signed(65), name=f"add_nudged{c}")
+            m.d.comb += nudged.eq(s4_ab + Mux(s4_ab[63], Const(1 - (1 << 30), signed(32)),
+                                               Const(1 << 30, signed(32))))
+            s5_floor = Signal(signed(34), name=f"add_s5_floor{c}")
+            s5_fix = Signal(name=f"add_s5_fix{c}")
+            s5_sat = Signal(name=f"add_s5_sat{c}")
+            m.d.sync += [s5_floor.eq(nudged >> 31), s5_fix.eq((nudged < 0) & nudged[:31].any()), s5_sat.eq(s4_sat)]
+            # Stage 6: SRDHM's result.
+            s6_q = Signal(signed(32), name=f"add_s6_q{c}")
+            m.d.sync += s6_q.eq(Mux(s5_sat, INT32_MAX, (s5_floor + s5_fix)[:32].as_signed()))
+            # Stage 7: RoundingDivideByPOT's shift and rounding bit; stage 8: the rounded value.
+            mask = Signal(32, name=f"add_mask{c}")
+            m.d.comb += mask.eq((Const(1, unsigned(33)) << r6) - 1)
+            s7_shifted = Signal(signed(32), name=f"add_s7_shifted{c}")
+            s7_up = Signal(name=f"add_s7_up{c}")
+            m.d.sync += [s7_shifted.eq(s6_q >> r6), s7_up.eq((s6_q.as_unsigned() & mask) > ((mask >> 1) + (s6_q < 0)))]
+            s8_r = Signal(signed(32), name=f"add_s8_r{c}")
+            m.d.sync += s8_r.eq((s7_shifted + s7_up)[:32].as_signed())
+            # Then input 1's rescaled value is held, and the sum (or SUB's difference) taken with input 2's.
+            hold = Signal(signed(32), name=f"add_hold{c}")
+            s9_sum = Signal(signed(32), name=f"add_s9_sum{c}")
+            with m.If(av[n] & ~asel[n]):
+                m.d.sync += hold.eq(s8_r)
+            with m.If(av[n] & asel[n]):
+                m.d.sync += s9_sum.eq(Mux(neg2, hold - s8_r, hold + s8_r)[:32].as_signed())
+            sums.append(s9_sum)
+        return requant, sums, sum_v2

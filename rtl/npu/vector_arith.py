@@ -31,8 +31,9 @@ class VectorArithDatapath(wiring.Component):
     - MEAN: `sums` / `sum_valid` (`VectorPoolDatapath`: the exact per-lane sum of a tile's in_h * in_w taps, at
       its last tap) minus ``in_zp * in_h * in_w``, requantized with out_mult / out_shift.
 
-    Latency: a word is on `out` 1 + 1 + RequantUnit.latency (7) cycles after the `issue` of its last read
-    (MUL: the second input; PRELU: the input), 6 cycles after `sum_valid` (MEAN); one word per cycle at most.
+    Latency: a word is on `out` 1 + 1 + RequantUnit.latency (7; 11 with the configuration's `deep_pipeline`)
+    cycles after the `issue` of its last read (MUL: the second input; PRELU: the input), 1 + RequantUnit.latency
+    (6; 10) cycles after `sum_valid` (MEAN); one word per cycle at most.
     An alpha row is written the cycle after its `alpha_load` (the SRAM's data) and read back the cycle after an
     `issue` (a write and a read of the same row in one cycle read the new row). No back-pressure.
     """
@@ -92,7 +93,7 @@ class VectorArithDatapath(wiring.Component):
         zp_n = Signal(signed(26))
         m.d.sync += [count.eq(d.in_h[:8] * d.in_w[:8]), zp_n.eq(d.in_zp * count)]
 
-        m.submodules.requant = requant = RequantUnit(cols)
+        m.submodules.requant = requant = RequantUnit(cols, deep=cfg.deep_pipeline)
         acc_v = Signal()
         m.d.sync += acc_v.eq((dv & (dsel | self.prelu)) | self.sum_valid)
         m.d.comb += [requant.valid.eq(acc_v), self.mac_active.eq(dv & (dsel | self.prelu))]

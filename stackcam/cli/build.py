@@ -22,9 +22,10 @@ def register(sub):
     p.add_argument("-o", "--output", default=None, help="build folder (default build/boards/BOARD)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--place-only", action="store_true", help="stop after placement: final utilization and the "
-                   "placer's Fmax estimate, no routing (which takes hours for a design near the device's size)")
+                   "placer's Fmax estimate, no routing")
     p.add_argument("--model", default=None, help="network whose weight ROM image and activations the die's SRAM "
-                   "must hold (as stackcam simulate --model; default the board's, zoo:blazeface)")
+                   "must hold (as stackcam simulate --model; default the board's: zoo:mobilenet_v1_0.25_96_2, the "
+                   "person detector)")
     p.set_defaults(func=cmd_build)
 
 
