@@ -15,12 +15,15 @@ from stackcam.quant.ref import window_padding
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import PRESETS, DieConfig
 
-# Layouts where the word geometry differs: square 4x4 (16-byte words: one parameter record per word), 8x8, and
-# 8-byte weight words (a parameter record spans two words, descriptors span 16). A tall array (rows > cols) is
-# not a die: DieConfig refuses it (an output-channel tile must fill whole lanes of an activation word).
+# Layouts where the word geometry differs: square 4x4 (16-byte words: one parameter record per word; fpga is 4x4
+# too, with its 16 KiB banks and deep pipelines), 8x8 (the fpga preset's array before), and 8-byte weight words (a
+# parameter record spans two words, descriptors span 16). A tall array (rows > cols) is not a die: DieConfig refuses
+# it (an output-channel tile must fill whole lanes of an activation word).
 CONFIGS = {
     "tiny": PRESETS["tiny"],
     "fpga": PRESETS["fpga"],
+    "8x8": DieConfig(name="8x8", array_rows=8, array_cols=8, sram_banks=12, sram_bank_bytes=32 * 1024, weight_banks=9,
+                     max_channels=256, im2col_pixels=1),
     "narrow": DieConfig(name="narrow", array_rows=2, array_cols=4, sram_banks=4, sram_bank_bytes=32 * 1024,
                         weight_banks=2),
 }
@@ -527,8 +530,8 @@ def test_every_opcode_is_exercised():
 
 
 def test_stem_input_is_packed_where_it_pays():
-    # fpga: 8-byte words hold 2 RGB pixels; tiny's 4-byte words hold one, where packing does not pay.
-    for config, ppw in (("fpga", 2), ("tiny", 0)):
+    # 8x8: 8-byte words hold 2 RGB pixels; tiny's and fpga's 4-byte words hold one, where packing does not pay.
+    for config, ppw in (("8x8", 2), ("tiny", 0), ("fpga", 0)):
         model = compile_graph(net_stem(), CONFIGS[config])
         assert model.io["input"]["ppw"] == ppw
         assert model.io["input"]["layout"] == ("packed" if ppw else "tiled")

@@ -4,6 +4,9 @@ unit's pipelining without the whole die's hour-long build.
 
     python tools/fpga_unit_fmax.py [requant fc vadd mac ...] [--config fpga] [--out build/fpga_units]
 
+The units are built as the configuration has them (`--config fpga`: its deep pipelines; `--config tiny`: the
+default ones).
+
 Prints one JSON line per unit (Fmax, utilization, the critical path's start and end) and appends it to
 OUT/results.jsonl.
 """
@@ -22,12 +25,12 @@ def units(config):
     from stackcam.rtl.npu.vector_add import VectorAddDatapath
     from stackcam.rtl.requant import RequantUnit
     from stackcam.rtl.requant_fc import FCRequantUnit
-    R, C = config.array_rows, config.array_cols
+    R, C, deep = config.array_rows, config.array_cols, config.deep_pipeline
     return {
-        "requant": lambda: RequantUnit(R, tag_width=4),
-        "fc": lambda: FCRequantUnit(R, tag_width=4),
+        "requant": lambda: RequantUnit(R, tag_width=4, deep=deep),
+        "fc": lambda: FCRequantUnit(R, tag_width=4, deep=deep),
         "vadd": lambda: VectorAddDatapath(config),
-        "mac": lambda: MACArray(R, C),
+        "mac": lambda: MACArray(R, C, deep=deep),
     }
 
 
