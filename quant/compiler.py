@@ -109,7 +109,7 @@ class _NoFit(ModelError):
 
     def __init__(self, excess, live, message):
         super().__init__(message)
-        self.excess, self.live = excess, live
+        self.excess, self.live, self.message = excess, live, message
 
 
 def bank_use(used_bytes, bank_bytes, banks):
@@ -231,7 +231,7 @@ class _Compiler:
         have = self.sp.get(name, 1)
         if have == ppw or name in self.packed:
             return name
-        h, w, c = self.logical[name]
+        h, w, c = self.act(name, layer.name)
         if have > 1 and ppw > 1:
             name = self.relayout(layer, name, 1)
         zp = _scalar_quant(self.g, name.split("@")[0], layer.name)[1]
@@ -248,9 +248,9 @@ class _Compiler:
     def operand2(self, layer, name, ppw, first):
         """The second input of an ADD/SUB/MUL for an output with `ppw` pixels per word: the first input's shape
         relaid out, a 1x1x1 as it is, a 1x1xC broadcast repeated ppw times along C (a superpixel's channels)."""
-        if self.logical[name] == self.logical[first]:
+        if self.act(name, layer.name) == self.act(first, layer.name):
             return self.relayout(layer, name, ppw)
-        h, w, c = self.logical[name]
+        h, w, c = self.act(name, layer.name)
         if ppw == 1 or c == 1:
             return name
         zp = _scalar_quant(self.g, name, layer.name)[1]
@@ -887,6 +887,8 @@ class _Compiler:
             r = self.root[name]
             tensors[name] = {"addr": addr[r], "words": sizes[r], "hwc": list(self.phys[name]),
                              "start": start[r], "end": end[r]}
+            if name in self.sp:
+                tensors[name]["ppw"] = self.sp[name]
         io = self.io(host, die_outputs, tensors)
         return CompiledModel(name=g.name, config=cfg, layers=self.layers, descriptors=descriptors,
                              program=program, params=regions["params"], dw_weights=regions["dw"],
@@ -919,22 +921,19 @@ class _Compiler:
         if w_need <= w_have and a_need <= a_have:
             return
         packed = f" with {len(self.sp)} narrow tensors pixel-packed" if self.sp else ""
-        err = _NoFit if w_need <= w_have else ModelError
+        message = (f"model '{self.g.name}' does not fit config '{cfg.name}'{packed}: needs {w_need:,} B of weight "
+                   f"SRAM ({_ceil(w_need, bank)} banks of {bank:,} B), config has {cfg.weight_banks} weight banks of "
+                   f"{bank:,} B = {w_have:,} B; activations need {a_need:,} B at the peak ({_ceil(a_need, bank)} "
+                   f"banks of {bank:,} B), config has {cfg.act_banks} activation banks of {bank:,} B = {a_have:,} B")
+        if w_need > w_have:
+            raise ModelError(message)
         steps = range(-1, len(self.layers) + 1)
         busiest = max(steps, key=lambda s: sum(sizes[r] for r in start if start[r] <= s <= end[r]))
         live = sorted((r for r in start if start[r] <= busiest <= end[r] and r not in self.temps),
                       key=lambda r: -sizes[r])
-        raise err(act_words - a_have // self.cols,
-                  [[t for t, owner in self.root.items() if owner == r and t not in self.temps] for r in live],
-                  f"model '{self.g.name}' does not fit config '{cfg.name}'{packed}: needs {w_need:,} B of weight SRAM "
-                  f"({_ceil(w_need, bank)} banks of {bank:,} B), config has {cfg.weight_banks} weight banks of "
-                  f"{bank:,} B = {w_have:,} B; activations need {a_need:,} B at the peak ({_ceil(a_need, bank)} banks "
-                  f"of {bank:,} B), config has {cfg.act_banks} activation banks of {bank:,} B = {a_have:,} B")
-        raise ModelError(
-            f"model '{self.g.name}' does not fit config '{cfg.name}': needs {w_need:,} B of weight SRAM "
-            f"({_ceil(w_need, bank)} banks of {bank:,} B), config has {cfg.weight_banks} weight banks of "
-            f"{bank:,} B = {w_have:,} B; activations need {a_need:,} B at the peak ({_ceil(a_need, bank)} banks "
-            f"of {bank:,} B), config has {cfg.act_banks} activation banks of {bank:,} B = {a_have:,} B")
+        raise _NoFit(act_words - a_have // self.cols,
+                     [[t for t, owner in self.root.items() if owner == r and t not in self.temps] for r in live],
+                     message)
 
     def io(self, host, die_outputs, tensors):
         """The model I/O description: what the ISP writes, what the die leaves for CSI-2, what the host does.
@@ -1134,15 +1133,32 @@ def _pack_candidates(graph, cols):
     return out
 
 
-def compile_graph(graph, config):
+def _noted(model):
+    """The model, its notes saying which tensors (if any) are stored pixel-packed (one line)."""
+    packed = sorted(n for n, t in model.tensors.items() if t.get("ppw", 1) > 1 and "@" not in n)
+    if packed:
+        model.notes.append(f"activation SRAM: {len(packed)} narrow tensors stored pixel-packed to fit "
+                           f"({', '.join(packed[:3])}{', ...' if len(packed) > 3 else ''})")
+    return model
+
+
+def compile_graph(graph, config, pack=None):
     """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
     uses an operator the die does not run or does not fit the configuration's SRAM.
 
     The SRAM planner: when the activations do not fit, narrow tensors live at the busiest step are stored
     pixel-packed (the superpixel layout, `_superpixels`), the largest first, until the model fits or no
-    candidate is left. A model that fits without packing compiles exactly as if packing did not exist."""
+    candidate is left. A model that fits without packing compiles exactly as if packing did not exist.
+    `pack` (tests, experiments): the tensors to pack instead of the planner's choice (those without a
+    superpixel layout or whose writer has none stay channel-tiled)."""
     g = expand_transpose_convs(graph)
     try:
+        if pack is not None:
+            try:
+                model = _Compiler(g, config, set(pack)).run()
+            except _NoFit as e:
+                raise ModelError(e.message) from None
+            return _noted(model)
         pack, candidates = set(), None
         for _ in range(_PLAN_ROUNDS):
             try:
@@ -1163,12 +1179,9 @@ def compile_graph(graph, config):
                     if saved >= e.excess:
                         break
                 if not added:
-                    raise ModelError(str(e)) from None
+                    raise ModelError(e.message) from None
                 continue
-            if pack:
-                model.notes.append(f"activation SRAM: {len(pack)} narrow tensors stored pixel-packed "
-                                   f"to fit ({', '.join(sorted(pack)[:3])}{', ...' if len(pack) > 3 else ''})")
-            return model
+            return _noted(model)
         raise ModelError(f"model '{graph.name}': the SRAM planner gave up after {_PLAN_ROUNDS} rounds")
     except fmt.ProgramError as e:
         raise ModelError(f"model '{graph.name}': {e}") from None
