@@ -160,3 +160,12 @@ def test_planner_leaves_fitting_models_alone_and_packs_what_does_not_fit():
     with pytest.raises(ModelError) as e:
         compile_graph(graph, tiny_sram)
     assert "\n" not in str(e.value) and "does not fit" in str(e.value)
+
+
+def test_packed_arith_net_equals_litert():
+    """MUL, SUB and ADD with every broadcast (swapped operands, 1x1x1, 1x1xC repeated along C), MEAN and PRELU
+    (tests/test_program.py's arithmetic net) with its 8-channel tensors packed 8 pixels to a word."""
+    from tests.test_program import net_arith
+
+    model = check_packed(net_arith(c=8, hw=(5, 16)))
+    assert {d.op for d in model.descriptors} >= {"MUL", "MEAN", "PRELU", "ADD", "GATHER"}

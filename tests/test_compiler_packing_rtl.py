@@ -1,0 +1,66 @@
+"""A network the SRAM planner packs (a small activation SRAM forces it), through the die in Verilator with
+CSI-2 back-pressure: die outputs equal the golden executor's, which equals LiteRT BUILTIN_REF; each
+descriptor's cycles (the die's counters) equal the analytic model."""
+
+import numpy as np
+import pytest
+
+from stackcam.quant import golden
+from stackcam.quant.compiler import compile_graph
+from stackcam.quant.export import export_tflite
+from stackcam.quant.litert import run_reference
+from stackcam.quant.program import OPCODES
+from stackcam.quant.romimage import build_rom
+from stackcam.rtl.params import preset
+from tests.test_compiler_packing import _maxpool, _mean, _mul, _prelu
+from tests.test_program import Net
+
+pytestmark = pytest.mark.xdist_group("verilator")
+
+
+def packed_net():
+    """2-channel tensors (2 pixels per 4-lane word on tiny) and a 1-channel one (4 per word): superpixel CONVs
+    from and to both layouts, a depthwise, ADD, PRELU, a LUT, MUL by a repeated 1x1xC, MEAN and MAXPOOL through
+    GATHERed temporaries, a transpose conv whose zero-inserted input is written packed."""
+    n = Net((1, 6, 16, 3), seed=21)
+    a = n.conv(n.input, 2, k=3, out_q=(0.05, -1))
+    b = n.conv(a, 0, k=3, depthwise=True, out_q=(0.06, 2), act="RELU")
+    c = n.add(a, b, out_q=(0.08, 1))
+    d = _prelu(n, c)
+    e = n.unary(d, "HARD_SWISH", (0.04, -20))
+    s = n.unary(n.conv(_mean(n, e), 2, k=1, out_q=(0.05, 0)), "LOGISTIC", (1 / 256, -128))
+    f = _mul(n, e, s)
+    g = n.conv(f, 1, k=3, stride=2, out_q=(0.07, 3))
+    h = n.tconv(g, 2, k=2, stride=2, pads=(0, 0), out_q=(0.06, -4))
+    m = n.conv(_maxpool(n, f), 4, k=1, out_q=(0.09, 5))
+    return n.graph(h, m)
+
+
+def test_packed_network_on_the_die_is_bit_exact():
+    from stackcam.sim.cyclemodel import predict_cycles
+    from stackcam.sim.dierun import run_die
+
+    tiny = preset("tiny")
+    graph = packed_net()
+    assert "pixel-packed" not in " ".join(compile_graph(graph, tiny).notes)      # tiny fits it unpacked
+    config = tiny.with_(name="tiny-small", sram_banks=tiny.weight_banks + 1, sram_bank_bytes=1024)
+    compiled = compile_graph(graph, config)
+    assert compiled.notes and "pixel-packed" in compiled.notes[0]
+    rom = build_rom(compiled)
+    exported = export_tflite(graph)
+    rng = np.random.default_rng(7)
+    xs = [rng.integers(-128, 128, (6, 16, 3)).astype(np.int8) for _ in range(2)]
+    run = run_die(config, rom, tensors=xs, stall=0.3, progress=False)
+    assert run.loads[0]["model_ok"] == 1 and len(run.frames) == len(xs)
+    for x, frame in zip(xs, run.frames):
+        assert frame.error is None
+        want = golden.execute(rom, config, x)
+        ref = run_reference(exported, [x[None]])
+        for got, g, r in zip(frame.graph_outputs, want, ref):
+            np.testing.assert_array_equal(np.asarray(g).reshape(r.shape), r)
+            np.testing.assert_array_equal(np.asarray(got).reshape(r.shape), r)
+    predicted = predict_cycles(compiled, config)
+    descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
+    assert {"GATHER", "CONV", "ADD", "PRELU", "LUT", "MUL"} <= {d.op for d in descs}
+    assert [cyc for cyc, _ in run.descriptor_counters][:len(descs)] == predicted["descriptors"]
+    assert run.counters["npu_cycles"] == predicted["total"]
