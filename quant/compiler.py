@@ -218,6 +218,8 @@ class _Compiler:
     def temporary(self, layer, name, phys, logical, ppw):
         """A layout-conversion temporary of `layer` (live only at its step)."""
         tmp = f"{name}@{layer.index}:{'tiled' if ppw == 1 else f'ppw{ppw}'}"
+        while tmp in self.phys:
+            tmp += "'"
         self.phys[tmp], self.logical[tmp], self.root[tmp] = phys, logical, tmp
         if ppw > 1:
             self.sp[tmp] = ppw
@@ -259,10 +261,11 @@ class _Compiler:
                                                     for r in range(ppw)], zp)
         return tmp
 
-    def gathers(self, layer, what, x, out, boxes, zo):
+    def gathers(self, layer, what, x, out, boxes, zo, fill=True):
         """GATHER descriptors of `layer` copying the boxes (src (y, x, c), src steps (y, x), size (h, w, c),
-        dst (y, x, c), dst steps) of `x` into `out`, the first filling `out` with its zero point."""
+        dst (y, x, c), dst steps) of `x` into `out`, the first filling `out` with its zero point (if `fill`)."""
         for i, (src, sstep, size, dst, dstep) in enumerate(boxes):
+            i = i if fill else 1
             self.check(what, src_y=(src[0], "u16"), src_x=(src[1], "u16"), src_c=(src[2], "u16"),
                        g_h=(size[0], "u16"), g_w=(size[1], "u16"), g_c=(size[2], "u16"), src_sy=(sstep[0], "u8"),
                        src_sx=(sstep[1], "u8"), dst_sy=(dstep[0], "u8"), dst_sx=(dstep[1], "u8"),
@@ -612,16 +615,62 @@ class _Compiler:
                                            bool(op.opts.get("half_pixel_centers", False)))
         except ValueError as e:
             raise ModelError(f"{what}: {e}") from None
-        row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
-        self.define(out, (oh, ow, c), what)
-        layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0], weight_words=col_block.shape[0],
-                           weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
-        x = self.relayout(layer, x, 1)
-        desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
-                              weight_words=col_block.shape[0], out_zp=zo)
-        self.blocks["params"].append((layer, desc, row_block))
-        self.blocks["dw"].append((layer, desc, col_block))
-        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+        ppw = self.define(out, (oh, ow, c), what, packable=True)
+        if ppw == 1:
+            row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
+            layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0],
+                               weight_words=col_block.shape[0],
+                               weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
+            x = self.relayout(layer, x, 1)
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                                  weight_words=col_block.shape[0], out_zp=zo)
+            self.blocks["params"].append((layer, desc, row_block))
+            self.blocks["dw"].append((layer, desc, col_block))
+            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+            return
+        self.resize_packed(op, x, out, (h, w, c), (oh, ow), ppw, rows, cols, zo)
+
+    def resize_packed(self, op, x, out, hwc, out_hw, ppw, rows, cols, zo):
+        """A RESIZE into a superpixel output, in bands of output rows: for each band and pixel slot j, the RESIZE
+        of output columns j, j + ppw, ... (every ppw-th column table entry) of the band's rows into a small
+        channel-tiled temporary, GATHERed to lanes j*C of those superpixels. A packed input is GATHERed into a
+        channel-tiled temporary one band's input rows at a time (the row table shifted to them)."""
+        what = op.label()
+        (_, w, c), (oh, ow) = hwc, out_hw
+        pi = self.sp.get(x, 1)
+        ocols = ow // ppw
+        target = max(1, _RESIZE_BAND_WORDS // (ocols * _ceil(c, self.cols)))
+        band = max(d for d in range(1, oh + 1) if oh % d == 0 and d <= target)
+        layer = self.layer(op, "RESIZE", [x], out)
+        spans = []
+        for y0 in range(0, oh, band):
+            lo, hi = rows[0][y0:y0 + band], rows[1][y0:y0 + band]
+            r0 = int(min(lo.min(), hi.min())) if pi > 1 else 0
+            spans.append((y0, r0, int(max(lo.max(), hi.max())) + 1 - r0))
+        tmp_out = self.temporary(layer, out, (band, ocols, c), (band, ocols, c), 1)
+        tmp_in = x
+        if pi > 1:
+            n_in = max(n for _, _, n in spans)
+            tmp_in = self.temporary(layer, x, (n_in, w, c), (n_in, w, c), 1)
+        zx = _scalar_quant(self.g, x, what)[1]
+        weight_words = 0
+        for y0, r0, n in spans:
+            if pi > 1:
+                self.gathers(layer, what, x, tmp_in, [((r0, 0, r * c), (1, 1), (n, w // pi, c), (0, r, 0), (1, pi))
+                                                      for r in range(pi)], zx)
+            row_block = fmt.pack_resize_table(rows[0][y0:y0 + band] - r0, rows[1][y0:y0 + band] - r0,
+                                              rows[2][y0:y0 + band], self.wb)
+            for j in range(ppw):
+                col_block = fmt.pack_resize_table(*(t[j::ppw] for t in cols), self.wb)
+                desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                                      weight_words=col_block.shape[0], out_zp=zo)
+                self.blocks["params"].append((layer, desc, row_block))
+                self.blocks["dw"].append((layer, desc, col_block))
+                weight_words += row_block.shape[0] + col_block.shape[0]
+                self.emit(layer, desc, {"in_addr": tmp_in, "out_addr": tmp_out})
+                self.gathers(layer, what, tmp_out, out, [((0, 0, 0), (1, 1), (band, ocols, c), (y0, 0, j * c),
+                                                          (1, 1))], zo, fill=y0 == 0 and j == 0)
+        layer.weight_words, layer.weight_bytes = weight_words, weight_words * self.wb
 
     def gather(self, op):
         """DEPTH_TO_SPACE / SPACE_TO_DEPTH (b*b GATHERs, a channel block each) and STRIDED_SLICE / SLICE (one)."""
@@ -1110,8 +1159,9 @@ def expand_transpose_convs(graph):
 
 # Operators that write the superpixel layout (ADD/SUB/MUL with a constant and the LUT kinds become LUTs).
 _PACK_WRITERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "PRELU", "ZERO_INSERT", "DEPTH_TO_SPACE",
-                 "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", *LUT_OPS)
+                 "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", *LUT_OPS)
 _PLAN_ROUNDS = 40
+_RESIZE_BAND_WORDS = 1024       # activation words of a packed RESIZE's band temporary (about)
 
 
 def _pack_candidates(graph, cols):
