@@ -169,3 +169,24 @@ def test_packed_arith_net_equals_litert():
 
     model = check_packed(net_arith(c=8, hw=(5, 16)))
     assert {d.op for d in model.descriptors} >= {"MUL", "MEAN", "PRELU", "ADD", "GATHER"}
+
+
+@pytest.mark.parametrize("kind,mode", [("RESIZE_BILINEAR", {}), ("RESIZE_BILINEAR", {"half_pixel_centers": True}),
+                                       ("RESIZE_BILINEAR", {"align_corners": True}),
+                                       ("RESIZE_NEAREST_NEIGHBOR", {"half_pixel_centers": True})])
+@pytest.mark.parametrize("packed_input", [False, True])
+def test_packed_resize_equals_litert(kind, mode, packed_input, monkeypatch):
+    """RESIZE into a packed output, from a packed or a channel-tiled input, in bands of output rows (a small
+    band size forces several bands, some input rows read by two of them)."""
+    monkeypatch.setattr(comp, "_RESIZE_BAND_WORDS", 40)
+    n = Net((1, 6, 32, 3), seed=4)
+    a = n.conv(n.input, 8, k=3, out_q=(0.05, -3))
+    b = n.conv(a, 0, k=3, depthwise=True, out_q=(0.06, 2))          # packable (the stem's output is not)
+    r = n.resize(b if packed_input else a, kind, (11, 64), **mode)
+    y = n.conv(r, 4, k=3, out_q=(0.07, 1))
+    graph = n.graph(y)
+    pack = {r, y} | ({b} if packed_input else set())
+    model = check_packed(graph, pack=pack)
+    assert model.tensors[r]["ppw"] == 8 and model.tensors[y]["ppw"] == 16
+    assert model.tensors[b].get("ppw") == (8 if packed_input else None)
+    assert sum(d.op == "RESIZE" for d in model.descriptors) > 8

@@ -5,6 +5,7 @@ descriptor's cycles (the die's counters) equal the analytic model."""
 import numpy as np
 import pytest
 
+from stackcam.quant import compiler as comp
 from stackcam.quant import golden
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.export import export_tflite
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.xdist_group("verilator")
 def packed_net():
     """2-channel tensors (2 pixels per 4-lane word on tiny) and a 1-channel one (4 per word): superpixel CONVs
     from and to both layouts, a depthwise, ADD, PRELU, a LUT, MUL by a repeated 1x1xC, MEAN and MAXPOOL through
-    GATHERed temporaries, a transpose conv whose zero-inserted input is written packed."""
+    GATHERed temporaries, a transpose conv whose zero-inserted input is written packed, a RESIZE from and to
+    packed tensors."""
     n = Net((1, 6, 16, 3), seed=21)
     a = n.conv(n.input, 2, k=3, out_q=(0.05, -1))
     b = n.conv(a, 0, k=3, depthwise=True, out_q=(0.06, 2), act="RELU")
@@ -33,23 +35,16 @@ def packed_net():
     g = n.conv(f, 1, k=3, stride=2, out_q=(0.07, 3))
     h = n.tconv(g, 2, k=2, stride=2, pads=(0, 0), out_q=(0.06, -4))
     m = n.conv(_maxpool(n, f), 4, k=1, out_q=(0.09, 5))
-    return n.graph(h, m)
+    r = n.conv(n.resize(b, "RESIZE_BILINEAR", (9, 32), half_pixel_centers=True), 2, k=1, out_q=(0.05, 1))
+    return n.graph(h, m, r)
 
 
-def test_packed_network_on_the_die_is_bit_exact():
+def _run(config, compiled, graph, xs):
     from stackcam.sim.cyclemodel import predict_cycles
     from stackcam.sim.dierun import run_die
 
-    tiny = preset("tiny")
-    graph = packed_net()
-    assert "pixel-packed" not in " ".join(compile_graph(graph, tiny).notes)      # tiny fits it unpacked
-    config = tiny.with_(name="tiny-small", sram_banks=tiny.weight_banks + 1, sram_bank_bytes=1024)
-    compiled = compile_graph(graph, config)
-    assert compiled.notes and "pixel-packed" in compiled.notes[0]
     rom = build_rom(compiled)
     exported = export_tflite(graph)
-    rng = np.random.default_rng(7)
-    xs = [rng.integers(-128, 128, (6, 16, 3)).astype(np.int8) for _ in range(2)]
     run = run_die(config, rom, tensors=xs, stall=0.3, progress=False)
     assert run.loads[0]["model_ok"] == 1 and len(run.frames) == len(xs)
     for x, frame in zip(xs, run.frames):
@@ -61,6 +56,24 @@ def test_packed_network_on_the_die_is_bit_exact():
             np.testing.assert_array_equal(np.asarray(got).reshape(r.shape), r)
     predicted = predict_cycles(compiled, config)
     descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
-    assert {"GATHER", "CONV", "ADD", "PRELU", "LUT", "MUL"} <= {d.op for d in descs}
     assert [cyc for cyc, _ in run.descriptor_counters][:len(descs)] == predicted["descriptors"]
     assert run.counters["npu_cycles"] == predicted["total"]
+    return {d.op for d in descs}
+
+
+def test_packed_network_on_the_die_is_bit_exact():
+    """The planner's choice on tiny with a 2 KiB activation SRAM, then every candidate packed."""
+    tiny = preset("tiny")
+    graph = packed_net()
+    assert compile_graph(graph, tiny).notes == []                       # tiny fits it unpacked
+    config = tiny.with_(name="tiny-small", sram_banks=tiny.weight_banks + 2, sram_bank_bytes=1024)
+    rng = np.random.default_rng(7)
+    xs = [rng.integers(-128, 128, (6, 16, 3)).astype(np.int8) for _ in range(2)]
+    planned = compile_graph(graph, config)
+    assert planned.notes and "pixel-packed" in planned.notes[0]
+    _run(config, planned, graph, xs[:1])
+    everything = compile_graph(graph, config, pack=comp._pack_candidates(comp.expand_transpose_convs(graph),
+                                                                         config.array_cols))
+    assert "10 narrow tensors stored pixel-packed" in everything.notes[0]
+    ops = _run(config, everything, graph, xs)
+    assert {"GATHER", "CONV", "ADD", "PRELU", "LUT", "MUL", "RESIZE", "MEAN", "MAXPOOL"} <= ops
