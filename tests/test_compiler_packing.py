@@ -190,3 +190,16 @@ def test_packed_resize_equals_litert(kind, mode, packed_input, monkeypatch):
     assert model.tensors[r]["ppw"] == 8 and model.tensors[y]["ppw"] == 16
     assert model.tensors[b].get("ppw") == (8 if packed_input else None)
     assert sum(d.op == "RESIZE" for d in model.descriptors) > 8
+
+
+def test_compile_report_says_what_was_packed():
+    from stackcam.quant.report import totals_text
+
+    n = Net((1, 4, 64, 3), seed=8)
+    a = n.conv(n.input, 8, k=3, out_q=(0.05, 0))
+    y = n.conv(a, 1, k=3, out_q=(0.05, 1))
+    model = compile_graph(n.graph(y), IMX, pack={y})
+    lines = totals_text(model)
+    assert sum("pixel-packed" in line for line in lines) == 2      # the planner's note, the die output's layout
+    assert any(line.startswith("die output:") and "64 pixels per word" in line for line in lines)
+    assert model.io["die_outputs"][0]["ppw"] == 64 and model.io["die_outputs"][0]["hwc"] == [4, 1, 64]
