@@ -203,3 +203,26 @@ def test_compile_report_says_what_was_packed():
     assert sum("pixel-packed" in line for line in lines) == 2      # the planner's note, the die output's layout
     assert any(line.startswith("die output:") and "64 pixels per word" in line for line in lines)
     assert model.io["die_outputs"][0]["ppw"] == 64 and model.io["die_outputs"][0]["hwc"] == [4, 1, 64]
+
+
+@pytest.mark.parametrize("member", ["holistic_landmark/hand_recrop", "selfie_segmentation/selfie_segmentation"])
+def test_published_models_fit_imx500_packed_and_equal_builtin_ref(member, tmp_path):
+    """Two mediapipe 0.10.14 models whose activations only fit imx500 packed (tools/models.py runs all 14)."""
+    import zipfile
+
+    from stackcam.cli.models import prepare_model
+    from tests.mediapipe_wheel import mediapipe_wheel
+
+    path = tmp_path / f"{member.split('/')[1]}.tflite"
+    with zipfile.ZipFile(mediapipe_wheel()) as z:
+        path.write_bytes(z.read(f"mediapipe/modules/{member}.tflite"))
+    prepared = prepare_model(str(path), IMX, calib_photos=True)
+    assert prepared.compiled.notes and "pixel-packed" in prepared.compiled.notes[0]
+    exported = export_tflite(prepared.graph)
+    shape = prepared.graph.tensors[prepared.graph.inputs[0]].shape
+    x = np.random.default_rng(9).integers(-128, 128, shape).astype(np.int8)
+    want = run_reference(exported, [x])
+    got = golden.execute(prepared.rom, IMX, x[0])
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert int(np.count_nonzero(np.asarray(g).reshape(w.shape) != w)) == 0
