@@ -1160,6 +1160,7 @@ def expand_transpose_convs(graph):
 # Operators that write the superpixel layout (ADD/SUB/MUL with a constant and the LUT kinds become LUTs).
 _PACK_WRITERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "PRELU", "ZERO_INSERT", "DEPTH_TO_SPACE",
                  "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", *LUT_OPS)
+_PACK_READERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "PRELU", *LUT_OPS)
 _PLAN_ROUNDS = 40
 _RESIZE_BAND_WORDS = 1024       # activation words of a packed RESIZE's band temporary (about)
 
@@ -1216,8 +1217,11 @@ def compile_graph(graph, config, pack=None):
             except _NoFit as e:
                 if candidates is None:
                     candidates = _pack_candidates(g, config.array_cols)
+                    consumers = g.consumers()
+                    native = {n for n in candidates if all(u.kind in _PACK_READERS for u in consumers.get(n, []))}
                 saved, added = 0, False
-                for names in e.live:
+                # Tensors whose readers all take the packed layout first (no GATHERed copies), largest first.
+                for names in sorted(e.live, key=lambda names: not any(n in native for n in names)):
                     new = [n for n in names if n in candidates and n not in pack]
                     if not new:
                         continue
