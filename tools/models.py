@@ -137,6 +137,8 @@ def check_model(name, data, config, photos, workdir):
                weight_sram_bytes=compiled.weight_bytes, act_sram_bytes=compiled.act_bytes,
                sram_bytes=compiled.weight_bytes + compiled.act_bytes, macs=compiled.macs,
                npu_cycles=sum(layer.cycles for layer in compiled.layers), descriptors=len(compiled.descriptors),
+               packed_tensors=sorted(n for n, t in compiled.tensors.items() if t.get("ppw") and "@" not in n),
+               notes=list(compiled.notes),
                host_ops=[op["kind"] for op in compiled.io["host"]["ops"]])
     exported = export_tflite(prepared.graph)
     io = compiled.io
@@ -179,7 +181,9 @@ def _table(rows):
     for r in rows:
         ops = sum(r["operators"].values())
         if r["compiles"]:
-            lines.append((r["model"], str(ops), "yes", f"{r['sram_bytes'] / 1024:,.0f}",
+            packed = len(r.get("packed_tensors", []))
+            lines.append((r["model"], str(ops), f"yes ({packed} packed)" if packed else "yes",
+                          f"{r['sram_bytes'] / 1024:,.0f}",
                           "yes" if r["bit_exact"] else f"NO ({r['mismatched']})",
                           "-" if r["float_cosine"] is None else f"{r['float_cosine']:.4f}", ""))
         else:
