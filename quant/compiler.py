@@ -410,37 +410,63 @@ class _Compiler:
             layer.op = "CONV"
         if packed:
             die_op = "CONV"
-            block = fmt.pack_im2col_weights(weights, self.rows, self.cols)
             tile_words = _ceil(kh * kw * c, self.cols)
         elif depthwise:
             die_op = "DWCONV"
-            block = fmt.pack_dw_weights(weights[0], self.rows, self.cols)
             tile_words = _ceil(kh * kw, self.rows)
         else:
             die_op = "CONV"
-            block = fmt.pack_conv_weights(weights, self.rows, self.cols)
             tile_words = kh * kw * _ceil(weights.shape[3], self.cols)
         oc_phys = weights.shape[0] if not depthwise else oc
-        params = fmt.pack_fc_params(bias, scale, self.rows, self.cols) if fc else \
-            fmt.pack_params(bias, mult, shift, self.rows, self.cols)
         layer.macs, layer.weights = logical_macs, int(np.asarray(self.g.tensor(w_name).data).size)
-        layer.weight_words, layer.param_words = block.shape[0], params.shape[0]
-        layer.weight_bytes = (block.shape[0] + params.shape[0]) * self.wb
-        desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kh, kernel_w=kw, stride_h=stride[0],
-                              stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
-                              pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
-                              in_zp=-p["input_offset"], out_zp=p["output_zero_point"], act_min=p["act_min"],
-                              act_max=p["act_max"], oc_tiles=0 if depthwise else _ceil(oc_phys, self.rows),
-                              tile_words=tile_words, macs=logical_macs)
-        self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(tile_words, "u16"))
-        self.blocks["params"].append((layer, desc, params))
-        self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
-        self.emit(layer, desc, {"in_addr": x_name, "out_addr": out_name})
-        if fc:
-            desc.flags |= fmt.FCSCALE
-        if packed:
-            desc.flags |= fmt.PACKED
-            desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
+        layer.weight_words, layer.param_words = 0, 0
+        # The conv engine's parameter buffer holds `max_channels` output channels: a wider CONV (a 1404-landmark
+        # head) runs as several descriptors over slices of its output channels, each into a channel-tiled
+        # temporary GATHERed into place; a wider DWCONV also reads its slice of the input from a GATHERed
+        # temporary (a slice of a channel-tiled tensor is not one in place).
+        limit = _ceil(self.cfg.max_channels, self.cols) * self.cols
+        chunks = [(0, oc_phys, out_name, x_name)]
+        if oc_phys > limit:
+            chunks = []
+            for k0 in range(0, oc_phys, limit):
+                n = min(limit, oc_phys - k0)
+                source = x_name
+                if depthwise:
+                    source = self.temporary(layer, x_name, (h, w, n), (h, w, n), 1)
+                    self.gathers(layer, what, x_name, source, [((0, 0, k0), (1, 1), (h, w, n), (0, 0, 0), (1, 1))],
+                                 -p["input_offset"], fill=False)
+                chunks.append((k0, k0 + n, self.temporary(layer, out_name, (oh, ow, n), (oh, ow, n), 1), source))
+        for k0, k1, target, source in chunks:
+            if depthwise:
+                block = fmt.pack_dw_weights(weights[0][..., k0:k1], self.rows, self.cols)
+            elif packed:
+                block = fmt.pack_im2col_weights(weights[k0:k1], self.rows, self.cols)
+            else:
+                block = fmt.pack_conv_weights(weights[k0:k1], self.rows, self.cols)
+            params = fmt.pack_fc_params(bias[k0:k1], scale[k0:k1], self.rows, self.cols) if fc else \
+                fmt.pack_params(bias[k0:k1], mult[k0:k1], shift[k0:k1], self.rows, self.cols)
+            layer.weight_words += block.shape[0]
+            layer.param_words += params.shape[0]
+            part_macs = logical_macs * (k1 - k0) // oc_phys if len(chunks) > 1 else logical_macs
+            desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kh, kernel_w=kw, stride_h=stride[0],
+                                  stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
+                                  pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
+                                  in_zp=-p["input_offset"], out_zp=p["output_zero_point"], act_min=p["act_min"],
+                                  act_max=p["act_max"], oc_tiles=0 if depthwise else _ceil(k1 - k0, self.rows),
+                                  tile_words=tile_words, macs=part_macs)
+            self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(tile_words, "u16"))
+            self.blocks["params"].append((layer, desc, params))
+            self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
+            self.emit(layer, desc, {"in_addr": source, "out_addr": target})
+            if fc:
+                desc.flags |= fmt.FCSCALE
+            if packed:
+                desc.flags |= fmt.PACKED
+                desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
+        layer.weight_bytes = (layer.weight_words + layer.param_words) * self.wb
+        for k0, k1, target, _ in (chunks if len(chunks) > 1 else []):
+            self.gathers(layer, what, target, out_name, [((0, 0, 0), (1, 1), (oh, ow, k1 - k0), (0, 0, k0), (1, 1))],
+                         p["output_zero_point"], fill=False)
 
     def scalar_operand(self, op):
         """An ADD/SUB/MUL of an activation and one constant value (a table, LUT)."""
