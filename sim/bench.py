@@ -124,7 +124,8 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     from stackcam.quant.timing import program_activity
 
     from .area import AreaError, area_estimate
-    from .energy import energy_report, measured_activity, plot_breakdown
+    from .cyclemodel import predict_bank_activity
+    from .energy import bank_activity, energy_report, measured_activity, plot_banks, plot_breakdown
     from .metadata import frame_bytes
     compiled = prepared.compiled
     measured = measured_activity(run.descriptor_counters, run.descriptor_activity)
@@ -140,7 +141,8 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     e = energy_report(config, compiled, node=node, activity=measured, cycles=run.counters["npu_cycles"],
                       descriptor_cycles=[c for c, _ in run.descriptor_counters][:len(measured)],
                       gates=area["gates"], output_bytes=sum(h * w * c for h, w, c in shapes), csi2_bytes=meta,
-                      raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom))
+                      raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom),
+                      banks=run.bank_counters)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     png = Path(out_dir) / f"{name}_energy.png"
     plot_breakdown(e, png, f"{name} on {config.name}: energy per inference ({e['node']})")
@@ -148,11 +150,20 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
         f"{e['tops_per_w']:.2f} TOPS/W; die {e['frame']['die_mw']:.1f} mW at {config.frame_rate:g} fps "
         f"(IMX500 published 4.97 TOPS/W, {e['published']['imx500_isscc2021']['mobilenet_v1_mj']:.3f} mJ; "
         f"CamJ 2.50 mJ); wrote {png}")
+    banks_png = Path(out_dir) / f"{name}_banks.png"
+    plot_banks(e, banks_png, f"{name} on {config.name}")
+    bank_model = predict_bank_activity(config, compiled.descriptors)
+    banks_equal = all(run.bank_counters[k] == bank_model[k] for k in ("act_reads", "act_write_bytes", "weight_reads"))
+    log(f"  SRAM banks: per-bank counts of the die {'equal' if banks_equal else 'DIFFER FROM'} the analytic "
+        f"model's; wrote {banks_png}")
     if "mm2" in area:
         log(f"  area ({node}): {area['mm2']:.2f} mm^2 (logic {area['logic_mm2']:.2f}, SRAM {area['sram_mm2']:.2f}; "
             f"{area['basis']})")
+    per_bank = bank_activity(config, run.bank_counters)
     return {"energy": e, "area": area, "activity": {"rtl_equals_model": measured == predicted,
-                                      "rtl_total": e["activity_total"]}}
+                                                    "rtl_total": e["activity_total"], **per_bank,
+                                                    "banks_rtl_equals_model": banks_equal,
+                                                    "banks_unmodelled_descriptors": bank_model["unmodelled"]}}
 
 
 def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):

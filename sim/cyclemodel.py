@@ -1,13 +1,206 @@
 """Analytic cycle model of the NPU: each descriptor's cycles from the engines' cycle formulas (`quant.timing`),
 plus the sequencer's fetch and decode, for any configuration, in well under a second. The benchmark prints it
-next to the RTL; tests/test_cyclemodel.py holds it to the die's per-descriptor counters, to the cycle."""
+next to the RTL; tests/test_cyclemodel.py holds it to the die's per-descriptor counters, to the cycle.
 
-from stackcam.quant.timing import program_cycles, sequencer_overhead
+`predict_bank_activity` is the per-bank side of the activity model: the SRAM words each descriptor's engine
+reads and the bytes it writes, placed at their word addresses (the address walks of the engines, as multiplicities
+per word), summed per bank. It equals the die's per-bank counters (`rtl.npu.core.BANK_COUNTERS`)."""
 
-__all__ = ["predict_cycles", "sequencer_overhead"]
+import numpy as np
+
+from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED
+from stackcam.quant.romimage import NOT_LOADED, load_rom
+from stackcam.quant.timing import lut_row_bytes, program_cycles, sequencer_overhead
+
+__all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "BANK_MODEL_OPS"]
+
+# Descriptor kinds whose SRAM addresses the per-bank model places (the others: `predict_bank_activity` says so).
+BANK_MODEL_OPS = ("CONV", "DWCONV", "ADD", "MAXPOOL", "AVGPOOL", "COPY", "LUT")
 
 
 def predict_cycles(compiled, config):
     """{"descriptors": [cycles of each descriptor as the die's per-descriptor counter reports it], "layers":
     {layer index: cycles}, "total": cycles of the whole run as the die's npu_cycles counter reports it}."""
     return program_cycles(config, compiled.descriptors)
+
+
+def _axis_mult(size, k, stride, pad, n):
+    """How often each of `size` input positions is a window tap of the `n` outputs (taps in the padding not)."""
+    m = np.zeros(size, dtype=np.int64)
+    for o in range(n):
+        lo, hi = o * stride - pad, o * stride - pad + k
+        m[max(0, lo):min(size, hi)] += 1
+    return m
+
+
+def _walk_col_mult(desc, dw_sets, array_rows):
+    """`ConvDepthwiseWalk`: how often each input column is read per (output row, tap row): once per pass whose
+    padded columns include it (the passes of `quant.timing._dw_walk_counts`)."""
+    d = desc
+    ns = min(dw_sets, array_rows)
+    kw, sw = d.kernel_w, d.stride_w
+    last_col = (d.out_w - 1) * sw + kw - 1
+    if kw <= ns * sw:
+        passes = [(0, last_col)]
+    else:
+        passes = [(o0 * sw, min(last_col, o0 * sw + (ns - 1) * sw + kw - 1)) for o0 in range(0, d.out_w, ns)]
+    m = np.zeros(d.in_w, dtype=np.int64)
+    for c0, c1 in passes:
+        m[max(0, c0 - d.pad_left):max(0, min(d.in_w, c1 - d.pad_left + 1))] += 1
+    return m
+
+
+class _Counts:
+    def __init__(self, config):
+        self.act_reads = np.zeros(config.act_words, dtype=np.int64)
+        self.act_wbytes = np.zeros(config.act_words, dtype=np.int64)
+        self.w_reads = np.zeros(config.weight_words, dtype=np.int64)
+
+    @staticmethod
+    def add(arr, base, values):
+        values = np.asarray(values, dtype=np.int64).ravel()
+        if base < 0 or base + len(values) > len(arr):
+            raise ValueError(f"words {base}..{base + len(values) - 1} outside the SRAM's {len(arr)}")
+        arr[base:base + len(values)] += values
+
+    def tensor(self, arr, base, my, mx, ct, per_tile=None):
+        """Words of an H x W x CT channel-tiled tensor at `base`, word (y, x, t) counted my[y] * mx[x] * per_tile[t]."""
+        pt = np.ones(ct, dtype=np.int64) if per_tile is None else np.asarray(per_tile, dtype=np.int64)
+        self.add(arr, base, my[:, None, None] * mx[None, :, None] * pt[None, None, :])
+
+
+def _im2col_words(desc, im2col_pixels):
+    """Word offsets (from in_addr) of the activation words `ConvIm2colGatherer` reads, one entry per read (the
+    walk of `quant.timing._im2col_reads`)."""
+    d = desc
+    wby = d.in_ppw * d.in_c
+    in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
+    out = []
+    for oy in range(d.out_h):
+        for ox0 in range(0, d.out_w, im2col_pixels):
+            gv = min(im2col_pixels, d.out_w - ox0)
+            u = rowbytes + (gv - 1) * step_b
+            ix0b = (ox0 * d.stride_w - d.pad_left) * d.in_c
+            kxa, kxb = max(0, -ix0b), in_row_b - ix0b
+            spans = [(max(kxa, g * step_b), min(kxb, g * step_b + rowbytes)) for g in range(gv)]
+            spans = [(lo, hi) for lo, hi in spans if lo < hi]
+            for ky in range(d.kernel_h):
+                iy = oy * d.stride_h - d.pad_top + ky
+                if not 0 <= iy < d.in_h or not spans:
+                    continue
+                origin = iy * in_row_b + ix0b
+                word, cb, kxs = origin // wby, origin % wby, 0
+                while True:
+                    room = wby - cb
+                    nb = min(u - kxs, room)
+                    if any(lo < kxs + nb and hi > kxs for lo, hi in spans):
+                        out.append(word)
+                    if u - kxs <= room:
+                        break
+                    kxs, cb, word = kxs + room, 0, word + 1
+    return out
+
+
+def _descriptor_banks(config, d, c):
+    """Adds descriptor `d`'s engine accesses to the per-word counts `c`; False for a kind not modelled."""
+    op = {v: k for k, v in OPCODES.items()}.get(d.opcode)
+    cols, rows = config.array_cols, config.array_rows
+    words = d.out_h * d.out_w * d.out_ct
+    if op not in BANK_MODEL_OPS:
+        return False
+    # Every output word written whole (COPY: its fill, then the copied bytes).
+    if op != "COPY" or d.flags & FILL:
+        c.add(c.act_wbytes, d.out_addr, np.full(words, cols))
+    my = _axis_mult(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
+    mx = _axis_mult(d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.out_w)
+    pixels = d.out_h * d.out_w
+    if op in ("CONV", "DWCONV"):
+        c.add(c.w_reads, d.param_addr, np.ones(d.param_words))           # the parameter records, once
+        taps = d.kernel_h * d.kernel_w
+        if op == "DWCONV" and taps > config.dw_taps:
+            # One tap per issue; the tile's weight word k holds taps k*rows .. k*rows + rows - 1.
+            c.tensor(c.act_reads, d.in_addr, my, mx, d.out_ct)
+            per_word = [min(rows, taps - k * rows) for k in range(d.tile_words)]
+            c.add(c.w_reads, d.weight_addr, pixels * np.tile(per_word, d.out_ct))
+        elif op == "DWCONV":
+            mxw = _walk_col_mult(d, config.dw_sets, rows)
+            c.tensor(c.act_reads, d.in_addr, my, mxw, d.out_ct)
+            c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
+        elif d.flags & PACKED:
+            offs = _im2col_words(d, config.im2col_pixels)
+            # Gathered once per pixel group, fed from the buffers to every oc tile.
+            np.add.at(c.act_reads, d.in_addr + np.asarray(offs, dtype=np.int64), 1)
+            c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.in_ct, pixels))
+        else:
+            c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, np.full(d.in_ct, d.oc_tiles))
+            c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.tile_words, pixels))
+        return True
+    if op == "ADD":
+        c.add(c.act_reads, d.in_addr, np.ones(words))
+        if (d.in2_h, d.in2_w, d.in2_c) == (d.out_h, d.out_w, d.out_c):
+            c.add(c.act_reads, d.in2_addr, np.ones(words))
+        elif d.in2_c == d.out_c:                                           # 1 x 1 x C: a word per channel tile
+            c.add(c.act_reads, d.in2_addr, np.full(d.out_ct, pixels))
+        else:                                                              # 1 x 1 x 1
+            c.add(c.act_reads, d.in2_addr, [words])
+        return True
+    if op in ("MAXPOOL", "AVGPOOL"):
+        c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct)
+        return True
+    if op == "LUT":
+        c.add(c.act_reads, d.in_addr, np.ones(words))
+        rb = lut_row_bytes(config)
+        per_word = config.weight_word_bytes // rb
+        np.add.at(c.w_reads, d.param_addr + np.arange(256 // rb) // per_word, 1)
+        return True
+    # COPY: each input word read once; each input pixel's bytes land in output channels copy_c .. + in_c.
+    c.add(c.act_reads, d.in_addr, np.ones(d.in_h * d.in_w * d.in_ct))
+    ch = np.arange(d.copy_c, d.copy_c + d.in_c)
+    tile_bytes = np.bincount(ch // cols, minlength=d.out_ct)[:d.out_ct]
+    ys, xs = np.meshgrid(np.arange(d.in_h) + d.copy_y, np.arange(d.in_w) + d.copy_x, indexing="ij")
+    pix = (ys * d.out_w + xs).ravel() * d.out_ct
+    idx = d.out_addr + pix[:, None] + np.arange(d.out_ct)[None, :]
+    np.add.at(c.act_wbytes, idx.ravel(), np.tile(tile_bytes, len(pix)))
+    return True
+
+
+def _per_bank(arr, words_per_bank, banks):
+    return np.pad(arr, (0, banks * words_per_bank - len(arr))).reshape(banks, words_per_bank).sum(axis=1)
+
+
+def predict_bank_activity(config, descriptors):
+    """Per-bank SRAM activity of one run of `descriptors` (the program, END included) as the die's per-bank
+    counters report it: {"act_reads": [activation words read per bank], "act_write_bytes": [bytes written per
+    bank], "weight_reads": [weight words read per bank, the sequencer's descriptor fetches included],
+    "unmodelled": [indices of descriptors of a kind the model does not place (not in `BANK_MODEL_OPS`): the
+    counts then lack their accesses]}. Sums over banks equal `quant.timing.program_activity`'s totals."""
+    c = _Counts(config)
+    unmodelled = []
+    for i, d in enumerate(descriptors):
+        if d.opcode == OPCODES["END"]:
+            continue
+        if not _descriptor_banks(config, d, c):
+            unmodelled.append(i)
+    # The sequencer reads each descriptor's words (several descriptors per word when the word holds them).
+    wb = config.weight_word_bytes
+    if wb >= DESCRIPTOR_BYTES:
+        np.add.at(c.w_reads, np.arange(len(descriptors)) // (wb // DESCRIPTOR_BYTES), 1)
+    else:
+        c.add(c.w_reads, 0, np.ones(len(descriptors) * (DESCRIPTOR_BYTES // wb)))
+    act_wpb = config.sram_bank_bytes // config.array_cols
+    w_wpb = config.sram_bank_bytes // wb
+    return {"act_reads": [int(v) for v in _per_bank(c.act_reads, act_wpb, config.act_banks)],
+            "act_write_bytes": [int(v) for v in _per_bank(c.act_wbytes, act_wpb, config.act_banks)],
+            "weight_reads": [int(v) for v in _per_bank(c.w_reads, w_wpb, config.weight_banks)],
+            "unmodelled": unmodelled}
+
+
+def predict_load_banks(config, rom):
+    """Weight words the model loader writes per weight bank for the ROM image `rom` (bytes): each loaded
+    section's words from its load word (`quant.romimage`)."""
+    img = load_rom(rom, config)
+    w = np.zeros(config.weight_words, dtype=np.int64)
+    for sec in img.sections.values():
+        if sec["load_word"] != NOT_LOADED and sec["words"]:
+            w[sec["load_word"]:sec["load_word"] + sec["words"]] += 1
+    return [int(v) for v in _per_bank(w, config.sram_bank_bytes // config.weight_word_bytes, config.weight_banks)]

@@ -15,7 +15,7 @@ from stackcam.quant.program import OPCODES
 from stackcam.quant.timing import ACTIVITY_KEYS, program_activity, program_cycles
 
 __all__ = ["EnergyError", "Technology", "TECHNOLOGIES", "technology", "PUBLISHED", "energy_report",
-           "measured_activity", "plot_breakdown", "COMPONENTS", "engine_cycles"]
+           "measured_activity", "plot_breakdown", "COMPONENTS", "engine_cycles", "bank_activity", "plot_banks"]
 
 
 class EnergyError(StackcamError, ValueError):
@@ -165,6 +165,43 @@ def measured_activity(descriptor_counters, descriptor_activity):
     return [dict(a, mac_cycles=mc) for (_, mc), a in zip(descriptor_counters, descriptor_activity)]
 
 
+def bank_activity(config, counters):
+    """Per-bank SRAM bytes from per-bank counts (the die's `DieRun.bank_counters`, or
+    `sim.cyclemodel.predict_bank_activity`): {"act_sram_banks": [{bank, read_bytes, write_bytes}], "weight_sram_banks":
+    [{bank, read_bytes, load_bytes}]}; `load_bytes` are the loader's writes (once per model load, not per run;
+    None when `counters` has no "weight_writes")."""
+    need = {"act_reads": config.act_banks, "act_write_bytes": config.act_banks, "weight_reads": config.weight_banks}
+    if "weight_writes" in counters:
+        need["weight_writes"] = config.weight_banks
+    for k, n in need.items():
+        v = counters.get(k)
+        if not (isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and x >= 0 for x in v)):
+            raise EnergyError(f"per-bank counts {k!r} must be {n} non-negative integers (one per bank)")
+    C, WB = config.array_cols, config.weight_word_bytes
+    loads = counters.get("weight_writes")
+    return {
+        "act_sram_banks": [{"bank": b, "read_bytes": r * C, "write_bytes": w}
+                           for b, (r, w) in enumerate(zip(counters["act_reads"], counters["act_write_bytes"]))],
+        "weight_sram_banks": [{"bank": b, "read_bytes": r * WB, "load_bytes": None if loads is None else loads[b] * WB}
+                              for b, r in enumerate(counters["weight_reads"])],
+    }
+
+
+def _bank_energy(config, tech, banks, source):
+    """The per-bank part of the report: bytes and energy (uJ) per bank of each SRAM, every bank a macro of
+    sram_bank_bytes at its per-byte energy."""
+    e = tech.sram_pj_per_byte(config.sram_bank_bytes)
+    act = [dict(b, uj=(b["read_bytes"] + b["write_bytes"]) * e * 1e-6) for b in banks["act_sram_banks"]]
+    wgt = [dict(b, uj=b["read_bytes"] * e * 1e-6,
+                load_uj=None if b["load_bytes"] is None else b["load_bytes"] * e * 1e-6)
+           for b in banks["weight_sram_banks"]]
+    return {"source": source, "sram_pj_per_byte": e, "macro_bytes": config.sram_bank_bytes,
+            "act_sram_banks": act, "weight_sram_banks": wgt,
+            "act_sram_uj": sum(b["uj"] for b in act), "weight_sram_uj": sum(b["uj"] for b in wgt),
+            "note": "per run (sequencer descriptor fetches in weight reads); load_bytes: the loader's writes, "
+                    "once per model load"}
+
+
 def _layer_useful_macs(compiled):
     return {layer.index: int(layer.macs) for layer in compiled.layers}
 
@@ -186,7 +223,7 @@ def engine_cycles(config, compiled, descriptor_cycles, activity, total):
 
 
 def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, gates=None, output_bytes=None,
-                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None):
+                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None, banks=None):
     """Energy of one inference and one frame of `compiled` (a `quant.compiler` result) on `config`.
 
     `activity`: per-descriptor counts (`ACTIVITY_KEYS`, the die's counters through `measured_activity`), default
@@ -194,7 +231,10 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     gates of the logic for leakage (default: none counted); `output_bytes`: bytes of the die's output tensors;
     `csi2_bytes` / `raw10_frame_bytes`: CSI-2 bytes of a metadata-mode frame and of an image-mode frame (the
     link comparison); `rom_bytes`: the weight ROM image the loader writes into the SRAM once per model (reported
-    apart: not per frame). Energies in the report are in uJ unless named otherwise.
+    apart: not per frame); `banks`: the die's per-bank counters (`DieRun.bank_counters`), default the analytic
+    model's (`sim.cyclemodel.predict_bank_activity`), reported per bank under "banks" (bytes and energy; their
+    sum is the act_sram + weight_sram + sequencer energy when they equal the model). Energies in the report are in
+    uJ unless named otherwise.
     """
     tech = technology(node)
     descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
@@ -280,6 +320,11 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     pixel_pj = config.frame_width * config.frame_height * tech.pixel_pj
     idle_leak_pj = leak_w * max(0.0, frame_period - seconds) * 1e12
     die_frame_pj = inference_pj + idle_leak_pj + link_pj
+    if banks is None:
+        from .cyclemodel import predict_bank_activity
+        banks, bank_source = predict_bank_activity(config, compiled.descriptors), "analytic model (sim.cyclemodel)"
+    else:
+        bank_source = "RTL per-bank counters"
     report = {
         "node": node, "vdd": tech.vdd, "activity_source": source, "cycles": int(cycles),
         "inference_ms": seconds * 1e3, "macs": int(total_macs),
@@ -308,6 +353,7 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
         "loader": {"rom_bytes": rom_bytes, "uj_once": (rom_bytes or 0) * e_sram * 1e-6,
                    "note": "the ROM image written into the SRAM once per model load, not per frame"},
         "engine_cycles": engine_cycles(config, compiled, descriptor_cycles, activity, cycles),
+        "banks": _bank_energy(config, tech, bank_activity(config, banks), bank_source),
         "layers": rows,
         "camj_style": _camj_style(config, cycles),
         "published": PUBLISHED,
@@ -324,6 +370,8 @@ ASSUMPTIONS = [
     "idle_slot_fraction of that (gated lanes).",
     "SRAM: every access costs the per-byte energy of one macro of sram_bank_bytes (reads = writes), whatever the "
     "word width: a word wider than a macro is read from several macros in parallel.",
+    "SRAM banks: the per-bank bytes are the die's per-bank counters at the SRAM ports (or the analytic model's, "
+    "placed by address); each bank is charged as one macro of sram_bank_bytes.",
     "Weights are read from the weight SRAM on every issue (the RTL keeps no weight reuse in registers): the "
     "weight word of rows x cols bytes is charged every MAC-array cycle.",
     "Requantization and the vector engine: one 32x32 multiply per output byte.",
@@ -358,6 +406,39 @@ def _camj_style(config, cycles):
     mj = cycles * config.macs_per_cycle * PUBLISHED["camj_imx500"]["pj_per_mac"] * 1e-9
     return {"mj": mj, "pj_per_mac": PUBLISHED["camj_imx500"]["pj_per_mac"],
             "note": "cycles x macs_per_cycle x 0.30 pJ"}
+
+
+def plot_banks(report, path, title=""):
+    """Bar chart of the SRAM bytes per bank of a run: activation banks (read, written) and weight banks (read, and
+    the loader's writes when known), with each bank's energy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    b = report["banks"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for ax, key, series, label in (
+            (axes[0], "act_sram_banks", (("read_bytes", "read"), ("write_bytes", "written")), "activation SRAM"),
+            (axes[1], "weight_sram_banks", (("read_bytes", "read"), ("load_bytes", "loaded (once per model)")),
+             "weight SRAM")):
+        rows = b[key]
+        x = np.arange(len(rows))
+        series = [(k, n) for k, n in series if all(r[k] is not None for r in rows)]
+        width = 0.8 / max(1, len(series))
+        for i, (k, name) in enumerate(series):
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, [r[k] / 1024 for r in rows], width, label=name)
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(r["bank"]) for r in rows], fontsize=7 if len(rows) <= 32 else 5)
+        ax.set_xlabel("bank")
+        ax.set_ylabel("KiB")
+        uj = b["act_sram_uj" if key == "act_sram_banks" else "weight_sram_uj"]
+        ax.set_title(f"{label}: {len(rows)} banks of {b['macro_bytes'] // 1024} KiB, {uj:.2f} uJ per run "
+                     f"({b['sram_pj_per_byte']:.2f} pJ/B)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle((title + "\n" if title else "") + f"per-bank SRAM traffic ({b['source']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_breakdown(report, path, title=""):
