@@ -8,14 +8,15 @@ per word), summed per bank. It equals the die's per-bank counters (`rtl.npu.core
 
 import numpy as np
 
-from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED
+from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESIZE_ENTRY_BYTES
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import lut_row_bytes, program_cycles, sequencer_overhead
 
 __all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "BANK_MODEL_OPS"]
 
 # Descriptor kinds whose SRAM addresses the per-bank model places (the others: `predict_bank_activity` says so).
-BANK_MODEL_OPS = ("CONV", "DWCONV", "ADD", "MAXPOOL", "AVGPOOL", "COPY", "LUT")
+BANK_MODEL_OPS = ("CONV", "DWCONV", "ADD", "MUL", "MAXPOOL", "AVGPOOL", "MEAN", "COPY", "GATHER", "LUT", "PRELU",
+                  "RESIZE")
 
 
 def predict_cycles(compiled, config):
@@ -101,19 +102,48 @@ def _im2col_words(desc, im2col_pixels):
     return out
 
 
-def _descriptor_banks(config, d, c):
-    """Adds descriptor `d`'s engine accesses to the per-word counts `c`; False for a kind not modelled."""
+def _box_copy(c, d, cols, src, box, dst_step):
+    """COPY / GATHER (`rtl.npu.vector` `_copy_step`): per box pixel, the source words its channels span (read
+    once each) and its bytes written into the output words of channels copy_c .. copy_c + box channels."""
+    (sy0, sx0, sc0), (sy, sx) = src
+    gh, gw, gc = box
+    dy, dx = dst_step
+    nin = (sc0 % cols + gc - 1) // cols + 1
+    ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+    first = ((sy0 + ys * sy) * d.in_w + sx0 + xs * sx).ravel() * d.in_ct + sc0 // cols
+    np.add.at(c.act_reads, d.in_addr + (first[:, None] + np.arange(nin)[None, :]).ravel(), 1)
+    tile_bytes = np.bincount(np.arange(d.copy_c, d.copy_c + gc) // cols, minlength=d.out_ct)[:d.out_ct]
+    pix = ((d.copy_y + ys * dy) * d.out_w + d.copy_x + xs * dx).ravel() * d.out_ct
+    idx = d.out_addr + pix[:, None] + np.arange(d.out_ct)[None, :]
+    np.add.at(c.act_wbytes, idx.ravel(), np.tile(tile_bytes, len(pix)))
+
+
+def _resize_entries(weights, word, n, wb):
+    """(lo, hi) of the first `n` entries of the RESIZE table at weight word `word` (a byte stream)."""
+    raw = weights[word:word + -(-n * RESIZE_ENTRY_BYTES // wb)].reshape(-1)[:n * RESIZE_ENTRY_BYTES]
+    e = raw.reshape(n, RESIZE_ENTRY_BYTES).astype(np.int64)
+    return e[:, 0] | e[:, 1] << 8, e[:, 2] | e[:, 3] << 8
+
+
+def _descriptor_banks(config, d, c, weights=None):
+    """Adds descriptor `d`'s engine accesses to the per-word counts `c`; False for a kind not modelled (RESIZE
+    without the weight SRAM's tables, unless its whole input is in one bank)."""
     op = {v: k for k, v in OPCODES.items()}.get(d.opcode)
-    cols, rows = config.array_cols, config.array_rows
+    cols, rows, wb = config.array_cols, config.array_rows, config.weight_word_bytes
     words = d.out_h * d.out_w * d.out_ct
     if op not in BANK_MODEL_OPS:
         return False
-    # Every output word written whole (COPY: its fill, then the copied bytes).
-    if op != "COPY" or d.flags & FILL:
+    pixels = d.out_h * d.out_w
+    if op == "RESIZE":
+        in_words = d.in_h * d.in_w * d.in_ct
+        wpb = config.sram_bank_bytes // cols
+        if weights is None and d.in_addr // wpb != (d.in_addr + in_words - 1) // wpb:
+            return False
+    # Every output word written whole (COPY, GATHER: their fill, then the copied bytes).
+    if op not in ("COPY", "GATHER") or d.flags & FILL:
         c.add(c.act_wbytes, d.out_addr, np.full(words, cols))
     my = _axis_mult(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
     mx = _axis_mult(d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.out_w)
-    pixels = d.out_h * d.out_w
     if op in ("CONV", "DWCONV"):
         c.add(c.w_reads, d.param_addr, np.ones(d.param_words))           # the parameter records, once
         taps = d.kernel_h * d.kernel_w
@@ -123,8 +153,7 @@ def _descriptor_banks(config, d, c):
             per_word = [min(rows, taps - k * rows) for k in range(d.tile_words)]
             c.add(c.w_reads, d.weight_addr, pixels * np.tile(per_word, d.out_ct))
         elif op == "DWCONV":
-            mxw = _walk_col_mult(d, config.dw_sets, rows)
-            c.tensor(c.act_reads, d.in_addr, my, mxw, d.out_ct)
+            c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, config.dw_sets, rows), d.out_ct)
             c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
         elif d.flags & PACKED:
             offs = _im2col_words(d, config.im2col_pixels)
@@ -135,7 +164,7 @@ def _descriptor_banks(config, d, c):
             c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, np.full(d.in_ct, d.oc_tiles))
             c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.tile_words, pixels))
         return True
-    if op == "ADD":
+    if op in ("ADD", "MUL"):
         c.add(c.act_reads, d.in_addr, np.ones(words))
         if (d.in2_h, d.in2_w, d.in2_c) == (d.out_h, d.out_w, d.out_c):
             c.add(c.act_reads, d.in2_addr, np.ones(words))
@@ -147,20 +176,36 @@ def _descriptor_banks(config, d, c):
     if op in ("MAXPOOL", "AVGPOOL"):
         c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct)
         return True
+    if op == "MEAN":
+        c.add(c.act_reads, d.in_addr, np.ones(d.in_h * d.in_w * d.in_ct))
+        return True
     if op == "LUT":
         c.add(c.act_reads, d.in_addr, np.ones(words))
         rb = lut_row_bytes(config)
-        per_word = config.weight_word_bytes // rb
-        np.add.at(c.w_reads, d.param_addr + np.arange(256 // rb) // per_word, 1)
+        np.add.at(c.w_reads, d.param_addr + np.arange(256 // rb) // (wb // rb), 1)
         return True
-    # COPY: each input word read once; each input pixel's bytes land in output channels copy_c .. + in_c.
-    c.add(c.act_reads, d.in_addr, np.ones(d.in_h * d.in_w * d.in_ct))
-    ch = np.arange(d.copy_c, d.copy_c + d.in_c)
-    tile_bytes = np.bincount(ch // cols, minlength=d.out_ct)[:d.out_ct]
-    ys, xs = np.meshgrid(np.arange(d.in_h) + d.copy_y, np.arange(d.in_w) + d.copy_x, indexing="ij")
-    pix = (ys * d.out_w + xs).ravel() * d.out_ct
-    idx = d.out_addr + pix[:, None] + np.arange(d.out_ct)[None, :]
-    np.add.at(c.act_wbytes, idx.ravel(), np.tile(tile_bytes, len(pix)))
+    if op == "PRELU":                                                      # a channel tile's alphas per read
+        c.add(c.act_reads, d.in_addr, np.ones(words))
+        np.add.at(c.w_reads, d.param_addr + np.arange(d.out_ct) // max(1, wb // cols), 1)
+        return True
+    if op == "RESIZE":
+        # Per output pixel its row entry and its column entry; per output word the taps (y0|y1, x0|x1).
+        np.add.at(c.w_reads, d.param_addr + np.repeat(np.arange(d.out_h) * RESIZE_ENTRY_BYTES // wb, d.out_w), 1)
+        np.add.at(c.w_reads, d.weight_addr + np.tile(np.arange(d.out_w) * RESIZE_ENTRY_BYTES // wb, d.out_h), 1)
+        if weights is None:                                                # the whole input in one bank
+            c.add(c.act_reads, d.in_addr, [4 * words] + [0] * (d.in_h * d.in_w * d.in_ct - 1))
+            return True
+        y0, y1 = _resize_entries(weights, d.param_addr, d.out_h, wb)
+        x0, x1 = _resize_entries(weights, d.weight_addr, d.out_w, wb)
+        hy = np.bincount(np.concatenate([y0, y1]), minlength=d.in_h)[:d.in_h]
+        hx = np.bincount(np.concatenate([x0, x1]), minlength=d.in_w)[:d.in_w]
+        c.tensor(c.act_reads, d.in_addr, hy, hx, d.in_ct)
+        return True
+    if op == "GATHER":
+        _box_copy(c, d, cols, ((d.src_y, d.src_x, d.src_c), (d.src_sy, d.src_sx)), (d.g_h, d.g_w, d.g_c),
+                  (d.dst_sy, d.dst_sx))
+        return True
+    _box_copy(c, d, cols, ((0, 0, 0), (1, 1)), (d.in_h, d.in_w, d.in_c), (1, 1))     # COPY
     return True
 
 
@@ -168,18 +213,20 @@ def _per_bank(arr, words_per_bank, banks):
     return np.pad(arr, (0, banks * words_per_bank - len(arr))).reshape(banks, words_per_bank).sum(axis=1)
 
 
-def predict_bank_activity(config, descriptors):
+def predict_bank_activity(config, descriptors, weights=None):
     """Per-bank SRAM activity of one run of `descriptors` (the program, END included) as the die's per-bank
     counters report it: {"act_reads": [activation words read per bank], "act_write_bytes": [bytes written per
     bank], "weight_reads": [weight words read per bank, the sequencer's descriptor fetches included],
-    "unmodelled": [indices of descriptors of a kind the model does not place (not in `BANK_MODEL_OPS`): the
+    "unmodelled": [indices of descriptors whose accesses the model cannot place: a kind not in `BANK_MODEL_OPS`,
+    or a RESIZE whose input spans banks when `weights` (uint8 [weight_words, WB], the loaded weight SRAM, e.g.
+    `quant.romimage.RomImage.weight_sram()`: its tables give RESIZE's source rows and columns) is not given; the
     counts then lack their accesses]}. Sums over banks equal `quant.timing.program_activity`'s totals."""
     c = _Counts(config)
     unmodelled = []
     for i, d in enumerate(descriptors):
         if d.opcode == OPCODES["END"]:
             continue
-        if not _descriptor_banks(config, d, c):
+        if not _descriptor_banks(config, d, c, weights):
             unmodelled.append(i)
     # The sequencer reads each descriptor's words (several descriptors per word when the word holds them).
     wb = config.weight_word_bytes
