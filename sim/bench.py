@@ -121,6 +121,7 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     """The report's "energy", "area" and "activity" keys: the energy model (`sim.energy`) on the die's own activity
     counters, the area model (`sim.area`, its gates' leakage in the energy), the analytic model's counts beside the
     RTL's, and the breakdown chart <name>_energy.png."""
+    from stackcam.quant.romimage import load_rom
     from stackcam.quant.timing import program_activity
 
     from .area import AreaError, area_estimate
@@ -128,6 +129,7 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     from .energy import bank_activity, energy_report, measured_activity, plot_banks, plot_breakdown
     from .metadata import frame_bytes
     compiled = prepared.compiled
+    weights = load_rom(prepared.rom, config).weight_sram()
     measured = measured_activity(run.descriptor_counters, run.descriptor_activity)
     predicted = program_activity(config, compiled.descriptors)["descriptors"]
     outs = prepared.io["die_outputs"]
@@ -142,7 +144,7 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
                       descriptor_cycles=[c for c, _ in run.descriptor_counters][:len(measured)],
                       gates=area["gates"], output_bytes=sum(h * w * c for h, w, c in shapes), csi2_bytes=meta,
                       raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom),
-                      banks=run.bank_counters)
+                      banks=run.bank_counters, weights=weights)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     png = Path(out_dir) / f"{name}_energy.png"
     plot_breakdown(e, png, f"{name} on {config.name}: energy per inference ({e['node']})")
@@ -152,7 +154,7 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
         f"CamJ 2.50 mJ); wrote {png}")
     banks_png = Path(out_dir) / f"{name}_banks.png"
     plot_banks(e, banks_png, f"{name} on {config.name}")
-    bank_model = predict_bank_activity(config, compiled.descriptors)
+    bank_model = predict_bank_activity(config, compiled.descriptors, weights=weights)
     banks_equal = all(run.bank_counters[k] == bank_model[k] for k in ("act_reads", "act_write_bytes", "weight_reads"))
     log(f"  SRAM banks: per-bank counts of the die {'equal' if banks_equal else 'DIFFER FROM'} the analytic "
         f"model's; wrote {banks_png}")

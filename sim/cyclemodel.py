@@ -213,33 +213,51 @@ def _per_bank(arr, words_per_bank, banks):
     return np.pad(arr, (0, banks * words_per_bank - len(arr))).reshape(banks, words_per_bank).sum(axis=1)
 
 
-def predict_bank_activity(config, descriptors, weights=None):
+def predict_bank_activity(config, descriptors, weights=None, per_descriptor=False):
     """Per-bank SRAM activity of one run of `descriptors` (the program, END included) as the die's per-bank
     counters report it: {"act_reads": [activation words read per bank], "act_write_bytes": [bytes written per
     bank], "weight_reads": [weight words read per bank, the sequencer's descriptor fetches included],
     "unmodelled": [indices of descriptors whose accesses the model cannot place: a kind not in `BANK_MODEL_OPS`,
     or a RESIZE whose input spans banks when `weights` (uint8 [weight_words, WB], the loaded weight SRAM, e.g.
     `quant.romimage.RomImage.weight_sram()`: its tables give RESIZE's source rows and columns) is not given; the
-    counts then lack their accesses]}. Sums over banks equal `quant.timing.program_activity`'s totals."""
+    counts then lack their accesses]}. Sums over banks equal `quant.timing.program_activity`'s totals.
+    `per_descriptor`: also "descriptors", each descriptor's (but END's) own per-bank counts (the engine's
+    accesses, no fetches; None for an unmodelled one)."""
+    act_wpb = config.sram_bank_bytes // config.array_cols
+    wb = config.weight_word_bytes
+    w_wpb = config.sram_bank_bytes // wb
+
+    def banks(c):
+        return {"act_reads": [int(v) for v in _per_bank(c.act_reads, act_wpb, config.act_banks)],
+                "act_write_bytes": [int(v) for v in _per_bank(c.act_wbytes, act_wpb, config.act_banks)],
+                "weight_reads": [int(v) for v in _per_bank(c.w_reads, w_wpb, config.weight_banks)]}
+
     c = _Counts(config)
-    unmodelled = []
+    unmodelled, per = [], []
     for i, d in enumerate(descriptors):
         if d.opcode == OPCODES["END"]:
             continue
-        if not _descriptor_banks(config, d, c, weights):
+        if per_descriptor:
+            one = _Counts(config)
+            ok = _descriptor_banks(config, d, one, weights)
+            per.append(banks(one) if ok else None)
+            if ok:
+                c.act_reads += one.act_reads
+                c.act_wbytes += one.act_wbytes
+                c.w_reads += one.w_reads
+        else:
+            ok = _descriptor_banks(config, d, c, weights)
+        if not ok:
             unmodelled.append(i)
     # The sequencer reads each descriptor's words (several descriptors per word when the word holds them).
-    wb = config.weight_word_bytes
     if wb >= DESCRIPTOR_BYTES:
         np.add.at(c.w_reads, np.arange(len(descriptors)) // (wb // DESCRIPTOR_BYTES), 1)
     else:
         c.add(c.w_reads, 0, np.ones(len(descriptors) * (DESCRIPTOR_BYTES // wb)))
-    act_wpb = config.sram_bank_bytes // config.array_cols
-    w_wpb = config.sram_bank_bytes // wb
-    return {"act_reads": [int(v) for v in _per_bank(c.act_reads, act_wpb, config.act_banks)],
-            "act_write_bytes": [int(v) for v in _per_bank(c.act_wbytes, act_wpb, config.act_banks)],
-            "weight_reads": [int(v) for v in _per_bank(c.w_reads, w_wpb, config.weight_banks)],
-            "unmodelled": unmodelled}
+    out = dict(banks(c), unmodelled=unmodelled)
+    if per_descriptor:
+        out["descriptors"] = per
+    return out
 
 
 def predict_load_banks(config, rom):

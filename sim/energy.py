@@ -10,6 +10,8 @@ not a published figure says so in its source.
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from stackcam.errors import StackcamError
 from stackcam.quant.program import OPCODES
 from stackcam.quant.timing import ACTIVITY_KEYS, program_activity, program_cycles
@@ -223,7 +225,8 @@ def engine_cycles(config, compiled, descriptor_cycles, activity, total):
 
 
 def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, gates=None, output_bytes=None,
-                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None, banks=None):
+                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None, banks=None,
+                  weights=None):
     """Energy of one inference and one frame of `compiled` (a `quant.compiler` result) on `config`.
 
     `activity`: per-descriptor counts (`ACTIVITY_KEYS`, the die's counters through `measured_activity`), default
@@ -233,8 +236,9 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     link comparison); `rom_bytes`: the weight ROM image the loader writes into the SRAM once per model (reported
     apart: not per frame); `banks`: the die's per-bank counters (`DieRun.bank_counters`), default the analytic
     model's (`sim.cyclemodel.predict_bank_activity`), reported per bank under "banks" (bytes and energy; their
-    sum is the act_sram + weight_sram + sequencer energy when they equal the model). Energies in the report are in
-    uJ unless named otherwise.
+    sum is the act_sram + weight_sram + sequencer energy when they equal the model); each layer's bytes per bank
+    are the analytic model's (`weights`: the loaded weight SRAM, for RESIZE's tables). Energies in the report are
+    in uJ unless named otherwise.
     """
     tech = technology(node)
     descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
@@ -261,6 +265,19 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     useful = _layer_useful_macs(compiled)
     op_names = {v: k for k, v in OPCODES.items()}
 
+    from .cyclemodel import predict_bank_activity
+    bank_model = predict_bank_activity(config, compiled.descriptors, weights=weights, per_descriptor=True)
+    layer_banks = {}
+    for d, b in zip(descs, bank_model["descriptors"]):
+        lb = layer_banks.setdefault(d.layer, {"act_reads": np.zeros(config.act_banks, np.int64),
+                                              "act_write_bytes": np.zeros(config.act_banks, np.int64),
+                                              "weight_reads": np.zeros(config.weight_banks, np.int64),
+                                              "complete": True})
+        if b is None:
+            lb["complete"] = False
+            continue
+        for k in ("act_reads", "act_write_bytes", "weight_reads"):
+            lb[k] += b[k]
     layers = {}
     for d, a in zip(descs, activity):
         lay = layers.setdefault(d.layer, {k: 0 for k in ACTIVITY_KEYS} | {"requant_bytes": 0, "vector_bytes": 0,
@@ -292,8 +309,16 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
         }
         for k, v in e.items():
             totals[k] += v
+        lb = layer_banks[layer.index]
         rows.append({"index": layer.index, "name": layer.name, "op": layer.kind, "macs": macs,
                      "activity": {k: int(a[k]) for k in ACTIVITY_KEYS},
+                     # The layer's SRAM bytes per bank it touches (the analytic model's placement by address).
+                     "sram_banks": {
+                         "act": [{"bank": i, "read_bytes": int(r) * C, "write_bytes": int(w)}
+                                 for i, (r, w) in enumerate(zip(lb["act_reads"], lb["act_write_bytes"])) if r or w],
+                         "weight": [{"bank": i, "read_bytes": int(r) * WB}
+                                    for i, r in enumerate(lb["weight_reads"]) if r],
+                         "complete": lb["complete"]},
                      "energy_uj": {k: v * 1e-6 for k, v in e.items()}, "total_uj": sum(e.values()) * 1e-6})
     # Whole-inference terms: the sequencer's descriptor fetches, the ISP (per Bayer pixel of the crop: one
     # accumulate and a 2-byte line-buffer read and write; per input element one 32x32 normalize multiply and
@@ -321,8 +346,7 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     idle_leak_pj = leak_w * max(0.0, frame_period - seconds) * 1e12
     die_frame_pj = inference_pj + idle_leak_pj + link_pj
     if banks is None:
-        from .cyclemodel import predict_bank_activity
-        banks, bank_source = predict_bank_activity(config, compiled.descriptors), "analytic model (sim.cyclemodel)"
+        banks, bank_source = bank_model, "analytic model (sim.cyclemodel)"
     else:
         bank_source = "RTL per-bank counters"
     report = {
@@ -414,7 +438,6 @@ def plot_banks(report, path, title=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     b = report["banks"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for ax, key, series, label in (
@@ -447,7 +470,6 @@ def plot_breakdown(report, path, title=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     colors = dict(zip(COMPONENTS, plt.cm.tab10.colors))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 2.4]})
     inf = report["inference_uj"]

@@ -11,6 +11,7 @@ import pytest
 
 from stackcam.quant import timing
 from stackcam.quant.program import OPCODES, PACKED
+from stackcam.quant.romimage import load_rom
 from stackcam.rtl.params import preset
 from stackcam.sim.cyclemodel import predict_bank_activity, predict_cycles, predict_load_banks
 from stackcam.sim.dierun import run_die
@@ -56,7 +57,7 @@ def test_model_equals_die_counters(name, config):
     # Per bank: the die's per-bank counters (at the SRAM ports, the sequencer's fetches included) equal the
     # analytic model's accesses placed by address, and add up to the whole-SRAM counts; the loader wrote each
     # weight section's words where the ROM image says.
-    banks = predict_bank_activity(config, compiled.descriptors)
+    banks = predict_bank_activity(config, compiled.descriptors, weights=load_rom(model.rom, config).weight_sram())
     assert banks["unmodelled"] == []
     for k in ("act_reads", "act_write_bytes", "weight_reads"):
         assert run.bank_counters[k] == banks[k], k

@@ -90,6 +90,19 @@ def test_report_parts_add_up_and_follow_the_counts(light):
     assert banks["act_sram_uj"] == pytest.approx(r["inference_uj"]["act_sram"])
     assert banks["weight_sram_uj"] == pytest.approx(r["inference_uj"]["weight_sram"] + r["inference_uj"]["sequencer"])
     assert all(b["uj"] == pytest.approx(b["read_bytes"] * e_byte * 1e-6) for b in banks["weight_sram_banks"])
+    # ... and the layers' bytes per bank add up to the run's (weights: but the sequencer's fetches).
+    for key, side, kinds in (("act", "act_sram_banks", ("read_bytes", "write_bytes")),
+                             ("weight", "weight_sram_banks", ("read_bytes",))):
+        for k in kinds:
+            per = [0] * len(banks[side])
+            for row in r["layers"]:
+                assert row["sram_banks"]["complete"] is True
+                for b in row["sram_banks"][key]:
+                    per[b["bank"]] += b[k]
+            fetches = [0] * len(per)
+            if key == "weight":
+                fetches[0] = act["total"]["fetch_weight_reads"] * config.weight_word_bytes
+            assert [p + f for p, f in zip(per, fetches)] == [b[k] for b in banks[side]], (key, k)
     # A slower node costs more.
     assert energy_report(config, compiled, node="40nm")["inference_mj"] > r["inference_mj"]
 
