@@ -123,9 +123,10 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     RTL's, and the breakdown chart <name>_energy.png."""
     from stackcam.quant.romimage import load_rom
     from stackcam.quant.timing import program_activity
+    from stackcam.rtl.npu.core import BANK_COUNTERS
 
     from .area import AreaError, area_estimate
-    from .cyclemodel import predict_bank_activity
+    from .cyclemodel import predict_bank_activity, predict_io_banks, predict_load_banks
     from .energy import bank_activity, energy_report, measured_activity, plot_banks, plot_breakdown
     from .metadata import frame_bytes
     compiled = prepared.compiled
@@ -154,8 +155,10 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
         f"CamJ 2.50 mJ); wrote {png}")
     banks_png = Path(out_dir) / f"{name}_banks.png"
     plot_banks(e, banks_png, f"{name} on {config.name}")
-    bank_model = predict_bank_activity(config, compiled.descriptors, weights=weights)
-    banks_equal = all(run.bank_counters[k] == bank_model[k] for k in ("act_reads", "act_write_bytes", "weight_reads"))
+    # The model of one ROM load and one frame (the benchmark's run): the run's, the loader's and the frame's I/O.
+    bank_model = dict(predict_bank_activity(config, compiled.descriptors, weights=weights),
+                      weight_writes=predict_load_banks(config, prepared.rom), **predict_io_banks(config, prepared.io))
+    banks_equal = all(run.bank_counters.get(k) == bank_model[k] for k in BANK_COUNTERS)
     log(f"  SRAM banks: per-bank counts of the die {'equal' if banks_equal else 'DIFFER FROM'} the analytic "
         f"model's; wrote {banks_png}")
     if "mm2" in area:

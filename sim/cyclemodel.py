@@ -12,7 +12,8 @@ from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESI
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import lut_row_bytes, program_cycles, sequencer_overhead
 
-__all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "BANK_MODEL_OPS"]
+__all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "predict_io_banks",
+           "BANK_MODEL_OPS"]
 
 # Descriptor kinds whose SRAM addresses the per-bank model places (the others: `predict_bank_activity` says so).
 BANK_MODEL_OPS = ("CONV", "DWCONV", "ADD", "MUL", "MAXPOOL", "AVGPOOL", "MEAN", "COPY", "GATHER", "LUT", "PRELU",
@@ -269,3 +270,19 @@ def predict_load_banks(config, rom):
         if sec["load_word"] != NOT_LOADED and sec["words"]:
             w[sec["load_word"]:sec["load_word"] + sec["words"]] += 1
     return [int(v) for v in _per_bank(w, config.sram_bank_bytes // config.weight_word_bytes, config.weight_banks)]
+
+
+def predict_io_banks(config, io, frames=1):
+    """Activation-SRAM traffic of the outside per bank for `frames` frames of a model with I/O description `io`
+    (`quant.romimage` model I/O): {"input_write_bytes": the input writer's whole words (``io["input"]["words"]``
+    from its address, `array_cols` bytes each), "output_reads": the output reader's words of every output tensor
+    (``words`` from its address, each read once)}: the die's "since reset" per-bank counters after `frames`
+    frames."""
+    wpb = config.sram_bank_bytes // config.array_cols
+    w = np.zeros(config.act_words, dtype=np.int64)
+    r = np.zeros(config.act_words, dtype=np.int64)
+    w[io["input"]["addr"]:io["input"]["addr"] + io["input"]["words"]] += config.array_cols * frames
+    for t in io["die_outputs"]:
+        r[t["addr"]:t["addr"] + t["words"]] += frames
+    return {"input_write_bytes": [int(v) for v in _per_bank(w, wpb, config.act_banks)],
+            "output_reads": [int(v) for v in _per_bank(r, wpb, config.act_banks)]}

@@ -169,39 +169,52 @@ def measured_activity(descriptor_counters, descriptor_activity):
 
 def bank_activity(config, counters):
     """Per-bank SRAM bytes from per-bank counts (the die's `DieRun.bank_counters`, or
-    `sim.cyclemodel.predict_bank_activity`): {"act_sram_banks": [{bank, read_bytes, write_bytes}], "weight_sram_banks":
-    [{bank, read_bytes, load_bytes}]}; `load_bytes` are the loader's writes (once per model load, not per run;
-    None when `counters` has no "weight_writes")."""
-    need = {"act_reads": config.act_banks, "act_write_bytes": config.act_banks, "weight_reads": config.weight_banks}
-    if "weight_writes" in counters:
-        need["weight_writes"] = config.weight_banks
+    `sim.cyclemodel.predict_bank_activity` with `predict_io_banks`): {"act_sram_banks": [{bank, read_bytes,
+    write_bytes, input_write_bytes, output_read_bytes}], "weight_sram_banks": [{bank, read_bytes, load_bytes}]}.
+    read/write bytes are the run's; `input_write_bytes` / `output_read_bytes` the input writer's and output
+    reader's between runs (the frame's input and outputs), `load_bytes` the loader's writes (once per model
+    load, not per run); each None when `counters` lacks it ("input_write_bytes", "output_reads",
+    "weight_writes")."""
+    A, W = config.act_banks, config.weight_banks
+    need = {"act_reads": A, "act_write_bytes": A, "weight_reads": W}
+    need |= {k: n for k, n in (("weight_writes", W), ("input_write_bytes", A), ("output_reads", A))
+             if k in counters}
     for k, n in need.items():
         v = counters.get(k)
         if not (isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and x >= 0 for x in v)):
             raise EnergyError(f"per-bank counts {k!r} must be {n} non-negative integers (one per bank)")
     C, WB = config.array_cols, config.weight_word_bytes
-    loads = counters.get("weight_writes")
+
+    def opt(k, b, scale):
+        return None if k not in counters else counters[k][b] * scale
+
     return {
-        "act_sram_banks": [{"bank": b, "read_bytes": r * C, "write_bytes": w}
-                           for b, (r, w) in enumerate(zip(counters["act_reads"], counters["act_write_bytes"]))],
-        "weight_sram_banks": [{"bank": b, "read_bytes": r * WB, "load_bytes": None if loads is None else loads[b] * WB}
-                              for b, r in enumerate(counters["weight_reads"])],
+        "act_sram_banks": [{"bank": b, "read_bytes": counters["act_reads"][b] * C,
+                            "write_bytes": counters["act_write_bytes"][b],
+                            "input_write_bytes": opt("input_write_bytes", b, 1),
+                            "output_read_bytes": opt("output_reads", b, C)} for b in range(A)],
+        "weight_sram_banks": [{"bank": b, "read_bytes": counters["weight_reads"][b] * WB,
+                               "load_bytes": opt("weight_writes", b, WB)} for b in range(W)],
     }
 
 
 def _bank_energy(config, tech, banks, source):
     """The per-bank part of the report: bytes and energy (uJ) per bank of each SRAM, every bank a macro of
-    sram_bank_bytes at its per-byte energy."""
+    sram_bank_bytes at its per-byte energy: `uj` the run's, `io_uj` the frame's input and output traffic,
+    `load_uj` the loader's."""
     e = tech.sram_pj_per_byte(config.sram_bank_bytes)
-    act = [dict(b, uj=(b["read_bytes"] + b["write_bytes"]) * e * 1e-6) for b in banks["act_sram_banks"]]
-    wgt = [dict(b, uj=b["read_bytes"] * e * 1e-6,
-                load_uj=None if b["load_bytes"] is None else b["load_bytes"] * e * 1e-6)
-           for b in banks["weight_sram_banks"]]
+
+    def uj(*v):
+        return None if any(x is None for x in v) else sum(v) * e * 1e-6
+
+    act = [dict(b, uj=uj(b["read_bytes"], b["write_bytes"]), io_uj=uj(b["input_write_bytes"], b["output_read_bytes"]))
+           for b in banks["act_sram_banks"]]
+    wgt = [dict(b, uj=uj(b["read_bytes"]), load_uj=uj(b["load_bytes"])) for b in banks["weight_sram_banks"]]
     return {"source": source, "sram_pj_per_byte": e, "macro_bytes": config.sram_bank_bytes,
             "act_sram_banks": act, "weight_sram_banks": wgt,
             "act_sram_uj": sum(b["uj"] for b in act), "weight_sram_uj": sum(b["uj"] for b in wgt),
-            "note": "per run (sequencer descriptor fetches in weight reads); load_bytes: the loader's writes, "
-                    "once per model load"}
+            "note": "uj: per run (sequencer descriptor fetches in weight reads); io_uj: the frame's input writes and "
+                    "output reads between runs; load_uj: the loader's writes, once per model load"}
 
 
 def _layer_useful_macs(compiled):
@@ -265,7 +278,7 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     useful = _layer_useful_macs(compiled)
     op_names = {v: k for k, v in OPCODES.items()}
 
-    from .cyclemodel import predict_bank_activity
+    from .cyclemodel import predict_bank_activity, predict_io_banks
     bank_model = predict_bank_activity(config, compiled.descriptors, weights=weights, per_descriptor=True)
     layer_banks = {}
     for d, b in zip(descs, bank_model["descriptors"]):
@@ -346,7 +359,8 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     idle_leak_pj = leak_w * max(0.0, frame_period - seconds) * 1e12
     die_frame_pj = inference_pj + idle_leak_pj + link_pj
     if banks is None:
-        banks, bank_source = bank_model, "analytic model (sim.cyclemodel)"
+        banks = dict(bank_model, **predict_io_banks(config, compiled.io))
+        bank_source = "analytic model (sim.cyclemodel)"
     else:
         bank_source = "RTL per-bank counters"
     report = {
@@ -433,15 +447,17 @@ def _camj_style(config, cycles):
 
 
 def plot_banks(report, path, title=""):
-    """Bar chart of the SRAM bytes per bank of a run: activation banks (read, written) and weight banks (read, and
-    the loader's writes when known), with each bank's energy."""
+    """Bar chart of the SRAM bytes per bank: activation banks (the run's reads and writes, and the frame's input
+    writes and output reads when known) and weight banks (the run's reads, the loader's writes when known)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     b = report["banks"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for ax, key, series, label in (
-            (axes[0], "act_sram_banks", (("read_bytes", "read"), ("write_bytes", "written")), "activation SRAM"),
+            (axes[0], "act_sram_banks", (("read_bytes", "read"), ("write_bytes", "written"),
+                                         ("input_write_bytes", "input written (frame)"),
+                                         ("output_read_bytes", "outputs read (frame)")), "activation SRAM"),
             (axes[1], "weight_sram_banks", (("read_bytes", "read"), ("load_bytes", "loaded (once per model)")),
              "weight SRAM")):
         rows = b[key]

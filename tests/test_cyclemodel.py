@@ -4,7 +4,8 @@ counter, for every zoo network at the `tiny` and `demo` presets (the whole die i
 port); the compiler's per-layer cycles in the manifest are the same figures. The die's per-descriptor activity
 counters (MAC-array cycles, activation-SRAM words read and bytes written, weight-SRAM words read) equal
 `quant.timing.descriptor_activity`, count for count, and its per-bank counters equal
-`sim.cyclemodel.predict_bank_activity` bank for bank (the loader's writes: the ROM's sections)."""
+`sim.cyclemodel.predict_bank_activity` bank for bank (the loader's writes: the ROM's sections; the input writer's
+and output reader's: the model I/O's tensors)."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from stackcam.quant import timing
 from stackcam.quant.program import OPCODES, PACKED
 from stackcam.quant.romimage import load_rom
 from stackcam.rtl.params import preset
-from stackcam.sim.cyclemodel import predict_bank_activity, predict_cycles, predict_load_banks
+from stackcam.sim.cyclemodel import predict_bank_activity, predict_cycles, predict_io_banks, predict_load_banks
 from stackcam.sim.dierun import run_die
 from tests.dieutil import Model
 
@@ -66,6 +67,10 @@ def test_model_equals_die_counters(name, config):
     assert sum(banks["act_write_bytes"]) == total["act_write_bytes"]
     assert sum(banks["weight_reads"]) == total["weight_reads"] + total["fetch_weight_reads"]
     assert run.bank_counters["weight_writes"] == predict_load_banks(config, model.rom)
+    # Between runs: the input writer's words and the output reader's, per bank, for the one frame.
+    io = predict_io_banks(config, model.io)
+    for k in ("input_write_bytes", "output_reads"):
+        assert run.bank_counters[k] == io[k], k
     # The manifest's per-layer figures are the same formula.
     assert {layer.index: layer.cycles for layer in compiled.layers if layer.descriptors} == predicted["layers"]
     assert sum(predicted["descriptors"]) + len(compiled.descriptors) * timing.sequencer_overhead(config) \

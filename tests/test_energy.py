@@ -166,5 +166,9 @@ def test_bench_energy_section_on_the_die(tmp_path):
         sum(s["words"] for s in load_rom(model.rom, config).sections.values()
             if s["load_word"] != NOT_LOADED) * config.weight_word_bytes
     assert sum(b["read_bytes"] > 0 for b in act["weight_sram_banks"]) >= 2      # spread over banks
+    # The frame's input writes and output reads: the model I/O's tensors, whole words.
+    assert sum(b["input_write_bytes"] for b in act["act_sram_banks"]) == model.io["input"]["words"] * config.array_cols
+    assert sum(b["output_read_bytes"] for b in act["act_sram_banks"]) == \
+        sum(t["words"] for t in model.io["die_outputs"]) * config.array_cols
     assert (tmp_path / "mn_banks.png").stat().st_size > 1000
     json.dumps(out)

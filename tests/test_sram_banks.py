@@ -45,7 +45,7 @@ def _run_npu(image, extra_loads=()):
     got = {}
 
     async def read_bank(ctx, kind, bank):
-        ctx.set(dut.bank_sel, BANK_COUNTERS.index(kind) << 8 | bank)
+        ctx.set(dut.bank_sel, (BANK_COUNTERS.index(kind) if isinstance(kind, str) else kind) << 8 | bank)
         await ctx.tick().repeat(2)
         return ctx.get(dut.bank_counter)
 
@@ -56,11 +56,17 @@ def _run_npu(image, extra_loads=()):
             ctx.set(dut.load_w.en, 1)
             await ctx.tick()
         ctx.set(dut.load_w.en, 0)
-        # Outside a run, the input writer's writes are not a run's.
+        # Outside a run, the input writer's writes and the output reader's reads are not a run's.
         ctx.set(dut.ext_act_w.addr, 5)
         ctx.set(dut.ext_act_w.en, (1 << COLS) - 1)
         await ctx.tick()
+        ctx.set(dut.ext_act_w.addr, WPB_ACT)
+        ctx.set(dut.ext_act_w.en, 0b0110)
+        ctx.set(dut.ext_act_r.addr, 3 * WPB_ACT - 1)
+        ctx.set(dut.ext_act_r.en, 1)
+        await ctx.tick()
         ctx.set(dut.ext_act_w.en, 0)
+        ctx.set(dut.ext_act_r.en, 0)
         got["before"] = await read_bank(ctx, "act_write_bytes", 0)
         ctx.set(dut.model_ok, 1)
         ctx.set(dut.start, 1)
@@ -82,7 +88,8 @@ def _run_npu(image, extra_loads=()):
             n = CONFIG.weight_banks if kind.startswith("weight") else CONFIG.act_banks
             got[kind] = [await read_bank(ctx, kind, b) for b in range(n)]
         got["absent"] = [await read_bank(ctx, "act_reads", CONFIG.act_banks),
-                         await read_bank(ctx, "weight_writes", CONFIG.weight_banks)]
+                         await read_bank(ctx, "weight_writes", CONFIG.weight_banks),
+                         await read_bank(ctx, len(BANK_COUNTERS), 0)]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -106,7 +113,9 @@ def _check(descs, got, image):
     total = program_activity(CONFIG, descs)["total"]
     assert sum(got["act_reads"]) == total["act_reads"] and sum(got["act_write_bytes"]) == total["act_write_bytes"]
     assert sum(got["weight_reads"]) == total["weight_reads"] + total["fetch_weight_reads"]
-    assert got["absent"] == [0, 0] and got["before"] == 0
+    assert got["absent"] == [0, 0, 0] and got["before"] == 0
+    # The outside's traffic between runs, by bank: two writes (4 and 2 lanes), one read.
+    assert got["input_write_bytes"] == [COLS, 2, 0, 0] and got["output_reads"] == [0, 0, 1, 0]
     return want
 
 

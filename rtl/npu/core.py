@@ -20,9 +20,11 @@ NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "progr
 DESC_BYTES = DESCRIPTOR_BYTES
 # The SRAMs' identities (Memory attribute `stackcam_sram`), for the SRAM-macro lowering and fault injection.
 SRAM_IDS = {"act": 1, "weight": 2}
-# The per-bank activity counters, by their `bank_sel` kind (bits [9:8]); each counts in its SRAM's banks
-# (activation banks 0 .. act_banks-1, weight banks 0 .. weight_banks-1 of their own address spaces).
-BANK_COUNTERS = ("act_reads", "act_write_bytes", "weight_reads", "weight_writes")
+# The per-bank activity counters, by their `bank_sel` kind (bits [10:8]); each counts in its SRAM's banks
+# (activation banks 0 .. act_banks-1, weight banks 0 .. weight_banks-1 of their own address spaces). The first
+# three are the last run's, the others since reset.
+BANK_COUNTERS = ("act_reads", "act_write_bytes", "weight_reads", "weight_writes", "input_write_bytes",
+                 "output_reads")
 
 
 def parity_lanes(value, lanes):
@@ -87,6 +89,14 @@ class NPU(wiring.Component):
     from the activation SRAM (`counter_act_reads`, one word of `array_cols` bytes per read enable), bytes written
     to it (`counter_act_write_bytes`, the write's byte enables) and words read from the weight SRAM
     (`counter_weight_reads`) by its engine. They only observe the SRAM ports: no timing depends on them.
+
+    Per-bank activity (`bank_sel`, `bank_counter`): a counter per bank of each SRAM, at its ports. Of the run
+    (cleared at `start`, counted while `busy`, so the sequencer's descriptor fetches are in it): activation words
+    read, activation bytes written (byte enables) and weight words read per bank; since reset, the traffic of
+    the outside between runs: weight words the loader wrote, activation bytes the input writer wrote and
+    activation words the output reader read, per bank. `bank_sel` [7:0] names the bank and [10:8] the counter
+    (`BANK_COUNTERS`); `bank_counter` shows it one cycle later (0 for a bank the SRAM does not have or a kind
+    past the list). The bank of a word address is ``addr // words_per_bank`` of its SRAM.
     """
 
     def __init__(self, config):
@@ -103,7 +113,7 @@ class NPU(wiring.Component):
             "counter_sel": In(16), "counter_cycles": Out(32), "counter_macs": Out(32),
             "counter_act_reads": Out(32), "counter_act_write_bytes": Out(32), "counter_weight_reads": Out(32),
             "sram_fault": Out(1), "sram_errors": Out(16),
-            "bank_sel": In(10), "bank_counter": Out(32),
+            "bank_sel": In(11), "bank_counter": Out(32),
         })
 
     def _srams(self, m):
@@ -166,11 +176,14 @@ class NPU(wiring.Component):
                 return [addr[shift:] == b for b in range(banks)]
             return [(addr >= b * wpb) & (addr < (b + 1) * wpb) for b in range(banks)]
 
-        kinds = (  # (address, increment, banks, cleared at a run's start and counted only while busy)
+        kinds = (  # (address, increment, words per bank, banks, the run's (cleared at `start`, counted while busy)
+            #           or the outside's (counted while not busy, since reset)), in BANK_COUNTERS order
             (act_r.addr, act_r.en, act_wpb, cfg.act_banks, True),
             (act_w.addr, wbytes, act_wpb, cfg.act_banks, True),
             (w_r.addr, w_r.en, w_wpb, cfg.weight_banks, True),
             (w_w.addr, w_w.en, w_wpb, cfg.weight_banks, False),
+            (act_w.addr, wbytes, act_wpb, cfg.act_banks, False),
+            (act_r.addr, act_r.en, act_wpb, cfg.act_banks, False),
         )
         sel_bank = self.bank_sel[:8]
         sel_kind = self.bank_sel[8:]
@@ -185,8 +198,8 @@ class NPU(wiring.Component):
                     with m.Elif(self.busy & hit):
                         m.d.sync += counters[b].eq(counters[b] + inc)
                 else:
-                    with m.If(hit & inc):
-                        m.d.sync += counters[b].eq(counters[b] + 1)
+                    with m.If(~self.busy & hit):
+                        m.d.sync += counters[b].eq(counters[b] + inc)
         shown = Signal(32)
         with m.Switch(sel_kind):
             for k, counters in enumerate(all_counters):
