@@ -526,4 +526,8 @@ def run_tensors(config, rom, items, log=None, faults=()):
         results.append(fr.graph_outputs)
     if len(results) != len(items):
         raise DieError(f"the die sent {len(results)} results for {len(items)} inputs")
+    if log is not None:
+        npu = run.counters["npu_cycles"]
+        log(f"die: NPU {npu:,} cycles for the last input (its counter; {npu / config.clock_mhz / 1e3:.3f} ms at "
+            f"{config.clock_mhz:g} MHz), {run.cycles:,} cycles simulated in all")
     return results
