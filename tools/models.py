@@ -119,6 +119,7 @@ def check_model(name, data, config, photos, workdir):
     from stackcam.quant.export import export_tflite
     from stackcam.quant.golden import execute
     from stackcam.quant.litert import run_reference
+    from stackcam.quant.timing import program_cycles
 
     row = {"model": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
            "operators": operators(data), "compiles": False, "error": None}
@@ -136,7 +137,7 @@ def check_model(name, data, config, photos, workdir):
     row.update(compiles=True, compile_s=round(time.monotonic() - t0, 1), calibration=prepared.calibration,
                weight_sram_bytes=compiled.weight_bytes, act_sram_bytes=compiled.act_bytes,
                sram_bytes=compiled.weight_bytes + compiled.act_bytes, macs=compiled.macs,
-               npu_cycles=sum(layer.cycles for layer in compiled.layers), descriptors=len(compiled.descriptors),
+               npu_cycles=program_cycles(config, compiled.descriptors)["total"], descriptors=len(compiled.descriptors),
                packed_tensors=sorted(n for n, t in compiled.tensors.items() if t.get("ppw") and "@" not in n),
                notes=list(compiled.notes),
                host_ops=[op["kind"] for op in compiled.io["host"]["ops"]])
