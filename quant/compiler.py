@@ -4,6 +4,7 @@ Formats are specified in `quant/program.py`; the ROM image that carries the resu
 """
 
 from dataclasses import dataclass, field
+from math import gcd
 
 import numpy as np
 
@@ -75,6 +76,7 @@ class CompiledModel:
     io: dict                     # model I/O description (romimage section MIO)
     tensors: dict                # activation tensor -> {"addr", "words", "hwc", "start", "end"}
     act_words: int               # activation-SRAM words in use at the peak (highest address + 1)
+    notes: list = field(default_factory=list)    # one line per choice of the planner, for reports
 
     @property
     def weight_words(self):
@@ -99,6 +101,15 @@ class CompiledModel:
     def weight_sram(self):
         """uint8 [words, WB]: the weight SRAM image from word 0 (program, params, dw weights, weights)."""
         return np.concatenate([self.program, self.params, self.dw_weights, self.weights])
+
+
+class _NoFit(ModelError):
+    """Only the activation SRAM is short: `excess` words at the peak, `live` the tensors (each a list of the
+    names sharing one buffer, largest first) live at the busiest step."""
+
+    def __init__(self, excess, live, message):
+        super().__init__(message)
+        self.excess, self.live, self.message = excess, live, message
 
 
 def bank_use(used_bytes, bank_bytes, banks):
@@ -158,7 +169,7 @@ def _partition(graph):
 
 
 class _Compiler:
-    def __init__(self, graph, config):
+    def __init__(self, graph, config, pack=()):
         self.g = graph
         self.cfg = config
         self.rows, self.cols = config.array_rows, config.array_cols
@@ -170,24 +181,100 @@ class _Compiler:
         self.blocks = {"params": [], "dw": [], "conv": []}    # (layer, Descriptor, uint8 words)
         self.packed = {}             # pixel-packed tensor (the network input, when it can be) -> pixels per word
         self.layer_ops = []          # the graph operator of each layer
+        self.want = set(pack)        # tensors the planner stores pixel-packed (`_plan`): the superpixel layout
+        self.sp = {}                 # superpixel tensor -> pixels per word (its phys is (H, W / ppw, ppw * C))
+        self.logical = {}            # activation tensor -> (H, W, C) of the operator (phys is how it is stored)
+        self.temps = {}              # layout-conversion temporary -> the layer whose descriptors make and read it
+        self.converted = set()       # layers that read a converted temporary (never in place)
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def act(self, name, what):
+        """(H, W, C) of an activation as its operators see it (`phys` is how it is stored)."""
         if name not in self.phys:
             t = self.g.tensor(name)
             if t.is_const:
                 raise ModelError(f"{what}: input '{name}' is a constant; the die takes activations here")
             raise ModelError(f"{what}: tensor '{name}' is used before it is produced")
-        return self.phys[name]
+        return self.logical.get(name, self.phys[name])
 
-    def define(self, name, hwc, what):
+    def define(self, name, hwc, what, packable=False):
+        """Declare an operator's output; returns its pixels per word: > 1 when the planner packs it and the
+        operator can write the superpixel layout (`packable`), else 1 (channel-tiled)."""
         t = self.g.tensor(name)
         if t.dtype != "int8":
             raise ModelError(f"{what}: output '{name}' is {t.dtype}; the die computes int8 tensors only")
         if int(np.prod(hwc)) != int(np.prod(t.shape)):
             raise ModelError(f"{what}: output '{name}' has shape {tuple(t.shape)}, the operator makes {hwc}")
         self.phys[name] = hwc
+        self.logical[name] = hwc
         self.root[name] = name
+        ppw = _superpixels(hwc, self.cols)
+        if packable and name in self.want and ppw > 1:
+            self.phys[name] = (hwc[0], hwc[1] // ppw, ppw * hwc[2])
+            self.sp[name] = ppw
+            return ppw
+        return 1
+
+    def temporary(self, layer, name, phys, logical, ppw):
+        """A layout-conversion temporary of `layer` (live only at its step)."""
+        tmp = f"{name}@{layer.index}:{'tiled' if ppw == 1 else f'ppw{ppw}'}"
+        while tmp in self.phys:
+            tmp += "'"
+        self.phys[tmp], self.logical[tmp], self.root[tmp] = phys, logical, tmp
+        if ppw > 1:
+            self.sp[tmp] = ppw
+        self.temps[tmp] = layer.index
+        self.converted.add(layer.index)
+        return tmp
+
+    def relayout(self, layer, name, ppw):
+        """`name` stored with `ppw` pixels per word (1: channel-tiled): itself, or a temporary that GATHERs of
+        `layer` fill from it (one per pixel slot of a word: exact copies)."""
+        have = self.sp.get(name, 1)
+        if have == ppw or name in self.packed:
+            return name
+        h, w, c = self.act(name, layer.name)
+        if have > 1 and ppw > 1:
+            name = self.relayout(layer, name, 1)
+        zp = _scalar_quant(self.g, name.split("@")[0], layer.name)[1]
+        p = max(have, ppw)
+        phys = (h, w // ppw, ppw * c) if ppw > 1 else (h, w, c)
+        tmp = self.temporary(layer, name, phys, (h, w, c), ppw)
+        if ppw > 1:     # slot r of superpixel X is pixel p*X + r
+            boxes = [((0, r, 0), (1, p), (h, w // p, c), (0, 0, r * c), (1, 1)) for r in range(p)]
+        else:
+            boxes = [((0, 0, r * c), (1, 1), (h, w // p, c), (0, r, 0), (1, p)) for r in range(p)]
+        self.gathers(layer, layer.name, name, tmp, boxes, zp)
+        return tmp
+
+    def operand2(self, layer, name, ppw, first):
+        """The second input of an ADD/SUB/MUL for an output with `ppw` pixels per word: the first input's shape
+        relaid out, a 1x1x1 as it is, a 1x1xC broadcast repeated ppw times along C (a superpixel's channels)."""
+        if self.act(name, layer.name) == self.act(first, layer.name):
+            return self.relayout(layer, name, ppw)
+        h, w, c = self.act(name, layer.name)
+        if ppw == 1 or c == 1:
+            return name
+        zp = _scalar_quant(self.g, name, layer.name)[1]
+        tmp = self.temporary(layer, name, (1, 1, ppw * c), (1, 1, ppw * c), 1)
+        self.gathers(layer, layer.name, name, tmp, [((0, 0, 0), (1, 1), (1, 1, c), (0, 0, r * c), (1, 1))
+                                                    for r in range(ppw)], zp)
+        return tmp
+
+    def gathers(self, layer, what, x, out, boxes, zo, fill=True):
+        """GATHER descriptors of `layer` copying the boxes (src (y, x, c), src steps (y, x), size (h, w, c),
+        dst (y, x, c), dst steps) of `x` into `out`, the first filling `out` with its zero point (if `fill`)."""
+        for i, (src, sstep, size, dst, dstep) in enumerate(boxes):
+            i = i if fill else 1
+            self.check(what, src_y=(src[0], "u16"), src_x=(src[1], "u16"), src_c=(src[2], "u16"),
+                       g_h=(size[0], "u16"), g_w=(size[1], "u16"), g_c=(size[2], "u16"), src_sy=(sstep[0], "u8"),
+                       src_sx=(sstep[1], "u8"), dst_sy=(dstep[0], "u8"), dst_sx=(dstep[1], "u8"),
+                       copy_y=(dst[0], "u16"), copy_x=(dst[1], "u16"), copy_c=(dst[2], "u16"))
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["GATHER"], flags=fmt.FILL if i == 0 else 0, out_zp=zo,
+                                  fill=zo if i == 0 else 0, src_y=src[0], src_x=src[1], src_c=src[2], g_h=size[0],
+                                  g_w=size[1], g_c=size[2], src_sy=sstep[0], src_sx=sstep[1], dst_sy=dstep[0],
+                                  dst_sx=dstep[1], copy_y=dst[0], copy_x=dst[1], copy_c=dst[2])
+            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
 
     def check(self, what, **values):
         for key, (value, kind) in values.items():
@@ -196,7 +283,7 @@ class _Compiler:
                                  f"(at most {_LIMITS[kind]})")
 
     def words(self, name):
-        """Activation words of a tensor in its layout."""
+        """Activation words of a tensor in its layout (a superpixel tensor is an ordinary tiled one)."""
         if name in self.packed:
             return fmt.packed_words(*self.phys[name], self.cols)
         return fmt.tensor_words(*self.phys[name], self.cols)
@@ -306,45 +393,80 @@ class _Compiler:
             mult = np.broadcast_to(np.asarray(p["multiplier"], np.int64), (oc,))
             shift = np.broadcast_to(np.asarray(p["shift"], np.int64), (oc,))
         out_name = op.outputs[0]
-        self.define(out_name, (oh, ow, oc), what)
-
         kh, kw = kernel
         packed = x_name in self.packed
+        po = self.define(out_name, (oh, ow, oc), what, packable=not fc and not packed)
+        layer = self.layer(op, "CONV" if packed or not depthwise else "DWCONV", [x_name], out_name)
+        pi = self.sp.get(x_name, 1)
+        if pi > 1 and (po == 1 or (po * stride[1]) % pi):
+            x_name, pi = self.relayout(layer, x_name, 1), 1          # no superpixel stride: read it tiled
+        logical_macs = oh * ow * oc * kh * kw * (1 if depthwise else weights.shape[3])
+        if pi > 1 or po > 1:
+            # The superpixel CONV (see `superpixel_conv`); a depthwise one becomes a CONV (lanes mix).
+            weights, bias, mult, shift, kw, sw, pl, pr = superpixel_conv(
+                weights, bias, mult, shift, depthwise, pi, po, kw, stride[1], pads[2], w, ow)
+            stride, pads, depthwise = (stride[0], sw), (pads[0], pads[1], pl, pr), False
+            self.check(what, kernel_w=(kw, "u8"), stride_w=(sw, "u8"), pad_left=(pl, "u8"), pad_right=(pr, "u8"))
+            layer.op = "CONV"
         if packed:
             die_op = "CONV"
-            block = fmt.pack_im2col_weights(weights, self.rows, self.cols)
-            macs = oh * ow * oc * kh * kw * c
             tile_words = _ceil(kh * kw * c, self.cols)
         elif depthwise:
             die_op = "DWCONV"
-            block = fmt.pack_dw_weights(weights[0], self.rows, self.cols)
-            macs = oh * ow * oc * kh * kw
             tile_words = _ceil(kh * kw, self.rows)
         else:
             die_op = "CONV"
-            block = fmt.pack_conv_weights(weights, self.rows, self.cols)
-            macs = oh * ow * oc * kh * kw * weights.shape[3]
             tile_words = kh * kw * _ceil(weights.shape[3], self.cols)
-        params = fmt.pack_fc_params(bias, scale, self.rows, self.cols) if fc else \
-            fmt.pack_params(bias, mult, shift, self.rows, self.cols)
-        layer = self.layer(op, die_op, [x_name], out_name, macs=macs, weights=int(weights.size),
-                           weight_words=block.shape[0], param_words=params.shape[0],
-                           weight_bytes=(block.shape[0] + params.shape[0]) * self.wb)
-        desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kh, kernel_w=kw, stride_h=stride[0],
-                              stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
-                              pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
-                              in_zp=-p["input_offset"], out_zp=p["output_zero_point"], act_min=p["act_min"],
-                              act_max=p["act_max"], oc_tiles=0 if depthwise else _ceil(oc, self.rows),
-                              tile_words=tile_words, macs=macs)
-        self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(tile_words, "u16"))
-        self.blocks["params"].append((layer, desc, params))
-        self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
-        self.emit(layer, desc, {"in_addr": x_name, "out_addr": out_name})
-        if fc:
-            desc.flags |= fmt.FCSCALE
-        if packed:
-            desc.flags |= fmt.PACKED
-            desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
+        oc_phys = weights.shape[0] if not depthwise else oc
+        layer.macs, layer.weights = logical_macs, int(np.asarray(self.g.tensor(w_name).data).size)
+        layer.weight_words, layer.param_words = 0, 0
+        # The conv engine's parameter buffer holds `max_channels` output channels: a wider CONV (a 1404-landmark
+        # head) runs as several descriptors over slices of its output channels, each into a channel-tiled
+        # temporary GATHERed into place; a wider DWCONV also reads its slice of the input from a GATHERed
+        # temporary (a slice of a channel-tiled tensor is not one in place).
+        limit = _ceil(self.cfg.max_channels, self.cols) * self.cols
+        chunks = [(0, oc_phys, out_name, x_name)]
+        if oc_phys > limit:
+            chunks = []
+            for k0 in range(0, oc_phys, limit):
+                n = min(limit, oc_phys - k0)
+                source = x_name
+                if depthwise:
+                    source = self.temporary(layer, x_name, (h, w, n), (h, w, n), 1)
+                    self.gathers(layer, what, x_name, source, [((0, 0, k0), (1, 1), (h, w, n), (0, 0, 0), (1, 1))],
+                                 -p["input_offset"], fill=False)
+                chunks.append((k0, k0 + n, self.temporary(layer, out_name, (oh, ow, n), (oh, ow, n), 1), source))
+        for k0, k1, target, source in chunks:
+            if depthwise:
+                block = fmt.pack_dw_weights(weights[0][..., k0:k1], self.rows, self.cols)
+            elif packed:
+                block = fmt.pack_im2col_weights(weights[k0:k1], self.rows, self.cols)
+            else:
+                block = fmt.pack_conv_weights(weights[k0:k1], self.rows, self.cols)
+            params = fmt.pack_fc_params(bias[k0:k1], scale[k0:k1], self.rows, self.cols) if fc else \
+                fmt.pack_params(bias[k0:k1], mult[k0:k1], shift[k0:k1], self.rows, self.cols)
+            layer.weight_words += block.shape[0]
+            layer.param_words += params.shape[0]
+            part_macs = logical_macs * (k1 - k0) // oc_phys if len(chunks) > 1 else logical_macs
+            desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kh, kernel_w=kw, stride_h=stride[0],
+                                  stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
+                                  pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
+                                  in_zp=-p["input_offset"], out_zp=p["output_zero_point"], act_min=p["act_min"],
+                                  act_max=p["act_max"], oc_tiles=0 if depthwise else _ceil(k1 - k0, self.rows),
+                                  tile_words=tile_words, macs=part_macs)
+            self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(tile_words, "u16"))
+            self.blocks["params"].append((layer, desc, params))
+            self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
+            self.emit(layer, desc, {"in_addr": source, "out_addr": target})
+            if fc:
+                desc.flags |= fmt.FCSCALE
+            if packed:
+                desc.flags |= fmt.PACKED
+                desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]
+        layer.weight_bytes = (layer.weight_words + layer.param_words) * self.wb
+        for k0, k1, target, _ in (chunks if len(chunks) > 1 else []):
+            self.gathers(layer, what, target, out_name, [((0, 0, 0), (1, 1), (oh, ow, k1 - k0), (0, 0, k0), (1, 1))],
+                         p["output_zero_point"], fill=False)
 
     def scalar_operand(self, op):
         """An ADD/SUB/MUL of an activation and one constant value (a table, LUT)."""
@@ -375,8 +497,9 @@ class _Compiler:
         p = add_params(self.g, op)
         if swapped:
             p = {k.replace("input1", "#").replace("input2", "input1").replace("#", "input2"): v for k, v in p.items()}
-        self.define(out, self.act(a, what), what)
+        ppw = self.define(out, self.act(a, what), what, packable=True)
         layer = self.layer(op, "ADD", [a, b], out)
+        a, b = self.relayout(layer, a, ppw), self.operand2(layer, b, ppw, a)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_zp=-p["input1_offset"], in2_zp=-p["input2_offset"],
                               out_zp=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
                               left_shift=p["left_shift"], in_mult=p["input1_multiplier"],
@@ -393,8 +516,9 @@ class _Compiler:
         za, zb = -p["input1_offset"], -p["input2_offset"]
         if swapped:
             za, zb = zb, za
-        self.define(out, self.act(a, what), what)
+        ppw = self.define(out, self.act(a, what), what, packable=True)
         layer = self.layer(op, "MUL", [a, b], out)
+        a, b = self.relayout(layer, a, ppw), self.operand2(layer, b, ppw, a)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["MUL"], in_zp=za, in2_zp=zb, out_zp=p["output_offset"],
                               act_min=p["act_min"], act_max=p["act_max"], out_mult=p["output_multiplier"],
                               out_shift=p["output_shift"])
@@ -413,6 +537,7 @@ class _Compiler:
         p = mean_params(self.g, op)
         self.define(out, (1, 1, c), what)
         layer = self.layer(op, "MEAN", [x], out)
+        x = self.relayout(layer, x, 1)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["MEAN"], in_zp=p["input_zero_point"], out_zp=p["output_zero_point"],
                               act_min=-128, act_max=127, out_mult=p["multiplier"], out_shift=p["shift"])
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
@@ -433,10 +558,12 @@ class _Compiler:
         if c > 256:
             raise ModelError(f"{what}: {c} channels; the die's PRELU holds at most 256 alphas")
         p = prelu_params(self.g, op)
-        block = fmt.stream_words(alpha.data.astype(np.int8).reshape(-1).tobytes(), self.wb)
-        self.define(out, (h, w, c), what)
+        ppw = self.define(out, (h, w, c), what, packable=True)
+        # A superpixel's channels are ppw pixels of C: the alphas repeat ppw times.
+        block = fmt.stream_words(np.tile(alpha.data.astype(np.int8).reshape(-1), ppw).tobytes(), self.wb)
         layer = self.layer(op, "PRELU", [x], out, param_words=block.shape[0], weights=c,
                            weight_bytes=block.shape[0] * self.wb)
+        x = self.relayout(layer, x, ppw)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["PRELU"], param_words=block.shape[0], in_zp=-p["input_offset"],
                               in2_zp=-p["alpha_offset"], out_zp=p["output_offset"], act_min=-128, act_max=127,
                               in_mult=p["multiplier_1"], in_shift=p["shift_1"], in2_mult=p["multiplier_2"],
@@ -461,6 +588,7 @@ class _Compiler:
         self.define(out, (oh, ow, c), what)
         die_op = "MAXPOOL" if op.kind == "MAX_POOL_2D" else "AVGPOOL"
         layer = self.layer(op, die_op, [x], out)
+        x = self.relayout(layer, x, 1)
         desc = fmt.Descriptor(opcode=fmt.OPCODES[die_op], kernel_h=kernel[0], kernel_w=kernel[1],
                               stride_h=stride[0], stride_w=stride[1], pad_top=pads[0], pad_bottom=pads[1],
                               pad_left=pads[2], pad_right=pads[3], in_zp=zi, out_zp=zo, act_min=act_min,
@@ -486,8 +614,9 @@ class _Compiler:
                       ops=[Op(op.kind, inputs, ["y"], dict(op.opts), name=op.name)], inputs=["x"], outputs=["y"])
         table = run_graph(probe, [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)])[0].reshape(256)
         block = fmt.stream_words(table.astype(np.int8).tobytes(), self.wb)
-        self.define(out, hwc, what)
+        ppw = self.define(out, hwc, what, packable=True)
         layer = self.layer(op, "LUT", [x], out, param_words=block.shape[0], weight_bytes=block.shape[0] * self.wb)
+        x = self.relayout(layer, x, ppw)
         desc = fmt.Descriptor(opcode=fmt.OPCODES["LUT"], param_words=block.shape[0], out_zp=zo)
         self.blocks["params"].append((layer, desc, block))
         self.emit(layer, desc, {"in_addr": x, "out_addr": out})
@@ -512,15 +641,62 @@ class _Compiler:
                                            bool(op.opts.get("half_pixel_centers", False)))
         except ValueError as e:
             raise ModelError(f"{what}: {e}") from None
-        row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
-        self.define(out, (oh, ow, c), what)
-        layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0], weight_words=col_block.shape[0],
-                           weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
-        desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
-                              weight_words=col_block.shape[0], out_zp=zo)
-        self.blocks["params"].append((layer, desc, row_block))
-        self.blocks["dw"].append((layer, desc, col_block))
-        self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+        ppw = self.define(out, (oh, ow, c), what, packable=True)
+        if ppw == 1:
+            row_block, col_block = fmt.pack_resize_table(*rows, self.wb), fmt.pack_resize_table(*cols, self.wb)
+            layer = self.layer(op, "RESIZE", [x], out, param_words=row_block.shape[0],
+                               weight_words=col_block.shape[0],
+                               weight_bytes=(row_block.shape[0] + col_block.shape[0]) * self.wb)
+            x = self.relayout(layer, x, 1)
+            desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                                  weight_words=col_block.shape[0], out_zp=zo)
+            self.blocks["params"].append((layer, desc, row_block))
+            self.blocks["dw"].append((layer, desc, col_block))
+            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+            return
+        self.resize_packed(op, x, out, (h, w, c), (oh, ow), ppw, rows, cols, zo)
+
+    def resize_packed(self, op, x, out, hwc, out_hw, ppw, rows, cols, zo):
+        """A RESIZE into a superpixel output, in bands of output rows: for each band and pixel slot j, the RESIZE
+        of output columns j, j + ppw, ... (every ppw-th column table entry) of the band's rows into a small
+        channel-tiled temporary, GATHERed to lanes j*C of those superpixels. A packed input is GATHERed into a
+        channel-tiled temporary one band's input rows at a time (the row table shifted to them)."""
+        what = op.label()
+        (_, w, c), (oh, ow) = hwc, out_hw
+        pi = self.sp.get(x, 1)
+        ocols = ow // ppw
+        target = max(1, _RESIZE_BAND_WORDS // (ocols * _ceil(c, self.cols)))
+        band = max(d for d in range(1, oh + 1) if oh % d == 0 and d <= target)
+        layer = self.layer(op, "RESIZE", [x], out)
+        spans = []
+        for y0 in range(0, oh, band):
+            lo, hi = rows[0][y0:y0 + band], rows[1][y0:y0 + band]
+            r0 = int(min(lo.min(), hi.min())) if pi > 1 else 0
+            spans.append((y0, r0, int(max(lo.max(), hi.max())) + 1 - r0))
+        tmp_out = self.temporary(layer, out, (band, ocols, c), (band, ocols, c), 1)
+        tmp_in = x
+        if pi > 1:
+            n_in = max(n for _, _, n in spans)
+            tmp_in = self.temporary(layer, x, (n_in, w, c), (n_in, w, c), 1)
+        zx = _scalar_quant(self.g, x, what)[1]
+        weight_words = 0
+        for y0, r0, n in spans:
+            if pi > 1:
+                self.gathers(layer, what, x, tmp_in, [((r0, 0, r * c), (1, 1), (n, w // pi, c), (0, r, 0), (1, pi))
+                                                      for r in range(pi)], zx)
+            row_block = fmt.pack_resize_table(rows[0][y0:y0 + band] - r0, rows[1][y0:y0 + band] - r0,
+                                              rows[2][y0:y0 + band], self.wb)
+            for j in range(ppw):
+                col_block = fmt.pack_resize_table(*(t[j::ppw] for t in cols), self.wb)
+                desc = fmt.Descriptor(opcode=fmt.OPCODES["RESIZE"], param_words=row_block.shape[0],
+                                      weight_words=col_block.shape[0], out_zp=zo)
+                self.blocks["params"].append((layer, desc, row_block))
+                self.blocks["dw"].append((layer, desc, col_block))
+                weight_words += row_block.shape[0] + col_block.shape[0]
+                self.emit(layer, desc, {"in_addr": tmp_in, "out_addr": tmp_out})
+                self.gathers(layer, what, tmp_out, out, [((0, 0, 0), (1, 1), (band, ocols, c), (y0, 0, j * c),
+                                                          (1, 1))], zo, fill=y0 == 0 and j == 0)
+        layer.weight_words, layer.weight_bytes = weight_words, weight_words * self.wb
 
     def gather(self, op):
         """DEPTH_TO_SPACE / SPACE_TO_DEPTH (b*b GATHERs, a channel block each) and STRIDED_SLICE / SLICE (one)."""
@@ -562,24 +738,19 @@ class _Compiler:
             out_hwc = size
         if min(out_hwc) < 1:
             raise ModelError(f"{what}: empty output {out_hwc}")
-        self.define(out, out_hwc, what)
+        ppw = self.define(out, out_hwc, what, packable=True)
         layer = self.layer(op, "GATHER", [x], out)
-        for i, (src, sstep, size, dst, dstep) in enumerate(boxes):
-            self.check(what, src_y=(src[0], "u16"), src_x=(src[1], "u16"), src_c=(src[2], "u16"),
-                       g_h=(size[0], "u16"), g_w=(size[1], "u16"), g_c=(size[2], "u16"), src_sy=(sstep[0], "u8"),
-                       src_sx=(sstep[1], "u8"), dst_sy=(dstep[0], "u8"), dst_sx=(dstep[1], "u8"),
-                       copy_y=(dst[0], "u16"), copy_x=(dst[1], "u16"), copy_c=(dst[2], "u16"))
-            desc = fmt.Descriptor(opcode=fmt.OPCODES["GATHER"], flags=fmt.FILL if i == 0 else 0, out_zp=zo,
-                                  fill=zo if i == 0 else 0, src_y=src[0], src_x=src[1], src_c=src[2], g_h=size[0],
-                                  g_w=size[1], g_c=size[2], src_sy=sstep[0], src_sx=sstep[1], dst_sy=dstep[0],
-                                  dst_sx=dstep[1], copy_y=dst[0], copy_x=dst[1], copy_c=dst[2])
-            self.emit(layer, desc, {"in_addr": x, "out_addr": out})
+        x = self.relayout(layer, x, 1)
+        if ppw > 1:
+            boxes = _superpixel_boxes(boxes, ppw, out_hwc[2])
+        self.gathers(layer, what, x, out, boxes, zo)
 
     def copies(self, op, parts, out, out_hwc, fill):
         """COPY descriptors placing each (tensor, (y, x, c) offset) of `parts` into `out`."""
         what = op.label()
         self.define(out, out_hwc, what)
         layer = self.layer(op, "COPY", [n for n, _ in parts], out)
+        parts = [(self.relayout(layer, name, 1), offset) for name, offset in parts]
         for i, (name, (y, x, c)) in enumerate(parts):
             self.check(what, copy_y=(y, "u16"), copy_x=(x, "u16"), copy_c=(c, "u16"))
             zp = _scalar_quant(self.g, out, what)[1]
@@ -649,6 +820,8 @@ class _Compiler:
         else:
             raise ModelError(f"{what}: {(h, w, c)} -> {new} changes the channel tiling mid-network; the die "
                              f"only reshapes when the words stay put (or feeds a FULLY_CONNECTED)")
+        if x in self.sp:
+            raise ModelError(f"{what}: reshapes a pixel-packed tensor")      # the planner never packs these
         self.phys[out] = hwc
         self.root[out] = self.root[x]
 
@@ -744,6 +917,8 @@ class _Compiler:
                     end[r] = max(end.get(r, -1), step)
         for name in die_outputs:
             end[self.root[name]] = n
+        for name, step in self.temps.items():
+            start[name] = end[name] = step
         for r in start:
             end.setdefault(r, start[r])
         self.in_place(start, end)
@@ -767,7 +942,7 @@ class _Compiler:
                 chunks.append(words)
             regions[key] = np.concatenate(chunks) if chunks else np.zeros((0, self.wb), np.uint8)
         weight_words = cursor
-        self.fit(weight_words, act_words)
+        self.fit(weight_words, act_words, start, end, sizes)
 
         descriptors = []
         for desc, names in self.descs:
@@ -787,6 +962,8 @@ class _Compiler:
             r = self.root[name]
             tensors[name] = {"addr": addr[r], "words": sizes[r], "hwc": list(self.phys[name]),
                              "start": start[r], "end": end[r]}
+            if name in self.sp:
+                tensors[name]["ppw"] = self.sp[name]
         io = self.io(host, die_outputs, tensors)
         return CompiledModel(name=g.name, config=cfg, layers=self.layers, descriptors=descriptors,
                              program=program, params=regions["params"], dw_weights=regions["dw"],
@@ -797,7 +974,7 @@ class _Compiler:
         word read before it is written): a residual block then keeps two tensors live at its ADD instead of
         three. A broadcast second input is never overwritten (its size differs from the output's)."""
         for layer, op in zip(self.layers, self.layer_ops):
-            if layer.op not in ("ADD", "LUT", "MUL", "PRELU"):
+            if layer.op not in ("ADD", "LUT", "MUL", "PRELU") or layer.index in self.converted:
                 continue
             out = self.root[op.outputs[0]]
             for name in [n for n in op.inputs if n in self.root][:2 if layer.op in ("ADD", "MUL") else 1]:
@@ -811,18 +988,27 @@ class _Compiler:
                     del start[out]
                     break
 
-    def fit(self, weight_words, act_words):
+    def fit(self, weight_words, act_words, start, end, sizes):
         cfg = self.cfg
         bank = cfg.sram_bank_bytes
         w_need, w_have = weight_words * self.wb, cfg.weight_banks * bank
         a_need, a_have = act_words * self.cols, cfg.act_banks * bank
         if w_need <= w_have and a_need <= a_have:
             return
-        raise ModelError(
-            f"model '{self.g.name}' does not fit config '{cfg.name}': needs {w_need:,} B of weight SRAM "
-            f"({_ceil(w_need, bank)} banks of {bank:,} B), config has {cfg.weight_banks} weight banks of "
-            f"{bank:,} B = {w_have:,} B; activations need {a_need:,} B at the peak ({_ceil(a_need, bank)} banks "
-            f"of {bank:,} B), config has {cfg.act_banks} activation banks of {bank:,} B = {a_have:,} B")
+        packed = f" with {len(self.sp)} narrow tensors pixel-packed" if self.sp else ""
+        message = (f"model '{self.g.name}' does not fit config '{cfg.name}'{packed}: needs {w_need:,} B of weight "
+                   f"SRAM ({_ceil(w_need, bank)} banks of {bank:,} B), config has {cfg.weight_banks} weight banks of "
+                   f"{bank:,} B = {w_have:,} B; activations need {a_need:,} B at the peak ({_ceil(a_need, bank)} "
+                   f"banks of {bank:,} B), config has {cfg.act_banks} activation banks of {bank:,} B = {a_have:,} B")
+        if w_need > w_have:
+            raise ModelError(message)
+        steps = range(-1, len(self.layers) + 1)
+        busiest = max(steps, key=lambda s: sum(sizes[r] for r in start if start[r] <= s <= end[r]))
+        live = sorted((r for r in start if start[r] <= busiest <= end[r] and r not in self.temps),
+                      key=lambda r: -sizes[r])
+        raise _NoFit(act_words - a_have // self.cols,
+                     [[t for t, owner in self.root.items() if owner == r and t not in self.temps] for r in live],
+                     message)
 
     def io(self, host, die_outputs, tensors):
         """The model I/O description: what the ISP writes, what the die leaves for CSI-2, what the host does.
@@ -842,6 +1028,8 @@ class _Compiler:
                 d["data"] = _jsonable(t.data)
             if name in tensors:
                 d.update(addr=tensors[name]["addr"], hwc=tensors[name]["hwc"], words=tensors[name]["words"])
+                if name in self.sp:     # stored as the channel-tiled H x W/ppw x ppw*C: `shape` in row-major order
+                    d["ppw"] = self.sp[name]
             return d
 
         host_ops = [g.ops[i] for i in sorted(host)]
@@ -876,6 +1064,66 @@ def _jsonable(value):
     if isinstance(value, (np.floating,)):
         return float(value)
     return value
+
+
+def _superpixels(hwc, cols):
+    """Pixels per word of the superpixel layout of an H x W x C tensor: cols // C when that is >= 2 and
+    divides W (each image row then starts a word, so the tensor *is* an H x W/ppw x ppw*C channel-tiled one,
+    pixel slot r of a word holding channels r*C .. r*C + C - 1), else 1 (no superpixel layout)."""
+    h, w, c = hwc
+    ppw = cols // c if c else 0
+    return ppw if ppw >= 2 and w % ppw == 0 else 1
+
+
+def _superpixel_boxes(boxes, ppw, c):
+    """GATHER boxes writing a superpixel output (`ppw` pixels of C channels per word) from boxes in pixel
+    coordinates: the box's columns split by their residue modulo m = ppw / gcd(ppw, dst step), each residue
+    class landing at one pixel slot of a fixed lane offset, a superpixel step of m * dst step / ppw."""
+    out = []
+    for src, sstep, size, dst, dstep in boxes:
+        m = ppw // gcd(ppw, dstep[1])
+        for r in range(min(m, size[1])):
+            col = dst[1] + r * dstep[1]
+            out.append(((src[0], src[1] + r * sstep[1], src[2]), (sstep[0], sstep[1] * m),
+                        (size[0], len(range(r, size[1], m)), size[2]),
+                        (dst[0], col // ppw, (col % ppw) * c + dst[2]), (dstep[0], m * dstep[1] // ppw)))
+    return out
+
+
+def superpixel_conv(weights, bias, mult, shift, depthwise, pi, po, kernel_w, stride_w, pad_left, in_w, out_w):
+    """A CONV / DEPTHWISE_CONV_2D whose input has `pi` and output `po` pixels per word (1: channel-tiled) as an
+    ordinary CONV on the superpixel tensors: output lane (j, o) of superpixel X is output pixel po*X + j, its
+    tap kx reads input pixel po*stride*X + j*stride - pad_left + kx, which is lane (l, c) of input superpixel
+    X*S - PL + KX with S = po*stride/pi (the caller makes it an integer). The weights are block-structured
+    (zero where a (j, KX, l) is no tap), bias and requantization repeated for each slot j. Integer sums are
+    exact and superpixels outside the input are all padding (W is a multiple of pi), so the result is the
+    original operator's, value for value.
+
+    weights: OHWI [Co, KH, KW, Ci] (depthwise: [1, KH, KW, C]); in_w, out_w: widths in pixels.
+    Returns (weights OHWI, bias, mult, shift, kernel_w, stride_w, pad_left, pad_right) in superpixel terms."""
+    w = np.asarray(weights, np.int8)
+    if depthwise:
+        c = w.shape[3]
+        full = np.zeros((c, w.shape[1], w.shape[2], c), np.int8)
+        for ch in range(c):
+            full[ch, :, :, ch] = w[0, :, :, ch]
+        w = full
+    co, kh, kw, ci = w.shape
+    assert kw == kernel_w and (po * stride_w) % pi == 0 and in_w % pi == 0 and out_w % po == 0
+    s = po * stride_w // pi
+    in_sp, out_sp = in_w // pi, out_w // po
+    pl = -(-pad_left // pi)
+    kws = ((po - 1) * stride_w + kw - 1 - pad_left) // pi + pl + 1
+    kws = max(kws, in_sp + pl - (out_sp - 1) * s)
+    pr = (out_sp - 1) * s + kws - in_sp - pl
+    out = np.zeros((po * co, kh, kws, pi * ci), np.int8)
+    for j in range(po):
+        for kx_sp in range(kws):
+            for lane in range(pi):
+                kx = (kx_sp - pl) * pi + lane - j * stride_w + pad_left
+                if 0 <= kx < kw:
+                    out[j * co:(j + 1) * co, :, kx_sp, lane * ci:(lane + 1) * ci] = w[:, :, kx, :]
+    return (out, np.tile(bias, po), np.tile(mult, po), np.tile(shift, po), kws, s, pl, pr)
 
 
 def _allocate(roots, sizes, start, end):
@@ -935,10 +1183,85 @@ def expand_transpose_convs(graph):
                  notes=list(graph.notes))
 
 
-def compile_graph(graph, config):
+# Operators that write the superpixel layout (ADD/SUB/MUL with a constant and the LUT kinds become LUTs).
+_PACK_WRITERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "PRELU", "ZERO_INSERT", "DEPTH_TO_SPACE",
+                 "SPACE_TO_DEPTH", "STRIDED_SLICE", "SLICE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", *LUT_OPS)
+_PACK_READERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "PRELU", *LUT_OPS)
+_PLAN_ROUNDS = 40
+_RESIZE_BAND_WORDS = 1024       # activation words of a packed RESIZE's band temporary (about)
+
+
+def _pack_candidates(graph, cols):
+    """Tensors the planner may store pixel-packed: narrow (C <= cols/2, cols // C dividing W), written by an
+    operator that writes the superpixel layout, not the network input (the ISP's packing is its own) and
+    not reshaped on the die. Every reader takes them: CONVs read them directly, the elementwise operators in
+    the layout of their output, the others through a GATHERed channel-tiled temporary."""
+    producers, consumers = graph.producers(), graph.consumers()
+    out = set()
+    for name, op in producers.items():
+        t = graph.tensor(name)
+        if op.kind not in _PACK_WRITERS or name in graph.inputs or t.dtype != "int8" or len(t.shape) != 4 \
+                or t.shape[0] != 1 or any(u.kind == "RESHAPE" for u in consumers.get(name, [])):
+            continue
+        if op.kind == "CONV_2D" and op.inputs[0] in graph.inputs:
+            continue                                    # the stem conv reads the ISP's packed input (im2col)
+        if _superpixels(tuple(int(d) for d in t.shape[1:]), cols) > 1:
+            out.add(name)
+    return out
+
+
+def _noted(model):
+    """The model, its notes saying which tensors (if any) are stored pixel-packed (one line)."""
+    packed = sorted(n for n, t in model.tensors.items() if t.get("ppw", 1) > 1 and "@" not in n)
+    if packed:
+        model.notes.append(f"activation SRAM: {len(packed)} narrow tensors stored pixel-packed to fit "
+                           f"({', '.join(packed[:3])}{', ...' if len(packed) > 3 else ''})")
+    return model
+
+
+def compile_graph(graph, config, pack=None):
     """Compile a lowered full-int8 Graph for `config` (a DieConfig); raises ModelError (one line) when the model
-    uses an operator the die does not run or does not fit the configuration's SRAM."""
+    uses an operator the die does not run or does not fit the configuration's SRAM.
+
+    The SRAM planner: when the activations do not fit, narrow tensors live at the busiest step are stored
+    pixel-packed (the superpixel layout, `_superpixels`), the largest first, until the model fits or no
+    candidate is left. A model that fits without packing compiles exactly as if packing did not exist.
+    `pack` (tests, experiments): the tensors to pack instead of the planner's choice (those without a
+    superpixel layout or whose writer has none stay channel-tiled)."""
+    g = expand_transpose_convs(graph)
     try:
-        return _Compiler(expand_transpose_convs(graph), config).run()
+        if pack is not None:
+            try:
+                model = _Compiler(g, config, set(pack)).run()
+            except _NoFit as e:
+                raise ModelError(e.message) from None
+            return _noted(model)
+        pack, candidates = set(), None
+        for _ in range(_PLAN_ROUNDS):
+            try:
+                model = _Compiler(g, config, pack).run()
+            except _NoFit as e:
+                if candidates is None:
+                    candidates = _pack_candidates(g, config.array_cols)
+                    consumers = g.consumers()
+                    native = {n for n in candidates if all(u.kind in _PACK_READERS for u in consumers.get(n, []))}
+                saved, added = 0, False
+                # Tensors whose readers all take the packed layout first (no GATHERed copies), largest first.
+                for names in sorted(e.live, key=lambda names: not any(n in native for n in names)):
+                    new = [n for n in names if n in candidates and n not in pack]
+                    if not new:
+                        continue
+                    pack.update(new)
+                    added = True
+                    h, w, c = (int(d) for d in g.tensor(new[0]).shape[1:])
+                    saved += h * w * (-(-c // config.array_cols)) * (1 - 1 / _superpixels((h, w, c),
+                                                                                          config.array_cols))
+                    if saved >= e.excess:
+                        break
+                if not added:
+                    raise ModelError(e.message) from None
+                continue
+            return _noted(model)
+        raise ModelError(f"model '{graph.name}': the SRAM planner gave up after {_PLAN_ROUNDS} rounds")
     except fmt.ProgramError as e:
         raise ModelError(f"model '{graph.name}': {e}") from None

@@ -58,9 +58,15 @@ def _tensors(d):
     return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
 
-def _check(i, d, cols, rows):
-    """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does."""
+def _check(i, d, cols, rows, max_channels=None):
+    """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does;
+    and (given the config's `max_channels`) one wider than the conv engine's parameter buffer, as the RTL does."""
     where = f"descriptor {i} ({d.op})"
+    if max_channels is not None and d.op in ("CONV", "DWCONV"):
+        limit = -(-max_channels // cols) * cols
+        if d.out_c > limit:
+            raise ProgramError(f"{where}: {d.out_c} output channels; the conv engine's parameter buffer holds "
+                               f"{limit}")
     ins, out = _tensors(d)
     packed = bool(d.flags & PACKED)
     k_words = -(-(d.kernel_h * d.kernel_w * d.in_c) // cols)
@@ -142,9 +148,9 @@ def _check(i, d, cols, rows):
         raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
 
-def step(i, d, sram, wsram, rows, cols):
+def step(i, d, sram, wsram, rows, cols, max_channels=None):
     """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address."""
-    _check(i, d, cols, rows)
+    _check(i, d, cols, rows, max_channels)
     where = f"descriptor {i} ({d.op})"
     if d.flags & PACKED:
         x = read_packed(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
@@ -271,7 +277,7 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
         d = unpack(stream[start:start + DESCRIPTOR_BYTES].tobytes(), i)
         if d.op == "END":
             break
-        step(i, d, sram, wsram, rows, cols)
+        step(i, d, sram, wsram, rows, cols, config.max_channels)
         if on_descriptor is not None:
             on_descriptor(i, d, sram)
         i += 1

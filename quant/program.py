@@ -62,6 +62,14 @@ mode: for each output pixel the sequencer gathers the ``K`` taps x channels (zer
 ``in_ct = ceil(K / cols)`` words and feeds them to the MAC array like ``in_ct`` channel tiles of a 1x1 conv
 (a 3x3 RGB stem is K = 27: one word per output pixel and oc tile, instead of nine words of three lanes).
 
+**Pixel-packed (superpixel) tensors.**  When a model's activations do not fit, the compiler stores some
+narrow tensors (``C <= cols / 2``, ``PPW = cols // C`` dividing W) as the channel-tiled H x (W / PPW) x
+(PPW * C) tensor: pixel (y, x) channel c is lane ``(x % PPW) * C + c`` of superpixel (y, x // PPW), the same
+bytes in the same row-major order, so no opcode and no reader changes: descriptors see ordinary tiled
+tensors (CONVs with block-structured weights, elementwise operators per lane, GATHERs moving pixels between
+the two layouts).  A die output stored that way has ``hwc`` = the superpixel shape and ``ppw`` = PPW in the
+model I/O section; reading it as that tiled tensor and reshaping to its ``shape`` unpacks it.
+
 Opcodes
 -------
 ``0`` is invalid on purpose (erased or zeroed memory must stop the sequencer with an error, never end a

@@ -101,12 +101,14 @@ def totals_text(model):
         f"NPU cycles (the analytic model, equal to the die's counters; {cfg.macs_per_cycle} MACs/cycle): "
         f"{sum(layer.cycles for layer in model.layers):,} in the layers' descriptors",
     ]
+    lines += list(getattr(model, "notes", []))
     io = model.io
     inp = io["input"]
     lines.append(f"input: {inp['name']} {_shape(inp['shape'])} int8 (scale {inp['scale'][0]:g}, zero point "
                  f"{inp['zero_point'][0]}), {inp['layout']} at activation word {inp['addr']}")
     for t in io["die_outputs"]:
-        lines.append(f"die output: {t['name']} {_shape(t['shape'])} at activation word {t['addr']}")
+        packed = f", pixel-packed ({t['ppw']} pixels per word)" if t.get("ppw") else ""
+        lines.append(f"die output: {t['name']} {_shape(t['shape'])} at activation word {t['addr']}{packed}")
     for op in io["host"]["ops"]:
         lines.append(f"host: {op['kind']} '{op['name']}' {', '.join(op['inputs'][:1])} -> {op['outputs'][0]}")
     return lines

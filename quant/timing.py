@@ -376,8 +376,9 @@ def descriptor_activity(config, desc):
     `mac_cycles` (cycles the MAC array accumulated: the conv engine's issues; the vector engine's multipliers do
     not count), `act_reads` (activation-SRAM words of `array_cols` bytes read; taps in the padding are not
     read), `act_write_bytes` (activation-SRAM bytes written, by byte enable) and `weight_reads` (weight-SRAM
-    words read, the parameter records' included). END (run by no engine) is all zeros. The sequencer's own
-    descriptor fetches (`sequencer_overhead`) are not in these counts: see `program_activity`."""
+    words read, the parameter records', LUT tables, PRELU alphas and RESIZE table entries included). END (run by
+    no engine) is all zeros. The sequencer's own descriptor fetches (`sequencer_overhead`) are not in these
+    counts: see `program_activity`."""
     cols = config.array_cols
     op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
     d = desc
@@ -413,6 +414,18 @@ def descriptor_activity(config, desc):
         return dict(zero, act_reads=d.in_h * d.in_w * d.in_ct, act_write_bytes=fill + d.in_h * d.in_w * d.in_c)
     if op == "LUT":
         return dict(zero, act_reads=words, act_write_bytes=words * cols, weight_reads=256 // lut_row_bytes(config))
+    if op == "MUL":                       # as ADD: both inputs' words (a broadcast one re-read) per output word
+        return dict(zero, act_reads=2 * words, act_write_bytes=words * cols)
+    if op == "MEAN":
+        return dict(zero, act_reads=d.in_h * d.in_w * d.in_ct, act_write_bytes=words * cols)
+    if op == "PRELU":                     # one weight word read per channel tile's alphas
+        return dict(zero, act_reads=words, act_write_bytes=words * cols, weight_reads=d.out_ct)
+    if op == "RESIZE":                    # per output pixel its row and column entries; 4 taps per output word
+        return dict(zero, act_reads=4 * words, act_write_bytes=words * cols, weight_reads=2 * d.out_h * d.out_w)
+    if op == "GATHER":                    # per box pixel the source words its channels span
+        nin = (d.src_c % cols + d.g_c - 1) // cols + 1
+        fill = words * cols if d.flags & FILL else 0
+        return dict(zero, act_reads=d.g_h * d.g_w * nin, act_write_bytes=fill + d.g_h * d.g_w * d.g_c)
     return zero
 
 

@@ -220,6 +220,7 @@ class StackcamDie(wiring.Component):
             npu.ext_act_r.addr.eq(outr.r.addr), npu.ext_act_r.en.eq(outr.r.en), outr.r.data.eq(npu.ext_act_r.data),
             npu.start.eq(inw.done),
             npu.counter_sel.eq(regs.counter_sel),
+            npu.bank_sel.eq(regs.bank_sel),
         ]
         npu_ok = Signal()
         m.d.comb += npu_ok.eq(npu.done & (npu.error == 0))
@@ -352,6 +353,7 @@ class StackcamDie(wiring.Component):
             regs.counter_act_reads.eq(npu.counter_act_reads),
             regs.counter_act_write_bytes.eq(npu.counter_act_write_bytes),
             regs.counter_weight_reads.eq(npu.counter_weight_reads),
+            regs.bank_counter.eq(npu.bank_counter),
         ]
         fields = {
             "magic": Const(int.from_bytes(EMBEDDED_MAGIC, "little"), 16), "version": Const(EMBEDDED_VERSION, 8),

@@ -28,7 +28,7 @@ class Register:
 
 REGISTERS = (
     Register("id", 0x00, "const", 32, DIE_ID, "constant 0x5343414D ('SCAM')"),
-    Register("version", 0x04, "const", 32, 3, "register map version"),
+    Register("version", 0x04, "const", 32, 4, "register map version"),
     Register("mode", 0x08, "rw", 2, MODE_METADATA,
              "CSI-2 output mode, taken at the next frame start: 0 image + metadata, 1 metadata only, 2 tensors"),
     Register("csi2_ctrl", 0x0C, "rw", 1, 0, "bit 0: send LS/LE short packets around every line"),
@@ -81,6 +81,12 @@ REGISTERS = (
              "weight-SRAM words its engine read for descriptor counter_sel in the last run"),
     Register("sram_errors", 0xD4, "ro", 16, 0,
              "SRAM words read with a parity error since reset (activation and weight SRAMs; saturating)"),
+    Register("bank_sel", 0xD8, "rw", 11, 0,
+             "selects the per-bank counter read below: [7:0] bank (of its SRAM), [10:8] counter "
+             "(rtl.npu.core.BANK_COUNTERS; the last run's: 0 activation words read, 1 activation bytes written, "
+             "2 weight words read, sequencer fetches included; since reset: 3 weight words the loader wrote, "
+             "4 activation bytes the input writer wrote, 5 activation words the output reader read)"),
+    Register("bank_counter", 0xDC, "ro", 32, 0, "the per-bank activity counter bank_sel selects"),
 )
 REGISTER_BY_NAME = {r.name: r for r in REGISTERS}
 

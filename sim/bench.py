@@ -121,12 +121,16 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     """The report's "energy", "area" and "activity" keys: the energy model (`sim.energy`) on the die's own activity
     counters, the area model (`sim.area`, its gates' leakage in the energy), the analytic model's counts beside the
     RTL's, and the breakdown chart <name>_energy.png."""
+    from stackcam.quant.romimage import load_rom
     from stackcam.quant.timing import program_activity
+    from stackcam.rtl.npu.core import BANK_COUNTERS
 
     from .area import AreaError, area_estimate
-    from .energy import energy_report, measured_activity, plot_breakdown
+    from .cyclemodel import predict_bank_activity, predict_io_banks, predict_load_banks
+    from .energy import bank_activity, energy_report, measured_activity, plot_banks, plot_breakdown
     from .metadata import frame_bytes
     compiled = prepared.compiled
+    weights = load_rom(prepared.rom, config).weight_sram()
     measured = measured_activity(run.descriptor_counters, run.descriptor_activity)
     predicted = program_activity(config, compiled.descriptors)["descriptors"]
     outs = prepared.io["die_outputs"]
@@ -140,7 +144,8 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
     e = energy_report(config, compiled, node=node, activity=measured, cycles=run.counters["npu_cycles"],
                       descriptor_cycles=[c for c, _ in run.descriptor_counters][:len(measured)],
                       gates=area["gates"], output_bytes=sum(h * w * c for h, w, c in shapes), csi2_bytes=meta,
-                      raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom))
+                      raw10_frame_bytes=frame_bytes(config, "image", shapes), rom_bytes=len(prepared.rom),
+                      banks=run.bank_counters, weights=weights)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     png = Path(out_dir) / f"{name}_energy.png"
     plot_breakdown(e, png, f"{name} on {config.name}: energy per inference ({e['node']})")
@@ -148,11 +153,22 @@ def energy_section(name, config, prepared, run, out_dir, node="22nm", log=print)
         f"{e['tops_per_w']:.2f} TOPS/W; die {e['frame']['die_mw']:.1f} mW at {config.frame_rate:g} fps "
         f"(IMX500 published 4.97 TOPS/W, {e['published']['imx500_isscc2021']['mobilenet_v1_mj']:.3f} mJ; "
         f"CamJ 2.50 mJ); wrote {png}")
+    banks_png = Path(out_dir) / f"{name}_banks.png"
+    plot_banks(e, banks_png, f"{name} on {config.name}")
+    # The model of one ROM load and one frame (the benchmark's run): the run's, the loader's and the frame's I/O.
+    bank_model = dict(predict_bank_activity(config, compiled.descriptors, weights=weights),
+                      weight_writes=predict_load_banks(config, prepared.rom), **predict_io_banks(config, prepared.io))
+    banks_equal = all(run.bank_counters.get(k) == bank_model[k] for k in BANK_COUNTERS)
+    log(f"  SRAM banks: per-bank counts of the die {'equal' if banks_equal else 'DIFFER FROM'} the analytic "
+        f"model's; wrote {banks_png}")
     if "mm2" in area:
         log(f"  area ({node}): {area['mm2']:.2f} mm^2 (logic {area['logic_mm2']:.2f}, SRAM {area['sram_mm2']:.2f}; "
             f"{area['basis']})")
+    per_bank = bank_activity(config, run.bank_counters)
     return {"energy": e, "area": area, "activity": {"rtl_equals_model": measured == predicted,
-                                      "rtl_total": e["activity_total"]}}
+                                                    "rtl_total": e["activity_total"], **per_bank,
+                                                    "banks_rtl_equals_model": banks_equal,
+                                                    "banks_unmodelled_descriptors": bank_model["unmodelled"]}}
 
 
 def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):

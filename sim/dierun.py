@@ -18,7 +18,7 @@ from stackcam.quant.isp import isp_quant_params
 from stackcam.quant.romimage import RomError, load_rom
 from stackcam.rtl.csi2.framer import DT_EMBEDDED, DT_RAW10, DT_RGB888
 from stackcam.rtl.die import rom_beat_layout
-from stackcam.rtl.npu.core import SRAM_IDS
+from stackcam.rtl.npu.core import BANK_COUNTERS, SRAM_IDS
 from stackcam.rtl.npu.io import MAX_OUTPUTS
 from stackcam.rtl.regs import MODES, REGISTER_BY_NAME
 from stackcam.rtl.streams import tensor_pixel_layout
@@ -72,6 +72,9 @@ class DieRun:
     descriptor_counters: list     # (cycles, MAC cycles) per descriptor of the last network run
     # per descriptor of the last run: {"act_reads", "act_write_bytes", "weight_reads"} from the die's counters
     descriptor_activity: list = field(default_factory=list)
+    # per-bank counters of the last run (`rtl.npu.core.BANK_COUNTERS`: a list per counter, bank 0 first; the
+    # loader's weight writes since reset); `bank_activity` gives them in bytes
+    bank_counters: dict = field(default_factory=dict)
     sim_wall_s: float = 0.0       # the Verilator run, from process start to results (no build)
     faults: list = field(default_factory=list)   # per injected fault: the cycle it was injected, frames out then
     build_wall_s: float = 0.0
@@ -324,6 +327,9 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         "reg_counter_sel": REGISTER_BY_NAME["counter_sel"].addr,
         "reg_counter_cycles": REGISTER_BY_NAME["counter_cycles"].addr,
         "reg_counter_macs": REGISTER_BY_NAME["counter_macs"].addr, "max_counters": config.max_descriptors,
+        "reg_bank_sel": REGISTER_BY_NAME["bank_sel"].addr, "reg_bank_counter": REGISTER_BY_NAME["bank_counter"].addr,
+        "bank_counters": [(k, config.weight_banks if k.startswith("weight") else config.act_banks)
+                          for k in BANK_COUNTERS],
         **{f"reg_counter_{k}": REGISTER_BY_NAME[f"counter_{k}"].addr
            for k in ("act_reads", "act_write_bytes", "weight_reads")},
         "regs_to_read": {n: REGISTER_BY_NAME[n].addr for n in ("status", "npu_status", "npu_descriptors",
@@ -403,7 +409,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     return DieRun(csi2_bytes=data, decoder=dec, frames=frames, first_pixel=first_pixel, last_pixel=last_pixel,
                   frame_last_byte=fe_cycles, cycles=r["cycles"], counters=counters, loads=r["loads"],
                   descriptor_counters=r["descriptor_counters"],
-                  descriptor_activity=r.get("descriptor_activity", []), sim_wall_s=wall, build_wall_s=build_s,
+                  descriptor_activity=r.get("descriptor_activity", []),
+                  bank_counters=r.get("bank_counters", {}), sim_wall_s=wall, build_wall_s=build_s,
                   marks=[tuple(m) for m in r.get("marks", ())], faults=r.get("faults", []))
 
 
@@ -519,4 +526,8 @@ def run_tensors(config, rom, items, log=None, faults=()):
         results.append(fr.graph_outputs)
     if len(results) != len(items):
         raise DieError(f"the die sent {len(results)} results for {len(items)} inputs")
+    if log is not None:
+        npu = run.counters["npu_cycles"]
+        log(f"die: NPU {npu:,} cycles for the last input (its counter; {npu / config.clock_mhz / 1e3:.3f} ms at "
+            f"{config.clock_mhz:g} MHz), {run.cycles:,} cycles simulated in all")
     return results

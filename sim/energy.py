@@ -10,12 +10,14 @@ not a published figure says so in its source.
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from stackcam.errors import StackcamError
 from stackcam.quant.program import OPCODES
 from stackcam.quant.timing import ACTIVITY_KEYS, program_activity, program_cycles
 
 __all__ = ["EnergyError", "Technology", "TECHNOLOGIES", "technology", "PUBLISHED", "energy_report",
-           "measured_activity", "plot_breakdown", "COMPONENTS", "engine_cycles"]
+           "measured_activity", "plot_breakdown", "COMPONENTS", "engine_cycles", "bank_activity", "plot_banks"]
 
 
 class EnergyError(StackcamError, ValueError):
@@ -165,6 +167,56 @@ def measured_activity(descriptor_counters, descriptor_activity):
     return [dict(a, mac_cycles=mc) for (_, mc), a in zip(descriptor_counters, descriptor_activity)]
 
 
+def bank_activity(config, counters):
+    """Per-bank SRAM bytes from per-bank counts (the die's `DieRun.bank_counters`, or
+    `sim.cyclemodel.predict_bank_activity` with `predict_io_banks`): {"act_sram_banks": [{bank, read_bytes,
+    write_bytes, input_write_bytes, output_read_bytes}], "weight_sram_banks": [{bank, read_bytes, load_bytes}]}.
+    read/write bytes are the run's; `input_write_bytes` / `output_read_bytes` the input writer's and output
+    reader's between runs (the frame's input and outputs), `load_bytes` the loader's writes (once per model
+    load, not per run); each None when `counters` lacks it ("input_write_bytes", "output_reads",
+    "weight_writes")."""
+    A, W = config.act_banks, config.weight_banks
+    need = {"act_reads": A, "act_write_bytes": A, "weight_reads": W}
+    need |= {k: n for k, n in (("weight_writes", W), ("input_write_bytes", A), ("output_reads", A))
+             if k in counters}
+    for k, n in need.items():
+        v = counters.get(k)
+        if not (isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and x >= 0 for x in v)):
+            raise EnergyError(f"per-bank counts {k!r} must be {n} non-negative integers (one per bank)")
+    C, WB = config.array_cols, config.weight_word_bytes
+
+    def opt(k, b, scale):
+        return None if k not in counters else counters[k][b] * scale
+
+    return {
+        "act_sram_banks": [{"bank": b, "read_bytes": counters["act_reads"][b] * C,
+                            "write_bytes": counters["act_write_bytes"][b],
+                            "input_write_bytes": opt("input_write_bytes", b, 1),
+                            "output_read_bytes": opt("output_reads", b, C)} for b in range(A)],
+        "weight_sram_banks": [{"bank": b, "read_bytes": counters["weight_reads"][b] * WB,
+                               "load_bytes": opt("weight_writes", b, WB)} for b in range(W)],
+    }
+
+
+def _bank_energy(config, tech, banks, source):
+    """The per-bank part of the report: bytes and energy (uJ) per bank of each SRAM, every bank a macro of
+    sram_bank_bytes at its per-byte energy: `uj` the run's, `io_uj` the frame's input and output traffic,
+    `load_uj` the loader's."""
+    e = tech.sram_pj_per_byte(config.sram_bank_bytes)
+
+    def uj(*v):
+        return None if any(x is None for x in v) else sum(v) * e * 1e-6
+
+    act = [dict(b, uj=uj(b["read_bytes"], b["write_bytes"]), io_uj=uj(b["input_write_bytes"], b["output_read_bytes"]))
+           for b in banks["act_sram_banks"]]
+    wgt = [dict(b, uj=uj(b["read_bytes"]), load_uj=uj(b["load_bytes"])) for b in banks["weight_sram_banks"]]
+    return {"source": source, "sram_pj_per_byte": e, "macro_bytes": config.sram_bank_bytes,
+            "act_sram_banks": act, "weight_sram_banks": wgt,
+            "act_sram_uj": sum(b["uj"] for b in act), "weight_sram_uj": sum(b["uj"] for b in wgt),
+            "note": "uj: per run (sequencer descriptor fetches in weight reads); io_uj: the frame's input writes and "
+                    "output reads between runs; load_uj: the loader's writes, once per model load"}
+
+
 def _layer_useful_macs(compiled):
     return {layer.index: int(layer.macs) for layer in compiled.layers}
 
@@ -186,7 +238,8 @@ def engine_cycles(config, compiled, descriptor_cycles, activity, total):
 
 
 def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, gates=None, output_bytes=None,
-                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None):
+                  csi2_bytes=None, raw10_frame_bytes=None, descriptor_cycles=None, rom_bytes=None, banks=None,
+                  weights=None):
     """Energy of one inference and one frame of `compiled` (a `quant.compiler` result) on `config`.
 
     `activity`: per-descriptor counts (`ACTIVITY_KEYS`, the die's counters through `measured_activity`), default
@@ -194,7 +247,11 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     gates of the logic for leakage (default: none counted); `output_bytes`: bytes of the die's output tensors;
     `csi2_bytes` / `raw10_frame_bytes`: CSI-2 bytes of a metadata-mode frame and of an image-mode frame (the
     link comparison); `rom_bytes`: the weight ROM image the loader writes into the SRAM once per model (reported
-    apart: not per frame). Energies in the report are in uJ unless named otherwise.
+    apart: not per frame); `banks`: the die's per-bank counters (`DieRun.bank_counters`), default the analytic
+    model's (`sim.cyclemodel.predict_bank_activity`), reported per bank under "banks" (bytes and energy; their
+    sum is the act_sram + weight_sram + sequencer energy when they equal the model); each layer's bytes per bank
+    are the analytic model's (`weights`: the loaded weight SRAM, for RESIZE's tables). Energies in the report are
+    in uJ unless named otherwise.
     """
     tech = technology(node)
     descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
@@ -221,6 +278,19 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     useful = _layer_useful_macs(compiled)
     op_names = {v: k for k, v in OPCODES.items()}
 
+    from .cyclemodel import predict_bank_activity, predict_io_banks
+    bank_model = predict_bank_activity(config, compiled.descriptors, weights=weights, per_descriptor=True)
+    layer_banks = {}
+    for d, b in zip(descs, bank_model["descriptors"]):
+        lb = layer_banks.setdefault(d.layer, {"act_reads": np.zeros(config.act_banks, np.int64),
+                                              "act_write_bytes": np.zeros(config.act_banks, np.int64),
+                                              "weight_reads": np.zeros(config.weight_banks, np.int64),
+                                              "complete": True})
+        if b is None:
+            lb["complete"] = False
+            continue
+        for k in ("act_reads", "act_write_bytes", "weight_reads"):
+            lb[k] += b[k]
     layers = {}
     for d, a in zip(descs, activity):
         lay = layers.setdefault(d.layer, {k: 0 for k in ACTIVITY_KEYS} | {"requant_bytes": 0, "vector_bytes": 0,
@@ -252,8 +322,16 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
         }
         for k, v in e.items():
             totals[k] += v
+        lb = layer_banks[layer.index]
         rows.append({"index": layer.index, "name": layer.name, "op": layer.kind, "macs": macs,
                      "activity": {k: int(a[k]) for k in ACTIVITY_KEYS},
+                     # The layer's SRAM bytes per bank it touches (the analytic model's placement by address).
+                     "sram_banks": {
+                         "act": [{"bank": i, "read_bytes": int(r) * C, "write_bytes": int(w)}
+                                 for i, (r, w) in enumerate(zip(lb["act_reads"], lb["act_write_bytes"])) if r or w],
+                         "weight": [{"bank": i, "read_bytes": int(r) * WB}
+                                    for i, r in enumerate(lb["weight_reads"]) if r],
+                         "complete": lb["complete"]},
                      "energy_uj": {k: v * 1e-6 for k, v in e.items()}, "total_uj": sum(e.values()) * 1e-6})
     # Whole-inference terms: the sequencer's descriptor fetches, the ISP (per Bayer pixel of the crop: one
     # accumulate and a 2-byte line-buffer read and write; per input element one 32x32 normalize multiply and
@@ -280,6 +358,11 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
     pixel_pj = config.frame_width * config.frame_height * tech.pixel_pj
     idle_leak_pj = leak_w * max(0.0, frame_period - seconds) * 1e12
     die_frame_pj = inference_pj + idle_leak_pj + link_pj
+    if banks is None:
+        banks = dict(bank_model, **predict_io_banks(config, compiled.io))
+        bank_source = "analytic model (sim.cyclemodel)"
+    else:
+        bank_source = "RTL per-bank counters"
     report = {
         "node": node, "vdd": tech.vdd, "activity_source": source, "cycles": int(cycles),
         "inference_ms": seconds * 1e3, "macs": int(total_macs),
@@ -308,6 +391,7 @@ def energy_report(config, compiled, *, node="22nm", activity=None, cycles=None, 
         "loader": {"rom_bytes": rom_bytes, "uj_once": (rom_bytes or 0) * e_sram * 1e-6,
                    "note": "the ROM image written into the SRAM once per model load, not per frame"},
         "engine_cycles": engine_cycles(config, compiled, descriptor_cycles, activity, cycles),
+        "banks": _bank_energy(config, tech, bank_activity(config, banks), bank_source),
         "layers": rows,
         "camj_style": _camj_style(config, cycles),
         "published": PUBLISHED,
@@ -324,6 +408,8 @@ ASSUMPTIONS = [
     "idle_slot_fraction of that (gated lanes).",
     "SRAM: every access costs the per-byte energy of one macro of sram_bank_bytes (reads = writes), whatever the "
     "word width: a word wider than a macro is read from several macros in parallel.",
+    "SRAM banks: the per-bank bytes are the die's per-bank counters at the SRAM ports (or the analytic model's, "
+    "placed by address); each bank is charged as one macro of sram_bank_bytes.",
     "Weights are read from the weight SRAM on every issue (the RTL keeps no weight reuse in registers): the "
     "weight word of rows x cols bytes is charged every MAC-array cycle.",
     "Requantization and the vector engine: one 32x32 multiply per output byte.",
@@ -360,13 +446,46 @@ def _camj_style(config, cycles):
             "note": "cycles x macs_per_cycle x 0.30 pJ"}
 
 
+def plot_banks(report, path, title=""):
+    """Bar chart of the SRAM bytes per bank: activation banks (the run's reads and writes, and the frame's input
+    writes and output reads when known) and weight banks (the run's reads, the loader's writes when known)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    b = report["banks"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for ax, key, series, label in (
+            (axes[0], "act_sram_banks", (("read_bytes", "read"), ("write_bytes", "written"),
+                                         ("input_write_bytes", "input written (frame)"),
+                                         ("output_read_bytes", "outputs read (frame)")), "activation SRAM"),
+            (axes[1], "weight_sram_banks", (("read_bytes", "read"), ("load_bytes", "loaded (once per model)")),
+             "weight SRAM")):
+        rows = b[key]
+        x = np.arange(len(rows))
+        series = [(k, n) for k, n in series if all(r[k] is not None for r in rows)]
+        width = 0.8 / max(1, len(series))
+        for i, (k, name) in enumerate(series):
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, [r[k] / 1024 for r in rows], width, label=name)
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(r["bank"]) for r in rows], fontsize=7 if len(rows) <= 32 else 5)
+        ax.set_xlabel("bank")
+        ax.set_ylabel("KiB")
+        uj = b["act_sram_uj" if key == "act_sram_banks" else "weight_sram_uj"]
+        ax.set_title(f"{label}: {len(rows)} banks of {b['macro_bytes'] // 1024} KiB, {uj:.2f} uJ per run "
+                     f"({b['sram_pj_per_byte']:.2f} pJ/B)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle((title + "\n" if title else "") + f"per-bank SRAM traffic ({b['source']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_breakdown(report, path, title=""):
     """Bar chart of the inference's energy by component and a per-layer stacked bar chart, with the IMX500's
     published energy and CamJ's estimate as reference lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     colors = dict(zip(COMPONENTS, plt.cm.tab10.colors))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 2.4]})
     inf = report["inference_uj"]

@@ -201,8 +201,10 @@ def rtl_check(config, prepared, program_activity, log=None):
     import numpy as np
 
     from stackcam.quant.program import OPCODES
+    from stackcam.quant.romimage import load_rom
     from stackcam.quant.timing import program_cycles
 
+    from .cyclemodel import predict_bank_activity
     from .dierun import run_die
     from .energy import measured_activity
     compiled = prepared.compiled
@@ -215,11 +217,13 @@ def rtl_check(config, prepared, program_activity, log=None):
     measured = measured_activity(run.descriptor_counters, run.descriptor_activity)[:n]
     predicted = program_activity(config, compiled.descriptors)["descriptors"]
     got_cycles = [cy for cy, _ in run.descriptor_counters][:n]
+    banks = predict_bank_activity(config, compiled.descriptors, weights=load_rom(prepared.rom, config).weight_sram())
+    banks_equal = all(run.bank_counters.get(k) == banks[k] for k in ("act_reads", "act_write_bytes", "weight_reads"))
     equal = (got_cycles == cyc["descriptors"] and run.counters["npu_cycles"] == cyc["total"]
-             and measured == predicted)
+             and measured == predicted and banks_equal)
     detail = {"descriptors": n, "npu_cycles": run.counters["npu_cycles"], "model_cycles": cyc["total"],
               "cycles_equal": got_cycles == cyc["descriptors"], "activity_equal": measured == predicted,
-              "wall_s": time.time() - t0}
+              "banks_equal": banks_equal, "wall_s": time.time() - t0}
     return equal, detail
 
 

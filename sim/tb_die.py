@@ -175,6 +175,15 @@ async def run_plan(dut):
                          for k in ("act_reads", "act_write_bytes", "weight_reads")})
     result["descriptor_counters"] = counters
     result["descriptor_activity"] = activity
+    banks = {}
+    for kind, (name, n) in enumerate(plan.get("bank_counters", ())):
+        values = []
+        for b in range(int(n)):
+            await bus_write(plan["reg_bank_sel"], kind << 8 | b)
+            await RisingEdge(clk)
+            values.append(await bus_read(plan["reg_bank_counter"]))
+        banks[name] = values
+    result["bank_counters"] = banks
     dut.flush.value = 1
     await RisingEdge(clk)
     dut.flush.value = 0

@@ -3,16 +3,18 @@ descriptor's cycles equal the die's per-descriptor counter, to the cycle, and th
 counter, for every zoo network at the `tiny` and `demo` presets and the person detector at `fpga` (its deep
 arithmetic pipelines) (the whole die in Verilator, input on the tensor port); the compiler's per-layer cycles in
 the manifest are the same figures. The die's per-descriptor activity counters (MAC-array cycles, activation-SRAM
-words read and bytes written, weight-SRAM words read) equal `quant.timing.descriptor_activity`, count for
-count."""
+words read and bytes written, weight-SRAM words read) equal `quant.timing.descriptor_activity`, count for count,
+and its per-bank counters equal `sim.cyclemodel.predict_bank_activity` bank for bank (the loader's writes: the
+ROM's sections; the input writer's and output reader's: the model I/O's tensors)."""
 
 import numpy as np
 import pytest
 
 from stackcam.quant import timing
 from stackcam.quant.program import OPCODES, PACKED
+from stackcam.quant.romimage import load_rom
 from stackcam.rtl.params import preset
-from stackcam.sim.cyclemodel import predict_cycles
+from stackcam.sim.cyclemodel import predict_bank_activity, predict_cycles, predict_io_banks, predict_load_banks
 from stackcam.sim.dierun import run_die
 from tests.dieutil import Model
 
@@ -57,6 +59,22 @@ def test_model_equals_die_counters(name, config):
              for i, (d, got, want) in enumerate(zip(descs, measured, activity["descriptors"])) if got != want]
     assert not wrong, "\n".join(wrong)
     assert sum(a["act_reads"] for a in measured) > 0 and sum(a["weight_reads"] for a in measured) > 0
+    # Per bank: the die's per-bank counters (at the SRAM ports, the sequencer's fetches included) equal the
+    # analytic model's accesses placed by address, and add up to the whole-SRAM counts; the loader wrote each
+    # weight section's words where the ROM image says.
+    banks = predict_bank_activity(config, compiled.descriptors, weights=load_rom(model.rom, config).weight_sram())
+    assert banks["unmodelled"] == []
+    for k in ("act_reads", "act_write_bytes", "weight_reads"):
+        assert run.bank_counters[k] == banks[k], k
+    total = activity["total"]
+    assert sum(banks["act_reads"]) == total["act_reads"]
+    assert sum(banks["act_write_bytes"]) == total["act_write_bytes"]
+    assert sum(banks["weight_reads"]) == total["weight_reads"] + total["fetch_weight_reads"]
+    assert run.bank_counters["weight_writes"] == predict_load_banks(config, model.rom)
+    # Between runs: the input writer's words and the output reader's, per bank, for the one frame.
+    io = predict_io_banks(config, model.io)
+    for k in ("input_write_bytes", "output_reads"):
+        assert run.bank_counters[k] == io[k], k
     # The manifest's per-layer figures are the same formula.
     assert {layer.index: layer.cycles for layer in compiled.layers if layer.descriptors} == predicted["layers"]
     assert sum(predicted["descriptors"]) + len(compiled.descriptors) * timing.sequencer_overhead(config) \

@@ -79,6 +79,30 @@ def test_report_parts_add_up_and_follow_the_counts(light):
     assert eng["conv_busy"] + eng["conv_idle"] == eng["npu"] == r["cycles"]
     assert eng["conv_busy"] + eng["vector_busy"] + eng["sequencer"] == eng["npu"]
     assert eng["mac_array_busy"] == sum(a["mac_cycles"] for a in act["descriptors"])
+    # Per bank (the analytic model's placement by address): bytes add up to the whole-SRAM bytes and the banks'
+    # energy to the SRAM components.
+    banks = r["banks"]
+    assert banks["source"].startswith("analytic")
+    assert len(banks["act_sram_banks"]) == config.act_banks and len(banks["weight_sram_banks"]) == config.weight_banks
+    assert sum(b["read_bytes"] for b in banks["act_sram_banks"]) == r["bytes"]["act_sram_read"]
+    assert sum(b["write_bytes"] for b in banks["act_sram_banks"]) == r["bytes"]["act_sram_write"]
+    assert sum(b["read_bytes"] for b in banks["weight_sram_banks"]) == r["bytes"]["weight_sram_read"]
+    assert banks["act_sram_uj"] == pytest.approx(r["inference_uj"]["act_sram"])
+    assert banks["weight_sram_uj"] == pytest.approx(r["inference_uj"]["weight_sram"] + r["inference_uj"]["sequencer"])
+    assert all(b["uj"] == pytest.approx(b["read_bytes"] * e_byte * 1e-6) for b in banks["weight_sram_banks"])
+    # ... and the layers' bytes per bank add up to the run's (weights: but the sequencer's fetches).
+    for key, side, kinds in (("act", "act_sram_banks", ("read_bytes", "write_bytes")),
+                             ("weight", "weight_sram_banks", ("read_bytes",))):
+        for k in kinds:
+            per = [0] * len(banks[side])
+            for row in r["layers"]:
+                assert row["sram_banks"]["complete"] is True
+                for b in row["sram_banks"][key]:
+                    per[b["bank"]] += b[k]
+            fetches = [0] * len(per)
+            if key == "weight":
+                fetches[0] = act["total"]["fetch_weight_reads"] * config.weight_word_bytes
+            assert [p + f for p, f in zip(per, fetches)] == [b[k] for b in banks[side]], (key, k)
     # A slower node costs more.
     assert energy_report(config, compiled, node="40nm")["inference_mj"] > r["inference_mj"]
 
@@ -97,6 +121,9 @@ def test_bad_input_is_refused(light):
         energy_report(config, compiled, activity=[{}] * (n + 1))
     with pytest.raises(EnergyError, match="descriptor 0's counts lack a non-negative integer 'mac_cycles'"):
         energy_report(config, compiled, activity=[{}] * n)
+    banks = {k: [0] * config.act_banks for k in ("act_reads", "act_write_bytes")} | {"weight_reads": [0, 1]}
+    with pytest.raises(EnergyError, match=f"'weight_reads' must be {config.weight_banks} non-negative integers"):
+        energy_report(config, compiled, banks=banks)
 
 
 @pytest.mark.xdist_group("verilator")
@@ -107,6 +134,7 @@ def test_bench_energy_section_on_the_die(tmp_path):
 
     import numpy as np
 
+    from stackcam.quant.romimage import NOT_LOADED, load_rom
     from stackcam.sim.bench import energy_section
     from stackcam.sim.dierun import run_die
     config = preset("tiny")
@@ -125,4 +153,22 @@ def test_bench_energy_section_on_the_die(tmp_path):
     assert e["link"]["metadata_bytes_per_frame"] == run.frames[0].csi2_bytes > 0
     assert e["loader"]["rom_bytes"] == len(model.rom)
     assert (tmp_path / "mn_energy.png").stat().st_size > 1000
+    # Per bank: the die's counters, equal to the analytic model's, in bytes; the chart is written.
+    act = out["activity"]
+    assert act["banks_rtl_equals_model"] is True and act["banks_unmodelled_descriptors"] == []
+    assert e["banks"]["source"].startswith("RTL")
+    assert [b["read_bytes"] for b in act["act_sram_banks"]] == [v * config.array_cols
+                                                                for v in run.bank_counters["act_reads"]]
+    assert sum(b["read_bytes"] for b in act["act_sram_banks"]) == e["bytes"]["act_sram_read"]
+    assert sum(b["write_bytes"] for b in act["act_sram_banks"]) == e["bytes"]["act_sram_write"]
+    assert sum(b["read_bytes"] for b in act["weight_sram_banks"]) == e["bytes"]["weight_sram_read"]
+    assert sum(b["load_bytes"] for b in act["weight_sram_banks"]) == \
+        sum(s["words"] for s in load_rom(model.rom, config).sections.values()
+            if s["load_word"] != NOT_LOADED) * config.weight_word_bytes
+    assert sum(b["read_bytes"] > 0 for b in act["weight_sram_banks"]) >= 2      # spread over banks
+    # The frame's input writes and output reads: the model I/O's tensors, whole words.
+    assert sum(b["input_write_bytes"] for b in act["act_sram_banks"]) == model.io["input"]["words"] * config.array_cols
+    assert sum(b["output_read_bytes"] for b in act["act_sram_banks"]) == \
+        sum(t["words"] for t in model.io["die_outputs"]) * config.array_cols
+    assert (tmp_path / "mn_banks.png").stat().st_size > 1000
     json.dumps(out)

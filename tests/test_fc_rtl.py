@@ -227,3 +227,9 @@ def test_stackcam_run_rtl_litert_quantized_classifier(tmp_path):
     assert got.dtype == want.dtype == np.int8 and got.shape == want.shape == (3, 100)
     assert np.array_equal(got, want), np.argwhere(got != want)[:8]
     assert len(np.unique(got)) > 20            # logits, not a saturated or constant output
+    # The die's NPU cycle counter, printed for the last input, equals the analytic model's figure.
+    import re
+    measured = re.search(r"die: NPU ([\d,]+) cycles for the last input", r.stderr)
+    model_cycles = re.search(r"([\d,]+) NPU cycles per input by the analytic model", r.stdout)
+    assert measured and model_cycles, (r.stdout, r.stderr[-500:])
+    assert measured.group(1) == model_cycles.group(1)

@@ -119,6 +119,7 @@ def check_model(name, data, config, photos, workdir):
     from stackcam.quant.export import export_tflite
     from stackcam.quant.golden import execute
     from stackcam.quant.litert import run_reference
+    from stackcam.quant.timing import program_cycles
 
     row = {"model": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
            "operators": operators(data), "compiles": False, "error": None}
@@ -136,7 +137,9 @@ def check_model(name, data, config, photos, workdir):
     row.update(compiles=True, compile_s=round(time.monotonic() - t0, 1), calibration=prepared.calibration,
                weight_sram_bytes=compiled.weight_bytes, act_sram_bytes=compiled.act_bytes,
                sram_bytes=compiled.weight_bytes + compiled.act_bytes, macs=compiled.macs,
-               npu_cycles=sum(layer.cycles for layer in compiled.layers), descriptors=len(compiled.descriptors),
+               npu_cycles=program_cycles(config, compiled.descriptors)["total"], descriptors=len(compiled.descriptors),
+               packed_tensors=sorted(n for n, t in compiled.tensors.items() if t.get("ppw") and "@" not in n),
+               notes=list(compiled.notes),
                host_ops=[op["kind"] for op in compiled.io["host"]["ops"]])
     exported = export_tflite(prepared.graph)
     io = compiled.io
@@ -179,7 +182,9 @@ def _table(rows):
     for r in rows:
         ops = sum(r["operators"].values())
         if r["compiles"]:
-            lines.append((r["model"], str(ops), "yes", f"{r['sram_bytes'] / 1024:,.0f}",
+            packed = len(r.get("packed_tensors", []))
+            lines.append((r["model"], str(ops), f"yes ({packed} packed)" if packed else "yes",
+                          f"{r['sram_bytes'] / 1024:,.0f}",
                           "yes" if r["bit_exact"] else f"NO ({r['mismatched']})",
                           "-" if r["float_cosine"] is None else f"{r['float_cosine']:.4f}", ""))
         else:

@@ -10,7 +10,7 @@ from .conv import NPUConvEngine
 from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
 from .vector import NPUVectorEngine
 
-__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "SRAM_IDS", "parity_lanes", "parity_word"]
+__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "SRAM_IDS", "BANK_COUNTERS", "parity_lanes", "parity_word"]
 
 # `error` codes (0 = none).
 SRAM_PARITY_ERROR = 5
@@ -20,6 +20,11 @@ NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "progr
 DESC_BYTES = DESCRIPTOR_BYTES
 # The SRAMs' identities (Memory attribute `stackcam_sram`), for the SRAM-macro lowering and fault injection.
 SRAM_IDS = {"act": 1, "weight": 2}
+# The per-bank activity counters, by their `bank_sel` kind (bits [10:8]); each counts in its SRAM's banks
+# (activation banks 0 .. act_banks-1, weight banks 0 .. weight_banks-1 of their own address spaces). The first
+# three are the last run's, the others since reset.
+BANK_COUNTERS = ("act_reads", "act_write_bytes", "weight_reads", "weight_writes", "input_write_bytes",
+                 "output_reads")
 
 
 def parity_lanes(value, lanes):
@@ -84,6 +89,14 @@ class NPU(wiring.Component):
     from the activation SRAM (`counter_act_reads`, one word of `array_cols` bytes per read enable), bytes written
     to it (`counter_act_write_bytes`, the write's byte enables) and words read from the weight SRAM
     (`counter_weight_reads`) by its engine. They only observe the SRAM ports: no timing depends on them.
+
+    Per-bank activity (`bank_sel`, `bank_counter`): a counter per bank of each SRAM, at its ports. Of the run
+    (cleared at `start`, counted while `busy`, so the sequencer's descriptor fetches are in it): activation words
+    read, activation bytes written (byte enables) and weight words read per bank; since reset, the traffic of
+    the outside between runs: weight words the loader wrote, activation bytes the input writer wrote and
+    activation words the output reader read, per bank. `bank_sel` [7:0] names the bank and [10:8] the counter
+    (`BANK_COUNTERS`); `bank_counter` shows it one cycle later (0 for a bank the SRAM does not have or a kind
+    past the list). The bank of a word address is ``addr // words_per_bank`` of its SRAM.
     """
 
     def __init__(self, config):
@@ -100,6 +113,7 @@ class NPU(wiring.Component):
             "counter_sel": In(16), "counter_cycles": Out(32), "counter_macs": Out(32),
             "counter_act_reads": Out(32), "counter_act_write_bytes": Out(32), "counter_weight_reads": Out(32),
             "sram_fault": Out(1), "sram_errors": Out(16),
+            "bank_sel": In(11), "bank_counter": Out(32),
         })
 
     def _srams(self, m):
@@ -147,12 +161,64 @@ class NPU(wiring.Component):
             m.d.sync += self.sram_errors.eq(self.sram_errors + 1)
         return act_r, act_w, w_r, w_w, w_bad_word, bad_now
 
+    def _bank_counters(self, m, act_r, act_w, w_r, w_w, clear):
+        """Per-bank activity counters at the SRAM ports (see the class docstring): one increment per port and
+        cycle into the bank its address decodes to; `clear` zeroes the run's counters."""
+        cfg = self.config
+        act_wpb = cfg.sram_bank_bytes // cfg.array_cols
+        w_wpb = cfg.sram_bank_bytes // cfg.weight_word_bytes
+        wbytes = Signal(range(cfg.array_cols + 1))
+        m.d.comb += wbytes.eq(sum(act_w.en[i] for i in range(cfg.array_cols)))
+
+        def hits(addr, wpb, banks):
+            if wpb & (wpb - 1) == 0:
+                shift = wpb.bit_length() - 1
+                return [addr[shift:] == b for b in range(banks)]
+            return [(addr >= b * wpb) & (addr < (b + 1) * wpb) for b in range(banks)]
+
+        kinds = (  # (address, increment, words per bank, banks, the run's (cleared at `start`, counted while busy)
+            #           or the outside's (counted while not busy, since reset)), in BANK_COUNTERS order
+            (act_r.addr, act_r.en, act_wpb, cfg.act_banks, True),
+            (act_w.addr, wbytes, act_wpb, cfg.act_banks, True),
+            (w_r.addr, w_r.en, w_wpb, cfg.weight_banks, True),
+            (w_w.addr, w_w.en, w_wpb, cfg.weight_banks, False),
+            (act_w.addr, wbytes, act_wpb, cfg.act_banks, False),
+            (act_r.addr, act_r.en, act_wpb, cfg.act_banks, False),
+        )
+        sel_bank = self.bank_sel[:8]
+        sel_kind = self.bank_sel[8:]
+        all_counters = []
+        for k, (addr, inc, wpb, banks, run) in enumerate(kinds):
+            counters = [Signal(32, name=f"bank_{BANK_COUNTERS[k]}_{b}") for b in range(banks)]
+            all_counters.append(counters)
+            for b, hit in enumerate(hits(addr, wpb, banks)):
+                if run:
+                    with m.If(clear):
+                        m.d.sync += counters[b].eq(0)
+                    with m.Elif(self.busy & hit):
+                        m.d.sync += counters[b].eq(counters[b] + inc)
+                else:
+                    with m.If(~self.busy & hit):
+                        m.d.sync += counters[b].eq(counters[b] + inc)
+        shown = Signal(32)
+        with m.Switch(sel_kind):
+            for k, counters in enumerate(all_counters):
+                banks = len(counters)
+                with m.Case(k):
+                    with m.Switch(sel_bank):
+                        for b in range(banks):
+                            with m.Case(b):
+                                m.d.comb += shown.eq(counters[b])
+        m.d.sync += self.bank_counter.eq(shown)
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         wb = cfg.weight_word_bytes
 
         act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m)
+        run_clear = Signal()         # a run starts: clear the run's per-bank counters
+        self._bank_counters(m, act_r, act_w, w_r, w_w, run_clear)
         run_fault = Signal()         # a bad word was read since this run started (sticky)
         m.submodules.conv = conv = NPUConvEngine(cfg)
         m.submodules.vec = vec = NPUVectorEngine(cfg)
@@ -251,6 +317,7 @@ class NPU(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     with m.If(self.model_ok):
+                        m.d.comb += run_clear.eq(1)
                         m.d.sync += [pc.eq(0), run_cycles.eq(0), run_macs.eq(0), error_reg.eq(0),
                                      self.error_desc.eq(0), self.error_layer.eq(0), run_fault.eq(0),
                                      fetch_idx.eq(0)]

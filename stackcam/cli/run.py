@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stackcam.quant.timing import program_cycles
+
 from . import UserError, config_arg, presets_help
 from .models import add_model_arguments, prepare_from_args, prepare_model
 
@@ -231,6 +233,9 @@ def cmd_run(args):
     shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in arrays.items())
     print(f"{out_path}: {shapes} from {len(items)} input{'s' if len(items) > 1 else ''} "
           f"(engine {args.engine}: compiled program for config '{config.name}', "
-          f"{len(prepared.compiled.descriptors)} descriptors, {time.time() - t0:.2f} s)")
+          f"{len(prepared.compiled.descriptors)} descriptors, "
+          f"{program_cycles(config, prepared.compiled.descriptors)['total']:,} NPU cycles per input by the analytic "
+          f"model, "
+          f"{time.time() - t0:.2f} s)")
     sys.stdout.flush()
     return 0

@@ -79,7 +79,8 @@ def cmd_sweep(args):
             log(f"sweep: RTL check of point {r['id']} ({r['network']}, {r['array_rows']}x{r['array_cols']}, "
                 f"im2col {r['im2col_pixels']}): {d['descriptors']} descriptors, {d['npu_cycles']:,} cycles "
                 f"(model {d['model_cycles']:,}); cycles {'equal' if d['cycles_equal'] else 'DIFFER'}, activity "
-                f"counters {'equal' if d['activity_equal'] else 'DIFFER'} ({d['wall_s']:.0f} s)")
+                f"counters {'equal' if d['activity_equal'] else 'DIFFER'}, per-bank counters "
+                f"{'equal' if d.get('banks_equal') else 'DIFFER'} ({d['wall_s']:.0f} s)")
     log(f"sweep: {meta['ok']} ok, {meta['does_not_fit']} do not fit, {len(failed)} failed; "
         f"{meta['rtl_equal']}/{meta['rtl_checked']} RTL checks equal; {wall:.0f} s")
     return 1 if failed or differ else 0
