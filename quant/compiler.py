@@ -424,7 +424,7 @@ class _Compiler:
         # head) runs as several descriptors over slices of its output channels, each into a channel-tiled
         # temporary GATHERed into place; a wider DWCONV also reads its slice of the input from a GATHERed
         # temporary (a slice of a channel-tiled tensor is not one in place).
-        limit = _ceil(self.cfg.max_channels, self.cols) * self.cols
+        limit = param_buffer_channels(self.cfg)
         chunks = [(0, oc_phys, out_name, x_name)]
         if oc_phys > limit:
             chunks = []
@@ -1124,6 +1124,12 @@ def superpixel_conv(weights, bias, mult, shift, depthwise, pi, po, kernel_w, str
                 if 0 <= kx < kw:
                     out[j * co:(j + 1) * co, :, kx_sp, lane * ci:(lane + 1) * ci] = w[:, :, kx, :]
     return (out, np.tile(bias, po), np.tile(mult, po), np.tile(shift, po), kws, s, pl, pr)
+
+
+def param_buffer_channels(config):
+    """Output channels one CONV/DWCONV descriptor may have: the conv engine's parameter buffer, `max_channels`
+    rounded up to whole words (the RTL's limit; the golden executor checks the same)."""
+    return _ceil(config.max_channels, config.array_cols) * config.array_cols
 
 
 def _allocate(roots, sizes, start, end):

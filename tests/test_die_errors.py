@@ -4,8 +4,6 @@ and the error."""
 
 import copy
 import dataclasses
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -75,10 +73,13 @@ def test_run_rtl_refuses_the_frame():
         run_rtl(_refusing_rom(compiled, k), config, [np.zeros((h, w, c), np.int8)])
 
 
-def test_stackcam_run_rtl_refused_descriptor_with_no_output(tmp_path):
-    """A model the compiler takes but the die cannot run (a FULLY_CONNECTED of more units than the conv engine's
-    parameter buffer holds: tiny's max_channels): `stackcam run --engine rtl` exits 3 with one line naming the
-    descriptor, the layer and the error, and writes no output file."""
+def test_stackcam_run_rtl_refused_descriptor_with_no_output(tmp_path, monkeypatch, capsys):
+    """A descriptor the die refuses reaching it (a FULLY_CONNECTED of more units than the conv engine's parameter
+    buffer holds, tiny's max_channels; the compiler splits such a layer, so here its limit is lifted for this
+    compile): `stackcam run --engine rtl` exits 3 with one line naming the descriptor, the layer and the error, and
+    writes no output file."""
+    from stackcam.cli import main
+    from stackcam.quant import compiler
     from tests.test_quant_ops import ModelBuilder
     m = ModelBuilder(seed=1)
     units = preset("tiny").max_channels + 8
@@ -86,11 +87,12 @@ def test_stackcam_run_rtl_refused_descriptor_with_no_output(tmp_path):
     path.write_bytes(m.output(m.fc(m.conv(m.input((1, 2, 2, 3)), 4, k=1), units, out_q=(0.1, 0))))
     np.save(tmp_path / "in.npy", np.zeros((1, 2, 2, 3), np.int8))
     out = tmp_path / "out.npz"
-    r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", str(path), "--input", str(tmp_path / "in.npy"),
-                        "--engine", "rtl", "--config", "tiny", "-o", str(out)], capture_output=True, text=True)
-    assert r.returncode == EXIT_DIE, r.stderr
-    err = r.stderr.strip()
+    monkeypatch.setattr(compiler, "param_buffer_channels", lambda config: 1 << 16)
+    rc = main(["run", str(path), "--input", str(tmp_path / "in.npy"), "--engine", "rtl", "--config", "tiny",
+               "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == EXIT_DIE, err
     assert err.count("\n") == 0 and err.startswith("stackcam run: error: input 0: the die refused the frame: "
-                                                    "the network stopped at descriptor "), err
+                                                   "the network stopped at descriptor "), err
     assert "descriptor 1, layer 1 (FULLY_CONNECTED" in err and NPU_ERRORS[2] in err
     assert not out.exists()
