@@ -780,6 +780,15 @@ class _Compiler:
         if not isinstance(value, (int, np.integer)) or not -128 <= value <= 127:
             raise ModelError(f"{what}: pad value {value!r} is not an int8")
         (t, b), (lft, r), (c0, c1) = pads[1], pads[2], pads[3]
+        out = op.outputs[0]
+        if (t, b, lft, r, c0) == (0, 0, 0, 0, 0) and value == zi and _ceil(c + int(c1), self.cols) == \
+                _ceil(c, self.cols) and x not in self.sp and x not in self.packed and out not in self.want \
+                and x != self.g.inputs[0]:
+            # Channel PAD by layout: the new channels are padding lanes of the input's words, which every
+            # operator writes with its output zero point (= the pad value here): the output is the input's words.
+            self.phys[out] = (h, w, c + int(c1))
+            self.root[out] = self.root[x]
+            return
         self.copies(op, [(x, (int(t), int(lft), int(c0)))], op.outputs[0],
                     (h + int(t + b), w + int(lft + r), c + int(c0 + c1)), int(value))
 

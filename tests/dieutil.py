@@ -9,7 +9,7 @@ from stackcam.sim.dierun import model_registers
 from stackcam.sim.frame_source import bayer_frame, load_image
 from stackcam.sim.simulate import golden_die_outputs
 
-__all__ = ["Model", "photo_frames", "TWO_LANES", "FOUR_LANES"]
+__all__ = ["Model", "photo_frames", "TWO_LANES", "FOUR_LANES", "golden_equals_litert", "die_equals_golden"]
 
 # Small dies for the system tests (one Verilator build each): P = 4 pixels per clock with 2 CSI-2 lanes and line
 # blanking, and P = 1 with 4 lanes; both with a little SRAM, enough for the first-light layer.
@@ -50,3 +50,50 @@ def photo_frames(config, n, seed):
     while len(frames) < n:
         frames.append(rng.integers(0, 1024, size=(config.frame_height, config.frame_width)).astype(np.uint16))
     return frames
+
+
+def golden_equals_litert(graph, config, rom, count=3, seed=0):
+    """The golden executor on `rom` equals LiteRT's BUILTIN_REF kernels on the exported `graph`, element for
+    element, on `count` random inputs."""
+    import stackcam.quant.golden as golden
+    from stackcam.quant.export import export_tflite
+    from stackcam.quant.litert import run_reference
+
+    exported = export_tflite(graph)
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        x = rng.integers(-128, 128, graph.tensors[graph.inputs[0]].shape).astype(np.int8)
+        want = run_reference(exported, [x])
+        got = golden.execute(rom, config, x[0])
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+
+
+def die_equals_golden(config, compiled, rom, graph, count=2, seed=0, stall=0.0):
+    """`count` random inputs on the die's tensor port (Verilator, a CSI-2 PHY stalling with probability `stall`):
+    every graph output equals the golden executor's, no frame or CSI-2 error, and each descriptor's cycles and the
+    total (the die's counters) equal the analytic model. Returns the run."""
+    import stackcam.quant.golden as golden
+    from stackcam.quant.program import OPCODES
+    from stackcam.sim.cyclemodel import predict_cycles
+    from stackcam.sim.dierun import run_die
+
+    rng = np.random.default_rng(seed)
+    xs = [rng.integers(-128, 128, graph.tensors[graph.inputs[0]].shape[1:]).astype(np.int8) for _ in range(count)]
+    run = run_die(config, rom, tensors=xs, stall=stall, progress=False)
+    assert run.loads[0]["model_ok"] == 1 and len(run.frames) == count
+    assert run.counters["frame_errors"] == 0 and run.counters["csi2_errors"] == 0
+    for x, frame in zip(xs, run.frames):
+        assert frame.error is None
+        want = golden.execute(rom, config, x)
+        got = frame.graph_outputs if frame.graph_outputs is not None else frame.outputs
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(np.asarray(g).reshape(w.shape), w)
+    predicted = predict_cycles(compiled, config)
+    descs = [d for d in compiled.descriptors if d.opcode != OPCODES["END"]]
+    assert [cyc for cyc, _ in run.descriptor_counters][:len(descs)] == predicted["descriptors"]
+    assert run.counters["npu_cycles"] == predicted["total"]
+    return run

@@ -10,23 +10,14 @@ from stackcam.quant.compiler import compile_graph
 from stackcam.quant.export import export_tflite
 from stackcam.quant.litert import run_reference
 from stackcam.quant.romimage import build_rom
+from tests.dieutil import golden_equals_litert
 from tests.test_program import CONFIGS, net_arith
 
 
 @pytest.mark.parametrize("config", ["tiny", "fpga", "narrow"])
 def test_arith_net_golden_equals_litert(config):
     graph = net_arith()
-    model = compile_graph(graph, CONFIGS[config])
-    rom = build_rom(model)
-    exported = export_tflite(graph)
-    rng = np.random.default_rng(3)
-    for _ in range(3):
-        x = rng.integers(-128, 128, graph.tensors[graph.inputs[0]].shape).astype(np.int8)
-        want = run_reference(exported, [x])
-        got = golden.execute(rom, CONFIGS[config], x[0])
-        for g, w in zip(got, want):
-            assert g.shape == w.shape
-            np.testing.assert_array_equal(g, w)
+    golden_equals_litert(graph, CONFIGS[config], build_rom(compile_graph(graph, CONFIGS[config])), count=3, seed=3)
 
 
 def test_arith_net_descriptors():

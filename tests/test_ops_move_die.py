@@ -3,16 +3,12 @@ with DEPTH_TO_SPACE, RESIZE_BILINEAR (half pixel centers), RESIZE_NEAREST_NEIGHB
 TRANSPOSE_CONV (zero-inserting GATHER and CONV)
 equals the golden program executor element for element, and every descriptor's cycles equal quant.timing."""
 
-import numpy as np
 import pytest
 
-import stackcam.quant.golden as golden
 from stackcam.quant.compiler import compile_graph
-from stackcam.quant.program import OPCODES
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import preset
-from stackcam.sim.cyclemodel import predict_cycles
-from stackcam.sim.dierun import run_die
+from tests.dieutil import die_equals_golden
 from tests.test_program import Net
 
 pytestmark = pytest.mark.xdist_group("verilator")
@@ -36,21 +32,4 @@ def test_move_graph_on_the_die():
     graph = move_net()
     model = compile_graph(graph, config)
     assert {"RESIZE", "GATHER"} <= {d.op for d in model.descriptors}
-    rom = build_rom(model)
-    rng = np.random.default_rng(7)
-    xs = [rng.integers(-128, 128, graph.tensors[graph.inputs[0]].shape[1:]).astype(np.int8) for _ in range(2)]
-    run = run_die(config, rom, tensors=xs, stall=0.4, progress=False)
-    assert run.loads[0]["model_ok"] == 1
-    assert run.counters["frame_errors"] == 0 and run.counters["csi2_errors"] == 0
-    for x, frame in zip(xs, run.frames):
-        want = golden.execute(rom, config, x)
-        got = frame.graph_outputs if frame.graph_outputs is not None else frame.outputs
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            g = np.asarray(g).reshape(w.shape)
-            assert int(np.count_nonzero(g != w)) == 0
-    predicted = predict_cycles(model, config)
-    descs = [d for d in model.descriptors if d.opcode != OPCODES["END"]]
-    counters = [c for c, _ in run.descriptor_counters][:len(descs)]
-    assert counters == predicted["descriptors"]
-    assert run.counters["npu_cycles"] == predicted["total"]
+    die_equals_golden(config, model, build_rom(model), graph, count=2, seed=7, stall=0.4)
