@@ -24,7 +24,8 @@ __all__ = [
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
-    "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles",
+    "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_capable",
+    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "ACTIVITY_KEYS", "descriptor_activity", "program_activity",
 ]
@@ -147,10 +148,11 @@ def direct_issue_cycles(desc):
     return desc.out_h * desc.out_w * desc.oc_tiles * desc.tile_words
 
 
-def dw_tap_issue_cycles(config, desc):
+def dw_tap_issue_cycles(config, desc, dw_sets=None):
     """`ConvDirectIssue` on a DWCONV with more taps than the walk holds: one tap per cycle; a tile (one output
-    word's channel tile) starts no sooner than `groups` cycles after the previous one (its drain)."""
-    groups = config.array_cols // config.array_rows
+    word's channel tile) starts no sooner than `groups` (`dw_drain_groups`) cycles after the previous one (its
+    drain)."""
+    groups = dw_drain_groups(config, dw_sets)
     taps = desc.kernel_h * desc.kernel_w
     tiles = desc.out_h * desc.out_w * desc.out_ct
     return (tiles - 1) * max(taps, groups) + taps
@@ -164,8 +166,9 @@ def dw_walk_close_cycles(config, desc, dw_sets=None):
     ``(o1-1)*sw + kw - 1``: its first output closes after ``kw`` columns, each next one ``sw`` columns later.
     One pass per row when ``kw <= sets * sw``, else strips of `sets` outputs. A close waits until `groups`
     cycles after the previous one (the back end drains an output's sums in `groups` cycles), so closes are
-    ``max(kh*kw [+ tile_words], groups)`` apart at a pass's first output and ``max(kh*sw, groups)`` after."""
-    groups = config.array_cols // config.array_rows
+    ``max(kh*kw [+ tile_words], groups)`` apart at a pass's first output and ``max(kh*sw, groups)`` after
+    (`groups`: `dw_drain_groups`)."""
+    groups = dw_drain_groups(config, dw_sets)
     ns = min(dw_sets or config.dw_sets, config.array_rows)
     kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
     passes = 1 if kw <= ns * sw else -(-desc.out_w // ns)
@@ -176,6 +179,60 @@ def dw_walk_close_cycles(config, desc, dw_sets=None):
     closes = desc.out_ct * desc.out_h * desc.out_w
     return (desc.tile_words + kh * kw + (desc.out_ct - 1) * load_gap + (pass_count - desc.out_ct) * first_gap
             + (closes - pass_count) * next_gap)
+
+
+LINE_KERNEL_ROWS = 3       # the depthwise line walk: kernel rows per column issue (MAC-array rows per set)
+
+
+def dw_line_capable(config, dw_sets=None):
+    """Whether the conv engine has the depthwise line walk: ``LINE_KERNEL_ROWS`` MAC-array rows per accumulator
+    set fit the array (``3 * dw_sets <= rows``) and the arithmetic is not deep-pipelined."""
+    ns = min(dw_sets or config.dw_sets, config.array_rows)
+    return not _deep(config) and LINE_KERNEL_ROWS * ns <= config.array_rows
+
+
+def dw_drain_groups(config, dw_sets=None):
+    """Cycles the conv back end takes to drain a DWCONV output's sums: one per lane group of ``rows`` lanes
+    (``cols // rows``), or 1 on an engine with the line walk, whose requantizer is ``cols`` lanes wide."""
+    return 1 if dw_line_capable(config, dw_sets) else config.array_cols // config.array_rows
+
+
+def dw_line_depth(config):
+    """Padded input columns the depthwise line buffer holds: the network input's width (at least 64), plus 2."""
+    return max(64, config.input_width) + 2
+
+
+def dw_line_mode(config, desc, dw_sets=None, dw_taps=None):
+    """Whether a DWCONV runs on the line walk: the engine has it, the kernel has at most ``LINE_KERNEL_ROWS`` rows
+    and at most ``dw_taps`` taps, one pass covers a row (``kernel_w <= sets * stride_w``) and the row's padded
+    columns fit the line buffer."""
+    ns = min(dw_sets or config.dw_sets, config.array_rows)
+    kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
+    return (desc.opcode == OPCODES["DWCONV"] and dw_line_capable(config, dw_sets) and kh <= LINE_KERNEL_ROWS
+            and kh * kw <= (dw_taps or config.dw_taps) and kw <= ns * sw
+            and (desc.out_w - 1) * sw + kw <= dw_line_depth(config))
+
+
+def _line_new_rows(desc):
+    """Kernel rows the line walk reads from the SRAM per column: all of them in a channel tile's first output
+    row, ``min(stride_h, kernel_h)`` in the others (the rest come from the line buffer)."""
+    return desc.kernel_h, min(desc.stride_h, desc.kernel_h)
+
+
+def dw_line_close_cycles(config, desc, dw_sets=None):
+    """The line walk (`ConvDepthwiseWalk` in line mode): cycles from its start to the issue that closes the last
+    output, both included. Per channel tile the taps load (``tile_words`` cycles); per output row the walk takes
+    each padded input column in `n` cycles (`n` new kernel rows read, one per cycle; the column's MAC issue, all
+    its kernel rows at once, in the last), n = ``kernel_h`` in a tile's first row, ``min(stride_h, kernel_h)``
+    after. Output o of a row closes at column ``o*sw + kw - 1``; a close waits until `groups` cycles after the
+    previous one (the back end's drain, `dw_drain_groups`)."""
+    groups = dw_drain_groups(config, dw_sets)
+    kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
+    n0, n1 = _line_new_rows(desc)
+    row0 = (desc.out_w - 1) * max(sw * n0, groups)
+    rowk = max(kw * n1, groups) + (desc.out_w - 1) * max(sw * n1, groups)
+    return (desc.tile_words + kh * kw + (desc.out_ct - 1) * max(kh * kw + desc.tile_words, groups)
+            + desc.out_ct * (row0 + (desc.out_h - 1) * rowk))
 
 
 def im2col_groups(desc, im2col_pixels):
@@ -221,12 +278,14 @@ def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=None):
     """`NPUConvEngine`: exact cycles from `start` to `done` of an accepted CONV or DWCONV descriptor: the start
     cycle, `setup_cycles`, `param_load_cycles`, the run (issue to the last write) and `done` with that write.
     A refused descriptor takes 2."""
-    groups = config.array_cols // config.array_rows
+    groups = dw_drain_groups(config, dw_sets)
     dw_taps = dw_taps or config.dw_taps
     t0 = 1 + setup_cycles(config, desc, im2col_pixels) + param_load_cycles(config, desc)
     if desc.opcode == OPCODES["DWCONV"]:
         if desc.kernel_h * desc.kernel_w > dw_taps:
-            return t0 + dw_tap_issue_cycles(config, desc) + conv_latency(config) + groups
+            return t0 + dw_tap_issue_cycles(config, desc, dw_sets) + conv_latency(config) + groups
+        if dw_line_mode(config, desc, dw_sets, dw_taps):
+            return t0 + dw_line_close_cycles(config, desc, dw_sets) + conv_latency(config) + groups
         # The last close, the drain of its `groups` lane groups, the requantizer pipeline.
         return t0 + dw_walk_close_cycles(config, desc, dw_sets) + conv_latency(config) + groups
     if desc.flags & PACKED:
@@ -322,10 +381,30 @@ def program_cycles(config, descriptors):
 ACTIVITY_KEYS = ("mac_cycles", "act_reads", "act_write_bytes", "weight_reads")
 
 
+def dw_line_rows(desc):
+    """Input rows the line walk reads (each once per channel tile): per output row its new kernel rows
+    (`_line_new_rows`) that are inside the input; a list of (row, times read per channel tile)."""
+    d = desc
+    n0, n1 = _line_new_rows(d)
+    rows = {}
+    for oy in range(d.out_h):
+        for ky in range(d.kernel_h - (n0 if oy == 0 else n1), d.kernel_h):
+            iy = oy * d.stride_h - d.pad_top + ky
+            if 0 <= iy < d.in_h:
+                rows[iy] = rows.get(iy, 0) + 1
+    return sorted(rows.items())
+
+
 def _dw_walk_counts(config, desc, dw_sets=None):
     """(walk issues, issues inside the input) of `ConvDepthwiseWalk` over the whole descriptor: per channel tile,
-    output row and pass, ``kernel_h`` words per padded input column of the pass."""
+    output row and pass, ``kernel_h`` words per padded input column of the pass (line mode: one issue per column,
+    the new kernel rows read)."""
     d = desc
+    if dw_line_mode(config, d, dw_sets):
+        last_col = (d.out_w - 1) * d.stride_w + d.kernel_w - 1
+        cols_in = len(range(max(0, d.pad_left), min(last_col, d.pad_left + d.in_w - 1) + 1))
+        return (d.out_ct * d.out_h * (last_col + 1),
+                d.out_ct * sum(n for _, n in dw_line_rows(d)) * cols_in)
     ns = min(dw_sets or config.dw_sets, config.array_rows)
     kh, kw, sw = d.kernel_h, d.kernel_w, d.stride_w
     last_col = (d.out_w - 1) * sw + kw - 1

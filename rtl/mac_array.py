@@ -13,7 +13,9 @@ class MACArray(wiring.Component):
     """`rows` output lanes, each the dot product of `cols` (activation, weight) pairs, accumulated in int32.
 
     The activation vector `x` (input minus its zero point, so 9-bit signed) is broadcast to every row; row r
-    multiplies it by its own weight vector `w[r]`. On a cycle with `en` high the products are registered; one
+    multiplies it by its own weight vector `w[r]`. With ``x_groups`` G > 1 there are G vectors (`x` and the
+    G - 1 of `xg`): row r takes vector ``r % G`` (the depthwise line walk feeds a column's kernel rows at once).
+    On a cycle with `en` high the products are registered; one
     cycle later row r's sum is added to its accumulator (or replaces it when `clear` was high with that `en`).
     So `acc` includes an input `latency` (2, `quant.timing.MAC_LATENCY`) cycles after it was presented. With
     `deep` (an FPGA's clock) the row's sum (its adder tree) is registered first and added one cycle later:
@@ -25,12 +27,15 @@ class MACArray(wiring.Component):
     on the same multipliers.
     """
 
-    def __init__(self, rows, cols, deep=False):
+    def __init__(self, rows, cols, deep=False, x_groups=1):
         self.rows = rows
         self.cols = cols
         self.deep = bool(deep)
+        self.x_groups = x_groups
         self.latency = DEEP_MAC_LATENCY if self.deep else MAC_LATENCY
+        extra = {"xg": In(data.ArrayLayout(data.ArrayLayout(signed(9), cols), x_groups - 1))} if x_groups > 1 else {}
         super().__init__({
+            **extra,
             "x": In(data.ArrayLayout(signed(9), cols)),
             "w": In(data.ArrayLayout(data.ArrayLayout(signed(8), cols), rows)),
             "en": In(1),
@@ -51,9 +56,10 @@ class MACArray(wiring.Component):
         all_products = []
         for r in range(self.rows):
             products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
+            x = self.x if r % self.x_groups == 0 else self.xg[r % self.x_groups - 1]
             with m.If(self.en):
                 for c in range(self.cols):
-                    m.d.sync += products[c].eq(self.x[c] * self.w[r][c])
+                    m.d.sync += products[c].eq(x[c] * self.w[r][c])
             all_products += products
             if self.deep:
                 # The row's sum is registered before the accumulator add: one carry chain per stage.

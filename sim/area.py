@@ -28,6 +28,7 @@ from amaranth.hdl import Instance
 from amaranth.lib import memory
 
 from stackcam.errors import StackcamError
+from stackcam.quant.timing import dw_line_capable, dw_line_depth
 
 from .energy import technology
 
@@ -206,12 +207,21 @@ def load_area_data():
 
 # How the measured logic scales with the configuration (area_estimate): the longest matching module-name prefix
 # gives the parameter a module's logic grows with.
+def _line_walk(c):
+    """Whether `c` (a DieConfig, or a reference's recorded parameters) has the depthwise line walk."""
+    try:
+        return dw_line_capable(c)
+    except AttributeError:                      # a reference recorded before the walk's parameters: none had it
+        return False
+
+
 def _scale_terms(c):
     R, C = c.array_rows, c.array_cols
     return {
         "npu.conv.pipe": R * C,                  # the MAC array (pipe.mac) and its R x C weight operand registers
         "npu.conv.im2col": C * c.im2col_pixels,  # the im2col pixel buffers
-        "npu.conv.backend": R,                   # the requantizers: one lane per array row
+        # The requantizers: one lane per array row, or per column with the depthwise line walk.
+        "npu.conv.backend": C if _line_walk(c) else R,
         "npu": C,                                # the rest of the NPU: word-wide (cols bytes) datapaths
         "inw": C, "outr": C,                     # the input writer and output reader move activation words
         "isp": c.pixels_per_clock,
@@ -233,7 +243,8 @@ def area_estimate(config, node="22nm", data=None):
     """Area of `config` at `node`: {"gates", "logic_mm2", "sram_mm2", "mm2", "sram_bits", "blocks", "basis"}.
 
     SRAM: the configuration's activation and weight SRAM (sram_banks x sram_bank_bytes) plus the other macro
-    memories of the reference (descriptor counters, parameter buffer, line buffers), counted exactly. Logic: the
+    memories of the reference (descriptor counters, parameter buffer, line buffers), counted exactly, and the
+    depthwise line buffer when the configuration has it and the reference does not. Logic: the
     synthesized NAND2 equivalents of the reference (the preset in `area_data.json` nearest in MACs), module by
     module, each scaled by the ratio of the parameter it grows with (`_scale_terms`: the MAC pipe by rows x cols,
     the im2col buffers by cols x im2col pixels, the requantizers by rows, the rest of the NPU by cols, the ISP by
@@ -264,6 +275,9 @@ def area_estimate(config, node="22nm", data=None):
         b = blocks_out.setdefault(key, {"nand2": 0.0, "sram_bits": 0.0})
         b["nand2"] += g
         b["sram_bits"] += bits
+    if _line_walk(config) and not _line_walk(_Params(ref["params"])):
+        # The depthwise line buffer (two words per padded column), which the reference does not have.
+        other_bits += 16 * config.array_cols * dw_line_depth(config)
     sram_bits = config.sram_bytes * 8 + other_bits
     logic, sram = area_mm2(gates, sram_bits, node)
     for b in blocks_out.values():

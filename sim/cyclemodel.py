@@ -10,7 +10,7 @@ import numpy as np
 
 from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESIZE_ENTRY_BYTES
 from stackcam.quant.romimage import NOT_LOADED, load_rom
-from stackcam.quant.timing import lut_row_bytes, program_cycles, sequencer_overhead
+from stackcam.quant.timing import dw_line_mode, dw_line_rows, lut_row_bytes, program_cycles, sequencer_overhead
 
 __all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "predict_io_banks",
            "BANK_MODEL_OPS"]
@@ -154,6 +154,10 @@ def _descriptor_banks(config, d, c, weights=None):
             per_word = [min(rows, taps - k * rows) for k in range(d.tile_words)]
             c.add(c.w_reads, d.weight_addr, pixels * np.tile(per_word, d.out_ct))
         elif op == "DWCONV":
+            if dw_line_mode(config, d):                                    # each new kernel row read once
+                my = np.zeros(d.in_h, dtype=np.int64)
+                for iy, n in dw_line_rows(d):
+                    my[iy] = n
             c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, config.dw_sets, rows), d.out_ct)
             c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
         elif d.flags & PACKED:

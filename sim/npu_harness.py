@@ -46,9 +46,10 @@ class EngineHarness(Elaboratable):
         return m
 
 
-def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000):
+def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000, stats=None):
     """Run one descriptor on `engine` from SRAM contents `act` (int8 [words, cols]) and `wsram` (uint8 [words,
-    WB]); returns (act after, cycles from start to done, mac_active cycles, error flag)."""
+    WB]); returns (act after, cycles from start to done, mac_active cycles, error flag). A dict `stats` gets the
+    run's SRAM reads (`act_reads`, `weight_reads`: cycles with the read enable high)."""
     h = EngineHarness(engine, config, act, wsram)
     cols = config.array_cols
     result = {}
@@ -61,13 +62,18 @@ def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000):
         await ctx.tick()
         ctx.set(engine.start, 0)
         cycles = 1
-        macs = 0
+        macs = reads = wreads = 0
         while True:
-            _, _, done, error, active = await ctx.tick().sample(engine.done, engine.error, engine.mac_active)
+            _, _, done, error, active, ren, wen = await ctx.tick().sample(
+                engine.done, engine.error, engine.mac_active, engine.act_r.en, engine.w_r.en)
             cycles += 1
             macs += active
+            reads += ren
+            wreads += wen
             if done:
                 result.update(cycles=cycles, macs=macs, error=bool(error))
+                if stats is not None:
+                    stats.update(act_reads=reads, weight_reads=wreads)
                 break
             if cycles > max_cycles:
                 raise TimeoutError(f"engine did not finish in {max_cycles} cycles")

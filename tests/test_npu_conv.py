@@ -11,7 +11,7 @@ import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.romimage import build_rom, load_rom
-from stackcam.quant.timing import conv_cycles
+from stackcam.quant.timing import conv_cycles, descriptor_activity
 from stackcam.rtl import verilog
 from stackcam.rtl.npu.conv import NPUConvEngine
 from stackcam.rtl.params import PRESETS, DieConfig
@@ -33,7 +33,9 @@ def _config(rows, cols, name=None):
 CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x16": _config(8, 16),
            "2x64": _config(2, 64), "8x16/G1": _config(8, 16).with_(im2col_pixels=1),
            "4x8/G2": _config(4, 8).with_(im2col_pixels=2),
-           "4x4/deep": _config(4, 4).with_(deep_pipeline=True)}
+           "4x4/deep": _config(4, 4).with_(deep_pipeline=True),
+           # Depthwise line walk (3 rows per accumulator set fit): one lane group, and two.
+           "16x16": _config(16, 16), "16x32": _config(16, 32).with_(sram_banks=6, weight_banks=2)}
 
 
 def _initial_sram(rom, config, x):
@@ -82,7 +84,8 @@ def check_graph(graph, config, seed=0, only=None):
         if only is not None and d.op != only:
             continue
         engine = NPUConvEngine(config)
-        got, cycles, macs, error = run_engine(engine, config, d, before, wsram)
+        stats = {}
+        got, cycles, macs, error = run_engine(engine, config, d, before, wsram, stats=stats)
         assert not error
         bad = np.argwhere(np.any(got != after, axis=1)).reshape(-1)
         assert bad.size == 0, (f"descriptor {i} ({d.op}{' PACKED' if d.flags & fmt.PACKED else ''}): "
@@ -94,6 +97,9 @@ def check_graph(graph, config, seed=0, only=None):
                       f"ideal {ideal}, mac_active {macs}")
         if d.op == "CONV":
             assert macs == ideal
+        activity = descriptor_activity(config, d)
+        assert (macs, stats["act_reads"], stats["weight_reads"]) == \
+            (activity["mac_cycles"], activity["act_reads"], activity["weight_reads"])
         assert cycles == engine.cycles(d)
     print("\n" + "\n".join(report))
     return steps
@@ -149,6 +155,31 @@ def test_depthwise(config):
     """4x4: one pass per output row (three accumulator sets cover a 3x3 s1 window); 2x4: two sets, so a 3x3 s1
     runs in strips of two outputs, and two lane groups per output word, whose drain stalls the 1x1."""
     check_graph(net_depthwise(), CONFIGS[config])
+
+
+def net_depthwise_line():
+    n = Net((1, 9, 11, 40), seed=17, zp=-5)
+    a = n.conv(n.input, 0, k=3, stride=1, depthwise=True, act="RELU6", out_q=(6 / 255, -128))
+    b = n.conv(n.input, 0, k=3, stride=2, depthwise=True, out_q=(0.05, 7))
+    c = n.conv(n.input, 0, k=3, stride=2, depthwise=True, pads=(0, 1, 1, 0), out_q=(0.04, -9))
+    d = n.conv(n.input, 0, k=(2, 3), stride=1, padding="VALID", depthwise=True, out_q=(0.04, 2))
+    e = n.conv(n.input, 0, k=(3, 1), stride=1, depthwise=True, out_q=(0.03, -1))
+    f = n.conv(n.input, 0, k=3, stride=3, depthwise=True, out_q=(0.05, 3))         # no row reused
+    g = n.conv(n.input, 0, k=1, stride=1, depthwise=True, out_q=(0.03, 0))
+    h = n.conv(n.input, 0, k=(1, 7), stride=1, depthwise=True, out_q=(0.04, 1))    # strips: the column walk
+    i = n.conv(n.input, 0, k=5, stride=2, depthwise=True, out_q=(0.04, -3))         # a tap per cycle
+    return n.graph(a, b, c, d, e, f, g, h, i)
+
+
+@pytest.mark.parametrize("config", ["16x16", "16x32"])
+def test_depthwise_line(config):
+    """The line walk (a column's kernel rows in one issue, earlier rows from the line buffer): every DWCONV equals
+    the golden executor word for word and takes `quant.timing`'s cycles, with one and two lane groups to drain;
+    the kernels it does not take (strips, more taps than the walk holds) still run."""
+    from stackcam.quant.timing import dw_line_mode
+    steps = check_graph(net_depthwise_line(), CONFIGS[config], only="DWCONV")
+    line = [dw_line_mode(CONFIGS[config], d) for _, d, _, _ in steps if d.op == "DWCONV"]
+    assert sum(line) == 7 and len(line) == 9
 
 
 @pytest.mark.parametrize("config,channels", [("4x8", 3), ("8x16", 3), ("2x64", 3), ("4x4", 1), ("8x16/G1", 3),

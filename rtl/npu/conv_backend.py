@@ -37,8 +37,10 @@ class ConvBackEnd(wiring.Component):
     `act_w`).
 
     DWCONV holds a closed output's ``cols`` sums (T + 1) and drains them ``rows`` lanes per cycle over
-    ``cols // rows`` cycles (T + 1 .. T + groups; each write fills one lane group of the output word); the issue
-    stages space their closes so that a drain never overlaps the next. Latency from `tile.done` to the write:
+    ``cols // rows`` cycles (T + 1 .. T + groups; each write fills one lane group of the output word); with the
+    line walk (`quant.timing.dw_drain_groups` = 1) `RequantUnit` is ``cols`` lanes wide and the whole word
+    drains in one cycle (CONV tiles use its first ``rows`` lanes). The issue stages space their closes so that
+    a drain never overlaps the next. Latency from `tile.done` to the write:
     CONV 1 + ``RequantUnit.latency`` cycles (`quant.timing.CONV_LATENCY` - 4), DWCONV 2 + ``RequantUnit.latency``
     for the first lane group and ``groups - 1`` more for the last. No back-pressure: one tile (or one drain
     beat) per cycle in, one write per cycle out.
@@ -59,13 +61,15 @@ class ConvBackEnd(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NG, AB, sub_w = dm.R, dm.C, dm.NG, dm.AB, dm.sub_w
+        NGD = dm.NGD
+        RQ = R if NGD == NG else C              # requantizer lanes: `cols` when a DWCONV output drains at once
         deep = self.config.deep_pipeline
-        m.submodules.requant = rq = RequantUnit(R, tag_width=AB + sub_w + 2, deep=deep)
+        m.submodules.requant = rq = RequantUnit(RQ, tag_width=AB + sub_w + 2, deep=deep)
         m.submodules.requant_fc = fq = FCRequantUnit(R, tag_width=AB + sub_w + 2, deep=deep)
         assert rq.latency == fq.latency == requant_latency(self.config)
         tile = self.tile
 
-        # DWCONV drain: the tile's C sums, R lanes per cycle into the requantizer.
+        # DWCONV drain: the tile's C sums, RQ lanes per cycle into the requantizer (NGD cycles).
         hold = Signal(data.ArrayLayout(signed(32), C))
         dr_active = Signal()
         dr_i = Signal(sub_w)
@@ -73,7 +77,7 @@ class ConvBackEnd(wiring.Component):
         dr_oaddr = Signal(AB)
         dr_final = Signal()
         with m.If(dr_active):
-            with m.If(dr_i == NG - 1):
+            with m.If(dr_i == NGD - 1):
                 m.d.sync += dr_active.eq(0)
             with m.Else():
                 m.d.sync += dr_i.eq(dr_i + 1)
@@ -83,7 +87,7 @@ class ConvBackEnd(wiring.Component):
 
         # T: the tile (or drain beat) and its parameter-buffer word.
         be_valid = Signal()
-        be_acc = Signal(data.ArrayLayout(signed(32), R))
+        be_acc = Signal(data.ArrayLayout(signed(32), RQ))
         be_pw = Signal(16)
         be_sub = Signal(sub_w)
         be_oaddr = Signal(AB)
@@ -92,13 +96,13 @@ class ConvBackEnd(wiring.Component):
         with m.If(self.dw):
             m.d.comb += [
                 be_valid.eq(dr_active), be_pw.eq(dr_pw), be_sub.eq(dr_i), be_oaddr.eq(dr_oaddr),
-                be_final.eq(dr_final & (dr_i == NG - 1)),
-                be_acc.as_value().eq(mux_tree(words(hold.as_value(), 32 * R), dr_i)),
+                be_final.eq(dr_final & (dr_i == NGD - 1)),
+                be_acc.as_value().eq(mux_tree(words(hold.as_value(), 32 * RQ), dr_i)),
             ]
         with m.Else():
             m.d.comb += [
                 be_valid.eq(tile.done), be_pw.eq(tile.pw), be_sub.eq(tile.sub), be_oaddr.eq(tile.oaddr),
-                be_final.eq(tile.final), be_acc.eq(self.acc), be_rest.eq(tile.rest),
+                be_final.eq(tile.final), be_acc.as_value().eq(self.acc.as_value()), be_rest.eq(tile.rest),
             ]
         m.d.comb += self.pbuf.addr.eq(be_pw[:len(self.pbuf.addr)])
 
@@ -112,27 +116,35 @@ class ConvBackEnd(wiring.Component):
         m.d.sync += [b1_valid.eq(be_valid), b1_acc.eq(be_acc), b1_sub.eq(be_sub), b1_oaddr.eq(be_oaddr),
                      b1_final.eq(be_final), b1_rest.eq(be_rest)]
         rec_bits = param_record_layout.size
-        recs = Signal(data.ArrayLayout(param_record_layout, R))
-        m.d.comb += recs.as_value().eq(mux_tree(words(self.pbuf.data.as_value(), rec_bits * R), b1_sub))
-        for r in range(R):
-            p, pf = rq.params[r], fq.params[r]
+        recs = Signal(data.ArrayLayout(param_record_layout, RQ))
+        tile_recs = mux_tree(words(self.pbuf.data.as_value(), rec_bits * R), b1_sub)
+        if RQ == R:
+            m.d.comb += recs.as_value().eq(tile_recs)
+        else:                                   # a DWCONV output: the buffer word's C records at once
+            m.d.comb += recs.as_value().eq(Mux(self.dw, self.pbuf.data.as_value(), tile_recs))
+        for r in range(RQ):
+            p = rq.params[r]
             m.d.comb += [
                 p.bias.eq(recs[r].bias), p.multiplier.eq(recs[r].rescale.q31.multiplier),
                 p.shift.eq(recs[r].rescale.q31.shift),
                 p.zero_point.eq(self.out_zp), p.act_min.eq(self.act_min), p.act_max.eq(self.act_max),
+            ]
+        for r in range(R):
+            pf = fq.params[r]
+            m.d.comb += [
                 pf.bias.eq(recs[r].bias), pf.scale.eq(recs[r].rescale.scale),
                 pf.zero_point.eq(self.out_zp), pf.act_min.eq(self.act_min), pf.act_max.eq(self.act_max),
             ]
         b1_tag = Cat(b1_oaddr, b1_sub, b1_final, b1_rest)
         m.d.comb += [
             rq.valid.eq(b1_valid & ~self.fc), rq.acc.eq(b1_acc), rq.tag.eq(b1_tag),
-            fq.valid.eq(b1_valid & self.fc), fq.acc.eq(b1_acc), fq.tag.eq(b1_tag),
+            fq.valid.eq(b1_valid & self.fc), fq.acc.as_value().eq(b1_acc.as_value()[:32 * R]), fq.tag.eq(b1_tag),
         ]
 
         # T+6: the write (from whichever requantizer the tile went through).
         o_valid = rq.out_valid | fq.out_valid
         o_tag = Mux(fq.out_valid, fq.out_tag, rq.out_tag)
-        o_out = [Mux(fq.out_valid, fq.out[r], rq.out[r]) for r in range(R)]
+        o_out = [Mux(fq.out_valid, fq.out[r], rq.out[r]) if r < R else rq.out[r] for r in range(RQ)]
         o_addr = o_tag[:AB]
         o_sub = o_tag[AB:AB + sub_w]
         o_final = o_tag[AB + sub_w]
@@ -142,9 +154,12 @@ class ConvBackEnd(wiring.Component):
         above = Signal(NG)
         for g in range(1, NG):
             m.d.comb += above[g].eq(o_rest & (o_sub < g))
+        lanes = [Mux(above[ln // R], self.out_zp, o_out[ln % R]) for ln in range(C)]
+        if RQ > R:                              # a DWCONV output word, whole
+            lanes = [Mux(self.dw, o_out[ln], lanes[ln]) for ln in range(C)]
         m.d.comb += [
             self.act_w.addr.eq(o_addr),
-            self.act_w.data.eq(Cat(*[Mux(above[ln // R], self.out_zp, o_out[ln % R]) for ln in range(C)])),
+            self.act_w.data.eq(Cat(*lanes)),
             self.last.eq(o_valid & o_final),
         ]
         with m.If(o_valid):
@@ -152,4 +167,7 @@ class ConvBackEnd(wiring.Component):
                 with m.If(o_sub == g):
                     m.d.comb += self.act_w.en.eq(Mux(o_rest, ((1 << C) - 1) ^ ((1 << (g * R)) - 1),
                                                      ((1 << R) - 1) << (g * R)))
+            if RQ > R:
+                with m.If(self.dw):
+                    m.d.comb += self.act_w.en.eq((1 << C) - 1)
         return m

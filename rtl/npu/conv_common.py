@@ -6,10 +6,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for, ceil_log2
 
+from stackcam.quant.timing import LINE_KERNEL_ROWS, dw_drain_groups, dw_line_capable, dw_line_depth
+
 from .ports import addr_bits
 
 __all__ = ["ConvDims", "param_record_layout", "geometry_layout", "issue_layout", "tile_layout", "mux_tree", "words",
-           "shift_bytes", "lane", "read_request_signature", "feed_layout"]
+           "shift_bytes", "lane", "read_request_signature", "feed_layout", "line_layout"]
 
 # One channel's requantization parameters as the parameter buffer holds them: the 16-byte record of
 # quant.program without its zero padding. `rescale` is the Q31 multiplier and shift (TFLite shifts lie in
@@ -44,6 +46,14 @@ class ConvDims:
         self.SGN = 16 + self.CB + 3                     # signed byte/pixel coordinates
         self.DIVW = self.AB + self.CB + 2               # dividends of the PACKED setup (byte positions)
         self.sub_w = max(1, ceil_log2(self.NG))         # lane group index
+        # Depthwise line walk: XG MAC-array rows per accumulator set (kernel rows of a column at once, each row
+        # its own activation vector) and a line buffer of LBD padded columns; without it XG = 1.
+        self.LINE = dw_line_capable(config, dw_sets)
+        self.XG = LINE_KERNEL_ROWS if self.LINE else 1
+        self.LBD = dw_line_depth(config) if self.LINE else 0
+        # Lane groups a DWCONV output drains in (one cycle each): with the line walk the requantizer is `cols`
+        # lanes wide, so a whole output word in one cycle.
+        self.NGD = dw_drain_groups(config, dw_sets)
 
 
 def geometry_layout(dims):
@@ -144,3 +154,14 @@ def read_request_signature(addr_width):
 def feed_layout(dims):
     """Which im2col buffer word the direct issue feeds: set, pixel in the group, word in the pixel's buffer."""
     return data.StructLayout({"set": 1, "pixel": unsigned(max(1, ceil_log2(max(2, dims.G)))), "word": unsigned(16)})
+
+
+def line_layout(dims):
+    """The line walk's control for the datapath's line buffer (S0, registered by S1 with the issue): this cycle
+    reads kernel row `ky` of column `col` (`read`), or is the column's MAC issue too (`issue`); kernel rows below
+    `ky0` come from the line buffer (its entry `e0` for row 0, entry 1 for row 1); `ins` says which of the
+    ``XG`` kernel rows are inside the input; `kh` the kernel's rows (which two the buffer keeps)."""
+    return data.StructLayout({
+        "read": 1, "issue": 1, "ky": unsigned(2), "ky0": unsigned(2), "e0": 1, "kh": unsigned(2),
+        "col": unsigned(max(1, ceil_log2(max(2, dims.LBD)))), "ins": unsigned(dims.XG),
+    })

@@ -1,13 +1,13 @@
 """Conv engine component: stages S1..S4, the MAC array and the depthwise accumulator sets."""
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.timing import mac_latency
 
 from ..mac_array import MACArray
-from .conv_common import issue_layout, lane, mux_tree, tile_layout, words
+from .conv_common import issue_layout, lane, line_layout, mux_tree, tile_layout, words
 
 __all__ = ["ConvMACPipe"]
 
@@ -17,13 +17,15 @@ class ConvMACPipe(wiring.Component):
     the padding) and the weights; S2 presents them to the MAC array (`mac_active`); the sums are complete at
     S4 = S2 + ``MACArray.latency``, where `tile` (`conv_common.tile_layout`) says which tile ended.
 
-    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row). DWCONV: rows 0 .. sets-1
-    carry the sets' taps and their registered products are summed lane by lane in each set's `cols` 32-bit
-    accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4.
+    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row). DWCONV: rows j*XG .. j*XG +
+    XG - 1 carry set j's taps and their registered products are summed lane by lane in each set's `cols` 32-bit
+    accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4. With the walk's line mode (XG = 3) the
+    array takes three activation vectors, a column's kernel rows, from the line buffer (`_line_words`).
 
     Ports: `issue` (S0, from `ConvDirectIssue` or `ConvDepthwiseWalk`), `gword` (S0: the im2col buffer word of
-    the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set),
-    `in_zp`, `dw` / `packed` / `walk` (modes), `mac_active`, and at S4 `tile`, `acc`, `dw_sum`.
+    the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set row),
+    `in_zp`, `dw` / `packed` / `walk` (modes), `line` (the walk's line mode, S0), `mac_active`, and at S4 `tile`,
+    `acc`, `dw_sum`.
 
     Latency: fixed, 2 + ``MACArray.latency`` (4, or 5 with the configuration's `deep_pipeline`) cycles from issue
     to `tile.done` (`quant.timing.conv_latency` counts it); one word per cycle, no back-pressure.
@@ -34,7 +36,8 @@ class ConvMACPipe(wiring.Component):
         R, C, NS = dims.R, dims.C, dims.NS
         super().__init__({
             "issue": In(issue_layout(dims)), "gword": In(8 * C), "act_data": In(8 * C), "w_data": In(8 * dims.WB),
-            "taps": In(data.ArrayLayout(8 * C, NS)), "in_zp": In(signed(8)),
+            "taps": In(data.ArrayLayout(8 * C, NS * dims.XG)), "in_zp": In(signed(8)),
+            **({"line": In(line_layout(dims))} if dims.LINE else {}),
             "dw": In(1), "packed": In(1), "walk": In(1),
             "mac_active": Out(1), "tile": Out(tile_layout(dims)), "acc": Out(data.ArrayLayout(signed(32), R)),
             "dw_sum": Out(data.ArrayLayout(signed(32), C)),
@@ -43,34 +46,44 @@ class ConvMACPipe(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         dm = self.dims
-        R, C, NS = dm.R, dm.C, dm.NS
-        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline)
+        R, C, NS, XG = dm.R, dm.C, dm.NS, dm.XG
+        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline, x_groups=XG)
         assert mac.latency == mac_latency(dm.config)
 
         s1 = Signal(issue_layout(dm))
         s1_gword = Signal(8 * C)
         m.d.sync += [s1.eq(self.issue), s1_gword.eq(self.gword)]
         src = Mux(self.packed, s1_gword, self.act_data)
+        # S1 words and inside flags of the XG vectors: all the issued word, but in line mode the column's kernel
+        # rows (`_line_words`).
+        xs, xins = [src] * XG, [s1.inside] * XG
+        if dm.LINE:
+            lwords, lins, line_on = self._line_words(m)
+            xs = [Mux(line_on, lwords[k], src) for k in range(XG)]
+            xins = [Mux(line_on, lins[k], s1.inside) for k in range(XG)]
 
         s2 = Signal(issue_layout(dm))
-        s2_x = Signal(data.ArrayLayout(signed(9), C))
+        s2_x = [Signal(data.ArrayLayout(signed(9), C), name=f"s2_x{k}") for k in range(XG)]
         s2_w = Signal(8 * dm.WB)
-        s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NS)]
+        s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NS * XG)]
         # Whole-signal assignments here and below: Amaranth checks each statement over every bit of its target.
-        m.d.sync += s2_x.as_value().eq(Cat(*[Mux(s1.inside, lane(src, c).as_signed() - self.in_zp, 0)[:9]
-                                             for c in range(C)]))
+        for k in range(XG):
+            m.d.sync += s2_x[k].as_value().eq(Cat(*[Mux(xins[k], lane(xs[k], c).as_signed() - self.in_zp, 0)[:9]
+                                                    for c in range(C)]))
         m.d.sync += [s2.eq(s1), s2.sen.eq(Mux(s1.valid, s1.sen, 0)), s2_w.eq(self.w_data)]
-        for j in range(NS):
+        for j in range(NS * XG):
             if j == 0:
                 # Set 0 also serves the tap-per-cycle depthwise (larger kernels): its tap row of the weight word.
                 m.d.sync += s2_sw[j].eq(Mux(self.walk, self.taps[j], mux_tree(words(self.w_data, 8 * C), s1.trow)))
             else:
                 m.d.sync += s2_sw[j].eq(self.taps[j])
 
-        # S2: the MAC array takes the tap.
-        dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NS)))
+        # S2: the MAC array takes the tap; set j's kernel rows are array rows j*XG .. j*XG + XG - 1.
+        dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NS * XG)))
+        if XG > 1:
+            m.d.comb += mac.xg.as_value().eq(Cat(*[x.as_value() for x in s2_x[1:]]))
         m.d.comb += [
-            mac.x.eq(s2_x), mac.w.as_value().eq(Mux(self.dw, dw_w, s2_w)),
+            mac.x.eq(s2_x[0]), mac.w.as_value().eq(Mux(self.dw, dw_w, s2_w)),
             mac.en.eq(s2.valid), mac.clear.eq(s2.first),
             self.mac_active.eq(s2.valid & (~self.dw | s2.sen.any())),
         ]
@@ -80,7 +93,8 @@ class ConvMACPipe(wiring.Component):
             m.d.sync += [en_d.eq(s2.sen[j]), clr_d.eq(s2.sclr[j])]
             with m.If(en_d):
                 m.d.sync += dw_acc[j].as_value().eq(Cat(*[
-                    Mux(clr_d, mac.products[j][c], dw_acc[j][c] + mac.products[j][c])[:32] for c in range(C)]))
+                    (Mux(clr_d, 0, dw_acc[j][c]) + sum(mac.products[j * XG + k][c] for k in range(XG)))[:32]
+                    for c in range(C)]))
 
         # Control to S4, where the tile's sums are complete (MACArray.latency after S2).
         def delay(sig, n, name):
@@ -111,3 +125,38 @@ class ConvMACPipe(wiring.Component):
             self.acc.eq(mac.acc), self.dw_sum.eq(mux_tree(dw_acc, s4_cset) if dw_sum is None else dw_sum),
         ]
         return m
+
+    def _line_words(self, m):
+        """Line mode at S1: the column's kernel rows as XG words (row k: from the line buffer below ``ky0``, the
+        SRAM word read in this cycle for row kh-1, the one held from an earlier cycle of the column between),
+        their inside flags, and whether this S1 is a line issue. The buffer (``LBD`` padded columns of two words,
+        kernel rows kh-2 and kh-1) is read at S0 of the column's issue and written at its S1."""
+        dm = self.dims
+        C, XG = dm.C, dm.XG
+        ln = self.line
+        s1l = Signal(line_layout(dm))
+        m.d.sync += s1l.eq(ln)
+        m.submodules.lbuf = lbuf = memory.Memory(shape=16 * C, depth=dm.LBD, init=[])
+        lb_w = lbuf.write_port()
+        lb_r = lbuf.read_port(transparent_for=(lb_w,))
+        m.d.comb += [lb_r.addr.eq(ln.col), lb_r.en.eq(ln.issue)]
+        hold = [Signal(8 * C, name=f"lb_hold{k}") for k in range(XG - 1)]
+        with m.If(s1l.read & ~s1l.issue):
+            for k in range(XG - 1):
+                with m.If(s1l.ky == k):
+                    m.d.sync += hold[k].eq(self.act_data)
+        entries = [lb_r.data[:8 * C], lb_r.data[8 * C:]]
+        lw = []
+        for k in range(XG):
+            fresh = self.act_data if k == XG - 1 else Mux(s1l.kh == k + 1, self.act_data, hold[k])
+            if k < XG - 1:
+                old = entries[1] if k == 1 else Mux(s1l.e0, entries[1], entries[0])
+                fresh = Mux(k < s1l.ky0, old, fresh)
+            w = Signal(8 * C, name=f"lb_word{k}")
+            m.d.comb += w.eq(fresh)
+            lw.append(w)
+        m.d.comb += [
+            lb_w.addr.eq(s1l.col), lb_w.en.eq(s1l.issue),
+            lb_w.data.eq(Mux(s1l.kh == 3, Cat(lw[1], lw[2]), Cat(lw[0], lw[1]))),
+        ]
+        return lw, [s1l.ins[k] for k in range(XG)], s1l.issue

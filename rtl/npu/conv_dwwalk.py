@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .conv_common import geometry_layout, issue_layout, mux_tree, read_request_signature
+from .conv_common import geometry_layout, issue_layout, line_layout, mux_tree, read_request_signature
 from .ports import descriptor_layout
 
 __all__ = ["ConvDepthwiseWalk"]
@@ -21,15 +21,24 @@ class ConvDepthwiseWalk(wiring.Component):
     column ("strips"). The channel tile's taps sit in ``dw_taps`` registers of `cols` bytes, loaded from its
     depthwise block (``tile_words`` weight words) before its first row.
 
+    **Line mode** (an engine with ``3 * dw_sets <= rows``, `quant.timing.dw_line_mode`: at most 3 kernel rows,
+    rolling, the row's padded columns within the line buffer): set j owns array rows 3j .. 3j+2, one per kernel
+    row, and a column issues once with all its kernel rows (the datapath's vectors, `line`): its new kernel
+    rows are read from the SRAM one per cycle (all of them in a channel tile's first output row, then
+    ``min(stride_h, kernel_h)``: the column's first cycles only read) and the older ones come from the
+    datapath's line buffer, so each input word is read once per channel tile (3x3 s1: one cycle per output
+    instead of three). Other modes use row 3j of each set (zero taps on the others).
+
     Ports: `init` (pulse: load the start values; `enable` says whether to run), `stop` (pulse: the engine is
     done), `desc`, `geom`, `w_data` (weight SRAM data), `act_r` / `w_r` (read requests), `issue`
     (`conv_common.issue_layout`: the word for stage S1, `cset` the set an output closes on), `taps` (in the
-    cycle after an issue, S1: each set's tap word for it).
+    cycle after an issue, S1: the tap word of each set's row, set j's rows j*XG ..), `line` (with the line
+    mode: `conv_common.line_layout`).
 
-    Latency: the tap load starts in the cycle after `init`; `quant.timing.dw_walk_close_cycles` cycles to the
-    issue that closes the last output. Back-pressure: an issue that closes an output waits until
-    ``cols // rows`` cycles after the previous close (the back end drains an output's sums in that time), and
-    issues wait for a channel tile's taps.
+    Latency: the tap load starts in the cycle after `init`; `quant.timing.dw_walk_close_cycles` (line mode:
+    `dw_line_close_cycles`) cycles to the issue that closes the last output. Back-pressure: an issue that
+    closes an output waits until `dw_drain_groups` cycles after the previous close (the back end drains an
+    output's sums in that time), and issues wait for a channel tile's taps.
     """
 
     def __init__(self, dims):
@@ -38,14 +47,21 @@ class ConvDepthwiseWalk(wiring.Component):
             "init": In(1), "enable": In(1), "stop": In(1), "desc": In(descriptor_layout()),
             "geom": In(geometry_layout(dims)), "w_data": In(8 * dims.WB),
             "act_r": Out(read_request_signature(dims.AB)), "w_r": Out(read_request_signature(dims.WAB)),
-            "issue": Out(issue_layout(dims)), "taps": Out(data.ArrayLayout(8 * dims.C, dims.NS)),
+            "issue": Out(issue_layout(dims)), "taps": Out(data.ArrayLayout(8 * dims.C, dims.NS * dims.XG)),
+            **({"line": Out(line_layout(dims))} if dims.LINE else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         dm = self.dims
-        R, C, NG, NS, TM, TW, AB, SGN = dm.R, dm.C, dm.NG, dm.NS, dm.TM, dm.TW, dm.AB, dm.SGN
+        R, C, NS, TM, TW, AB, SGN = dm.R, dm.C, dm.NS, dm.TM, dm.TW, dm.AB, dm.SGN
+        XG, NGD = dm.XG, dm.NGD
         d, geo = self.desc, self.geom
+        # Line mode (dims.LINE): `lm` for this descriptor; a column's kernel rows ky0 .. kh-1 are read, one per
+        # cycle, and the column issues once, in its last; rows below ky0 come from the datapath's line buffer.
+        lm = Signal()
+        ky0 = Signal(2)                              # this output row's first kernel row read from the SRAM
+        ky0_rest = Signal(2)                         # ... in the rows after a channel tile's first
 
         wk_run = Signal()
         wk_roll = Signal()
@@ -67,7 +83,7 @@ class ConvDepthwiseWalk(wiring.Component):
         wk_kx = [Signal(8, name=f"wk_kx{j}") for j in range(NS)]
         wk_saddr = [Signal(AB, name=f"wk_saddr{j}") for j in range(NS)]
         wk_slast = [Signal(name=f"wk_slast{j}") for j in range(NS)]
-        cool = Signal(range(max(2, NG)))             # cycles until an output may close (drain of the previous)
+        cool = Signal(range(max(2, NGD)))            # cycles until an output may close (drain of the previous)
 
         # Taps of the channel tile in registers, loaded from its depthwise block at each channel tile.
         taps = [Signal(8 * C, name=f"tap{t}") for t in range(TM)]
@@ -102,10 +118,10 @@ class ConvDepthwiseWalk(wiring.Component):
         wk_any_close = Signal()
         m.d.comb += wk_any_close.eq(Cat(*wk_close).any())
         w_issue = Signal()
-        if NG > 1:
+        if NGD > 1:
             m.d.comb += w_issue.eq(wk_run & ~wl_busy & ~(wk_any_close & (cool != 0)))
             with m.If(w_issue & wk_any_close):
-                m.d.sync += cool.eq(NG - 1)
+                m.d.sync += cool.eq(NGD - 1)
             with m.Elif(cool != 0):
                 m.d.sync += cool.eq(cool - 1)
         else:
@@ -123,16 +139,25 @@ class ConvDepthwiseWalk(wiring.Component):
         ]
         iss = self.issue
         m.d.comb += [
-            iss.valid.eq(w_issue), iss.last.eq(wk_any_close), iss.first.eq(1), iss.inside.eq(wk_inside),
+            iss.valid.eq(w_issue & (~lm | wk_col_end)), iss.last.eq(wk_any_close), iss.first.eq(1),
+            iss.inside.eq(wk_inside),
             iss.final.eq(w_clast & (wk_oy == d.out_h - 1) & (wk_ct == d.out_ct - 1)), iss.pw.eq(wk_ct),
             iss.oaddr.eq(w_caddr), iss.cset.eq(w_cset), iss.sen.eq(Cat(*wk_act)),
-            iss.sclr.eq(Cat(*[(wk_kx[j] == 0) & (wk_ky == 0) for j in range(NS)])),
+            iss.sclr.eq(Cat(*[(wk_kx[j] == 0) & (lm | (wk_ky == 0)) for j in range(NS)])),
         ]
-        # S1: each set's tap for the word issued in the previous cycle.
+        # S1: each set's tap for the word issued in the previous cycle (line mode: kernel row k's on the set's
+        # row k; the other modes use row 0 of each set, the others get tap TM, zero).
+        zero_tap = [Signal(8 * C, name="tap_zero")]
         for j in range(NS):
-            stap = Signal(range(TM + 1), name=f"stap{j}")
-            m.d.sync += stap.eq(wk_rowt + wk_kx[j])
-            m.d.comb += self.taps[j].eq(mux_tree(taps, stap))
+            for k in range(XG):
+                stap = Signal(range(TM + 1), name=f"stap{j}_{k}")
+                kk = Signal(range(TM + 1), name=f"ktap{j}_{k}")
+                m.d.comb += kk.eq(k * d.kernel_w + wk_kx[j])
+                if k == 0:
+                    m.d.sync += stap.eq(Mux(lm, kk, wk_rowt + wk_kx[j]))
+                else:
+                    m.d.sync += stap.eq(Mux(lm & (k < d.kernel_h), kk, TM))
+                m.d.comb += self.taps[j * XG + k].eq(mux_tree(taps + zero_tap, stap))
 
         def wk_open(col, colo, onext, ocol, ocolo, oaddr, sp):
             """Assignments that open output `onext` (first column `col`) on set `sp` and advance the opener."""
@@ -144,12 +169,15 @@ class ConvDepthwiseWalk(wiring.Component):
                          wk_ocolo.eq(ocolo + geo.col_step), wk_oaddr.eq(oaddr + d.out_ct),
                          wk_sp.eq(Mux(sp == NS - 1, 0, sp + 1))]
 
+        def rowo(k):
+            return Mux(k == 2, geo.row_stride << 1, Mux(k == 1, geo.row_stride, 0))[:AB]
+
         with m.If(w_issue):
             with m.If(~wk_col_end):
                 m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowt.eq(wk_rowt + d.kernel_w),
                              wk_rowo.eq(wk_rowo + geo.row_stride)]
             with m.Else():
-                m.d.sync += [wk_ky.eq(0), wk_rowt.eq(0), wk_rowo.eq(0)]
+                m.d.sync += [wk_ky.eq(ky0), wk_rowt.eq(0), wk_rowo.eq(rowo(ky0))]
                 for j in range(NS):
                     with m.If(wk_close[j] | (wk_col == wk_plast)):
                         m.d.sync += wk_act[j].eq(0)
@@ -170,18 +198,37 @@ class ConvDepthwiseWalk(wiring.Component):
                     m.d.sync += wk_col0.eq(0)
                     with m.If(wk_oy != d.out_h - 1):
                         m.d.sync += [wk_oy.eq(wk_oy + 1), wk_base.eq(wk_base + geo.row_step),
-                                     wk_iy0.eq(wk_iy0 + d.stride_h), wk_orow.eq(wk_orow + geo.out_row_words)]
+                                     wk_iy0.eq(wk_iy0 + d.stride_h), wk_orow.eq(wk_orow + geo.out_row_words),
+                                     ky0.eq(ky0_rest), wk_ky.eq(ky0_rest), wk_rowo.eq(rowo(ky0_rest))]
                         wk_open(0, 0, 0, 0, 0, wk_orow + geo.out_row_words, 0)
                     with m.Elif(wk_ct != d.out_ct - 1):
                         m.d.sync += [wk_ct.eq(wk_ct + 1), wk_oy.eq(0), wk_base.eq(geo.pix0 + wk_ct + 1),
                                      wk_iy0.eq(-d.pad_top), wk_orow.eq(d.out_addr + wk_ct + 1), wl_cnt.eq(0),
-                                     wl_base.eq(wl_base + d.tile_words)]
+                                     wl_base.eq(wl_base + d.tile_words), ky0.eq(0), wk_ky.eq(0), wk_rowo.eq(0)]
                         wk_open(0, 0, 0, 0, 0, d.out_addr + wk_ct + 1, 0)
                     with m.Else():
                         m.d.sync += wk_run.eq(0)
 
+        if dm.LINE:
+            ln = self.line
+            inside_col = (wk_ix >= 0) & (wk_ix < d.in_w)
+            m.d.comb += [
+                ln.read.eq(w_issue & lm), ln.issue.eq(w_issue & lm & wk_col_end), ln.ky.eq(wk_ky),
+                ln.ky0.eq(ky0), ln.kh.eq(d.kernel_h), ln.col.eq(wk_col),
+                # The buffer keeps kernel rows kh-2 and kh-1 (entries 0 and 1); the next row's row k is this
+                # row's k + stride_h: entry 0 for row 0 only when kh = 3 and stride 1.
+                ln.e0.eq(~((d.kernel_h == 3) & (d.stride_h == 1))),
+                ln.ins.eq(Cat(*[inside_col & (wk_iy0 + k >= 0) & (wk_iy0 + k < d.in_h) & (k < d.kernel_h)
+                                for k in range(XG)])),
+            ]
+            line_ok = (d.kernel_h <= 3) & (d.kernel_w <= NS * d.stride_w) & (geo.last_col < dm.LBD)
+        else:
+            line_ok = 0
+
         # Last: the start values win over the walk's own updates.
         with m.If(self.init):
+            m.d.sync += [lm.eq(line_ok), ky0.eq(0),
+                         ky0_rest.eq(Mux(line_ok & (d.kernel_h > d.stride_h), d.kernel_h - d.stride_h, 0))]
             m.d.sync += [
                 wk_run.eq(self.enable), wk_roll.eq(d.kernel_w <= NS * d.stride_w), wk_ct.eq(0), wk_oy.eq(0),
                 wk_col.eq(0), wk_col0.eq(0), wk_ky.eq(0), wk_rowt.eq(0), wk_iy0.eq(-d.pad_top),

@@ -42,7 +42,7 @@ class ConvDirectIssue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         dm = self.dims
-        R, NG, G, AB, SGN = dm.R, dm.NG, dm.G, dm.AB, dm.SGN
+        R, NG, NGD, G, AB, SGN = dm.R, dm.NG, dm.NGD, dm.G, dm.AB, dm.SGN
         d, geo, is_dw, is_packed = self.desc, self.geom, self.dw, self.packed
 
         running = Signal()
@@ -61,7 +61,7 @@ class ConvDirectIssue(wiring.Component):
         w_addr = Signal(dm.WAB)
         trow = Signal(range(max(2, R)))     # DWCONV: tap row within the weight word
         out_pix = Signal(AB)
-        cool = Signal(range(max(2, NG)))    # DWCONV: cycles until a tile may start (drain of the previous)
+        cool = Signal(range(max(2, NGD)))    # DWCONV: cycles until a tile may start (drain of the previous)
         fset = Signal()                     # PACKED: buffer set the feeder reads
         fg = Signal(range(max(2, G)))       # ... and the pixel's buffer in it
 
@@ -85,7 +85,7 @@ class ConvDirectIssue(wiring.Component):
         m.d.comb += inside.eq(is_packed | ((iy >= 0) & (iy < d.in_h) & (ix >= 0) & (ix < d.in_w)))
 
         gate = Signal()
-        if NG > 1:
+        if NGD > 1:
             m.d.comb += gate.eq(Mux(is_packed, self.full.bit_select(fset, 1), ~(is_dw & tile_first & (cool != 0))))
         else:
             m.d.comb += gate.eq(Mux(is_packed, self.full.bit_select(fset, 1), 1))
@@ -156,9 +156,9 @@ class ConvDirectIssue(wiring.Component):
                 m.d.sync += [w_addr.eq(w_addr + 1), trow.eq(0)]
             with m.Else():
                 m.d.sync += trow.eq(trow + 1)
-        if NG > 1:
+        if NGD > 1:
             with m.If(s0_issue & is_dw & tile_first):
-                m.d.sync += cool.eq(NG - 1)
+                m.d.sync += cool.eq(NGD - 1)
             with m.Elif(cool != 0):
                 m.d.sync += cool.eq(cool - 1)
         # Last: the start values win over the loop's own updates.
