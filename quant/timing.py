@@ -25,7 +25,7 @@ __all__ = [
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
     "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_capable",
-    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows",
+    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "ACTIVITY_KEYS", "descriptor_activity", "program_activity",
 ]
@@ -418,14 +418,13 @@ def _dw_walk_counts(config, desc, dw_sets=None):
     return d.out_ct * d.out_h * kh * cols, d.out_ct * rows_in * cols_in
 
 
-def _im2col_reads(desc, im2col_pixels):
-    """Activation words `ConvIm2colGatherer` reads: a window-row chunk (the bytes of one packed word) is read
-    when some pixel of the group has a byte of its window row inside the input in it; rows outside the input
-    are one step with no read."""
+def im2col_read_words(desc, im2col_pixels):
+    """Word offsets (from ``in_addr``) of the activation words `ConvIm2colGatherer` reads, one per read, in order:
+    a window-row chunk (the bytes of one packed word) is read when some pixel of the group has a byte of its
+    window row inside the input in it; rows outside the input are one step with no read."""
     d = desc
     wby = d.in_ppw * d.in_c
     in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
-    reads = 0
     for oy in range(d.out_h):
         for ox0 in range(0, d.out_w, im2col_pixels):
             gv = min(im2col_pixels, d.out_w - ox0)
@@ -438,16 +437,16 @@ def _im2col_reads(desc, im2col_pixels):
                 iy = oy * d.stride_h - d.pad_top + ky
                 if not 0 <= iy < d.in_h or not spans:
                     continue
-                kxs, cb = 0, (iy * in_row_b + ix0b) % wby
+                origin = iy * in_row_b + ix0b
+                word, cb, kxs = origin // wby, origin % wby, 0
                 while True:
                     room = wby - cb
                     nb = min(u - kxs, room)
                     if any(lo < kxs + nb and hi > kxs for lo, hi in spans):
-                        reads += 1
+                        yield word
                     if u - kxs <= room:
                         break
-                    kxs, cb = kxs + room, 0
-    return reads
+                    kxs, cb, word = kxs + room, 0, word + 1
 
 
 def descriptor_activity(config, desc):
@@ -476,7 +475,8 @@ def descriptor_activity(config, desc):
             out.update(mac_cycles=issues, act_reads=inside, weight_reads=d.out_ct * d.tile_words)
         elif d.flags & PACKED:
             issues = d.out_h * d.out_w * d.oc_tiles * d.in_ct
-            out.update(mac_cycles=issues, act_reads=_im2col_reads(d, config.im2col_pixels), weight_reads=issues)
+            reads = sum(1 for _ in im2col_read_words(d, config.im2col_pixels))
+            out.update(mac_cycles=issues, act_reads=reads, weight_reads=issues)
         else:
             issues = direct_issue_cycles(d)
             out.update(mac_cycles=issues, act_reads=d.oc_tiles * d.in_ct * rows_in * cols_in, weight_reads=issues)

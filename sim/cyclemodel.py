@@ -10,7 +10,14 @@ import numpy as np
 
 from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESIZE_ENTRY_BYTES
 from stackcam.quant.romimage import NOT_LOADED, load_rom
-from stackcam.quant.timing import dw_line_mode, dw_line_rows, lut_row_bytes, program_cycles, sequencer_overhead
+from stackcam.quant.timing import (
+    dw_line_mode,
+    dw_line_rows,
+    im2col_read_words,
+    lut_row_bytes,
+    program_cycles,
+    sequencer_overhead,
+)
 
 __all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "predict_io_banks",
            "BANK_MODEL_OPS"]
@@ -71,38 +78,6 @@ class _Counts:
         self.add(arr, base, my[:, None, None] * mx[None, :, None] * pt[None, None, :])
 
 
-def _im2col_words(desc, im2col_pixels):
-    """Word offsets (from in_addr) of the activation words `ConvIm2colGatherer` reads, one entry per read (the
-    walk of `quant.timing._im2col_reads`)."""
-    d = desc
-    wby = d.in_ppw * d.in_c
-    in_row_b, rowbytes, step_b = d.in_w * d.in_c, d.kernel_w * d.in_c, d.stride_w * d.in_c
-    out = []
-    for oy in range(d.out_h):
-        for ox0 in range(0, d.out_w, im2col_pixels):
-            gv = min(im2col_pixels, d.out_w - ox0)
-            u = rowbytes + (gv - 1) * step_b
-            ix0b = (ox0 * d.stride_w - d.pad_left) * d.in_c
-            kxa, kxb = max(0, -ix0b), in_row_b - ix0b
-            spans = [(max(kxa, g * step_b), min(kxb, g * step_b + rowbytes)) for g in range(gv)]
-            spans = [(lo, hi) for lo, hi in spans if lo < hi]
-            for ky in range(d.kernel_h):
-                iy = oy * d.stride_h - d.pad_top + ky
-                if not 0 <= iy < d.in_h or not spans:
-                    continue
-                origin = iy * in_row_b + ix0b
-                word, cb, kxs = origin // wby, origin % wby, 0
-                while True:
-                    room = wby - cb
-                    nb = min(u - kxs, room)
-                    if any(lo < kxs + nb and hi > kxs for lo, hi in spans):
-                        out.append(word)
-                    if u - kxs <= room:
-                        break
-                    kxs, cb, word = kxs + room, 0, word + 1
-    return out
-
-
 def _box_copy(c, d, cols, src, box, dst_step):
     """COPY / GATHER (`rtl.npu.vector` `_copy_step`): per box pixel, the source words its channels span (read
     once each) and its bytes written into the output words of channels copy_c .. copy_c + box channels."""
@@ -161,7 +136,7 @@ def _descriptor_banks(config, d, c, weights=None):
             c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, config.dw_sets, rows), d.out_ct)
             c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
         elif d.flags & PACKED:
-            offs = _im2col_words(d, config.im2col_pixels)
+            offs = list(im2col_read_words(d, config.im2col_pixels))
             # Gathered once per pixel group, fed from the buffers to every oc tile.
             np.add.at(c.act_reads, d.in_addr + np.asarray(offs, dtype=np.int64), 1)
             c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.in_ct, pixels))
