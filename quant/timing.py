@@ -24,7 +24,8 @@ __all__ = [
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
-    "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_capable",
+    "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
+    "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "ACTIVITY_KEYS", "descriptor_activity", "program_activity",
@@ -184,11 +185,31 @@ def dw_walk_close_cycles(config, desc, dw_sets=None):
 LINE_KERNEL_ROWS = 3       # the depthwise line walk: kernel rows per column issue (MAC-array rows per set)
 
 
-def dw_line_capable(config, dw_sets=None):
-    """Whether the conv engine has the depthwise line walk: ``LINE_KERNEL_ROWS`` MAC-array rows per accumulator
-    set fit the array (``3 * dw_sets <= rows``) and the arithmetic is not deep-pipelined."""
+def dw_line_sets(config, dw_sets=None):
+    """Accumulator sets of the depthwise line walk: ``LINE_KERNEL_ROWS`` MAC-array rows each, at most the walk's
+    `dw_sets`."""
     ns = min(dw_sets or config.dw_sets, config.array_rows)
-    return not _deep(config) and LINE_KERNEL_ROWS * ns <= config.array_rows
+    return min(ns, config.array_rows // LINE_KERNEL_ROWS)
+
+
+def dw_line_capable(config, dw_sets=None):
+    """Whether the conv engine has the depthwise line walk: at least two sets of ``LINE_KERNEL_ROWS`` rows fit the
+    array (`dw_line_sets`), every set's first row is an array row (``3 * (dw_sets - 1) < rows``: the other
+    modes use it), and the arithmetic is not deep-pipelined."""
+    ns = min(dw_sets or config.dw_sets, config.array_rows)
+    return (not _deep(config) and dw_line_sets(config, dw_sets) >= 2
+            and LINE_KERNEL_ROWS * (ns - 1) < config.array_rows)
+
+
+def dw_walk_passes(desc, sets):
+    """[(first, last padded input column)] of each pass of the depthwise walk over an output row with `sets`
+    accumulator sets: one pass when ``kernel_w <= sets * stride_w`` ("rolling"), else strips of `sets` outputs."""
+    d = desc
+    kw, sw = d.kernel_w, d.stride_w
+    last_col = (d.out_w - 1) * sw + kw - 1
+    if kw <= sets * sw:
+        return [(0, last_col)]
+    return [(o0 * sw, min(last_col, o0 * sw + (sets - 1) * sw + kw - 1)) for o0 in range(0, d.out_w, sets)]
 
 
 def dw_drain_groups(config, dw_sets=None):
@@ -204,13 +225,10 @@ def dw_line_depth(config):
 
 def dw_line_mode(config, desc, dw_sets=None, dw_taps=None):
     """Whether a DWCONV runs on the line walk: the engine has it, the kernel has at most ``LINE_KERNEL_ROWS`` rows
-    and at most ``dw_taps`` taps, one pass covers a row (``kernel_w <= sets * stride_w``) and the row's padded
-    columns fit the line buffer."""
-    ns = min(dw_sets or config.dw_sets, config.array_rows)
+    and at most ``dw_taps`` taps, and the row's padded columns fit the line buffer."""
     kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
     return (desc.opcode == OPCODES["DWCONV"] and dw_line_capable(config, dw_sets) and kh <= LINE_KERNEL_ROWS
-            and kh * kw <= (dw_taps or config.dw_taps) and kw <= ns * sw
-            and (desc.out_w - 1) * sw + kw <= dw_line_depth(config))
+            and kh * kw <= (dw_taps or config.dw_taps) and (desc.out_w - 1) * sw + kw <= dw_line_depth(config))
 
 
 def _line_new_rows(desc):
@@ -220,19 +238,15 @@ def _line_new_rows(desc):
 
 
 def dw_line_close_cycles(config, desc, dw_sets=None):
-    """The line walk (`ConvDepthwiseWalk` in line mode): cycles from its start to the issue that closes the last
-    output, both included. Per channel tile the taps load (``tile_words`` cycles); per output row the walk takes
-    each padded input column in `n` cycles (`n` new kernel rows read, one per cycle; the column's MAC issue, all
-    its kernel rows at once, in the last), n = ``kernel_h`` in a tile's first row, ``min(stride_h, kernel_h)``
-    after. Output o of a row closes at column ``o*sw + kw - 1``; a close waits until `groups` cycles after the
-    previous one (the back end's drain, `dw_drain_groups`)."""
-    groups = dw_drain_groups(config, dw_sets)
-    kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
+    """The line walk (`ConvDepthwiseWalk` in line mode, `dw_line_sets` sets): cycles from its start to the issue
+    that closes the last output, both included. Per channel tile the taps load (``tile_words`` cycles); per
+    output row and pass (`dw_walk_passes`) the walk takes each of the pass's padded input columns in `n` cycles
+    (`n` new kernel rows read, one per cycle; the column's MAC issue, all its kernel rows at once, in the last),
+    n = ``kernel_h`` in a tile's first row, ``min(stride_h, kernel_h)`` after; a pass ends with its last output's
+    close. The back end drains an output in one cycle (`dw_drain_groups`), so closes never wait."""
+    cols = sum(c1 - c0 + 1 for c0, c1 in dw_walk_passes(desc, dw_line_sets(config, dw_sets)))
     n0, n1 = _line_new_rows(desc)
-    row0 = (desc.out_w - 1) * max(sw * n0, groups)
-    rowk = max(kw * n1, groups) + (desc.out_w - 1) * max(sw * n1, groups)
-    return (desc.tile_words + kh * kw + (desc.out_ct - 1) * max(kh * kw + desc.tile_words, groups)
-            + desc.out_ct * (row0 + (desc.out_h - 1) * rowk))
+    return desc.out_ct * (desc.tile_words + cols * (n0 + (desc.out_h - 1) * n1))
 
 
 def im2col_groups(desc, im2col_pixels):
@@ -398,24 +412,17 @@ def dw_line_rows(desc):
 def _dw_walk_counts(config, desc, dw_sets=None):
     """(walk issues, issues inside the input) of `ConvDepthwiseWalk` over the whole descriptor: per channel tile,
     output row and pass, ``kernel_h`` words per padded input column of the pass (line mode: one issue per column,
-    the new kernel rows read)."""
+    its new kernel rows read)."""
     d = desc
-    if dw_line_mode(config, d, dw_sets):
-        last_col = (d.out_w - 1) * d.stride_w + d.kernel_w - 1
-        cols_in = len(range(max(0, d.pad_left), min(last_col, d.pad_left + d.in_w - 1) + 1))
-        return (d.out_ct * d.out_h * (last_col + 1),
-                d.out_ct * sum(n for _, n in dw_line_rows(d)) * cols_in)
-    ns = min(dw_sets or config.dw_sets, config.array_rows)
-    kh, kw, sw = d.kernel_h, d.kernel_w, d.stride_w
-    last_col = (d.out_w - 1) * sw + kw - 1
-    if kw <= ns * sw:
-        passes = [(0, last_col)]
-    else:
-        passes = [(o0 * sw, min(last_col, o0 * sw + (ns - 1) * sw + kw - 1)) for o0 in range(0, d.out_w, ns)]
+    line = dw_line_mode(config, d, dw_sets)
+    ns = dw_line_sets(config, dw_sets) if line else min(dw_sets or config.dw_sets, config.array_rows)
+    passes = dw_walk_passes(d, ns)
     cols = sum(c1 - c0 + 1 for c0, c1 in passes)
     cols_in = sum(len(range(max(c0, d.pad_left), min(c1, d.pad_left + d.in_w - 1) + 1)) for c0, c1 in passes)
-    rows_in = _pool_taps(d.in_h, kh, d.stride_h, d.pad_top, d.out_h)
-    return d.out_ct * d.out_h * kh * cols, d.out_ct * rows_in * cols_in
+    if line:
+        return d.out_ct * d.out_h * cols, d.out_ct * sum(n for _, n in dw_line_rows(d)) * cols_in
+    rows_in = _pool_taps(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
+    return d.out_ct * d.out_h * d.kernel_h * cols, d.out_ct * rows_in * cols_in
 
 
 def im2col_read_words(desc, im2col_pixels):

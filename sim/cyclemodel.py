@@ -13,6 +13,8 @@ from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import (
     dw_line_mode,
     dw_line_rows,
+    dw_line_sets,
+    dw_walk_passes,
     im2col_read_words,
     lut_row_bytes,
     program_cycles,
@@ -42,19 +44,12 @@ def _axis_mult(size, k, stride, pad, n):
     return m
 
 
-def _walk_col_mult(desc, dw_sets, array_rows):
+def _walk_col_mult(desc, sets):
     """`ConvDepthwiseWalk`: how often each input column is read per (output row, tap row): once per pass whose
-    padded columns include it (the passes of `quant.timing._dw_walk_counts`)."""
+    padded columns include it (`quant.timing.dw_walk_passes` with the walk's `sets`)."""
     d = desc
-    ns = min(dw_sets, array_rows)
-    kw, sw = d.kernel_w, d.stride_w
-    last_col = (d.out_w - 1) * sw + kw - 1
-    if kw <= ns * sw:
-        passes = [(0, last_col)]
-    else:
-        passes = [(o0 * sw, min(last_col, o0 * sw + (ns - 1) * sw + kw - 1)) for o0 in range(0, d.out_w, ns)]
     m = np.zeros(d.in_w, dtype=np.int64)
-    for c0, c1 in passes:
+    for c0, c1 in dw_walk_passes(d, sets):
         m[max(0, c0 - d.pad_left):max(0, min(d.in_w, c1 - d.pad_left + 1))] += 1
     return m
 
@@ -129,11 +124,13 @@ def _descriptor_banks(config, d, c, weights=None):
             per_word = [min(rows, taps - k * rows) for k in range(d.tile_words)]
             c.add(c.w_reads, d.weight_addr, pixels * np.tile(per_word, d.out_ct))
         elif op == "DWCONV":
-            if dw_line_mode(config, d):                                    # each new kernel row read once
+            sets = min(config.dw_sets, rows)
+            if dw_line_mode(config, d):                                    # each new kernel row read per pass
+                sets = dw_line_sets(config)
                 my = np.zeros(d.in_h, dtype=np.int64)
                 for iy, n in dw_line_rows(d):
                     my[iy] = n
-            c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, config.dw_sets, rows), d.out_ct)
+            c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, sets), d.out_ct)
             c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
         elif d.flags & PACKED:
             offs = list(im2col_read_words(d, config.im2col_pixels))

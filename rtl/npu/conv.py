@@ -78,11 +78,13 @@ class NPUConvEngine(wiring.Component):
     back to the next pass's first column (strips). The tile's taps sit in ``dw_taps`` (default 9) registers
     of ``cols`` bytes, loaded from the depthwise block at each channel tile (``tile_words`` cycles). A kernel
     with more taps falls back to one tap per cycle on set 0 (``kh*kw*out_h*out_w*out_ct`` cycles). On an
-    array with ``3 * dw_sets <= rows`` (imx500) the walk has a *line mode* for kernels of at most 3 rows: each
-    set owns three array rows (the column's kernel rows, multiplied at once, each row its own activation
-    vector), the kernel rows already read for the previous output row come from a line buffer in the datapath
-    (``max(64, input_width) + 2`` padded columns of two words), so a column takes one cycle per new kernel row
-    (3x3 s1: one cycle per output; s2: two per column) and each input word is read once per channel tile. A closed
+    array with room for two or more sets of three rows (`quant.timing.dw_line_capable`: demo, imx500) the walk
+    has a *line mode* for kernels of at most 3 rows: each of `dw_line_sets` sets owns three array rows (the
+    column's kernel rows, multiplied at once, each row its own activation vector), the kernel rows already read
+    for the previous output row come from a line buffer in the datapath (``max(64, input_width) + 2`` padded
+    columns of two words), so a column takes one cycle per new kernel row (3x3 s1: one cycle per output with
+    three sets, two with two; s2: two per column) and each input word is read once per channel tile and pass;
+    the requantizer is then ``cols`` lanes wide and an output drains in one cycle. Otherwise a closed
     output's sums are requantized ``rows`` lanes per cycle over ``cols // rows`` cycles (each write fills one
     lane group of the output word); a close sooner than that after the previous one waits. `mac_active` is
     high in cycles where at least one set (or the array) takes a tap.

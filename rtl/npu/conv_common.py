@@ -6,7 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for, ceil_log2
 
-from stackcam.quant.timing import LINE_KERNEL_ROWS, dw_drain_groups, dw_line_capable, dw_line_depth
+from stackcam.quant.timing import LINE_KERNEL_ROWS, dw_drain_groups, dw_line_capable, dw_line_depth, dw_line_sets
 
 from .ports import addr_bits
 
@@ -51,6 +51,7 @@ class ConvDims:
         self.LINE = dw_line_capable(config, dw_sets)
         self.XG = LINE_KERNEL_ROWS if self.LINE else 1
         self.LBD = dw_line_depth(config) if self.LINE else 0
+        self.NSL = dw_line_sets(config, dw_sets) if self.LINE else 0
         # Lane groups a DWCONV output drains in (one cycle each): with the line walk the requantizer is `cols`
         # lanes wide, so a whole output word in one cycle.
         self.NGD = dw_drain_groups(config, dw_sets)
@@ -160,8 +161,9 @@ def line_layout(dims):
     """The line walk's control for the datapath's line buffer (S0, registered by S1 with the issue): this cycle
     reads kernel row `ky` of column `col` (`read`), or is the column's MAC issue too (`issue`); kernel rows below
     `ky0` come from the line buffer (its entry `e0` for row 0, entry 1 for row 1); `ins` says which of the
-    ``XG`` kernel rows are inside the input; `kh` the kernel's rows (which two the buffer keeps)."""
+    ``XG`` kernel rows are inside the input; `kh` the kernel's rows (which two the buffer keeps); `keep`: the
+    issue writes the buffer (not when the row's next pass walks the column again)."""
     return data.StructLayout({
-        "read": 1, "issue": 1, "ky": unsigned(2), "ky0": unsigned(2), "e0": 1, "kh": unsigned(2),
+        "read": 1, "issue": 1, "keep": 1, "ky": unsigned(2), "ky0": unsigned(2), "e0": 1, "kh": unsigned(2),
         "col": unsigned(max(1, ceil_log2(max(2, dims.LBD)))), "ins": unsigned(dims.XG),
     })

@@ -65,13 +65,14 @@ class ConvMACPipe(wiring.Component):
         s2 = Signal(issue_layout(dm))
         s2_x = [Signal(data.ArrayLayout(signed(9), C), name=f"s2_x{k}") for k in range(XG)]
         s2_w = Signal(8 * dm.WB)
-        s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NS * XG)]
+        NR = min(R, NS * XG)                    # array rows the depthwise sets use (the last set's may be cut)
+        s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NR)]
         # Whole-signal assignments here and below: Amaranth checks each statement over every bit of its target.
         for k in range(XG):
             m.d.sync += s2_x[k].as_value().eq(Cat(*[Mux(xins[k], lane(xs[k], c).as_signed() - self.in_zp, 0)[:9]
                                                     for c in range(C)]))
         m.d.sync += [s2.eq(s1), s2.sen.eq(Mux(s1.valid, s1.sen, 0)), s2_w.eq(self.w_data)]
-        for j in range(NS * XG):
+        for j in range(NR):
             if j == 0:
                 # Set 0 also serves the tap-per-cycle depthwise (larger kernels): its tap row of the weight word.
                 m.d.sync += s2_sw[j].eq(Mux(self.walk, self.taps[j], mux_tree(words(self.w_data, 8 * C), s1.trow)))
@@ -79,7 +80,7 @@ class ConvMACPipe(wiring.Component):
                 m.d.sync += s2_sw[j].eq(self.taps[j])
 
         # S2: the MAC array takes the tap; set j's kernel rows are array rows j*XG .. j*XG + XG - 1.
-        dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NS * XG)))
+        dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NR)))
         if XG > 1:
             m.d.comb += mac.xg.as_value().eq(Cat(*[x.as_value() for x in s2_x[1:]]))
         m.d.comb += [
@@ -88,12 +89,13 @@ class ConvMACPipe(wiring.Component):
             self.mac_active.eq(s2.valid & (~self.dw | s2.sen.any())),
         ]
         dw_acc = [Signal(data.ArrayLayout(signed(32), C), name=f"dw_acc{j}") for j in range(NS)]
+        set_rows = [range(j * XG, min(NR, j * XG + XG)) for j in range(NS)]
         for j in range(NS):
             en_d, clr_d = Signal(name=f"dw_en{j}"), Signal(name=f"dw_clr{j}")
             m.d.sync += [en_d.eq(s2.sen[j]), clr_d.eq(s2.sclr[j])]
             with m.If(en_d):
                 m.d.sync += dw_acc[j].as_value().eq(Cat(*[
-                    (Mux(clr_d, 0, dw_acc[j][c]) + sum(mac.products[j * XG + k][c] for k in range(XG)))[:32]
+                    (Mux(clr_d, 0, dw_acc[j][c]) + sum(mac.products[r][c] for r in set_rows[j]))[:32]
                     for c in range(C)]))
 
         # Control to S4, where the tile's sums are complete (MACArray.latency after S2).
@@ -156,7 +158,7 @@ class ConvMACPipe(wiring.Component):
             m.d.comb += w.eq(fresh)
             lw.append(w)
         m.d.comb += [
-            lb_w.addr.eq(s1l.col), lb_w.en.eq(s1l.issue),
+            lb_w.addr.eq(s1l.col), lb_w.en.eq(s1l.issue & s1l.keep),
             lb_w.data.eq(Mux(s1l.kh == 3, Cat(lw[1], lw[2]), Cat(lw[0], lw[1]))),
         ]
         return lw, [s1l.ins[k] for k in range(XG)], s1l.issue

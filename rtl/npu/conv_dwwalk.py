@@ -21,13 +21,15 @@ class ConvDepthwiseWalk(wiring.Component):
     column ("strips"). The channel tile's taps sit in ``dw_taps`` registers of `cols` bytes, loaded from its
     depthwise block (``tile_words`` weight words) before its first row.
 
-    **Line mode** (an engine with ``3 * dw_sets <= rows``, `quant.timing.dw_line_mode`: at most 3 kernel rows,
-    rolling, the row's padded columns within the line buffer): set j owns array rows 3j .. 3j+2, one per kernel
-    row, and a column issues once with all its kernel rows (the datapath's vectors, `line`): its new kernel
-    rows are read from the SRAM one per cycle (all of them in a channel tile's first output row, then
-    ``min(stride_h, kernel_h)``: the column's first cycles only read) and the older ones come from the
-    datapath's line buffer, so each input word is read once per channel tile (3x3 s1: one cycle per output
-    instead of three). Other modes use row 3j of each set (zero taps on the others).
+    **Line mode** (an engine with room for two or more sets of three rows, `quant.timing.dw_line_mode`: at most 3
+    kernel rows, the row's padded columns within the line buffer; `dw_line_sets` sets, rolling or in strips): set
+    j owns array rows 3j .. 3j+2, one per kernel row, and a column issues once with all its kernel rows (the
+    datapath's vectors, `line`): its new kernel rows are read from the SRAM one per cycle (all of them in a
+    channel tile's first output row, then ``min(stride_h, kernel_h)``: the column's first cycles only read) and
+    the older ones come from the datapath's line buffer, so each input word is read once per channel tile and
+    pass (3x3 s1 rolling: one cycle per output instead of three; in strips of two: two). A column the row's next
+    pass walks again leaves the buffer alone until then. Other modes use row 3j of each set (zero taps on the
+    others; the last set's other rows may be past the array).
 
     Ports: `init` (pulse: load the start values; `enable` says whether to run), `stop` (pulse: the engine is
     done), `desc`, `geom`, `w_data` (weight SRAM data), `act_r` / `w_r` (read requests), `issue`
@@ -55,7 +57,7 @@ class ConvDepthwiseWalk(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NS, TM, TW, AB, SGN = dm.R, dm.C, dm.NS, dm.TM, dm.TW, dm.AB, dm.SGN
-        XG, NGD = dm.XG, dm.NGD
+        XG, NGD, NSL = dm.XG, dm.NGD, dm.NSL
         d, geo = self.desc, self.geom
         # Line mode (dims.LINE): `lm` for this descriptor; a column's kernel rows ky0 .. kh-1 are read, one per
         # cycle, and the column issues once, in its last; rows below ky0 come from the datapath's line buffer.
@@ -104,7 +106,7 @@ class ConvDepthwiseWalk(wiring.Component):
                         m.d.sync += taps[k * R + r].eq(self.w_data.word_select(r, 8 * C))
 
         wk_plast = Signal(18)                        # the pass's last column
-        strip_end = wk_col0 + (NS - 1) * d.stride_w + d.kernel_w - 1
+        strip_end = wk_col0 + Mux(lm, (NSL - 1) * d.stride_w, (NS - 1) * d.stride_w) + d.kernel_w - 1
         m.d.comb += wk_plast.eq(Mux(wk_roll | (strip_end > geo.last_col), geo.last_col, strip_end))
         wk_iy = Signal(signed(SGN))
         wk_ix = Signal(signed(SGN))
@@ -167,7 +169,7 @@ class ConvDepthwiseWalk(wiring.Component):
                                  wk_slast[j].eq(onext == d.out_w - 1)]
             m.d.sync += [wk_col.eq(col), wk_colo.eq(colo), wk_onext.eq(onext + 1), wk_ocol.eq(ocol + d.stride_w),
                          wk_ocolo.eq(ocolo + geo.col_step), wk_oaddr.eq(oaddr + d.out_ct),
-                         wk_sp.eq(Mux(sp == NS - 1, 0, sp + 1))]
+                         wk_sp.eq(Mux(sp == Mux(lm, NSL - 1, NS - 1), 0, sp + 1))]
 
         def rowo(k):
             return Mux(k == 2, geo.row_stride << 1, Mux(k == 1, geo.row_stride, 0))[:AB]
@@ -215,13 +217,15 @@ class ConvDepthwiseWalk(wiring.Component):
             m.d.comb += [
                 ln.read.eq(w_issue & lm), ln.issue.eq(w_issue & lm & wk_col_end), ln.ky.eq(wk_ky),
                 ln.ky0.eq(ky0), ln.kh.eq(d.kernel_h), ln.col.eq(wk_col),
+                # A column the row's next pass walks again keeps the buffer's older rows until that last visit.
+                ln.keep.eq((wk_col < wk_ocol) | (wk_onext == d.out_w)),
                 # The buffer keeps kernel rows kh-2 and kh-1 (entries 0 and 1); the next row's row k is this
                 # row's k + stride_h: entry 0 for row 0 only when kh = 3 and stride 1.
                 ln.e0.eq(~((d.kernel_h == 3) & (d.stride_h == 1))),
                 ln.ins.eq(Cat(*[inside_col & (wk_iy0 + k >= 0) & (wk_iy0 + k < d.in_h) & (k < d.kernel_h)
                                 for k in range(XG)])),
             ]
-            line_ok = (d.kernel_h <= 3) & (d.kernel_w <= NS * d.stride_w) & (geo.last_col < dm.LBD)
+            line_ok = (d.kernel_h <= 3) & (geo.last_col < dm.LBD)
         else:
             line_ok = 0
 
@@ -230,7 +234,8 @@ class ConvDepthwiseWalk(wiring.Component):
             m.d.sync += [lm.eq(line_ok), ky0.eq(0),
                          ky0_rest.eq(Mux(line_ok & (d.kernel_h > d.stride_h), d.kernel_h - d.stride_h, 0))]
             m.d.sync += [
-                wk_run.eq(self.enable), wk_roll.eq(d.kernel_w <= NS * d.stride_w), wk_ct.eq(0), wk_oy.eq(0),
+                wk_run.eq(self.enable), wk_roll.eq(d.kernel_w <= Mux(line_ok, NSL, NS) * d.stride_w), wk_ct.eq(0),
+                wk_oy.eq(0),
                 wk_col.eq(0), wk_col0.eq(0), wk_ky.eq(0), wk_rowt.eq(0), wk_iy0.eq(-d.pad_top),
                 wk_base.eq(geo.pix0), wk_colo.eq(0), wk_rowo.eq(0), wk_orow.eq(d.out_addr), wk_onext.eq(1),
                 wk_ocol.eq(d.stride_w), wk_ocolo.eq(geo.col_step), wk_oaddr.eq(d.out_addr + d.out_ct),
