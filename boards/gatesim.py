@@ -395,21 +395,25 @@ def compare_runs(rtl, gates):
     return diffs
 
 
-def run_gatesim(config, rom, *, tensors=None, raws=None, board="ulx3s", out_dir=None, log=print):
+def run_gatesim(config, rom, *, tensors=None, raws=None, mode="tensors", board="ulx3s", out_dir=None, log=print):
     """Synthesize the die (`synthesize_die`), run the same inputs (int8 `tensors` on the tensor port, or RAW10
     `raws` through the ISP) with the ROM image `rom` through the RTL and through the netlist in Verilator, and
-    compare. Returns (report dict, RTL DieRun, netlist DieRun); report["equal"] says whether the CSI-2 bytes, the
-    cycle of every CSI-2 frame end and the die's counters agree (report["differences"] says what does not).
+    compare. `mode` is the die's CSI-2 mode for every frame: "tensors" (default) sends the network's input tensor
+    as RGB888 lines besides the outputs, so the bytes compared cover the ISP's work too. Returns (report dict,
+    RTL DieRun, netlist DieRun); report["equal"] says whether the CSI-2 bytes, the cycle of every CSI-2 frame end
+    and the die's counters agree (report["differences"] says what does not).
     The report also goes to build/gatesim/report-<config>.json."""
     from stackcam.sim.dierun import run_die
-    report = {"config": config.name, "board": board, "input": "tensor port" if tensors is not None else "pixels"}
+    report = {"config": config.name, "board": board, "input": "tensor port" if tensors is not None else "pixels",
+              "mode": mode}
     t_all = time.time()
     netlist, synth = synthesize_die(config, board=board, log=log)
-    report["netlist"] = str(netlist)
+    report["netlist_path"] = str(netlist)
     report["synthesis_s"] = synth.get("yosys_s")
     report["synthesis_cells"] = synth.get("cells", {})
     report["netlist_mb"] = round(netlist.stat().st_size / 1e6, 1)
     kw = {"tensors": tensors} if tensors is not None else {"raws": raws}
+    kw["modes"] = [mode] * len(tensors if tensors is not None else raws)
     log("  RTL: running the frame ...")
     rtl = run_die(config, rom, log=log, progress=True, **kw)
     try:
@@ -438,7 +442,7 @@ def summary_lines(report):
     r, g = report["rtl"], report["netlist"]
     syn = "cached" if report["synthesis_s"] is None else f"{report['synthesis_s']:.0f} s"
     cells = report["synthesis_cells"]
-    lines = [f"netlist: {report['netlist']} ({report['netlist_mb']} MB; synthesis {syn}; "
+    lines = [f"netlist: {report['netlist_path']} ({report['netlist_mb']} MB; synthesis {syn}; "
              + ", ".join(f"{k} {cells[k]:,}" for k in ("LUT4", "TRELLIS_FF", "CCU2C", "DP16KD", "MULT18X18D")
                          if k in cells) + ")",
              f"Verilator build of the netlist: {report['verilator_build_s']:.0f} s (0: cached)"]

@@ -25,6 +25,9 @@ def register(sub):
     p.add_argument("--input", choices=("tensor", "frame"), default="tensor",
                    help="what the die takes: the network's input tensor on the tensor port (default), or a whole "
                    "RAW10 frame through the ISP")
+    p.add_argument("--mode", choices=("tensors", "metadata", "image"), default="tensors",
+                   help="the die's CSI-2 mode: tensors (default: the input tensor's RGB888 lines and the outputs), "
+                   "metadata (the outputs only), image (the RAW10 frame and the outputs; with --input frame)")
     p.add_argument("--photo", default=None, help="photo the frame is made of (default the astronaut)")
     p.set_defaults(func=cmd_gatesim)
 
@@ -45,11 +48,11 @@ def cmd_gatesim(args):
     _, geometry, quant = model_registers(config, model.io)
     x = isp_reference(raw, config, quant, geometry)
     kw = {"tensors": [x]} if args.input == "tensor" else {"raws": [raw]}
-    report, rtl, gates = run_gatesim(config, model.rom, board=args.board, log=log, **kw)
+    report, rtl, gates = run_gatesim(config, model.rom, board=args.board, mode=args.mode, log=log, **kw)
     golden = golden_die_outputs(model, config, x)[0]
     got = rtl.frames[0].outputs if rtl.frames else []
     golden_ok = len(got) == len(golden) and all(g is not None and np.array_equal(g, e) for g, e in zip(got, golden))
-    print(f"{args.model} on config {config.name}, one {args.input} input")
+    print(f"{args.model} on config {config.name}, one {args.input} input, CSI-2 mode {args.mode}")
     for line in summary_lines(report):
         print(line)
     print(f"RTL outputs {'equal' if golden_ok else 'DIFFER from'} the golden executor's")
