@@ -511,3 +511,18 @@ def test_model_fit_names_the_bytes():
     assert mn["fits_config"] and mn["fits_device"] and mn["verdict"].endswith("it fits")
     compiled = prepare_model("zoo:mobilenet_v1_0.25_96_2", fpga).compiled
     assert (mn["weight_bytes"], mn["activation_bytes"]) == (compiled.weight_bytes, compiled.act_bytes)
+
+
+def test_gatesim_synthesizes_with_the_builds_script():
+    """`stackcam gatesim`'s netlist comes from the build's own synthesis commands: the lines synth_commands gives
+    are those the platform's Yosys script runs with the build's overrides, in order."""
+    from stackcam.boards.build import BOARDS, synth_commands, synth_overrides
+    from stackcam.boards.ulx3s import StackcamBoard
+    spec = BOARDS["ulx3s"]
+    plan = spec.platform().prepare(StackcamBoard(BOARD_CONFIG), "stackcam_ulx3s",
+                                   **synth_overrides("stackcam_ulx3s", spec.classic_abc))
+    lines = [" ".join(line.split()) for line in plan.files["stackcam_ulx3s.ys"].splitlines()]
+    cmds = synth_commands("stackcam_ulx3s", spec.classic_abc)
+    assert cmds[0] == "synth_ecp5 -run :map_luts -top stackcam_ulx3s" and "abc -dress -lut 4:7" in cmds
+    start = lines.index(cmds[0])
+    assert lines[start:start + len(cmds)] == cmds

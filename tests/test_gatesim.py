@@ -1,24 +1,21 @@
-"""Gate-level check (slow: a synthesis and a netlist simulation each; run by `nox -s gatesim`, deselected in
-`nox -s tests`): the die's ECP5 netlist, from the board build's Yosys recipe, simulated in Verilator with the ECP5
-cell models, sends the same CSI-2 bytes at the same cycles as the RTL, whose outputs equal the golden executor's;
-and a netlist that differs is caught."""
+"""Gate-level check (slow; deselected in `nox -s tests`, run with `pytest -m slow`): the die's ECP5 netlist, from
+the board build's Yosys recipe, simulated in Verilator with the ECP5 cell models, sends the same CSI-2 bytes at the
+same cycles as the RTL, whose outputs equal the golden executor's; and a die that differs is caught.
+
+The person-detector case needs the fpga preset's netlist (about 6 minutes of synthesis) and its Verilator model
+(about 18 minutes) the first time, both cached in build/, then about 7 minutes. Only the fpga preset: the small
+test dies are larger at the gate level (TWO_LANES: 62,924 LUT4 against the fpga preset's 39,385: no deep
+pipelines, 4 pixels per clock), so they would not be quicker."""
 
 import re
 
 import numpy as np
 import pytest
 
-from stackcam.boards.gatesim import (
-    DIE,
-    GATE_BUILD_ARGS,
-    compare_runs,
-    gate_harness_verilog,
-    run_gatesim,
-    synthesize_die,
-)
+from stackcam.boards.gatesim import DIE, compare_runs, run_gatesim
 from stackcam.rtl.params import preset
 from stackcam.sim.dierun import run_die
-from stackcam.sim.harness import TOP
+from stackcam.sim.harness import TOP, harness_verilog
 from stackcam.sim.verilator import CocotbBuild
 from tests.dieutil import TWO_LANES, Model, photo_frames
 
@@ -33,39 +30,34 @@ def _assert_golden(model, run, xs=None, raws=None):
             assert got is not None and int(np.count_nonzero(got != want)) == 0
 
 
-def test_small_die_netlist_sends_the_rtls_bytes():
-    """Two RAW frames through the ISP of a small die (P = 4, 2 CSI-2 lanes): byte- and cycle-identical."""
-    model = Model("first-light", TWO_LANES, seed=3)
-    raws = photo_frames(TWO_LANES, 2, seed=5)
-    report, rtl, gates = run_gatesim(TWO_LANES, model.rom, raws=raws, log=lambda s: None)
-    assert report["equal"], report["differences"]
-    assert rtl.csi2_bytes == gates.csi2_bytes and len(rtl.csi2_bytes) > 1000
-    assert rtl.cycles == gates.cycles and rtl.frame_last_byte == gates.frame_last_byte
-    assert len(gates.frames) == 2
-    _assert_golden(model, gates, raws=raws)
-    assert report["synthesis_cells"].get("DP16KD", 0) > 0 and report["synthesis_cells"].get("LUT4", 0) > 1000
-
-
-def test_a_different_netlist_is_caught():
-    """The same netlist with bit 0 of the CSI-2 beat's data inverted behind a wrapper: the comparison names the
-    CSI-2 bytes (the check can fail)."""
-    model = Model("first-light", TWO_LANES, seed=3)
-    raws = photo_frames(TWO_LANES, 1, seed=5)
-    netlist, _ = synthesize_die(TWO_LANES, log=lambda s: None)
-    text = netlist.read_text()
-    header = text[text.index(f"module {DIE}("):]
-    ports = re.findall(r"^  ((?:input|output)[^;]*);", header[:header.index("\n  wire")], re.M)
+def _inverting_wrapper(text):
+    """Verilog `text` of module stackcam_die renamed stackcam_die_inner, behind a stackcam_die with the same ports
+    that inverts bit 0 of the CSI-2 beat (a die that differs from the RTL in one wire)."""
+    head = text[text.index(f"module {DIE}("):]
+    body = head[:head.index("endmodule")]
+    ports = re.findall(r"^\s*((?:input|output)\s[^;]*);", body, re.M)
     names = [p.split()[-1] for p in ports]
+    assert "csi2__payload" in names and "clk" in names
     inner = text.replace(f"module {DIE}(", f"module {DIE}_inner(", 1)
     conns = ", ".join(f".{n}({'payload_raw' if n == 'csi2__payload' else n})" for n in names)
     width = next(p for p in ports if p.endswith("csi2__payload")).split()[1]
-    wrapper = (f"module {DIE}({', '.join(names)});\n" + "".join(f"  {p};\n" for p in ports)
-               + f"  wire {width} payload_raw;\n  {DIE}_inner inner ({conns});\n"
-               + "  assign csi2__payload = payload_raw ^ 1;\nendmodule\n")
-    build = CocotbBuild(gate_harness_verilog(TWO_LANES, inner + "\n" + wrapper), TOP, name="gates-wrong",
-                        build_args=GATE_BUILD_ARGS).build()
+    return (inner + f"\nmodule {DIE}({', '.join(names)});\n" + "".join(f"  {p};\n" for p in ports)
+            + f"  wire {width} payload_raw;\n  {DIE}_inner inner ({conns});\n"
+            + "  assign csi2__payload = payload_raw ^ 1;\nendmodule\n")
+
+
+def test_a_different_die_is_caught():
+    """The comparison the check makes, against a die that differs in one wire (the RTL with bit 0 of the CSI-2
+    beat inverted behind a wrapper: a quick build): it names the CSI-2 bytes, so the check can fail."""
+    from stackcam.rtl.die import StackcamDie
+    from stackcam.rtl.verilog import convert
+    model = Model("first-light", TWO_LANES, seed=3)
+    raws = photo_frames(TWO_LANES, 1, seed=5)
+    text = _inverting_wrapper(convert(StackcamDie(TWO_LANES), name=DIE))
+    build = CocotbBuild(harness_verilog(TWO_LANES, die_text=text), TOP, name="die-wrong").build()
     rtl = run_die(TWO_LANES, model.rom, raws, progress=False)
     wrong = run_die(TWO_LANES, model.rom, raws, progress=False, build=build)
+    assert len(rtl.csi2_bytes) == len(wrong.csi2_bytes) > 1000
     diffs = compare_runs(rtl, wrong)
     assert diffs and diffs[0].startswith("CSI-2 bytes differ"), diffs
 
