@@ -453,7 +453,10 @@ def decode_frames(config, dec, ios, dt_output, vc_output):
             pending_image = image_from_lines(f.payloads(DT_RAW10), config.frame_width)
             continue
         if f.payloads(DT_RGB888):
-            pending_input = input_tensor_from_lines(f.payloads(DT_RGB888), config.input_width)
+            # The lines are as wide as the model's input (the isp_size register), not the preset's input.
+            io = ios[len(results)] if len(results) < len(ios) else None
+            width = io["input"]["hwc"][1] if io is not None else config.input_width
+            pending_input = input_tensor_from_lines(f.payloads(DT_RGB888), width)
             continue
         if f.vc != vc_output:
             continue

@@ -57,7 +57,7 @@ def test_a_different_die_is_caught():
     build = CocotbBuild(harness_verilog(TWO_LANES, die_text=text), TOP, name="die-wrong").build()
     rtl = run_die(TWO_LANES, model.rom, raws, progress=False)
     wrong = run_die(TWO_LANES, model.rom, raws, progress=False, build=build)
-    assert len(rtl.csi2_bytes) == len(wrong.csi2_bytes) > 1000
+    assert len(rtl.csi2_bytes) == len(wrong.csi2_bytes) > 200
     diffs = compare_runs(rtl, wrong)
     assert diffs and diffs[0].startswith("CSI-2 bytes differ"), diffs
 
@@ -75,4 +75,6 @@ def test_person_detector_netlist_on_the_fpga_preset():
     report, rtl, gates = run_gatesim(config, model.rom, tensors=[x], log=lambda s: None)
     assert report["equal"], report["differences"]
     assert rtl.counters["npu_cycles"] == gates.counters["npu_cycles"] > 100_000
+    assert report["mode"] == "tensors" and len(gates.csi2_bytes) > x.size     # the input tensor's lines too
+    assert np.array_equal(gates.frames[0].input_tensor, x)
     _assert_golden(model, gates, xs=[x])

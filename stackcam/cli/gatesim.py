@@ -52,10 +52,14 @@ def cmd_gatesim(args):
     golden = golden_die_outputs(model, config, x)[0]
     got = rtl.frames[0].outputs if rtl.frames else []
     golden_ok = len(got) == len(golden) and all(g is not None and np.array_equal(g, e) for g, e in zip(got, golden))
+    if args.mode == "tensors":      # the input tensor the die sent back: the ISP's (or the tensor port's) output
+        golden_ok = golden_ok and rtl.frames[0].input_tensor is not None and np.array_equal(
+            rtl.frames[0].input_tensor, x)
     print(f"{args.model} on config {config.name}, one {args.input} input, CSI-2 mode {args.mode}")
     for line in summary_lines(report):
         print(line)
-    print(f"RTL outputs {'equal' if golden_ok else 'DIFFER from'} the golden executor's")
+    print(f"RTL outputs {'equal' if golden_ok else 'DIFFER from'} the golden executor's"
+          + (" (and its input tensor the ISP reference's)" if args.mode == "tensors" else ""))
     if not report["equal"] or not golden_ok:
         what = report["differences"][0] if report["differences"] else "the RTL's outputs differ from the golden's"
         print(f"stackcam gatesim: error: {what}", file=sys.stderr)
