@@ -22,9 +22,9 @@ def register(sub):
     p.add_argument("--board", default="ulx3s", help="board whose synthesis recipe is used (default ulx3s)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"{MODEL_HELP} (default {DEFAULT_MODEL}, the person "
                    "detector)")
-    p.add_argument("--input", choices=("tensor", "frame"), default="tensor",
-                   help="what the die takes: the network's input tensor on the tensor port (default), or a whole "
-                   "RAW10 frame through the ISP")
+    p.add_argument("--input", choices=("frame", "tensor"), default="frame",
+                   help="what the die takes: a whole RAW10 frame through the ISP (default; about 7 minutes of "
+                   "netlist simulation at the fpga preset), or the network's input tensor on the tensor port")
     p.add_argument("--mode", choices=("tensors", "metadata", "image"), default="tensors",
                    help="the die's CSI-2 mode: tensors (default: the input tensor's RGB888 lines and the outputs), "
                    "metadata (the outputs only), image (the RAW10 frame and the outputs; with --input frame)")
