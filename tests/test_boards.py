@@ -526,3 +526,34 @@ def test_gatesim_synthesizes_with_the_builds_script():
     assert cmds[0] == "synth_ecp5 -run :map_luts -top stackcam_ulx3s" and "abc -dress -lut 4:7" in cmds
     start = lines.index(cmds[0])
     assert lines[start:start + len(cmds)] == cmds
+
+
+def test_gatesim_cli_exits_1_with_one_line_when_the_netlist_differs(monkeypatch, capsys):
+    """`stackcam gatesim` prints both cycle counts and, when the comparison found a difference, exits 1 with that
+    difference as its one error line (the comparison itself: tests/test_gatesim.py, slow)."""
+    from types import SimpleNamespace
+
+    import stackcam.boards.gatesim as gatesim
+    from stackcam.cli import main
+    seen = {}
+
+    def fake_run_gatesim(config, rom, *, tensors=None, raws=None, mode="tensors", board="ulx3s", log=print):
+        seen.update(config=config.name, tensors=tensors, mode=mode, rom=rom)
+        run = {"cycles": 1000, "frame_end_cycles": [990], "first_input_cycles": [10], "npu_cycles": 800,
+               "frame_latency": 900, "csi2_bytes": 64, "sim_wall_s": 1.0, "cycles_per_s": 1000}
+        report = {"netlist_path": "n.v", "netlist_mb": 1.0, "synthesis_s": None, "synthesis_cells": {"LUT4": 5},
+                  "verilator_build_s": 0.0, "rtl": run, "netlist": dict(run, cycles=1001),
+                  "differences": ["CSI-2 bytes differ: RTL sent 64 B, the netlist 64 B, first difference at byte 7",
+                                  "cycles: RTL 1000, netlist 1001"], "equal": False}
+        frame = SimpleNamespace(outputs=[], input_tensor=None)
+        return report, SimpleNamespace(frames=[frame]), SimpleNamespace(frames=[frame])
+
+    monkeypatch.setattr(gatesim, "run_gatesim", fake_run_gatesim)
+    assert main(["gatesim", "--config", "tiny", "--model", "first-light", "--input", "tensor"]) == 1
+    out, err = capsys.readouterr()
+    assert seen["config"] == "tiny" and seen["mode"] == "tensors" and len(seen["tensors"]) == 1
+    assert "RTL    : 1,000 cycles simulated" in out and "netlist: 1,001 cycles simulated" in out
+    assert "MISMATCH: CSI-2 bytes differ" in out
+    last = err.strip().splitlines()[-1]
+    assert last == ("stackcam gatesim: error: CSI-2 bytes differ: RTL sent 64 B, the netlist 64 B, first difference "
+                    "at byte 7")
