@@ -1,5 +1,5 @@
-"""nox sessions: tests, simulate (the main job), verilog, bench, sweep, build (FPGA board), lint, reliability,
-models."""
+"""nox sessions: tests, simulate (the main job), verilog, bench, sweep, build (FPGA board), gatesim (its netlist
+against the RTL), lint, reliability, models."""
 
 import os
 
@@ -83,6 +83,18 @@ def build(session):
     and utilization in build/boards/BOARD/report.json."""
     _install(session, "fpga")
     session.run("stackcam", "build", *(session.posargs or ["ulx3s"]))
+
+
+@nox.session(python=PYTHON)
+def gatesim(session):
+    """Gate-level check of the FPGA flow: `stackcam gatesim` (the die's ECP5 netlist from the board build's
+    synthesis recipe, simulated in Verilator with the ECP5 cell models, against the RTL: the person detector on the
+    fpga preset, same CSI-2 bytes and cycles), then the tests marked slow (tests/test_gatesim.py; its person-detector
+    case repeats what the command just showed and is left to `pytest -m slow`). Options after -- go to `stackcam
+    gatesim` (e.g. `-- --input frame`)."""
+    _install(session, "fpga", "test")
+    session.run("stackcam", "gatesim", *session.posargs)
+    session.run("pytest", "-m", "slow", "-k", "not person_detector", "tests/test_gatesim.py")
 
 
 @nox.session(python=PYTHON)

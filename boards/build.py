@@ -14,7 +14,7 @@ from stackcam.errors import StackcamError
 
 __all__ = ["BOARDS", "BoardSpec", "ToolMissing", "BuildError", "find_tools", "build_board", "model_fit", "TOOLS",
            "parse_nextpnr_report", "parse_nextpnr_log", "parse_nextpnr_fmax", "parse_yosys_stat", "summary_lines",
-           "parse_critical_paths", "tool_versions", "BITSTREAM"]
+           "parse_critical_paths", "tool_versions", "BITSTREAM", "synth_overrides", "synth_commands"]
 
 BITSTREAM = "stackcam.bit"        # the bitstream's name in the build folder
 
@@ -227,6 +227,26 @@ def tool_versions(tools):
     return versions
 
 
+def synth_overrides(top, classic_abc):
+    """The synthesis recipe of the ECP5 flow, as the amaranth platform's overrides of its Yosys script (which runs
+    `synth_ecp5 {synth_opts} -top TOP`, then `script_after_synth`). With `classic_abc`, synth_ecp5 runs up to its
+    LUT mapping, classic ABC maps the LUTs (with PFU muxes for up to 7 inputs), then synth_ecp5's cell mapping.
+    The one definition of the recipe: `synth_commands` (the gate-level check's netlist) reads it from here."""
+    if not classic_abc:
+        return {}
+    return {"synth_opts": "-run :map_luts", "script_after_synth": (
+        "techmap -map +/lattice/latches_map.v\nabc -dress -lut 4:7\nclean\n"
+        f"synth_lattice -family ecp5 -top {top} -run map_cells:")}
+
+
+def synth_commands(top, classic_abc):
+    """The Yosys commands that synthesize module `top` (already read) exactly as the board build does: the lines
+    the platform's script template makes of `synth_overrides`."""
+    overrides = synth_overrides(top, classic_abc)
+    return [f"synth_ecp5 {overrides.get('synth_opts', '')} -top {top}".replace("  ", " "),
+            *overrides.get("script_after_synth", "").splitlines()]
+
+
 def _run(cmd, log_path, stage, log, cwd):
     t0 = time.time()
     log(f"  {stage}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
@@ -280,12 +300,7 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
             log(f"  model: {report['model']['verdict']}")
         platform = spec.platform()
         top = spec.top(config)
-        overrides = {}
-        if spec.classic_abc:
-            overrides = {"synth_opts": "-run :map_luts", "script_after_synth": (
-                "techmap -map +/lattice/latches_map.v\nabc -dress -lut 4:7\nclean\n"
-                f"synth_lattice -family ecp5 -top {name} -run map_cells:")}
-        plan = platform.prepare(top, name, **overrides)
+        plan = platform.prepare(top, name, **synth_overrides(name, spec.classic_abc))
         plan.extract(str(out))
         report["stages"]["elaborate_s"] = round(time.time() - t0, 1)
         report["uart_divisor"] = top.divisor

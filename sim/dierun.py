@@ -229,7 +229,7 @@ def stall_code(stall):
 
 def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None, progress=True,
             raw_beats=None, tensors=None, schedule=None, input_range=(-1.0, 1.0), max_cycles=None, poll=None,
-            faults=(), frame_regs=None, backpressure=None):
+            faults=(), frame_regs=None, backpressure=None, build=None):
     """Run frames through the die in Verilator and decode what it sends.
 
     `rom` is the weight ROM image (bytes) loaded first. Frames are RAW10 frames (`raws`, uint16 [H, W]; or
@@ -246,6 +246,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
     registers for that frame after the model's (e.g. another ISP crop: a region of interest). `backpressure` (one
     dict or None per frame) sets, before that frame, the probabilities that the CSI-2 receiver is not ready
     ("stall") and that the pixel, tensor and ROM sources withhold a beat ("pixels", "tensor", "rom"), in [0, 1).
+    `build` runs another Verilator model of the same harness (a CocotbBuild of `sim.harness.harness_verilog`
+    with another die text, e.g. the gate-level netlist of boards.gatesim) instead of the die's RTL.
     """
     use_tensors = tensors is not None
     n_frames = len(tensors) if use_tensors else len(raws)
@@ -254,7 +256,7 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
         raise ValueError(f"{len(modes)} modes for {n_frames} frames")
     schedule = list(schedule or ([("rom", rom)] if rom is not None else []) + [("frame", i) for i in
                                                                                    range(n_frames)])
-    build, build_s = build_die(config, log)
+    build, build_s = (build, 0.0) if build is not None else build_die(config, log)
 
     # Beats of every frame, ROM images in schedule order.
     if use_tensors:
@@ -451,7 +453,10 @@ def decode_frames(config, dec, ios, dt_output, vc_output):
             pending_image = image_from_lines(f.payloads(DT_RAW10), config.frame_width)
             continue
         if f.payloads(DT_RGB888):
-            pending_input = input_tensor_from_lines(f.payloads(DT_RGB888), config.input_width)
+            # The lines are as wide as the model's input (the isp_size register), not the preset's input.
+            io = ios[len(results)] if len(results) < len(ios) else None
+            width = io["input"]["hwc"][1] if io is not None else config.input_width
+            pending_input = input_tensor_from_lines(f.payloads(DT_RGB888), width)
             continue
         if f.vc != vc_output:
             continue

@@ -176,9 +176,12 @@ def player_depths(config):
     return frame_beats * frames, tensor, rom
 
 
-def harness_verilog(config):
-    """Verilog text of the die plus the harness (top module `tb_top`)."""
-    die_text = convert(StackcamDie(config), name=DIE)
+def harness_verilog(config, die_text=None):
+    """Verilog text of the die plus the harness (top module `tb_top`). `die_text` replaces the die's Verilog
+    (module `stackcam_die` with the same ports, e.g. a gate-level netlist and its cell models); the fault
+    injection port then reaches nothing."""
+    if die_text is None:
+        die_text = convert(StackcamDie(config), name=DIE)
     if SRAM_MACRO_VERILOG in die_text:
         die_text = die_text.replace(SRAM_MACRO_VERILOG, SIM_SRAM_MACRO_VERILOG.replace("{top}", TOP))
     pd, td, rd = player_depths(config)

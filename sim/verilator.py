@@ -89,10 +89,12 @@ class CocotbBuild:
     the same model (pytest-xdist workers) serialise on a lock file; the second one finds the build done.
     """
 
-    def __init__(self, verilog_text, top, name="model"):
+    def __init__(self, verilog_text, top, name="model", build_args=()):
         import cocotb
         self.top = top
-        key = hashlib.sha256("\0".join([verilog_text, top, " ".join(VERILATOR_FLAGS), "no-public-flat-rw",
+        self.build_args = list(build_args)      # more Verilator options (e.g. for a gate-level netlist)
+        key = hashlib.sha256("\0".join([verilog_text, top, " ".join(VERILATOR_FLAGS + self.build_args),
+                                        "no-public-flat-rw",
                                         CXX_OPT_FAST, cocotb.__version__,
                                         str(verilator_root())]).encode()).hexdigest()[:16]
         self.dir = cache_root() / f"{name}-{key}"
@@ -135,7 +137,7 @@ class CocotbBuild:
             log_file = self.dir / "build.log"
             try:
                 runner.build(sources=[self.verilog_path], hdl_toplevel=self.top, build_dir=self.dir,
-                             build_args=[*VERILATOR_FLAGS, "-O3"], always=True, log_file=log_file)
+                             build_args=[*VERILATOR_FLAGS, "-O3", *self.build_args], always=True, log_file=log_file)
             except (SystemExit, Exception) as e:
                 tail = log_file.read_text()[-3000:] if log_file.exists() else ""
                 raise VerilatorError(f"Verilator build of {self.top} failed ({e}); log {log_file}:\n{tail}") from None

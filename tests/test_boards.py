@@ -511,3 +511,49 @@ def test_model_fit_names_the_bytes():
     assert mn["fits_config"] and mn["fits_device"] and mn["verdict"].endswith("it fits")
     compiled = prepare_model("zoo:mobilenet_v1_0.25_96_2", fpga).compiled
     assert (mn["weight_bytes"], mn["activation_bytes"]) == (compiled.weight_bytes, compiled.act_bytes)
+
+
+def test_gatesim_synthesizes_with_the_builds_script():
+    """`stackcam gatesim`'s netlist comes from the build's own synthesis commands: the lines synth_commands gives
+    are those the platform's Yosys script runs with the build's overrides, in order."""
+    from stackcam.boards.build import BOARDS, synth_commands, synth_overrides
+    from stackcam.boards.ulx3s import StackcamBoard
+    spec = BOARDS["ulx3s"]
+    plan = spec.platform().prepare(StackcamBoard(BOARD_CONFIG), "stackcam_ulx3s",
+                                   **synth_overrides("stackcam_ulx3s", spec.classic_abc))
+    lines = [" ".join(line.split()) for line in plan.files["stackcam_ulx3s.ys"].splitlines()]
+    cmds = synth_commands("stackcam_ulx3s", spec.classic_abc)
+    assert cmds[0] == "synth_ecp5 -run :map_luts -top stackcam_ulx3s" and "abc -dress -lut 4:7" in cmds
+    start = lines.index(cmds[0])
+    assert lines[start:start + len(cmds)] == cmds
+
+
+def test_gatesim_cli_exits_1_with_one_line_when_the_netlist_differs(monkeypatch, capsys):
+    """`stackcam gatesim` prints both cycle counts and, when the comparison found a difference, exits 1 with that
+    difference as its one error line (the comparison itself: tests/test_gatesim.py, slow)."""
+    from types import SimpleNamespace
+
+    import stackcam.boards.gatesim as gatesim
+    from stackcam.cli import main
+    seen = {}
+
+    def fake_run_gatesim(config, rom, *, tensors=None, raws=None, mode="tensors", board="ulx3s", log=print):
+        seen.update(config=config.name, tensors=tensors, mode=mode, rom=rom)
+        run = {"cycles": 1000, "frame_end_cycles": [990], "first_input_cycles": [10], "npu_cycles": 800,
+               "frame_latency": 900, "csi2_bytes": 64, "sim_wall_s": 1.0, "cycles_per_s": 1000}
+        report = {"netlist_path": "n.v", "netlist_mb": 1.0, "synthesis_s": None, "synthesis_cells": {"LUT4": 5},
+                  "verilator_build_s": 0.0, "rtl": run, "netlist": dict(run, cycles=1001),
+                  "differences": ["CSI-2 bytes differ: RTL sent 64 B, the netlist 64 B, first difference at byte 7",
+                                  "cycles: RTL 1000, netlist 1001"], "equal": False}
+        frame = SimpleNamespace(outputs=[], input_tensor=None)
+        return report, SimpleNamespace(frames=[frame]), SimpleNamespace(frames=[frame])
+
+    monkeypatch.setattr(gatesim, "run_gatesim", fake_run_gatesim)
+    assert main(["gatesim", "--config", "tiny", "--model", "first-light", "--input", "tensor"]) == 1
+    out, err = capsys.readouterr()
+    assert seen["config"] == "tiny" and seen["mode"] == "tensors" and len(seen["tensors"]) == 1
+    assert "RTL    : 1,000 cycles simulated" in out and "netlist: 1,001 cycles simulated" in out
+    assert "MISMATCH: CSI-2 bytes differ" in out
+    last = err.strip().splitlines()[-1]
+    assert last == ("stackcam gatesim: error: CSI-2 bytes differ: RTL sent 64 B, the netlist 64 B, first difference "
+                    "at byte 7")

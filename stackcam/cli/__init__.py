@@ -17,7 +17,7 @@ from stackcam.errors import EXIT_BUG, EXIT_INTERRUPTED, StackcamError
 __all__ = ["main", "build_parser", "config_arg", "COMMANDS", "UserError"]
 
 # Subcommand modules, in the order `stackcam --help` lists them.
-COMMANDS = ("simulate", "run", "compile", "verilog", "build", "host", "bench", "sweep")
+COMMANDS = ("simulate", "run", "compile", "verilog", "build", "gatesim", "host", "bench", "sweep")
 
 UserError = StackcamError      # a problem with what the user asked for: one line, exit status 2
 
