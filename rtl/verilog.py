@@ -5,11 +5,11 @@ from amaranth.back import verilog
 from amaranth.hdl import Instance
 from amaranth.lib import memory
 
-__all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert"]
+__all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert", "sram_macro_verilog"]
 
 # A behavioural 1-write, 1-read synchronous SRAM (read data registered, not write-through), the shape of a
 # foundry SRAM macro. Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
-SRAM_MACRO_VERILOG = """\
+_SRAM_MACRO_TEMPLATE = """\
 module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
                             parameter LANES = 1, parameter ID = 0) (
     input  wire             clk,
@@ -22,14 +22,44 @@ module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter
 );
     localparam LW = WIDTH / LANES;
     reg [WIDTH-1:0] mem [0:DEPTH-1];
-    integer i;
+{decls}    integer i;
     always @(posedge clk) begin
         for (i = 0; i < LANES; i = i + 1)
             if (we[i]) mem[waddr][i * LW +: LW] <= wdata[i * LW +: LW];
-        if (re) rdata <= mem[raddr];
+{body}        if (re) rdata <= mem[raddr];
     end
 endmodule
 """
+
+# A simulation build's extra: bit `fault_bit` of word `fault_addr` inverted in a cycle where `fault_en` is high and
+# `fault_id` names this SRAM (after that cycle's write, so a flip of a word being written flips the new value);
+# the ports are hierarchical references into the module `{top}` (sim.harness fills it in).
+_SRAM_FAULT_DECLS = """\
+    reg [WIDTH-1:0] word;
+    wire hit = {top}.fault_en && ({top}.fault_id == ID) && ({top}.fault_addr < DEPTH) && ({top}.fault_bit < WIDTH);
+    wire [ABITS-1:0] faddr = {top}.fault_addr[ABITS-1:0];
+"""
+_SRAM_FAULT_BODY = """\
+        if (hit) begin
+            word = mem[faddr];
+            for (i = 0; i < LANES; i = i + 1)
+                if (we[i] && waddr == faddr) word[i * LW +: LW] = wdata[i * LW +: LW];
+            word[{top}.fault_bit] = ~word[{top}.fault_bit];
+            mem[faddr] <= word;
+        end
+"""
+
+
+def sram_macro_verilog(fault_top=None):
+    """The SRAM macro's Verilog; with `fault_top` (a module name) its fault-injection port, reached by
+    hierarchical reference to that module's `fault_en`, `fault_id`, `fault_addr` and `fault_bit`."""
+    if fault_top is None:
+        return _SRAM_MACRO_TEMPLATE.format(decls="", body="")
+    return _SRAM_MACRO_TEMPLATE.format(decls=_SRAM_FAULT_DECLS.replace("{top}", fault_top),
+                                       body=_SRAM_FAULT_BODY.replace("{top}", fault_top))
+
+
+SRAM_MACRO_VERILOG = sram_macro_verilog()
 
 
 class _SRAMMacro(Elaboratable):

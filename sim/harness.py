@@ -6,49 +6,18 @@ import re
 from stackcam.rtl.csi2.packetizer import ppi_beat_layout
 from stackcam.rtl.die import StackcamDie, rom_beat_layout
 from stackcam.rtl.streams import pixel_beat_layout, tensor_pixel_layout
-from stackcam.rtl.verilog import SRAM_MACRO_VERILOG, convert
+from stackcam.rtl.verilog import SRAM_MACRO_VERILOG, convert, sram_macro_verilog
 
-__all__ = ["harness_verilog", "player_depths", "public_ports", "TOP", "SIM_SRAM_MACRO_VERILOG"]
+__all__ = ["harness_verilog", "player_depths", "public_ports", "TOP"]
 
 TOP = "tb_top"
 DIE = "stackcam_die"
 
 # The SRAM macro of a simulation build: the behavioural SRAM of rtl.verilog plus a fault-injection port that
-# exists only here. In a cycle where the harness's `fault_en` is high and `fault_id` names this SRAM (its ID
-# parameter, rtl.npu.core.SRAM_IDS), bit `fault_bit` of word `fault_addr` is inverted (after that cycle's write,
-# so a flip of a word being written flips the new value), as a particle strike would. The ports are reached by
-# hierarchical reference to the harness top, so the die's own interface is unchanged.
-SIM_SRAM_MACRO_VERILOG = """\
-module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
-                            parameter LANES = 1, parameter ID = 0) (
-    input  wire             clk,
-    input  wire [LANES-1:0] we,
-    input  wire [ABITS-1:0] waddr,
-    input  wire [WIDTH-1:0] wdata,
-    input  wire             re,
-    input  wire [ABITS-1:0] raddr,
-    output reg  [WIDTH-1:0] rdata
-);
-    localparam LW = WIDTH / LANES;
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
-    reg [WIDTH-1:0] word;
-    wire hit = {top}.fault_en && ({top}.fault_id == ID) && ({top}.fault_addr < DEPTH) && ({top}.fault_bit < WIDTH);
-    wire [ABITS-1:0] faddr = {top}.fault_addr[ABITS-1:0];
-    integer i;
-    always @(posedge clk) begin
-        for (i = 0; i < LANES; i = i + 1)
-            if (we[i]) mem[waddr][i * LW +: LW] <= wdata[i * LW +: LW];
-        if (hit) begin
-            word = mem[faddr];
-            for (i = 0; i < LANES; i = i + 1)
-                if (we[i] && waddr == faddr) word[i * LW +: LW] = wdata[i * LW +: LW];
-            word[{top}.fault_bit] = ~word[{top}.fault_bit];
-            mem[faddr] <= word;
-        end
-        if (re) rdata <= mem[raddr];
-    end
-endmodule
-"""
+# exists only here (`rtl.verilog.sram_macro_verilog`): in a cycle where the harness's `fault_en` is high and
+# `fault_id` names this SRAM (its ID parameter, rtl.npu.core.SRAM_IDS), bit `fault_bit` of word `fault_addr` is
+# inverted, as a particle strike would. The ports are reached by hierarchical reference to the harness top, so
+# the die's own interface is unchanged.
 
 _PLAYER = """\
 // Plays beats from a $readmemh file (+{name}_file, +{name}_count) while index < limit; logs "index cycle" of
@@ -183,7 +152,7 @@ def harness_verilog(config, die_text=None):
     if die_text is None:
         die_text = convert(StackcamDie(config), name=DIE)
     if SRAM_MACRO_VERILOG in die_text:
-        die_text = die_text.replace(SRAM_MACRO_VERILOG, SIM_SRAM_MACRO_VERILOG.replace("{top}", TOP))
+        die_text = die_text.replace(SRAM_MACRO_VERILOG, sram_macro_verilog(fault_top=TOP))
     pd, td, rd = player_depths(config)
     text = [die_text]
     for name, seed in (("pixels", "BEEF"), ("tensor", "1D2C"), ("rom", "7A31")):

@@ -18,6 +18,7 @@ from stackcam.quant.litert import run_reference
 from stackcam.quant.ref import conv2d_acc, depthwise_conv2d_acc
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import PRESETS
+from tests.dieutil import golden_equals_litert
 from tests.test_program import Net
 
 IMX = PRESETS["imx500"]
@@ -49,18 +50,7 @@ def check_packed(graph, config=IMX, count=2, seed=0, pack=None):
     packed = [n for n, t in model.tensors.items() if t.get("ppw", 1) > 1 and "@" not in n]
     assert packed, "nothing was packed"
     assert model.notes and f"{len(packed)} narrow tensors stored pixel-packed" in model.notes[0]
-    rom = build_rom(model)
-    exported = export_tflite(graph)
-    rng = np.random.default_rng(seed)
-    shape = graph.tensors[graph.inputs[0]].shape
-    for _ in range(count):
-        x = rng.integers(-128, 128, shape).astype(np.int8)
-        want = run_reference(exported, [x])
-        got = golden.execute(rom, config, x[0])
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            g = np.asarray(g).reshape(w.shape)
-            assert int(np.count_nonzero(g != w)) == 0, f"{np.count_nonzero(g != w)} of {w.size} differ"
+    golden_equals_litert(graph, config, build_rom(model), count=count, seed=seed)
     return model
 
 
