@@ -172,7 +172,7 @@ def dw_walk_close_cycles(config, desc, dw_sets=None):
     groups = dw_drain_groups(config, dw_sets)
     ns = min(dw_sets or config.dw_sets, config.array_rows)
     kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
-    passes = 1 if kw <= ns * sw else -(-desc.out_w // ns)
+    passes = len(dw_walk_passes(desc, ns))
     first_gap = max(kh * kw, groups)
     load_gap = max(kh * kw + desc.tile_words, groups)
     next_gap = max(kh * sw, groups)

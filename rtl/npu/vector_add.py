@@ -109,6 +109,29 @@ class VectorAddDatapath(wiring.Component):
                     m.d.comb += [dw.eq(dx[:32 - shift].as_signed()), sat_a.eq(dw == -(1 << (31 - shift)))]
         return dw, sat_a
 
+    def _requant(self, m, deep, low, high):
+        """The sums' requantizer (`cols // 2` lanes: the low lanes' turn, then the high lanes')."""
+        m.submodules.requant = requant = RequantUnit(self.cols // 2, deep=deep)
+        m.d.comb += [requant.valid.eq(low | high), requant.tag.eq(high)]
+        return requant
+
+    def _selects(self, add_dsel):
+        """The input select's shift, zero point and multiplier at the rescaler's input, and SUB's flag."""
+        d, add_l = self.desc, self.add_l
+        return (Mux(add_dsel, add_l[1], add_l[0]), Mux(add_dsel, d.in2_zp, d.in_zp),
+                Mux(add_dsel, d.in2_mult, d.in_mult), (d.flags & NEG2) != 0)
+
+    @staticmethod
+    def _sum(m, c, valid, sel, rescaled, neg2, name):
+        """Input 1's rescaled value held, then the sum (SUB: the difference) taken with input 2's."""
+        hold = Signal(signed(32), name=f"add_hold{c}")
+        total = Signal(signed(32), name=f"add_{name}{c}")
+        with m.If(valid & ~sel):
+            m.d.sync += hold.eq(rescaled)
+        with m.If(valid & sel):
+            m.d.sync += total.eq(Mux(neg2, hold - rescaled, hold + rescaled)[:32].as_signed())
+        return total
+
     def _lanes(self, m, add_dv, add_dsel):
         """The default rescaler (4 stages) and sums: (the requantizer, each lane's sum, the high lanes' turn)."""
         cols = self.cols
@@ -119,14 +142,10 @@ class VectorAddDatapath(wiring.Component):
                      a3_v.eq(a2_v), a3_sel.eq(a2_sel), a4_v.eq(a3_v), a4_sel.eq(a3_sel),
                      a5_v.eq(a4_v & a4_sel), a6_v.eq(a5_v)]
         m.d.comb += self.mac_active.eq(a1_v)
-        half = cols // 2
-        m.submodules.requant = requant = RequantUnit(half)
-        m.d.comb += [requant.valid.eq(a5_v | a6_v), requant.tag.eq(a6_v)]
+        requant = self._requant(m, False, a5_v, a6_v)
         sums = []
-        l_in = Mux(add_dsel, add_l[1], add_l[0])
-        zp_in = Mux(add_dsel, d.in2_zp, d.in_zp)
+        l_in, zp_in, _, neg2 = self._selects(add_dsel)
         mult2 = Mux(a1_sel, d.in2_mult, d.in_mult)
-        neg2 = (d.flags & NEG2) != 0
         l3 = Mux(a2_sel, add_l[1], add_l[0])[:5]      # L = 32 leaves dw = 0, so the shift does not matter
         r4 = Mux(a3_sel, add_r[1], add_r[0])
         for c in range(cols):
@@ -137,8 +156,6 @@ class VectorAddDatapath(wiring.Component):
             s2_sat = Signal(name=f"add_s2_sat{c}")
             s3_q = Signal(signed(32), name=f"add_s3_q{c}")
             s4_r = Signal(signed(32), name=f"add_s4_r{c}")
-            hold = Signal(signed(32), name=f"add_hold{c}")
-            s5_sum = Signal(signed(32), name=f"add_s5_sum{c}")
             m.d.sync += [s1_dw.eq(dw), s1_sat.eq(sat_a), s2_prod.eq(s1_dw * mult2),
                          s2_sat.eq(s1_sat & (mult2 == INT32_MIN))]
             ab = Signal(signed(64), name=f"add_ab{c}")
@@ -150,17 +167,13 @@ class VectorAddDatapath(wiring.Component):
             mask = Signal(32, name=f"add_mask{c}")
             m.d.comb += mask.eq((Const(1, unsigned(33)) << r4) - 1)
             m.d.sync += s4_r.eq((s3_q >> r4) + ((s3_q.as_unsigned() & mask) > ((mask >> 1) + (s3_q < 0))))
-            with m.If(a4_v & ~a4_sel):
-                m.d.sync += hold.eq(s4_r)
-            with m.If(a4_v & a4_sel):
-                m.d.sync += s5_sum.eq(Mux(neg2, hold - s4_r, hold + s4_r)[:32].as_signed())
-            sums.append(s5_sum)
+            sums.append(self._sum(m, c, a4_v, a4_sel, s4_r, neg2, "s5_sum"))
         return requant, sums, a6_v
 
     def _deep_lanes(self, m, add_dv, add_dsel):
         """The deep rescaler (8 stages) and sums: (the deep requantizer, each lane's sum, the high lanes' turn)."""
         cols = self.cols
-        d, add_l, add_r = self.desc, self.add_l, self.add_r
+        add_l, add_r = self.add_l, self.add_r
         # Stage k's valid and input select (0: input 1, 1: input 2), k = 1 .. n; then the sum.
         n = self.rescale_stages
         assert n == 8
@@ -171,14 +184,9 @@ class VectorAddDatapath(wiring.Component):
         sum_v, sum_v2 = Signal(), Signal()          # the word's sums are complete (low lanes, then high lanes)
         m.d.sync += [sum_v.eq(av[n] & asel[n]), sum_v2.eq(sum_v)]
         m.d.comb += self.mac_active.eq(av[1])
-        half = cols // 2
-        m.submodules.requant = requant = RequantUnit(half, deep=True)
-        m.d.comb += [requant.valid.eq(sum_v | sum_v2), requant.tag.eq(sum_v2)]
+        requant = self._requant(m, True, sum_v, sum_v2)
         sums = []
-        l_in = Mux(add_dsel, add_l[1], add_l[0])
-        zp_in = Mux(add_dsel, d.in2_zp, d.in_zp)
-        mult_in = Mux(add_dsel, d.in2_mult, d.in_mult)
-        neg2 = (d.flags & NEG2) != 0
+        l_in, zp_in, mult_in, neg2 = self._selects(add_dsel)
         l3 = Mux(asel[3], add_l[1], add_l[0])[:5]    # L = 32 leaves dw = 0, so the shift does not matter
         r6 = Mux(asel[6], add_r[1], add_r[0])
         for c in range(cols):
@@ -221,12 +229,5 @@ class VectorAddDatapath(wiring.Component):
             m.d.sync += [s7_shifted.eq(s6_q >> r6), s7_up.eq((s6_q.as_unsigned() & mask) > ((mask >> 1) + (s6_q < 0)))]
             s8_r = Signal(signed(32), name=f"add_s8_r{c}")
             m.d.sync += s8_r.eq((s7_shifted + s7_up)[:32].as_signed())
-            # Then input 1's rescaled value is held, and the sum (or SUB's difference) taken with input 2's.
-            hold = Signal(signed(32), name=f"add_hold{c}")
-            s9_sum = Signal(signed(32), name=f"add_s9_sum{c}")
-            with m.If(av[n] & ~asel[n]):
-                m.d.sync += hold.eq(s8_r)
-            with m.If(av[n] & asel[n]):
-                m.d.sync += s9_sum.eq(Mux(neg2, hold - s8_r, hold + s8_r)[:32].as_signed())
-            sums.append(s9_sum)
+            sums.append(self._sum(m, c, av[n], asel[n], s8_r, neg2, "s9_sum"))
         return requant, sums, sum_v2
