@@ -189,10 +189,12 @@ def test_die_runs_fully_connected_bit_exact(config):
     assert run.counters["npu_cycles"] == predicted["total"]
 
 
-def test_stackcam_run_rtl_litert_quantized_classifier(tmp_path):
+@pytest.mark.parametrize("config", ["tiny", "demo"])
+def test_stackcam_run_rtl_litert_quantized_classifier(config, tmp_path):
     """A classifier quantized by LiteRT's own converter (MobileNet V1 0.25 at 32x32, 100 classes, head RESHAPE +
-    FULLY_CONNECTED, per-channel): `stackcam run --engine rtl --config tiny` exits 0 and its logits equal
-    LiteRT BUILTIN_REF element for element, on photos and random bytes."""
+    FULLY_CONNECTED, per-channel): `stackcam run --engine rtl` exits 0 and its logits equal LiteRT BUILTIN_REF
+    element for element, on photos and random bytes; on tiny (the depthwise column walk) and on demo (its line
+    walk, in strips of two sets)."""
     import subprocess
     import sys
 
@@ -220,7 +222,7 @@ def test_stackcam_run_rtl_litert_quantized_classifier(tmp_path):
     np.save(tmp_path / "x.npy", xs)
     out = tmp_path / "out.npz"
     r = subprocess.run([sys.executable, "-m", "stackcam.cli", "run", str(path), "--input", str(tmp_path / "x.npy"),
-                        "--engine", "rtl", "--config", "tiny", "-o", str(out)], capture_output=True, text=True)
+                        "--engine", "rtl", "--config", config, "-o", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     got = np.load(out)["output_0"]
     want = np.concatenate([run_reference(model, [x[None]])[0] for x in xs])
