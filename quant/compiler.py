@@ -186,6 +186,7 @@ class _Compiler:
         self.logical = {}            # activation tensor -> (H, W, C) of the operator (phys is how it is stored)
         self.temps = {}              # layout-conversion temporary -> the layer whose descriptors make and read it
         self.converted = set()       # layers that read a converted temporary (never in place)
+        self.zpad = set()            # channel PAD outputs left to their ADDs (ZPAD2): stored as the PAD's input
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def act(self, name, what):
@@ -493,6 +494,8 @@ class _Compiler:
     def add(self, op):
         what = op.label()
         a, b, swapped = self.binary_operands(op, commutative=op.kind == "ADD")
+        if a in self.zpad:                        # a fused channel PAD is the second input (`fusable_pad`)
+            a, b, swapped = b, a, not swapped
         out = op.outputs[0]
         p = add_params(self.g, op)
         if swapped:
@@ -506,6 +509,8 @@ class _Compiler:
                               in_shift=p["input1_shift"], in2_mult=p["input2_multiplier"],
                               in2_shift=p["input2_shift"], out_mult=p["output_multiplier"],
                               out_shift=p["output_shift"], flags=fmt.NEG2 if op.kind == "SUB" else 0)
+        if b in self.zpad:
+            desc.flags |= fmt.ZPAD2
         self.emit(layer, desc, {"in_addr": a, "in2_addr": b, "out_addr": out})
 
     def mul(self, op):
@@ -758,7 +763,24 @@ class _Compiler:
                                   fill=fill if i == 0 else 0, copy_y=y, copy_x=x, copy_c=c)
             self.emit(layer, desc, {"in_addr": name, "out_addr": out})
 
-    def pad(self, op):
+    def fusable_pad(self, out, consumers):
+        """Whether PAD output `out` can stay unmaterialized (ZPAD2): every reader is an ADD of two activations of
+        its shape that reads it once, the other input not a PAD's output (an ADD takes one ZPAD2 input), and it
+        is no graph output."""
+        users = consumers.get(out, [])
+        if not users or out in self.g.outputs:
+            return False
+        producers = self.g.producers()
+        shape = tuple(self.g.tensor(out).shape)
+        for u in users:
+            if u.kind != "ADD" or len(u.inputs) != 2 or list(u.inputs).count(out) != 1:
+                return False
+            other = self.g.tensor(u.inputs[1] if u.inputs[0] == out else u.inputs[0])
+            if other.is_const or tuple(other.shape) != shape or getattr(producers.get(other.name), "kind", "") == "PAD":
+                return False
+        return True
+
+    def pad(self, op, consumers):
         what = op.label()
         x = op.inputs[0]
         h, w, c = self.act(x, what)
@@ -781,13 +803,22 @@ class _Compiler:
             raise ModelError(f"{what}: pad value {value!r} is not an int8")
         (t, b), (lft, r), (c0, c1) = pads[1], pads[2], pads[3]
         out = op.outputs[0]
-        if (t, b, lft, r, c0) == (0, 0, 0, 0, 0) and value == zi and _ceil(c + int(c1), self.cols) == \
-                _ceil(c, self.cols) and x not in self.sp and x not in self.packed and out not in self.want \
-                and x != self.g.inputs[0]:
+        by_layout = (t, b, lft, r, c0) == (0, 0, 0, 0, 0) and value == zi and x not in self.sp \
+            and x not in self.packed and out not in self.want and x != self.g.inputs[0]
+        if by_layout and _ceil(c + int(c1), self.cols) == _ceil(c, self.cols):
             # Channel PAD by layout: the new channels are padding lanes of the input's words, which every
             # operator writes with its output zero point (= the pad value here): the output is the input's words.
             self.phys[out] = (h, w, c + int(c1))
             self.root[out] = self.root[x]
+            return
+        if by_layout and self.fusable_pad(out, consumers):
+            # New channel tiles read only by ADDs: no descriptor; each ADD reads the input's tiles as its second
+            # input and takes the zero point (the pad value) for the others (ZPAD2). The output is the input's
+            # words as stored, (H, W, C + c1) as the ADD sees it.
+            self.phys[out] = self.phys[x]
+            self.logical[out] = (h, w, c + int(c1))
+            self.root[out] = self.root[x]
+            self.zpad.add(out)
             return
         self.copies(op, [(x, (int(t), int(lft), int(c0)))], op.outputs[0],
                     (h + int(t + b), w + int(lft + r), c + int(c0 + c1)), int(value))
@@ -885,7 +916,7 @@ class _Compiler:
             elif op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
                 self.pool(op)
             elif op.kind == "PAD":
-                self.pad(op)
+                self.pad(op, consumers)
             elif op.kind == "CONCATENATION":
                 self.concat(op)
             elif op.kind == "RESHAPE":

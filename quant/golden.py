@@ -17,6 +17,7 @@ from .program import (
     FILL,
     NEG2,
     PACKED,
+    ZPAD2,
     ProgramError,
     conv_block_words,
     dw_block_words,
@@ -110,8 +111,12 @@ def _check(i, d, cols, rows, max_channels=None):
                            f"{(d.weight_words, d.param_words, d.oc_tiles, d.tile_words)}, the format gives {want}")
     if d.op in ("ADD", "LUT", "MUL", "PRELU") and (d.in_h, d.in_w, d.in_c) != (d.out_h, d.out_w, d.out_c):
         raise ProgramError(f"{where}: output {d.out_h}x{d.out_w}x{d.out_c} differs from the input")
-    if d.op in ("ADD", "MUL") and (d.in2_h, d.in2_w, d.in2_c) not in ((d.out_h, d.out_w, d.out_c),
-                                                                     (1, 1, d.out_c), (1, 1, 1)):
+    if d.op == "ADD" and d.flags & ZPAD2:
+        if (d.in2_h, d.in2_w) != (d.out_h, d.out_w) or d.in2_c > d.out_c:
+            raise ProgramError(f"{where}: ZPAD2 second input {d.in2_h}x{d.in2_w}x{d.in2_c} is not "
+                               f"{d.out_h}x{d.out_w} with at most {d.out_c} channels")
+    elif d.op in ("ADD", "MUL") and (d.in2_h, d.in2_w, d.in2_c) not in ((d.out_h, d.out_w, d.out_c),
+                                                                       (1, 1, d.out_c), (1, 1, 1)):
         raise ProgramError(f"{where}: second input {d.in2_h}x{d.in2_w}x{d.in2_c} neither is the output's "
                            f"{d.out_h}x{d.out_w}x{d.out_c} nor broadcasts as 1x1x{d.out_c} or 1x1x1")
     if d.op == "ADD" and not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift, d.out_shift)):
@@ -180,7 +185,12 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None):
                                    f" is outside -31..31")
             out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
     elif d.op == "ADD":
-        x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
+        if d.flags & ZPAD2:     # the words of the tiles that exist (padding lanes too), then the zero point
+            x2 = np.full((d.out_h, d.out_w, d.out_ct * cols), d.in2_zp, np.int8)
+            x2[:, :, :d.in2_ct * cols] = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c, lanes=True)
+            x2 = x2[:, :, :d.out_c]
+        else:
+            x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
         p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
                  input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
                  input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,

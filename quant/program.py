@@ -94,6 +94,11 @@ program silently); so is any value not listed.
   Input 1 has the output's H x W x C; the second input **broadcasts**: it is H x W x C (word of output word
   ``(p, ct)`` is ``in2_addr + p*in2_ct + ct``), 1 x 1 x C (word ``in2_addr + ct``: one value per channel) or
   1 x 1 x 1 (word ``in2_addr``, lane 0 for every lane).
+  With the ZPAD2 flag (a channel PAD fused into the ADD) the second input is ``out_h x out_w x in2_c`` with
+  ``in2_c <= out_c``: output word ``(p, ct)`` reads word ``in2_addr + p*in2_ct + ct`` (all its lanes, the
+  padding lanes included) when ``ct < in2_ct``, and takes ``in2_zp`` in every lane when ``ct >= in2_ct`` (no
+  read: such a word costs one cycle, not two). Channels ``>= in2_c`` of the second input are then its zero
+  point, which is what a PAD with the zero point as its value makes of them (the padding lanes hold it).
 - ``MAXPOOL`` (4): max over the in-bounds taps of the window, clamped to ``[act_min, act_max]``.
 - ``AVGPOOL`` (5): TFLite reference int8 average: sum of the in-bounds taps (raw int8 values), divided by
   their count rounding half away from zero, clamped.  Input and output quantization are equal.
@@ -176,7 +181,7 @@ import numpy as np
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "NEG2",
+           "PACKED", "FCSCALE", "NEG2", "ZPAD2",
            "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
            "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
@@ -198,6 +203,7 @@ FILL = 1            # flags bit 0 of COPY
 PACKED = 2          # flags bit 1 of CONV
 FCSCALE = 4         # flags bit 2 of CONV
 NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SUB)
+ZPAD2 = 16          # flags bit 4 of ADD: the second input has in2_ct channel tiles, the others are in2_zp
 
 
 class ProgramError(StackcamError, ValueError):
@@ -227,7 +233,9 @@ FIELDS = (
                              '10 PRELU, 11 RESIZE, 12 GATHER, 15 END'),
     Field(1, "u8", "flags", 'bit 0 FILL (COPY, GATHER); bit 1 PACKED (CONV: pixel-packed input, im2col); '
                             'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); '
-                            'bit 3 NEG2 (ADD: subtract the second input, SUB); others 0'),
+                            'bit 3 NEG2 (ADD: subtract the second input, SUB); '
+                            'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
+                            'are in2_zp: a fused channel PAD); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -243,8 +251,8 @@ FIELDS = (
     Field(18, "u16", "in_ct", 'input channel tiles, ceil(in_c / cols); PACKED: im2col words ceil(K / cols)'),
     Field(20, "u16", "in2_h", 'second input height (ADD, MUL: out_h or 1)'),
     Field(22, "u16", "in2_w", 'second input width (ADD, MUL: out_w or 1)'),
-    Field(24, "u16", "in2_c", 'second input channels (ADD, MUL: out_c or 1)'),
-    Field(26, "u16", "in2_ct", 'second input channel tiles (ADD, MUL)'),
+    Field(24, "u16", "in2_c", 'second input channels (ADD, MUL: out_c or 1; ADD with ZPAD2: 1 .. out_c)'),
+    Field(26, "u16", "in2_ct", 'second input channel tiles (ADD, MUL; ZPAD2: the tiles read, <= out_ct)'),
     Field(28, "u16", "out_h", 'output height'),
     Field(30, "u16", "out_w", 'output width'),
     Field(32, "u16", "out_c", 'output channels'),
@@ -366,7 +374,7 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    if desc.flags & ~{"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE, "ADD": NEG2}.get(desc.op, 0):
+    if desc.flags & ~{"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE, "ADD": NEG2 | ZPAD2}.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved7"):
         if getattr(desc, name):

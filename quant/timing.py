@@ -15,7 +15,7 @@ count them.
 
 from math import gcd
 
-from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES
+from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES, ZPAD2
 
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
@@ -28,7 +28,8 @@ __all__ = [
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
-    "sequencer_overhead", "program_cycles", "ACTIVITY_KEYS", "descriptor_activity", "program_activity",
+    "sequencer_overhead", "program_cycles", "add_read_words", "ACTIVITY_KEYS", "descriptor_activity",
+    "program_activity",
 ]
 
 # --- fixed latencies (the RTL takes them from here) -------------------------------------------------------------
@@ -321,10 +322,20 @@ def gather_steps(config, desc):
     return -(-(desc.copy_c % cols + desc.g_c) // cols) + (1 if desc.src_c % cols > desc.copy_c % cols else 0)
 
 
+def add_read_words(desc):
+    """(output words whose ADD/MUL reads both inputs, output words reading input 1 only): with ZPAD2 the words of
+    the channel tiles past ``in2_ct`` take the second input's zero point without a read."""
+    pixels = desc.out_h * desc.out_w
+    if desc.opcode == OPCODES["ADD"] and desc.flags & ZPAD2:
+        return pixels * desc.in2_ct, pixels * (desc.out_ct - desc.in2_ct)
+    return pixels * desc.out_ct, 0
+
+
 def vector_cycles(config, desc):
     """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY, LUT, MUL, MEAN,
     PRELU, RESIZE or GATHER descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain
-    (VECTOR_DRAIN_CYCLES). ADD and MUL are 2 cycles per output word (two reads, broadcast or not); pools one per
+    (VECTOR_DRAIN_CYCLES). ADD and MUL are 2 cycles per output word (two reads, broadcast or not), an ADD with
+    ZPAD2 one per word of its zero-point tiles (`add_read_words`); pools one per
     in-bounds tap, MEAN one per input word; COPY one per word written (FILL first); LUT the table load (256 /
     lut_row_bytes) and one per word; PRELU one cycle per channel tile to load the alphas, then one per word;
     RESIZE per output pixel RESIZE_PIXEL_CYCLES (its table entries) and 4 taps per output word; GATHER
@@ -333,7 +344,8 @@ def vector_cycles(config, desc):
     op = {v: k for k, v in OPCODES.items()}.get(desc.opcode)
     words = desc.out_h * desc.out_w * desc.out_ct
     if op in ("ADD", "MUL"):
-        work = 2 * words
+        both, one = add_read_words(desc)
+        work = 2 * both + one
     elif op == "MEAN":
         work = desc.in_h * desc.in_w * desc.in_ct
     elif op == "PRELU":
@@ -489,8 +501,9 @@ def descriptor_activity(config, desc):
             out.update(mac_cycles=issues, act_reads=d.oc_tiles * d.in_ct * rows_in * cols_in, weight_reads=issues)
         out["weight_reads"] += d.param_words
         return out
-    if op == "ADD":
-        return dict(zero, act_reads=2 * words, act_write_bytes=words * cols)
+    if op == "ADD":                       # two words per output word (one for ZPAD2's zero-point tiles)
+        both, one = add_read_words(d)
+        return dict(zero, act_reads=2 * both + one, act_write_bytes=words * cols)
     if op in ("MAXPOOL", "AVGPOOL"):
         taps = (_pool_taps(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
                 * _pool_taps(d.in_w, d.kernel_w, d.stride_w, d.pad_left, d.out_w) * d.out_ct)

@@ -8,7 +8,7 @@ per word), summed per bank. It equals the die's per-bank counters (`rtl.npu.core
 
 import numpy as np
 
-from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESIZE_ENTRY_BYTES
+from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESIZE_ENTRY_BYTES, ZPAD2
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import (
     dw_line_mode,
@@ -143,7 +143,9 @@ def _descriptor_banks(config, d, c, weights=None):
         return True
     if op in ("ADD", "MUL"):
         c.add(c.act_reads, d.in_addr, np.ones(words))
-        if (d.in2_h, d.in2_w, d.in2_c) == (d.out_h, d.out_w, d.out_c):
+        if op == "ADD" and d.flags & ZPAD2:                               # the second input's own tiles, once
+            c.add(c.act_reads, d.in2_addr, np.ones(pixels * d.in2_ct))
+        elif (d.in2_h, d.in2_w, d.in2_c) == (d.out_h, d.out_w, d.out_c):
             c.add(c.act_reads, d.in2_addr, np.ones(words))
         elif d.in2_c == d.out_c:                                           # 1 x 1 x C: a word per channel tile
             c.add(c.act_reads, d.in2_addr, np.full(d.out_ct, pixels))

@@ -5,13 +5,15 @@ import sys
 
 import numpy as np
 import pytest
+from amaranth import Elaboratable, Module
 from amaranth.sim import Simulator
 
 import stackcam.quant.program as fmt
 from stackcam.quant import ref
 from stackcam.quant.timing import lut_row_bytes
-from stackcam.rtl.npu.vector_add import ADD_LATENCY, VectorAddDatapath, add_latency
+from stackcam.rtl.npu.vector_add import ADD_LATENCY, VectorAddDatapath, add_latency, add_sum_latency
 from stackcam.rtl.npu.vector_addr import VectorAddressUnit
+from stackcam.rtl.npu.vector_arith import VectorArithDatapath
 from stackcam.rtl.npu.vector_copy import VectorCopyAligner
 from stackcam.rtl.npu.vector_decode import VectorDecode
 from stackcam.rtl.npu.vector_lut import VectorLUT
@@ -58,6 +60,19 @@ def test_decode():
                         in2_h=1, in2_w=1, in2_ct=1, left_shift=20, in_shift=5, in2_shift=-7), "add", False),
         (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
                         left_shift=30, in_shift=-32), "add", True),
+        # ZPAD2: 1 channel (not a 1x1x1 broadcast) of 9 in 3 tiles; more channels than the output's is refused;
+        # so is ZPAD2 on a MUL, and a 1x1xC second input without ZPAD2 whose C is not the output's
+        (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], flags=fmt.ZPAD2, in_h=2, in_w=3, in_c=9, in_ct=3, out_h=2,
+                        out_w=3, out_c=9, out_ct=3, in2_h=2, in2_w=3, in2_c=1, in2_ct=1, left_shift=20, in_shift=5,
+                        in2_shift=-7), "add", False),
+        (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], flags=fmt.ZPAD2, in_h=2, in_w=3, in_c=9, in_ct=3, out_h=2,
+                        out_w=3, out_c=9, out_ct=3, in2_h=2, in2_w=3, in2_c=10, in2_ct=3), "add", True),
+        (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], flags=fmt.ZPAD2, in_h=2, in_w=3, in_c=9, in_ct=3, out_h=2,
+                        out_w=3, out_c=9, out_ct=3, in2_h=1, in2_w=3, in2_c=5, in2_ct=2), "add", True),
+        (fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_h=2, in_w=3, in_c=9, in_ct=3, out_h=2, out_w=3, out_c=9,
+                        out_ct=3, in2_h=2, in2_w=3, in2_c=5, in2_ct=2), "add", True),
+        (fmt.Descriptor(opcode=fmt.OPCODES["MUL"], flags=fmt.ZPAD2, in_h=1, in_w=1, in_c=1, in_ct=1, out_h=1,
+                        out_w=1, out_c=1, out_ct=1, in2_h=1, in2_w=1, in2_c=1, in2_ct=1), None, True),
         (fmt.Descriptor(opcode=fmt.OPCODES["AVGPOOL"], in_h=1, in_w=1, in_ct=1, out_h=1, out_w=1, out_ct=1,
                         kernel_h=1, kernel_w=0, stride_h=1, stride_w=1), "avg", True),
         (fmt.Descriptor(opcode=fmt.OPCODES["COPY"], in_h=2, in_w=1, in_c=7, in_ct=2, out_h=2, out_w=1, out_ct=3,
@@ -74,6 +89,9 @@ def test_decode():
             flags = {name: ctx.get(getattr(dut.op, name)) for name in ("add", "max", "avg", "copy", "lut", "pool")}
             assert flags == {name: int(name == op or (name == "pool" and op in ("max", "avg"))) for name in flags}
             assert ctx.get(dut.bad) == bad, d
+            zpad = op == "add" and bool(d.flags & fmt.ZPAD2)
+            assert ctx.get(dut.zpad) == zpad
+            assert ctx.get(dut.bcast) == (d.in2_c == 1 and not zpad)
             if op == "add" and not bad:
                 assert [ctx.get(dut.add_l[i]) for i in range(2)] == [25, 20]
                 assert [ctx.get(dut.add_r[i]) for i in range(2)] == [0, 7]
@@ -172,44 +190,77 @@ def test_pool_walker(op, k, s, pads, hw):
     _run(dut, tb)
 
 
+class _AddPath(Elaboratable):
+    """`VectorAddDatapath` feeding `VectorArithDatapath`'s requantizer, as the engine joins them."""
+
+    def __init__(self, config):
+        self.add = VectorAddDatapath(config)
+        self.arith = VectorArithDatapath(config)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.add, m.submodules.arith = self.add, self.arith
+        m.d.comb += [self.arith.desc.eq(self.add.desc), self.arith.add_sums.eq(self.add.sums),
+                     self.arith.add_valid.eq(self.add.sum_valid)]
+        return m
+
+
 @pytest.mark.parametrize("deep", [False, True], ids=["default", "deep"])
-def test_add_datapath(deep):
-    """Random words and parameters against the TFLite reference, one output word every two cycles, each
-    ADD_LATENCY (12; 20 with `deep_pipeline`) cycles after the read of its second input."""
+@pytest.mark.parametrize("neg", [False, True], ids=["add", "sub"])
+def test_add_datapath(deep, neg):
+    """Random words and parameters against the TFLite reference (ADD, and SUB with NEG2), through the shared
+    requantizer: a two-read word's output ADD_LATENCY (12; 20 with `deep_pipeline`) cycles after the read of its
+    second input, its sums add_sum_latency (6; 10) cycles after; a solo word (ZPAD2's zero-point tiles: input 1
+    read alone, input 2 taken as its zero point) the same latencies after its one read, back to back."""
     rng = np.random.default_rng(3)
     config = CFG.with_(deep_pipeline=deep)
-    dut = VectorAddDatapath(config)
+    dut = _AddPath(config)
     latency = add_latency(config)
     assert latency == (20 if deep else 12) and ADD_LATENCY == 12
-    n = 6
+    assert add_sum_latency(config) == (10 if deep else 6)
+    solo = [False, True, True, False, True, False, False, True]          # runs of solo and two-read words
+    n = len(solo)
     x1 = rng.integers(-128, 128, (n, COLS))
     x2 = rng.integers(-128, 128, (n, COLS))
     left, s1, s2 = 20, -2, 1
-    d = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], in_zp=5, in2_zp=-9, out_zp=3, act_min=-100, act_max=120,
-                       left_shift=left, in_shift=s1, in2_shift=s2, in_mult=1 << 30, in2_mult=1518500250,
-                       out_mult=1264972388, out_shift=-18)
+    d = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], flags=fmt.ZPAD2 | (fmt.NEG2 if neg else 0), in_zp=5, in2_zp=-9,
+                       out_zp=3, act_min=-100, act_max=120, left_shift=left, in_shift=s1, in2_shift=s2,
+                       in_mult=1 << 30, in2_mult=1518500250, out_mult=1264972388, out_shift=-18)
+    for i in range(n):
+        if solo[i]:
+            x2[i] = d.in2_zp
     p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=left, input1_multiplier=d.in_mult,
              input1_shift=s1, input2_multiplier=d.in2_mult, input2_shift=s2, output_multiplier=d.out_mult,
              output_shift=d.out_shift, output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
-    want = ref.add_int8(x1, x2, p)
+    want = (ref.sub_int8 if neg else ref.add_int8)(x1, x2, p)
+    # The read schedule: (word, phase, solo) per cycle; a word's last read is where its latency counts from.
+    reads = [(i, ph, solo[i]) for i in range(n) for ph in ((0,) if solo[i] else (0, 1))]
+    last = {i: t for t, (i, _, _) in enumerate(reads)}
+    add = dut.add
 
     async def tb(ctx):
-        ctx.set(dut.desc.as_value(), _desc_value(d))
-        ctx.set(dut.add_l[0], left + max(s1, 0))
-        ctx.set(dut.add_l[1], left + max(s2, 0))
-        ctx.set(dut.add_r[0], max(-s1, 0))
-        ctx.set(dut.add_r[1], max(-s2, 0))
-        got = []
-        for t in range(2 * n + latency + 2):
-            # read issued at cycle t (input t % 2 of word t // 2); its data arrives at t + 1
-            ctx.set(dut.issue, t < 2 * n)
-            ctx.set(dut.phase, t & 1)
-            if 1 <= t <= 2 * n:
-                ctx.set(dut.act_data, _word((x1 if (t - 1) % 2 == 0 else x2)[(t - 1) // 2]))
-            if ctx.get(dut.out.valid):
-                got.append((t, _lanes(ctx.get(dut.out.data))))
+        ctx.set(add.desc.as_value(), _desc_value(d))
+        ctx.set(add.add_l[0], left + max(s1, 0))
+        ctx.set(add.add_l[1], left + max(s2, 0))
+        ctx.set(add.add_r[0], max(-s1, 0))
+        ctx.set(add.add_r[1], max(-s2, 0))
+        got, sums = [], []
+        for t in range(len(reads) + latency + 2):
+            # read issued at cycle t; its data arrives at t + 1
+            ctx.set(add.issue, t < len(reads))
+            if t < len(reads):
+                ctx.set(add.phase, reads[t][1])
+                ctx.set(add.solo, reads[t][2])
+            if 1 <= t <= len(reads):
+                i, ph, _ = reads[t - 1]
+                ctx.set(add.act_data, _word((x2 if ph else x1)[i]))
+            if ctx.get(dut.arith.out.valid):
+                got.append((t, _lanes(ctx.get(dut.arith.out.data))))
+            if ctx.get(add.sum_valid):
+                sums.append(t)
             await ctx.tick()
-        assert [t for t, _ in got] == [2 * i + 1 + latency for i in range(n)]
+        assert sums == [last[i] + add_sum_latency(config) for i in range(n)]
+        assert [t for t, _ in got] == [last[i] + latency for i in range(n)]
         assert np.array_equal(np.array([v for _, v in got]), want)
 
     _run(dut, tb)

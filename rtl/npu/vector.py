@@ -10,8 +10,8 @@ component               file                            does
 `VectorDecode`          `vector_decode.py`              opcode, refusal checks, shifts and COPY lanes from `desc`
 `VectorPoolWalker`      `vector_poolwalk.py`            pools: output pixel > tile > in-bounds window taps
 `VectorAddressUnit`     `vector_addr.py`                ``base + (row * W + col) * T + tile``, two stages
-`VectorAddDatapath`     `vector_add.py`                 ADD: input rescalers, the half-width requantizer
-`VectorArithDatapath`   `vector_arith.py`               MUL, PRELU, MEAN: lane multipliers, alphas, requantizer
+`VectorAddDatapath`     `vector_add.py`                 ADD: input rescalers and their sum
+`VectorArithDatapath`   `vector_arith.py`               MUL, PRELU, MEAN: lane multipliers, alphas; the requantizer
 `VectorLUT`             `vector_lut.py`                 LUT: table load from weight space, per-lane lookups
 `VectorPoolDatapath`    `vector_pool.py`                pools: running max / sum, divider, clamp
 `VectorCopyAligner`     `vector_copy.py`                COPY: lane rotation and byte enables
@@ -95,11 +95,13 @@ class NPUVectorEngine(wiring.Component):
 
     - ADD (and SUB, NEG2) and MUL: 2 cycles per output word (two reads on one read port), whether the second input is
       broadcast (its word is the channel tile's, or the one word, and a 1x1x1 one's lane 0 serves every lane) or
-      not. MUL: a 9 x 9 product per lane into `VectorArithDatapath`'s requantizer. ADD: each lane has one input
-      rescaler, used by the two inputs on alternate cycles ((x - zp) is 9 bits, so the Q31 product is a 9 x 32
-      multiply shifted by the left shift); a `RequantUnit` of cols / 2 lanes does the output rescale, zero point and
-      clamp of the low lanes and then the high lanes of each word. Multipliers: cols of 9 x 32 and cols / 2 of 32 x
-      32.
+      not. An ADD with ZPAD2 (a fused channel PAD) reads its second input only for the first in2_ct channel tiles
+      of each pixel (its words in order, `in2_addr` on); a word of a later tile is 1 cycle: input 1's read alone
+      (input 2 is its zero point, rescaled to 0). MUL: a 9 x 9 product per lane into `VectorArithDatapath`'s
+      requantizer. ADD: each lane has one input rescaler, used by the two inputs on alternate cycles ((x - zp) is 9
+      bits, so the Q31 product is a 9 x 32 multiply shifted by the left shift); the sums go to the same
+      `VectorArithDatapath` requantizer (cols lanes) for the output rescale, zero point and clamp. Multipliers:
+      cols of 9 x 32, and the requantizer's cols of 32 x 32 shared with MUL, PRELU and MEAN.
     - MAXPOOL / AVGPOOL: 1 cycle per in-bounds tap, i.e. sum over output words of the taps inside the input
       (a 2x2/s2 pool is 4 cycles per word, a 7x7 global pool 49). Out-of-bounds taps cost nothing.
       AVGPOOL divides exactly with an 8-stage pipelined restoring divider per lane: the quotient
@@ -246,6 +248,7 @@ class NPUVectorEngine(wiring.Component):
         # Data paths between the components.
         m.d.comb += [
             dec.desc.eq(d), walker.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
+            arith.add_sums.eq(add.sums), arith.add_valid.eq(add.sum_valid),
             add.bcast.eq(dec.bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
             arith.bcast.eq(dec.bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
             arith.sums.eq(pool.sums), arith.sum_valid.eq(pool.sum_valid & op.mean),
@@ -259,7 +262,7 @@ class NPUVectorEngine(wiring.Component):
             copy.word.eq(au.p3), copy.act_data.eq(self.act_r.data), copy.enable.eq(op.copy),
             copy.copy_r.eq(dec.copy_r), copy.copy_sh.eq(dec.copy_sh),
             writer.lut.eq(lut.out), writer.pool.eq(pool.out), pool.mean.eq(op.mean),
-            writer.add.eq(add.out), writer.copy.eq(copy.out), writer.arith.eq(arith.out),
+            writer.copy.eq(copy.out), writer.arith.eq(arith.out),
             self.act_w.addr.eq(writer.act_w.addr), self.act_w.data.eq(writer.act_w.data),
             self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active | arith.mac_active),
         ]
@@ -296,6 +299,7 @@ class NPUVectorEngine(wiring.Component):
         # (COPY); the pools' walk is `walker`.
         lw = Walk("lw", [d.out_h, d.out_w, d.out_ct])
         lw_i = Signal(abits)
+        lw_j = Signal(abits)                                   # ZPAD2: the second input's word offset
         add_phase = Signal()
         cw = Walk("cw", [dec.copy_h, dec.copy_w, dec.copy_words])
         c_row = Signal(32)                                     # source word offset of the box row's first pixel
@@ -318,7 +322,7 @@ class NPUVectorEngine(wiring.Component):
                 lw.reset(m)
                 cw.reset(m)
                 m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1), arith.alpha_init.eq(1)]
-                m.d.sync += [lw_i.eq(0), add_phase.eq(0), c_row.eq(dec.src_base), c_pix.eq(dec.src_base),
+                m.d.sync += [lw_i.eq(0), lw_j.eq(0), add_phase.eq(0), c_row.eq(dec.src_base), c_pix.eq(dec.src_base),
                              c_dy.eq(d.copy_y), c_dx.eq(d.copy_x), c_hi.eq(dec.copy_r + dec.copy_c)]
                 rw.reset(m)
                 m.d.sync += rs.tap.eq(0)
@@ -340,14 +344,19 @@ class NPUVectorEngine(wiring.Component):
                     m.d.sync += state.eq(_S.COPY)
 
         with m.Elif(state == _S.ADD):
-            # Even cycles read input 1, odd cycles input 2 of the same word.
-            # A broadcast second input: the channel tile's word (1x1xC) or the one word (1x1x1).
-            in2_off = Mux(dec.in2_full, lw_i, Mux(dec.bcast, 0, lw.ctr[2]))
+            # A word reads input 1, then input 2 the next cycle; a ZPAD2 word past the second input's tiles
+            # ("solo") only input 1. A broadcast second input: the channel tile's word (1x1xC) or the one word
+            # (1x1x1); a ZPAD2 one its own words in order.
+            solo = Signal()
+            m.d.comb += solo.eq(dec.zpad & (lw.ctr[2] >= d.in2_ct))
+            in2_off = Mux(dec.zpad, lw_j, Mux(dec.in2_full, lw_i, Mux(dec.bcast, 0, lw.ctr[2])))
             m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, in2_addr + in2_off, in_addr + lw_i)),
-                         add.issue.eq(op.add), add.phase.eq(add_phase), arith.issue.eq(op.mul),
+                         add.issue.eq(op.add), add.phase.eq(add_phase), add.solo.eq(solo), arith.issue.eq(op.mul),
                          arith.phase.eq(add_phase)]
-            m.d.sync += add_phase.eq(~add_phase)
+            m.d.sync += add_phase.eq(~add_phase & ~solo)
             with m.If(add_phase):
+                m.d.sync += lw_j.eq(lw_j + 1)
+            with m.If(add_phase | solo):
                 m.d.comb += writer.inc.eq(1)
                 m.d.sync += lw_i.eq(lw_i + 1)
                 lw.step(m)

@@ -1,40 +1,51 @@
-"""Vector engine component: ADD's datapath, the input rescalers and the output requantizer."""
+"""Vector engine component: ADD's datapath, the input rescalers and their sum (requantized by
+`VectorArithDatapath`'s requantizer)."""
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import NEG2
 from stackcam.quant.timing import REQUANT_LATENCY, add_rescale_stages, requant_latency
-from stackcam.rtl.requant import RequantUnit
 
 from .ports import descriptor_layout
-from .vector_common import lane, word_layout
+from .vector_common import lane
 
-__all__ = ["VectorAddDatapath", "ADD_LATENCY", "add_latency"]
+__all__ = ["VectorAddDatapath", "ADD_LATENCY", "add_latency", "add_sum_latency"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 
-# Cycles from the read of a word's second input (`issue` with `phase` 1) to the word on `out`: the SRAM (1),
-# the rescaler (S1..S4), the sum (S5), the RequantUnit (5) of the high lanes (one more than the low lanes).
-ADD_LATENCY = 1 + 4 + 1 + REQUANT_LATENCY + 1
+# Cycles from the read of a word's last input (`issue` with `phase` 1, or the one read of a `solo` word) to the
+# word on the engine's writer: the SRAM (1), the rescaler (S1..S4), the sum (S5), then `VectorArithDatapath`'s
+# accumulator register (1) and its RequantUnit (5).
+ADD_LATENCY = 1 + 4 + 1 + 1 + REQUANT_LATENCY
+
+
+def add_sum_latency(config):
+    """Cycles from the read of a word's last input to its sums on `sums`: the SRAM, the rescaler
+    (`quant.timing.add_rescale_stages`), the sum."""
+    return 1 + add_rescale_stages(config) + 1
 
 
 def add_latency(config):
-    """ADD_LATENCY in `config`: the SRAM, the rescaler (`quant.timing.add_rescale_stages`), the sum, the
-    requantizer of the high lanes."""
-    return 1 + add_rescale_stages(config) + 1 + requant_latency(config) + 1
+    """ADD_LATENCY in `config`: `add_sum_latency`, then `VectorArithDatapath`'s accumulator register and
+    requantizer."""
+    return add_sum_latency(config) + 1 + requant_latency(config)
 
 
 class VectorAddDatapath(wiring.Component):
-    """ADD on `array_cols` lanes: ``requant(rescale(x1 - zp1) + rescale(x2 - zp2))`` by `quant.program`'s rules.
+    """ADD's input rescalers and sum on `array_cols` lanes: ``rescale(x1 - zp1) + rescale(x2 - zp2)`` by
+    `quant.program`'s rules; `VectorArithDatapath`'s full-width requantizer turns the sums into the output word
+    (``requant(sum)`` with out_mult / out_shift, out_zp and the clamps).
 
     Ports: `issue` (an input word is read from the SRAM this cycle) and `phase` (0: input 1, 1: input 2 of the same
-    output word: the engine reads them on alternate cycles), `act_data` (the SRAM read data, the cycle after the
-    read), `bcast` (input 2's lane 0 serves every lane: a 1x1x1 second input), `add_l` / `add_r` (each input's total
-    left shift and rounding right shift, `VectorDecode`), `desc` (zero points, multipliers, the output shift and
-    clamps), `mac_active` (the input multipliers work this cycle) and `out` (an output word: `word_layout`).
+    output word: the engine reads them on alternate cycles), `solo` (with `phase` 0: the word has no second input
+    read, ZPAD2's zero-point tiles: its input 2 is the zero point, whose rescaled value is 0, so the sum is input
+    1's rescaled value), `act_data` (the SRAM read data, the cycle after the read), `bcast` (input 2's lane 0
+    serves every lane: a 1x1x1 second input), `add_l` / `add_r` (each input's total left shift and rounding right
+    shift, `VectorDecode`), `desc` (zero points, multipliers, NEG2), `mac_active` (the input multipliers work this
+    cycle), `sums` and `sum_valid` (a word's int32 sums).
 
     With the descriptor's NEG2 flag (SUB) the sum is ``rescale(x1 - zp1) - rescale(x2 - zp2)``: the rescaled
     value is negated, as TFLite's SUB does, not the input.
@@ -42,56 +53,45 @@ class VectorAddDatapath(wiring.Component):
     Each lane has one input rescaler used by the two inputs on alternate cycles: MBQM(wrap32((x - zp) << L),
     mult, shift) with L the total left shift, where wrap32(dx << L) = dw << L with dw dx's low 32 - L bits
     sign-extended (|dx| <= 255 needs 9 bits, so dw = dx for L <= 23), and the 64-bit
-    SaturatingRoundingDoublingHighMul product is (dw * mult) << L: a 9 x 32 multiply. A word's sums come every
-    other cycle, so a half-width `RequantUnit` (cols / 2 lanes of 32 x 32) takes the low lanes, then the high.
+    SaturatingRoundingDoublingHighMul product is (dw * mult) << L: a 9 x 32 multiply.
 
     The rescaler's stages: 1 the input and its multiplier's product (9 x 32), 2 the shifted product plus nudge
-    divided by 2^31, 3 the rounding right shift, 4 held (input 1) or summed (input 2). With the configuration's
-    `deep_pipeline` (an FPGA's clock: one carry chain or one multiplier deep each) 8 stages: 1 the input and its
-    multiplier, 2 the product as two 9 x 16 products, 3 their sum, 4 the left shift, 5 the nudged product
-    divided by 2^31 rounding down, 6 SRDHM's truncation toward zero, 7 the rounding shift and its rounding bit,
-    8 the rounded value; and the deep `RequantUnit`.
+    divided by 2^31, 3 the rounding right shift, 4 held (input 1) or summed (input 2; a solo word: input 1's
+    value). With the configuration's `deep_pipeline` (an FPGA's clock: one carry chain or one multiplier deep
+    each) 8 stages: 1 the input and its multiplier, 2 the product as two 9 x 16 products, 3 their sum, 4 the left
+    shift, 5 the nudged product divided by 2^31 rounding down, 6 SRDHM's truncation toward zero, 7 the rounding
+    shift and its rounding bit, 8 the rounded value.
 
-    Latency: the output word is on `out` `add_latency(config)` cycles (`ADD_LATENCY`, 12; 20 with
-    `deep_pipeline`) after the read of its second input; one word every two cycles. No back-pressure.
+    Latency: a word's sums are on `sums` `add_sum_latency(config)` cycles (6; 10 with `deep_pipeline`) after the
+    read of its last input (`add_latency`, 12 and 20, to the output word); one word per cycle at most (two-read
+    words every other cycle, solo words every cycle). No back-pressure.
     """
 
     def __init__(self, config):
         self.cols = cols = config.array_cols
         self.deep = bool(config.deep_pipeline)
         self.rescale_stages = add_rescale_stages(config)
-        self.latency = add_latency(config)
+        self.latency = add_sum_latency(config)
         super().__init__({
-            "issue": In(1), "phase": In(1), "act_data": In(8 * cols),
+            "issue": In(1), "phase": In(1), "solo": In(1), "act_data": In(8 * cols),
             "add_l": In(data.ArrayLayout(6, 2)), "add_r": In(data.ArrayLayout(5, 2)),
             "desc": In(descriptor_layout()), "bcast": In(1),
-            "mac_active": Out(1), "out": Out(word_layout(cols)),
+            "mac_active": Out(1), "sums": Out(data.ArrayLayout(signed(32), cols)), "sum_valid": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        cols = self.cols
-        d = self.desc
         add_dv = Signal()
         add_dsel = Signal()
+        add_dsolo = Signal()
         m.d.sync += add_dv.eq(self.issue)
         with m.If(self.issue):
-            m.d.sync += add_dsel.eq(self.phase)
-        half = cols // 2
+            m.d.sync += [add_dsel.eq(self.phase), add_dsolo.eq(self.solo & ~self.phase)]
         if self.deep:
-            requant, sums, high = self._deep_lanes(m, add_dv, add_dsel)
+            sums, valid = self._deep_lanes(m, add_dv, add_dsel, add_dsolo)
         else:
-            requant, sums, high = self._lanes(m, add_dv, add_dsel)
-        for c in range(half):
-            p = requant.params[c]
-            m.d.comb += [requant.acc[c].eq(Mux(high, sums[half + c], sums[c])), p.bias.eq(0),
-                         p.multiplier.eq(d.out_mult), p.shift.eq(d.out_shift[:6].as_signed()),
-                         p.zero_point.eq(d.out_zp), p.act_min.eq(d.act_min), p.act_max.eq(d.act_max)]
-        add_low = Signal(8 * half)
-        with m.If(requant.out_valid & ~requant.out_tag):
-            m.d.sync += add_low.eq(requant.out.as_value())
-        m.d.comb += [self.out.valid.eq(requant.out_valid & requant.out_tag),
-                     self.out.data.eq(Cat(add_low, requant.out.as_value()))]
+            sums, valid = self._lanes(m, add_dv, add_dsel, add_dsolo)
+        m.d.comb += [self.sum_valid.eq(valid)] + [self.sums[c].eq(s) for c, s in enumerate(sums)]
         return m
 
     def _input(self, m, c, add_dsel, l_in, zp_in):
@@ -109,12 +109,6 @@ class VectorAddDatapath(wiring.Component):
                     m.d.comb += [dw.eq(dx[:32 - shift].as_signed()), sat_a.eq(dw == -(1 << (31 - shift)))]
         return dw, sat_a
 
-    def _requant(self, m, deep, low, high):
-        """The sums' requantizer (`cols // 2` lanes: the low lanes' turn, then the high lanes')."""
-        m.submodules.requant = requant = RequantUnit(self.cols // 2, deep=deep)
-        m.d.comb += [requant.valid.eq(low | high), requant.tag.eq(high)]
-        return requant
-
     def _selects(self, add_dsel):
         """The input select's shift, zero point and multiplier at the rescaler's input, and SUB's flag."""
         d, add_l = self.desc, self.add_l
@@ -122,27 +116,31 @@ class VectorAddDatapath(wiring.Component):
                 Mux(add_dsel, d.in2_mult, d.in_mult), (d.flags & NEG2) != 0)
 
     @staticmethod
-    def _sum(m, c, valid, sel, rescaled, neg2, name):
-        """Input 1's rescaled value held, then the sum (SUB: the difference) taken with input 2's."""
+    def _sum(m, c, valid, sel, solo, rescaled, neg2, name):
+        """Input 1's rescaled value held, then the sum (SUB: the difference) taken with input 2's; a solo word's
+        sum is its input 1's rescaled value (input 2's is 0)."""
         hold = Signal(signed(32), name=f"add_hold{c}")
         total = Signal(signed(32), name=f"add_{name}{c}")
         with m.If(valid & ~sel):
             m.d.sync += hold.eq(rescaled)
-        with m.If(valid & sel):
+        with m.If(valid & solo):
+            m.d.sync += total.eq(rescaled)
+        with m.Elif(valid & sel):
             m.d.sync += total.eq(Mux(neg2, hold - rescaled, hold + rescaled)[:32].as_signed())
         return total
 
-    def _lanes(self, m, add_dv, add_dsel):
-        """The default rescaler (4 stages) and sums: (the requantizer, each lane's sum, the high lanes' turn)."""
+    def _lanes(self, m, add_dv, add_dsel, add_dsolo):
+        """The default rescaler (4 stages) and sums: (each lane's sum, the word's sums are valid)."""
         cols = self.cols
         d, add_l, add_r = self.desc, self.add_l, self.add_r
-        a1_v, a2_v, a3_v, a4_v, a5_v, a6_v = (Signal(name=f"add_v{i}") for i in range(1, 7))
+        a1_v, a2_v, a3_v, a4_v, a5_v = (Signal(name=f"add_v{i}") for i in range(1, 6))
         a1_sel, a2_sel, a3_sel, a4_sel = (Signal(name=f"add_sel{i}") for i in range(1, 5))
+        a1_solo, a2_solo, a3_solo, a4_solo = (Signal(name=f"add_solo{i}") for i in range(1, 5))
         m.d.sync += [a1_v.eq(add_dv), a1_sel.eq(add_dsel), a2_v.eq(a1_v), a2_sel.eq(a1_sel),
                      a3_v.eq(a2_v), a3_sel.eq(a2_sel), a4_v.eq(a3_v), a4_sel.eq(a3_sel),
-                     a5_v.eq(a4_v & a4_sel), a6_v.eq(a5_v)]
+                     a1_solo.eq(add_dsolo), a2_solo.eq(a1_solo), a3_solo.eq(a2_solo), a4_solo.eq(a3_solo),
+                     a5_v.eq(a4_v & (a4_sel | a4_solo))]
         m.d.comb += self.mac_active.eq(a1_v)
-        requant = self._requant(m, False, a5_v, a6_v)
         sums = []
         l_in, zp_in, _, neg2 = self._selects(add_dsel)
         mult2 = Mux(a1_sel, d.in2_mult, d.in_mult)
@@ -167,24 +165,24 @@ class VectorAddDatapath(wiring.Component):
             mask = Signal(32, name=f"add_mask{c}")
             m.d.comb += mask.eq((Const(1, unsigned(33)) << r4) - 1)
             m.d.sync += s4_r.eq((s3_q >> r4) + ((s3_q.as_unsigned() & mask) > ((mask >> 1) + (s3_q < 0))))
-            sums.append(self._sum(m, c, a4_v, a4_sel, s4_r, neg2, "s5_sum"))
-        return requant, sums, a6_v
+            sums.append(self._sum(m, c, a4_v, a4_sel, a4_solo, s4_r, neg2, "s5_sum"))
+        return sums, a5_v
 
-    def _deep_lanes(self, m, add_dv, add_dsel):
-        """The deep rescaler (8 stages) and sums: (the deep requantizer, each lane's sum, the high lanes' turn)."""
+    def _deep_lanes(self, m, add_dv, add_dsel, add_dsolo):
+        """The deep rescaler (8 stages) and sums: (each lane's sum, the word's sums are valid)."""
         cols = self.cols
         add_l, add_r = self.add_l, self.add_r
-        # Stage k's valid and input select (0: input 1, 1: input 2), k = 1 .. n; then the sum.
+        # Stage k's valid, input select (0: input 1, 1: input 2) and solo word, k = 1 .. n; then the sum.
         n = self.rescale_stages
         assert n == 8
         av = [add_dv] + [Signal(name=f"add_v{i}") for i in range(1, n + 1)]
         asel = [add_dsel] + [Signal(name=f"add_sel{i}") for i in range(1, n + 1)]
+        asolo = [add_dsolo] + [Signal(name=f"add_solo{i}") for i in range(1, n + 1)]
         for i in range(n):
-            m.d.sync += [av[i + 1].eq(av[i]), asel[i + 1].eq(asel[i])]
-        sum_v, sum_v2 = Signal(), Signal()          # the word's sums are complete (low lanes, then high lanes)
-        m.d.sync += [sum_v.eq(av[n] & asel[n]), sum_v2.eq(sum_v)]
+            m.d.sync += [av[i + 1].eq(av[i]), asel[i + 1].eq(asel[i]), asolo[i + 1].eq(asolo[i])]
+        sum_v = Signal()                            # the word's sums are complete
+        m.d.sync += sum_v.eq(av[n] & (asel[n] | asolo[n]))
         m.d.comb += self.mac_active.eq(av[1])
-        requant = self._requant(m, True, sum_v, sum_v2)
         sums = []
         l_in, zp_in, mult_in, neg2 = self._selects(add_dsel)
         l3 = Mux(asel[3], add_l[1], add_l[0])[:5]    # L = 32 leaves dw = 0, so the shift does not matter
@@ -229,5 +227,5 @@ class VectorAddDatapath(wiring.Component):
             m.d.sync += [s7_shifted.eq(s6_q >> r6), s7_up.eq((s6_q.as_unsigned() & mask) > ((mask >> 1) + (s6_q < 0)))]
             s8_r = Signal(signed(32), name=f"add_s8_r{c}")
             m.d.sync += s8_r.eq((s7_shifted + s7_up)[:32].as_signed())
-            sums.append(self._sum(m, c, av[n], asel[n], s8_r, neg2, "s9_sum"))
-        return requant, sums, sum_v2
+            sums.append(self._sum(m, c, av[n], asel[n], asolo[n], s8_r, neg2, "s9_sum"))
+        return sums, sum_v

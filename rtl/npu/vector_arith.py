@@ -1,4 +1,5 @@
-"""Vector engine component: MUL, PRELU and MEAN's datapath, per-lane multipliers and one requantizer."""
+"""Vector engine component: MUL, PRELU and MEAN's datapath, per-lane multipliers and the requantizer (ADD's
+too)."""
 
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
@@ -18,7 +19,8 @@ ALPHA_CHANNELS = 256          # PRELU: alphas the unit holds (one per channel)
 
 class VectorArithDatapath(wiring.Component):
     """MUL, PRELU and MEAN on `array_cols` lanes, by `quant.program`'s rules, sharing one `RequantUnit` of
-    `array_cols` lanes (per-lane multiplier and shift: PRELU picks the identity or the alpha path per lane).
+    `array_cols` lanes (per-lane multiplier and shift: PRELU picks the identity or the alpha path per lane) with
+    ADD, whose sums (`add_sums` / `add_valid`, `VectorAddDatapath`) it requantizes with out_mult / out_shift.
 
     - MUL: the engine reads input 1 (`issue` with `phase` 0) then input 2 (`phase` 1) of each output word; the
       lane holds ``x1 - in_zp`` and multiplies it by ``x2 - in2_zp`` (9 x 9 bits), lane 0 of input 2 for every
@@ -33,7 +35,7 @@ class VectorArithDatapath(wiring.Component):
 
     Latency: a word is on `out` 1 + 1 + RequantUnit.latency (7; 11 with the configuration's `deep_pipeline`)
     cycles after the `issue` of its last read (MUL: the second input; PRELU: the input), 1 + RequantUnit.latency
-    (6; 10) cycles after `sum_valid` (MEAN); one word per cycle at most.
+    (6; 10) cycles after `sum_valid` (MEAN) or `add_valid` (ADD); one word per cycle at most.
     An alpha row is written the cycle after its `alpha_load` (the SRAM's data) and read back the cycle after an
     `issue` (a write and a read of the same row in one cycle read the new row). No back-pressure.
     """
@@ -48,6 +50,7 @@ class VectorArithDatapath(wiring.Component):
             "alpha_init": In(1), "alpha_load": In(1), "w_data": In(8 * config.weight_word_bytes),
             "w_r": Out(read_request_signature(addr_bits(config.weight_words))),
             "sums": In(data.ArrayLayout(signed(24), cols)), "sum_valid": In(1),
+            "add_sums": In(data.ArrayLayout(signed(32), cols)), "add_valid": In(1),
             "mac_active": Out(1), "out": Out(word_layout(cols)),
         })
 
@@ -95,13 +98,13 @@ class VectorArithDatapath(wiring.Component):
 
         m.submodules.requant = requant = RequantUnit(cols, deep=cfg.deep_pipeline)
         acc_v = Signal()
-        m.d.sync += acc_v.eq((dv & (dsel | self.prelu)) | self.sum_valid)
+        m.d.sync += acc_v.eq((dv & (dsel | self.prelu)) | self.sum_valid | self.add_valid)
         m.d.comb += [requant.valid.eq(acc_v), self.mac_active.eq(dv & (dsel | self.prelu))]
         x2_0 = lane(self.act_data, 0) - d.in2_zp
         for c in range(cols):
             x = lane(self.act_data, c)
             hold = Signal(signed(9), name=f"mul_hold{c}")
-            acc = Signal(signed(26), name=f"arith_acc{c}")
+            acc = Signal(signed(32), name=f"arith_acc{c}")
             neg = Signal(name=f"prelu_neg{c}")
             v = Signal(signed(9), name=f"arith_v{c}")
             a = Signal(signed(9), name=f"prelu_a{c}")
@@ -112,6 +115,8 @@ class VectorArithDatapath(wiring.Component):
                 m.d.sync += hold.eq(v)
             with m.If(self.sum_valid):
                 m.d.sync += [acc.eq(self.sums[c] - zp_n), neg.eq(0)]
+            with m.Elif(self.add_valid):
+                m.d.sync += [acc.eq(self.add_sums[c]), neg.eq(0)]
             with m.Elif(dv & dsel):
                 m.d.sync += [acc.eq(hold * x2), neg.eq(0)]
             with m.Elif(dv & self.prelu):

@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stackcam.quant.program import NEG2, OPCODES
+from stackcam.quant.program import NEG2, OPCODES, ZPAD2
 
 from .ports import descriptor_layout
 from .vector_common import opcode_layout
@@ -16,11 +16,13 @@ class VectorDecode(wiring.Component):
     """Decodes `desc` for the engine's setup.
 
     Combinational: `op` (which operator), `in2_full` (ADD/MUL: the second input has the output's shape),
-    `bcast` (its lane 0 serves every lane: 1x1x1) and `bad` (the descriptor is refused at setup: an opcode other
-    than ADD/MAXPOOL/AVGPOOL/COPY/LUT/MUL/MEAN/PRELU/RESIZE/GATHER, a flag it does not have, a zero size,
+    `bcast` (its lane 0 serves every lane: 1x1x1), `zpad` (an ADD with ZPAD2: the second input has in2_ct of the
+    output's channel tiles, the others are its zero point) and `bad` (the descriptor is refused at setup: an
+    opcode other than ADD/MAXPOOL/AVGPOOL/COPY/LUT/MUL/MEAN/PRELU/RESIZE/GATHER, a flag it does not have, a zero size,
     ADD/MUL/MEAN/PRELU shifts outside -31..31, an ADD/MUL/PRELU input that is not the output's shape, a second
     input that neither is nor broadcasts as 1x1xC or 1x1x1, a MEAN output other than 1x1xC or an input over
-    255x255, a zero pool kernel or stride, a LUT table shorter than ``ceil(256 / weight_word_bytes)`` words, a
+    255x255, a ZPAD2 second input that is not out_h x out_w with at most out_c channels and out_ct tiles, a zero
+    pool kernel or stride, a LUT table shorter than ``ceil(256 / weight_word_bytes)`` words, a
     PRELU of more than 256 channels or with fewer bytes of alphas than channels, a RESIZE with other input than
     output channel tiles or an empty table).
 
@@ -47,7 +49,7 @@ class VectorDecode(wiring.Component):
         cols = config.array_cols
         super().__init__({
             "desc": In(descriptor_layout()),
-            "op": Out(opcode_layout()), "bad": Out(1), "in2_full": Out(1), "bcast": Out(1),
+            "op": Out(opcode_layout()), "bad": Out(1), "in2_full": Out(1), "bcast": Out(1), "zpad": Out(1),
             "add_l": Out(data.ArrayLayout(6, 2)), "add_r": Out(data.ArrayLayout(5, 2)),
             "copy_r": Out(range(cols)), "copy_ot0": Out(16), "copy_sh": Out(range(cols + 1)), "copy_words": Out(17),
             "copy_h": Out(16), "copy_w": Out(16), "copy_c": Out(16), "copy_e": Out(1), "copy_nin": Out(17),
@@ -68,10 +70,14 @@ class VectorDecode(wiring.Component):
             op.pool.eq(op.max | op.avg | op.mean), op.resize.eq(d.opcode == OPCODES["RESIZE"]),
         ]
         same_in = (d.in_h == d.out_h) & (d.in_w == d.out_w) & (d.in_c == d.out_c)
-        m.d.comb += [self.in2_full.eq((d.in2_h == d.out_h) & (d.in2_w == d.out_w) & (d.in2_c == d.out_c)),
-                     self.bcast.eq(d.in2_c == 1)]
-        in2_ok = self.in2_full | ((d.in2_h == 1) & (d.in2_w == 1) & ((d.in2_c == d.out_c) | (d.in2_c == 1)))
-        flags_ok = Mux(op.add, (d.flags & ~NEG2) == 0, Mux(op.copy | op.lut | op.max | op.avg, 1, d.flags == 0))
+        m.d.comb += [self.zpad.eq(op.add & ((d.flags & ZPAD2) != 0)),
+                     self.in2_full.eq((d.in2_h == d.out_h) & (d.in2_w == d.out_w) & (d.in2_c == d.out_c)),
+                     self.bcast.eq((d.in2_c == 1) & ~self.zpad)]
+        in2_ok = Mux(self.zpad,
+                     (d.in2_h == d.out_h) & (d.in2_w == d.out_w) & (d.in2_c <= d.out_c) & (d.in2_ct <= d.out_ct),
+                     self.in2_full | ((d.in2_h == 1) & (d.in2_w == 1) & ((d.in2_c == d.out_c) | (d.in2_c == 1))))
+        flags_ok = Mux(op.add, (d.flags & ~(NEG2 | ZPAD2)) == 0,
+                       Mux(op.copy | op.lut | op.max | op.avg, 1, d.flags == 0))
         shift_bad = Signal()
         m.d.comb += shift_bad.eq(
             ((op.add | op.prelu) & ((d.in_shift < -31) | (d.in_shift > 31) | (d.in2_shift < -31)

@@ -16,11 +16,11 @@ class VectorWriter(wiring.Component):
     Linear writes (ADD, pools, LUT, MUL, MEAN, PRELU, RESIZE, FILL): whole words in address order from
     ``out_addr``, padding lanes (channel >= out_c in the last tile of a pixel) written with ``out_zp``, as
     `quant.program.write_tensor` does. The word written is, by priority, a FILL word (``fill`` in every lane,
-    one the cycle after each `fill` pulse), `lut`, `pool`, `arith` (MUL, MEAN, PRELU), `resize`, else `add`
+    one the cycle after each `fill` pulse), `lut`, `pool`, `resize`, else `arith` (ADD, MUL, MEAN, PRELU)
     (the engine runs one operator at a time). COPY writes (`copy`, COPY and GATHER) go to their own address
     with their byte enables.
 
-    Ports: `init` (pulse: restart at ``out_addr``), `desc`, `fill`, `lut`, `pool`, `add`, `arith`, `resize`
+    Ports: `init` (pulse: restart at ``out_addr``), `desc`, `fill`, `lut`, `pool`, `arith`, `resize`
     (`word_layout`), `copy` (`copy_word_layout`), `inc` (an output word was issued this cycle: it will arrive
     here), `act_w` (the SRAM write port) and `idle` (combinational: every issued word is written or on the port
     now).
@@ -34,8 +34,7 @@ class VectorWriter(wiring.Component):
         self.abits = abits = addr_bits(config.act_words)
         super().__init__({
             "init": In(1), "desc": In(descriptor_layout()), "fill": In(1),
-            "lut": In(word_layout(cols)), "pool": In(word_layout(cols)), "add": In(word_layout(cols)),
-            "arith": In(word_layout(cols)),
+            "lut": In(word_layout(cols)), "pool": In(word_layout(cols)), "arith": In(word_layout(cols)),
             "resize": In(word_layout(cols)),
             "copy": In(copy_word_layout(abits, cols)), "inc": In(1),
             "act_w": Out(act_write_signature(config)), "idle": Out(1),
@@ -50,20 +49,17 @@ class VectorWriter(wiring.Component):
         m.d.sync += fill_v.eq(self.fill)
         lin_v = Signal()
         lin_data = Signal(8 * cols)
-        m.d.comb += lin_v.eq(self.add.valid | self.lut.valid | self.pool.valid | self.arith.valid
-                             | self.resize.valid | fill_v)
+        m.d.comb += lin_v.eq(self.lut.valid | self.pool.valid | self.arith.valid | self.resize.valid | fill_v)
         with m.If(fill_v):
             m.d.comb += lin_data.eq(Cat(d.fill for _ in range(cols)))
         with m.Elif(self.lut.valid):
             m.d.comb += lin_data.eq(self.lut.data)
         with m.Elif(self.pool.valid):
             m.d.comb += lin_data.eq(self.pool.data)
-        with m.Elif(self.arith.valid):
-            m.d.comb += lin_data.eq(self.arith.data)
         with m.Elif(self.resize.valid):
             m.d.comb += lin_data.eq(self.resize.data)
         with m.Else():
-            m.d.comb += lin_data.eq(self.add.data)
+            m.d.comb += lin_data.eq(self.arith.data)
 
         w_count = Signal(self.abits)
         w_ct = Signal(16)
