@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 from amaranth.sim import Simulator
 
-from stackcam.quant.program import FILL, OPCODES, RESIZE_ENTRY_BYTES, Descriptor, pack, stream_words
+from stackcam.quant.program import FILL, OPCODES, RESIZE_ENTRY_BYTES, ZPAD2, Descriptor, pack, stream_words
 from stackcam.quant.timing import descriptor_activity, program_activity
 from stackcam.rtl.npu.core import BANK_COUNTERS, NPU
 from stackcam.rtl.params import preset
@@ -152,7 +152,8 @@ def _entries(n, size, frac):
 
 def test_vector_operators_across_banks():
     """MUL (a 1x1xC second input), ADD (1x1x1), MEAN, PRELU, RESIZE (tables across the weight-bank boundary),
-    GATHER (strided box, source lane past the destination's, FILL) and LUT, tensors across activation banks."""
+    GATHER (strided box, source lane past the destination's, FILL), LUT and ADD with ZPAD2 (a second input of one
+    channel tile of the output's two: its words read once, in order), tensors across activation banks."""
     B = WPB_ACT
     t = dict(in_h=3, in_w=5, in_c=6, in_ct=2, out_h=3, out_w=5, out_c=6, out_ct=2)
     descs = [
@@ -172,6 +173,9 @@ def test_vector_operators_across_banks():
                    src_sy=2, src_sx=2, copy_x=1, copy_c=1, dst_sy=2, dst_sx=1, fill=5),
         Descriptor(opcode=OPCODES["LUT"], layer=6, **t, in_addr=2 * B - 10, out_addr=B + 200, param_addr=WPB_W + 20,
                    param_words=256 // WB),
+        Descriptor(opcode=OPCODES["ADD"], flags=ZPAD2, layer=7, **t, in2_h=3, in2_w=5, in2_c=3, in2_ct=1,
+                   in_addr=3 * B - 20, in2_addr=2 * B - 7, out_addr=B + 300, in_mult=1 << 30, in2_mult=1 << 30,
+                   out_mult=1 << 30),
         Descriptor(opcode=OPCODES["END"]),
     ]
     tables = [(70, bytes(range(6))), (WPB_W - 2, _entries(5, 3, 300)), (WPB_W + 1, _entries(7, 4, 700)),
