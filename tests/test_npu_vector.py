@@ -9,6 +9,7 @@ import pytest
 
 import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
+from stackcam.quant import timing
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.romimage import build_rom, load_rom
 from stackcam.rtl.npu.vector import NPUVectorEngine
@@ -203,6 +204,44 @@ def test_add_random_shifts_and_multipliers():
                            in2_shift=int(rng.integers(-31, 1)), in_mult=m[0], in2_mult=m[1], out_mult=m[2],
                            out_shift=int(rng.integers(-31, 32)))
         run_random(CFG, d, random_sram(rng, CFG))
+
+
+@pytest.mark.parametrize("config", [CFG, CFG.with_(deep_pipeline=True)], ids=["default", "deep"])
+def test_add_zpad2_random(config):
+    """ADD with ZPAD2 (a fused channel PAD): the second input's own channel tiles read (all their lanes: random
+    padding lanes too, as the golden step reads them), the zero point for the others; SUB (NEG2), one channel
+    (not a 1x1x1 broadcast), in place over input 1, every tile read (in2_ct = out_ct). The engine's words equal the
+    golden step's, its cycles and its activation reads (the SRAM read enable) the model's: one cycle and one read
+    per output word of a zero-point tile, two for the others."""
+    rng = np.random.default_rng(25)
+    cols = config.array_cols
+    for trial, (c2, c, flags, in_place) in enumerate([(3, 13, 0, False), (5, 9, fmt.NEG2, False), (1, 7, 0, True),
+                                                      (8, 9, 0, False), (6, 8, fmt.NEG2, True), (4, 4, 0, False)]):
+        h, w = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        ct, ct2 = -(-c // cols), -(-c2 // cols)
+        n = h * w * ct
+        lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+        d = fmt.Descriptor(opcode=fmt.OPCODES["ADD"], flags=fmt.ZPAD2 | flags, in_h=h, in_w=w, in_c=c, in_ct=ct,
+                           in2_h=h, in2_w=w, in2_c=c2, in2_ct=ct2, out_h=h, out_w=w, out_c=c, out_ct=ct, in_addr=3,
+                           in2_addr=3 + n + trial % 3, out_addr=3 if in_place else 300,
+                           in_zp=int(rng.integers(-128, 128)), in2_zp=int(rng.integers(-128, 128)),
+                           out_zp=int(rng.integers(-128, 128)), act_min=lo, act_max=hi, left_shift=20,
+                           in_shift=int(rng.integers(-3, 1)), in2_shift=int(rng.integers(-3, 1)),
+                           in_mult=int(rng.integers(1 << 30, 1 << 31)), in2_mult=int(rng.integers(1 << 30, 1 << 31)),
+                           out_mult=int(rng.integers(1 << 30, 1 << 31)), out_shift=int(rng.integers(-20, -10)))
+        sram = random_sram(rng, config)
+        wsram = np.zeros((4, config.weight_word_bytes), np.uint8)
+        want = sram.copy()
+        golden.step(0, d, want, wsram, config.array_rows, cols)
+        stats = {}
+        got, cycles, _, error = run_engine(NPUVectorEngine(config), config, d, sram, wsram, stats=stats)
+        assert not error
+        np.testing.assert_array_equal(got, want, err_msg=str(d.nonzero()))
+        assert cycles == NPUVectorEngine.cycles(config, d), d.nonzero()
+        activity = timing.descriptor_activity(config, d)
+        assert stats["act_reads"] == activity["act_reads"] == h * w * (ct + ct2)
+        plain = fmt.Descriptor(**{**vars(d), "flags": flags, "in2_c": c, "in2_ct": ct})
+        assert timing.vector_cycles(config, plain) - cycles == h * w * (ct - ct2)
 
 
 def pool_desc(op, h, w, c, k, s, pads, cols, act=(-128, 127)):
