@@ -209,11 +209,26 @@ def test_pack_unpack_round_trip_and_byte_positions():
 @pytest.mark.parametrize("patch,message", [
     (dict(opcode=0), "invalid opcode 0"), (dict(opcode=14), "invalid opcode 14"),
     (dict(opcode=3, flags=1), "invalid flags"), (dict(opcode=6, flags=2), "invalid flags"),
-    (dict(opcode=1, reserved7=5), "reserved7"),
+    (dict(opcode=1, reserved7=5), "reserved7"), (dict(opcode=8, flags=fmt.ZPAD2), "invalid flags"),
+    (dict(opcode=3, flags=32), "invalid flags"),
 ])
 def test_unpack_refuses(patch, message):
     with pytest.raises(fmt.ProgramError, match=message):
         fmt.unpack(fmt.pack(fmt.Descriptor(**patch)))
+
+
+def test_zpad2_is_an_add_flag():
+    """ADD (and SUB) take ZPAD2; the golden step refuses a ZPAD2 second input of another size or more channels than
+    the output."""
+    for flags in (fmt.ZPAD2, fmt.ZPAD2 | fmt.NEG2):
+        assert fmt.unpack(fmt.pack(fmt.Descriptor(opcode=3, flags=flags))).flags == flags
+    base = dict(opcode=3, flags=fmt.ZPAD2, in_h=2, in_w=2, in_c=9, in_ct=3, out_h=2, out_w=2, out_c=9, out_ct=3,
+                in2_h=2, in2_w=2, in2_c=3, in2_ct=1, out_addr=100, in2_addr=50, left_shift=20)
+    sram = np.zeros((200, 4), np.int8)
+    golden.step(0, fmt.Descriptor(**base), sram, np.zeros((4, 16), np.uint8), 4, 4)
+    for patch in (dict(in2_w=1), dict(in2_c=10, in2_ct=3), dict(in2_ct=2)):
+        with pytest.raises(fmt.ProgramError, match="ZPAD2|channel tiles"):
+            golden.step(0, fmt.Descriptor(**{**base, **patch}), sram, np.zeros((4, 16), np.uint8), 4, 4)
 
 
 def test_pack_refuses_out_of_range():
