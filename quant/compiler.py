@@ -764,16 +764,17 @@ class _Compiler:
             self.emit(layer, desc, {"in_addr": name, "out_addr": out})
 
     def fusable_pad(self, out, consumers):
-        """Whether PAD output `out` can stay unmaterialized (ZPAD2): every reader is an ADD of two activations of
-        its shape that reads it once, the other input not a PAD's output (an ADD takes one ZPAD2 input), and it
-        is no graph output."""
+        """Whether PAD output `out` can stay unmaterialized (ZPAD2): every reader is an ADD (or a SUB, as its second
+        input) of two activations of its shape that reads it once, the other input not a PAD's output (an ADD
+        takes one ZPAD2 input), and it is no graph output."""
         users = consumers.get(out, [])
         if not users or out in self.g.outputs:
             return False
         producers = self.g.producers()
         shape = tuple(self.g.tensor(out).shape)
         for u in users:
-            if u.kind != "ADD" or len(u.inputs) != 2 or list(u.inputs).count(out) != 1:
+            if u.kind not in ("ADD", "SUB") or len(u.inputs) != 2 or list(u.inputs).count(out) != 1 \
+                    or (u.kind == "SUB" and u.inputs[1] != out):
                 return False
             other = self.g.tensor(u.inputs[1] if u.inputs[0] == out else u.inputs[0])
             if other.is_const or tuple(other.shape) != shape or getattr(producers.get(other.name), "kind", "") == "PAD":
