@@ -309,6 +309,11 @@ def build_board(board="ulx3s", config=None, out_dir=None, seed=1, nextpnr_opts=(
         report["stages"]["yosys_s"] = round(_run(
             [tools["yosys"], "-l", f"{name}.rpt", f"{name}.ys"], out / "yosys.log", "synthesis (yosys)", log, out), 1)
         report["synthesis_cells"] = parse_yosys_stat((out / f"{name}.rpt").read_text(errors="replace"))
+        t0 = time.time()
+        from .netdepth import deepest
+        report["deepest_paths"] = [{k: v for k, v in g.items() if k != "path"}
+                                   for g in deepest(out / f"{name}.json", count=12)]
+        log(f"  logic depth: deepest paths of the netlist in {time.time() - t0:.0f} s (report.json deepest_paths)")
 
         pnr = [tools["nextpnr-ecp5"], *spec.nextpnr_args, "--json", f"{name}.json", "--lpf", f"{name}.lpf",
                "--textcfg", f"{name}.config", "--report", "nextpnr_report.json", "--timing-allow-fail",
@@ -359,6 +364,8 @@ def summary_lines(report):
         how = " (placer's estimate, not routed)" if report.get("fmax_estimated_after_placement") else ""
         lines.append(f"Fmax {v['achieved']:.1f} MHz on {clock} ({verdict} the {v['constraint']:.0f} MHz "
                      f"target){how}")
+    for g in report.get("deepest_paths", [])[:3]:
+        lines.append(f"logic depth {g['levels']} levels: {g['start']} -> {g['end']}")
     for cp in report.get("critical_paths", [])[:1]:
         lines.append(f"critical path {cp['delay_ns']:.1f} ns ({cp['logic_ns']:.1f} logic, {cp['routing_ns']:.1f} "
                      f"routing): {cp['start']} -> {cp['end']}")

@@ -223,7 +223,7 @@ PRESETS = {
     "fpga": DieConfig(
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
         array_rows=4, array_cols=4, sram_banks=21, sram_bank_bytes=16 * 1024, weight_banks=16,
-        max_channels=256, im2col_pixels=1,
+        max_channels=256, im2col_pixels=1, rom_beat_bytes=1,
         csi2_lanes=2, clock_mhz=50.0, deep_pipeline=True,
         notes="ULX3S-85F: 16 MACs, 336 KiB SRAM in block RAM (256 KiB for weights: the 2-class "
               "MobileNet V1 0.25 96 person detector fits; BlazeFace needs 512,896 B, more than the device's "

@@ -141,7 +141,7 @@ def player_depths(config):
     frames = max(2, min(8, (1 << 24) // frame_beats), min(128, (1 << 19) // frame_beats))
     # The tensor port feeds any model's input (not limited by the ISP): room for four 224 x 224 tensors.
     tensor = max(config.input_width * config.input_height, 224 * 224) * 4
-    rom = (config.weight_words * config.weight_word_bytes + 64 * 1024) // 16
+    rom = -(-(config.weight_words * config.weight_word_bytes + 64 * 1024) // config.rom_beat_bytes)
     return frame_beats * frames, tensor, rom
 
 

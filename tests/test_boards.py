@@ -428,6 +428,9 @@ def test_build_report_parsing():
                       "routing_ns": 3.25, "start": "a.CLK", "end": "c.DI", "steps": 4}]
     lines = summary_lines({"critical_paths": paths})
     assert lines == ["critical path 4.0 ns (0.8 logic, 3.2 routing): a.CLK -> c.DI"]
+    # The netlist's deepest paths (boards.netdepth, after synthesis): the first three.
+    deep = [{"levels": 21 - i, "start": f"s{i}", "end": f"e{i}", "endpoints": 1} for i in range(4)]
+    assert summary_lines({"deepest_paths": deep}) == [f"logic depth {21 - i} levels: s{i} -> e{i}" for i in range(3)]
 
 
 # ---- the board in Verilator, through its UART --------------------------------------------------------------

@@ -379,7 +379,7 @@ def test_fpga_loads_and_refuses():
     good = rom_for(FPGA)
     cases = [("good", good, LoadError.NONE)] + corruptions(good, FPGA, full=False)
     cases += [("tiny_image", rom_for(TINY), LoadError.FINGERPRINT), ("good_again", good, LoadError.NONE)]
-    check(FPGA, 16, cases, idle=0.1, seed=1)
+    check(FPGA, FPGA.rom_beat_bytes, cases, idle=0.1, seed=1)     # the die's beats: one byte (the board's UART)
 
 
 def test_narrow_words_stall_the_stream():

@@ -83,7 +83,8 @@ class NPU(wiring.Component):
 
     Counters: `cycles` and `mac_cycles` of the last run (start to done; cycles the MAC array accumulated), and
     per descriptor (up to `config.max_descriptors`): reading `counter_sel` = i gives descriptor i's `counter_cycles`
-    and `counter_macs` one cycle later; `descriptors` is how many ran.
+    and `counter_macs` one cycle later (from two cycles after its engine's `done`: they are written the cycle after
+    it); `descriptors` is how many ran.
 
     Activity counters (for the energy model, `sim.energy`), per descriptor as the cycle counters: words read
     from the activation SRAM (`counter_act_reads`, one word of `array_cols` bytes per read enable), bytes written
@@ -96,7 +97,8 @@ class NPU(wiring.Component):
     the outside between runs: weight words the loader wrote, activation bytes the input writer wrote and
     activation words the output reader read, per bank. `bank_sel` [7:0] names the bank and [10:8] the counter
     (`BANK_COUNTERS`); `bank_counter` shows it one cycle later (0 for a bank the SRAM does not have or a kind
-    past the list). The bank of a word address is ``addr // words_per_bank`` of its SRAM.
+    past the list), with the ports' activity up to two cycles before (the counters see the ports a cycle late).
+    The bank of a word address is ``addr // words_per_bank`` of its SRAM.
     """
 
     def __init__(self, config):
@@ -170,6 +172,20 @@ class NPU(wiring.Component):
         wbytes = Signal(range(cfg.array_cols + 1))
         m.d.comb += wbytes.eq(sum(act_w.en[i] for i in range(cfg.array_cols)))
 
+        # The counters see the ports one cycle late (registered address, increment, busy and clear): the ports'
+        # decode logic then ends at these registers instead of running on into 32-bit adders (on an FPGA the
+        # engines' address paths were the design's deepest through here). They are read long after.
+        def late(value, name):
+            reg = Signal.like(value, name=f"bank_{name}_q")
+            m.d.sync += reg.eq(value)
+            return reg
+
+        busy, clear = late(self.busy, "busy"), late(clear, "clear")
+        act_r_addr, act_r_en = late(act_r.addr, "act_r_addr"), late(act_r.en, "act_r_en")
+        act_w_addr, wbytes = late(act_w.addr, "act_w_addr"), late(wbytes, "act_w_bytes")
+        w_r_addr, w_r_en = late(w_r.addr, "w_r_addr"), late(w_r.en, "w_r_en")
+        w_w_addr, w_w_en = late(w_w.addr, "w_w_addr"), late(w_w.en, "w_w_en")
+
         def hits(addr, wpb, banks):
             if wpb & (wpb - 1) == 0:
                 shift = wpb.bit_length() - 1
@@ -178,12 +194,12 @@ class NPU(wiring.Component):
 
         kinds = (  # (address, increment, words per bank, banks, the run's (cleared at `start`, counted while busy)
             #           or the outside's (counted while not busy, since reset)), in BANK_COUNTERS order
-            (act_r.addr, act_r.en, act_wpb, cfg.act_banks, True),
-            (act_w.addr, wbytes, act_wpb, cfg.act_banks, True),
-            (w_r.addr, w_r.en, w_wpb, cfg.weight_banks, True),
-            (w_w.addr, w_w.en, w_wpb, cfg.weight_banks, False),
-            (act_w.addr, wbytes, act_wpb, cfg.act_banks, False),
-            (act_r.addr, act_r.en, act_wpb, cfg.act_banks, False),
+            (act_r_addr, act_r_en, act_wpb, cfg.act_banks, True),
+            (act_w_addr, wbytes, act_wpb, cfg.act_banks, True),
+            (w_r_addr, w_r_en, w_wpb, cfg.weight_banks, True),
+            (w_w_addr, w_w_en, w_wpb, cfg.weight_banks, False),
+            (act_w_addr, wbytes, act_wpb, cfg.act_banks, False),
+            (act_r_addr, act_r_en, act_wpb, cfg.act_banks, False),
         )
         sel_bank = self.bank_sel[:8]
         sel_kind = self.bank_sel[8:]
@@ -195,10 +211,10 @@ class NPU(wiring.Component):
                 if run:
                     with m.If(clear):
                         m.d.sync += counters[b].eq(0)
-                    with m.Elif(self.busy & hit):
+                    with m.Elif(busy & hit):
                         m.d.sync += counters[b].eq(counters[b] + inc)
                 else:
-                    with m.If(~self.busy & hit):
+                    with m.If(~busy & hit):
                         m.d.sync += counters[b].eq(counters[b] + inc)
         shown = Signal(32)
         with m.Switch(sel_kind):
@@ -283,9 +299,23 @@ class NPU(wiring.Component):
                      engine_act_w.eq(Mux(owner != 0, act_wbytes_now, 0))]
         with m.If(self.busy):
             m.d.sync += [run_cycles.eq(run_cycles + 1), run_macs.eq(run_macs + mac_active),
-                         d_cycles.eq(d_cycles + 1), d_macs.eq(d_macs + mac_active),
-                         d_act_reads.eq(d_act_reads + engine_act_r), d_act_wbytes.eq(d_act_wbytes + engine_act_w),
-                         d_w_reads.eq(d_w_reads + engine_w_r)]
+                         d_cycles.eq(d_cycles + 1), d_macs.eq(d_macs + mac_active)]
+        # The SRAM-port activity is counted one cycle late (registered enables: the engines' address and enable
+        # logic ends at a register instead of running on into 32-bit adders), so a descriptor's counters are
+        # written the cycle after its engine's `done` (`count_write`), when d_cycles and d_macs have taken the
+        # done cycle's increments too and the SRAM counts only lack the registered last cycle's. The owner is
+        # the sequencer in the cycle before DECODE clears them (FETCH), so no engine count is lost there.
+        late_act_r, late_act_w, late_w_r = Signal(), Signal.like(engine_act_w), Signal()
+        m.d.sync += [late_act_r.eq(engine_act_r), late_act_w.eq(engine_act_w), late_w_r.eq(engine_w_r),
+                     d_act_reads.eq(d_act_reads + late_act_r), d_act_wbytes.eq(d_act_wbytes + late_act_w),
+                     d_w_reads.eq(d_w_reads + late_w_r)]
+        count_write = Signal()
+        count_addr = Signal.like(pc)
+        m.d.sync += count_write.eq(0)
+        m.d.comb += [c_w.addr.eq(count_addr),
+                     c_w.data.eq(Cat(d_cycles, d_macs, (d_act_reads + late_act_r)[:32],
+                                     (d_act_wbytes + late_act_w)[:32], (d_w_reads + late_w_r)[:32])),
+                     c_w.en.eq(count_write)]
 
         # ---- sequencer ----
         words_per_desc = max(1, DESC_BYTES // wb)
@@ -387,12 +417,7 @@ class NPU(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(engine_done):
                     m.d.sync += owner.eq(0)
-                    m.d.comb += [c_w.addr.eq(pc),
-                                 c_w.data.eq(Cat((d_cycles + 1)[:32], (d_macs + mac_active)[:32],
-                                                 (d_act_reads + engine_act_r)[:32],
-                                                 (d_act_wbytes + engine_act_w)[:32],
-                                                 (d_w_reads + engine_w_r)[:32])),
-                                 c_w.en.eq(pc < cfg.max_descriptors)]
+                    m.d.sync += [count_write.eq(pc < cfg.max_descriptors), count_addr.eq(pc)]
                     with m.If(run_fault | bad_now):
                         finish(SRAM_PARITY_ERROR)
                     with m.Elif(engine_error):
