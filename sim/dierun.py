@@ -104,7 +104,6 @@ class DieRun:
         time the simulator process got, with the machine's load average and core count. On a shared machine the
         wall-clock rate is what this run saw; the CPU-time rate is closer to what an idle machine gives (other jobs
         still share its caches and memory)."""
-        import os
         out = {"sim_cycles": self.cycles, "sim_wall_s": self.sim_wall_s,
                "sim_cycles_per_s": self.cycles / self.sim_wall_s if self.sim_wall_s else 0.0,
                "sim_cpu_s": self.sim_cpu_s,
