@@ -10,7 +10,7 @@ import numpy as np
 
 from stackcam.quant.isp import isp_reference
 
-from .dierun import model_registers, run_die
+from .dierun import model_registers, run_die, speed_line
 from .frame_source import bayer_frame, load_image
 from .simulate import golden_die_outputs, layer_rows
 
@@ -211,7 +211,7 @@ def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
     unmatched = _match_peer_layers(rows, peer.get("layers", ()))
     if "cycles" in peer:
         peer["cycles_outside_our_layers"] = unmatched
-    frames = run.frames_speed()
+    speed = run.speed()
     report = {
         "network": model_name, "config": config_name, "macs": int(macs), "peak_macs_per_cycle": peak,
         "cycles": int(cycles), "e2e_cycles": int(e2e), "utilization": macs / (peak * cycles) if cycles else 0.0,
@@ -227,12 +227,10 @@ def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
         "model": {"predicted_cycles": int(predicted["total"]), "wall_s": model_s,
                   "largest_layer_error": max(errors) if errors else 0.0,
                   "total_error": abs(predicted["total"] - cycles) / cycles if cycles else 0.0},
-        # Simulation speed: the whole Verilator run (ROM load and frame, from the simulator's start; no build),
-        # and the frame alone (after the ROM load, from the testbench's clock marks).
-        "sim_cycles": run.cycles, "sim_wall_s": run.sim_wall_s,
-        "sim_cycles_per_s": run.cycles / run.sim_wall_s if run.sim_wall_s else 0.0,
-        "sim_frame_cycles": frames[0] if frames else None, "sim_frame_wall_s": frames[1] if frames else None,
-        "sim_frame_cycles_per_s": frames[0] / frames[1] if frames and frames[1] > 0 else None,
+        # Simulation speed (DieRun.speed): the whole Verilator run (ROM load and frame, from the simulator's start;
+        # no build) and the frame alone (after the ROM load, from the testbench's clock marks), each by the wall
+        # clock and by the simulator's CPU time, with the machine's load average while it ran.
+        **speed,
         "build_wall_s": run.build_wall_s, "total_wall_s": wall,
     }
     report.update(energy_section(name, config, prepared, run, out_dir, log=log))
@@ -249,10 +247,6 @@ def run_benchmark(name, out_dir, prepare, log=print, model=None, config=None):
     log(f"  analytic model {predicted['total']:,} cycles in {model_s * 1e3:.0f} ms: total error "
         f"{100 * report['model']['total_error']:.2f}%, largest layer error "
         f"{100 * report['model']['largest_layer_error']:.2f}%")
-    frame_speed = (f"; the frame alone {frames[0]:,} cycles in {frames[1]:.1f} s, "
-                   f"{report['sim_frame_cycles_per_s'] / 1e3:.0f} k cycles/s" if report["sim_frame_cycles_per_s"]
-                   else "")
-    log(f"  simulation {run.cycles:,} cycles in {run.sim_wall_s:.1f} s ({report['sim_cycles_per_s'] / 1e3:.0f} k "
-        f"cycles/s{frame_speed}; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s in all); "
-        f"wrote {out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
+    log(f"  simulation: {speed_line(report)}; Verilog and Verilator build {run.build_wall_s:.1f} s, {wall:.1f} s "
+        f"in all; wrote {out_dir / (name + '.json')} and {out_dir / (name + '.png')}")
     return report, exact == n

@@ -3,6 +3,8 @@ its harness, the plan the testbench follows, and decoding what came out of CSI-2
 
 import json
 import math
+import os
+import resource
 import sys
 import tempfile
 import threading
@@ -30,7 +32,7 @@ from .metadata import frame_error, image_from_lines, input_tensor_from_lines, pa
 from .verilator import CocotbBuild
 
 __all__ = ["DieRun", "FrameResult", "HostError", "build_die", "decode_frames", "model_registers", "run_die",
-           "run_tensors", "REG_DEFAULTS", "rom_beats", "tensor_beats"]
+           "run_tensors", "REG_DEFAULTS", "rom_beats", "speed_line", "tensor_beats"]
 
 REG_DEFAULTS = {r.name: r.reset for r in REGISTER_BY_NAME.values() if r.access == "rw"}
 
@@ -76,9 +78,12 @@ class DieRun:
     # loader's weight writes since reset); `bank_activity` gives them in bytes
     bank_counters: dict = field(default_factory=dict)
     sim_wall_s: float = 0.0       # the Verilator run, from process start to results (no build)
+    sim_cpu_s: float = 0.0        # CPU seconds (user + system) the simulator process used for it
+    load_avg: tuple = ()          # the machine's 1-minute load average when the run started and when it ended
     faults: list = field(default_factory=list)   # per injected fault: the cycle it was injected, frames out then
     build_wall_s: float = 0.0
-    marks: list = field(default_factory=list)   # testbench's (what, cycle, wall s): start, rom_loaded..., end
+    # testbench's (what, cycle, wall s, simulator CPU s): start, rom_loaded..., end
+    marks: list = field(default_factory=list)
 
     @property
     def tensors(self):
@@ -92,6 +97,46 @@ class DieRun:
         if not loaded or not end:
             return None
         return end[-1][1] - loaded[-1][1], end[-1][2] - loaded[-1][2]
+
+    def speed(self):
+        """The simulation speed, for a report: the whole Verilator run (from the simulator's start, ROM load
+        included; no build) and the frames alone (after the last ROM load), each by the wall clock and by the CPU
+        time the simulator process got, with the machine's load average and core count. On a shared machine the
+        wall-clock rate is what this run saw; the CPU-time rate is closer to what an idle machine gives (other jobs
+        still share its caches and memory)."""
+        out = {"sim_cycles": self.cycles, "sim_wall_s": self.sim_wall_s,
+               "sim_cycles_per_s": self.cycles / self.sim_wall_s if self.sim_wall_s else 0.0,
+               "sim_cpu_s": self.sim_cpu_s,
+               "sim_cycles_per_cpu_s": self.cycles / self.sim_cpu_s if self.sim_cpu_s else None}
+        frames = self.frames_speed()
+        out.update({"sim_frame_cycles": frames[0] if frames else None,
+                    "sim_frame_wall_s": frames[1] if frames else None,
+                    "sim_frame_cycles_per_s": frames[0] / frames[1] if frames and frames[1] > 0 else None})
+        loaded = [m for m in self.marks if m[0] in ("start", "rom_loaded")]
+        end = [m for m in self.marks if m[0] == "end"]
+        cpu = end[-1][3] - loaded[-1][3] if loaded and end and len(end[-1]) > 3 else None
+        out.update({"sim_frame_cpu_s": cpu,
+                    "sim_frame_cycles_per_cpu_s": frames[0] / cpu if frames and cpu else None,
+                    "sim_load_avg": list(self.load_avg), "sim_cores": os.cpu_count()})
+        return out
+
+
+def speed_line(speed):
+    """One line on the simulation speed of a report (DieRun.speed's keys): whole run and frame alone, by the wall
+    clock and by the simulator's CPU time, and the machine's load average."""
+    def rate(cycles, seconds):
+        return f"{cycles / seconds / 1e3:.1f} k cycles/s" if cycles and seconds else "?"
+    text = (f"{speed['sim_cycles']:,} cycles in {speed['sim_wall_s']:.1f} s, "
+            f"{rate(speed['sim_cycles'], speed['sim_wall_s'])} "
+            f"({rate(speed['sim_cycles'], speed['sim_cpu_s'])} of simulator CPU time)")
+    if speed.get("sim_frame_cycles"):
+        text += (f"; the frame alone {speed['sim_frame_cycles']:,} cycles in {speed['sim_frame_wall_s']:.1f} s, "
+                 f"{rate(speed['sim_frame_cycles'], speed['sim_frame_wall_s'])} "
+                 f"({rate(speed['sim_frame_cycles'], speed['sim_frame_cpu_s'])} of CPU time)")
+    if speed.get("sim_load_avg"):
+        text += (f"; load average {' -> '.join(f'{v:.2f}' for v in speed['sim_load_avg'])} on "
+                 f"{speed['sim_cores']} cores")
+    return text
 
 
 def model_registers(config, io, input_range=(-1.0, 1.0), isp=True, geometry=None):
@@ -359,11 +404,16 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
             except Exception as e:          # reported below, in the caller's thread
                 result["err"] = e
 
+        load0 = os.getloadavg()[0]
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
         _progress_loop(thread, tmp / "progress", t0, progress, ends[-1] if ends else 0, len(all_rom))
         wall = time.time() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        load = (load0, os.getloadavg()[0])
         if "err" in result:
             log_text = (tmp / "sim.log").read_text()[-2500:] if (tmp / "sim.log").exists() else ""
             raise RuntimeError(f"die simulation failed: {result['err']}\n{log_text}") from result["err"]
@@ -412,7 +462,8 @@ def run_die(config, rom, raws=(), *, modes=None, regs=None, stall=0.0, log=None,
                   frame_last_byte=fe_cycles, cycles=r["cycles"], counters=counters, loads=r["loads"],
                   descriptor_counters=r["descriptor_counters"],
                   descriptor_activity=r.get("descriptor_activity", []),
-                  bank_counters=r.get("bank_counters", {}), sim_wall_s=wall, build_wall_s=build_s,
+                  bank_counters=r.get("bank_counters", {}), sim_wall_s=wall, sim_cpu_s=cpu, load_avg=load,
+                  build_wall_s=build_s,
                   marks=[tuple(m) for m in r.get("marks", ())], faults=r.get("faults", []))
 
 

@@ -99,9 +99,15 @@ module {top} (
     output [31:0] frames_sent, output [15:0] frame_errors, output [15:0] csi2_errors,
     output [31:0] npu_cycles, output [31:0] mac_cycles, output model_ok, output loading
 );
+    // The reset the die and the cycle counter see: `rst` registered (the testbench deasserts it one edge earlier
+    // than the die sees it). A top-level input feeds Verilator's input-combinational region, evaluated at every
+    // eval() call, i.e. at both clock edges; since every register's next-state logic reads the reset, the whole
+    // die would be evaluated twice per cycle. From a register it is evaluated once, at the rising edge.
+    reg rst_q = 1'b1;
+    always @(posedge clk) rst_q <= rst;
     reg [31:0] cyc;
     assign cycle = cyc;
-    always @(posedge clk) cyc <= rst ? 32'd0 : cyc + 32'd1;
+    always @(posedge clk) cyc <= rst_q ? 32'd0 : cyc + 32'd1;
     wire px_valid, px_ready, t_valid, t_ready, r_valid, r_ready, c_valid, c_ready;
     wire [{pw}-1:0] px_data;
     wire [{tw}-1:0] t_data;
@@ -119,7 +125,7 @@ module {top} (
     sc_capture #(.W({cw})) capture (.clk(clk), .rst(rst), .cycle(cyc), .stall(stall), .flush(flush),
         .valid(c_valid), .data(c_data), .ready(c_ready), .count(csi2_count));
     {die} die (
-        .clk(clk), .rst(rst),
+        .clk(clk), .rst(rst_q),
         .pixels__valid(px_valid), .pixels__payload(px_data), .pixels__ready(px_ready),
         .tensor__valid(t_valid), .tensor__payload(t_data), .tensor__ready(t_ready),
         .rom__valid(r_valid), .rom__payload(r_data), .rom__ready(r_ready),

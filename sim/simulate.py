@@ -10,7 +10,7 @@ from stackcam.quant.golden import execute_trace
 from stackcam.quant.isp import isp_reference
 from stackcam.quant.program import read_tensor
 
-from .dierun import model_registers, run_die
+from .dierun import model_registers, run_die, speed_line
 from .frame_source import bayer_frame, load_image
 from .metadata import bandwidth, frame_bytes
 
@@ -206,8 +206,7 @@ def simulate(config, prepared, image=None, frames=1, mode="metadata", dump_csi2=
         bw[m_name] = dict(b, measured=m_name in measured)
         out(f"  {m_name:<9}{_fmt(nbytes):>12} B/frame  {_rate(b['bytes_per_s']):>13}   "
             f"{_ratio(b['raw_ratio'])} RAW10   {_ratio(b['uhd_4k60_ratio'])} 4K60   ({how})")
-    out(f"simulation:    {_fmt(run.cycles)} cycles in {run.sim_wall_s:.1f} s "
-        f"({run.cycles / max(run.sim_wall_s, 1e-9) / 1e3:.0f} k cycles/s); Verilog+build {run.build_wall_s:.1f} s")
+    out(f"simulation:    {speed_line(run.speed())}; Verilog+build {run.build_wall_s:.1f} s")
     if run.counters["frame_errors"] or run.counters["csi2_errors"]:
         out(f"die errors:    frame errors {run.counters['frame_errors']}, CSI-2 payload errors "
             f"{run.counters['csi2_errors']}")
@@ -228,7 +227,7 @@ def simulate(config, prepared, image=None, frames=1, mode="metadata", dump_csi2=
         "macs": int(macs), "utilization": util, "load_cycles": load.get("load_cycles", 0), "layers": rows,
         "csi2_bytes_total": len(run.csi2_bytes), "bandwidth": bw, "raw_frame_bytes": config.raw_frame_bytes,
         "csi2_errors": {"ecc": errs[0], "crc": errs[1], "framing": errs[2]},
-        "sim_cycles": run.cycles, "sim_wall_s": run.sim_wall_s, "status": status,
+        **run.speed(), "status": status,
     }
     if report:
         Path(report).parent.mkdir(parents=True, exist_ok=True)

@@ -36,19 +36,26 @@ async def run_plan(dut):
                  "fault_addr", "fault_bit", "pixels_gap", "tensor_gap", "rom_gap"):
         getattr(dut, name).value = 0
     dut.stall.value = int(plan.get("stall", 0))
+    # The harness registers `rst` (sim.harness), so it is deasserted one edge earlier than the die sees it: the
+    # die is out of reset from the fourth rising edge on, and the plan starts after that edge.
     dut.rst.value = 1
-    for _ in range(3):
+    for _ in range(2):
         await RisingEdge(clk)
     dut.rst.value = 0
-    await RisingEdge(clk)
+    for _ in range(2):
+        await RisingEdge(clk)
 
     state = {"timeout": False}
-    # (what, cycle, wall-clock seconds) at the start, after each ROM load and at the end: the simulation speed
-    # of each phase (the frame alone, without the process start and the model load).
-    marks = [("start", int(dut.cycle.value), time.monotonic())]
+    # (what, cycle, wall-clock seconds, CPU seconds of this simulator process) at the start, after each ROM load
+    # and at the end: the simulation speed of each phase (the frame alone, without the process start and the model
+    # load), by the wall clock and by the CPU time the simulator got (on a shared machine the two differ).
+    def mark(what):
+        return (what, cycle(), time.monotonic(), time.process_time())
 
     def cycle():
         return int(dut.cycle.value)
+
+    marks = [mark("start")]
 
     last_progress = [0.0]
 
@@ -126,7 +133,7 @@ async def run_plan(dut):
             loads.append({"model_ok": int(dut.model_ok.value), "cycles": cycle() - start,
                           "npu_status": await bus_read(plan["reg_npu_status"]),
                           "load_cycles": await bus_read(plan["reg_load_cycles"])})
-            marks.append(("rom_loaded", cycle(), time.monotonic()))
+            marks.append(mark("rom_loaded"))
         elif "regs" in step:
             if step.get("wait", True):
                 ok = await wait_until(lambda n=frames: int(dut.frames_sent.value) >= n,
@@ -153,7 +160,7 @@ async def run_plan(dut):
         now = int(dut.csi2_count.value)
         if now != last:
             last, since = now, cycle()
-    marks.append(("end", cycle(), time.monotonic()))
+    marks.append(mark("end"))
 
     result = {"marks": marks, "cycles": cycle(), "finished": bool(ok), "timeout": state["timeout"], "loads": loads,
               "faults": faults,

@@ -91,6 +91,13 @@ def test_bench_report_has_peer_and_simulation_speed(tmp_path):
     assert 0 < saved["sim_frame_wall_s"] < saved["sim_wall_s"]
     assert saved["sim_frame_cycles_per_s"] == saved["sim_frame_cycles"] / saved["sim_frame_wall_s"]
     assert saved["sim_cycles_per_s"] == saved["sim_cycles"] / saved["sim_wall_s"]
+    # ... and by the simulator's CPU time (what it got of a shared machine), with the machine's load meanwhile.
+    assert 0 < saved["sim_frame_cpu_s"] < saved["sim_cpu_s"]
+    assert saved["sim_cycles_per_cpu_s"] == saved["sim_cycles"] / saved["sim_cpu_s"]
+    assert saved["sim_frame_cycles_per_cpu_s"] == saved["sim_frame_cycles"] / saved["sim_frame_cpu_s"]
+    assert len(saved["sim_load_avg"]) == 2 and min(saved["sim_load_avg"]) >= 0 and saved["sim_cores"] >= 1
+    assert any(line.startswith("  simulation: ") and "of simulator CPU time" in line and "load average" in line
+               for line in lines)
     peer = saved["peer"]
     if peer_mod.vela_version() is None:
         assert set(peer) == {"absent"}
