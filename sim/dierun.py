@@ -90,13 +90,15 @@ class DieRun:
         return [f.output_tensor for f in self.frames]
 
     def frames_speed(self):
-        """(cycles, wall seconds) of the simulation after the last ROM load: the frames alone, without the
-        simulator's start and the model load; None when the testbench gave no marks."""
+        """(cycles, wall seconds, simulator CPU seconds or None) of the simulation after the last ROM load: the
+        frames alone, without the simulator's start and the model load; None when the testbench gave no marks."""
         loaded = [m for m in self.marks if m[0] in ("start", "rom_loaded")]
         end = [m for m in self.marks if m[0] == "end"]
         if not loaded or not end:
             return None
-        return end[-1][1] - loaded[-1][1], end[-1][2] - loaded[-1][2]
+        first, last = loaded[-1], end[-1]
+        cpu = last[3] - first[3] if len(first) > 3 and len(last) > 3 else None
+        return last[1] - first[1], last[2] - first[2], cpu
 
     def speed(self):
         """The simulation speed, for a report: the whole Verilator run (from the simulator's start, ROM load
@@ -112,9 +114,7 @@ class DieRun:
         out.update({"sim_frame_cycles": frames[0] if frames else None,
                     "sim_frame_wall_s": frames[1] if frames else None,
                     "sim_frame_cycles_per_s": frames[0] / frames[1] if frames and frames[1] > 0 else None})
-        loaded = [m for m in self.marks if m[0] in ("start", "rom_loaded")]
-        end = [m for m in self.marks if m[0] == "end"]
-        cpu = end[-1][3] - loaded[-1][3] if loaded and end and len(end[-1]) > 3 else None
+        cpu = frames[2] if frames else None
         out.update({"sim_frame_cpu_s": cpu,
                     "sim_frame_cycles_per_cpu_s": frames[0] / cpu if frames and cpu else None,
                     "sim_load_avg": list(self.load_avg), "sim_cores": os.cpu_count()})
