@@ -262,39 +262,57 @@ class HostProtocol(wiring.Component):
                     m.d.comb += board_value.eq(values[name])
 
         beat_bytes = Signal(range(cfg.rom_beat_bytes + 1))   # bytes per beat of the current payload command
+        # Argument bytes of each command byte (0: no ARGS state).
+        nargs_of = Signal.like(nargs)
+        with m.Switch(rx.payload):
+            for c, n in ((CMD_WRITE, 5), (CMD_READ, 1), (CMD_ROM, 4), (CMD_TENSOR, 4), (CMD_PATTERN, 2)):
+                with m.Case(c):
+                    m.d.comb += nargs_of.eq(n)
+        # The die-facing strobes and valids are registers (the die's logic behind them is deep): the bus's `we`
+        # and `re` and `pattern_start` for the DISPATCH cycle, the beat valids for EMIT, set as the FSM enters
+        # those states. An unknown command byte is counted the cycle after it.
+        bus_we, bus_re, pattern_start, unknown = Signal(), Signal(), Signal(), Signal()
+        emit_rom, emit_tensor, emit_pixels, emit_last = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [bus_we.eq(0), bus_re.eq(0), pattern_start.eq(0), unknown.eq(0)]
+        _sat_inc(m, self.protocol_errors, unknown)
+        m.d.comb += [self.bus.addr.eq(addr), self.bus.wdata.eq(args[8:40]), self.bus.we.eq(bus_we),
+                     self.bus.re.eq(bus_re), self.pattern_start.eq(pattern_start),
+                     self.pattern_frames.eq(args[:8]), self.pattern_kind.eq(args[8])]
         with m.FSM():
             with m.State("CMD"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
-                    m.d.sync += [cmd.eq(rx.payload), argi.eq(0), k.eq(0), first.eq(1), bx.eq(0), y.eq(0)]
+                    # Everything but the next state is loaded whatever the byte is (the reply of an unknown
+                    # command included: a read's reply replaces it), so the FIFO's read data reaches few enables.
+                    m.d.sync += [cmd.eq(rx.payload), argi.eq(0), k.eq(0), first.eq(1), bx.eq(0), y.eq(0),
+                                 nargs.eq(nargs_of), reply.eq(Cat(Const(TAG_ERROR, 8), rx.payload)),
+                                 reply_len.eq(2), ri.eq(0), remaining.eq(2 * W * H), beat_bytes.eq(2 * P)]
                     with m.Switch(rx.payload):
-                        for c, n in ((CMD_WRITE, 5), (CMD_READ, 1), (CMD_ROM, 4), (CMD_TENSOR, 4),
-                                     (CMD_PATTERN, 2)):
+                        for c in (CMD_WRITE, CMD_READ, CMD_ROM, CMD_TENSOR, CMD_PATTERN):
                             with m.Case(c):
-                                m.d.sync += nargs.eq(n)
                                 m.next = "ARGS"
                         with m.Case(CMD_FRAME):
-                            m.d.sync += [remaining.eq(2 * W * H), beat_bytes.eq(2 * P)]
                             m.next = "GATHER"
                         with m.Default():
-                            m.d.sync += [reply.eq(Cat(Const(TAG_ERROR, 8), rx.payload)), reply_len.eq(2), ri.eq(0)]
-                            _sat_inc(m, self.protocol_errors, 1)
+                            m.d.sync += unknown.eq(1)
                             m.next = "REPLY"
             with m.State("ARGS"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
                     m.d.sync += [args.word_select(argi, 8).eq(rx.payload), argi.eq(argi + 1)]
                     with m.If(argi == nargs - 1):
+                        # The bus strobes and the pattern start are registers, high in the DISPATCH cycle; the
+                        # address (the first argument byte: this one for a read) is a board register's or not.
+                        reg = Mux(cmd == CMD_READ, rx.payload, addr) < BOARD_REG_BASE
+                        m.d.sync += [bus_we.eq((cmd == CMD_WRITE) & reg), bus_re.eq((cmd == CMD_READ) & reg),
+                                     pattern_start.eq(cmd == CMD_PATTERN)]
                         m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 length = args[:32]
                 with m.Switch(cmd):
                     with m.Case(CMD_WRITE):
-                        m.d.comb += [self.bus.addr.eq(addr), self.bus.wdata.eq(args[8:40]),
-                                     self.bus.we.eq(~board_reg)]
                         m.next = "CMD"
                     with m.Case(CMD_READ):
-                        m.d.comb += [self.bus.addr.eq(addr), self.bus.re.eq(~board_reg)]
                         m.next = "READ"
                     with m.Case(CMD_ROM):
                         m.d.sync += [remaining.eq(length), beat_bytes.eq(cfg.rom_beat_bytes)]
@@ -303,14 +321,11 @@ class HostProtocol(wiring.Component):
                         m.d.sync += [remaining.eq(length + (length << 1)), beat_bytes.eq(3)]
                         m.next = "GATHER"
                     with m.Case(CMD_PATTERN):
-                        m.d.comb += [self.pattern_start.eq(1), self.pattern_frames.eq(args[:8]),
-                                     self.pattern_kind.eq(args[8])]
                         m.next = "PATTERN"
                 with m.If(((cmd == CMD_ROM) | (cmd == CMD_TENSOR)) & (length == 0)):
                     m.next = "CMD"
             with m.State("READ"):
                 # The register bank shows rdata one cycle after re; the address is still in `args`.
-                m.d.comb += self.bus.addr.eq(addr)
                 m.d.sync += [reply.eq(Cat(Const(TAG_READ, 8), Mux(board_reg, board_value, self.bus.rdata))),
                              reply_len.eq(5), ri.eq(0)]
                 m.next = "REPLY"
@@ -333,27 +348,26 @@ class HostProtocol(wiring.Component):
                     with m.Else():
                         m.d.sync += buf.word_select(k, 8).eq(rx.payload)
                     with m.If((k == beat_bytes - 1) | (remaining == 1)):
+                        m.d.sync += [emit_rom.eq(cmd == CMD_ROM), emit_tensor.eq(cmd == CMD_TENSOR),
+                                     emit_pixels.eq(cmd == CMD_FRAME), emit_last.eq(remaining == 1)]
                         m.next = "EMIT"
             with m.State("EMIT"):
-                done = remaining == 0
-                with m.Switch(cmd):
-                    with m.Case(CMD_ROM):
-                        m.d.comb += [self.rom.valid.eq(1), self.rom.payload.data.eq(buf[:8 * cfg.rom_beat_bytes]),
-                                     self.rom.payload.count.eq(k), self.rom.payload.first.eq(first),
-                                     self.rom.payload.last.eq(done)]
-                    with m.Case(CMD_TENSOR):
-                        m.d.comb += [self.tensor.valid.eq(1), self.tensor.payload.data.eq(buf[:24]),
-                                     self.tensor.payload.first.eq(first), self.tensor.payload.last.eq(done)]
-                    with m.Case(CMD_FRAME):
-                        pl = self.pixels.payload
-                        m.d.comb += [self.pixels.valid.eq(1),
-                                     pl.line_first.eq(bx == 0), pl.line_last.eq(bx == beats_per_line - 1),
-                                     pl.frame_first.eq(first), pl.frame_last.eq(done)]
-                        for i in range(P):
-                            m.d.comb += pl.pixels[i].eq(buf[16 * i: 16 * i + 10])
-                ready = Mux(cmd == CMD_ROM, self.rom.ready, Mux(cmd == CMD_TENSOR, self.tensor.ready,
-                                                                 self.pixels.ready))
+                done = emit_last
+                m.d.comb += [self.rom.valid.eq(emit_rom), self.rom.payload.data.eq(buf[:8 * cfg.rom_beat_bytes]),
+                             self.rom.payload.count.eq(k), self.rom.payload.first.eq(first),
+                             self.rom.payload.last.eq(done)]
+                m.d.comb += [self.tensor.valid.eq(emit_tensor), self.tensor.payload.data.eq(buf[:24]),
+                             self.tensor.payload.first.eq(first), self.tensor.payload.last.eq(done)]
+                pl = self.pixels.payload
+                m.d.comb += [self.pixels.valid.eq(emit_pixels),
+                             pl.line_first.eq(bx == 0), pl.line_last.eq(bx == beats_per_line - 1),
+                             pl.frame_first.eq(first), pl.frame_last.eq(done)]
+                for i in range(P):
+                    m.d.comb += pl.pixels[i].eq(buf[16 * i: 16 * i + 10])
+                ready = ((emit_rom & self.rom.ready) | (emit_tensor & self.tensor.ready)
+                         | (emit_pixels & self.pixels.ready))
                 with m.If(ready):
+                    m.d.sync += [emit_rom.eq(0), emit_tensor.eq(0), emit_pixels.eq(0)]
                     m.d.sync += [first.eq(0), k.eq(0)]
                     with m.If(bx == beats_per_line - 1):
                         m.d.sync += [bx.eq(0), y.eq(y + 1)]
