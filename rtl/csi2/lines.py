@@ -1,7 +1,7 @@
 """Frame-to-line packers for the CSI-2 line buffer: RAW10 image lines and int8 tensor rows, always exactly the
 configured number of lines of the configured length per frame, whatever the input does."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -315,19 +315,26 @@ class TensorLinePacker(wiring.Component):
         busy = ch != 0 if C > 1 else Const(0)
 
         start = Signal()
-        # The tensor's size: from the ports at its first pixel, held for the rest of it.
-        row_s = Signal(16, init=row_max)
-        h_s = Signal(16, init=H)
+        # The tensor's size: from the ports at its first pixel, held for the rest of it as the positions the
+        # counters are compared with (row - 1, row - C: a row's last byte and its last pixel's first; H - 1).
+        # In the first pixel's cycle the counters are zero (between tensors bpos = y = 0), so the ports are only
+        # compared with constants there: the comparisons of the port values stay out of the counters' logic.
+        row_in = Signal(16)
+        m.d.comb += row_in.eq(self.tensor_width * C)
+        row_last = Signal(signed(17), init=row_max - 1)
+        row_final = Signal(signed(17), init=row_max - C)
+        h_last = Signal(signed(17), init=H - 1)
         with m.If(start):
-            m.d.sync += [row_s.eq(self.tensor_width * C), h_s.eq(self.tensor_height)]
-        row = Mux(start, self.tensor_width * C, row_s)
-        H = Mux(start, self.tensor_height, h_s)
+            m.d.sync += [row_last.eq(row_in - 1), row_final.eq(row_in - C), h_last.eq(self.tensor_height - 1)]
+        at_row_last = Mux(start, self.tensor_width * C == 1, bpos == row_last)
+        at_row_final = Mux(start, self.tensor_width == 1, bpos == row_final)
+        at_h_last = Mux(start, self.tensor_height == 1, y == h_last)
 
         gen = Signal()
         gen_byte = Signal(8)
         gen_last = Signal()
         gen_frame_end = Signal()
-        m.d.comb += [gen_last.eq(bpos == row - 1), gen_frame_end.eq(gen_last & (y == H - 1))]
+        m.d.comb += [gen_last.eq(at_row_last), gen_frame_end.eq(gen_last & at_h_last)]
         c_en = Signal()
         m.d.comb += c_en.eq(Mux(start, self.enable, en))
 
@@ -351,7 +358,7 @@ class TensorLinePacker(wiring.Component):
         with m.If(is_run):
             # Once the tensor's final pixel is in, an abort has nothing left to cut (and whether its bytes are
             # still leaving must not change the outcome).
-            final_held = busy & (y == H - 1) & (bpos > row - C) if C > 1 else Const(0)
+            final_held = busy & (y == h_last) & (bpos > row_final) if C > 1 else Const(0)
             with m.If(self.abort & ~final_held):
                 m.d.comb += error.eq(1)
                 m.d.sync += [quiet_after.eq(1), state.eq(_PAD)]
@@ -372,7 +379,7 @@ class TensorLinePacker(wiring.Component):
             if C > 1:
                 m.d.sync += [hold.eq(pix.data), ch.eq(1)]
             # `last` anywhere but on the tensor's final pixel ends the input early.
-            with m.If(pix.last & ~((bpos == row - C) & (y == H - 1))):
+            with m.If(pix.last & ~(at_row_final & at_h_last)):
                 m.d.comb += error.eq(1)
                 m.d.sync += [quiet_after.eq(0), state.eq(_PAD)]
 
@@ -388,7 +395,7 @@ class TensorLinePacker(wiring.Component):
         with m.If(gen):
             with m.If(gen_last):
                 m.d.sync += bpos.eq(0)
-                with m.If(y == H - 1):
+                with m.If(at_h_last):
                     # Whatever the state: the tensor is complete once its last byte is made.
                     m.d.sync += [y.eq(0), state.eq(_IDLE), stray.eq(0),
                                  quiet.eq((state == _PAD) & quiet_after)]
