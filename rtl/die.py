@@ -13,7 +13,7 @@ from .npu.core import NPU
 from .npu.io import MAX_OUTPUTS, InputWriter, OutputReader
 from .npu.loader import ModelLoader
 from .npu.loader import rom_beat_layout as _loader_beat_layout
-from .regs import MODE_IMAGE, MODE_METADATA, MODE_TENSORS, RegisterBank, bus_signature
+from .regs import MODE_IMAGE, MODE_METADATA, MODE_TENSORS, REGISTER_BY_NAME, RegisterBank, bus_signature
 from .streams import pixel_beat_stream, tensor_pixel_stream
 
 __all__ = ["StackcamDie", "EMBEDDED_FIELDS", "EMBEDDED_BYTES", "EMBEDDED_MAGIC", "EMBEDDED_VERSION",
@@ -175,7 +175,12 @@ class StackcamDie(wiring.Component):
         # input, up to the activation SRAM), so a larger input sends metadata instead (the embedded line's
         # mode field says which mode a frame went out in). While no frame is in flight, the mode the next frame
         # starts with (its first tensor pixel is the frame start); then the mode latched for the frame.
-        input_fits = (regs.isp_size[:16] <= cfg.input_width) & (regs.isp_size[16:] <= cfg.input_height)
+        # Kept as a register next to `isp_size`, loaded by the same bus write (so never a cycle behind it): the
+        # comparison then stays out of the frame-start logic.
+        input_fits = Signal(init=g.out_width <= cfg.input_width and g.out_height <= cfg.input_height)
+        with m.If(self.bus.we & (self.bus.addr == REGISTER_BY_NAME["isp_size"].addr)):
+            size = self.bus.wdata
+            m.d.sync += input_fits.eq((size[:16] <= cfg.input_width) & (size[16:] <= cfg.input_height))
         next_mode = Signal(2)
         with m.If(((regs.mode == MODE_IMAGE) & from_tensor_port) | ((regs.mode == MODE_TENSORS) & ~input_fits)):
             m.d.comb += next_mode.eq(MODE_METADATA)
