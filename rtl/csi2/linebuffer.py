@@ -214,15 +214,19 @@ class LineBuffer(wiring.Component):
             line_freed.eq(load & ld_last),
         ]
 
-        osub = Signal(range(max(subs_r, 2)))
+        # Which byte of the held word each lane shows, one-hot, zero outside the strobe (lane j byte s at bit
+        # j * subs_r + s): registered with the beat, so the read data passes one AND-OR level to `r`.
+        lane_sel = Signal(L * subs_r)
         out = self.r.payload
+        strobe = Signal(L)
+        m.d.comb += strobe.eq(Mux(ld_last, Cat(ld_rem > j for j in range(L)), full))
         with m.If(load):
             m.d.sync += [
                 self.r.valid.eq(1),
-                osub.eq(ld_sub),
+                lane_sel.eq(Cat(strobe[j] & (ld_sub == s) for j in range(L) for s in range(subs_r))),
                 out.first.eq(ld_first),
                 out.last.eq(ld_last),
-                out.strobe.eq(Mux(ld_last, Cat(ld_rem > j for j in range(L)), full)),
+                out.strobe.eq(strobe),
                 active.eq(~ld_last),
                 rrem.eq(ld_rem - L),
             ]
@@ -240,8 +244,10 @@ class LineBuffer(wiring.Component):
 
         # The beat on offer: lanes of the held word, selected by its position in the word.
         for j in range(L):
-            byte = _select(m, osub, [rp.data.word_select(s * L + j, 8) for s in range(subs_r)])
-            m.d.comb += out.data[j].eq(Mux(out.strobe[j], byte, 0))
+            byte = 0
+            for s in range(subs_r):
+                byte = byte | (rp.data.word_select(s * L + j, 8) & lane_sel[j * subs_r + s].replicate(8))
+            m.d.comb += out.data[j].eq(byte)
 
         m.d.sync += [
             used.eq(used + line_done - line_freed),
