@@ -70,18 +70,23 @@ class TestPatternGenerator(wiring.Component):
         frame = Signal(8)           # index within the run
         bx = Signal(range(beats))
         y = Signal(range(H))
+        # Whether bx and y are at their first and last values, registered with them (the markers feed the die's
+        # frame-start logic directly).
+        bx_first, y_first = Signal(init=1), Signal(init=1)
+        bx_last, y_last = Signal(init=beats == 1), Signal(init=H == 1)
         m.d.comb += self.busy.eq(running | self.start)
 
         with m.If(~running & self.start & (self.frames != 0)):
-            m.d.sync += [running.eq(1), left.eq(self.frames), kind.eq(self.kind), frame.eq(0), bx.eq(0), y.eq(0)]
+            m.d.sync += [running.eq(1), left.eq(self.frames), kind.eq(self.kind), frame.eq(0), bx.eq(0), y.eq(0),
+                         bx_first.eq(1), bx_last.eq(beats == 1), y_first.eq(1), y_last.eq(H == 1)]
 
         out = self.out
         m.d.comb += [
             out.valid.eq(running),
-            out.payload.line_first.eq(bx == 0),
-            out.payload.line_last.eq(bx == beats - 1),
-            out.payload.frame_first.eq((bx == 0) & (y == 0)),
-            out.payload.frame_last.eq((bx == beats - 1) & (y == H - 1)),
+            out.payload.line_first.eq(bx_first),
+            out.payload.line_last.eq(bx_last),
+            out.payload.frame_first.eq(bx_first & y_first),
+            out.payload.frame_last.eq(bx_last & y_last),
         ]
         # Bar thresholds: bar b starts at the first x with x * 8 // W == b, i.e. ceil(b * W / 8).
         starts = [-(-b * W // 8) for b in range(1, 8)]
@@ -104,14 +109,14 @@ class TestPatternGenerator(wiring.Component):
             m.d.comb += out.payload.pixels[i].eq(Mux(kind, ramp, bars))
 
         with m.If(out.valid & out.ready):
-            with m.If(bx == beats - 1):
-                m.d.sync += bx.eq(0)
-                with m.If(y == H - 1):
-                    m.d.sync += [y.eq(0), frame.eq(frame + 1), left.eq(left - 1)]
+            with m.If(bx_last):
+                m.d.sync += [bx.eq(0), bx_first.eq(1), bx_last.eq(beats == 1)]
+                with m.If(y_last):
+                    m.d.sync += [y.eq(0), y_first.eq(1), y_last.eq(H == 1), frame.eq(frame + 1), left.eq(left - 1)]
                     with m.If(left == 1):
                         m.d.sync += running.eq(0)
                 with m.Else():
-                    m.d.sync += y.eq(y + 1)
+                    m.d.sync += [y.eq(y + 1), y_first.eq(0), y_last.eq(y == H - 2)]
             with m.Else():
-                m.d.sync += bx.eq(bx + 1)
+                m.d.sync += [bx.eq(bx + 1), bx_first.eq(0), bx_last.eq(bx == beats - 2)]
         return m

@@ -238,6 +238,7 @@ class HostProtocol(wiring.Component):
         remaining = Signal(34)             # payload bytes still to come
         first = Signal()
         bx = Signal(range(beats_per_line))
+        bx_first, bx_last = Signal(init=1), Signal(init=beats_per_line == 1)    # bx == 0, bx at the line's end
         y = Signal(range(H))
         reply = Signal(40)                 # tag + up to 4 bytes
         reply_len = Signal(range(6))
@@ -285,6 +286,7 @@ class HostProtocol(wiring.Component):
                     # Everything but the next state is loaded whatever the byte is (the reply of an unknown
                     # command included: a read's reply replaces it), so the FIFO's read data reaches few enables.
                     m.d.sync += [cmd.eq(rx.payload), argi.eq(0), k.eq(0), first.eq(1), bx.eq(0), y.eq(0),
+                                 bx_first.eq(1), bx_last.eq(beats_per_line == 1),
                                  nargs.eq(nargs_of), reply.eq(Cat(Const(TAG_ERROR, 8), rx.payload)),
                                  reply_len.eq(2), ri.eq(0), remaining.eq(2 * W * H), beat_bytes.eq(2 * P)]
                     with m.Switch(rx.payload):
@@ -360,7 +362,7 @@ class HostProtocol(wiring.Component):
                              self.tensor.payload.first.eq(first), self.tensor.payload.last.eq(done)]
                 pl = self.pixels.payload
                 m.d.comb += [self.pixels.valid.eq(emit_pixels),
-                             pl.line_first.eq(bx == 0), pl.line_last.eq(bx == beats_per_line - 1),
+                             pl.line_first.eq(bx_first), pl.line_last.eq(bx_last),
                              pl.frame_first.eq(first), pl.frame_last.eq(done)]
                 for i in range(P):
                     m.d.comb += pl.pixels[i].eq(buf[16 * i: 16 * i + 10])
@@ -369,10 +371,10 @@ class HostProtocol(wiring.Component):
                 with m.If(ready):
                     m.d.sync += [emit_rom.eq(0), emit_tensor.eq(0), emit_pixels.eq(0)]
                     m.d.sync += [first.eq(0), k.eq(0)]
-                    with m.If(bx == beats_per_line - 1):
-                        m.d.sync += [bx.eq(0), y.eq(y + 1)]
+                    with m.If(bx_last):
+                        m.d.sync += [bx.eq(0), bx_first.eq(1), bx_last.eq(beats_per_line == 1), y.eq(y + 1)]
                     with m.Else():
-                        m.d.sync += bx.eq(bx + 1)
+                        m.d.sync += [bx.eq(bx + 1), bx_first.eq(0), bx_last.eq(bx == beats_per_line - 2)]
                     m.next = "GATHER"
                     with m.If(done):
                         m.next = "CMD"

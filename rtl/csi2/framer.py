@@ -151,11 +151,14 @@ class CSI2Framer(wiring.Component):
         emb_beat = Signal(range(self.embedded_bytes // lanes + 1))
         beats = self.embedded_bytes // lanes
 
+        # `idle` (the FSM is in IDLE) is a register of its own: the die's frame-start logic uses it directly.
+        idle = Signal(init=1)
+        m.d.comb += self.idle.eq(idle)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.idle.eq(1)
                 with m.If(self.frame_start):
                     m.d.sync += [
+                        idle.eq(0),
                         mode.eq(self.mode), ls_le.eq(self.ls_le), dt_out.eq(self.dt_output),
                         vc_a.eq(Mux(self.mode == MODE_TENSORS, self.vc_input, self.vc_image)),
                         vc_b.eq(self.vc_output),
@@ -237,7 +240,8 @@ class CSI2Framer(wiring.Component):
                     cmd(0, vc_b, DT_LE, line + 1)
                 with m.If(~ls_le | self.cmd.ready):
                     m.d.sync += line.eq(line + 1)
-                    with m.If(out_line == heights[out_k] - 1):
+                    # out_line + 1 == height rather than out_line == height - 1: the adder is off the mux path.
+                    with m.If(out_line + 1 == heights[out_k]):
                         m.d.sync += [out_k.eq(out_k + 1), out_line.eq(0)]
                     with m.Else():
                         m.d.sync += out_line.eq(out_line + 1)
@@ -269,6 +273,6 @@ class CSI2Framer(wiring.Component):
                 cmd(0, vc_b, DT_FE, fn_b)
                 with m.If(self.cmd.ready):
                     bump(fn_b)
-                    m.d.sync += self.frames_sent.eq(self.frames_sent + 1)
+                    m.d.sync += [self.frames_sent.eq(self.frames_sent + 1), idle.eq(1)]
                     m.next = "IDLE"
         return m
