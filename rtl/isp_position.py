@@ -1,6 +1,8 @@
 """ISP front-end component: stage 0's position counters, the frame markers' checks and the error counts."""
 
-from amaranth.hdl import Module, Mux, Signal
+from types import SimpleNamespace
+
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -76,26 +78,33 @@ class ISPPositionTracker(wiring.Component):
         c_bx, c_y, c_hb, c_ox, c_ry, c_oy = (Signal.like(s, name=f"cur_{s.name}") for s in (bx, y, hb, ox, ry, oy))
         for c, reg in ((c_bx, bx), (c_y, y), (c_hb, hb), (c_ox, ox), (c_ry, ry), (c_oy, oy)):
             m.d.comb += c.eq(Mux(ff, 0, reg))
+        # The counters' comparisons are made on the registers and on the restart values in parallel, the beat's
+        # frame_first choosing: the marker (from the pixel port) enters them last.
+        regs = SimpleNamespace(bx=bx, y=y, hb=hb, ox=ox, ry=ry, oy=oy)
+        zeros = SimpleNamespace(**{name: Const(0, len(reg)) for name, reg in vars(regs).items()})
+
+        def seen(f):
+            return Mux(ff, f(zeros), f(regs))
 
         in_x, in_y = Signal(), Signal()
         m.d.comb += [
-            in_x.eq((c_bx >= cur.cx0) & (c_ox < cur.ow)),
-            in_y.eq((c_y >= cur.cy0) & (c_oy < cur.oh)),
+            in_x.eq(seen(lambda c: (c.bx >= cur.cx0) & (c.ox < cur.ow))),
+            in_y.eq(seen(lambda c: (c.y >= cur.cy0) & (c.oy < cur.oh))),
         ]
         line_end = Signal()
         frame_end = Signal()
         m.d.comb += [
-            line_end.eq(c_bx == beats_per_line - 1),
-            frame_end.eq(line_end & (c_y == cfg.frame_height - 1)),
+            line_end.eq(seen(lambda c: c.bx == beats_per_line - 1)),
+            frame_end.eq(seen(lambda c: (c.bx == beats_per_line - 1) & (c.y == cfg.frame_height - 1))),
         ]
         bin_x_end = Signal()                         # the beat is the last of its bin within this row
         bin_y_end = Signal()                         # the row is the last of its bin row
         m.d.comb += [
-            bin_x_end.eq(c_hb == cur.hb_last),
-            bin_y_end.eq(c_ry == cur.ry_last),
+            bin_x_end.eq(seen(lambda c: c.hb == cur.hb_last)),
+            bin_y_end.eq(seen(lambda c: c.ry == cur.ry_last)),
         ]
         mismatch = Signal()
-        m.d.comb += mismatch.eq((beat.line_first != (c_bx == 0)) | (beat.line_last != line_end) |
+        m.d.comb += mismatch.eq((beat.line_first != seen(lambda c: c.bx == 0)) | (beat.line_last != line_end) |
                                 (beat.frame_last != frame_end))
         active = Signal()                        # the beat belongs to a frame being received
         use = Signal()                           # the beat is a good beat of that frame
@@ -108,10 +117,10 @@ class ISPPositionTracker(wiring.Component):
         crop_short_x = Signal()
         crop_short_y = Signal()
         m.d.comb += [
-            crop_short_x.eq(use & line_end & in_y &
-                            ~((c_ox == cur.ow) | (in_x & bin_x_end & (c_ox == cur.ow_last)))),
-            crop_short_y.eq(use & frame_end &
-                            ~((c_oy == cur.oh) | (in_y & bin_y_end & (c_oy == cur.oh_last)))),
+            crop_short_x.eq(use & line_end & in_y & ~(seen(lambda c: c.ox == cur.ow) |
+                                                      (in_x & bin_x_end & seen(lambda c: c.ox == cur.ow_last)))),
+            crop_short_y.eq(use & frame_end & ~(seen(lambda c: c.oy == cur.oh) |
+                                                (in_y & bin_y_end & seen(lambda c: c.oy == cur.oh_last)))),
         ]
         error = Signal()
         m.d.comb += error.eq(take & ((ff & in_frame) | (ff & geo_bad) | (active & mismatch) |
@@ -155,7 +164,7 @@ class ISPPositionTracker(wiring.Component):
         m.d.comb += [
             pos.crop.eq(use & in_x & in_y), pos.hb.eq(c_hb), pos.ox.eq(c_ox), pos.ry.eq(c_ry),
             pos.x_end.eq(bin_x_end), pos.y_end.eq(bin_y_end),
-            pos.first.eq((c_ox == 0) & (c_oy == 0)),
-            pos.last.eq((c_ox == cur.ow_last) & (c_oy == cur.oh_last)),
+            pos.first.eq(seen(lambda c: (c.ox == 0) & (c.oy == 0))),
+            pos.last.eq(seen(lambda c: (c.ox == cur.ow_last) & (c.oy == cur.oh_last))),
         ]
         return m
