@@ -103,6 +103,7 @@ class CSI2Framer(wiring.Component):
         failed_f = Signal()
         raw_done_f = Signal()
         wait = Signal(range(OUTCOME_WAIT + 1))
+        wait_zero = Signal(init=1)   # wait == 0, kept as a register with it (the outcome gates the input tensor)
         abort_sent = Signal()
         with m.If(self.tensor_started):
             m.d.sync += tensor_f.eq(1)
@@ -111,11 +112,11 @@ class CSI2Framer(wiring.Component):
         with m.If(self.tensor_failed):
             m.d.sync += failed_f.eq(1)
         with m.If(self.raw_done):
-            m.d.sync += [raw_done_f.eq(1), wait.eq(OUTCOME_WAIT)]
-        with m.Elif(raw_done_f & (wait != 0)):
-            m.d.sync += wait.eq(wait - 1)
+            m.d.sync += [raw_done_f.eq(1), wait.eq(OUTCOME_WAIT), wait_zero.eq(OUTCOME_WAIT == 0)]
+        with m.Elif(raw_done_f & ~wait_zero):
+            m.d.sync += [wait.eq(wait - 1), wait_zero.eq(wait == 1)]
         m.d.comb += [
-            self.outcome_known.eq(done_f | failed_f | (raw_done_f & (wait == 0) & ~tensor_f)),
+            self.outcome_known.eq(done_f | failed_f | (raw_done_f & wait_zero & ~tensor_f)),
             self.has_tensor.eq(done_f),
         ]
         with m.If(self.outcome_known & ~done_f & (mode == MODE_TENSORS) & ~abort_sent & ~self.idle):
