@@ -1,7 +1,7 @@
 """Test-pattern pixel die for the board: RAW10 RGGB Bayer frames at P pixels per clock, with line/frame markers."""
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,27 +88,34 @@ class TestPatternGenerator(wiring.Component):
             out.payload.frame_first.eq(bx_first & y_first),
             out.payload.frame_last.eq(bx_last & y_last),
         ]
-        # Bar thresholds: bar b starts at the first x with x * 8 // W == b, i.e. ceil(b * W / 8).
-        starts = [-(-b * W // 8) for b in range(1, 8)]
-        for i in range(P):
+        # Bar b covers columns bounds[b] <= x < bounds[b + 1]: the first x with x * 8 // W == b is ceil(b * W / 8).
+        bounds = [-(-b * W // 8) for b in range(9)]
+
+        def pixel(i, bx, y, frame, kind):
+            """Pixel i of the beat at (bx, y) of the run's frame `frame`."""
             x = Signal(range(W), name=f"x{i}")
             m.d.comb += x.eq(bx * P + i)
-            bar = Signal(3, name=f"bar{i}")
-            m.d.comb += bar.eq(sum((x >= s).as_unsigned() for s in starts))
+            # Each channel's on/off: the bars where it is on, as intervals of x.
+            on_rgb = [Cat(*[(x >= bounds[b]) & (x < bounds[b + 1]) for b, colour in enumerate(BAR_COLOURS)
+                            if colour[c]]).any() for c in range(3)]
             # Channel of this site: R on (even y, even x), B on (odd y, odd x), else G; P is even or 1, so the
             # parity of x is the parity of i when P > 1.
             x_odd, y_odd = x[0], y[0]
-            rgb = Signal(3, name=f"rgb{i}")        # bit 2 R, bit 1 G, bit 0 B
-            with m.Switch(bar):
-                for b, (r, g, bl) in enumerate(BAR_COLOURS):
-                    with m.Case(b):
-                        m.d.comb += rgb.eq(Const(r << 2 | g << 1 | bl, 3))
-            on = Mux(~x_odd & ~y_odd, rgb[2], Mux(x_odd & y_odd, rgb[0], rgb[1]))
-            bars = Mux(on, BAR_HIGH, BAR_LOW)
-            ramp = (x + y + frame)[:10]
-            m.d.comb += out.payload.pixels[i].eq(Mux(kind, ramp, bars))
+            on = Mux(~x_odd & ~y_odd, on_rgb[0], Mux(x_odd & y_odd, on_rgb[2], on_rgb[1]))
+            return Mux(kind, (x + y + frame)[:10], Mux(on, BAR_HIGH, BAR_LOW))
+
+        # The pixels are registers, loaded with the frame's first beat at the start and with the next beat as one
+        # is taken (the position after the step comes from the counters alone): out.ready is only their enable.
+        pixels = [Signal(10, name=f"pixel{i}", init=int(pattern_frame(PATTERN_BARS, W, H)[0, i])) for i in range(P)]
+        m.d.comb += [out.payload.pixels[i].eq(pixels[i]) for i in range(P)]
+        step_bx = Mux(bx_last, 0, bx + 1)
+        step_y = Mux(bx_last, Mux(y_last, 0, y + 1), y)
+        step_frame = Mux(bx_last & y_last, frame + 1, frame)
+        with m.If(~running & self.start & (self.frames != 0)):
+            m.d.sync += [pixels[i].eq(pixel(i, Const(0), Const(0), Const(0), self.kind)) for i in range(P)]
 
         with m.If(out.valid & out.ready):
+            m.d.sync += [pixels[i].eq(pixel(i, step_bx, step_y, step_frame, kind)) for i in range(P)]
             with m.If(bx_last):
                 m.d.sync += [bx.eq(0), bx_first.eq(1), bx_last.eq(beats == 1)]
                 with m.If(y_last):
