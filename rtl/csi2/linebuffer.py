@@ -112,6 +112,7 @@ class LineBuffer(wiring.Component):
         rp = mem.read_port(domain="sync")
 
         lens = [Signal(16, name=f"len{i}") for i in range(N)]
+        lens_last = [Signal(init=1, name=f"len_last{i}") for i in range(N)]    # lens[i] <= L: a one-beat line
         used = Signal(range(N + 1))          # slots holding a complete line or the line being read
         line_done = Signal()                 # a line's last write beat is taken this cycle
         line_start = Signal()                # a line's first beat enters the `r` register this cycle
@@ -131,11 +132,13 @@ class LineBuffer(wiring.Component):
         overflow = Signal()                  # this line has already lost beats
         take = Signal()
         fits = Signal()
+        # wlen + ib <= max_line_bytes, kept as a register with wlen (a new line's first beat always fits).
+        fits_r = Signal(init=1)
         beat = self.w.payload
         m.d.comb += [
             self.w.ready.eq(used < N),
             take.eq(self.w.valid & self.w.ready),
-            fits.eq(wlen + ib <= self.max_line_bytes),
+            fits.eq(fits_r),
             wp.addr.eq(wbase + wword),
             # Every write position in the word sees the beat; the byte enables pick the one that is written.
             wp.data.eq(Cat(*([beat.data.as_value()] * subs_w))),
@@ -150,7 +153,7 @@ class LineBuffer(wiring.Component):
                         m.d.comb += wp.en.eq(beat_en << (k * ib))
         with m.If(take):
             with m.If(fits):
-                m.d.sync += wlen.eq(wlen + ib)
+                m.d.sync += [wlen.eq(wlen + ib), fits_r.eq(wlen + 2 * ib <= self.max_line_bytes)]
                 if subs_w > 1:
                     with m.If(wsub == subs_w - 1):
                         m.d.sync += [wsub.eq(0), wword.eq(wword + 1)]
@@ -166,9 +169,10 @@ class LineBuffer(wiring.Component):
                 # statement without a default, which Verilator flags.
                 for i in range(N):
                     with m.If(wslot == i):
-                        m.d.sync += lens[i].eq(Mux(fits, wlen + ib, wlen))
+                        m.d.sync += [lens[i].eq(Mux(fits, wlen + ib, wlen)),
+                                     lens_last[i].eq(Mux(fits, wlen + ib, wlen) <= L)]
                 m.d.sync += [
-                    wlen.eq(0), wword.eq(0), wsub.eq(0), overflow.eq(0),
+                    wlen.eq(0), fits_r.eq(1), wword.eq(0), wsub.eq(0), overflow.eq(0),
                     *ring_next(wslot, wbase),
                 ]
 
@@ -184,6 +188,7 @@ class LineBuffer(wiring.Component):
         raddr = Signal(range(depth))
         rsub = Signal(range(max(subs_r, 2)))
         rrem = Signal(16)                    # bytes of the line from the cursor on
+        rrem_last = Signal(init=1)           # rrem <= L: the cursor's beat is its line's last
         # Internal view: complete lines whose first beat has not yet been loaded into the `r` register. The
         # ports count a line as started only once its first beat is *taken* on `r`, so a sequencer that
         # waits for `lines_ready` before asking for the line sees a line preloaded in `r` too.
@@ -205,7 +210,8 @@ class LineBuffer(wiring.Component):
             m.d.comb += [ld_valid.eq(1), ld_addr.eq(rbase), ld_sub.eq(0), ld_rem.eq(n_len),
                          ld_first.eq(1)]
         m.d.comb += [
-            ld_last.eq(ld_rem <= L),
+            # ld_rem <= L, from the registers kept with rrem and the lengths (0 when nothing is to load).
+            ld_last.eq(Mux(active, rrem_last, Mux(n_ready != 0, _select(m, rslot, lens_last), 1))),
             load.eq(ld_valid & (~self.r.valid | self.r.ready)),
             rp.addr.eq(ld_addr),
             # The read port keeps its word while the beats of that word leave; it reads on a word's first beat.
@@ -219,7 +225,7 @@ class LineBuffer(wiring.Component):
         lane_sel = Signal(L * subs_r)
         out = self.r.payload
         strobe = Signal(L)
-        m.d.comb += strobe.eq(Mux(ld_last, Cat(ld_rem > j for j in range(L)), full))
+        m.d.comb += strobe.eq(Mux(ld_last, Cat(ld_rem[:3] > j for j in range(L)), full))   # last: ld_rem <= L
         with m.If(load):
             m.d.sync += [
                 self.r.valid.eq(1),
@@ -229,6 +235,7 @@ class LineBuffer(wiring.Component):
                 out.strobe.eq(strobe),
                 active.eq(~ld_last),
                 rrem.eq(ld_rem - L),
+                rrem_last.eq((ld_rem - L)[:16] <= L),
             ]
             if subs_r > 1:
                 with m.If(ld_sub == subs_r - 1):
