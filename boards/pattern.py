@@ -1,7 +1,7 @@
 """Test-pattern pixel die for the board: RAW10 RGGB Bayer frames at P pixels per clock, with line/frame markers."""
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -106,13 +106,17 @@ class TestPatternGenerator(wiring.Component):
 
         # The pixels are registers, loaded with the frame's first beat at the start and with the next beat as one
         # is taken (the position after the step comes from the counters alone): out.ready is only their enable.
-        pixels = [Signal(10, name=f"pixel{i}", init=int(pattern_frame(PATTERN_BARS, W, H)[0, i])) for i in range(P)]
+        # The first beat's pixels are constants of the kind (the ramp's are x); written out rather than as
+        # pixel(0, ...) so that synthesis does not share one pixel() between both loads behind a mux of the
+        # positions, which would put out.ready in front of it.
+        first = [int(pattern_frame(kind, W, H)[0, i]) for kind in (PATTERN_BARS, PATTERN_RAMP) for i in range(P)]
+        pixels = [Signal(10, name=f"pixel{i}", init=first[i]) for i in range(P)]
         m.d.comb += [out.payload.pixels[i].eq(pixels[i]) for i in range(P)]
         step_bx = Mux(bx_last, 0, bx + 1)
         step_y = Mux(bx_last, Mux(y_last, 0, y + 1), y)
         step_frame = Mux(bx_last & y_last, frame + 1, frame)
         with m.If(~running & self.start & (self.frames != 0)):
-            m.d.sync += [pixels[i].eq(pixel(i, Const(0), Const(0), Const(0), self.kind)) for i in range(P)]
+            m.d.sync += [pixels[i].eq(Mux(self.kind, first[P + i], first[i])) for i in range(P)]
 
         with m.If(out.valid & out.ready):
             m.d.sync += [pixels[i].eq(pixel(i, step_bx, step_y, step_frame, kind)) for i in range(P)]
