@@ -104,22 +104,22 @@ class TestPatternGenerator(wiring.Component):
             on = Mux(~x_odd & ~y_odd, on_rgb[0], Mux(x_odd & y_odd, on_rgb[2], on_rgb[1]))
             return Mux(kind, (x + y + frame)[:10], Mux(on, BAR_HIGH, BAR_LOW))
 
-        # The pixels are registers, loaded with the frame's first beat at the start and with the next beat as one
-        # is taken (the position after the step comes from the counters alone): out.ready is only their enable.
-        # The first beat's pixels are constants of the kind (the ramp's are x); written out rather than as
-        # pixel(0, ...) so that synthesis does not share one pixel() between both loads behind a mux of the
-        # positions, which would put out.ready in front of it.
+        # The pixels are registers. Between runs they hold the first beat of the `kind` port's pattern (constants:
+        # the ramp's are x), so the start needs no load of its own; while running they load the next beat as one
+        # is taken, its position computed from the counters alone, and out.ready is only their enable (as a data
+        # select it would let synthesis reuse the counters' next values, which it muxes, in front of pixel()).
         first = [int(pattern_frame(kind, W, H)[0, i]) for kind in (PATTERN_BARS, PATTERN_RAMP) for i in range(P)]
         pixels = [Signal(10, name=f"pixel{i}", init=first[i]) for i in range(P)]
         m.d.comb += [out.payload.pixels[i].eq(pixels[i]) for i in range(P)]
         step_bx = Mux(bx_last, 0, bx + 1)
         step_y = Mux(bx_last, Mux(y_last, 0, y + 1), y)
         step_frame = Mux(bx_last & y_last, frame + 1, frame)
-        with m.If(~running & self.start & (self.frames != 0)):
+        with m.If(~running):
             m.d.sync += [pixels[i].eq(Mux(self.kind, first[P + i], first[i])) for i in range(P)]
+        with m.Elif(out.ready):
+            m.d.sync += [pixels[i].eq(pixel(i, step_bx, step_y, step_frame, kind)) for i in range(P)]
 
         with m.If(out.valid & out.ready):
-            m.d.sync += [pixels[i].eq(pixel(i, step_bx, step_y, step_frame, kind)) for i in range(P)]
             with m.If(bx_last):
                 m.d.sync += [bx.eq(0), bx_first.eq(1), bx_last.eq(beats == 1)]
                 with m.If(y_last):
