@@ -323,17 +323,22 @@ class ModelLoader(wiring.Component):
             m.d.sync += [q.eq(e) for q, e in zip(sec_ends, ends)]
         else:
             sec_ends = ends
-        with m.If(header_in):
-            for i in range(_SECTIONS):
-                s = secs[i]
-                cond = (p >= s.offset) & (p < sec_ends[i])
-                with (m.If if i == 0 else m.Elif)(cond):
-                    last = p + c >= sec_ends[i]
-                    m.d.comb += [
-                        in_sec.eq(1), sel_start.eq(p == s.offset), sel_last.eq(last), sel_loaded.eq(i < _LOADED),
-                        sel_crc.eq(s.crc32), sel_load.eq(s.load_word),
-                        sel_k.eq(Mux(last, (sec_ends[i] - p)[:len(sel_k)], c)),
-                    ]
+        # The section's fields are OR-ed over one-hot section matches rather than picked by a priority chain: with
+        # a passing table at most one section matches; with a failing one (header_ok low) nothing is written and
+        # the verdict is decided before the section checks, so what the select gives then is never seen.
+        hits = [Signal(name=f"in_sec_{i}") for i in range(_SECTIONS)]
+        fields = []
+        for i, hit in enumerate(hits):
+            s = secs[i]
+            last = p + c >= sec_ends[i]
+            m.d.comb += hit.eq(header_in & (p >= s.offset) & (p < sec_ends[i]))
+            fields.append((hit, Cat(Const(1, 1), p == s.offset, last, Const(i < _LOADED, 1), s.crc32, s.load_word,
+                                    Mux(last, (sec_ends[i] - p)[:len(sel_k)], c))))
+        selected = Cat(in_sec, sel_start, sel_last, sel_loaded, sel_crc, sel_load, sel_k)
+        picked = 0
+        for hit, f in fields:
+            picked = picked | (hit.replicate(len(f)) & f)
+        m.d.comb += selected.eq(picked)
         sec_go = Signal()
         m.d.comb += sec_go.eq(take & in_sec)
 
