@@ -76,9 +76,6 @@ class TestPatternGenerator(wiring.Component):
         bx_last, y_last = Signal(init=beats == 1), Signal(init=H == 1)
         m.d.comb += self.busy.eq(running | self.start)
 
-        with m.If(~running & self.start & (self.frames != 0)):
-            m.d.sync += [running.eq(1), left.eq(self.frames), kind.eq(self.kind), frame.eq(0), bx.eq(0), y.eq(0),
-                         bx_first.eq(1), bx_last.eq(beats == 1), y_first.eq(1), y_last.eq(H == 1)]
 
         out = self.out
         m.d.comb += [
@@ -130,4 +127,9 @@ class TestPatternGenerator(wiring.Component):
                     m.d.sync += [y.eq(y + 1), y_first.eq(0), y_last.eq(y == H - 2)]
             with m.Else():
                 m.d.sync += [bx.eq(bx + 1), bx_first.eq(0), bx_last.eq(bx == beats - 2)]
+        # The start (only while not running, so never with a step) comes last: its mux is then the outer one of
+        # the counters' inputs and out.ready stays their enable, off the data inputs that pixel() shares.
+        with m.If(~running & self.start & (self.frames != 0)):
+            m.d.sync += [running.eq(1), left.eq(self.frames), kind.eq(self.kind), frame.eq(0), bx.eq(0), y.eq(0),
+                         bx_first.eq(1), bx_last.eq(beats == 1), y_first.eq(1), y_last.eq(H == 1)]
         return m
