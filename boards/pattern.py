@@ -1,7 +1,7 @@
 """Test-pattern pixel die for the board: RAW10 RGGB Bayer frames at P pixels per clock, with line/frame markers."""
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,80 +67,53 @@ class TestPatternGenerator(wiring.Component):
         running = Signal()
         left = Signal(8)
         kind = Signal()
-        m.d.comb += self.busy.eq(running | self.start)
-
-        # The beat on offer is known by its markers (registers); the counters hold the position of the beat after
-        # it (beat in line, row, frame within the run, and whether those are at their first or last values), from
-        # which the pixel registers load when the beat on offer is taken: out.ready is only enables.
-        cur_bx_first, cur_bx_last, cur_y_first, cur_y_last = Signal(), Signal(), Signal(), Signal()
+        frame = Signal(8)           # index within the run
         bx = Signal(range(beats))
         y = Signal(range(H))
-        frame = Signal(8)
-        bx_first, bx_last, y_first, y_last = Signal(), Signal(), Signal(), Signal()
+        # Whether bx and y are at their first and last values, registered with them (the markers feed the die's
+        # frame-start logic directly).
+        bx_first, y_first = Signal(init=1), Signal(init=1)
+        bx_last, y_last = Signal(init=beats == 1), Signal(init=H == 1)
+        m.d.comb += self.busy.eq(running | self.start)
 
-        def after(bx0, y0, frame0):
-            """The position after (bx0, y0) of the run's frame frame0, as constants."""
-            if bx0 < beats - 1:
-                return bx0 + 1, y0, frame0
-            return (0, y0 + 1, frame0) if y0 < H - 1 else (0, 0, frame0 + 1)
-
-        def flags(bx0, y0):
-            return [Const(int(v), 1) for v in (bx0 == 0, bx0 == beats - 1, y0 == 0, y0 == H - 1)]
+        with m.If(~running & self.start & (self.frames != 0)):
+            m.d.sync += [running.eq(1), left.eq(self.frames), kind.eq(self.kind), frame.eq(0), bx.eq(0), y.eq(0),
+                         bx_first.eq(1), bx_last.eq(beats == 1), y_first.eq(1), y_last.eq(H == 1)]
 
         out = self.out
         m.d.comb += [
             out.valid.eq(running),
-            out.payload.line_first.eq(cur_bx_first),
-            out.payload.line_last.eq(cur_bx_last),
-            out.payload.frame_first.eq(cur_bx_first & cur_y_first),
-            out.payload.frame_last.eq(cur_bx_last & cur_y_last),
+            out.payload.line_first.eq(bx_first),
+            out.payload.line_last.eq(bx_last),
+            out.payload.frame_first.eq(bx_first & y_first),
+            out.payload.frame_last.eq(bx_last & y_last),
         ]
         # Bar b covers columns bounds[b] <= x < bounds[b + 1]: the first x with x * 8 // W == b is ceil(b * W / 8).
         bounds = [-(-b * W // 8) for b in range(9)]
-
-        def pixel(i):
-            """Pixel i of the beat at the counters' position."""
+        for i in range(P):
             x = Signal(range(W), name=f"x{i}")
             m.d.comb += x.eq(bx * P + i)
-            # Each channel's on/off: the bars where it is on, as intervals of x.
+            # Each channel's on/off: the bars where it is on, as intervals of x (a few compares and an OR, not a
+            # sum of threshold compares and a case: the pixels feed the die's first pipeline stages directly).
             on_rgb = [Cat(*[(x >= bounds[b]) & (x < bounds[b + 1]) for b, colour in enumerate(BAR_COLOURS)
                             if colour[c]]).any() for c in range(3)]
             # Channel of this site: R on (even y, even x), B on (odd y, odd x), else G; P is even or 1, so the
             # parity of x is the parity of i when P > 1.
             x_odd, y_odd = x[0], y[0]
             on = Mux(~x_odd & ~y_odd, on_rgb[0], Mux(x_odd & y_odd, on_rgb[2], on_rgb[1]))
-            return Mux(kind, (x + y + frame)[:10], Mux(on, BAR_HIGH, BAR_LOW))
-
-        # Between runs the pixel registers hold the first beat of the `kind` port's pattern (constants: the
-        # ramp's are x), so the start needs no load of its own.
-        first = [int(pattern_frame(k, W, H)[0, i]) for k in (PATTERN_BARS, PATTERN_RAMP) for i in range(P)]
-        pixels = [Signal(10, name=f"pixel{i}", init=first[i]) for i in range(P)]
-        m.d.comb += [out.payload.pixels[i].eq(pixels[i]) for i in range(P)]
-        with m.If(~running):
-            m.d.sync += [pixels[i].eq(Mux(self.kind, first[P + i], first[i])) for i in range(P)]
-        with m.Elif(out.ready):
-            m.d.sync += [pixels[i].eq(pixel(i)) for i in range(P)]
+            bars = Mux(on, BAR_HIGH, BAR_LOW)
+            ramp = (x + y + frame)[:10]
+            m.d.comb += out.payload.pixels[i].eq(Mux(kind, ramp, bars))
 
         with m.If(out.valid & out.ready):
-            m.d.sync += [cur_bx_first.eq(bx_first), cur_bx_last.eq(bx_last), cur_y_first.eq(y_first),
-                         cur_y_last.eq(y_last)]
-            with m.If(cur_bx_last & cur_y_last):
-                m.d.sync += left.eq(left - 1)
-                with m.If(left == 1):
-                    m.d.sync += running.eq(0)
             with m.If(bx_last):
                 m.d.sync += [bx.eq(0), bx_first.eq(1), bx_last.eq(beats == 1)]
                 with m.If(y_last):
-                    m.d.sync += [y.eq(0), y_first.eq(1), y_last.eq(H == 1), frame.eq(frame + 1)]
+                    m.d.sync += [y.eq(0), y_first.eq(1), y_last.eq(H == 1), frame.eq(frame + 1), left.eq(left - 1)]
+                    with m.If(left == 1):
+                        m.d.sync += running.eq(0)
                 with m.Else():
                     m.d.sync += [y.eq(y + 1), y_first.eq(0), y_last.eq(y == H - 2)]
             with m.Else():
                 m.d.sync += [bx.eq(bx + 1), bx_first.eq(0), bx_last.eq(bx == beats - 2)]
-        # The start (only while not running, so never with a step) comes last: its mux is the outer one.
-        with m.If(~running & self.start & (self.frames != 0)):
-            nbx, ny, nframe = after(0, 0, 0)
-            m.d.sync += [running.eq(1), left.eq(self.frames), kind.eq(self.kind),
-                         Cat(cur_bx_first, cur_bx_last, cur_y_first, cur_y_last).eq(Cat(*flags(0, 0))),
-                         bx.eq(nbx), y.eq(ny), frame.eq(nframe),
-                         Cat(bx_first, bx_last, y_first, y_last).eq(Cat(*flags(nbx, ny)))]
         return m
