@@ -270,7 +270,8 @@ class ModelLoader(wiring.Component):
             with m.If(take & (p[lc:] == j)):
                 m.d.sync += flat[8 * lo:8 * hi].eq(ch_flat[:8 * (hi - lo)])
         header_in = Signal()                 # the whole header and table arrived before this chunk
-        m.d.comb += header_in.eq(p >= HEADER_TABLE_BYTES)
+        # (p is pos unless the chunk starts an image, at byte 0: the beat's `first` enters the section logic last.)
+        m.d.comb += header_in.eq(~ch_first & (pos >= HEADER_TABLE_BYTES))
 
         # Header and table checks: combinational from the register, settled before the first section byte.
         # (A submodule of its own: it changes only while the table arrives, and simulates only then.)
@@ -330,10 +331,10 @@ class ModelLoader(wiring.Component):
         fields = []
         for i, hit in enumerate(hits):
             s = secs[i]
-            last = p + c >= sec_ends[i]
-            m.d.comb += hit.eq(header_in & (p >= s.offset) & (p < sec_ends[i]))
-            fields.append((hit, Cat(Const(1, 1), p == s.offset, last, Const(i < _LOADED, 1), s.crc32, s.load_word,
-                                    Mux(last, (sec_ends[i] - p)[:len(sel_k)], c))))
+            last = pos + c >= sec_ends[i]
+            m.d.comb += hit.eq(header_in & (pos >= s.offset) & (pos < sec_ends[i]))
+            fields.append((hit, Cat(Const(1, 1), pos == s.offset, last, Const(i < _LOADED, 1), s.crc32,
+                                    s.load_word, Mux(last, (sec_ends[i] - pos)[:len(sel_k)], c))))
         selected = Cat(in_sec, sel_start, sel_last, sel_loaded, sel_crc, sel_load, sel_k)
         picked = 0
         for hit, f in fields:
