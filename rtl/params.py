@@ -65,6 +65,12 @@ class DieConfig:
     # sums registered (3 cycles instead of 2), ADD's input rescaler in 8 stages instead of 4; one carry chain
     # or one multiplier deep each. Same results, more cycles per descriptor (`quant.timing` counts them).
     deep_pipeline: bool = False
+    # Clock gating, as an ASIC does it (an ICG cell per gated domain): the NPU's engines get the clock only while
+    # a program runs, its per-bank activity counters only in cycles with SRAM port traffic. Same cycles and
+    # results; fewer flip-flops toggle (and a simulation of the Verilog skips the stopped logic). In the Verilog
+    # only (amaranth.sim has no glitch-free gated clock). Off for an FPGA, whose clocks belong on its clock
+    # network, not in logic.
+    clock_gating: bool = True
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -100,6 +106,7 @@ class DieConfig:
              f"max_channels must be an integer >= array_cols ({self.array_cols}), got {self.max_channels!r}")
         need(8 <= self.isp_shift <= 24, f"isp_shift must be in 8..24, got {self.isp_shift}")
         need(isinstance(self.deep_pipeline, bool), f"deep_pipeline must be True or False, got {self.deep_pipeline!r}")
+        need(isinstance(self.clock_gating, bool), f"clock_gating must be True or False, got {self.clock_gating!r}")
         need(self.clock_mhz > 0, f"clock_mhz must be positive, got {self.clock_mhz!r}")
         need(self.frame_rate > 0, f"frame_rate must be positive, got {self.frame_rate!r}")
         need(self.sram_bank_bytes & (self.sram_bank_bytes - 1) == 0,
@@ -224,7 +231,7 @@ PRESETS = {
         name="fpga", frame_width=640, frame_height=480, pixels_per_clock=2, input_width=128, input_height=128,
         array_rows=4, array_cols=4, sram_banks=21, sram_bank_bytes=16 * 1024, weight_banks=16,
         max_channels=256, im2col_pixels=1, rom_beat_bytes=1,
-        csi2_lanes=2, clock_mhz=50.0, deep_pipeline=True,
+        csi2_lanes=2, clock_mhz=50.0, deep_pipeline=True, clock_gating=False,
         notes="ULX3S-85F: 16 MACs, 336 KiB SRAM in block RAM (256 KiB for weights: the 2-class "
               "MobileNet V1 0.25 96 person detector fits; BlazeFace needs 512,896 B, more than the device's "
               "425,984 B of block RAM); deep arithmetic pipelines"),

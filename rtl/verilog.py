@@ -8,11 +8,13 @@ from amaranth.lib import memory
 __all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert", "sram_macro_verilog"]
 
 # A behavioural 1-write, 1-read synchronous SRAM (read data registered, not write-through), the shape of a
-# foundry SRAM macro. Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
+# foundry SRAM macro; the read port has a clock of its own (`rclk`: the write port's clock, or a gated copy of it,
+# rtl.clockgate). Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
 _SRAM_MACRO_TEMPLATE = """\
 module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
                             parameter LANES = 1, parameter ID = 0) (
     input  wire             clk,
+    input  wire             rclk,
     input  wire [LANES-1:0] we,
     input  wire [ABITS-1:0] waddr,
     input  wire [WIDTH-1:0] wdata,
@@ -26,8 +28,9 @@ module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter
     always @(posedge clk) begin
         for (i = 0; i < LANES; i = i + 1)
             if (we[i]) mem[waddr][i * LW +: LW] <= wdata[i * LW +: LW];
-{body}        if (re) rdata <= mem[raddr];
-    end
+{body}    end
+    always @(posedge rclk)
+        if (re) rdata <= mem[raddr];
 endmodule
 """
 
@@ -76,7 +79,7 @@ class _SRAMMacro(Elaboratable):
         m.submodules.macro = Instance(
             "stackcam_sram_1r1w",
             p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits, p_LANES=len(wp.en), p_ID=_sram_id(mem),
-            i_clk=ClockSignal(rp.domain),
+            i_clk=ClockSignal(wp.domain), i_rclk=ClockSignal(rp.domain),
             i_we=wp.en, i_waddr=wp.addr, i_wdata=wp.data,
             i_re=rp.en, i_raddr=rp.addr, o_rdata=rp.data,
         )
@@ -85,7 +88,7 @@ class _SRAMMacro(Elaboratable):
 
 class SRAMMacroPlatform:
     """Amaranth platform hook: memories of at least `min_bits` with no initial contents, one write port (whole
-    word or byte lanes) and one synchronous, non-transparent read port in the same domain become SRAM macros."""
+    word or byte lanes) and one synchronous, non-transparent read port become SRAM macros."""
 
     def __init__(self, min_bits=64 * 1024):
         self.min_bits = min_bits
@@ -100,8 +103,7 @@ class SRAMMacroPlatform:
         if len(mem.write_ports) != 1 or len(mem.read_ports) != 1:
             return False
         wp, rp = mem.write_ports[0], mem.read_ports[0]
-        return (width % len(wp.en) == 0 and rp.domain != "comb" and rp.domain == wp.domain
-                and not rp.transparent_for)
+        return width % len(wp.en) == 0 and rp.domain != "comb" and not rp.transparent_for
 
     def get_memory(self, mem):
         if self._eligible(mem):

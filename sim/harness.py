@@ -51,6 +51,14 @@ module sc_player_{name} #(parameter W = 8, parameter DEPTH = 16, parameter FB = 
     always @(posedge clk) begin
         lfsr <= {{lfsr[14:0], lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]}};
         hold <= valid && !ready;
+    end
+    // The index (and with it `data`) changes only in cycles with a beat offered: its clock runs only then (the
+    // enable sampled on the falling edge, a glitch-free gate), so Verilator evaluates the logic reading `data`
+    // (the model loader's CRCs, say) only in those cycles, not through a whole frame.
+    reg i_en = 1'b1;
+    always @(negedge clk) i_en <= valid;
+    wire iclk = clk & i_en;
+    always @(posedge iclk) begin
         if (valid && ready) begin
             i <= i + 1;
             if (fd != 0 && (data[FB] || data[LB])) $fwrite(fd, "%0d %0d\\n", i, cycle);

@@ -15,9 +15,10 @@ __all__ = ["ConvSetup"]
 class ConvSetup(wiring.Component):
     """Strides and origins of a CONV/DWCONV descriptor, so that the run loops only add.
 
-    Ports: `start` (pulse, `desc` valid and stable until the engine's `done`), `packed` (the descriptor is a
-    PACKED CONV; valid from the cycle after `start`), `geom` (`conv_common.geometry_layout`: registers, valid
-    from the cycle after `done` until the next `start`), `done` (high in the last cycle).
+    Ports: `start` (pulse, only while no setup runs; `desc` valid and stable until the engine's `done`),
+    `packed` (the descriptor is a PACKED CONV; valid from the cycle after `start`), `geom`
+    (`conv_common.geometry_layout`: registers, valid from the cycle after `done` until the next `start`), `done`
+    (high in the last cycle).
 
     Latency: the cycle after `start` is the first; one multiplier step per cycle, ``DIRECT_SETUP_STEPS`` (7)
     for a direct descriptor. PACKED adds the packed geometry (``PACKED_SETUP_STEPS + im2col_pixels`` steps in
@@ -82,9 +83,9 @@ class ConvSetup(wiring.Component):
 
         IDLE, STEPS, DIVIDE, ORIGIN = range(4)
         phase = Signal(range(4))
-        with m.If(self.start):
-            m.d.sync += [phase.eq(STEPS), su.eq(0)]
-        with m.Elif(phase == STEPS):
+        # `start` comes only while IDLE, so the phases below do not look at it: the operand selection and the
+        # multiplier stay off the engine's descriptor checks that decide `start` (an FPGA's deepest path).
+        with m.If(phase == STEPS):
             for i, (a, b, fn) in enumerate(steps):
                 with m.If(su == i):
                     m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
@@ -119,4 +120,6 @@ class ConvSetup(wiring.Component):
             m.d.sync += [geo.origin_w.eq((d.in_addr - qx - (rx != 0))[:AB]),
                          geo.origin_b.eq(Mux(rx != 0, geo.wby - rx, 0)[:CB]), phase.eq(IDLE)]
             m.d.comb += self.done.eq(1)
+        with m.If(self.start):
+            m.d.sync += [phase.eq(STEPS), su.eq(0)]
         return m

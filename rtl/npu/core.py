@@ -1,11 +1,12 @@
 """The NPU: activation and weight SRAMs, the layer-program sequencer and its engines, per-descriptor counters."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import DESCRIPTOR_BYTES
 
+from ..clockgate import clock_gates, gating
 from .conv import NPUConvEngine
 from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
 from .vector import NPUVectorEngine
@@ -18,6 +19,8 @@ NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "progr
               4: "no valid model loaded",
               SRAM_PARITY_ERROR: "SRAM parity error (a bit of the activation or weight SRAM flipped)"}
 DESC_BYTES = DESCRIPTOR_BYTES
+# Cycles the engines' gated clock keeps running after the sequencer stops being busy (`config.clock_gating`).
+ENGINE_HOLD = 15
 # The SRAMs' identities (Memory attribute `stackcam_sram`), for the SRAM-macro lowering and fault injection.
 SRAM_IDS = {"act": 1, "weight": 2}
 # The per-bank activity counters, by their `bank_sel` kind (bits [10:8]); each counts in its SRAM's banks
@@ -56,6 +59,7 @@ def _data_word(stored, nbytes):
     """The bytes of a stored weight word and a 1-bit "some byte's parity is wrong"."""
     data = stored[:8 * nbytes]
     return data, (stored[8 * nbytes:] ^ _byte_parities(data, nbytes)).any()
+
 
 
 class NPU(wiring.Component):
@@ -118,9 +122,11 @@ class NPU(wiring.Component):
             "bank_sel": In(11), "bank_counter": Out(32),
         })
 
-    def _srams(self, m):
+    def _srams(self, m, gates):
         """The activation and weight SRAMs with a parity bit per byte, behind ports that carry plain bytes:
-        (act_r, act_w, w_r, w_w, w_bad_word, bad_now); `sram_fault`/`sram_errors` counted here."""
+        (act_r, act_w, w_r, w_w, w_bad_word, bad_now); `sram_fault`/`sram_errors` counted here. With `gates` (a
+        list, else None) each read port gets a gated clock, running in cycles with a read (its data register
+        changes only then), appended to it as (domain, enable)."""
         cfg = self.config
         wb = cfg.weight_word_bytes
         cols = cfg.array_cols
@@ -130,9 +136,9 @@ class NPU(wiring.Component):
                                                attrs={"stackcam_sram": "act"})
         m.submodules.wmem = wmem = memory.Memory(shape=9 * wb, depth=cfg.weight_words, init=[],
                                                  attrs={"stackcam_sram": "weight"})
-        act_mem_r = act.read_port()
+        act_mem_r = act.read_port(domain="npu_act_read" if gates is not None else "sync")
         act_mem_w = act.write_port(granularity=9)
-        w_mem_r = wmem.read_port()
+        w_mem_r = wmem.read_port(domain="npu_weight_read" if gates is not None else "sync")
         w_mem_w = wmem.write_port()
         # The ports the rest of the NPU sees carry plain bytes; parity is added on write, checked on read.
         act_r = wiring.Signature({"addr": Out(len(act_mem_r.addr)), "en": Out(1), "data": In(8 * cols)}).create()
@@ -151,6 +157,8 @@ class NPU(wiring.Component):
             w_mem_r.addr.eq(w_r.addr), w_mem_r.en.eq(w_r.en), w_r.data.eq(w_data),
             w_mem_w.addr.eq(w_w.addr), w_mem_w.data.eq(parity_word(w_w.data, wb)), w_mem_w.en.eq(w_w.en),
         ]
+        if gates is not None:
+            gates += [("npu_act_read", act_r.en), ("npu_weight_read", w_r.en)]
         # A read's data arrives the cycle after its `en`: check it then.
         act_read_d = Signal()
         w_read_d = Signal()
@@ -163,9 +171,11 @@ class NPU(wiring.Component):
             m.d.sync += self.sram_errors.eq(self.sram_errors + 1)
         return act_r, act_w, w_r, w_w, w_bad_word, bad_now
 
-    def _bank_counters(self, m, act_r, act_w, w_r, w_w, clear):
+    def _bank_counters(self, m, act_r, act_w, w_r, w_w, clear, domain):
         """Per-bank activity counters at the SRAM ports (see the class docstring): one increment per port and
-        cycle into the bank its address decodes to; `clear` zeroes the run's counters."""
+        cycle into the bank its address decodes to; `clear` zeroes the run's counters. The counters are in clock
+        domain `domain`; returns the enable of a clock gate for it: the cycles where one of them changes (a port
+        was active, or `clear`)."""
         cfg = self.config
         act_wpb = cfg.sram_bank_bytes // cfg.array_cols
         w_wpb = cfg.sram_bank_bytes // cfg.weight_word_bytes
@@ -210,12 +220,12 @@ class NPU(wiring.Component):
             for b, hit in enumerate(hits(addr, wpb, banks)):
                 if run:
                     with m.If(clear):
-                        m.d.sync += counters[b].eq(0)
+                        m.d[domain] += counters[b].eq(0)
                     with m.Elif(busy & hit):
-                        m.d.sync += counters[b].eq(counters[b] + inc)
+                        m.d[domain] += counters[b].eq(counters[b] + inc)
                 else:
                     with m.If(~busy & hit):
-                        m.d.sync += counters[b].eq(counters[b] + inc)
+                        m.d[domain] += counters[b].eq(counters[b] + inc)
         shown = Signal(32)
         with m.Switch(sel_kind):
             for k, counters in enumerate(all_counters):
@@ -226,18 +236,34 @@ class NPU(wiring.Component):
                             with m.Case(b):
                                 m.d.comb += shown.eq(counters[b])
         m.d.sync += self.bank_counter.eq(shown)
+        return clear | act_r_en | (wbytes != 0) | w_r_en | w_w_en
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         wb = cfg.weight_word_bytes
 
-        act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m)
+        gated = gating(cfg, platform)
+        gates = [] if gated else None       # (clock domain, enable) of each clock gate
+        act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m, gates)
         run_clear = Signal()         # a run starts: clear the run's per-bank counters
-        self._bank_counters(m, act_r, act_w, w_r, w_w, run_clear)
+        bank_domain = "npu_bank_counters" if gated else "sync"
+        bank_enable = self._bank_counters(m, act_r, act_w, w_r, w_w, run_clear, bank_domain)
         run_fault = Signal()         # a bad word was read since this run started (sticky)
-        m.submodules.conv = conv = NPUConvEngine(cfg)
-        m.submodules.vec = vec = NPUVectorEngine(cfg)
+        conv, vec = NPUConvEngine(cfg), NPUVectorEngine(cfg)
+        if gated:
+            # The engines hold still between runs (the readout of the next frame, the output read-out): their
+            # clock runs while the sequencer is busy and for ENGINE_HOLD cycles after, for pipelines to drain.
+            engines_hold = Signal(range(ENGINE_HOLD + 1))
+            with m.If(self.busy):
+                m.d.sync += engines_hold.eq(ENGINE_HOLD)
+            with m.Elif(engines_hold != 0):
+                m.d.sync += engines_hold.eq(engines_hold - 1)
+            gates += [("npu_engines", self.busy | (engines_hold != 0)), (bank_domain, bank_enable)]
+            clock_gates(m, gates)
+            conv, vec = DomainRenamer("npu_engines")(conv), DomainRenamer("npu_engines")(vec)
+        m.submodules.conv = conv
+        m.submodules.vec = vec
 
         # ---- the weight write port belongs to the loader ----
         m.d.comb += [w_w.addr.eq(self.load_w.addr), w_w.data.eq(self.load_w.data),

@@ -5,7 +5,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,6 +21,7 @@ from stackcam.quant.romimage import (
     config_fingerprint,
 )
 
+from ..clockgate import clock_gates, gating
 from .crc32 import CRC32_INIT, CRC32_RESIDUE, CRC32_XOR, crc32_update_upto
 from .ports import addr_bits
 
@@ -425,7 +426,14 @@ class ModelLoader(wiring.Component):
         with m.If(take):
             m.d.sync += last4.eq((joined >> Cat(Const(0, 3), ch_count))[:32])
         m.d.comb += self.image_crc.eq(last4)
-        return m
+        if not gating(cfg, platform):
+            return m
+        # Clock gating: the loader's registers change only while a beat is offered or held, an image is being
+        # loaded, or in the cycle after a write or `done` (which then fall).
+        top = Module()
+        top.submodules.gated = DomainRenamer("loader")(m)
+        clock_gates(top, [("loader", self.rom.valid | ch_valid | active | self.w.en | self.done)])
+        return top
 
     def _chunker(self, m, ch_valid, ch_flat, ch_count, ch_first, ch_last, ch_bad):
         """A one-beat buffer that hands a beat on as beat_bytes / WB chunks, one per clock, taking the next beat

@@ -31,7 +31,7 @@ from amaranth.lib import wiring
 from stackcam.quant.program import FILL, RESIZE_ENTRY_BYTES
 from stackcam.quant.timing import VECTOR_DRAIN_CYCLES, VECTOR_SETUP_CYCLES, vector_cycles
 
-from .ports import addr_bits, engine_signature
+from .ports import addr_bits, descriptor_layout, engine_signature
 from .vector_add import VectorAddDatapath
 from .vector_addr import VectorAddressUnit
 from .vector_arith import VectorArithDatapath
@@ -247,7 +247,7 @@ class NPUVectorEngine(wiring.Component):
 
         # Data paths between the components.
         m.d.comb += [
-            dec.desc.eq(d), walker.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
+            dec.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
             arith.add_sums.eq(add.sums), arith.add_valid.eq(add.sum_valid),
             add.bcast.eq(dec.bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
             arith.bcast.eq(dec.bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
@@ -267,11 +267,18 @@ class NPUVectorEngine(wiring.Component):
             self.act_w.en.eq(writer.act_w.en), self.mac_active.eq(add.mac_active | arith.mac_active),
         ]
 
-        # MEAN walks one window of the whole input per channel tile, as a global pool would.
+        # MEAN walks one window of the whole input per channel tile, as a global pool would. The walk's
+        # descriptor is registered (`desc` is stable from `start`; the walk first reads it for `first_empty`
+        # the cycle after, at the end of SETUP for `init`), so the opcode's select does not sit in front of the
+        # window-bound arithmetic of every step.
+        assert self.SETUP_CYCLES >= 2
+        walk_desc = Signal(descriptor_layout())
+        m.d.comb += walker.desc.eq(walk_desc)
+        m.d.sync += walk_desc.eq(d)
         with m.If(op.mean):
-            m.d.comb += [walker.desc.kernel_h.eq(d.in_h[:8]), walker.desc.kernel_w.eq(d.in_w[:8]),
-                         walker.desc.stride_h.eq(1), walker.desc.stride_w.eq(1), walker.desc.pad_top.eq(0),
-                         walker.desc.pad_bottom.eq(0), walker.desc.pad_left.eq(0), walker.desc.pad_right.eq(0)]
+            m.d.sync += [walk_desc.kernel_h.eq(d.in_h[:8]), walk_desc.kernel_w.eq(d.in_w[:8]),
+                         walk_desc.stride_h.eq(1), walk_desc.stride_w.eq(1), walk_desc.pad_top.eq(0),
+                         walk_desc.pad_bottom.eq(0), walk_desc.pad_left.eq(0), walk_desc.pad_right.eq(0)]
 
         # Pools (and MEAN) and RESIZE both take their taps from the address unit's p3: each sees only its own.
         m.d.comb += [pool.tap.valid.eq(au.p3.valid & op.pool), rsz.tap.valid.eq(au.p3.valid & op.resize)]
@@ -313,6 +320,11 @@ class NPUVectorEngine(wiring.Component):
         state = Signal(_S)
         err = Signal()
         setup = Signal(range(self.SETUP_CYCLES))
+        # The refusal checks, registered: `desc` is stable from `start` and they are read at SETUP's last cycle,
+        # so the descriptor's comparisons and the pool walk's first-window bounds end at a register instead of
+        # running on into the state register (an FPGA's deepest path).
+        refuse = Signal()
+        m.d.sync += refuse.eq(dec.bad | (op.pool & walker.first_empty))
         with m.If(state == _S.IDLE):
             with m.If(self.start):
                 m.d.sync += [setup.eq(0), err.eq(0), state.eq(_S.SETUP)]
@@ -326,7 +338,7 @@ class NPUVectorEngine(wiring.Component):
                              c_dy.eq(d.copy_y), c_dx.eq(d.copy_x), c_hi.eq(dec.copy_r + dec.copy_c)]
                 rw.reset(m)
                 m.d.sync += rs.tap.eq(0)
-                with m.If(dec.bad | (op.pool & walker.first_empty)):
+                with m.If(refuse):
                     m.d.sync += [err.eq(1), state.eq(_S.DRAIN)]
                 with m.Elif(op.resize):
                     m.d.sync += state.eq(_S.RS_ROW)
