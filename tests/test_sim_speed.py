@@ -17,11 +17,15 @@ from stackcam.sim.dierun import build_die
 
 pytestmark = pytest.mark.xdist_group("verilator")
 
-_FUNC = re.compile(r"^void Vtop___024root___(ico|nba)_sequent__TOP__\d+\(Vtop___024root\* vlSelf\) \{$")
+# Verilator puts a clock's logic in `nba_sequent` functions, and, when several clocks trigger it (the gated clocks of
+# `DieConfig.clock_gating`), the combinational logic between them in `nba_comb` functions, run when one of their
+# triggers fired: both are the clock edge's code.
+_FUNC = re.compile(r"^void Vtop___024root___(ico|nba)_(?:sequent|comb)__TOP__\d+\(Vtop___024root\* vlSelf\) \{$")
 
 
 def region_lines(build_dir):
-    """Lines of C++ Verilator generated for the input-combinational (`ico`) and clock-edge (`nba`) regions."""
+    """Lines of C++ Verilator generated for the input-combinational (`ico`) and clock-edge (`nba`) regions (its
+    sequential and combinational functions)."""
     lines = {"ico": 0, "nba": 0}
     for path in Path(build_dir).glob("Vtop___024root__*.cpp"):
         region = None
