@@ -1,16 +1,18 @@
 """Clock gating as an ASIC does it, for the die's `config.clock_gating`."""
 
 from amaranth import ClockDomain, ClockSignal, ResetSignal, Signal
+from amaranth.build import Platform
 
 __all__ = ["clock_gates", "gating"]
 
 
 def gating(config, platform):
-    """Whether an elaboration gates clocks: `config.clock_gating`, in the Verilog only (with a platform).
-    amaranth.sim updates a clock derived from another a delta cycle after that clock's flip-flops, so flip-flops on
-    the gated clock would see their neighbours' next values; there the gated logic keeps the die clock (the same
-    cycles and results: gating only stops flip-flops that would not change)."""
-    return config.clock_gating and platform is not None
+    """Whether an elaboration gates clocks: `config.clock_gating`, in the Verilog of an ASIC flow only (a platform
+    that is not an FPGA's). amaranth.sim (no platform) updates a clock derived from another a delta cycle after
+    that clock's flip-flops, so flip-flops on the gated clock would see their neighbours' next values; an FPGA
+    build (an amaranth.build platform) keeps its clocks on the clock network, not in logic. There the gated logic
+    keeps the die clock: the same cycles and results (gating only stops flip-flops that would not change)."""
+    return config.clock_gating and platform is not None and not isinstance(platform, Platform)
 
 
 def clock_gates(m, enables):

@@ -67,9 +67,9 @@ class DieConfig:
     deep_pipeline: bool = False
     # Clock gating, as an ASIC does it (an ICG cell per gated domain): the NPU's engines get the clock only while
     # a program runs, its per-bank activity counters only in cycles with SRAM port traffic. Same cycles and
-    # results; fewer flip-flops toggle (and a simulation of the Verilog skips the stopped logic). In the Verilog
-    # only (amaranth.sim has no glitch-free gated clock). Off for an FPGA, whose clocks belong on its clock
-    # network, not in logic.
+    # results; fewer flip-flops toggle (and a simulation of the Verilog skips the stopped logic). In an ASIC flow's
+    # Verilog only (`rtl.clockgate.gating`): not in amaranth.sim (no glitch-free derived clock there) nor in an FPGA
+    # build (clocks belong on its clock network, not in logic); off in the fpga preset.
     clock_gating: bool = True
     notes: str = field(default="", compare=False)
 
