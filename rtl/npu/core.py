@@ -61,7 +61,6 @@ def _data_word(stored, nbytes):
     return data, (stored[8 * nbytes:] ^ _byte_parities(data, nbytes)).any()
 
 
-
 class NPU(wiring.Component):
     """Runs the layer program in the weight SRAM on the activation SRAM, descriptor after descriptor.
 
@@ -103,6 +102,10 @@ class NPU(wiring.Component):
     (`BANK_COUNTERS`); `bank_counter` shows it one cycle later (0 for a bank the SRAM does not have or a kind
     past the list), with the ports' activity up to two cycles before (the counters see the ports a cycle late).
     The bank of a word address is ``addr // words_per_bank`` of its SRAM.
+
+    Clock gating (`config.clock_gating`, `rtl.clockgate`): the engines' clock runs while `busy` and ENGINE_HOLD
+    cycles after, the per-bank counters' in cycles with port traffic, each SRAM read port's in cycles with a read;
+    nothing else changes.
     """
 
     def __init__(self, config):
