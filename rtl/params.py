@@ -66,7 +66,8 @@ class DieConfig:
     # or one multiplier deep each. Same results, more cycles per descriptor (`quant.timing` counts them).
     deep_pipeline: bool = False
     # Clock gating, as an ASIC does it (an ICG cell per gated domain): the NPU's engines get the clock only while
-    # a program runs, its per-bank activity counters only in cycles with SRAM port traffic. Same cycles and
+    # a program runs, its per-bank activity counters only in cycles with SRAM port traffic, its SRAMs' read data
+    # registers only in cycles with a read, the model loader only while it loads. Same cycles and
     # results; fewer flip-flops toggle (and a simulation of the Verilog skips the stopped logic). In an ASIC flow's
     # Verilog only (`rtl.clockgate.gating`): not in amaranth.sim (no glitch-free derived clock there) nor in an FPGA
     # build (clocks belong on its clock network, not in logic); off in the fpga preset.

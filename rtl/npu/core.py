@@ -21,6 +21,8 @@ NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "progr
 DESC_BYTES = DESCRIPTOR_BYTES
 # Cycles the engines' gated clock keeps running after the sequencer stops being busy (`config.clock_gating`).
 ENGINE_HOLD = 15
+# The SRAM read ports' gated clock domains.
+ACT_READ, WEIGHT_READ = "npu_act_read", "npu_weight_read"
 # The SRAMs' identities (Memory attribute `stackcam_sram`), for the SRAM-macro lowering and fault injection.
 SRAM_IDS = {"act": 1, "weight": 2}
 # The per-bank activity counters, by their `bank_sel` kind (bits [10:8]); each counts in its SRAM's banks
@@ -125,11 +127,11 @@ class NPU(wiring.Component):
             "bank_sel": In(11), "bank_counter": Out(32),
         })
 
-    def _srams(self, m, gates):
+    def _srams(self, m, gated):
         """The activation and weight SRAMs with a parity bit per byte, behind ports that carry plain bytes:
-        (act_r, act_w, w_r, w_w, w_bad_word, bad_now); `sram_fault`/`sram_errors` counted here. With `gates` (a
-        list, else None) each read port gets a gated clock, running in cycles with a read (its data register
-        changes only then), appended to it as (domain, enable)."""
+        (act_r, act_w, w_r, w_w, w_bad_word, bad_now); `sram_fault`/`sram_errors` counted here. With `gated` the
+        read ports are in clock domains of their own (ACT_READ, WEIGHT_READ), for gates that run them in cycles
+        with a read (their data registers change only then)."""
         cfg = self.config
         wb = cfg.weight_word_bytes
         cols = cfg.array_cols
@@ -139,9 +141,9 @@ class NPU(wiring.Component):
                                                attrs={"stackcam_sram": "act"})
         m.submodules.wmem = wmem = memory.Memory(shape=9 * wb, depth=cfg.weight_words, init=[],
                                                  attrs={"stackcam_sram": "weight"})
-        act_mem_r = act.read_port(domain="npu_act_read" if gates is not None else "sync")
+        act_mem_r = act.read_port(domain=ACT_READ if gated else "sync")
         act_mem_w = act.write_port(granularity=9)
-        w_mem_r = wmem.read_port(domain="npu_weight_read" if gates is not None else "sync")
+        w_mem_r = wmem.read_port(domain=WEIGHT_READ if gated else "sync")
         w_mem_w = wmem.write_port()
         # The ports the rest of the NPU sees carry plain bytes; parity is added on write, checked on read.
         act_r = wiring.Signature({"addr": Out(len(act_mem_r.addr)), "en": Out(1), "data": In(8 * cols)}).create()
@@ -160,8 +162,6 @@ class NPU(wiring.Component):
             w_mem_r.addr.eq(w_r.addr), w_mem_r.en.eq(w_r.en), w_r.data.eq(w_data),
             w_mem_w.addr.eq(w_w.addr), w_mem_w.data.eq(parity_word(w_w.data, wb)), w_mem_w.en.eq(w_w.en),
         ]
-        if gates is not None:
-            gates += [("npu_act_read", act_r.en), ("npu_weight_read", w_r.en)]
         # A read's data arrives the cycle after its `en`: check it then.
         act_read_d = Signal()
         w_read_d = Signal()
@@ -247,8 +247,7 @@ class NPU(wiring.Component):
         wb = cfg.weight_word_bytes
 
         gated = gating(cfg, platform)
-        gates = [] if gated else None       # (clock domain, enable) of each clock gate
-        act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m, gates)
+        act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m, gated)
         run_clear = Signal()         # a run starts: clear the run's per-bank counters
         bank_domain = "npu_bank_counters" if gated else "sync"
         bank_enable = self._bank_counters(m, act_r, act_w, w_r, w_w, run_clear, bank_domain)
@@ -262,8 +261,8 @@ class NPU(wiring.Component):
                 m.d.sync += engines_hold.eq(ENGINE_HOLD)
             with m.Elif(engines_hold != 0):
                 m.d.sync += engines_hold.eq(engines_hold - 1)
-            gates += [("npu_engines", self.busy | (engines_hold != 0)), (bank_domain, bank_enable)]
-            clock_gates(m, gates)
+            clock_gates(m, [("npu_engines", self.busy | (engines_hold != 0)), (bank_domain, bank_enable),
+                            (ACT_READ, act_r.en), (WEIGHT_READ, w_r.en)])
             conv, vec = DomainRenamer("npu_engines")(conv), DomainRenamer("npu_engines")(vec)
         m.submodules.conv = conv
         m.submodules.vec = vec
