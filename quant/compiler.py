@@ -438,10 +438,16 @@ class _Compiler:
                                  -p["input_offset"], fill=False)
                 chunks.append((k0, k0 + n, self.temporary(layer, out_name, (oh, ow, n), (oh, ow, n), 1), source))
         for k0, k1, target, source in chunks:
+            # PAIR: an input of at most cols/2 channels leaves half of each row's lanes idle; with two oc tiles
+            # or more, each word carries two tiles, one per half (`quant.program`), and issues half as often.
+            pair = (not (depthwise or packed or fc) and timing.pair_capable(self.cfg)
+                    and weights.shape[3] <= self.cols // 2 and k1 - k0 > self.rows)
             if depthwise:
                 block = fmt.pack_dw_weights(weights[0][..., k0:k1], self.rows, self.cols)
             elif packed:
                 block = fmt.pack_im2col_weights(weights[k0:k1], self.rows, self.cols)
+            elif pair:
+                block = fmt.pack_pair_weights(weights[k0:k1], self.rows, self.cols)
             else:
                 block = fmt.pack_conv_weights(weights[k0:k1], self.rows, self.cols)
             params = fmt.pack_fc_params(bias[k0:k1], scale[k0:k1], self.rows, self.cols) if fc else \
@@ -461,6 +467,8 @@ class _Compiler:
             self.emit(layer, desc, {"in_addr": source, "out_addr": target})
             if fc:
                 desc.flags |= fmt.FCSCALE
+            if pair:
+                desc.flags |= fmt.PAIR
             if packed:
                 desc.flags |= fmt.PACKED
                 desc.in_ct, desc.in_ppw = tile_words, self.packed[x_name]

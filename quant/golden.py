@@ -17,12 +17,14 @@ from .program import (
     FILL,
     NEG2,
     PACKED,
+    PAIR,
     ZPAD2,
     ProgramError,
     conv_block_words,
     dw_block_words,
     im2col_block_words,
     packed_words,
+    pair_block_words,
     param_words,
     read_packed,
     read_stream,
@@ -34,6 +36,7 @@ from .program import (
     unpack_dw_weights,
     unpack_fc_params,
     unpack_im2col_weights,
+    unpack_pair_weights,
     unpack_params,
     unpack_resize_table,
     write_packed,
@@ -93,7 +96,14 @@ def _check(i, d, cols, rows, max_channels=None):
             if (size + lo + hi - k) // s + 1 != o:
                 raise ProgramError(f"{where}: out_{axis} {o} does not follow from in_{axis} {size}, kernel {k}, "
                                    f"stride {s}, pads {lo}+{hi}")
-    if d.op == "CONV" and packed:
+    pair = bool(d.flags & PAIR)
+    if pair and (packed or d.flags & FCSCALE or cols != 2 * rows or d.in_c > cols // 2):
+        raise ProgramError(f"{where}: PAIR needs an array of cols = 2*rows ({rows}x{cols}), an input of at most "
+                           f"cols/2 channels (in_c {d.in_c}) and neither PACKED nor FCSCALE")
+    if d.op == "CONV" and pair:
+        want = (pair_block_words(d.out_c, d.kernel_h, d.kernel_w, rows),
+                param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w)
+    elif d.op == "CONV" and packed:
         want = (im2col_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
                 param_words(d.out_c, rows, cols), -(-d.out_c // rows), k_words)
     elif d.op == "CONV":
@@ -168,6 +178,9 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None):
         block = _region(wsram, d.weight_addr, d.weight_words, where)
         if d.op == "CONV" and d.flags & PACKED:
             w = unpack_im2col_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
+            acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
+        elif d.op == "CONV" and d.flags & PAIR:
+            w = unpack_pair_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)
             acc = ref.conv2d_acc(x[None], w, input_offset=-d.in_zp, **geo)
         elif d.op == "CONV":
             w = unpack_conv_weights(block, d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols)

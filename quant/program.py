@@ -45,6 +45,12 @@ Weight space holds, from word 0 and in this order, each region and each layer's 
    A CONV with the PACKED flag (im2col mode, below) reduces over ``K = kernel_h*kernel_w*in_c`` values
    ``k = (ky*kernel_w + kx)*in_c + ic`` instead: one word per ``(oc_tile, k_tile)``, ``k_tile`` innermost, byte
    ``r*cols + c`` is ``W[oc_tile*rows + r][k = k_tile*cols + c]`` (0 for ``k >= K``).
+   A CONV with the PAIR flag (an array with ``cols = 2*rows``, an input of ``in_c <= cols/2`` channels, so one
+   tile ``ic_tile = 0`` whose upper lanes are padding) takes two output-channel tiles per word: one word per
+   ``(oc_pair, ky, kx)``, byte ``r*cols + c`` is ``W[(2*oc_pair + c // (cols/2))*rows + r, ky, kx, c % (cols/2)]``
+   (tile ``2*oc_pair`` in the lower half of each row, tile ``2*oc_pair + 1`` in the upper half; 0 outside the
+   tensor).  The die copies the input word's lower lanes into the upper ones and sums each half of a row on its
+   own, so one issue computes the ``cols`` output channels of a whole output word.
 
 Activation tensors are channel-tiled HWC: an H x W x C tensor at word ``base`` has ``CT = ceil(C / cols)``
 words per pixel; pixel (y, x) channel tile ct is word ``base + (y*W + x)*CT + ct``; lane c of that word is
@@ -181,12 +187,13 @@ import numpy as np
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "NEG2", "ZPAD2",
+           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR",
            "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
            "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
            "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
-           "unpack_conv_weights", "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
+           "unpack_conv_weights", "pair_block_words", "pack_pair_weights", "unpack_pair_weights",
+           "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
            "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
            "write_tensor", "read_tensor", "RESIZE_ENTRY_BYTES", "resize_table_words", "pack_resize_table",
            "unpack_resize_table"]
@@ -204,6 +211,7 @@ PACKED = 2          # flags bit 1 of CONV
 FCSCALE = 4         # flags bit 2 of CONV
 NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SUB)
 ZPAD2 = 16          # flags bit 4 of ADD: the second input has in2_ct channel tiles, the others are in2_zp
+PAIR = 32           # flags bit 5 of CONV: two output-channel tiles per weight word (an input of <= cols/2 channels)
 
 
 class ProgramError(StackcamError, ValueError):
@@ -235,7 +243,8 @@ FIELDS = (
                             'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); '
                             'bit 3 NEG2 (ADD: subtract the second input, SUB); '
                             'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
-                            'are in2_zp: a fused channel PAD); others 0'),
+                            'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: in_c <= cols/2, two output-channel '
+                            'tiles per weight word, both halves of the lanes); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -374,7 +383,8 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    if desc.flags & ~{"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE, "ADD": NEG2 | ZPAD2}.get(desc.op, 0):
+    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR, "ADD": NEG2 | ZPAD2}
+    if desc.flags & ~allowed.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved7"):
         if getattr(desc, name):
@@ -519,6 +529,33 @@ def unpack_conv_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols, padd
     full = words.view(np.int8).reshape(ot, kernel_h, kernel_w, it, rows, cols).transpose(0, 4, 1, 2, 3, 5)
     full = full.reshape(ot * rows, kernel_h, kernel_w, it * cols)
     return full if padded else full[:out_c, :, :, :in_c]
+
+
+def pair_block_words(out_c, kernel_h, kernel_w, rows):
+    """Words of a PAIR CONV's weight block: one per (oc tile pair, ky, kx)."""
+    return -(-out_c // (2 * rows)) * kernel_h * kernel_w
+
+
+def pack_pair_weights(w, rows, cols):
+    """uint8 [words, rows*cols] PAIR block from int8 OHWI weights [OC, KH, KW, IC] with IC <= cols/2: word
+    (pair, ky, kx) byte (r, h*cols/2 + c) = W[(2*pair + h)*rows + r, ky, kx, c]."""
+    oc, kh, kw, ic = w.shape
+    half = cols // 2
+    assert cols == 2 * rows and ic <= half, (rows, cols, ic)
+    pairs = -(-oc // (2 * rows))
+    full = np.zeros((pairs * 2 * rows, kh, kw, half), np.int8)
+    full[:oc, :, :, :ic] = w
+    # [pair, h, r, ky, kx, c] -> [pair, ky, kx, r, h, c]
+    blocks = full.reshape(pairs, 2, rows, kh, kw, half).transpose(0, 3, 4, 2, 1, 5)
+    return np.ascontiguousarray(blocks).reshape(pairs * kh * kw, rows * cols).view(np.uint8)
+
+
+def unpack_pair_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
+    """int8 OHWI weights [out_c, KH, KW, in_c] from a PAIR block (`pack_pair_weights`)."""
+    half = cols // 2
+    pairs = -(-out_c // (2 * rows))
+    full = words.view(np.int8).reshape(pairs, kernel_h, kernel_w, rows, 2, half).transpose(0, 4, 3, 1, 2, 5)
+    return full.reshape(pairs * 2 * rows, kernel_h, kernel_w, half)[:out_c, :, :, :in_c]
 
 
 def im2col_block_words(out_c, kernel_h, kernel_w, in_c, rows, cols):

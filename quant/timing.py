@@ -15,7 +15,7 @@ count them.
 
 from math import gcd
 
-from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PARAM_RECORD_BYTES, ZPAD2
+from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, ZPAD2
 
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
@@ -24,7 +24,8 @@ __all__ = [
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
-    "direct_issue_cycles", "dw_tap_issue_cycles", "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
+    "direct_issue_cycles", "issue_tiles", "pair_capable", "dw_tap_issue_cycles", "dw_walk_close_cycles",
+    "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
@@ -145,9 +146,21 @@ def param_load_cycles(config, desc):
     return desc.param_words * beats + 1
 
 
+def pair_capable(config):
+    """Whether the conv engine takes PAIR CONVs: an array of ``cols = 2 * rows`` (its requantizer is then `cols`
+    lanes wide, an output word at once)."""
+    return config.array_cols == 2 * config.array_rows
+
+
+def issue_tiles(desc):
+    """The tiles a direct CONV issues per pixel: its oc tiles, or with PAIR their pairs (both at once)."""
+    return -(-desc.oc_tiles // 2) if desc.flags & PAIR else desc.oc_tiles
+
+
 def direct_issue_cycles(desc):
-    """`ConvDirectIssue` on a direct CONV: one tap word per cycle, no bubble: pixels x oc tiles x tile words."""
-    return desc.out_h * desc.out_w * desc.oc_tiles * desc.tile_words
+    """`ConvDirectIssue` on a direct CONV: one tap word per cycle, no bubble: pixels x oc tiles (PAIR: tile
+    pairs) x tile words."""
+    return desc.out_h * desc.out_w * issue_tiles(desc) * desc.tile_words
 
 
 def dw_tap_issue_cycles(config, desc, dw_sets=None):
@@ -498,7 +511,8 @@ def descriptor_activity(config, desc):
             out.update(mac_cycles=issues, act_reads=reads, weight_reads=issues)
         else:
             issues = direct_issue_cycles(d)
-            out.update(mac_cycles=issues, act_reads=d.oc_tiles * d.in_ct * rows_in * cols_in, weight_reads=issues)
+            out.update(mac_cycles=issues, act_reads=issue_tiles(d) * d.in_ct * rows_in * cols_in,
+                       weight_reads=issues)
         out["weight_reads"] += d.param_words
         return out
     if op == "ADD":                       # two words per output word (one for ZPAD2's zero-point tiles)

@@ -1,6 +1,6 @@
 """MAC array: rows x cols int8 multipliers with a per-row adder tree and int32 accumulators."""
 
-from amaranth import Cat, Module, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,18 +22,26 @@ class MACArray(wiring.Component):
     `latency` 3 (DEEP_MAC_LATENCY). Accumulators wrap at 32 bits, as int32 arithmetic does. No back-pressure:
     the array takes one vector per cycle when enabled.
 
+    With ``split`` the array can also sum each half of a row on its own (the `pair` input, presented with
+    `en`): row r's lanes ``0 .. cols/2 - 1`` go to `acc[r]` and lanes ``cols/2 ..`` to `acc2[r]` (a PAIR CONV:
+    two output-channel tiles, one per half, at once); without `pair` `acc2` keeps its value.
+
     `products` shows the registered products (row r, column c: ``x[c] * w[r][c]`` of the last enabled cycle),
     for a user that sums them its own way: the NPU's depthwise path accumulates them lane by lane, row by row,
     on the same multipliers.
     """
 
-    def __init__(self, rows, cols, deep=False, x_groups=1):
+    def __init__(self, rows, cols, deep=False, x_groups=1, split=False):
         self.rows = rows
         self.cols = cols
         self.deep = bool(deep)
         self.x_groups = x_groups
+        self.split = bool(split)
+        assert not self.split or cols % 2 == 0
         self.latency = DEEP_MAC_LATENCY if self.deep else MAC_LATENCY
         extra = {"xg": In(data.ArrayLayout(data.ArrayLayout(signed(9), cols), x_groups - 1))} if x_groups > 1 else {}
+        if self.split:
+            extra.update(pair=In(1), acc2=Out(data.ArrayLayout(signed(32), rows)))
         super().__init__({
             **extra,
             "x": In(data.ArrayLayout(signed(9), cols)),
@@ -48,11 +56,15 @@ class MACArray(wiring.Component):
         m = Module()
         en_d = Signal()
         clear_d = Signal()
+        pair_d = Signal()
         m.d.sync += [en_d.eq(self.en), clear_d.eq(self.clear)]
+        if self.split:
+            m.d.sync += pair_d.eq(self.pair)
         if self.deep:
             en_dd = Signal()
             clear_dd = Signal()
-            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d)]
+            pair_dd = Signal()
+            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d), pair_dd.eq(pair_d)]
         all_products = []
         for r in range(self.rows):
             products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
@@ -61,20 +73,40 @@ class MACArray(wiring.Component):
                 for c in range(self.cols):
                     m.d.sync += products[c].eq(x[c] * self.w[r][c])
             all_products += products
+            width = 17 + max(1, (self.cols - 1).bit_length())
+            if self.split:
+                # The halves' sums (the tree's last add joins them); with `pair` the row's accumulator takes
+                # the lower half only and acc2 the upper.
+                half = self.cols // 2
+                lo, hi = _adder_tree(products[:half]), _adder_tree(products[half:])
+                row_sum = Mux(pair_d, lo, lo + hi)
+            else:
+                row_sum = _adder_tree(products)
             if self.deep:
                 # The row's sum is registered before the accumulator add: one carry chain per stage.
-                total = Signal(signed(17 + max(1, (self.cols - 1).bit_length())), name=f"sum_{r}")
+                total = Signal(signed(width), name=f"sum_{r}")
                 with m.If(en_d):
-                    m.d.sync += total.eq(_adder_tree(products))
-                acc_en, acc_clear = en_dd, clear_dd
+                    m.d.sync += total.eq(row_sum)
+                if self.split:
+                    total2 = Signal(signed(width), name=f"sum2_{r}")
+                    with m.If(en_d):
+                        m.d.sync += total2.eq(hi)
+                acc_en, acc_clear, acc_pair = en_dd, clear_dd, pair_dd
             else:
-                total = _adder_tree(products)
-                acc_en, acc_clear = en_d, clear_d
+                total = row_sum
+                total2 = hi if self.split else None
+                acc_en, acc_clear, acc_pair = en_d, clear_d, pair_d
             with m.If(acc_en):
                 with m.If(acc_clear):
                     m.d.sync += self.acc[r].eq(total)
                 with m.Else():
                     m.d.sync += self.acc[r].eq(self.acc[r] + total)
+            if self.split:
+                with m.If(acc_en & acc_pair):
+                    with m.If(acc_clear):
+                        m.d.sync += self.acc2[r].eq(total2)
+                    with m.Else():
+                        m.d.sync += self.acc2[r].eq(self.acc2[r] + total2)
         # One assignment for the whole port: Amaranth checks each statement over every bit of its target.
         m.d.comb += self.products.as_value().eq(Cat(*all_products))
         return m

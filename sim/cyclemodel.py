@@ -16,6 +16,7 @@ from stackcam.quant.timing import (
     dw_line_sets,
     dw_walk_passes,
     im2col_read_words,
+    issue_tiles,
     lut_row_bytes,
     program_cycles,
     sequencer_overhead,
@@ -138,8 +139,9 @@ def _descriptor_banks(config, d, c, weights=None):
             np.add.at(c.act_reads, d.in_addr + np.asarray(offs, dtype=np.int64), 1)
             c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.in_ct, pixels))
         else:
-            c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, np.full(d.in_ct, d.oc_tiles))
-            c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.tile_words, pixels))
+            tiles = issue_tiles(d)                                         # PAIR: two oc tiles per issue
+            c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, np.full(d.in_ct, tiles))
+            c.add(c.w_reads, d.weight_addr, np.full(tiles * d.tile_words, pixels))
         return True
     if op in ("ADD", "MUL"):
         c.add(c.act_reads, d.in_addr, np.ones(words))

@@ -33,7 +33,7 @@ def _config(rows, cols, name=None):
 CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x16": _config(8, 16),
            "2x64": _config(2, 64), "8x16/G1": _config(8, 16).with_(im2col_pixels=1),
            "4x8/G2": _config(4, 8).with_(im2col_pixels=2),
-           "4x4/deep": _config(4, 4).with_(deep_pipeline=True),
+           "4x4/deep": _config(4, 4).with_(deep_pipeline=True), "4x8/deep": _config(4, 8).with_(deep_pipeline=True),
            # Depthwise line walk (3 rows per accumulator set fit): one lane group, and two.
            "16x16": _config(16, 16), "16x32": _config(16, 32).with_(sram_banks=6, weight_banks=2)}
 
@@ -73,7 +73,8 @@ def trace(graph, config, seed=0):
 def ideal_cycles(d, config):
     if d.op == "DWCONV":
         return d.kernel_h * d.kernel_w * d.out_h * d.out_w * d.out_ct
-    return d.out_h * d.out_w * d.oc_tiles * d.tile_words
+    tiles = -(-d.oc_tiles // 2) if d.flags & fmt.PAIR else d.oc_tiles       # PAIR: two oc tiles per issue
+    return d.out_h * d.out_w * tiles * d.tile_words
 
 
 def check_graph(graph, config, seed=0, only=None):
@@ -143,6 +144,33 @@ def net_stem(channels=3):
     a = n.conv(n.input, 8, k=3, stride=2, act="RELU6", out_q=(6 / 255, -128))
     b = n.conv(n.input, 5, k=5, stride=1, out_q=(0.05, 1))
     return n.graph(a, b)
+
+
+def net_pair(channels):
+    """Convolutions whose input has at most cols/2 channels and whose output more than `rows` (PAIR on arrays of
+    cols = 2*rows): an even and an odd number of oc tiles (the last pair half empty), a partial last tile, a 3x3
+    with padding and stride 2, and a 1-tile conv (no PAIR)."""
+    n = Net((1, 5, 7, 3), seed=21, zp=-3)
+    x = n.conv(n.input, channels, k=1, out_q=(0.04, 3))         # the network input is pixel-packed (PACKED)
+    a = n.conv(x, 16, k=1, act="RELU6", out_q=(6 / 255, -128))
+    b = n.conv(x, 11, k=1, out_q=(0.05, 5))
+    c = n.conv(x, 13, k=3, stride=2, out_q=(0.04, -7))
+    d = n.conv(x, 9, k=3, stride=1, act="RELU", out_q=(0.03, -128))
+    return n.graph(a, b, c, d, n.conv(x, 3, k=1, out_q=(0.05, 2)))
+
+
+@pytest.mark.parametrize("config,channels", [("4x8", 4), ("4x8", 3), ("8x16", 8), ("2x4", 1), ("4x8/deep", 2)])
+def test_pair(config, channels):
+    """PAIR CONVs (two oc tiles per issue, one per half of the lanes) equal the golden executor word for word,
+    in `quant.timing`'s cycles, half the issues of the same weights without PAIR (rounded up per pixel)."""
+    cfg = CONFIGS[config]
+    steps = check_graph(net_pair(channels), cfg)
+    flags = [bool(d.flags & fmt.PAIR) for _, d, _, _ in steps]
+    assert flags == [d.oc_tiles >= 2 and not d.flags & fmt.PACKED for _, d, _, _ in steps] and sum(flags) >= 3
+    for _, d, _, _ in steps:
+        if d.flags & fmt.PAIR:
+            plain = dataclasses.replace(d, flags=d.flags & ~fmt.PAIR)
+            assert ideal_cycles(d, cfg) == ideal_cycles(plain, cfg) * -(-d.oc_tiles // 2) // d.oc_tiles
 
 
 @pytest.mark.parametrize("config", ["4x4", "8x16"])
@@ -236,11 +264,32 @@ def test_fully_connected_records_wider_than_a_word():
     check_graph(n.graph(n.fc(n.input, 70, per_channel=True, out_q=(0.3, 4))), config)
 
 
-@pytest.mark.parametrize("patch", ["opcode", "dwconv_flags", "too_many_channels", "im2col_too_long"])
+@pytest.mark.parametrize("patch", ["opcode", "dwconv_flags", "too_many_channels", "im2col_too_long",
+                                   "pair_wide_input", "pair_fcscale", "pair_packed", "pair_square_array"])
 def test_refused_descriptors(patch):
-    """What the engine cannot do: `error` with `done` one cycle after `start`, the SRAM untouched."""
+    """What the engine cannot do: `error` with `done` one cycle after `start`, the SRAM untouched. PAIR where it
+    cannot work (over cols/2 input channels, with FCSCALE or PACKED, an array without cols = 2*rows): the golden
+    executor refuses it too."""
     config = CONFIGS["8x16"]
-    if patch == "im2col_too_long":
+    if patch.startswith("pair"):
+        if patch == "pair_square_array":
+            config = CONFIGS["4x4"]
+            (d, before, wsram), _ = _one_descriptor(net_pair(2), config, "CONV")
+        elif patch == "pair_packed":
+            (d, before, wsram), _ = _one_descriptor(net_stem(), config, "CONV")
+            assert d.flags & fmt.PACKED
+        elif patch == "pair_wide_input":
+            (d, before, wsram), _ = _one_descriptor(net_pointwise(), config, "CONV")
+            assert d.in_c > config.array_cols // 2 and not d.flags
+        else:
+            n = Net((1, 1, 1, 6), seed=16)
+            (d, before, wsram), _ = _one_descriptor(n.graph(n.fc(n.input, 9)), config, "CONV")
+            assert d.flags & fmt.FCSCALE and d.in_c <= config.array_cols // 2 and d.oc_tiles == 2
+        d.flags |= fmt.PAIR
+        with pytest.raises(fmt.ProgramError, match="PAIR"):
+            golden._check(0, d, config.array_cols, config.array_rows)
+        engine = NPUConvEngine(config)
+    elif patch == "im2col_too_long":
         (d, before, wsram), _ = _one_descriptor(net_stem(), config, "CONV")
         engine = NPUConvEngine(config, im2col_words=1)
     elif patch == "dwconv_flags":

@@ -263,6 +263,28 @@ def test_conv_block_layout(rows, cols):
     np.testing.assert_array_equal(fmt.unpack_conv_weights(block.view(np.uint8), oc, kh, kw, ic, rows, cols), w)
 
 
+@pytest.mark.parametrize("rows,cols,oc,ic", [(4, 8, 11, 4), (8, 16, 17, 5), (2, 4, 4, 2), (32, 64, 70, 32)])
+def test_pair_block_layout(rows, cols, oc, ic):
+    """PAIR: word (pair, ky, kx) byte (r, c) is W[(2*pair + c // (cols/2))*rows + r, ky, kx, c % (cols/2)]."""
+    rng = np.random.default_rng(oc * ic)
+    kh, kw, half = 3, 2, cols // 2
+    w = rng.integers(-127, 128, (oc, kh, kw, ic)).astype(np.int8)
+    block = fmt.pack_pair_weights(w, rows, cols).view(np.int8)
+    pairs = -(-oc // (2 * rows))
+    assert block.shape == (fmt.pair_block_words(oc, kh, kw, rows), rows * cols) == (pairs * kh * kw, rows * cols)
+    word = 0
+    for p in range(pairs):
+        for ky in range(kh):
+            for kx in range(kw):
+                for r in range(rows):
+                    for c in range(cols):
+                        oo, ii = (2 * p + c // half) * rows + r, c % half
+                        want = w[oo, ky, kx, ii] if oo < oc and ii < ic else 0
+                        assert block[word, r * cols + c] == want
+                word += 1
+    np.testing.assert_array_equal(fmt.unpack_pair_weights(block.view(np.uint8), oc, kh, kw, ic, rows, cols), w)
+
+
 @pytest.mark.parametrize("rows,cols", [(4, 4), (8, 16), (8, 4), (2, 4)])
 def test_im2col_block_layout(rows, cols):
     rng = np.random.default_rng(7)

@@ -20,7 +20,7 @@ joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine'
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 
-from stackcam.quant.program import FCSCALE, OPCODES, PACKED
+from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR
 from stackcam.quant.timing import conv_cycles, conv_latency
 
 from .conv_backend import ConvBackEnd
@@ -102,8 +102,15 @@ class NPUConvEngine(wiring.Component):
     multiplier and shift and the tiles requantized by `FCRequantUnit` (LiteRT's reference double rescale, in
     integers) instead of `RequantUnit`; same latency, so the same cycles as without the flag.
 
+    **PAIR** (an input of at most ``cols / 2`` channels, on an array of ``cols = 2 * rows``: demo, imx500): the
+    lower half of each row's lanes would hold the input and the upper half idle, so a weight word carries two
+    oc tiles, one per half (`quant.program`); the datapath copies the input's lower lanes into the upper half,
+    the MAC array sums each half on its own and the back end requantizes and writes the pair, a whole output
+    word, at once: ``out_h*out_w*ceil(oc_tiles/2)*tile_words`` run cycles.
+
     **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
-    DWCONV; DWCONV with any flag; more output channels than the parameter buffer holds; a PACKED K above
+    DWCONV; DWCONV with any flag; PAIR on another array shape, with PACKED or FCSCALE or over ``cols / 2`` input
+    channels; more output channels than the parameter buffer holds; a PACKED K above
     ``im2col_words`` words (default: 5x5 RGB); a zero loop bound.
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
@@ -148,6 +155,7 @@ class NPUConvEngine(wiring.Component):
         is_dw = Signal()
         is_packed = Signal()
         is_fc = Signal()                       # CONV with FCSCALE: the float64 rescale
+        is_pair = Signal()                     # CONV with PAIR: two oc tiles per issue
         wk_mode = Signal()                     # DWCONV on the column walk (kernel of at most dw_taps taps)
         init = Signal()                        # the run's first cycle is next: the run components load
         stop = Signal()                        # the last write is on the port
@@ -179,11 +187,15 @@ class NPUConvEngine(wiring.Component):
 
         if dm.LINE:
             m.d.comb += pipe.line.eq(walk.line)
+        if dm.PAIR:
+            m.d.comb += [issue.pair.eq(is_pair), pipe.pair.eq(is_pair), back.pair.eq(is_pair),
+                         back.acc2.eq(pipe.acc2)]
 
         # Descriptors the engine refuses.
         op_conv = d.opcode == OPCODES["CONV"]
         op_dw = d.opcode == OPCODES["DWCONV"]
         packed_flag = (d.flags & PACKED) != 0
+        pair_flag = (d.flags & PAIR) != 0
         tiles_used = Mux(op_dw, d.out_ct * dm.NG, d.oc_tiles)      # R-channel groups the layer's tiles use
         bad = Signal()
         m.d.comb += bad.eq(
@@ -194,6 +206,8 @@ class NPUConvEngine(wiring.Component):
             | (d.kernel_h == 0) | (d.kernel_w == 0) | (d.stride_h == 0) | (d.stride_w == 0)
             | (d.out_h == 0) | (d.out_w == 0) | (d.in_ct == 0) | (d.out_ct == 0) | (d.param_words == 0)
             | (op_conv & (d.oc_tiles == 0))
+            | (op_conv & pair_flag & (((d.flags & (PACKED | FCSCALE)) != 0) | (d.in_c > dm.C // 2)
+                                       | (not dm.PAIR)))
         )
         fail = Signal()
 
@@ -204,7 +218,7 @@ class NPUConvEngine(wiring.Component):
         with m.If(state == IDLE):
             with m.If(self.start):
                 m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag),
-                             is_fc.eq(op_conv & ((d.flags & FCSCALE) != 0)),
+                             is_fc.eq(op_conv & ((d.flags & FCSCALE) != 0)), is_pair.eq(op_conv & pair_flag),
                              wk_mode.eq(op_dw & (d.kernel_h * d.kernel_w <= dm.TM))]
                 with m.If(bad):
                     m.d.sync += state.eq(FAIL)

@@ -39,8 +39,10 @@ class ConvBackEnd(wiring.Component):
     DWCONV holds a closed output's ``cols`` sums (T + 1) and drains them ``rows`` lanes per cycle over
     ``cols // rows`` cycles (T + 1 .. T + groups; each write fills one lane group of the output word); with the
     line walk (`quant.timing.dw_drain_groups` = 1) `RequantUnit` is ``cols`` lanes wide and the whole word
-    drains in one cycle (CONV tiles use its first ``rows`` lanes). The issue stages space their closes so that
-    a drain never overlaps the next. Latency from `tile.done` to the write:
+    drains in one cycle (CONV tiles use its first ``rows`` lanes). A PAIR tile (`pair`, on an array of
+    ``cols = 2 * rows``) is a whole output word too: `acc` and `acc2` (the pair's two oc tiles) through the
+    ``cols``-lane requantizer with the word's ``cols`` records, written at once. The issue stages space their
+    closes so that a drain never overlaps the next. Latency from `tile.done` to the write:
     CONV 1 + ``RequantUnit.latency`` cycles (`quant.timing.CONV_LATENCY` - 4), DWCONV 2 + ``RequantUnit.latency``
     for the first lane group and ``groups - 1`` more for the last. No back-pressure: one tile (or one drain
     beat) per cycle in, one write per cycle out.
@@ -53,6 +55,7 @@ class ConvBackEnd(wiring.Component):
         super().__init__({
             "tile": In(tile_layout(dims)), "acc": In(data.ArrayLayout(signed(32), R)),
             "dw_sum": In(data.ArrayLayout(signed(32), C)), "dw": In(1), "fc": In(1),
+            **({"pair": In(1), "acc2": In(data.ArrayLayout(signed(32), R))} if dims.PAIR else {}),
             "out_zp": In(signed(8)), "act_min": In(signed(8)), "act_max": In(signed(8)),
             "pbuf": Out(param_read_signature(dims)), "act_w": Out(act_write_signature(config)), "last": Out(1),
         })
@@ -62,7 +65,9 @@ class ConvBackEnd(wiring.Component):
         dm = self.dims
         R, C, NG, AB, sub_w = dm.R, dm.C, dm.NG, dm.AB, dm.sub_w
         NGD = dm.NGD
-        RQ = R if NGD == NG else C              # requantizer lanes: `cols` when a DWCONV output drains at once
+        # Requantizer lanes: `cols` when a DWCONV output drains at once or a PAIR tile fills the output word.
+        RQ = R if NGD == NG and not dm.PAIR else C
+        whole = self.dw | self.pair if dm.PAIR else self.dw     # the tile is a whole output word
         deep = self.config.deep_pipeline
         m.submodules.requant = rq = RequantUnit(RQ, tag_width=AB + sub_w + 2, deep=deep)
         m.submodules.requant_fc = fq = FCRequantUnit(R, tag_width=AB + sub_w + 2, deep=deep)
@@ -102,7 +107,9 @@ class ConvBackEnd(wiring.Component):
         with m.Else():
             m.d.comb += [
                 be_valid.eq(tile.done), be_pw.eq(tile.pw), be_sub.eq(tile.sub), be_oaddr.eq(tile.oaddr),
-                be_final.eq(tile.final), be_acc.as_value().eq(self.acc.as_value()), be_rest.eq(tile.rest),
+                be_final.eq(tile.final), be_rest.eq(tile.rest),
+                be_acc.as_value().eq(Mux(self.pair, Cat(self.acc.as_value(), self.acc2.as_value()),
+                                         self.acc.as_value()) if dm.PAIR else self.acc.as_value()),
             ]
         m.d.comb += self.pbuf.addr.eq(be_pw[:len(self.pbuf.addr)])
 
@@ -121,7 +128,7 @@ class ConvBackEnd(wiring.Component):
         if RQ == R:
             m.d.comb += recs.as_value().eq(tile_recs)
         else:                                   # a DWCONV output: the buffer word's C records at once
-            m.d.comb += recs.as_value().eq(Mux(self.dw, self.pbuf.data.as_value(), tile_recs))
+            m.d.comb += recs.as_value().eq(Mux(whole, self.pbuf.data.as_value(), tile_recs))
         for r in range(RQ):
             p = rq.params[r]
             m.d.comb += [
@@ -155,8 +162,8 @@ class ConvBackEnd(wiring.Component):
         for g in range(1, NG):
             m.d.comb += above[g].eq(o_rest & (o_sub < g))
         lanes = [Mux(above[ln // R], self.out_zp, o_out[ln % R]) for ln in range(C)]
-        if RQ > R:                              # a DWCONV output word, whole
-            lanes = [Mux(self.dw, o_out[ln], lanes[ln]) for ln in range(C)]
+        if RQ > R:                              # a DWCONV output or a PAIR tile: the word, whole
+            lanes = [Mux(whole, o_out[ln], lanes[ln]) for ln in range(C)]
         m.d.comb += [
             self.act_w.addr.eq(o_addr),
             self.act_w.data.eq(Cat(*lanes)),
@@ -168,6 +175,6 @@ class ConvBackEnd(wiring.Component):
                     m.d.comb += self.act_w.en.eq(Mux(o_rest, ((1 << C) - 1) ^ ((1 << (g * R)) - 1),
                                                      ((1 << R) - 1) << (g * R)))
             if RQ > R:
-                with m.If(self.dw):
+                with m.If(whole):
                     m.d.comb += self.act_w.en.eq((1 << C) - 1)
         return m

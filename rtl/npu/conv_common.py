@@ -6,7 +6,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for, ceil_log2
 
-from stackcam.quant.timing import LINE_KERNEL_ROWS, dw_drain_groups, dw_line_capable, dw_line_depth, dw_line_sets
+from stackcam.quant.timing import (
+    LINE_KERNEL_ROWS,
+    dw_drain_groups,
+    dw_line_capable,
+    dw_line_depth,
+    dw_line_sets,
+    pair_capable,
+)
 
 from .ports import addr_bits
 
@@ -55,6 +62,8 @@ class ConvDims:
         # Lane groups a DWCONV output drains in (one cycle each): with the line walk the requantizer is `cols`
         # lanes wide, so a whole output word in one cycle.
         self.NGD = dw_drain_groups(config, dw_sets)
+        # PAIR CONVs (two oc tiles per issue, one per half of the lanes): an array of cols = 2 * rows.
+        self.PAIR = pair_capable(config)
 
 
 def geometry_layout(dims):

@@ -17,10 +17,13 @@ class ConvMACPipe(wiring.Component):
     the padding) and the weights; S2 presents them to the MAC array (`mac_active`); the sums are complete at
     S4 = S2 + ``MACArray.latency``, where `tile` (`conv_common.tile_layout`) says which tile ended.
 
-    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row). DWCONV: rows j*XG .. j*XG +
-    XG - 1 carry set j's taps and their registered products are summed lane by lane in each set's `cols` 32-bit
-    accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4. With the walk's line mode (XG = 3) the
-    array takes three activation vectors, a column's kernel rows, from the line buffer (`_line_words`).
+    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row); with `pair` (a PAIR CONV, on an
+    array of ``cols = 2 * rows``) the activation's lower lanes are copied into the upper ones and each half of a
+    row is summed on its own: `acc` the lower (the pair's first tile), `acc2` the upper (its second).
+    DWCONV: rows j*XG .. j*XG + XG - 1 carry set j's taps and their registered products are summed lane by lane
+    in each set's `cols` 32-bit accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4. With the
+    walk's line mode (XG = 3) the array takes three activation vectors, a column's kernel rows, from the line
+    buffer (`_line_words`).
 
     Ports: `issue` (S0, from `ConvDirectIssue` or `ConvDepthwiseWalk`), `gword` (S0: the im2col buffer word of
     the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set row),
@@ -39,6 +42,7 @@ class ConvMACPipe(wiring.Component):
             "taps": In(data.ArrayLayout(8 * C, NS * dims.XG)), "in_zp": In(signed(8)),
             **({"line": In(line_layout(dims))} if dims.LINE else {}),
             "dw": In(1), "packed": In(1), "walk": In(1),
+            **({"pair": In(1), "acc2": Out(data.ArrayLayout(signed(32), R))} if dims.PAIR else {}),
             "mac_active": Out(1), "tile": Out(tile_layout(dims)), "acc": Out(data.ArrayLayout(signed(32), R)),
             "dw_sum": Out(data.ArrayLayout(signed(32), C)),
         })
@@ -47,7 +51,7 @@ class ConvMACPipe(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NS, XG = dm.R, dm.C, dm.NS, dm.XG
-        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline, x_groups=XG)
+        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline, x_groups=XG, split=dm.PAIR)
         assert mac.latency == mac_latency(dm.config)
 
         s1 = Signal(issue_layout(dm))
@@ -68,9 +72,16 @@ class ConvMACPipe(wiring.Component):
         NR = min(R, NS * XG)                    # array rows the depthwise sets use (the last set's may be cut)
         s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NR)]
         # Whole-signal assignments here and below: Amaranth checks each statement over every bit of its target.
+        x_lanes = [[Mux(xins[k], lane(xs[k], c).as_signed() - self.in_zp, 0)[:9] for c in range(C)]
+                   for k in range(XG)]
+        if dm.PAIR:
+            # PAIR: the input's channels are in the lower half of the lanes; the upper half takes a copy of them
+            # (its rows' weights are the second tile's).
+            # (Every vector: with the line walk's XG vectors, rows take vector r % XG, all the issued word here.)
+            half = C // 2
+            x_lanes = [xl[:half] + [Mux(self.pair, xl[c - half], xl[c]) for c in range(half, C)] for xl in x_lanes]
         for k in range(XG):
-            m.d.sync += s2_x[k].as_value().eq(Cat(*[Mux(xins[k], lane(xs[k], c).as_signed() - self.in_zp, 0)[:9]
-                                                    for c in range(C)]))
+            m.d.sync += s2_x[k].as_value().eq(Cat(*x_lanes[k]))
         m.d.sync += [s2.eq(s1), s2.sen.eq(Mux(s1.valid, s1.sen, 0)), s2_w.eq(self.w_data)]
         for j in range(NR):
             if j == 0:
@@ -86,6 +97,7 @@ class ConvMACPipe(wiring.Component):
         m.d.comb += [
             mac.x.eq(s2_x[0]), mac.w.as_value().eq(Mux(self.dw, dw_w, s2_w)),
             mac.en.eq(s2.valid), mac.clear.eq(s2.first),
+            *([mac.pair.eq(self.pair), self.acc2.eq(mac.acc2)] if dm.PAIR else []),
             self.mac_active.eq(s2.valid & (~self.dw | s2.sen.any())),
         ]
         dw_acc = [Signal(data.ArrayLayout(signed(32), C), name=f"dw_acc{j}") for j in range(NS)]

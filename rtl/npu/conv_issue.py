@@ -19,7 +19,8 @@ class ConvDirectIssue(wiring.Component):
     (read requests), `issue` (`conv_common.issue_layout`, for stage S1), `feed` (the im2col buffer word S1
     takes in PACKED mode) and `release` (pulse: the feeder is done with buffer set ``feed.set``).
 
-    Direct CONV: the weight block is walked once per pixel; a tap in the padding is not read (`inside` low,
+    Direct CONV: the weight block is walked once per pixel (with `pair`, a PAIR CONV, its words are tile
+    pairs, each a whole output word); a tap in the padding is not read (`inside` low,
     S1 substitutes the zero point). PACKED (the feeder): one ``1x1`` pass of ``oc_tiles * in_ct`` words per
     pixel from the im2col buffers, group by group. DWCONV with more taps than the walk holds: one tap per
     cycle on accumulator set 0, a weight word every `rows` taps.
@@ -35,6 +36,7 @@ class ConvDirectIssue(wiring.Component):
         super().__init__({
             "init": In(1), "enable": In(1), "stop": In(1), "desc": In(descriptor_layout()),
             "geom": In(geometry_layout(dims)), "dw": In(1), "packed": In(1), "full": In(2),
+            **({"pair": In(1)} if dims.PAIR else {}),
             "act_r": Out(read_request_signature(dims.AB)), "w_r": Out(read_request_signature(dims.WAB)),
             "issue": Out(issue_layout(dims)), "feed": Out(feed_layout(dims)), "release": Out(1),
         })
@@ -69,6 +71,9 @@ class ConvDirectIssue(wiring.Component):
         lkw = Mux(is_packed, 1, d.kernel_w)
         nic = Mux(is_dw, 1, d.in_ct)
         ntiles = Mux(is_dw, d.out_ct, d.oc_tiles)
+        if dm.PAIR:                         # PAIR: a tile pair (a whole output word) per issue
+            ntiles = Mux(self.pair, (d.oc_tiles + 1) >> 1, ntiles)
+        word_step = is_dw | self.pair if dm.PAIR else is_dw     # each tile is a whole output word
         last_ic = ic == nic - 1
         last_kx = kx == lkw - 1
         last_ky = ky == lkh - 1
@@ -121,7 +126,7 @@ class ConvDirectIssue(wiring.Component):
                         with m.If(~last_t):
                             m.d.sync += t.eq(t + 1)
                             if NG > 1:
-                                with m.If(is_dw | (sub == NG - 1)):
+                                with m.If(word_step | (sub == NG - 1)):
                                     m.d.sync += [sub.eq(0), pw.eq(pw + 1)]
                                 with m.Else():
                                     m.d.sync += sub.eq(sub + 1)
