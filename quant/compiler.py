@@ -438,10 +438,14 @@ class _Compiler:
                                  -p["input_offset"], fill=False)
                 chunks.append((k0, k0 + n, self.temporary(layer, out_name, (oh, ow, n), (oh, ow, n), 1), source))
         for k0, k1, target, source in chunks:
-            # PAIR: an input of at most cols/2 channels leaves half of each row's lanes idle; with two oc tiles
-            # or more, each word carries two tiles, one per half (`quant.program`), and issues half as often.
+            # PAIR: an input whose last channel tile is at most half full leaves half of the lanes idle in its
+            # words; oc tiles in pairs share one such word, one tile per half (`quant.program`): 2*F + 1 issues
+            # per pair and tap instead of 2*F + 2 (F full input tiles). Taken when it issues less (an odd last
+            # tile pairs with nothing).
+            ic_phys, tiles = weights.shape[3], _ceil(k1 - k0, self.rows)
+            it = _ceil(ic_phys, self.cols)
             pair = (not (depthwise or packed or fc) and timing.pair_capable(self.cfg)
-                    and weights.shape[3] <= self.cols // 2 and k1 - k0 > self.rows)
+                    and fmt.pair_fits(ic_phys, self.cols) and _ceil(tiles, 2) * (2 * it - 1) < tiles * it)
             if depthwise:
                 block = fmt.pack_dw_weights(weights[0][..., k0:k1], self.rows, self.cols)
             elif packed:
@@ -460,8 +464,8 @@ class _Compiler:
                                   pad_right=pads[3], weight_words=block.shape[0], param_words=params.shape[0],
                                   in_zp=-p["input_offset"], out_zp=p["output_zero_point"], act_min=p["act_min"],
                                   act_max=p["act_max"], oc_tiles=0 if depthwise else _ceil(k1 - k0, self.rows),
-                                  tile_words=tile_words, macs=part_macs)
-            self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(tile_words, "u16"))
+                                  tile_words=kh * kw * (2 * it - 1) if pair else tile_words, macs=part_macs)
+            self.check(what, oc_tiles=(desc.oc_tiles, "u16"), tile_words=(desc.tile_words, "u16"))
             self.blocks["params"].append((layer, desc, params))
             self.blocks["dw" if depthwise else "conv"].append((layer, desc, block))
             self.emit(layer, desc, {"in_addr": source, "out_addr": target})

@@ -25,6 +25,7 @@ from .program import (
     im2col_block_words,
     packed_words,
     pair_block_words,
+    pair_fits,
     param_words,
     read_packed,
     read_stream,
@@ -97,12 +98,13 @@ def _check(i, d, cols, rows, max_channels=None):
                 raise ProgramError(f"{where}: out_{axis} {o} does not follow from in_{axis} {size}, kernel {k}, "
                                    f"stride {s}, pads {lo}+{hi}")
     pair = bool(d.flags & PAIR)
-    if pair and (packed or d.flags & FCSCALE or cols != 2 * rows or d.in_c > cols // 2):
-        raise ProgramError(f"{where}: PAIR needs an array of cols = 2*rows ({rows}x{cols}), an input of at most "
-                           f"cols/2 channels (in_c {d.in_c}) and neither PACKED nor FCSCALE")
+    if pair and (packed or d.flags & FCSCALE or cols != 2 * rows or not pair_fits(d.in_c, cols)):
+        raise ProgramError(f"{where}: PAIR needs an array of cols = 2*rows ({rows}x{cols}), an input whose last "
+                           f"channel tile holds at most cols/2 channels (in_c {d.in_c}) and neither PACKED nor "
+                           f"FCSCALE")
     if d.op == "CONV" and pair:
-        want = (pair_block_words(d.out_c, d.kernel_h, d.kernel_w, rows),
-                param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w)
+        want = (pair_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
+                param_words(d.out_c, rows, cols), -(-d.out_c // rows), d.kernel_h * d.kernel_w * (2 * d.in_ct - 1))
     elif d.op == "CONV" and packed:
         want = (im2col_block_words(d.out_c, d.kernel_h, d.kernel_w, d.in_c, rows, cols),
                 param_words(d.out_c, rows, cols), -(-d.out_c // rows), k_words)

@@ -45,12 +45,17 @@ Weight space holds, from word 0 and in this order, each region and each layer's 
    A CONV with the PACKED flag (im2col mode, below) reduces over ``K = kernel_h*kernel_w*in_c`` values
    ``k = (ky*kernel_w + kx)*in_c + ic`` instead: one word per ``(oc_tile, k_tile)``, ``k_tile`` innermost, byte
    ``r*cols + c`` is ``W[oc_tile*rows + r][k = k_tile*cols + c]`` (0 for ``k >= K``).
-   A CONV with the PAIR flag (an array with ``cols = 2*rows``, an input of ``in_c <= cols/2`` channels, so one
-   tile ``ic_tile = 0`` whose upper lanes are padding) takes two output-channel tiles per word: one word per
-   ``(oc_pair, ky, kx)``, byte ``r*cols + c`` is ``W[(2*oc_pair + c // (cols/2))*rows + r, ky, kx, c % (cols/2)]``
-   (tile ``2*oc_pair`` in the lower half of each row, tile ``2*oc_pair + 1`` in the upper half; 0 outside the
-   tensor).  The die copies the input word's lower lanes into the upper ones and sums each half of a row on its
-   own, so one issue computes the ``cols`` output channels of a whole output word.
+   A CONV with the PAIR flag (an array with ``cols = 2*rows``; the input's last channel tile holds at most
+   ``cols/2`` channels, ``in_c - F*cols <= cols/2`` with ``F = in_ct - 1``, so the upper half of its lanes is
+   padding) computes output-channel tiles in pairs, a whole output word each: per ``(oc_pair, ky, kx)``,
+   ``2*F + 1`` words: the ``F`` full input tiles' words of tile ``2*oc_pair`` (laid out as above), the same of
+   tile ``2*oc_pair + 1``, then one word whose byte ``r*cols + c`` is
+   ``W[(2*oc_pair + c // (cols/2))*rows + r, ky, kx, F*cols + c % (cols/2)]`` (the last input tile of both:
+   tile ``2*oc_pair`` in the lower half of each row, ``2*oc_pair + 1`` in the upper half; 0 outside the tensor).
+   The die sums the first ``F`` words' rows into the first tile, the next ``F`` into the second, and for the
+   last word copies the input word's lower lanes into the upper ones and sums each half of a row into its own
+   tile: ``2*F + 1`` issues for two tiles instead of ``2*F + 2``.  ``tile_words`` is ``kernel_h*kernel_w*(2*F
+   + 1)``, the words per pair.
 
 Activation tensors are channel-tiled HWC: an H x W x C tensor at word ``base`` has ``CT = ceil(C / cols)``
 words per pixel; pixel (y, x) channel tile ct is word ``base + (y*W + x)*CT + ct``; lane c of that word is
@@ -192,7 +197,7 @@ __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "
            "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
            "dw_block_words", "pack_dw_weights", "unpack_dw_weights", "conv_block_words", "pack_conv_weights",
-           "unpack_conv_weights", "pair_block_words", "pack_pair_weights", "unpack_pair_weights",
+           "unpack_conv_weights", "pair_fits", "pair_block_words", "pack_pair_weights", "unpack_pair_weights",
            "im2col_block_words", "pack_im2col_weights", "unpack_im2col_weights",
            "packed_words", "write_packed", "read_packed", "stream_words", "read_stream", "tensor_words",
            "write_tensor", "read_tensor", "RESIZE_ENTRY_BYTES", "resize_table_words", "pack_resize_table",
@@ -243,8 +248,8 @@ FIELDS = (
                             'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); '
                             'bit 3 NEG2 (ADD: subtract the second input, SUB); '
                             'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
-                            'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: in_c <= cols/2, two output-channel '
-                            'tiles per weight word, both halves of the lanes); others 0'),
+                            'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: the last input tile at most half '
+                            'full, output-channel tiles in pairs, the last input tile of both in one word); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -531,31 +536,47 @@ def unpack_conv_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols, padd
     return full if padded else full[:out_c, :, :, :in_c]
 
 
-def pair_block_words(out_c, kernel_h, kernel_w, rows):
-    """Words of a PAIR CONV's weight block: one per (oc tile pair, ky, kx)."""
-    return -(-out_c // (2 * rows)) * kernel_h * kernel_w
+def pair_fits(in_c, cols):
+    """Whether a PAIR CONV may read an input of `in_c` channels: its last channel tile holds at most cols/2."""
+    return in_c - (-(-in_c // cols) - 1) * cols <= cols // 2
+
+
+def pair_block_words(out_c, kernel_h, kernel_w, in_c, rows, cols):
+    """Words of a PAIR CONV's weight block: 2*F + 1 per (oc tile pair, ky, kx), F = ceil(in_c / cols) - 1."""
+    return -(-out_c // (2 * rows)) * kernel_h * kernel_w * (2 * -(-in_c // cols) - 1)
 
 
 def pack_pair_weights(w, rows, cols):
-    """uint8 [words, rows*cols] PAIR block from int8 OHWI weights [OC, KH, KW, IC] with IC <= cols/2: word
-    (pair, ky, kx) byte (r, h*cols/2 + c) = W[(2*pair + h)*rows + r, ky, kx, c]."""
+    """uint8 [words, rows*cols] PAIR block from int8 OHWI weights [OC, KH, KW, IC] (`pair_fits`): per (pair,
+    ky, kx) the F full input tiles' words of tile 2*pair, of tile 2*pair + 1, then the merged word, byte
+    (r, h*cols/2 + c) = W[(2*pair + h)*rows + r, ky, kx, F*cols + c]."""
     oc, kh, kw, ic = w.shape
     half = cols // 2
-    assert cols == 2 * rows and ic <= half, (rows, cols, ic)
+    assert cols == 2 * rows and pair_fits(ic, cols), (rows, cols, ic)
+    it = -(-ic // cols)
+    f = it - 1
     pairs = -(-oc // (2 * rows))
-    full = np.zeros((pairs * 2 * rows, kh, kw, half), np.int8)
+    full = np.zeros((pairs * 2 * rows, kh, kw, it * cols), np.int8)
     full[:oc, :, :, :ic] = w
-    # [pair, h, r, ky, kx, c] -> [pair, ky, kx, r, h, c]
-    blocks = full.reshape(pairs, 2, rows, kh, kw, half).transpose(0, 3, 4, 2, 1, 5)
-    return np.ascontiguousarray(blocks).reshape(pairs * kh * kw, rows * cols).view(np.uint8)
+    a = full.reshape(pairs, 2, rows, kh, kw, it, cols)                     # [p, h, r, ky, kx, it, c]
+    out = np.zeros((pairs, kh, kw, 2 * f + 1, rows, cols), np.int8)
+    out[:, :, :, :2 * f] = a[..., :f, :].transpose(0, 3, 4, 1, 5, 2, 6).reshape(pairs, kh, kw, 2 * f, rows, cols)
+    out[:, :, :, 2 * f] = a[..., f, :half].transpose(0, 3, 4, 2, 1, 5).reshape(pairs, kh, kw, rows, cols)
+    return out.reshape(pairs * kh * kw * (2 * f + 1), rows * cols).view(np.uint8)
 
 
 def unpack_pair_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
     """int8 OHWI weights [out_c, KH, KW, in_c] from a PAIR block (`pack_pair_weights`)."""
     half = cols // 2
+    it = -(-in_c // cols)
+    f = it - 1
     pairs = -(-out_c // (2 * rows))
-    full = words.view(np.int8).reshape(pairs, kernel_h, kernel_w, rows, 2, half).transpose(0, 4, 3, 1, 2, 5)
-    return full.reshape(pairs * 2 * rows, kernel_h, kernel_w, half)[:out_c, :, :, :in_c]
+    blk = words.view(np.int8).reshape(pairs, kernel_h, kernel_w, 2 * f + 1, rows, cols)
+    a = np.zeros((pairs, 2, rows, kernel_h, kernel_w, it, cols), np.int8)
+    a[..., :f, :] = blk[:, :, :, :2 * f].reshape(pairs, kernel_h, kernel_w, 2, f, rows, cols) \
+        .transpose(0, 3, 5, 1, 2, 4, 6)
+    a[..., f, :half] = blk[:, :, :, 2 * f].reshape(pairs, kernel_h, kernel_w, rows, 2, half).transpose(0, 4, 3, 1, 2, 5)
+    return a.reshape(pairs * 2 * rows, kernel_h, kernel_w, it * cols)[:out_c, :, :, :in_c]
 
 
 def im2col_block_words(out_c, kernel_h, kernel_w, in_c, rows, cols):

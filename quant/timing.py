@@ -24,8 +24,8 @@ __all__ = [
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
-    "direct_issue_cycles", "issue_tiles", "pair_capable", "dw_tap_issue_cycles", "dw_walk_close_cycles",
-    "LINE_KERNEL_ROWS", "dw_line_sets",
+    "direct_issue_cycles", "issue_tiles", "tile_tap_words", "pair_capable", "dw_tap_issue_cycles",
+    "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
@@ -153,8 +153,13 @@ def pair_capable(config):
 
 
 def issue_tiles(desc):
-    """The tiles a direct CONV issues per pixel: its oc tiles, or with PAIR their pairs (both at once)."""
+    """The tiles a direct CONV issues per pixel: its oc tiles, or with PAIR their pairs (``tile_words`` each)."""
     return -(-desc.oc_tiles // 2) if desc.flags & PAIR else desc.oc_tiles
+
+
+def tile_tap_words(desc):
+    """Activation words a direct CONV reads per issued tile and tap: ``in_ct``, with PAIR ``2*in_ct - 1``."""
+    return 2 * desc.in_ct - 1 if desc.flags & PAIR else desc.in_ct
 
 
 def direct_issue_cycles(desc):
@@ -511,7 +516,7 @@ def descriptor_activity(config, desc):
             out.update(mac_cycles=issues, act_reads=reads, weight_reads=issues)
         else:
             issues = direct_issue_cycles(d)
-            out.update(mac_cycles=issues, act_reads=issue_tiles(d) * d.in_ct * rows_in * cols_in,
+            out.update(mac_cycles=issues, act_reads=issue_tiles(d) * tile_tap_words(d) * rows_in * cols_in,
                        weight_reads=issues)
         out["weight_reads"] += d.param_words
         return out

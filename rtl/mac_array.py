@@ -22,9 +22,10 @@ class MACArray(wiring.Component):
     `latency` 3 (DEEP_MAC_LATENCY). Accumulators wrap at 32 bits, as int32 arithmetic does. No back-pressure:
     the array takes one vector per cycle when enabled.
 
-    With ``split`` the array can also sum each half of a row on its own (the `pair` input, presented with
-    `en`): row r's lanes ``0 .. cols/2 - 1`` go to `acc[r]` and lanes ``cols/2 ..`` to `acc2[r]` (a PAIR CONV:
-    two output-channel tiles, one per half, at once); without `pair` `acc2` keeps its value.
+    With ``split`` there is a second accumulator per row, `acc2` (a PAIR CONV's second output-channel tile),
+    and two more inputs presented with `en`: `to2` (the row's sum goes to `acc2` instead of `acc`) and `halves`
+    (row r's lanes ``0 .. cols/2 - 1`` go to `acc[r]` and lanes ``cols/2 ..`` to `acc2[r]`); `clear` applies to
+    the accumulators the input goes to, and an accumulator the input does not go to keeps its value.
 
     `products` shows the registered products (row r, column c: ``x[c] * w[r][c]`` of the last enabled cycle),
     for a user that sums them its own way: the NPU's depthwise path accumulates them lane by lane, row by row,
@@ -41,7 +42,7 @@ class MACArray(wiring.Component):
         self.latency = DEEP_MAC_LATENCY if self.deep else MAC_LATENCY
         extra = {"xg": In(data.ArrayLayout(data.ArrayLayout(signed(9), cols), x_groups - 1))} if x_groups > 1 else {}
         if self.split:
-            extra.update(pair=In(1), acc2=Out(data.ArrayLayout(signed(32), rows)))
+            extra.update(to2=In(1), halves=In(1), acc2=Out(data.ArrayLayout(signed(32), rows)))
         super().__init__({
             **extra,
             "x": In(data.ArrayLayout(signed(9), cols)),
@@ -56,15 +57,15 @@ class MACArray(wiring.Component):
         m = Module()
         en_d = Signal()
         clear_d = Signal()
-        pair_d = Signal()
+        to2_d, halves_d = Signal(), Signal()
         m.d.sync += [en_d.eq(self.en), clear_d.eq(self.clear)]
         if self.split:
-            m.d.sync += pair_d.eq(self.pair)
+            m.d.sync += [to2_d.eq(self.to2), halves_d.eq(self.halves)]
         if self.deep:
             en_dd = Signal()
             clear_dd = Signal()
-            pair_dd = Signal()
-            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d), pair_dd.eq(pair_d)]
+            to2_dd, halves_dd = Signal(), Signal()
+            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d), to2_dd.eq(to2_d), halves_dd.eq(halves_d)]
         all_products = []
         for r in range(self.rows):
             products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
@@ -75,11 +76,12 @@ class MACArray(wiring.Component):
             all_products += products
             width = 17 + max(1, (self.cols - 1).bit_length())
             if self.split:
-                # The halves' sums (the tree's last add joins them); with `pair` the row's accumulator takes
-                # the lower half only and acc2 the upper.
+                # The halves' sums (the tree's last add joins them): with `halves` acc takes the lower and acc2
+                # the upper, otherwise one of them the whole row.
                 half = self.cols // 2
                 lo, hi = _adder_tree(products[:half]), _adder_tree(products[half:])
-                row_sum = Mux(pair_d, lo, lo + hi)
+                whole = lo + hi
+                row_sum, row_sum2 = Mux(halves_d, lo, whole), Mux(halves_d, hi, whole)
             else:
                 row_sum = _adder_tree(products)
             if self.deep:
@@ -90,19 +92,19 @@ class MACArray(wiring.Component):
                 if self.split:
                     total2 = Signal(signed(width), name=f"sum2_{r}")
                     with m.If(en_d):
-                        m.d.sync += total2.eq(hi)
-                acc_en, acc_clear, acc_pair = en_dd, clear_dd, pair_dd
+                        m.d.sync += total2.eq(row_sum2)
+                acc_en, acc_clear, acc_to2, acc_halves = en_dd, clear_dd, to2_dd, halves_dd
             else:
                 total = row_sum
-                total2 = hi if self.split else None
-                acc_en, acc_clear, acc_pair = en_d, clear_d, pair_d
-            with m.If(acc_en):
+                total2 = row_sum2 if self.split else None
+                acc_en, acc_clear, acc_to2, acc_halves = en_d, clear_d, to2_d, halves_d
+            with m.If(acc_en & ~acc_to2):
                 with m.If(acc_clear):
                     m.d.sync += self.acc[r].eq(total)
                 with m.Else():
                     m.d.sync += self.acc[r].eq(self.acc[r] + total)
             if self.split:
-                with m.If(acc_en & acc_pair):
+                with m.If(acc_en & (acc_to2 | acc_halves)):
                     with m.If(acc_clear):
                         m.d.sync += self.acc2[r].eq(total2)
                     with m.Else():

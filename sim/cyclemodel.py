@@ -8,7 +8,7 @@ per word), summed per bank. It equals the die's per-bank counters (`rtl.npu.core
 
 import numpy as np
 
-from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, RESIZE_ENTRY_BYTES, ZPAD2
+from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, RESIZE_ENTRY_BYTES, ZPAD2
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import (
     dw_line_mode,
@@ -139,8 +139,12 @@ def _descriptor_banks(config, d, c, weights=None):
             np.add.at(c.act_reads, d.in_addr + np.asarray(offs, dtype=np.int64), 1)
             c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.in_ct, pixels))
         else:
-            tiles = issue_tiles(d)                                         # PAIR: two oc tiles per issue
-            c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, np.full(d.in_ct, tiles))
+            tiles = issue_tiles(d)
+            # Reads of each input tile per pixel and tap: once per tile; PAIR: the full tiles once per tile of
+            # the pair, the last (half) tile once per pair.
+            per_tile = np.full(d.in_ct, 2 * tiles if d.flags & PAIR else tiles)
+            per_tile[-1] = tiles
+            c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, per_tile)
             c.add(c.w_reads, d.weight_addr, np.full(tiles * d.tile_words, pixels))
         return True
     if op in ("ADD", "MUL"):

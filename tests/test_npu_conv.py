@@ -147,9 +147,9 @@ def net_stem(channels=3):
 
 
 def net_pair(channels):
-    """Convolutions whose input has at most cols/2 channels and whose output more than `rows` (PAIR on arrays of
-    cols = 2*rows): an even and an odd number of oc tiles (the last pair half empty), a partial last tile, a 3x3
-    with padding and stride 2, and a 1-tile conv (no PAIR)."""
+    """Convolutions whose input's last channel tile is at most half full and whose output has more than `rows`
+    channels (PAIR on arrays of cols = 2*rows): an even and an odd number of oc tiles (the last pair half empty),
+    a partial last tile, a 3x3 with padding and stride 2, and a 1-tile conv (no PAIR)."""
     n = Net((1, 5, 7, 3), seed=21, zp=-3)
     x = n.conv(n.input, channels, k=1, out_q=(0.04, 3))         # the network input is pixel-packed (PACKED)
     a = n.conv(x, 16, k=1, act="RELU6", out_q=(6 / 255, -128))
@@ -159,18 +159,25 @@ def net_pair(channels):
     return n.graph(a, b, c, d, n.conv(x, 3, k=1, out_q=(0.05, 2)))
 
 
-@pytest.mark.parametrize("config,channels", [("4x8", 4), ("4x8", 3), ("8x16", 8), ("2x4", 1), ("4x8/deep", 2)])
+@pytest.mark.parametrize("config,channels", [("4x8", 4), ("4x8", 3), ("8x16", 8), ("2x4", 1), ("4x8/deep", 2),
+                                             ("4x8", 12), ("8x16", 20), ("2x4", 9), ("4x8/deep", 10)])
 def test_pair(config, channels):
-    """PAIR CONVs (two oc tiles per issue, one per half of the lanes) equal the golden executor word for word,
-    in `quant.timing`'s cycles, half the issues of the same weights without PAIR (rounded up per pixel)."""
+    """PAIR CONVs equal the golden executor word for word, in `quant.timing`'s cycles: per oc-tile pair and tap
+    2*F + 1 issues (F full input tiles: each tile's own, then the last tile's word of both, one per half of the
+    lanes) instead of 2*F + 2; the compiler takes PAIR exactly when that issues less (an odd last tile pairs with
+    nothing, so 3 tiles over 2 input tiles do not)."""
     cfg = CONFIGS[config]
     steps = check_graph(net_pair(channels), cfg)
-    flags = [bool(d.flags & fmt.PAIR) for _, d, _, _ in steps]
-    assert flags == [d.oc_tiles >= 2 and not d.flags & fmt.PACKED for _, d, _, _ in steps] and sum(flags) >= 3
     for _, d, _, _ in steps:
-        if d.flags & fmt.PAIR:
-            plain = dataclasses.replace(d, flags=d.flags & ~fmt.PAIR)
-            assert ideal_cycles(d, cfg) == ideal_cycles(plain, cfg) * -(-d.oc_tiles // 2) // d.oc_tiles
+        f = d.in_ct - 1
+        pairs = -(-d.oc_tiles // 2)
+        gain = (not d.flags & fmt.PACKED and fmt.pair_fits(d.in_c, cfg.array_cols)
+                and pairs * (2 * f + 1) < d.oc_tiles * (f + 1))
+        assert bool(d.flags & fmt.PAIR) == gain
+        if gain:
+            assert d.tile_words == d.kernel_h * d.kernel_w * (2 * f + 1)
+            assert ideal_cycles(d, cfg) == d.out_h * d.out_w * pairs * d.tile_words
+    assert sum(bool(d.flags & fmt.PAIR) for _, d, _, _ in steps) >= 2
 
 
 @pytest.mark.parametrize("config", ["4x4", "8x16"])

@@ -263,24 +263,39 @@ def test_conv_block_layout(rows, cols):
     np.testing.assert_array_equal(fmt.unpack_conv_weights(block.view(np.uint8), oc, kh, kw, ic, rows, cols), w)
 
 
-@pytest.mark.parametrize("rows,cols,oc,ic", [(4, 8, 11, 4), (8, 16, 17, 5), (2, 4, 4, 2), (32, 64, 70, 32)])
+@pytest.mark.parametrize("rows,cols,oc,ic", [(4, 8, 11, 4), (8, 16, 17, 5), (2, 4, 4, 2), (32, 64, 70, 32),
+                                         (4, 8, 11, 12), (2, 4, 9, 9), (8, 16, 16, 40)])
 def test_pair_block_layout(rows, cols, oc, ic):
-    """PAIR: word (pair, ky, kx) byte (r, c) is W[(2*pair + c // (cols/2))*rows + r, ky, kx, c % (cols/2)]."""
+    """PAIR: per (pair, ky, kx) the F full input tiles' words of tile 2*pair, of tile 2*pair + 1 (byte (r, c)
+    W[tile*rows + r, ky, kx, i*cols + c]), then the merged word, byte (r, c) W[(2*pair + c // (cols/2))*rows + r,
+    ky, kx, F*cols + c % (cols/2)]."""
     rng = np.random.default_rng(oc * ic)
     kh, kw, half = 3, 2, cols // 2
+    f = -(-ic // cols) - 1
+    assert fmt.pair_fits(ic, cols) and not fmt.pair_fits(f * cols + half + 1, cols)
     w = rng.integers(-127, 128, (oc, kh, kw, ic)).astype(np.int8)
     block = fmt.pack_pair_weights(w, rows, cols).view(np.int8)
     pairs = -(-oc // (2 * rows))
-    assert block.shape == (fmt.pair_block_words(oc, kh, kw, rows), rows * cols) == (pairs * kh * kw, rows * cols)
+    assert block.shape == (fmt.pair_block_words(oc, kh, kw, ic, rows, cols), rows * cols) == \
+        (pairs * kh * kw * (2 * f + 1), rows * cols)
+
+    def weight(oo, ky, kx, ii):
+        return w[oo, ky, kx, ii] if oo < oc and ii < ic else 0
+
     word = 0
     for p in range(pairs):
         for ky in range(kh):
             for kx in range(kw):
+                for h in range(2):
+                    for i in range(f):
+                        for r in range(rows):
+                            for c in range(cols):
+                                assert block[word, r * cols + c] == weight((2 * p + h) * rows + r, ky, kx, i * cols + c)
+                        word += 1
                 for r in range(rows):
                     for c in range(cols):
-                        oo, ii = (2 * p + c // half) * rows + r, c % half
-                        want = w[oo, ky, kx, ii] if oo < oc and ii < ic else 0
-                        assert block[word, r * cols + c] == want
+                        assert block[word, r * cols + c] == weight((2 * p + c // half) * rows + r, ky, kx,
+                                                                     f * cols + c % half)
                 word += 1
     np.testing.assert_array_equal(fmt.unpack_pair_weights(block.view(np.uint8), oc, kh, kw, ic, rows, cols), w)
 

@@ -17,7 +17,7 @@ component               file                            does
 joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine's, are `quant.timing`.
 """
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 
 from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR
@@ -102,15 +102,18 @@ class NPUConvEngine(wiring.Component):
     multiplier and shift and the tiles requantized by `FCRequantUnit` (LiteRT's reference double rescale, in
     integers) instead of `RequantUnit`; same latency, so the same cycles as without the flag.
 
-    **PAIR** (an input of at most ``cols / 2`` channels, on an array of ``cols = 2 * rows``: demo, imx500): the
-    lower half of each row's lanes would hold the input and the upper half idle, so a weight word carries two
-    oc tiles, one per half (`quant.program`); the datapath copies the input's lower lanes into the upper half,
-    the MAC array sums each half on its own and the back end requantizes and writes the pair, a whole output
-    word, at once: ``out_h*out_w*ceil(oc_tiles/2)*tile_words`` run cycles.
+    **PAIR** (the input's last channel tile at most half full, on an array of ``cols = 2 * rows``: demo,
+    imx500): that tile's words would leave the upper half of each row's lanes idle, so oc tiles run in pairs
+    (`quant.program`): per tap the ``F = in_ct - 1`` full input words of the first tile (into the MAC array's
+    `acc`), of the second (into its `acc2`), then one word carrying both tiles' last input tile, one per half:
+    the datapath copies the input's lower lanes into the upper half and the MAC array sums each half into its
+    own accumulator. The back end requantizes and writes the pair, a whole output word, at once:
+    ``out_h*out_w*ceil(oc_tiles/2)*tile_words`` run cycles with ``tile_words = kh*kw*(2F + 1)`` (instead of
+    ``2F + 2`` per pair and tap).
 
     **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
-    DWCONV; DWCONV with any flag; PAIR on another array shape, with PACKED or FCSCALE or over ``cols / 2`` input
-    channels; more output channels than the parameter buffer holds; a PACKED K above
+    DWCONV; DWCONV with any flag; PAIR on another array shape, with PACKED or FCSCALE or over ``cols / 2`` channels
+    in the input's last tile; more output channels than the parameter buffer holds; a PACKED K above
     ``im2col_words`` words (default: 5x5 RGB); a zero loop bound.
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
@@ -188,7 +191,7 @@ class NPUConvEngine(wiring.Component):
         if dm.LINE:
             m.d.comb += pipe.line.eq(walk.line)
         if dm.PAIR:
-            m.d.comb += [issue.pair.eq(is_pair), pipe.pair.eq(is_pair), back.pair.eq(is_pair),
+            m.d.comb += [issue.pair.eq(is_pair), back.pair.eq(is_pair),
                          back.acc2.eq(pipe.acc2)]
 
         # Descriptors the engine refuses.
@@ -196,6 +199,8 @@ class NPUConvEngine(wiring.Component):
         op_dw = d.opcode == OPCODES["DWCONV"]
         packed_flag = (d.flags & PACKED) != 0
         pair_flag = (d.flags & PAIR) != 0
+        pair_last_c = Signal(signed(18))        # channels of the input's last tile (PAIR: at most cols / 2)
+        m.d.comb += pair_last_c.eq(d.in_c - (d.in_ct - 1) * dm.C)
         tiles_used = Mux(op_dw, d.out_ct * dm.NG, d.oc_tiles)      # R-channel groups the layer's tiles use
         bad = Signal()
         m.d.comb += bad.eq(
@@ -206,7 +211,7 @@ class NPUConvEngine(wiring.Component):
             | (d.kernel_h == 0) | (d.kernel_w == 0) | (d.stride_h == 0) | (d.stride_w == 0)
             | (d.out_h == 0) | (d.out_w == 0) | (d.in_ct == 0) | (d.out_ct == 0) | (d.param_words == 0)
             | (op_conv & (d.oc_tiles == 0))
-            | (op_conv & pair_flag & (((d.flags & (PACKED | FCSCALE)) != 0) | (d.in_c > dm.C // 2)
+            | (op_conv & pair_flag & (((d.flags & (PACKED | FCSCALE)) != 0) | (pair_last_c > dm.C // 2)
                                        | (not dm.PAIR)))
         )
         fail = Signal()

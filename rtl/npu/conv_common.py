@@ -108,6 +108,8 @@ def issue_layout(dims):
         "trow": unsigned(max(1, ceil_log2(max(2, dims.R)))),     # tap row within the weight word (tap mode)
         "sen": unsigned(dims.NS),        # DWCONV: accumulator sets that take the tap
         "sclr": unsigned(dims.NS),       # ... and start a new output with it
+        "to2": 1,                        # CONV, PAIR: the row sums go to the pair's second tile (acc2)
+        "split": 1,                      # CONV, PAIR: the merged word: lower half of a row to acc, upper to acc2
     })
 
 

@@ -17,9 +17,10 @@ class ConvMACPipe(wiring.Component):
     the padding) and the weights; S2 presents them to the MAC array (`mac_active`); the sums are complete at
     S4 = S2 + ``MACArray.latency``, where `tile` (`conv_common.tile_layout`) says which tile ended.
 
-    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row); with `pair` (a PAIR CONV, on an
-    array of ``cols = 2 * rows``) the activation's lower lanes are copied into the upper ones and each half of a
-    row is summed on its own: `acc` the lower (the pair's first tile), `acc2` the upper (its second).
+    CONV: the array's accumulators sum the rows (`acc`, one 32-bit sum per row). A PAIR CONV (on an array of
+    ``cols = 2 * rows``) computes two tiles: issues with ``to2`` sum into `acc2` (the pair's second tile)
+    instead, and its merged issues (``split``) have the activation's lower lanes copied into the upper ones and
+    each half of a row summed on its own: the lower into `acc`, the upper into `acc2`.
     DWCONV: rows j*XG .. j*XG + XG - 1 carry set j's taps and their registered products are summed lane by lane
     in each set's `cols` 32-bit accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4. With the
     walk's line mode (XG = 3) the array takes three activation vectors, a column's kernel rows, from the line
@@ -42,7 +43,7 @@ class ConvMACPipe(wiring.Component):
             "taps": In(data.ArrayLayout(8 * C, NS * dims.XG)), "in_zp": In(signed(8)),
             **({"line": In(line_layout(dims))} if dims.LINE else {}),
             "dw": In(1), "packed": In(1), "walk": In(1),
-            **({"pair": In(1), "acc2": Out(data.ArrayLayout(signed(32), R))} if dims.PAIR else {}),
+            **({"acc2": Out(data.ArrayLayout(signed(32), R))} if dims.PAIR else {}),
             "mac_active": Out(1), "tile": Out(tile_layout(dims)), "acc": Out(data.ArrayLayout(signed(32), R)),
             "dw_sum": Out(data.ArrayLayout(signed(32), C)),
         })
@@ -75,11 +76,11 @@ class ConvMACPipe(wiring.Component):
         x_lanes = [[Mux(xins[k], lane(xs[k], c).as_signed() - self.in_zp, 0)[:9] for c in range(C)]
                    for k in range(XG)]
         if dm.PAIR:
-            # PAIR: the input's channels are in the lower half of the lanes; the upper half takes a copy of them
-            # (its rows' weights are the second tile's).
+            # PAIR's merged word: the input's last tile is in the lower half of the lanes; the upper half takes a
+            # copy of it (its rows' weights are the second tile's).
             # (Every vector: with the line walk's XG vectors, rows take vector r % XG, all the issued word here.)
             half = C // 2
-            x_lanes = [xl[:half] + [Mux(self.pair, xl[c - half], xl[c]) for c in range(half, C)] for xl in x_lanes]
+            x_lanes = [xl[:half] + [Mux(s1.split, xl[c - half], xl[c]) for c in range(half, C)] for xl in x_lanes]
         for k in range(XG):
             m.d.sync += s2_x[k].as_value().eq(Cat(*x_lanes[k]))
         m.d.sync += [s2.eq(s1), s2.sen.eq(Mux(s1.valid, s1.sen, 0)), s2_w.eq(self.w_data)]
@@ -97,7 +98,7 @@ class ConvMACPipe(wiring.Component):
         m.d.comb += [
             mac.x.eq(s2_x[0]), mac.w.as_value().eq(Mux(self.dw, dw_w, s2_w)),
             mac.en.eq(s2.valid), mac.clear.eq(s2.first),
-            *([mac.pair.eq(self.pair), self.acc2.eq(mac.acc2)] if dm.PAIR else []),
+            *([mac.halves.eq(s2.split), mac.to2.eq(s2.to2), self.acc2.eq(mac.acc2)] if dm.PAIR else []),
             self.mac_active.eq(s2.valid & (~self.dw | s2.sen.any())),
         ]
         dw_acc = [Signal(data.ArrayLayout(signed(32), C), name=f"dw_acc{j}") for j in range(NS)]

@@ -54,7 +54,10 @@ class ConvDirectIssue(wiring.Component):
         pw = Signal(16)                      # output word within the pixel / parameter-buffer word of the tile
         sub = Signal(dm.sub_w)               # lane group of the tile in that word (CONV)
         ky, kx = Signal(8), Signal(8)
-        ic = Signal(16)
+        ic = Signal(16)                      # issue within the tap: input tile (PAIR: 2*F + 1 issues)
+        icw = Signal(16)                     # ... its input word (PAIR: 0 .. F-1 twice, then F)
+        ph_b = Signal()                      # PAIR: the issue's row sums go to the pair's second tile (acc2)
+        ph_m = Signal()                      # PAIR: the merged issue (each half of a row to its own tile)
         pix_base = Signal(AB)
         row_base = Signal(AB)
         row_off = Signal(AB)
@@ -70,6 +73,9 @@ class ConvDirectIssue(wiring.Component):
         lkh = Mux(is_packed, 1, d.kernel_h)
         lkw = Mux(is_packed, 1, d.kernel_w)
         nic = Mux(is_dw, 1, d.in_ct)
+        if dm.PAIR:
+            nic = Mux(self.pair, (d.in_ct << 1) - 1, nic)
+        pair_on = self.pair if dm.PAIR else 0
         ntiles = Mux(is_dw, d.out_ct, d.oc_tiles)
         if dm.PAIR:                         # PAIR: a tile pair (a whole output word) per issue
             ntiles = Mux(self.pair, (d.oc_tiles + 1) >> 1, ntiles)
@@ -81,7 +87,8 @@ class ConvDirectIssue(wiring.Component):
         last_ox = ox == d.out_w - 1
         last_oy = oy == d.out_h - 1
         tile_end = last_ic & last_kx & last_ky
-        tile_first = (ic == 0) & (kx == 0) & (ky == 0)
+        # The first issue into an accumulator clears it (PAIR: the second tile's first is its first b issue).
+        tile_first = ((ic == 0) | (ph_b & (icw == 0))) & (kx == 0) & (ky == 0)
         pix_end = tile_end & last_t
         iy = Signal(signed(SGN))
         ix = Signal(signed(SGN))
@@ -97,7 +104,7 @@ class ConvDirectIssue(wiring.Component):
         s0_issue = Signal()
         m.d.comb += s0_issue.eq(running & ~all_issued & gate)
         m.d.comb += [
-            self.act_r.addr.eq(pix_base + row_off + col_off + Mux(is_dw, pw, ic)),
+            self.act_r.addr.eq(pix_base + row_off + col_off + Mux(is_dw, pw, icw)),
             self.act_r.en.eq(s0_issue & inside),
             self.w_r.addr.eq(w_addr), self.w_r.en.eq(s0_issue),
             self.feed.set.eq(fset), self.feed.pixel.eq(fg), self.feed.word.eq(ic),
@@ -107,14 +114,21 @@ class ConvDirectIssue(wiring.Component):
             iss.valid.eq(s0_issue), iss.last.eq(tile_end), iss.first.eq(tile_first), iss.inside.eq(inside),
             iss.final.eq(tile_end & last_t & last_ox & last_oy), iss.rest.eq(last_t), iss.pw.eq(pw),
             iss.sub.eq(sub), iss.oaddr.eq(out_pix + pw), iss.cset.eq(0), iss.trow.eq(trow),
-            iss.sen.eq(is_dw), iss.sclr.eq(tile_first),
+            iss.sen.eq(is_dw), iss.sclr.eq(tile_first), iss.to2.eq(ph_b), iss.split.eq(ph_m),
         ]
+        # PAIR phases: F issues of the first tile (ph_b, ph_m low), F of the second (ph_b), the merged one
+        # (ph_m; the only one when F = 0). `first_ph_m`: a tap's first issue is the merged one.
+        first_ph_m = pair_on & (d.in_ct == 1)
 
         with m.If(s0_issue):
             with m.If(~last_ic):
                 m.d.sync += ic.eq(ic + 1)
+                with m.If(pair_on & ~ph_m & (icw == d.in_ct - 2)):  # the last of a tile's F issues
+                    m.d.sync += [icw.eq(Mux(ph_b, icw + 1, 0)), ph_b.eq(~ph_b), ph_m.eq(ph_b)]
+                with m.Else():
+                    m.d.sync += icw.eq(icw + 1)
             with m.Else():
-                m.d.sync += ic.eq(0)
+                m.d.sync += [ic.eq(0), icw.eq(0), ph_b.eq(0), ph_m.eq(first_ph_m)]
                 with m.If(~last_kx):
                     m.d.sync += [kx.eq(kx + 1), col_off.eq(col_off + d.in_ct)]
                 with m.Else():
@@ -170,7 +184,8 @@ class ConvDirectIssue(wiring.Component):
         with m.If(self.init):
             m.d.sync += [
                 running.eq(self.enable), all_issued.eq(0), oy.eq(0), ox.eq(0), t.eq(0), pw.eq(0), sub.eq(0),
-                ky.eq(0), kx.eq(0), ic.eq(0), pix_base.eq(geo.pix0), row_base.eq(geo.pix0), row_off.eq(0),
+                ky.eq(0), kx.eq(0), ic.eq(0), icw.eq(0), ph_b.eq(0), ph_m.eq(first_ph_m),
+                pix_base.eq(geo.pix0), row_base.eq(geo.pix0), row_off.eq(0),
                 col_off.eq(0), iy0.eq(-d.pad_top), ix0.eq(-d.pad_left), w_addr.eq(d.weight_addr), trow.eq(0),
                 out_pix.eq(d.out_addr), cool.eq(0), fset.eq(0), fg.eq(0),
             ]
