@@ -221,8 +221,9 @@ def _scale_terms(c):
     return {
         "npu.conv.pipe": R * C,                  # the MAC array (pipe.mac) and its R x C weight operand registers
         "npu.conv.im2col": C * c.im2col_pixels,  # the im2col pixel buffers
-        # The requantizers: one lane per array row, or per column with the depthwise line walk.
-        "npu.conv.backend": C if _line_walk(c) else R,
+        # The requantizers: one lane per array row, or per column with the depthwise line walk or PAIR CONVs
+        # (cols = 2 rows: a pair of oc tiles is a whole output word).
+        "npu.conv.backend": C if _line_walk(c) or C == 2 * R else R,
         "npu": C,                                # the rest of the NPU: word-wide (cols bytes) datapaths
         "inw": C, "outr": C,                     # the input writer and output reader move activation words
         "isp": c.pixels_per_clock,
@@ -248,9 +249,9 @@ def area_estimate(config, node="22nm", data=None):
     depthwise line buffer when the configuration has it and the reference does not. Logic: the
     synthesized NAND2 equivalents of the reference (the preset in `area_data.json` nearest in MACs), module by
     module, each scaled by the ratio of the parameter it grows with (`_scale_terms`: the MAC pipe by rows x cols,
-    the im2col buffers by cols x im2col pixels, the requantizers by rows, the rest of the NPU by cols, the ISP by
-    pixels per clock, the CSI-2 blocks by lanes; registers and the loader as measured). For a measured preset this
-    is its synthesis."""
+    the im2col buffers by cols x im2col pixels, the requantizers by their lanes (rows, or cols), the rest of the
+    NPU by cols, the ISP by pixels per clock, the CSI-2 blocks by lanes; registers and the loader as measured).
+    For a measured preset this is its synthesis."""
     data = data if data is not None else load_area_data()
     if not data:
         raise AreaError(f"no synthesized area data ({AREA_DATA}); run python -m stackcam.sim.area tiny fpga")
