@@ -216,7 +216,7 @@ PACKED = 2          # flags bit 1 of CONV
 FCSCALE = 4         # flags bit 2 of CONV
 NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SUB)
 ZPAD2 = 16          # flags bit 4 of ADD: the second input has in2_ct channel tiles, the others are in2_zp
-PAIR = 32           # flags bit 5 of CONV: two output-channel tiles per weight word (an input of <= cols/2 channels)
+PAIR = 32           # flags bit 5 of CONV: oc tiles in pairs, the input's last (at most half full) tile in one word
 
 
 class ProgramError(StackcamError, ValueError):

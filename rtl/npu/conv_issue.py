@@ -19,11 +19,12 @@ class ConvDirectIssue(wiring.Component):
     (read requests), `issue` (`conv_common.issue_layout`, for stage S1), `feed` (the im2col buffer word S1
     takes in PACKED mode) and `release` (pulse: the feeder is done with buffer set ``feed.set``).
 
-    Direct CONV: the weight block is walked once per pixel (with `pair`, a PAIR CONV, its words are tile
-    pairs, each a whole output word); a tap in the padding is not read (`inside` low,
-    S1 substitutes the zero point). PACKED (the feeder): one ``1x1`` pass of ``oc_tiles * in_ct`` words per
-    pixel from the im2col buffers, group by group. DWCONV with more taps than the walk holds: one tap per
-    cycle on accumulator set 0, a weight word every `rows` taps.
+    Direct CONV: the weight block is walked once per pixel; a tap in the padding is not read (`inside` low,
+    S1 substitutes the zero point). With `pair` (a PAIR CONV) the tiles are oc-tile pairs, each a whole output
+    word, and a tap's ``2F + 1`` issues (F = in_ct - 1) read input words 0 .. F-1 for the first tile, again for
+    the second (`issue.to2`), then word F for both (`issue.split`). PACKED (the feeder): one ``1x1`` pass of
+    ``oc_tiles * in_ct`` words per pixel from the im2col buffers, group by group. DWCONV with more taps than
+    the walk holds: one tap per cycle on accumulator set 0, a weight word every `rows` taps.
 
     Latency: the first issue is in the cycle after `init`; ``quant.timing.direct_issue_cycles`` (direct) or
     ``dw_tap_issue_cycles`` cycles to the last issue. Back-pressure: a PACKED issue waits until the set it
