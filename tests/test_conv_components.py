@@ -178,35 +178,50 @@ def test_param_loader(rows, cols):
 # --- ConvDirectIssue ---------------------------------------------------------------------------------------------
 
 def _direct_reads(d, dims):
-    """(act address or None in the padding, weight address) of every issue of a direct CONV, in order."""
+    """(act address or None in the padding, weight address, first, to2, split) of every issue of a direct CONV, in
+    order: per tap its in_ct words, or with PAIR (per oc-tile pair) words 0 .. F-1 for the first tile, again for
+    the second (`to2`), then word F for both (`split`); `first`: the issue starts an accumulator."""
     out = []
     row_stride = d.in_w * d.in_ct
     pix0 = d.in_addr - row_stride * d.pad_top - d.pad_left * d.in_ct
+    f = d.in_ct - 1
+    pair = bool(d.flags & fmt.PAIR)
+    phases = [(i, 0, 0) for i in range(f)] + [(i, 1, 0) for i in range(f)] + [(f, 0, 1)] if pair else \
+        [(i, 0, 0) for i in range(d.in_ct)]
     for oy in range(d.out_h):
         for ox in range(d.out_w):
             w = d.weight_addr
-            for _ in range(d.oc_tiles):
+            for _ in range(-(-d.oc_tiles // 2) if pair else d.oc_tiles):
                 for ky in range(d.kernel_h):
                     for kx in range(d.kernel_w):
-                        for ic in range(d.in_ct):
+                        for k, (ic, to2, split) in enumerate(phases):
                             iy, ix = oy * d.stride_h - d.pad_top + ky, ox * d.stride_w - d.pad_left + kx
                             inside = 0 <= iy < d.in_h and 0 <= ix < d.in_w
                             a = pix0 + oy * d.stride_h * row_stride + ox * d.stride_w * d.in_ct + ky * row_stride \
                                 + kx * d.in_ct + ic
-                            out.append((a if inside else None, w))
+                            first = ky == 0 and kx == 0 and (k == 0 or (to2 and ic == 0))
+                            out.append((a if inside else None, w, int(first), to2, split))
                             w += 1
     return out
 
 
-@pytest.mark.parametrize("mode", ["conv", "dw_taps"])
+@pytest.mark.parametrize("mode", ["conv", "dw_taps", "pair", "pair1"])
 def test_direct_issue(mode):
-    """CONV: one word per cycle, no bubble, in the loop order, padding taps not read. DWCONV with a 5x5 kernel
-    (more taps than the walk holds): a tap per cycle, a tile no sooner than `groups` cycles after the last."""
+    """CONV: one word per cycle, no bubble, in the loop order, padding taps not read. PAIR (oc tiles in pairs):
+    per tap the first tile's full input words, the second's (`to2`), the last word for both (`split`; with one
+    input word only that), each accumulator's first issue marked. DWCONV with a 5x5 kernel (more taps than the
+    walk holds): a tap per cycle, a tile no sooner than `groups` cycles after the last."""
     config = _config(2, 4)
     dims = ConvDims(config)
     if mode == "conv":
         d = _desc(in_ct=2, oc_tiles=3, tile_words=18, out_h=3, out_w=4, in_h=3, in_w=4, stride_h=1, stride_w=1)
         want = timing.direct_issue_cycles(d)
+    elif mode.startswith("pair"):
+        in_ct = 3 if mode == "pair" else 1
+        d = _desc(in_ct=in_ct, in_c=4 * in_ct - 2, oc_tiles=3, tile_words=9 * (2 * in_ct - 1), out_h=3, out_w=4,
+                  in_h=3, in_w=4, flags=fmt.PAIR)
+        want = timing.direct_issue_cycles(d)
+        assert want == 3 * 4 * 2 * 9 * (2 * in_ct - 1)
     else:
         d = _desc(opcode=fmt.OPCODES["DWCONV"], kernel_h=1, kernel_w=1, in_ct=1, out_ct=2, oc_tiles=0,
                   tile_words=1, out_h=2, out_w=2, in_h=2, in_w=2, pad_top=0, pad_left=0)
@@ -216,7 +231,8 @@ def test_direct_issue(mode):
     async def tb(ctx):
         ctx.set(dut.desc.as_value(), _desc_value(d))
         _set_geometry(ctx, dut.geom, geometry(dims, d))
-        ctx.set(dut.dw, mode != "conv")
+        ctx.set(dut.dw, mode == "dw_taps")
+        ctx.set(dut.pair, mode.startswith("pair"))
         ctx.set(dut.enable, 1)
         ctx.set(dut.init, 1)
         await ctx.tick()
@@ -225,14 +241,15 @@ def test_direct_issue(mode):
         while True:
             cycle += 1
             if ctx.get(dut.issue.valid):
-                issues.append((ctx.get(dut.act_r.addr) if ctx.get(dut.act_r.en) else None, ctx.get(dut.w_r.addr)))
+                issues.append((ctx.get(dut.act_r.addr) if ctx.get(dut.act_r.en) else None, ctx.get(dut.w_r.addr),
+                               ctx.get(dut.issue.first), ctx.get(dut.issue.to2), ctx.get(dut.issue.split)))
                 last = cycle
                 if ctx.get(dut.issue.final):
                     break
             assert cycle < 5000
             await ctx.tick()
         assert last == want
-        if mode == "conv":
+        if mode != "dw_taps":
             assert issues == _direct_reads(d, dims)
         else:
             assert len(issues) == d.out_h * d.out_w * d.out_ct
@@ -399,6 +416,56 @@ def test_mac_pipe(deep):
                 assert ctx.get(dut.tile.oaddr) == 42
             await ctx.tick()
         assert done_at == 2 + 2 + timing.mac_latency(config) == 2 + 2 + (3 if deep else 2)
+
+    _run(dut, tb)
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["default", "deep"])
+def test_mac_array_split(deep):
+    """The split MAC array (PAIR): an input with `to2` goes to acc2 instead of acc, one with `halves` sends the
+    lower half of each row to acc and the upper to acc2, `clear` restarts the accumulators the input goes to and
+    the other keeps its value; int32 wrap-around as TFLite's."""
+    from stackcam.rtl.mac_array import MACArray
+    rows, cols = 3, 4
+    dut = MACArray(rows, cols, deep=deep, split=True)
+    rng = np.random.default_rng(5)
+    # (x, w, to2, halves, clear), then idle cycles to let the pipeline drain.
+    steps = [(rng.integers(-255, 256, cols), rng.integers(-128, 128, (rows, cols)), to2, halves, clear)
+             for to2, halves, clear in [(0, 0, 1), (1, 0, 1), (0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 1, 1), (1, 0, 0),
+                                        (0, 0, 0), (0, 1, 0)]]
+    steps[2] = (np.full(cols, 255), np.full((rows, cols), -128), 0, 0, 0)     # large sums: the wrap is exercised
+    acc, acc2 = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+    want = []
+    for x, w, to2, halves, clear in steps:
+        lo, hi = w[:, :cols // 2] @ x[:cols // 2], w[:, cols // 2:] @ x[cols // 2:]
+        if halves:
+            acc, acc2 = (0 if clear else acc) + lo, (0 if clear else acc2) + hi
+        elif to2:
+            acc2 = (0 if clear else acc2) + lo + hi
+        else:
+            acc = (0 if clear else acc) + lo + hi
+        acc, acc2 = (acc + 2**31) % 2**32 - 2**31, (acc2 + 2**31) % 2**32 - 2**31
+        want.append((acc.tolist(), acc2.tolist()))
+
+    async def tb(ctx):
+        got = []
+        for i in range(len(steps) + dut.latency - 1):
+            if i < len(steps):
+                x, w, to2, halves, clear = steps[i]
+                for c in range(cols):
+                    ctx.set(dut.x[c], int(x[c]))
+                    for r in range(rows):
+                        ctx.set(dut.w[r][c], int(w[r, c]))
+                ctx.set(dut.en, 1)
+                ctx.set(dut.to2, to2)
+                ctx.set(dut.halves, halves)
+                ctx.set(dut.clear, clear)
+            else:
+                ctx.set(dut.en, 0)
+            await ctx.tick()
+            if i + 1 >= dut.latency:
+                got.append(([ctx.get(dut.acc[r]) for r in range(rows)], [ctx.get(dut.acc2[r]) for r in range(rows)]))
+        assert got == want
 
     _run(dut, tb)
 
