@@ -28,6 +28,7 @@ __all__ = [
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
+    "im2col_read_stages",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "add_read_words", "ACTIVITY_KEYS", "descriptor_activity",
     "program_activity",
@@ -70,6 +71,12 @@ def add_rescale_stages(config):
 def conv_latency(config):
     """The conv engine's issue-to-write latency in `config` (CONV_LATENCY by default)."""
     return 2 + mac_latency(config) + 1 + requant_latency(config)
+
+
+def im2col_read_stages(config):
+    """Registers between `ConvIm2colGatherer`'s step and the SRAM's read port: 0, or 1 with `deep_pipeline` (its
+    window arithmetic then ends at a register instead of running on into the SRAM's read enable)."""
+    return 1 if _deep(config) else 0
 
 
 DIRECT_SETUP_STEPS = 7     # multiplier steps of a direct CONV / DWCONV setup
@@ -292,17 +299,18 @@ def im2col_feed_cycles(config, desc, im2col_pixels=None):
     """PACKED CONV (`ConvIm2colGatherer` feeding `ConvDirectIssue`): cycles from the run's start to the last
     feed issue, both included. Two buffer sets: group n's gather starts the cycle after group n-1's ends and
     no sooner than the cycle after group n-2's feed ends (its set is free); it is full two cycles after its
-    last gather step, and its feed (``pixels * oc_tiles * in_ct`` cycles) starts then, or the cycle after the
-    previous group's feed, whichever is later."""
+    last gather step (plus `im2col_read_stages`), and its feed (``pixels * oc_tiles * in_ct`` cycles) starts
+    then, or the cycle after the previous group's feed, whichever is later."""
     g = im2col_pixels or config.im2col_pixels
     per_pixel = desc.oc_tiles * desc.in_ct
+    fill = 2 + im2col_read_stages(config)
     gather_end, feed_end = [], []
     for n, (gv, steps) in enumerate(im2col_groups(desc, g)):
         start = 0 if n == 0 else gather_end[-1] + 1
         if n >= 2:
             start = max(start, feed_end[n - 2] + 1)
         gather_end.append(start + steps - 1)
-        first = gather_end[-1] + 2 if n == 0 else max(gather_end[-1] + 2, feed_end[-1] + 1)
+        first = gather_end[-1] + fill if n == 0 else max(gather_end[-1] + fill, feed_end[-1] + 1)
         feed_end.append(first + gv * per_pixel - 1)
     return feed_end[-1] + 1
 

@@ -4,6 +4,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from stackcam.quant.timing import im2col_read_stages
+
 from .conv_common import feed_layout, geometry_layout, lane, mux_tree, read_request_signature, shift_bytes
 from .ports import descriptor_layout
 
@@ -24,8 +26,9 @@ class ConvIm2colGatherer(wiring.Component):
     `act_r` (read request) and `act_data` (the SRAM's data, the cycle after), `feed` / `word`, `release` (pulse:
     the feeder is done with set ``feed.set``), `full` (the sets holding a complete group).
 
-    Latency: the first read is in the cycle after `init`; a group's set is `full` two cycles after its last
-    read (the data arrives, then the mark); `quant.timing.im2col_groups` gives each group's read cycles.
+    Latency: the first read is in the cycle after `init` (with `deep_pipeline` the request is registered:
+    `quant.timing.im2col_read_stages` cycles later); a group's set is `full` two cycles after its last read (the
+    data arrives, then the mark); `quant.timing.im2col_groups` gives each group's read cycles.
     Back-pressure: a group's first read waits until its set has been released by the feeder.
     """
 
@@ -118,7 +121,19 @@ class ConvIm2colGatherer(wiring.Component):
         g_grp_end = g_last_chunk & g_last_row
         g_step = Signal()
         m.d.comb += g_step.eq(g_run & (~g_new | ~full.bit_select(g_set, 1)))
-        m.d.comb += [self.act_r.en.eq(g_step & g_read), self.act_r.addr.eq(c_w)]
+        # With `deep_pipeline` (`quant.timing.im2col_read_stages`) the read request and everything S1 takes from
+        # this cycle pass a register first: the window arithmetic ends there instead of running on into the SRAM's
+        # read enable (an FPGA's deepest path); the buffers fill, and the set is full, a cycle later.
+        stages = im2col_read_stages(dm.config)
+
+        def late(value, name):
+            for i in range(stages):
+                reg = Signal.like(value, name=f"{name}_q{i}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        m.d.comb += [self.act_r.en.eq(late(g_step & g_read, "g_ren")), self.act_r.addr.eq(late(c_w, "g_raddr"))]
 
         # S1 of the gatherer: the read word arrives; shift the chunk into place and write the pixel buffers.
         g1_write = [Signal(name=f"g1_write{g}") for g in range(G)]
@@ -129,10 +144,12 @@ class ConvIm2colGatherer(wiring.Component):
         g1_mark = Signal()
         g1_set = Signal()
         g1_sb = Signal(CB)
-        m.d.sync += [g1_mark.eq(g_step & g_grp_end), g1_set.eq(g_set), g1_sb.eq(c_b)]
+        m.d.sync += [g1_mark.eq(late(g_step & g_grp_end, "g_mark")), g1_set.eq(late(g_set, "g_set")),
+                     g1_sb.eq(late(c_b, "g_sb"))]
         for g in range(G):
-            m.d.sync += [g1_write[g].eq(g_step & g_any[g]), g1_lo[g].eq(g_lo[g][:CB]), g1_hi[g].eq(g_hi[g][:CB]),
-                         g1_dw[g].eq(g_dw[g]), g1_dl[g].eq(g_dl[g])]
+            m.d.sync += [g1_write[g].eq(late(g_step & g_any[g], f"g_write{g}")),
+                         g1_lo[g].eq(late(g_lo[g][:CB], f"g_lo{g}")), g1_hi[g].eq(late(g_hi[g][:CB], f"g_hi{g}")),
+                         g1_dw[g].eq(late(g_dw[g], f"g_dw{g}")), g1_dl[g].eq(late(g_dl[g], f"g_dl{g}"))]
 
         with m.If(g_step):
             with m.If(g_new):
