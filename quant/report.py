@@ -4,8 +4,9 @@ prints. Presentation only: nothing here changes what the die runs."""
 import json
 import struct
 
+from . import timing
 from .compiler import bank_use
-from .program import PROGRAM_FORMAT_VERSION
+from .program import PACKED, PAIR, PROGRAM_FORMAT_VERSION
 from .romimage import LAYOUT_FIELDS, ROM_FORMAT_VERSION, load_rom
 
 __all__ = ["manifest", "manifest_json", "layer_table", "totals_text"]
@@ -54,15 +55,29 @@ def _shape(shape):
     return "x".join(str(int(d)) for d in shape)
 
 
+def _die_op(model, layer):
+    """The layer's die operator and how its CONV/DWCONV descriptors run: +PACKED (im2col over a pixel-packed
+    input), +PAIR (oc tiles in pairs), +LINE (the depthwise line walk)."""
+    modes = set()
+    for i in layer.descriptors:
+        d = model.descriptors[i]
+        if d.op == "CONV":
+            modes.update(m for m, flag in (("PACKED", PACKED), ("PAIR", PAIR)) if d.flags & flag)
+        elif d.op == "DWCONV" and timing.dw_line_mode(model.config, d):
+            modes.add("LINE")
+    return layer.op + "".join(f"+{m}" for m in sorted(modes))
+
+
 def layer_table(model):
-    """The per-layer table as text lines."""
-    rows = [("#", "layer", "operator", "die", "input", "output", "MACs", "weight B", "act B")]
+    """The per-layer table as text lines: the die operator with its CONV modes (`_die_op`) and the analytic
+    model's NPU cycles of the layer's descriptors."""
+    rows = [("#", "layer", "operator", "die", "input", "output", "MACs", "weight B", "act B", "NPU cycles")]
     for layer in model.layers:
-        rows.append((str(layer.index), layer.name[-32:], layer.kind, layer.op,
+        rows.append((str(layer.index), layer.name[-32:], layer.kind, _die_op(model, layer),
                      " + ".join(_shape(s) for s in layer.inputs), _shape(layer.output), f"{layer.macs:,}",
-                     f"{layer.weight_bytes:,}", f"{layer.act_bytes:,}"))
+                     f"{layer.weight_bytes:,}", f"{layer.act_bytes:,}", f"{layer.cycles:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {0, 6, 7, 8}
+    right = {0, 6, 7, 8, 9}
     lines = []
     for r in rows:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from stackcam.quant import timing
 from stackcam.quant.executor import run_graph
 from stackcam.quant.export import export_tflite
 from stackcam.quant.golden import execute
@@ -76,8 +77,8 @@ def test_compile_runs_bit_exact_with_litert(int8_model, tmp_path):
 
 
 def test_layer_table_and_totals(int8_model, tmp_path):
-    """One row per layer: operator, the die op, input and output shapes, MACs, weight and activation bytes; the
-    totals against the configuration's SRAM after it."""
+    """One row per layer: operator, the die op with its CONV modes, input and output shapes, MACs, weight and
+    activation bytes, NPU cycles; the totals against the configuration's SRAM after it."""
     from stackcam.cli.models import model_graph as load_for_compile
     from stackcam.quant.compiler import compile_graph
     from stackcam.quant.report import layer_table, totals_text
@@ -87,13 +88,19 @@ def test_layer_table_and_totals(int8_model, tmp_path):
     model = compile_graph(load_for_compile(int8_model), PRESETS["imx500"])
     lines = r.stdout.splitlines()
     table = layer_table(model)
-    assert table[0].split() == ["#", "layer", "operator", "die", "input", "output", "MACs", "weight", "B", "act", "B"]
+    assert table[0].split() == ["#", "layer", "operator", "die", "input", "output", "MACs", "weight", "B", "act", "B",
+                                "NPU", "cycles"]
     start = lines.index(table[0])
     assert lines[start:start + len(table)] == table and len(table) == len(model.layers) + 1
     conv = next(row for row in table if " CONV_2D " in row).split()
     layer = model.layers[0]
-    assert conv[-3:] == [f"{layer.macs:,}", f"{layer.weight_bytes:,}", f"{layer.act_bytes:,}"]
-    assert conv[-5:-3] == ["1x17x15x3", "1x9x8x12"]
+    assert conv[-4:] == [f"{layer.macs:,}", f"{layer.weight_bytes:,}", f"{layer.act_bytes:,}", f"{layer.cycles:,}"]
+    assert conv[-6:-4] == ["1x17x15x3", "1x9x8x12"]
+    assert conv[3] == "CONV+PACKED"                     # the RGB input is pixel-packed: the stem runs im2col
+    assert layer.cycles == sum(timing.descriptor_cycles(PRESETS["imx500"], model.descriptors[i])
+                               for i in layer.descriptors) > 0
+    dies = {row.split()[2]: row.split()[3] for row in table[1:]}
+    assert dies["DEPTHWISE_CONV_2D"] == "DWCONV"        # 5x5: more taps than the walk holds, a tap per cycle
     assert layer.macs == 9 * 8 * 12 * 3 * 3 * 3
     totals = totals_text(model)
     assert lines[start + len(table):start + len(table) + len(totals)] == totals
@@ -113,6 +120,12 @@ def test_mobilenet_v1_224_fits_imx500(tmp_path):
     assert f"of {cfg.weight_banks * cfg.sram_bank_bytes:,} B (" in r.stdout
     assert f"of {cfg.act_banks * cfg.sram_bank_bytes:,} B at the peak (" in r.stdout
     assert "AVERAGE_POOL_2D" in r.stdout and "host: RESHAPE" in r.stdout
+    # The die column says how the convolutions run: the RGB stem im2col, the 32 -> 64 pointwise layer in oc-tile
+    # pairs (its 32 input channels fill half of the 64 lanes), the other pointwise layers plain, the 3x3
+    # depthwise layers on the line walk.
+    dies = {row.split()[1]: row.split()[3] for row in r.stdout.splitlines() if "_2D " in row}
+    assert dies["Conv2d_0/Relu6"] == "CONV+PACKED" and dies["Conv2d_1_pointwise/Relu6"] == "CONV+PAIR"
+    assert dies["Conv2d_2_pointwise/Relu6"] == "CONV" and dies["Conv2d_1_depthwise/Relu6"] == "DWCONV+LINE"
 
 
 def test_too_small_config_names_bytes_per_bank(bad_models, tmp_path):
