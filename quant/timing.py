@@ -20,6 +20,7 @@ from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
     "DEEP_ADD_RESCALE_STAGES", "mac_latency", "requant_latency", "conv_latency", "add_rescale_stages",
+    "vector_input_stages",
     "vector_drain_cycles",
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
@@ -68,6 +69,13 @@ def add_rescale_stages(config):
     return DEEP_ADD_RESCALE_STAGES if _deep(config) else ADD_RESCALE_STAGES
 
 
+def vector_input_stages(config):
+    """Registers the activation SRAM's data (and the controls that go with it) pass before ADD's rescaler and the
+    pools' running max / sum: 0, or 1 with `deep_pipeline` (the block RAM's output then ends at a register instead
+    of running on into the rescaler's first stage and the pools' divider)."""
+    return 1 if _deep(config) else 0
+
+
 def conv_latency(config):
     """The conv engine's issue-to-write latency in `config` (CONV_LATENCY by default)."""
     return 2 + mac_latency(config) + 1 + requant_latency(config)
@@ -90,14 +98,18 @@ VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT"
 
 def vector_drain_cycles(config):
     """VECTOR_DRAIN_CYCLES in `config`: ADD's rescaler and requantizer, MUL's, MEAN's and PRELU's requantizer
-    (`rtl.npu.vector_arith`) are deeper with `deep_pipeline`."""
+    (`rtl.npu.vector_arith`) are deeper with `deep_pipeline`, and ADD's and the pools' (MEAN's too) input
+    passes `vector_input_stages` registers."""
     rq = requant_latency(config) - REQUANT_LATENCY
-    if not rq:
+    vin = vector_input_stages(config)
+    if not rq and not vin:
         return VECTOR_DRAIN_CYCLES
     drains = dict(VECTOR_DRAIN_CYCLES)
-    drains["ADD"] += add_rescale_stages(config) - ADD_RESCALE_STAGES + rq
+    drains["ADD"] += add_rescale_stages(config) - ADD_RESCALE_STAGES + rq + vin
     for op in ("MUL", "MEAN", "PRELU"):
         drains[op] += rq
+    for op in ("MAXPOOL", "AVGPOOL", "MEAN"):
+        drains[op] += vin
     return drains
 
 

@@ -209,15 +209,16 @@ class _AddPath(Elaboratable):
 @pytest.mark.parametrize("neg", [False, True], ids=["add", "sub"])
 def test_add_datapath(deep, neg):
     """Random words and parameters against the TFLite reference (ADD, and SUB with NEG2), through the shared
-    requantizer: a two-read word's output ADD_LATENCY (12; 20 with `deep_pipeline`) cycles after the read of its
-    second input, its sums add_sum_latency (6; 10) cycles after; a solo word (ZPAD2's zero-point tiles: input 1
-    read alone, input 2 taken as its zero point) the same latencies after its one read, back to back."""
+    requantizer: a two-read word's output ADD_LATENCY (12; 21 with `deep_pipeline`: its input register and 8
+    rescaler stages) cycles after the read of its second input, its sums add_sum_latency (6; 11) cycles after; a
+    solo word (ZPAD2's zero-point tiles: input 1 read alone, input 2 taken as its zero point) the same latencies
+    after its one read, back to back."""
     rng = np.random.default_rng(3)
     config = CFG.with_(deep_pipeline=deep)
     dut = _AddPath(config)
     latency = add_latency(config)
-    assert latency == (20 if deep else 12) and ADD_LATENCY == 12
-    assert add_sum_latency(config) == (10 if deep else 6)
+    assert latency == (21 if deep else 12) and ADD_LATENCY == 12
+    assert add_sum_latency(config) == (11 if deep else 6)
     solo = [False, True, True, False, True, False, False, True]          # runs of solo and two-read words
     n = len(solo)
     x1 = rng.integers(-128, 128, (n, COLS))

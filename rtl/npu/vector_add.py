@@ -6,7 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import NEG2
-from stackcam.quant.timing import REQUANT_LATENCY, add_rescale_stages, requant_latency
+from stackcam.quant.timing import REQUANT_LATENCY, add_rescale_stages, requant_latency, vector_input_stages
 
 from .ports import descriptor_layout
 from .vector_common import lane
@@ -23,9 +23,10 @@ ADD_LATENCY = 1 + 4 + 1 + 1 + REQUANT_LATENCY
 
 
 def add_sum_latency(config):
-    """Cycles from the read of a word's last input to its sums on `sums`: the SRAM, the rescaler
-    (`quant.timing.add_rescale_stages`), the sum."""
-    return 1 + add_rescale_stages(config) + 1
+    """Cycles from the read of a word's last input to its sums on `sums`: the SRAM, the input register with
+    `deep_pipeline` (`quant.timing.vector_input_stages`), the rescaler (`quant.timing.add_rescale_stages`), the
+    sum."""
+    return 1 + vector_input_stages(config) + add_rescale_stages(config) + 1
 
 
 def add_latency(config):
@@ -62,15 +63,17 @@ class VectorAddDatapath(wiring.Component):
     shift, 5 the nudged product divided by 2^31 rounding down, 6 SRDHM's truncation toward zero, 7 the rounding
     shift and its rounding bit, 8 the rounded value.
 
-    Latency: a word's sums are on `sums` `add_sum_latency(config)` cycles (6; 10 with `deep_pipeline`) after the
-    read of its last input (`add_latency`, 12 and 20, to the output word); one word per cycle at most (two-read
-    words every other cycle, solo words every cycle). No back-pressure.
+    Latency: a word's sums are on `sums` `add_sum_latency(config)` cycles (6; 11 with `deep_pipeline`, whose
+    input register, `quant.timing.vector_input_stages`, adds one) after the read of its last input
+    (`add_latency`, 12 and 21, to the output word); one word per cycle at most (two-read words every other cycle,
+    solo words every cycle). No back-pressure.
     """
 
     def __init__(self, config):
         self.cols = cols = config.array_cols
         self.deep = bool(config.deep_pipeline)
         self.rescale_stages = add_rescale_stages(config)
+        self.input_stages = vector_input_stages(config)
         self.latency = add_sum_latency(config)
         super().__init__({
             "issue": In(1), "phase": In(1), "solo": In(1), "act_data": In(8 * cols),
@@ -81,12 +84,22 @@ class VectorAddDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        issue, phase, solo = self.issue, self.phase, self.solo
+        self._data = self.act_data
+        if self.input_stages:
+            # `deep_pipeline`: the SRAM's data and the issue's controls pass a register first, so the block RAM's
+            # output ends there instead of running on into the input's decode (x - zp, the shift's select).
+            assert self.input_stages == 1
+            self._data = Signal.like(self.act_data, name="add_act_q")
+            issue, phase, solo = Signal(name="add_issue_q"), Signal(name="add_phase_q"), Signal(name="add_solo_q")
+            m.d.sync += [self._data.eq(self.act_data), issue.eq(self.issue), phase.eq(self.phase),
+                         solo.eq(self.solo)]
         add_dv = Signal()
         add_dsel = Signal()
         add_dsolo = Signal()
-        m.d.sync += add_dv.eq(self.issue)
-        with m.If(self.issue):
-            m.d.sync += [add_dsel.eq(self.phase), add_dsolo.eq(self.solo & ~self.phase)]
+        m.d.sync += add_dv.eq(issue)
+        with m.If(issue):
+            m.d.sync += [add_dsel.eq(phase), add_dsolo.eq(solo & ~phase)]
         if self.deep:
             sums, valid = self._deep_lanes(m, add_dv, add_dsel, add_dsolo)
         else:
@@ -99,7 +112,7 @@ class VectorAddDatapath(wiring.Component):
         dx = Signal(signed(9), name=f"add_dx{c}")
         dw = Signal(signed(9), name=f"add_dw{c}")
         sat_a = Signal(name=f"add_sat_a{c}")
-        m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(self.act_data, 0), lane(self.act_data, c)) - zp_in)
+        m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(self._data, 0), lane(self._data, c)) - zp_in)
         m.d.comb += [dw.eq(dx), sat_a.eq(0)]
         for shift in range(23, 33):
             with m.If(l_in == shift):

@@ -4,6 +4,8 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from stackcam.quant.timing import vector_input_stages
+
 from .ports import addr_bits
 from .vector_common import address_stage_layout, lane, word_layout
 
@@ -28,12 +30,15 @@ class VectorPoolDatapath(wiring.Component):
     `sums` is each lane's running sum (or max) including the tap on `tap`, combinationally; `sum_valid` says the
     tap is its window's last (MEAN takes the exact sums there, `VectorArithDatapath`).
 
-    Latency: a window's word is on `out` ``DIVIDER_STAGES + 2`` (10) cycles after its last tap is on `tap`;
-    one tap per cycle. No back-pressure.
+    Latency: a window's word is on `out` ``DIVIDER_STAGES + 2`` (10) cycles after its last tap is on `tap`, and
+    `sums` the cycle of the tap; with `deep_pipeline` the tap and its word pass a register first
+    (`quant.timing.vector_input_stages`: the block RAM's output ends there instead of running on into the
+    divider's first stage), one cycle more for both. One tap per cycle. No back-pressure.
     """
 
     def __init__(self, config):
         self.cols = cols = config.array_cols
+        self.input_stages = vector_input_stages(config)
         super().__init__({
             "tap": In(address_stage_layout(addr_bits(config.act_words))), "act_data": In(8 * cols),
             "max": In(1), "mean": In(1), "act_min": In(signed(8)), "act_max": In(signed(8)),
@@ -43,7 +48,11 @@ class VectorPoolDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        tap = self.tap
+        tap, act_data = self.tap, self.act_data
+        if self.input_stages:
+            assert self.input_stages == 1
+            tap, act_data = Signal.like(self.tap, name="pool_tap_q"), Signal.like(self.act_data, name="pool_act_q")
+            m.d.sync += [tap.eq(self.tap), act_data.eq(self.act_data)]
         div_stages = DIVIDER_STAGES
         dv = [Signal(name=f"div_v{i}") for i in range(div_stages + 1)]
         dn = [Signal(16, name=f"div_n{i}") for i in range(div_stages + 1)]
@@ -54,7 +63,7 @@ class VectorPoolDatapath(wiring.Component):
         m.d.sync += self.out.valid.eq(dv[div_stages])
         m.d.comb += self.sum_valid.eq(tap.valid & tap.tag.last)
         for c in range(self.cols):
-            x = lane(self.act_data, c)
+            x = lane(act_data, c)
             acc = Signal(signed(24), name=f"pool_acc{c}")
             v = Signal(signed(24), name=f"pool_v{c}")
             m.d.comb += v.eq(Mux(tap.tag.first, x, Mux(self.max, Mux(x > acc, x, acc), acc + x)))
