@@ -306,6 +306,11 @@ class NPUVectorEngine(wiring.Component):
         # (COPY); the pools' walk is `walker`.
         lw = Walk("lw", [d.out_h, d.out_w, d.out_ct])
         lw_i = Signal(abits)
+        # Read addresses as registers, not base + offset adders on the way into the SRAM's address (an FPGA's
+        # deepest path): `rd1` is in_addr + lw_i, kept with lw_i; `rd2` input 2's word, computed in the cycle
+        # that reads input 1 (its counters do not move until input 2's read, the next cycle).
+        rd1 = Signal(abits)
+        rd2 = Signal(abits)
         lw_j = Signal(abits)                                   # ZPAD2: the second input's word offset
         add_phase = Signal()
         cw = Walk("cw", [dec.copy_h, dec.copy_w, dec.copy_words])
@@ -334,7 +339,8 @@ class NPUVectorEngine(wiring.Component):
                 lw.reset(m)
                 cw.reset(m)
                 m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1), arith.alpha_init.eq(1)]
-                m.d.sync += [lw_i.eq(0), lw_j.eq(0), add_phase.eq(0), c_row.eq(dec.src_base), c_pix.eq(dec.src_base),
+                m.d.sync += [lw_i.eq(0), rd1.eq(in_addr), lw_j.eq(0), add_phase.eq(0), c_row.eq(dec.src_base),
+                             c_pix.eq(dec.src_base),
                              c_dy.eq(d.copy_y), c_dx.eq(d.copy_x), c_hi.eq(dec.copy_r + dec.copy_c)]
                 rw.reset(m)
                 m.d.sync += rs.tap.eq(0)
@@ -362,7 +368,8 @@ class NPUVectorEngine(wiring.Component):
             solo = Signal()
             m.d.comb += solo.eq(dec.zpad & (lw.ctr[2] >= d.in2_ct))
             in2_off = Mux(dec.zpad, lw_j, Mux(dec.in2_full, lw_i, Mux(dec.bcast, 0, lw.ctr[2])))
-            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, in2_addr + in2_off, in_addr + lw_i)),
+            m.d.sync += rd2.eq(in2_addr + in2_off)
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, rd2, rd1)),
                          add.issue.eq(op.add), add.phase.eq(add_phase), add.solo.eq(solo), arith.issue.eq(op.mul),
                          arith.phase.eq(add_phase)]
             m.d.sync += add_phase.eq(~add_phase & ~solo)
@@ -370,7 +377,7 @@ class NPUVectorEngine(wiring.Component):
                 m.d.sync += lw_j.eq(lw_j + 1)
             with m.If(add_phase | solo):
                 m.d.comb += writer.inc.eq(1)
-                m.d.sync += lw_i.eq(lw_i + 1)
+                m.d.sync += [lw_i.eq(lw_i + 1), rd1.eq(rd1 + 1)]
                 lw.step(m)
                 with m.If(lw.last):
                     m.d.sync += state.eq(_S.DRAIN)
@@ -381,8 +388,8 @@ class NPUVectorEngine(wiring.Component):
                 m.d.sync += state.eq(_S.LUT)
 
         with m.Elif(state == _S.LUT):
-            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(in_addr + lw_i), writer.inc.eq(1), lut.lookup.eq(1)]
-            m.d.sync += lw_i.eq(lw_i + 1)
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(rd1), writer.inc.eq(1), lut.lookup.eq(1)]
+            m.d.sync += [lw_i.eq(lw_i + 1), rd1.eq(rd1 + 1)]
             lw.step(m)
             with m.If(lw.last):
                 m.d.sync += state.eq(_S.DRAIN)
@@ -392,12 +399,12 @@ class NPUVectorEngine(wiring.Component):
             m.d.comb += arith.alpha_load.eq(1)
             m.d.sync += lw_i.eq(lw_i + 1)
             with m.If(lw_i == d.out_ct - 1):
-                m.d.sync += [lw_i.eq(0), state.eq(_S.PRELU)]
+                m.d.sync += [lw_i.eq(0), rd1.eq(in_addr), state.eq(_S.PRELU)]
 
         with m.Elif(state == _S.PRELU):
-            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(in_addr + lw_i), writer.inc.eq(1), arith.issue.eq(1),
+            m.d.comb += [lin_ren.eq(1), lin_raddr.eq(rd1), writer.inc.eq(1), arith.issue.eq(1),
                          arith.tile.eq(lw.ctr[2])]
-            m.d.sync += lw_i.eq(lw_i + 1)
+            m.d.sync += [lw_i.eq(lw_i + 1), rd1.eq(rd1 + 1)]
             lw.step(m)
             with m.If(lw.last):
                 m.d.sync += state.eq(_S.DRAIN)
