@@ -57,15 +57,17 @@ class MACArray(wiring.Component):
         m = Module()
         en_d = Signal()
         clear_d = Signal()
-        to2_d, halves_d = Signal(), Signal()
         m.d.sync += [en_d.eq(self.en), clear_d.eq(self.clear)]
         if self.split:
+            to2_d, halves_d = Signal(), Signal()
             m.d.sync += [to2_d.eq(self.to2), halves_d.eq(self.halves)]
         if self.deep:
             en_dd = Signal()
             clear_dd = Signal()
-            to2_dd, halves_dd = Signal(), Signal()
-            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d), to2_dd.eq(to2_d), halves_dd.eq(halves_d)]
+            m.d.sync += [en_dd.eq(en_d), clear_dd.eq(clear_d)]
+            if self.split:
+                to2_dd, halves_dd = Signal(), Signal()
+                m.d.sync += [to2_dd.eq(to2_d), halves_dd.eq(halves_d)]
         all_products = []
         for r in range(self.rows):
             products = [Signal(signed(17), name=f"p_{r}_{c}") for c in range(self.cols)]
@@ -93,12 +95,15 @@ class MACArray(wiring.Component):
                     total2 = Signal(signed(width), name=f"sum2_{r}")
                     with m.If(en_d):
                         m.d.sync += total2.eq(row_sum2)
-                acc_en, acc_clear, acc_to2, acc_halves = en_dd, clear_dd, to2_dd, halves_dd
+                acc_en, acc_clear = en_dd, clear_dd
+                if self.split:
+                    acc_to2, acc_halves = to2_dd, halves_dd
             else:
                 total = row_sum
-                total2 = row_sum2 if self.split else None
-                acc_en, acc_clear, acc_to2, acc_halves = en_d, clear_d, to2_d, halves_d
-            with m.If(acc_en & ~acc_to2):
+                acc_en, acc_clear = en_d, clear_d
+                if self.split:
+                    total2, acc_to2, acc_halves = row_sum2, to2_d, halves_d
+            with m.If(acc_en & ~acc_to2 if self.split else acc_en):
                 with m.If(acc_clear):
                     m.d.sync += self.acc[r].eq(total)
                 with m.Else():

@@ -84,16 +84,14 @@ class VectorAddDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        issue, phase, solo = self.issue, self.phase, self.solo
-        self._data = self.act_data
+        issue, phase, solo, act = self.issue, self.phase, self.solo, self.act_data
         if self.input_stages:
             # `deep_pipeline`: the SRAM's data and the issue's controls pass a register first, so the block RAM's
             # output ends there instead of running on into the input's decode (x - zp, the shift's select).
             assert self.input_stages == 1
-            self._data = Signal.like(self.act_data, name="add_act_q")
+            act = Signal.like(self.act_data, name="add_act_q")
             issue, phase, solo = Signal(name="add_issue_q"), Signal(name="add_phase_q"), Signal(name="add_solo_q")
-            m.d.sync += [self._data.eq(self.act_data), issue.eq(self.issue), phase.eq(self.phase),
-                         solo.eq(self.solo)]
+            m.d.sync += [act.eq(self.act_data), issue.eq(self.issue), phase.eq(self.phase), solo.eq(self.solo)]
         add_dv = Signal()
         add_dsel = Signal()
         add_dsolo = Signal()
@@ -101,18 +99,19 @@ class VectorAddDatapath(wiring.Component):
         with m.If(issue):
             m.d.sync += [add_dsel.eq(phase), add_dsolo.eq(solo & ~phase)]
         if self.deep:
-            sums, valid = self._deep_lanes(m, add_dv, add_dsel, add_dsolo)
+            sums, valid = self._deep_lanes(m, act, add_dv, add_dsel, add_dsolo)
         else:
-            sums, valid = self._lanes(m, add_dv, add_dsel, add_dsolo)
+            sums, valid = self._lanes(m, act, add_dv, add_dsel, add_dsolo)
         m.d.comb += [self.sum_valid.eq(valid)] + [self.sums[c].eq(s) for c, s in enumerate(sums)]
         return m
 
-    def _input(self, m, c, add_dsel, l_in, zp_in):
-        """Lane c's input minus its zero point, as dw (wrap32(dx << L) = dw << L) and whether that saturates."""
+    def _input(self, m, act, c, add_dsel, l_in, zp_in):
+        """Lane c's input (of the SRAM word `act`) minus its zero point, as dw (wrap32(dx << L) = dw << L) and
+        whether that saturates."""
         dx = Signal(signed(9), name=f"add_dx{c}")
         dw = Signal(signed(9), name=f"add_dw{c}")
         sat_a = Signal(name=f"add_sat_a{c}")
-        m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(self._data, 0), lane(self._data, c)) - zp_in)
+        m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(act, 0), lane(act, c)) - zp_in)
         m.d.comb += [dw.eq(dx), sat_a.eq(0)]
         for shift in range(23, 33):
             with m.If(l_in == shift):
@@ -142,7 +141,7 @@ class VectorAddDatapath(wiring.Component):
             m.d.sync += total.eq(Mux(neg2, hold - rescaled, hold + rescaled)[:32].as_signed())
         return total
 
-    def _lanes(self, m, add_dv, add_dsel, add_dsolo):
+    def _lanes(self, m, act, add_dv, add_dsel, add_dsolo):
         """The default rescaler (4 stages) and sums: (each lane's sum, the word's sums are valid)."""
         cols = self.cols
         d, add_l, add_r = self.desc, self.add_l, self.add_r
@@ -160,7 +159,7 @@ class VectorAddDatapath(wiring.Component):
         l3 = Mux(a2_sel, add_l[1], add_l[0])[:5]      # L = 32 leaves dw = 0, so the shift does not matter
         r4 = Mux(a3_sel, add_r[1], add_r[0])
         for c in range(cols):
-            dw, sat_a = self._input(m, c, add_dsel, l_in, zp_in)
+            dw, sat_a = self._input(m, act, c, add_dsel, l_in, zp_in)
             s1_dw = Signal(signed(9), name=f"add_s1_dw{c}")
             s1_sat = Signal(name=f"add_s1_sat{c}")
             s2_prod = Signal(signed(41), name=f"add_s2_prod{c}")
@@ -181,7 +180,7 @@ class VectorAddDatapath(wiring.Component):
             sums.append(self._sum(m, c, a4_v, a4_sel, a4_solo, s4_r, neg2, "s5_sum"))
         return sums, a5_v
 
-    def _deep_lanes(self, m, add_dv, add_dsel, add_dsolo):
+    def _deep_lanes(self, m, act, add_dv, add_dsel, add_dsolo):
         """The deep rescaler (8 stages) and sums: (each lane's sum, the word's sums are valid)."""
         cols = self.cols
         add_l, add_r = self.add_l, self.add_r
@@ -201,7 +200,7 @@ class VectorAddDatapath(wiring.Component):
         l3 = Mux(asel[3], add_l[1], add_l[0])[:5]    # L = 32 leaves dw = 0, so the shift does not matter
         r6 = Mux(asel[6], add_r[1], add_r[0])
         for c in range(cols):
-            dw, sat_a = self._input(m, c, add_dsel, l_in, zp_in)
+            dw, sat_a = self._input(m, act, c, add_dsel, l_in, zp_in)
             # Stage 1: the input and its multiplier.
             s1_dw = Signal(signed(9), name=f"add_s1_dw{c}")
             s1_sat = Signal(name=f"add_s1_sat{c}")
