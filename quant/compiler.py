@@ -1001,6 +1001,10 @@ class _Compiler:
         for desc, names in self.descs:
             for fld, name in names.items():
                 setattr(desc, fld, addr[self.root[name]])
+            # Two read ports: an ADD whose inputs lie in disjoint banks reads both in one cycle.
+            if (desc.op == "ADD" and cfg.act_read_ports == 2
+                    and fmt.banks_disjoint(fmt.add_input_banks(desc, cfg.act_bank_words))):
+                desc.flags |= fmt.DUAL2
             descriptors.append(desc)
         descriptors.append(fmt.Descriptor(opcode=fmt.OPCODES["END"], layer=n))
         stream = b"".join(fmt.pack(d) for d in descriptors)

@@ -13,6 +13,7 @@ from .executor import run_graph
 from .graph import Graph, Op, QuantParams, Tensor
 from .program import (
     DESCRIPTOR_BYTES,
+    DUAL2,
     FCSCALE,
     FILL,
     NEG2,
@@ -20,6 +21,8 @@ from .program import (
     PAIR,
     ZPAD2,
     ProgramError,
+    add_input_banks,
+    banks_disjoint,
     conv_block_words,
     dw_block_words,
     im2col_block_words,
@@ -63,10 +66,19 @@ def _tensors(d):
     return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
 
-def _check(i, d, cols, rows, max_channels=None):
+def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
     """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does;
-    and (given the config's `max_channels`) one wider than the conv engine's parameter buffer, as the RTL does."""
+    (given the config's `max_channels`) one wider than the conv engine's parameter buffer, as the RTL does; and
+    a DUAL2 ADD unless the activation SRAM has two read ports (`dual_banks`: its words per bank) and the two
+    inputs lie in disjoint banks."""
     where = f"descriptor {i} ({d.op})"
+    if d.flags & DUAL2 and d.op == "ADD":
+        if dual_banks is None:
+            raise ProgramError(f"{where}: DUAL2 needs an activation SRAM with two read ports")
+        banks = add_input_banks(d, dual_banks)
+        if not banks_disjoint(banks):
+            raise ProgramError(f"{where}: DUAL2 inputs share a bank (input 1 banks {banks[0][0]}..{banks[0][1]}, "
+                               f"input 2 banks {banks[1][0]}..{banks[1][1]})")
     if max_channels is not None and d.op in ("CONV", "DWCONV"):
         limit = -(-max_channels // cols) * cols
         if d.out_c > limit:
@@ -165,9 +177,10 @@ def _check(i, d, cols, rows, max_channels=None):
         raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
 
-def step(i, d, sram, wsram, rows, cols, max_channels=None):
-    """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address."""
-    _check(i, d, cols, rows, max_channels)
+def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
+    """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address.
+    `dual_banks`: words per bank of an activation SRAM with two read ports (None: one read port)."""
+    _check(i, d, cols, rows, max_channels, dual_banks)
     where = f"descriptor {i} ({d.op})"
     if d.flags & PACKED:
         x = read_packed(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
@@ -302,7 +315,8 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
         d = unpack(stream[start:start + DESCRIPTOR_BYTES].tobytes(), i)
         if d.op == "END":
             break
-        step(i, d, sram, wsram, rows, cols, config.max_channels)
+        step(i, d, sram, wsram, rows, cols, config.max_channels,
+             config.act_bank_words if config.act_read_ports == 2 else None)
         if on_descriptor is not None:
             on_descriptor(i, d, sram)
         i += 1

@@ -110,6 +110,10 @@ program silently); so is any value not listed.
   padding lanes included) when ``ct < in2_ct``, and takes ``in2_zp`` in every lane when ``ct >= in2_ct`` (no
   read: such a word costs one cycle, not two). Channels ``>= in2_c`` of the second input are then its zero
   point, which is what a PAD with the zero point as its value makes of them (the padding lanes hold it).
+  With the DUAL2 flag (a die whose activation SRAM has two read ports) both inputs of an output word are read in
+  the same cycle, one per port: the same result, one cycle per word instead of two. The SRAM's banks have one
+  read port each, so the words input 1 spans and the words input 2 spans (`add_input_banks`) must lie in
+  disjoint bank ranges; a DUAL2 ADD where they do not, or on a die with one read port, is refused.
 - ``MAXPOOL`` (4): max over the in-bounds taps of the window, clamped to ``[act_min, act_max]``.
 - ``AVGPOOL`` (5): TFLite reference int8 average: sum of the in-bounds taps (raw int8 values), divided by
   their count rounding half away from zero, clamped.  Input and output quantization are equal.
@@ -192,7 +196,8 @@ import numpy as np
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR",
+           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR", "DUAL2", "add_input_words", "add_input_banks",
+           "banks_disjoint",
            "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
            "field_table", "param_words",
            "param_record_count", "pack_params", "unpack_params", "pack_fc_params", "unpack_fc_params",
@@ -217,6 +222,7 @@ FCSCALE = 4         # flags bit 2 of CONV
 NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SUB)
 ZPAD2 = 16          # flags bit 4 of ADD: the second input has in2_ct channel tiles, the others are in2_zp
 PAIR = 32           # flags bit 5 of CONV: oc tiles in pairs, the input's last (at most half full) tile in one word
+DUAL2 = 64          # flags bit 6 of ADD: both inputs read in one cycle (two read ports, disjoint banks)
 
 
 class ProgramError(StackcamError, ValueError):
@@ -249,7 +255,8 @@ FIELDS = (
                             'bit 3 NEG2 (ADD: subtract the second input, SUB); '
                             'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
                             'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: the last input tile at most half '
-                            'full, output-channel tiles in pairs, the last input tile of both in one word); others 0'),
+                            'full, output-channel tiles in pairs, the last input tile of both in one word); '
+                            'bit 6 DUAL2 (ADD: both inputs read in one cycle, from disjoint SRAM banks); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -388,7 +395,7 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR, "ADD": NEG2 | ZPAD2}
+    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR, "ADD": NEG2 | ZPAD2 | DUAL2}
     if desc.flags & ~allowed.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved7"):
@@ -617,6 +624,26 @@ def unpack_resize_table(words, entries):
 
 
 # --- activation-space layout ----------------------------------------------------------------------------------
+
+def add_input_words(desc):
+    """(words input 1 spans, words input 2 spans) of an ADD (or MUL): input 1 the output's shape, input 2
+    its own (a broadcast's one or in2_ct words, ZPAD2's out_h*out_w*in2_ct)."""
+    return desc.in_h * desc.in_w * desc.in_ct, desc.in2_h * desc.in2_w * desc.in2_ct
+
+
+def add_input_banks(desc, bank_words):
+    """((first, last) bank of input 1, (first, last) bank of input 2) of an ADD in an activation SRAM of
+    `bank_words` words per bank: DUAL2 needs the two ranges disjoint."""
+    n1, n2 = add_input_words(desc)
+    return ((desc.in_addr // bank_words, (desc.in_addr + n1 - 1) // bank_words),
+            (desc.in2_addr // bank_words, (desc.in2_addr + n2 - 1) // bank_words))
+
+
+def banks_disjoint(ranges):
+    """Do two (first, last) bank ranges share no bank?"""
+    (a0, a1), (b0, b1) = ranges
+    return a1 < b0 or b1 < a0
+
 
 def tensor_words(h, w, c, cols):
     """Activation words of an H x W x C tensor."""

@@ -15,7 +15,7 @@ count them.
 
 from math import gcd
 
-from .program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, ZPAD2
+from .program import DESCRIPTOR_BYTES, DUAL2, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, ZPAD2
 
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
@@ -373,7 +373,8 @@ def vector_cycles(config, desc):
     """`NPUVectorEngine`: cycles from `start` to `done` of a valid ADD, MAXPOOL, AVGPOOL, COPY, LUT, MUL, MEAN,
     PRELU, RESIZE or GATHER descriptor: VECTOR_SETUP_CYCLES + 1, the work, and the pipeline drain
     (VECTOR_DRAIN_CYCLES). ADD and MUL are 2 cycles per output word (two reads, broadcast or not), an ADD with
-    ZPAD2 one per word of its zero-point tiles (`add_read_words`); pools one per
+    DUAL2 one (both reads in one cycle), an ADD with ZPAD2 one per word of its zero-point tiles
+    (`add_read_words`); pools one per
     in-bounds tap, MEAN one per input word; COPY one per word written (FILL first); LUT the table load (256 /
     lut_row_bytes) and one per word; PRELU one cycle per channel tile to load the alphas, then one per word;
     RESIZE per output pixel RESIZE_PIXEL_CYCLES (its table entries) and 4 taps per output word; GATHER
@@ -383,7 +384,7 @@ def vector_cycles(config, desc):
     words = desc.out_h * desc.out_w * desc.out_ct
     if op in ("ADD", "MUL"):
         both, one = add_read_words(desc)
-        work = 2 * both + one
+        work = (1 if desc.flags & DUAL2 else 2) * both + one
     elif op == "MEAN":
         work = desc.in_h * desc.in_w * desc.in_ct
     elif op == "PRELU":

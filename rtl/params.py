@@ -39,6 +39,11 @@ class DieConfig:
     sram_banks: int = 4
     sram_bank_bytes: int = 16 * 1024
     weight_banks: int = 2
+    # Read ports of the activation SRAM: 1, or 2 (each bank is a one-read-port macro; the second port is a second
+    # bank-select crossbar, so two reads in one cycle must be in different banks). With 2 an ADD whose inputs lie
+    # in disjoint banks reads both in one cycle (program flag DUAL2) and the vector engine has a second input
+    # rescaler per lane for it.
+    act_read_ports: int = 1
     # NPU: largest channel count of a layer (sizes the per-channel parameter buffer).
     max_channels: int = 1024
     # NPU: output pixels the im2col gatherer of a pixel-packed (RGB stem) convolution fills per pass; more is
@@ -107,6 +112,7 @@ class DieConfig:
              f"max_channels must be an integer >= array_cols ({self.array_cols}), got {self.max_channels!r}")
         need(8 <= self.isp_shift <= 24, f"isp_shift must be in 8..24, got {self.isp_shift}")
         need(isinstance(self.deep_pipeline, bool), f"deep_pipeline must be True or False, got {self.deep_pipeline!r}")
+        need(self.act_read_ports in (1, 2), f"act_read_ports must be 1 or 2, got {self.act_read_ports!r}")
         need(isinstance(self.clock_gating, bool), f"clock_gating must be True or False, got {self.clock_gating!r}")
         need(self.clock_mhz > 0, f"clock_mhz must be positive, got {self.clock_mhz!r}")
         need(self.frame_rate > 0, f"frame_rate must be positive, got {self.frame_rate!r}")
@@ -201,6 +207,11 @@ class DieConfig:
         """Bytes of one full frame as RAW10 (4 pixels in 5 bytes)."""
         return self.frame_width * self.frame_height * 10 // 8
 
+    @property
+    def act_bank_words(self):
+        """Activation words per SRAM bank (a power of two): word address ``a`` is in bank ``a // act_bank_words``."""
+        return self.sram_bank_bytes // self.array_cols
+
     def cycles_to_ms(self, cycles):
         return cycles / (self.clock_mhz * 1e3)
 
@@ -210,7 +221,8 @@ class DieConfig:
     def summary(self):
         return (f"{self.name}: frame {self.frame_width}x{self.frame_height} RAW10 @ {self.pixels_per_clock} px/clk, "
                 f"input {self.input_width}x{self.input_height}x3, MAC array {self.array_rows}x{self.array_cols}, "
-                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB ({self.weight_banks} for weights), "
+                f"SRAM {self.sram_banks}x{self.sram_bank_bytes // 1024} KiB ({self.weight_banks} for weights"
+                f"{', activations with 2 read ports' if self.act_read_ports == 2 else ''}), "
                 f"CSI-2 {self.csi2_lanes} lane(s), "
                 f"{self.clock_mhz:g} MHz" + (", deep arithmetic pipelines" if self.deep_pipeline else ""))
 
@@ -241,14 +253,14 @@ PRESETS = {
     "demo": DieConfig(
         name="demo", frame_width=1024, frame_height=768, pixels_per_clock=2, input_width=128, input_height=128,
         array_rows=8, array_cols=16, sram_banks=12, sram_bank_bytes=64 * 1024, weight_banks=5,
-        csi2_lanes=2, clock_mhz=200.0,
+        act_read_ports=2, csi2_lanes=2, clock_mhz=200.0,
         notes="main job: 128 MACs, 768 KiB SRAM (320 KiB for weights: BlazeFace and MobileNet V1 0.25 96 fit), "
               "XGA readout, 200 MHz nominal"),
     # The reference ASIC, IMX500 class: 12.3 MP readout, 2048 MACs, 8 MiB SRAM.
     "imx500": DieConfig(
         name="imx500", frame_width=4056, frame_height=3040, pixels_per_clock=4, input_width=224,
         input_height=224, array_rows=32, array_cols=64, sram_banks=64, sram_bank_bytes=128 * 1024,
-        weight_banks=44, csi2_lanes=4, clock_mhz=200.0,
+        weight_banks=44, act_read_ports=2, csi2_lanes=4, clock_mhz=200.0,
         notes="IMX500 class: 2048 MACs, 8 MiB SRAM, 200 MHz nominal"),
 }
 

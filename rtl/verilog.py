@@ -9,9 +9,11 @@ __all__ = ["SRAM_MACRO_VERILOG", "SRAMMacroPlatform", "convert", "sram_macro_ver
 
 # A behavioural 1-write, 1-read synchronous SRAM (read data registered, not write-through), the shape of a
 # foundry SRAM macro; the read port has a clock of its own (`rclk`: the write port's clock, or a gated copy of it,
-# rtl.clockgate). Verilator builds it in seconds where Amaranth's initialised arrays take minutes.
+# rtl.clockgate). Verilator builds it in seconds where Amaranth's initialised arrays take minutes. The 2-read
+# variant (`stackcam_sram_2r1w`, the activation SRAM with `act_read_ports` 2) has a second read port on the
+# same clock: a banked SRAM's second bank-select crossbar (the die keeps two reads of one bank apart).
 _SRAM_MACRO_TEMPLATE = """\
-module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
+module stackcam_sram_{n}r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
                             parameter LANES = 1, parameter ID = 0) (
     input  wire             clk,
     input  wire             rclk,
@@ -20,7 +22,7 @@ module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter
     input  wire [WIDTH-1:0] wdata,
     input  wire             re,
     input  wire [ABITS-1:0] raddr,
-    output reg  [WIDTH-1:0] rdata
+{ports}    output reg  [WIDTH-1:0] rdata
 );
     localparam LW = WIDTH / LANES;
     reg [WIDTH-1:0] mem [0:DEPTH-1];
@@ -29,10 +31,18 @@ module stackcam_sram_1r1w #(parameter WIDTH = 8, parameter DEPTH = 16, parameter
         for (i = 0; i < LANES; i = i + 1)
             if (we[i]) mem[waddr][i * LW +: LW] <= wdata[i * LW +: LW];
 {body}    end
-    always @(posedge rclk)
+    always @(posedge rclk) begin
         if (re) rdata <= mem[raddr];
+{reads}    end
 endmodule
 """
+_SECOND_PORT = ("""\
+    input  wire             re2,
+    input  wire [ABITS-1:0] raddr2,
+    output reg  [WIDTH-1:0] rdata2,
+""", """\
+        if (re2) rdata2 <= mem[raddr2];
+""")
 
 # A simulation build's extra: bit `fault_bit` of word `fault_addr` inverted in a cycle where `fault_en` is high and
 # `fault_id` names this SRAM (after that cycle's write, so a flip of a word being written flips the new value);
@@ -54,12 +64,15 @@ _SRAM_FAULT_BODY = """\
 
 
 def sram_macro_verilog(fault_top=None):
-    """The SRAM macro's Verilog; with `fault_top` (a module name) its fault-injection port, reached by
-    hierarchical reference to that module's `fault_en`, `fault_id`, `fault_addr` and `fault_bit`."""
+    """The SRAM macros' Verilog (the 1-read and the 2-read module); with `fault_top` (a module name) their
+    fault-injection port, reached by hierarchical reference to that module's `fault_en`, `fault_id`,
+    `fault_addr` and `fault_bit`."""
     if fault_top is None:
-        return _SRAM_MACRO_TEMPLATE.format(decls="", body="")
-    return _SRAM_MACRO_TEMPLATE.format(decls=_SRAM_FAULT_DECLS.replace("{top}", fault_top),
-                                       body=_SRAM_FAULT_BODY.replace("{top}", fault_top))
+        decls = body = ""
+    else:
+        decls, body = _SRAM_FAULT_DECLS.replace("{top}", fault_top), _SRAM_FAULT_BODY.replace("{top}", fault_top)
+    return "".join(_SRAM_MACRO_TEMPLATE.format(n=n, ports=ports, reads=reads, decls=decls, body=body)
+                   for n, (ports, reads) in ((1, ("", "")), (2, _SECOND_PORT)))
 
 
 SRAM_MACRO_VERILOG = sram_macro_verilog()
@@ -74,21 +87,23 @@ class _SRAMMacro(Elaboratable):
         mem = self.mem
         width = Shape.cast(mem.shape).width
         wp, = mem.write_ports
-        rp, = mem.read_ports
+        rp, *more = mem.read_ports
         abits = max(1, len(rp.addr))
+        second = {"i_re2": more[0].en, "i_raddr2": more[0].addr, "o_rdata2": more[0].data} if more else {}
         m.submodules.macro = Instance(
-            "stackcam_sram_1r1w",
+            f"stackcam_sram_{len(mem.read_ports)}r1w",
             p_WIDTH=width, p_DEPTH=mem.depth, p_ABITS=abits, p_LANES=len(wp.en), p_ID=_sram_id(mem),
             i_clk=ClockSignal(wp.domain), i_rclk=ClockSignal(rp.domain),
             i_we=wp.en, i_waddr=wp.addr, i_wdata=wp.data,
-            i_re=rp.en, i_raddr=rp.addr, o_rdata=rp.data,
+            i_re=rp.en, i_raddr=rp.addr, o_rdata=rp.data, **second,
         )
         return m
 
 
 class SRAMMacroPlatform:
     """Amaranth platform hook: memories of at least `min_bits` with no initial contents, one write port (whole
-    word or byte lanes) and one synchronous, non-transparent read port become SRAM macros."""
+    word or byte lanes) and one or two synchronous, non-transparent read ports (a second one in the first's clock
+    domain) become SRAM macros."""
 
     def __init__(self, min_bits=64 * 1024):
         self.min_bits = min_bits
@@ -100,10 +115,11 @@ class SRAMMacroPlatform:
             return False
         if not _init_is_zero(mem):
             return False
-        if len(mem.write_ports) != 1 or len(mem.read_ports) != 1:
+        if len(mem.write_ports) != 1 or len(mem.read_ports) not in (1, 2):
             return False
         wp, rp = mem.write_ports[0], mem.read_ports[0]
-        return width % len(wp.en) == 0 and rp.domain != "comb" and not rp.transparent_for
+        return (width % len(wp.en) == 0 and all(p.domain == rp.domain != "comb" and not p.transparent_for
+                                                for p in mem.read_ports))
 
     def get_memory(self, mem):
         if self._eligible(mem):

@@ -43,13 +43,17 @@ class EngineHarness(Elaboratable):
             aw.addr.eq(e.act_w.addr), aw.data.eq(e.act_w.data), aw.en.eq(e.act_w.en),
             wr.addr.eq(e.w_r.addr), wr.en.eq(e.w_r.en), e.w_r.data.eq(wr.data),
         ]
+        if "act_r2" in e.signature.members:      # the activation SRAM's second read port
+            ar2 = act.read_port()
+            m.d.comb += [ar2.addr.eq(e.act_r2.addr), ar2.en.eq(e.act_r2.en), e.act_r2.data.eq(ar2.data)]
         return m
 
 
 def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000, stats=None):
     """Run one descriptor on `engine` from SRAM contents `act` (int8 [words, cols]) and `wsram` (uint8 [words,
     WB]); returns (act after, cycles from start to done, mac_active cycles, error flag). A dict `stats` gets the
-    run's SRAM reads (`act_reads`, `weight_reads`: cycles with the read enable high)."""
+    run's SRAM reads (`act_reads`, `weight_reads`: read enables high, both activation read ports counted) and
+    `bank_conflicts` (cycles where both activation read ports read one bank of `config.act_bank_words`)."""
     h = EngineHarness(engine, config, act, wsram)
     cols = config.array_cols
     result = {}
@@ -62,18 +66,25 @@ def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000, stats=Non
         await ctx.tick()
         ctx.set(engine.start, 0)
         cycles = 1
-        macs = reads = wreads = 0
+        macs = reads = wreads = conflicts = 0
+        second = [engine.act_r2.en, engine.act_r2.addr] if "act_r2" in engine.signature.members else []
+        bank_words = config.act_bank_words
         while True:
-            _, _, done, error, active, ren, wen = await ctx.tick().sample(
-                engine.done, engine.error, engine.mac_active, engine.act_r.en, engine.w_r.en)
+            _, _, done, error, active, ren, wen, raddr, *port2 = await ctx.tick().sample(
+                engine.done, engine.error, engine.mac_active, engine.act_r.en, engine.w_r.en, engine.act_r.addr,
+                *second)
             cycles += 1
             macs += active
             reads += ren
             wreads += wen
+            if port2:
+                ren2, raddr2 = port2
+                reads += ren2
+                conflicts += bool(ren and ren2 and raddr // bank_words == raddr2 // bank_words)
             if done:
                 result.update(cycles=cycles, macs=macs, error=bool(error))
                 if stats is not None:
-                    stats.update(act_reads=reads, weight_reads=wreads)
+                    stats.update(act_reads=reads, weight_reads=wreads, bank_conflicts=conflicts)
                 break
             if cycles > max_cycles:
                 raise TimeoutError(f"engine did not finish in {max_cycles} cycles")

@@ -11,13 +11,16 @@ from .conv import NPUConvEngine
 from .ports import OPCODES, act_read_signature, act_write_signature, addr_bits, descriptor_layout
 from .vector import NPUVectorEngine
 
-__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "SRAM_IDS", "BANK_COUNTERS", "parity_lanes", "parity_word"]
+__all__ = ["NPU", "NPU_ERRORS", "SRAM_PARITY_ERROR", "BANK_CONFLICT_ERROR", "SRAM_IDS", "BANK_COUNTERS",
+           "parity_lanes", "parity_word"]
 
 # `error` codes (0 = none).
 SRAM_PARITY_ERROR = 5
+BANK_CONFLICT_ERROR = 6
 NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "program ran past the weight SRAM",
               4: "no valid model loaded",
-              SRAM_PARITY_ERROR: "SRAM parity error (a bit of the activation or weight SRAM flipped)"}
+              SRAM_PARITY_ERROR: "SRAM parity error (a bit of the activation or weight SRAM flipped)",
+              BANK_CONFLICT_ERROR: "activation SRAM bank conflict (both read ports in one bank in one cycle)"}
 DESC_BYTES = DESCRIPTOR_BYTES
 # Cycles the engines' gated clock keeps running after the sequencer stops being busy (`config.clock_gating`).
 ENGINE_HOLD = 15
@@ -129,7 +132,8 @@ class NPU(wiring.Component):
 
     def _srams(self, m, gated):
         """The activation and weight SRAMs with a parity bit per byte, behind ports that carry plain bytes:
-        (act_r, act_w, w_r, w_w, w_bad_word, bad_now); `sram_fault`/`sram_errors` counted here. With `gated` the
+        (act_r, act_r2, act_w, w_r, w_w, w_bad_word, bad_now), act_r2 the activation SRAM's second read port
+        (`config.act_read_ports` 2; else None); `sram_fault`/`sram_errors` counted here. With `gated` the
         read ports are in clock domains of their own (ACT_READ, WEIGHT_READ), for gates that run them in cycles
         with a read (their data registers change only then)."""
         cfg = self.config
@@ -142,6 +146,7 @@ class NPU(wiring.Component):
         m.submodules.wmem = wmem = memory.Memory(shape=9 * wb, depth=cfg.weight_words, init=[],
                                                  attrs={"stackcam_sram": "weight"})
         act_mem_r = act.read_port(domain=ACT_READ if gated else "sync")
+        act_mem_r2 = act.read_port(domain=ACT_READ if gated else "sync") if cfg.act_read_ports == 2 else None
         act_mem_w = act.write_port(granularity=9)
         w_mem_r = wmem.read_port(domain=WEIGHT_READ if gated else "sync")
         w_mem_w = wmem.write_port()
@@ -154,6 +159,12 @@ class NPU(wiring.Component):
         act_bad_word = Signal()
         w_bad_word = Signal()
         act_data, act_bad_bits = _data_lanes(act_mem_r.data, cols)
+        act_r2 = None
+        if act_mem_r2 is not None:
+            act_r2 = wiring.Signature({"addr": Out(len(act_mem_r.addr)), "en": Out(1),
+                                       "data": In(8 * cols)}).create()
+            act_data2, act_bad_bits2 = _data_lanes(act_mem_r2.data, cols)
+            m.d.comb += [act_mem_r2.addr.eq(act_r2.addr), act_mem_r2.en.eq(act_r2.en), act_r2.data.eq(act_data2)]
         w_data, w_bad_bits = _data_word(w_mem_r.data, wb)
         m.d.comb += [
             act_mem_r.addr.eq(act_r.addr), act_mem_r.en.eq(act_r.en), act_r.data.eq(act_data),
@@ -167,16 +178,21 @@ class NPU(wiring.Component):
         w_read_d = Signal()
         m.d.sync += [act_read_d.eq(act_r.en), w_read_d.eq(w_r.en)]
         m.d.comb += [act_bad_word.eq(act_read_d & act_bad_bits), w_bad_word.eq(w_read_d & w_bad_bits)]
+        if act_r2 is not None:
+            act_read2_d = Signal()
+            m.d.sync += act_read2_d.eq(act_r2.en)
+            m.d.comb += act_bad_word.eq((act_read_d & act_bad_bits) | (act_read2_d & act_bad_bits2))
         bad_now = Signal()
         m.d.comb += bad_now.eq(act_bad_word | w_bad_word)
         m.d.sync += self.sram_fault.eq(bad_now)
         with m.If(bad_now & (self.sram_errors != 0xFFFF)):
             m.d.sync += self.sram_errors.eq(self.sram_errors + 1)
-        return act_r, act_w, w_r, w_w, w_bad_word, bad_now
+        return act_r, act_r2, act_w, w_r, w_w, w_bad_word, bad_now
 
-    def _bank_counters(self, m, act_r, act_w, w_r, w_w, clear, domain):
+    def _bank_counters(self, m, act_r, act_r2, act_w, w_r, w_w, clear, domain):
         """Per-bank activity counters at the SRAM ports (see the class docstring): one increment per port and
-        cycle into the bank its address decodes to; `clear` zeroes the run's counters. The counters are in clock
+        cycle into the bank its address decodes to (both activation read ports into the activation reads);
+        `clear` zeroes the run's counters. The counters are in clock
         domain `domain`; returns the enable of a clock gate for it: the cycles where one of them changes (a port
         was active, or `clear`)."""
         cfg = self.config
@@ -195,6 +211,9 @@ class NPU(wiring.Component):
 
         busy, clear = late(self.busy, "busy"), late(clear, "clear")
         act_r_addr, act_r_en = late(act_r.addr, "act_r_addr"), late(act_r.en, "act_r_en")
+        act_reads = [(act_r_addr, act_r_en)]
+        if act_r2 is not None:
+            act_reads.append((late(act_r2.addr, "act_r2_addr"), late(act_r2.en, "act_r2_en")))
         act_w_addr, wbytes = late(act_w.addr, "act_w_addr"), late(wbytes, "act_w_bytes")
         w_r_addr, w_r_en = late(w_r.addr, "w_r_addr"), late(w_r.en, "w_r_en")
         w_w_addr, w_w_en = late(w_w.addr, "w_w_addr"), late(w_w.en, "w_w_en")
@@ -205,22 +224,30 @@ class NPU(wiring.Component):
                 return [addr[shift:] == b for b in range(banks)]
             return [(addr >= b * wpb) & (addr < (b + 1) * wpb) for b in range(banks)]
 
-        kinds = (  # (address, increment, words per bank, banks, the run's (cleared at `start`, counted while busy)
-            #           or the outside's (counted while not busy, since reset)), in BANK_COUNTERS order
-            (act_r_addr, act_r_en, act_wpb, cfg.act_banks, True),
-            (act_w_addr, wbytes, act_wpb, cfg.act_banks, True),
-            (w_r_addr, w_r_en, w_wpb, cfg.weight_banks, True),
-            (w_w_addr, w_w_en, w_wpb, cfg.weight_banks, False),
-            (act_w_addr, wbytes, act_wpb, cfg.act_banks, False),
-            (act_r_addr, act_r_en, act_wpb, cfg.act_banks, False),
+        kinds = (  # ([(address, increment) of each port], words per bank, banks, the run's (cleared at `start`,
+            #           counted while busy) or the outside's (counted while not busy, since reset)), in
+            #           BANK_COUNTERS order
+            (act_reads, act_wpb, cfg.act_banks, True),
+            ([(act_w_addr, wbytes)], act_wpb, cfg.act_banks, True),
+            ([(w_r_addr, w_r_en)], w_wpb, cfg.weight_banks, True),
+            ([(w_w_addr, w_w_en)], w_wpb, cfg.weight_banks, False),
+            ([(act_w_addr, wbytes)], act_wpb, cfg.act_banks, False),
+            ([(act_r_addr, act_r_en)], act_wpb, cfg.act_banks, False),
         )
         sel_bank = self.bank_sel[:8]
         sel_kind = self.bank_sel[8:]
         all_counters = []
-        for k, (addr, inc, wpb, banks, run) in enumerate(kinds):
+        for k, (ports, wpb, banks, run) in enumerate(kinds):
             counters = [Signal(32, name=f"bank_{BANK_COUNTERS[k]}_{b}") for b in range(banks)]
             all_counters.append(counters)
-            for b, hit in enumerate(hits(addr, wpb, banks)):
+            port_hits = [(hits(addr, wpb, banks), inc) for addr, inc in ports]
+            for b in range(banks):
+                if len(port_hits) == 1:
+                    (h, inc), = port_hits
+                    hit = h[b]
+                else:
+                    hit = Cat(*(h[b] for h, _ in port_hits)).any()
+                    inc = sum(Mux(h[b], n, 0) for h, n in port_hits)
                 if run:
                     with m.If(clear):
                         m.d[domain] += counters[b].eq(0)
@@ -239,7 +266,7 @@ class NPU(wiring.Component):
                             with m.Case(b):
                                 m.d.comb += shown.eq(counters[b])
         m.d.sync += self.bank_counter.eq(shown)
-        return clear | act_r_en | (wbytes != 0) | w_r_en | w_w_en
+        return clear | Cat(*(en for _, en in act_reads)).any() | (wbytes != 0) | w_r_en | w_w_en
 
     def elaborate(self, platform):
         m = Module()
@@ -247,10 +274,11 @@ class NPU(wiring.Component):
         wb = cfg.weight_word_bytes
 
         gated = gating(cfg, platform)
-        act_r, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m, gated)
+        act_r, act_r2, act_w, w_r, w_w, w_bad_word, bad_now = self._srams(m, gated)
         run_clear = Signal()         # a run starts: clear the run's per-bank counters
         bank_domain = "npu_bank_counters" if gated else "sync"
-        bank_enable = self._bank_counters(m, act_r, act_w, w_r, w_w, run_clear, bank_domain)
+        bank_enable = self._bank_counters(m, act_r, act_r2, act_w, w_r, w_w, run_clear, bank_domain)
+        act_read_any = act_r.en | act_r2.en if act_r2 is not None else act_r.en
         run_fault = Signal()         # a bad word was read since this run started (sticky)
         conv, vec = NPUConvEngine(cfg), NPUVectorEngine(cfg)
         if gated:
@@ -262,7 +290,7 @@ class NPU(wiring.Component):
             with m.Elif(engines_hold != 0):
                 m.d.sync += engines_hold.eq(engines_hold - 1)
             clock_gates(m, [("npu_engines", self.busy | (engines_hold != 0)), (bank_domain, bank_enable),
-                            (ACT_READ, act_r.en), (WEIGHT_READ, w_r.en)])
+                            (ACT_READ, act_read_any), (WEIGHT_READ, w_r.en)])
             conv, vec = DomainRenamer("npu_engines")(conv), DomainRenamer("npu_engines")(vec)
         m.submodules.conv = conv
         m.submodules.vec = vec
@@ -297,6 +325,17 @@ class NPU(wiring.Component):
                                  act_w.addr.eq(self.ext_act_w.addr), act_w.data.eq(self.ext_act_w.data),
                                  act_w.en.eq(self.ext_act_w.en)]
         m.d.comb += self.ext_act_r.data.eq(act_r.data)
+        # The second activation read port is the vector engine's (ADD with DUAL2). Each bank has one read port:
+        # two reads of one bank in a cycle are a conflict, which stops the run (BANK_CONFLICT_ERROR) instead of
+        # returning what a banked SRAM could not have read. The engine refuses a DUAL2 ADD whose inputs share a
+        # bank, so only a fault of the die's own logic gets here.
+        conflict = Signal()
+        if act_r2 is not None:
+            m.d.comb += vec.act_r2.data.eq(act_r2.data)
+            with m.If(owner == 2):
+                m.d.comb += [act_r2.addr.eq(vec.act_r2.addr), act_r2.en.eq(vec.act_r2.en)]
+            shift = (cfg.act_bank_words - 1).bit_length()
+            m.d.comb += conflict.eq(act_r.en & act_r2.en & (act_r.addr[shift:] == act_r2.addr[shift:]))
 
         # ---- counters ----
         run_cycles = Signal(32)
@@ -320,10 +359,11 @@ class NPU(wiring.Component):
                      self.counter_weight_reads.eq(c_r.data[128:160])]
         # The engines own the ports only while `owner` names them; the sequencer's own descriptor fetches are
         # not an engine's (sequencer_overhead's reads, counted by the model).
-        engine_act_r = Signal()
+        engine_act_r = Signal(2)
+        act_read_count = act_r.en + act_r2.en if act_r2 is not None else act_r.en
         engine_act_w = Signal(range(cfg.array_cols + 1))
         engine_w_r = Signal()
-        m.d.comb += [engine_act_r.eq((owner != 0) & act_r.en), engine_w_r.eq((owner != 0) & w_r.en),
+        m.d.comb += [engine_act_r.eq(Mux(owner != 0, act_read_count, 0)), engine_w_r.eq((owner != 0) & w_r.en),
                      engine_act_w.eq(Mux(owner != 0, act_wbytes_now, 0))]
         with m.If(self.busy):
             m.d.sync += [run_cycles.eq(run_cycles + 1), run_macs.eq(run_macs + mac_active),
@@ -333,7 +373,7 @@ class NPU(wiring.Component):
         # written the cycle after its engine's `done` (`count_write`), when d_cycles and d_macs have taken the
         # done cycle's increments too and the SRAM counts only lack the registered last cycle's. The owner is
         # the sequencer in the cycle before DECODE clears them (FETCH), so no engine count is lost there.
-        late_act_r, late_act_w, late_w_r = Signal(), Signal.like(engine_act_w), Signal()
+        late_act_r, late_act_w, late_w_r = Signal(2), Signal.like(engine_act_w), Signal()
         m.d.sync += [late_act_r.eq(engine_act_r), late_act_w.eq(engine_act_w), late_w_r.eq(engine_w_r),
                      d_act_reads.eq(d_act_reads + late_act_r), d_act_wbytes.eq(d_act_wbytes + late_act_w),
                      d_w_reads.eq(d_w_reads + late_w_r)]
@@ -371,6 +411,9 @@ class NPU(wiring.Component):
 
         with m.If(bad_now):
             m.d.sync += run_fault.eq(1)
+        run_conflict = Signal()      # the two activation read ports met in one bank since this run started
+        with m.If(conflict):
+            m.d.sync += run_conflict.eq(1)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -378,6 +421,7 @@ class NPU(wiring.Component):
                         m.d.comb += run_clear.eq(1)
                         m.d.sync += [pc.eq(0), run_cycles.eq(0), run_macs.eq(0), error_reg.eq(0),
                                      self.error_desc.eq(0), self.error_layer.eq(0), run_fault.eq(0),
+                                     run_conflict.eq(0),
                                      fetch_idx.eq(0)]
                         m.next = "FETCH"
                     with m.Else():
@@ -448,6 +492,8 @@ class NPU(wiring.Component):
                     m.d.sync += [count_write.eq(pc < cfg.max_descriptors), count_addr.eq(pc)]
                     with m.If(run_fault | bad_now):
                         finish(SRAM_PARITY_ERROR)
+                    with m.Elif(run_conflict | conflict):
+                        finish(BANK_CONFLICT_ERROR)
                     with m.Elif(engine_error):
                         finish(2)
                     with m.Else():

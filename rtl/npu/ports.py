@@ -41,17 +41,19 @@ def weight_read_signature(config):
     })
 
 
-def engine_signature(config):
+def engine_signature(config, second_read=False):
     """What every engine exposes to the sequencer.
 
     `start` pulses with `desc` valid; `desc` stays stable until `done`. The engine owns the three SRAM ports
     from `start` to `done` (one-cycle pulse when its last write has been issued). `error` pulses with `done` when
     the descriptor asks for something the engine cannot do. `mac_active` is high in cycles the MAC array (or
-    the engine's multipliers) does useful work, for the utilization counters.
+    the engine's multipliers) does useful work, for the utilization counters. With `second_read` the engine also
+    has the activation SRAM's second read port, `act_r2` (`config.act_read_ports` 2).
     """
     return wiring.Signature({
         "start": In(1), "desc": In(descriptor_layout()), "busy": Out(1), "done": Out(1), "error": Out(1),
         "mac_active": Out(1),
         "act_r": Out(act_read_signature(config)), "act_w": Out(act_write_signature(config)),
         "w_r": Out(weight_read_signature(config)),
+        **({"act_r2": Out(act_read_signature(config))} if second_read else {}),
     })

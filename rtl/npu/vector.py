@@ -25,7 +25,7 @@ joined by the layouts of `vector_common.py`. Their cycle formulas, and the engin
 import enum
 from types import SimpleNamespace
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 
 from stackcam.quant.program import FILL, RESIZE_ENTRY_BYTES
@@ -138,7 +138,7 @@ class NPUVectorEngine(wiring.Component):
 
     def __init__(self, config):
         self.config = config
-        super().__init__(engine_signature(config))
+        super().__init__(engine_signature(config, second_read=config.act_read_ports == 2))
 
     @classmethod
     def cycles(cls, config, desc):
@@ -255,6 +255,7 @@ class NPUVectorEngine(wiring.Component):
             au.width.eq(Mux(op.copy, d.out_w, d.in_w)), au.tiles.eq(Mux(op.copy, d.out_ct, d.in_ct)),
             au.base.eq(Mux(op.copy, out_addr, in_addr)),
             add.act_data.eq(self.act_r.data), add.add_l.eq(dec.add_l), add.add_r.eq(dec.add_r),
+            *([add.act_data2.eq(self.act_r2.data), add.dual.eq(dec.dual)] if cfg.act_read_ports == 2 else []),
             lut.param_addr.eq(d.param_addr), lut.w_data.eq(self.w_r.data), lut.act_data.eq(self.act_r.data),
             rsz.tap.eq(au.p3), rsz.act_data.eq(self.act_r.data), writer.resize.eq(rsz.out),
             pool.tap.eq(au.p3), pool.act_data.eq(self.act_r.data), pool.max.eq(op.max),
@@ -307,11 +308,11 @@ class NPUVectorEngine(wiring.Component):
         lw = Walk("lw", [d.out_h, d.out_w, d.out_ct])
         lw_i = Signal(abits)
         # Read addresses as registers, not base + offset adders on the way into the SRAM's address (an FPGA's
-        # deepest path): `rd1` is in_addr + lw_i, kept with lw_i; `rd2` input 2's word, computed in the cycle
-        # that reads input 1 (its counters do not move until input 2's read, the next cycle).
+        # deepest path): `rd1` is in_addr + lw_i, kept with lw_i; `rd2` input 2's word of the same output word,
+        # advanced with the walk (the next word's; the channel tile's of a 1x1xC input, which restarts with
+        # the pixel; the one word of a 1x1x1 input; ZPAD2's own words, past its zero-point tiles).
         rd1 = Signal(abits)
         rd2 = Signal(abits)
-        lw_j = Signal(abits)                                   # ZPAD2: the second input's word offset
         add_phase = Signal()
         cw = Walk("cw", [dec.copy_h, dec.copy_w, dec.copy_words])
         c_row = Signal(32)                                     # source word offset of the box row's first pixel
@@ -339,7 +340,7 @@ class NPUVectorEngine(wiring.Component):
                 lw.reset(m)
                 cw.reset(m)
                 m.d.comb += [walker.init.eq(1), lut.init.eq(1), writer.init.eq(1), arith.alpha_init.eq(1)]
-                m.d.sync += [lw_i.eq(0), rd1.eq(in_addr), lw_j.eq(0), add_phase.eq(0), c_row.eq(dec.src_base),
+                m.d.sync += [lw_i.eq(0), rd1.eq(in_addr), rd2.eq(in2_addr), add_phase.eq(0), c_row.eq(dec.src_base),
                              c_pix.eq(dec.src_base),
                              c_dy.eq(d.copy_y), c_dx.eq(d.copy_x), c_hi.eq(dec.copy_r + dec.copy_c)]
                 rw.reset(m)
@@ -363,21 +364,29 @@ class NPUVectorEngine(wiring.Component):
 
         with m.Elif(state == _S.ADD):
             # A word reads input 1, then input 2 the next cycle; a ZPAD2 word past the second input's tiles
-            # ("solo") only input 1. A broadcast second input: the channel tile's word (1x1xC) or the one word
-            # (1x1x1); a ZPAD2 one its own words in order.
+            # ("solo") only input 1; a DUAL2 word both at once, input 2 on the second read port. A broadcast
+            # second input: the channel tile's word (1x1xC) or the one word (1x1x1); a ZPAD2 one its own words
+            # in order.
             solo = Signal()
+            dual = dec.dual if cfg.act_read_ports == 2 else Const(0, 1)
             m.d.comb += solo.eq(dec.zpad & (lw.ctr[2] >= d.in2_ct))
-            in2_off = Mux(dec.zpad, lw_j, Mux(dec.in2_full, lw_i, Mux(dec.bcast, 0, lw.ctr[2])))
-            m.d.sync += rd2.eq(in2_addr + in2_off)
             m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, rd2, rd1)),
                          add.issue.eq(op.add), add.phase.eq(add_phase), add.solo.eq(solo), arith.issue.eq(op.mul),
                          arith.phase.eq(add_phase)]
-            m.d.sync += add_phase.eq(~add_phase & ~solo)
-            with m.If(add_phase):
-                m.d.sync += lw_j.eq(lw_j + 1)
-            with m.If(add_phase | solo):
+            if cfg.act_read_ports == 2:
+                m.d.comb += [self.act_r2.addr.eq(rd2), self.act_r2.en.eq(dual & ~solo)]
+            m.d.sync += add_phase.eq(~add_phase & ~solo & ~dual)
+            with m.If(add_phase | solo | dual):
                 m.d.comb += writer.inc.eq(1)
                 m.d.sync += [lw_i.eq(lw_i + 1), rd1.eq(rd1 + 1)]
+                # Input 2's next word: a 1x1x1 input's stays; a 1x1xC input's restarts with each pixel.
+                with m.If(dec.zpad):
+                    with m.If(~solo):
+                        m.d.sync += rd2.eq(rd2 + 1)
+                with m.Elif(dec.in2_full):
+                    m.d.sync += rd2.eq(rd2 + 1)
+                with m.Elif(~dec.bcast):
+                    m.d.sync += rd2.eq(Mux(lw.at_end[2], in2_addr, rd2 + 1))
                 lw.step(m)
                 with m.If(lw.last):
                     m.d.sync += state.eq(_S.DRAIN)

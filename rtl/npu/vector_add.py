@@ -72,6 +72,7 @@ class VectorAddDatapath(wiring.Component):
     def __init__(self, config):
         self.cols = cols = config.array_cols
         self.deep = bool(config.deep_pipeline)
+        self.second = config.act_read_ports == 2
         self.rescale_stages = add_rescale_stages(config)
         self.input_stages = vector_input_stages(config)
         self.latency = add_sum_latency(config)
@@ -80,11 +81,13 @@ class VectorAddDatapath(wiring.Component):
             "add_l": In(data.ArrayLayout(6, 2)), "add_r": In(data.ArrayLayout(5, 2)),
             "desc": In(descriptor_layout()), "bcast": In(1),
             "mac_active": Out(1), "sums": Out(data.ArrayLayout(signed(32), cols)), "sum_valid": Out(1),
+            **({"dual": In(1), "act_data2": In(8 * cols)} if self.second else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         issue, phase, solo, act = self.issue, self.phase, self.solo, self.act_data
+        act2 = self.act_data2 if self.second else None
         if self.input_stages:
             # `deep_pipeline`: the SRAM's data and the issue's controls pass a register first, so the block RAM's
             # output ends there instead of running on into the input's decode (x - zp, the shift's select).
@@ -92,6 +95,9 @@ class VectorAddDatapath(wiring.Component):
             act = Signal.like(self.act_data, name="add_act_q")
             issue, phase, solo = Signal(name="add_issue_q"), Signal(name="add_phase_q"), Signal(name="add_solo_q")
             m.d.sync += [act.eq(self.act_data), issue.eq(self.issue), phase.eq(self.phase), solo.eq(self.solo)]
+            if self.second:
+                act2 = Signal.like(self.act_data2, name="add_act2_q")
+                m.d.sync += act2.eq(self.act_data2)
         add_dv = Signal()
         add_dsel = Signal()
         add_dsolo = Signal()
@@ -99,18 +105,18 @@ class VectorAddDatapath(wiring.Component):
         with m.If(issue):
             m.d.sync += [add_dsel.eq(phase), add_dsolo.eq(solo & ~phase)]
         if self.deep:
-            sums, valid = self._deep_lanes(m, act, add_dv, add_dsel, add_dsolo)
+            sums, valid = self._deep_lanes(m, act, act2, add_dv, add_dsel, add_dsolo)
         else:
-            sums, valid = self._lanes(m, act, add_dv, add_dsel, add_dsolo)
+            sums, valid = self._lanes(m, act, act2, add_dv, add_dsel, add_dsolo)
         m.d.comb += [self.sum_valid.eq(valid)] + [self.sums[c].eq(s) for c, s in enumerate(sums)]
         return m
 
-    def _input(self, m, act, c, add_dsel, l_in, zp_in):
+    def _input(self, m, act, c, add_dsel, l_in, zp_in, pre="add"):
         """Lane c's input (of the SRAM word `act`) minus its zero point, as dw (wrap32(dx << L) = dw << L) and
         whether that saturates."""
-        dx = Signal(signed(9), name=f"add_dx{c}")
-        dw = Signal(signed(9), name=f"add_dw{c}")
-        sat_a = Signal(name=f"add_sat_a{c}")
+        dx = Signal(signed(9), name=f"{pre}_dx{c}")
+        dw = Signal(signed(9), name=f"{pre}_dw{c}")
+        sat_a = Signal(name=f"{pre}_sat_a{c}")
         m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(act, 0), lane(act, c)) - zp_in)
         m.d.comb += [dw.eq(dx), sat_a.eq(0)]
         for shift in range(23, 33):
@@ -127,22 +133,30 @@ class VectorAddDatapath(wiring.Component):
         return (Mux(add_dsel, add_l[1], add_l[0]), Mux(add_dsel, d.in2_zp, d.in_zp),
                 Mux(add_dsel, d.in2_mult, d.in_mult), (d.flags & NEG2) != 0)
 
-    @staticmethod
-    def _sum(m, c, valid, sel, solo, rescaled, neg2, name):
+    def _sum(self, m, c, valid, sel, solo, rescaled, rescaled2, neg2, name):
         """Input 1's rescaled value held, then the sum (SUB: the difference) taken with input 2's; a solo word's
-        sum is its input 1's rescaled value (input 2's is 0)."""
+        sum is its input 1's rescaled value (input 2's is 0). A dual word (DUAL2: both inputs read in one cycle)
+        has input 2's rescaled value from the second rescaler (`rescaled2`) in the same cycle."""
         hold = Signal(signed(32), name=f"add_hold{c}")
         total = Signal(signed(32), name=f"add_{name}{c}")
         with m.If(valid & ~sel):
             m.d.sync += hold.eq(rescaled)
         with m.If(valid & solo):
             m.d.sync += total.eq(rescaled)
+        if rescaled2 is not None:
+            with m.Elif(valid & self.dual):
+                m.d.sync += total.eq(Mux(neg2, rescaled - rescaled2, rescaled + rescaled2)[:32].as_signed())
         with m.Elif(valid & sel):
             m.d.sync += total.eq(Mux(neg2, hold - rescaled, hold + rescaled)[:32].as_signed())
         return total
 
-    def _lanes(self, m, act, add_dv, add_dsel, add_dsolo):
-        """The default rescaler (4 stages) and sums: (each lane's sum, the word's sums are valid)."""
+    def _word_done(self, sel, solo):
+        """The word's sums are complete at the rescaler's last stage: input 2's value is there (or none is due)."""
+        return sel | solo | self.dual if self.second else sel | solo
+
+    def _lanes(self, m, act, act2, add_dv, add_dsel, add_dsolo):
+        """The default rescaler (4 stages) and sums: (each lane's sum, the word's sums are valid). With a second
+        read port each lane has a second rescaler, input 2's alone, for dual words."""
         cols = self.cols
         d, add_l, add_r = self.desc, self.add_l, self.add_r
         a1_v, a2_v, a3_v, a4_v, a5_v = (Signal(name=f"add_v{i}") for i in range(1, 6))
@@ -151,39 +165,54 @@ class VectorAddDatapath(wiring.Component):
         m.d.sync += [a1_v.eq(add_dv), a1_sel.eq(add_dsel), a2_v.eq(a1_v), a2_sel.eq(a1_sel),
                      a3_v.eq(a2_v), a3_sel.eq(a2_sel), a4_v.eq(a3_v), a4_sel.eq(a3_sel),
                      a1_solo.eq(add_dsolo), a2_solo.eq(a1_solo), a3_solo.eq(a2_solo), a4_solo.eq(a3_solo),
-                     a5_v.eq(a4_v & (a4_sel | a4_solo))]
+                     a5_v.eq(a4_v & self._word_done(a4_sel, a4_solo))]
         m.d.comb += self.mac_active.eq(a1_v)
         sums = []
         l_in, zp_in, _, neg2 = self._selects(add_dsel)
-        mult2 = Mux(a1_sel, d.in2_mult, d.in_mult)
-        l3 = Mux(a2_sel, add_l[1], add_l[0])[:5]      # L = 32 leaves dw = 0, so the shift does not matter
-        r4 = Mux(a3_sel, add_r[1], add_r[0])
+        # Each stage's select of the input's multiplier, left shift and right shift: the first rescaler serves
+        # both inputs (by the word's select), the second input 2 only.
+        sel_a = (Mux(a1_sel, d.in2_mult, d.in_mult), Mux(a2_sel, add_l[1], add_l[0])[:5],
+                 Mux(a3_sel, add_r[1], add_r[0]))   # L = 32 leaves dw = 0, so the shift's top bit does not matter
+        sel_b = (d.in2_mult, add_l[1][:5], add_r[1])
         for c in range(cols):
             dw, sat_a = self._input(m, act, c, add_dsel, l_in, zp_in)
-            s1_dw = Signal(signed(9), name=f"add_s1_dw{c}")
-            s1_sat = Signal(name=f"add_s1_sat{c}")
-            s2_prod = Signal(signed(41), name=f"add_s2_prod{c}")
-            s2_sat = Signal(name=f"add_s2_sat{c}")
-            s3_q = Signal(signed(32), name=f"add_s3_q{c}")
-            s4_r = Signal(signed(32), name=f"add_s4_r{c}")
-            m.d.sync += [s1_dw.eq(dw), s1_sat.eq(sat_a), s2_prod.eq(s1_dw * mult2),
-                         s2_sat.eq(s1_sat & (mult2 == INT32_MIN))]
-            ab = Signal(signed(64), name=f"add_ab{c}")
-            nudged = Signal(signed(65), name=f"add_nudged{c}")
-            m.d.comb += [ab.eq((s2_prod << l3)[:64].as_signed()),
-                         nudged.eq(ab + Mux(ab >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32))))]
-            m.d.sync += s3_q.eq(Mux(s2_sat, INT32_MAX,
-                                    (nudged >> 31) + Mux((nudged < 0) & nudged[:31].any(), 1, 0)))
-            mask = Signal(32, name=f"add_mask{c}")
-            m.d.comb += mask.eq((Const(1, unsigned(33)) << r4) - 1)
-            m.d.sync += s4_r.eq((s3_q >> r4) + ((s3_q.as_unsigned() & mask) > ((mask >> 1) + (s3_q < 0))))
-            sums.append(self._sum(m, c, a4_v, a4_sel, a4_solo, s4_r, neg2, "s5_sum"))
+            r_a = self._chain(m, c, dw, sat_a, sel_a, "add")
+            r_b = None
+            if self.second:
+                dw2, sat2 = self._input(m, act2, c, 1, add_l[1], d.in2_zp, pre="add2")
+                r_b = self._chain(m, c, dw2, sat2, sel_b, "add2")
+            sums.append(self._sum(m, c, a4_v, a4_sel, a4_solo, r_a, r_b, neg2, "s5_sum"))
         return sums, a5_v
 
-    def _deep_lanes(self, m, act, add_dv, add_dsel, add_dsolo):
-        """The deep rescaler (8 stages) and sums: (each lane's sum, the word's sums are valid)."""
+    @staticmethod
+    def _chain(m, c, dw, sat_a, sel, pre):
+        """Lane c's default rescaler: MBQM(dw << L, mult, shift) in 4 stages, `sel` the (multiplier at stage 2,
+        left shift at stage 3, right shift at stage 4) of the input in each stage."""
+        mult2, l3, r4 = sel
+        s1_dw = Signal(signed(9), name=f"{pre}_s1_dw{c}")
+        s1_sat = Signal(name=f"{pre}_s1_sat{c}")
+        s2_prod = Signal(signed(41), name=f"{pre}_s2_prod{c}")
+        s2_sat = Signal(name=f"{pre}_s2_sat{c}")
+        s3_q = Signal(signed(32), name=f"{pre}_s3_q{c}")
+        s4_r = Signal(signed(32), name=f"{pre}_s4_r{c}")
+        m.d.sync += [s1_dw.eq(dw), s1_sat.eq(sat_a), s2_prod.eq(s1_dw * mult2),
+                     s2_sat.eq(s1_sat & (mult2 == INT32_MIN))]
+        ab = Signal(signed(64), name=f"{pre}_ab{c}")
+        nudged = Signal(signed(65), name=f"{pre}_nudged{c}")
+        m.d.comb += [ab.eq((s2_prod << l3)[:64].as_signed()),
+                     nudged.eq(ab + Mux(ab >= 0, Const(1 << 30, signed(32)), Const(1 - (1 << 30), signed(32))))]
+        m.d.sync += s3_q.eq(Mux(s2_sat, INT32_MAX,
+                                (nudged >> 31) + Mux((nudged < 0) & nudged[:31].any(), 1, 0)))
+        mask = Signal(32, name=f"{pre}_mask{c}")
+        m.d.comb += mask.eq((Const(1, unsigned(33)) << r4) - 1)
+        m.d.sync += s4_r.eq((s3_q >> r4) + ((s3_q.as_unsigned() & mask) > ((mask >> 1) + (s3_q < 0))))
+        return s4_r
+
+    def _deep_lanes(self, m, act, act2, add_dv, add_dsel, add_dsolo):
+        """The deep rescaler (8 stages) and sums: (each lane's sum, the word's sums are valid). With a second
+        read port each lane has a second rescaler, input 2's alone, for dual words."""
         cols = self.cols
-        add_l, add_r = self.add_l, self.add_r
+        d, add_l, add_r = self.desc, self.add_l, self.add_r
         # Stage k's valid, input select (0: input 1, 1: input 2) and solo word, k = 1 .. n; then the sum.
         n = self.rescale_stages
         assert n == 8
@@ -193,51 +222,64 @@ class VectorAddDatapath(wiring.Component):
         for i in range(n):
             m.d.sync += [av[i + 1].eq(av[i]), asel[i + 1].eq(asel[i]), asolo[i + 1].eq(asolo[i])]
         sum_v = Signal()                            # the word's sums are complete
-        m.d.sync += sum_v.eq(av[n] & (asel[n] | asolo[n]))
+        m.d.sync += sum_v.eq(av[n] & self._word_done(asel[n], asolo[n]))
         m.d.comb += self.mac_active.eq(av[1])
         sums = []
         l_in, zp_in, mult_in, neg2 = self._selects(add_dsel)
-        l3 = Mux(asel[3], add_l[1], add_l[0])[:5]    # L = 32 leaves dw = 0, so the shift does not matter
-        r6 = Mux(asel[6], add_r[1], add_r[0])
+        # L = 32 leaves dw = 0, so the shift's top bit does not matter.
+        sel_a = (mult_in, Mux(asel[3], add_l[1], add_l[0])[:5], Mux(asel[6], add_r[1], add_r[0]))
+        sel_b = (d.in2_mult, add_l[1][:5], add_r[1])
         for c in range(cols):
             dw, sat_a = self._input(m, act, c, add_dsel, l_in, zp_in)
-            # Stage 1: the input and its multiplier.
-            s1_dw = Signal(signed(9), name=f"add_s1_dw{c}")
-            s1_sat = Signal(name=f"add_s1_sat{c}")
-            s1_mult = Signal(signed(32), name=f"add_s1_mult{c}")
-            m.d.sync += [s1_dw.eq(dw), s1_sat.eq(sat_a), s1_mult.eq(mult_in)]
-            # Stage 2: dw * mult as two 9 x 16 products (hardware multipliers with registered operands).
-            s2_lo = Signal(signed(26), name=f"add_s2_lo{c}")
-            s2_hi = Signal(signed(25), name=f"add_s2_hi{c}")
-            s2_sat = Signal(name=f"add_s2_sat{c}")
-            m.d.sync += [s2_lo.eq(s1_dw * s1_mult[:16]), s2_hi.eq(s1_dw * s1_mult[16:].as_signed()),
-                         s2_sat.eq(s1_sat & (s1_mult == INT32_MIN))]
-            # Stage 3: the product.
-            s3_prod = Signal(signed(41), name=f"add_s3_prod{c}")
-            s3_sat = Signal(name=f"add_s3_sat{c}")
-            m.d.sync += [s3_prod.eq(s2_lo + (s2_hi << 16)), s3_sat.eq(s2_sat)]
-            # Stage 4: SRDHM's 64-bit product: the product shifted left by L.
-            s4_ab = Signal(signed(64), name=f"add_s4_ab{c}")
-            s4_sat = Signal(name=f"add_s4_sat{c}")
-            m.d.sync += [s4_ab.eq((s3_prod << l3)[:64].as_signed()), s4_sat.eq(s3_sat)]
-            # Stage 5: nudged and divided by 2^31 rounding down; whether C's truncation differs.
-            nudged = Signal(signed(65), name=f"add_nudged{c}")
-            m.d.comb += nudged.eq(s4_ab + Mux(s4_ab[63], Const(1 - (1 << 30), signed(32)),
-                                               Const(1 << 30, signed(32))))
-            s5_floor = Signal(signed(34), name=f"add_s5_floor{c}")
-            s5_fix = Signal(name=f"add_s5_fix{c}")
-            s5_sat = Signal(name=f"add_s5_sat{c}")
-            m.d.sync += [s5_floor.eq(nudged >> 31), s5_fix.eq((nudged < 0) & nudged[:31].any()), s5_sat.eq(s4_sat)]
-            # Stage 6: SRDHM's result.
-            s6_q = Signal(signed(32), name=f"add_s6_q{c}")
-            m.d.sync += s6_q.eq(Mux(s5_sat, INT32_MAX, (s5_floor + s5_fix)[:32].as_signed()))
-            # Stage 7: RoundingDivideByPOT's shift and rounding bit; stage 8: the rounded value.
-            mask = Signal(32, name=f"add_mask{c}")
-            m.d.comb += mask.eq((Const(1, unsigned(33)) << r6) - 1)
-            s7_shifted = Signal(signed(32), name=f"add_s7_shifted{c}")
-            s7_up = Signal(name=f"add_s7_up{c}")
-            m.d.sync += [s7_shifted.eq(s6_q >> r6), s7_up.eq((s6_q.as_unsigned() & mask) > ((mask >> 1) + (s6_q < 0)))]
-            s8_r = Signal(signed(32), name=f"add_s8_r{c}")
-            m.d.sync += s8_r.eq((s7_shifted + s7_up)[:32].as_signed())
-            sums.append(self._sum(m, c, av[n], asel[n], asolo[n], s8_r, neg2, "s9_sum"))
+            r_a = self._deep_chain(m, c, dw, sat_a, sel_a, "add")
+            r_b = None
+            if self.second:
+                dw2, sat2 = self._input(m, act2, c, 1, add_l[1], d.in2_zp, pre="add2")
+                r_b = self._deep_chain(m, c, dw2, sat2, sel_b, "add2")
+            sums.append(self._sum(m, c, av[n], asel[n], asolo[n], r_a, r_b, neg2, "s9_sum"))
         return sums, sum_v
+
+    @staticmethod
+    def _deep_chain(m, c, dw, sat_a, sel, pre):
+        """Lane c's deep rescaler (8 stages), `sel` the (multiplier at stage 1's input, left shift at stage 4,
+        right shift at stage 7) of the input in each stage."""
+        mult_in, l3, r6 = sel
+        # Stage 1: the input and its multiplier.
+        s1_dw = Signal(signed(9), name=f"{pre}_s1_dw{c}")
+        s1_sat = Signal(name=f"{pre}_s1_sat{c}")
+        s1_mult = Signal(signed(32), name=f"{pre}_s1_mult{c}")
+        m.d.sync += [s1_dw.eq(dw), s1_sat.eq(sat_a), s1_mult.eq(mult_in)]
+        # Stage 2: dw * mult as two 9 x 16 products (hardware multipliers with registered operands).
+        s2_lo = Signal(signed(26), name=f"{pre}_s2_lo{c}")
+        s2_hi = Signal(signed(25), name=f"{pre}_s2_hi{c}")
+        s2_sat = Signal(name=f"{pre}_s2_sat{c}")
+        m.d.sync += [s2_lo.eq(s1_dw * s1_mult[:16]), s2_hi.eq(s1_dw * s1_mult[16:].as_signed()),
+                     s2_sat.eq(s1_sat & (s1_mult == INT32_MIN))]
+        # Stage 3: the product.
+        s3_prod = Signal(signed(41), name=f"{pre}_s3_prod{c}")
+        s3_sat = Signal(name=f"{pre}_s3_sat{c}")
+        m.d.sync += [s3_prod.eq(s2_lo + (s2_hi << 16)), s3_sat.eq(s2_sat)]
+        # Stage 4: SRDHM's 64-bit product: the product shifted left by L.
+        s4_ab = Signal(signed(64), name=f"{pre}_s4_ab{c}")
+        s4_sat = Signal(name=f"{pre}_s4_sat{c}")
+        m.d.sync += [s4_ab.eq((s3_prod << l3)[:64].as_signed()), s4_sat.eq(s3_sat)]
+        # Stage 5: nudged and divided by 2^31 rounding down; whether C's truncation differs.
+        nudged = Signal(signed(65), name=f"{pre}_nudged{c}")
+        m.d.comb += nudged.eq(s4_ab + Mux(s4_ab[63], Const(1 - (1 << 30), signed(32)),
+                                           Const(1 << 30, signed(32))))
+        s5_floor = Signal(signed(34), name=f"{pre}_s5_floor{c}")
+        s5_fix = Signal(name=f"{pre}_s5_fix{c}")
+        s5_sat = Signal(name=f"{pre}_s5_sat{c}")
+        m.d.sync += [s5_floor.eq(nudged >> 31), s5_fix.eq((nudged < 0) & nudged[:31].any()), s5_sat.eq(s4_sat)]
+        # Stage 6: SRDHM's result.
+        s6_q = Signal(signed(32), name=f"{pre}_s6_q{c}")
+        m.d.sync += s6_q.eq(Mux(s5_sat, INT32_MAX, (s5_floor + s5_fix)[:32].as_signed()))
+        # Stage 7: RoundingDivideByPOT's shift and rounding bit; stage 8: the rounded value.
+        mask = Signal(32, name=f"{pre}_mask{c}")
+        m.d.comb += mask.eq((Const(1, unsigned(33)) << r6) - 1)
+        s7_shifted = Signal(signed(32), name=f"{pre}_s7_shifted{c}")
+        s7_up = Signal(name=f"{pre}_s7_up{c}")
+        m.d.sync += [s7_shifted.eq(s6_q >> r6), s7_up.eq((s6_q.as_unsigned() & mask) > ((mask >> 1) + (s6_q < 0)))]
+        s8_r = Signal(signed(32), name=f"{pre}_s8_r{c}")
+        m.d.sync += s8_r.eq((s7_shifted + s7_up)[:32].as_signed())
+        return s8_r

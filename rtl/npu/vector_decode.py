@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stackcam.quant.program import NEG2, OPCODES, ZPAD2
+from stackcam.quant.program import DUAL2, NEG2, OPCODES, ZPAD2
 
 from .ports import descriptor_layout
 from .vector_common import opcode_layout
@@ -17,11 +17,14 @@ class VectorDecode(wiring.Component):
 
     Combinational: `op` (which operator), `in2_full` (ADD/MUL: the second input has the output's shape),
     `bcast` (its lane 0 serves every lane: 1x1x1), `zpad` (an ADD with ZPAD2: the second input has in2_ct of the
-    output's channel tiles, the others are its zero point) and `bad` (the descriptor is refused at setup: an
+    output's channel tiles, the others are its zero point), `dual` (an ADD with DUAL2: both inputs read in one
+    cycle) and `bad` (the descriptor is refused at setup: an
     opcode other than ADD/MAXPOOL/AVGPOOL/COPY/LUT/MUL/MEAN/PRELU/RESIZE/GATHER, a flag it does not have, a zero size,
     ADD/MUL/MEAN/PRELU shifts outside -31..31, an ADD/MUL/PRELU input that is not the output's shape, a second
     input that neither is nor broadcasts as 1x1xC or 1x1x1, a MEAN output other than 1x1xC or an input over
-    255x255, a ZPAD2 second input that is not out_h x out_w with at most out_c channels and out_ct tiles, a zero
+    255x255, a ZPAD2 second input that is not out_h x out_w with at most out_c channels and out_ct tiles, a DUAL2
+    ADD on a die with one activation read port or whose two inputs' banks meet (`quant.program.add_input_banks`),
+    a zero
     pool kernel or stride, a LUT table shorter than ``ceil(256 / weight_word_bytes)`` words, a
     PRELU of more than 256 channels or with fewer bytes of alphas than channels, a RESIZE with other input than
     output channel tiles or an empty table).
@@ -50,6 +53,7 @@ class VectorDecode(wiring.Component):
         super().__init__({
             "desc": In(descriptor_layout()),
             "op": Out(opcode_layout()), "bad": Out(1), "in2_full": Out(1), "bcast": Out(1), "zpad": Out(1),
+            "dual": Out(1),
             "add_l": Out(data.ArrayLayout(6, 2)), "add_r": Out(data.ArrayLayout(5, 2)),
             "copy_r": Out(range(cols)), "copy_ot0": Out(16), "copy_sh": Out(range(cols + 1)), "copy_words": Out(17),
             "copy_h": Out(16), "copy_w": Out(16), "copy_c": Out(16), "copy_e": Out(1), "copy_nin": Out(17),
@@ -76,7 +80,8 @@ class VectorDecode(wiring.Component):
         in2_ok = Mux(self.zpad,
                      (d.in2_h == d.out_h) & (d.in2_w == d.out_w) & (d.in2_c <= d.out_c) & (d.in2_ct <= d.out_ct),
                      self.in2_full | ((d.in2_h == 1) & (d.in2_w == 1) & ((d.in2_c == d.out_c) | (d.in2_c == 1))))
-        flags_ok = Mux(op.add, (d.flags & ~(NEG2 | ZPAD2)) == 0,
+        add_flags = NEG2 | ZPAD2 | (DUAL2 if cfg.act_read_ports == 2 else 0)
+        flags_ok = Mux(op.add, (d.flags & ~add_flags) == 0,
                        Mux(op.copy | op.lut | op.max | op.avg, 1, d.flags == 0))
         shift_bad = Signal()
         m.d.comb += shift_bad.eq(
@@ -118,6 +123,20 @@ class VectorDecode(wiring.Component):
             | (d.copy_y + (d.g_h - 1) * d.dst_sy >= d.out_h) | (d.copy_x + (d.g_w - 1) * d.dst_sx >= d.out_w)
             | (d.copy_c + d.g_c > d.out_c))
 
+        # DUAL2 (two read ports): the banks each input spans, registered (`desc` is stable from `start`; `bad` is
+        # read at the end of SETUP), must not meet: each bank has one read port.
+        m.d.comb += self.dual.eq(op.add & ((d.flags & DUAL2) != 0))
+        dual_bad = Signal()
+        if cfg.act_read_ports == 2:
+            shift = (cfg.act_bank_words - 1).bit_length()
+            banks = []
+            for base, words in ((d.in_addr, d.in_h * d.in_w * d.in_ct), (d.in2_addr, d.in2_h * d.in2_w * d.in2_ct)):
+                lo, hi = Signal(32), Signal(50)
+                m.d.sync += [lo.eq(base >> shift), hi.eq((base + words - 1) >> shift)]
+                banks.append((lo, hi))
+            (lo1, hi1), (lo2, hi2) = banks
+            m.d.comb += dual_bad.eq(self.dual & ~((hi1 < lo2) | (hi2 < lo1)))
+
         lut_words = -(-256 // wb)                # weight words holding the table
         m.d.comb += self.bad.eq(
             ~(op.add | op.pool | op.copy | op.lut | op.mul | op.prelu | op.resize) | ~flags_ok | shift_bad
@@ -130,5 +149,5 @@ class VectorDecode(wiring.Component):
             | (op.prelu & ((d.in_c > 256) | (d.param_words * wb < d.in_c)))
             | (op.lut & (d.param_words < lut_words))
             | (op.resize & ((d.in_ct != d.out_ct) | (d.param_words == 0) | (d.weight_words == 0)))
-            | (op.gather & g_bad))
+            | (op.gather & g_bad) | dual_bad)
         return m
