@@ -981,6 +981,15 @@ class _Compiler:
         sizes = {r: self.words(r) for r in roots}
         addr = _allocate(roots, sizes, start, end)
         act_words = max((addr[r] + sizes[r] for r in roots), default=0)
+        if cfg.act_read_ports == 2:
+            # Two read ports: keep each ADD's inputs in different banks where the SRAM has room for it, so that
+            # it reads both in one cycle (DUAL2); otherwise the plain allocation.
+            apart = [(self.root[names["in_addr"]], self.root[names["in2_addr"]]) for desc, names in self.descs
+                     if desc.op == "ADD"]
+            banked = _allocate(roots, sizes, start, end, apart, cfg.act_bank_words)
+            banked_words = max((banked[r] + sizes[r] for r in roots), default=0)
+            if banked_words * self.cols <= cfg.act_banks * cfg.sram_bank_bytes or banked_words <= act_words:
+                addr, act_words = banked, banked_words
 
         # Weight space: program, then each region in layer order, every block starting on a word.
         n_desc = len(self.descs) + 1
@@ -1189,22 +1198,39 @@ def param_buffer_channels(config):
     return _ceil(config.max_channels, config.array_cols) * config.array_cols
 
 
-def _allocate(roots, sizes, start, end):
+def _allocate(roots, sizes, start, end, apart=(), bank_words=None):
     """Word address of each buffer: largest first, each at the lowest address free during its lifetime.
 
     Greedy-by-size beats first-fit in arrival order on CNNs, whose few large early activations would otherwise
     fragment the space that later, smaller ones reuse.
+
+    `apart`: pairs of buffers to keep in disjoint banks of `bank_words` words (an ADD's two inputs, read in one
+    cycle on two read ports): a buffer placed after its partner takes the lowest free address whose banks its
+    partner's do not meet (pairs of one buffer with itself are ignored).
     """
+    partners = {}
+    for a, b in apart:
+        if a != b:
+            partners.setdefault(a, set()).add(b)
+            partners.setdefault(b, set()).add(a)
     placed = []
     addr = {}
     for r in sorted(roots, key=lambda r: (-sizes[r], start[r], r)):
         busy = sorted((addr[p], addr[p] + sizes[p]) for p in placed
                       if start[p] <= end[r] and start[r] <= end[p])
+        avoid = sorted((addr[q] // bank_words, (addr[q] + sizes[q] - 1) // bank_words)
+                       for q in partners.get(r, ()) if q in addr)
         a = 0
-        for lo, hi in busy:
-            if a + sizes[r] <= lo:
+        while True:
+            moved = False
+            for lo, hi in busy:                 # the first gap from `a` on
+                if a < hi and lo < a + sizes[r]:
+                    a, moved = hi, True
+            for b_lo, b_hi in avoid:            # past a partner's banks
+                if a // bank_words <= b_hi and b_lo <= (a + sizes[r] - 1) // bank_words:
+                    a, moved = (b_hi + 1) * bank_words, True
+            if not moved:
                 break
-            a = max(a, hi)
         addr[r] = a
         placed.append(r)
     return addr

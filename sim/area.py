@@ -224,6 +224,9 @@ def _scale_terms(c):
         # The requantizers: one lane per array row, or per column with the depthwise line walk or PAIR CONVs
         # (cols = 2 rows: a pair of oc tiles is a whole output word).
         "npu.conv.backend": C if _line_walk(c) or C == 2 * R else R,
+        # ADD's input rescalers: one per lane, two with a second activation read port (DUAL2); its requantizer
+        # (where the measured design has it inside) is one per lane.
+        "npu.vec.add": C * getattr(c, "act_read_ports", 1), "npu.vec.add.requant": C,
         "npu": C,                                # the rest of the NPU: word-wide (cols bytes) datapaths
         "inw": C, "outr": C,                     # the input writer and output reader move activation words
         "isp": c.pixels_per_clock,
@@ -233,7 +236,9 @@ def _scale_terms(c):
 
 
 def _term(module, terms):
-    """The scaling term of a module (its name below top), or None (kept as measured: registers, loader)."""
+    """The scaling term of a module (its name below top; Yosys's "$n" suffixes of generated names dropped), or
+    None (kept as measured: registers, loader)."""
+    module = re.sub(r"\$\d+", "", module)
     best = None
     for prefix in terms:
         if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > len(best)):
@@ -249,8 +254,9 @@ def area_estimate(config, node="22nm", data=None):
     depthwise line buffer when the configuration has it and the reference does not. Logic: the
     synthesized NAND2 equivalents of the reference (the preset in `area_data.json` nearest in MACs), module by
     module, each scaled by the ratio of the parameter it grows with (`_scale_terms`: the MAC pipe by rows x cols,
-    the im2col buffers by cols x im2col pixels, the requantizers by their lanes (rows, or cols), the rest of the
-    NPU by cols, the ISP by pixels per clock, the CSI-2 blocks by lanes; registers and the loader as measured).
+    the im2col buffers by cols x im2col pixels, the requantizers by their lanes (rows, or cols), ADD's input
+    rescalers by cols x activation read ports, the rest of the NPU by cols (the second read port's bank
+    multiplexer, a word wide, is not counted apart), the ISP by pixels per clock, the CSI-2 blocks by lanes; registers and the loader as measured).
     For a measured preset this is its synthesis."""
     data = data if data is not None else load_area_data()
     if not data:

@@ -6,9 +6,9 @@ import pytest
 
 from stackcam.quant.compiler import HOST_OPS, bank_use, compile_graph
 from stackcam.quant.graph import ModelError, Op
-from stackcam.quant.program import OPCODES, ZPAD2
+from stackcam.quant.program import DUAL2, OPCODES, ZPAD2, add_input_banks, banks_disjoint
 from stackcam.quant.romimage import build_rom
-from stackcam.rtl.params import PRESETS
+from stackcam.rtl.params import PRESETS, DieConfig
 from tests.test_program import CONFIGS, NETS, Net, check_equal
 
 
@@ -211,3 +211,31 @@ def test_blazeface_on_imx500_is_exact():
     # No COPY: every channel PAD is the layout (inside a channel tile) or fused into its ADD (ZPAD2: 64 -> 72).
     assert {layer.op for layer in model.layers} == {"CONV", "DWCONV", "ADD", "MAXPOOL"}
     assert sum(d.op == "ADD" and bool(d.flags & ZPAD2) for d in model.descriptors) >= 1
+    # Two activation read ports: the allocation keeps every ADD's inputs in different banks (DUAL2; the golden
+    # executor above checked the banks of each).
+    assert all(d.flags & DUAL2 for d in model.descriptors if d.op == "ADD")
+
+
+def test_add_inputs_kept_in_different_banks():
+    """On a die with two activation read ports the allocator places an ADD's two inputs in disjoint banks (the
+    plain allocation puts these side by side in bank 0) and the compiler marks it DUAL2, one cycle per word; the
+    program stays exact. With one read port nothing changes: the plain allocation, no DUAL2."""
+    n = Net((1, 6, 6, 3), seed=31)
+    a = n.conv(n.input, 6, k=3, out_q=(0.05, 3))
+    b = n.conv(n.input, 6, k=1, out_q=(0.11, -20))
+    s = n.add(a, b, out_q=(0.09, -4), act="RELU")
+    t = n.add(s, n.conv(s, 6, k=1, out_q=(0.07, 2)), out_q=(0.1, 1))
+    graph = n.graph(t)
+    one = DieConfig(name="banks1", array_rows=4, array_cols=4, sram_banks=8, sram_bank_bytes=1024, weight_banks=4)
+    two = one.with_(name="banks2", act_read_ports=2)
+    plain = check_equal(graph, one)
+    dual = check_equal(graph, two)
+    adds = [[d for d in m.descriptors if d.op == "ADD"] for m in (plain, dual)]
+    assert len(adds[0]) == len(adds[1]) == 2
+    assert not any(d.flags & DUAL2 for d in adds[0])
+    assert not banks_disjoint(add_input_banks(adds[0][0], two.act_bank_words))
+    for d in adds[1]:
+        assert d.flags & DUAL2 and banks_disjoint(add_input_banks(d, two.act_bank_words))
+    words = adds[1][0].out_h * adds[1][0].out_w * adds[1][0].out_ct
+    assert [la.cycles for la in plain.layers if la.op == "ADD"][0] - \
+        [la.cycles for la in dual.layers if la.op == "ADD"][0] == words

@@ -101,7 +101,10 @@ class NPUVectorEngine(wiring.Component):
       requantizer. ADD: each lane has one input rescaler, used by the two inputs on alternate cycles ((x - zp) is 9
       bits, so the Q31 product is a 9 x 32 multiply shifted by the left shift); the sums go to the same
       `VectorArithDatapath` requantizer (cols lanes) for the output rescale, zero point and clamp. Multipliers:
-      cols of 9 x 32, and the requantizer's cols of 32 x 32 shared with MUL, PRELU and MEAN.
+      cols of 9 x 32, and the requantizer's cols of 32 x 32 shared with MUL, PRELU and MEAN. With a second
+      activation read port (`config.act_read_ports` 2, the `act_r2` port) an ADD with DUAL2 is 1 cycle per word:
+      input 1 on the first port, input 2 on the second in the same cycle, into a second rescaler per lane
+      (another cols of 9 x 32); `VectorDecode` refuses it when the inputs' banks meet.
     - MAXPOOL / AVGPOOL: 1 cycle per in-bounds tap, i.e. sum over output words of the taps inside the input
       (a 2x2/s2 pool is 4 cycles per word, a 7x7 global pool 49). Out-of-bounds taps cost nothing.
       AVGPOOL divides exactly with an 8-stage pipelined restoring divider per lane: the quotient

@@ -46,7 +46,11 @@ class VectorAddDatapath(wiring.Component):
     1's rescaled value), `act_data` (the SRAM read data, the cycle after the read), `bcast` (input 2's lane 0
     serves every lane: a 1x1x1 second input), `add_l` / `add_r` (each input's total left shift and rounding right
     shift, `VectorDecode`), `desc` (zero points, multipliers, NEG2), `mac_active` (the input multipliers work this
-    cycle), `sums` and `sum_valid` (a word's int32 sums).
+    cycle), `sums` and `sum_valid` (a word's int32 sums). With a second activation read port
+    (`config.act_read_ports` 2): `dual` (the descriptor's DUAL2: every word reads both inputs in one cycle, `phase`
+    stays 0) and `act_data2` (the second port's data, input 2's word): a second rescaler per lane, input 2's
+    alone, runs beside the first and the sum is taken in the same stage, so a dual word's sums come with the same
+    latency, one word per cycle.
 
     With the descriptor's NEG2 flag (SUB) the sum is ``rescale(x1 - zp1) - rescale(x2 - zp2)``: the rescaled
     value is negated, as TFLite's SUB does, not the input.
