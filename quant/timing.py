@@ -70,9 +70,10 @@ def add_rescale_stages(config):
 
 
 def vector_input_stages(config):
-    """Registers the activation SRAM's data (and the controls that go with it) pass before ADD's rescaler and the
-    pools' running max / sum: 0, or 1 with `deep_pipeline` (the block RAM's output then ends at a register instead
-    of running on into the rescaler's first stage and the pools' divider)."""
+    """Registers the activation SRAM's data (and the controls that go with it) pass before ADD's rescaler, the
+    pools' running max / sum and MUL's and PRELU's lane multipliers: 0, or 1 with `deep_pipeline` (the block RAM's
+    output then ends at a register instead of running on into the rescaler's first stage, the pools' divider or the
+    multipliers)."""
     return 1 if _deep(config) else 0
 
 
@@ -98,8 +99,8 @@ VECTOR_DRAIN_CYCLES = {"ADD": 13, "MAXPOOL": 14, "AVGPOOL": 14, "COPY": 4, "LUT"
 
 def vector_drain_cycles(config):
     """VECTOR_DRAIN_CYCLES in `config`: ADD's rescaler and requantizer, MUL's, MEAN's and PRELU's requantizer
-    (`rtl.npu.vector_arith`) are deeper with `deep_pipeline`, and ADD's and the pools' (MEAN's too) input
-    passes `vector_input_stages` registers."""
+    (`rtl.npu.vector_arith`) are deeper with `deep_pipeline`, and ADD's, the pools' (MEAN's too), MUL's and
+    PRELU's input passes `vector_input_stages` registers."""
     rq = requant_latency(config) - REQUANT_LATENCY
     vin = vector_input_stages(config)
     if not rq and not vin:
@@ -108,7 +109,7 @@ def vector_drain_cycles(config):
     drains["ADD"] += add_rescale_stages(config) - ADD_RESCALE_STAGES + rq + vin
     for op in ("MUL", "MEAN", "PRELU"):
         drains[op] += rq
-    for op in ("MAXPOOL", "AVGPOOL", "MEAN"):
+    for op in ("MAXPOOL", "AVGPOOL", "MEAN", "MUL", "PRELU"):
         drains[op] += vin
     return drains
 

@@ -248,17 +248,22 @@ class NPUVectorEngine(wiring.Component):
         in2_addr = d.in2_addr[:abits]
         out_addr = d.out_addr[:abits]
 
+        # ADD's and MUL's second-input modes, registered: `desc` is stable from `start` and they are first used
+        # after SETUP, so the opcode's and the shapes' comparisons end here instead of running on into the lanes'
+        # input select and the read-address walk (an FPGA's deepest paths).
+        bcast, zpad, in2_full, dual = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [bcast.eq(dec.bcast), zpad.eq(dec.zpad), in2_full.eq(dec.in2_full), dual.eq(dec.dual)]
         # Data paths between the components.
         m.d.comb += [
             dec.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
             arith.add_sums.eq(add.sums), arith.add_valid.eq(add.sum_valid),
-            add.bcast.eq(dec.bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
-            arith.bcast.eq(dec.bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
+            add.bcast.eq(bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
+            arith.bcast.eq(bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
             arith.sums.eq(pool.sums), arith.sum_valid.eq(pool.sum_valid & op.mean),
             au.width.eq(Mux(op.copy, d.out_w, d.in_w)), au.tiles.eq(Mux(op.copy, d.out_ct, d.in_ct)),
             au.base.eq(Mux(op.copy, out_addr, in_addr)),
             add.act_data.eq(self.act_r.data), add.add_l.eq(dec.add_l), add.add_r.eq(dec.add_r),
-            *([add.act_data2.eq(self.act_r2.data), add.dual.eq(dec.dual)] if cfg.act_read_ports == 2 else []),
+            *([add.act_data2.eq(self.act_r2.data), add.dual.eq(dual)] if cfg.act_read_ports == 2 else []),
             lut.param_addr.eq(d.param_addr), lut.w_data.eq(self.w_r.data), lut.act_data.eq(self.act_r.data),
             rsz.tap.eq(au.p3), rsz.act_data.eq(self.act_r.data), writer.resize.eq(rsz.out),
             pool.tap.eq(au.p3), pool.act_data.eq(self.act_r.data), pool.max.eq(op.max),
@@ -371,8 +376,8 @@ class NPUVectorEngine(wiring.Component):
             # second input: the channel tile's word (1x1xC) or the one word (1x1x1); a ZPAD2 one its own words
             # in order.
             solo = Signal()
-            dual = dec.dual if cfg.act_read_ports == 2 else Const(0, 1)
-            m.d.comb += solo.eq(dec.zpad & (lw.ctr[2] >= d.in2_ct))
+            dual = dual if cfg.act_read_ports == 2 else Const(0, 1)
+            m.d.comb += solo.eq(zpad & (lw.ctr[2] >= d.in2_ct))
             m.d.comb += [lin_ren.eq(1), lin_raddr.eq(Mux(add_phase, rd2, rd1)),
                          add.issue.eq(op.add), add.phase.eq(add_phase), add.solo.eq(solo), arith.issue.eq(op.mul),
                          arith.phase.eq(add_phase)]
@@ -383,12 +388,12 @@ class NPUVectorEngine(wiring.Component):
                 m.d.comb += writer.inc.eq(1)
                 m.d.sync += [lw_i.eq(lw_i + 1), rd1.eq(rd1 + 1)]
                 # Input 2's next word: a 1x1x1 input's stays; a 1x1xC input's restarts with each pixel.
-                with m.If(dec.zpad):
+                with m.If(zpad):
                     with m.If(~solo):
                         m.d.sync += rd2.eq(rd2 + 1)
-                with m.Elif(dec.in2_full):
+                with m.Elif(in2_full):
                     m.d.sync += rd2.eq(rd2 + 1)
-                with m.Elif(~dec.bcast):
+                with m.Elif(~bcast):
                     m.d.sync += rd2.eq(Mux(lw.at_end[2], in2_addr, rd2 + 1))
                 lw.step(m)
                 with m.If(lw.last):

@@ -122,13 +122,16 @@ class VectorAddDatapath(wiring.Component):
         dw = Signal(signed(9), name=f"{pre}_dw{c}")
         sat_a = Signal(name=f"{pre}_sat_a{c}")
         m.d.comb += dx.eq(Mux(add_dsel & self.bcast, lane(act, 0), lane(act, c)) - zp_in)
-        m.d.comb += [dw.eq(dx), sat_a.eq(0)]
-        for shift in range(23, 33):
-            with m.If(l_in == shift):
-                if shift == 32:
-                    m.d.comb += dw.eq(0)
-                else:
-                    m.d.comb += [dw.eq(dx[:32 - shift].as_signed()), sat_a.eq(dw == -(1 << (31 - shift)))]
+        # One parallel select by L (not a chain of ifs: on an FPGA each would be a mux level more).
+        with m.Switch(l_in):
+            for shift in range(23, 32):
+                with m.Case(shift):
+                    low = dx[:32 - shift].as_signed()
+                    m.d.comb += [dw.eq(low), sat_a.eq(low == -(1 << (31 - shift)))]
+            with m.Case(32):
+                m.d.comb += dw.eq(0)
+            with m.Default():
+                m.d.comb += dw.eq(dx)
         return dw, sat_a
 
     def _selects(self, add_dsel):

@@ -6,6 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from stackcam.quant.timing import vector_input_stages
 from stackcam.rtl.requant import RequantUnit
 
 from .conv_common import read_request_signature
@@ -33,9 +34,10 @@ class VectorArithDatapath(wiring.Component):
     - MEAN: `sums` / `sum_valid` (`VectorPoolDatapath`: the exact per-lane sum of a tile's in_h * in_w taps, at
       its last tap) minus ``in_zp * in_h * in_w``, requantized with out_mult / out_shift.
 
-    Latency: a word is on `out` 1 + 1 + RequantUnit.latency (7; 11 with the configuration's `deep_pipeline`)
-    cycles after the `issue` of its last read (MUL: the second input; PRELU: the input), 1 + RequantUnit.latency
-    (6; 10) cycles after `sum_valid` (MEAN) or `add_valid` (ADD); one word per cycle at most.
+    Latency: a word is on `out` 1 + 1 + RequantUnit.latency (7; 12 with the configuration's `deep_pipeline`,
+    whose input register, `quant.timing.vector_input_stages`, adds one) cycles after the `issue` of its last read
+    (MUL: the second input; PRELU: the input), 1 + RequantUnit.latency (6; 10) cycles after `sum_valid` (MEAN) or
+    `add_valid` (ADD); one word per cycle at most.
     An alpha row is written the cycle after its `alpha_load` (the SRAM's data) and read back the cycle after an
     `issue` (a write and a read of the same row in one cycle read the new row). No back-pressure.
     """
@@ -86,10 +88,20 @@ class VectorArithDatapath(wiring.Component):
         m.d.comb += [aw.en.eq(a_wv), aw.addr.eq(a_wrow), aw.data.eq(self.w_data.word_select(a_wslot, 8 * cols)),
                      ar.en.eq(self.issue), ar.addr.eq(self.tile)]
 
-        # The cycle after a read: its data (and the alpha row) are on the ports.
+        # The cycle after a read: its data (and the alpha row) are on the ports. With `deep_pipeline` they pass a
+        # register first (`vector_input_stages`), so the block RAM's output ends there instead of running on
+        # through the zero point's subtraction into the lane multipliers.
         dv = Signal()
         dsel = Signal()
         m.d.sync += [dv.eq(self.issue), dsel.eq(self.phase & self.mul)]
+        act, alpha = self.act_data, ar.data
+        stages = vector_input_stages(cfg)
+        if stages:
+            assert stages == 1
+            act, alpha = Signal.like(self.act_data, name="arith_act_q"), Signal.like(ar.data, name="arith_alpha_q")
+            dv_q, dsel_q = Signal(name="arith_dv_q"), Signal(name="arith_dsel_q")
+            m.d.sync += [act.eq(self.act_data), alpha.eq(ar.data), dv_q.eq(dv), dsel_q.eq(dsel)]
+            dv, dsel = dv_q, dsel_q
 
         # MEAN's zero-point correction in_zp * in_h * in_w (the descriptor is stable from the start).
         count = Signal(16)
@@ -100,16 +112,16 @@ class VectorArithDatapath(wiring.Component):
         acc_v = Signal()
         m.d.sync += acc_v.eq((dv & (dsel | self.prelu)) | self.sum_valid | self.add_valid)
         m.d.comb += [requant.valid.eq(acc_v), self.mac_active.eq(dv & (dsel | self.prelu))]
-        x2_0 = lane(self.act_data, 0) - d.in2_zp
+        x2_0 = lane(act, 0) - d.in2_zp
         for c in range(cols):
-            x = lane(self.act_data, c)
+            x = lane(act, c)
             hold = Signal(signed(9), name=f"mul_hold{c}")
             acc = Signal(signed(32), name=f"arith_acc{c}")
             neg = Signal(name=f"prelu_neg{c}")
             v = Signal(signed(9), name=f"arith_v{c}")
             a = Signal(signed(9), name=f"prelu_a{c}")
             x2 = Signal(signed(9), name=f"mul_x2{c}")
-            m.d.comb += [v.eq(x - d.in_zp), a.eq(lane(ar.data, c) - d.in2_zp),
+            m.d.comb += [v.eq(x - d.in_zp), a.eq(lane(alpha, c) - d.in2_zp),
                          x2.eq(Mux(self.bcast, x2_0, x - d.in2_zp))]
             with m.If(dv & ~dsel & self.mul):
                 m.d.sync += hold.eq(v)
