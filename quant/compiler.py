@@ -985,8 +985,9 @@ class _Compiler:
             # Two read ports: keep each ADD's inputs in different banks where the SRAM has room for it, so that
             # it reads both in one cycle (DUAL2); otherwise the plain allocation.
             apart = [(self.root[names["in_addr"]], self.root[names["in2_addr"]]) for desc, names in self.descs
-                     if desc.op == "ADD"]
-            banked = _allocate(roots, sizes, start, end, apart, cfg.act_bank_words)
+                     if desc.op in ("ADD", "MUL")]
+            banked = _allocate(roots, sizes, start, end, apart, cfg.act_bank_words,
+                               cfg.act_banks * cfg.sram_bank_bytes // self.cols)
             banked_words = max((banked[r] + sizes[r] for r in roots), default=0)
             if banked_words * self.cols <= cfg.act_banks * cfg.sram_bank_bytes or banked_words <= act_words:
                 addr, act_words = banked, banked_words
@@ -1011,7 +1012,7 @@ class _Compiler:
             for fld, name in names.items():
                 setattr(desc, fld, addr[self.root[name]])
             # Two read ports: an ADD whose inputs lie in disjoint banks reads both in one cycle.
-            if (desc.op == "ADD" and cfg.act_read_ports == 2
+            if (desc.op in ("ADD", "MUL") and cfg.act_read_ports == 2
                     and fmt.banks_disjoint(fmt.add_input_banks(desc, cfg.act_bank_words))):
                 desc.flags |= fmt.DUAL2
             descriptors.append(desc)
@@ -1198,7 +1199,7 @@ def param_buffer_channels(config):
     return _ceil(config.max_channels, config.array_cols) * config.array_cols
 
 
-def _allocate(roots, sizes, start, end, apart=(), bank_words=None):
+def _allocate(roots, sizes, start, end, apart=(), bank_words=None, limit=None):
     """Word address of each buffer: largest first, each at the lowest address free during its lifetime.
 
     Greedy-by-size beats first-fit in arrival order on CNNs, whose few large early activations would otherwise
@@ -1206,7 +1207,8 @@ def _allocate(roots, sizes, start, end, apart=(), bank_words=None):
 
     `apart`: pairs of buffers to keep in disjoint banks of `bank_words` words (an ADD's two inputs, read in one
     cycle on two read ports): a buffer placed after its partner takes the lowest free address whose banks its
-    partner's do not meet (pairs of one buffer with itself are ignored).
+    partner's do not meet, unless that ends past `limit` words (then the lowest free address; pairs of one
+    buffer with itself are ignored).
     """
     partners = {}
     for a, b in apart:
@@ -1220,20 +1222,28 @@ def _allocate(roots, sizes, start, end, apart=(), bank_words=None):
                       if start[p] <= end[r] and start[r] <= end[p])
         avoid = sorted((addr[q] // bank_words, (addr[q] + sizes[q] - 1) // bank_words)
                        for q in partners.get(r, ()) if q in addr)
-        a = 0
-        while True:
-            moved = False
-            for lo, hi in busy:                 # the first gap from `a` on
-                if a < hi and lo < a + sizes[r]:
-                    a, moved = hi, True
-            for b_lo, b_hi in avoid:            # past a partner's banks
-                if a // bank_words <= b_hi and b_lo <= (a + sizes[r] - 1) // bank_words:
-                    a, moved = (b_hi + 1) * bank_words, True
-            if not moved:
-                break
+        a = _lowest_free(busy, sizes[r], avoid, bank_words)
+        if avoid and limit is not None and a + sizes[r] > limit:
+            a = _lowest_free(busy, sizes[r])
         addr[r] = a
         placed.append(r)
     return addr
+
+
+def _lowest_free(busy, size, avoid=(), bank_words=None):
+    """The lowest address where `size` words meet none of the `busy` (lo, hi) ranges and none of the `avoid`
+    (first, last) bank ranges of `bank_words` words each."""
+    a = 0
+    while True:
+        moved = False
+        for lo, hi in busy:                     # the first gap from `a` on
+            if a < hi and lo < a + size:
+                a, moved = hi, True
+        for b_lo, b_hi in avoid:                # past a partner's banks
+            if a // bank_words <= b_hi and b_lo <= (a + size - 1) // bank_words:
+                a, moved = (b_hi + 1) * bank_words, True
+        if not moved:
+            return a
 
 
 def expand_transpose_convs(graph):

@@ -69,10 +69,10 @@ def _tensors(d):
 def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
     """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does;
     (given the config's `max_channels`) one wider than the conv engine's parameter buffer, as the RTL does; and
-    a DUAL2 ADD unless the activation SRAM has two read ports (`dual_banks`: its words per bank) and the two
+    a DUAL2 ADD or MUL unless the activation SRAM has two read ports (`dual_banks`: its words per bank) and the two
     inputs lie in disjoint banks."""
     where = f"descriptor {i} ({d.op})"
-    if d.flags & DUAL2 and d.op == "ADD":
+    if d.flags & DUAL2 and d.op in ("ADD", "MUL"):
         if dual_banks is None:
             raise ProgramError(f"{where}: DUAL2 needs an activation SRAM with two read ports")
         banks = add_input_banks(d, dual_banks)

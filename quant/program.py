@@ -125,7 +125,8 @@ program silently); so is any value not listed.
   ``param_addr`` (``param_words`` words); padding lanes get ``out_zp``.  Elementwise int8 operators (LOGISTIC,
   a standalone RELU/RELU6, an int8->int8 QUANTIZE) compile to it, the table computed by the graph executor.
 - ``MUL`` (8): TFLite int8 MUL: ``out = clamp(MBQM((x1 - in_zp) * (x2 - in2_zp), out_mult, out_shift) +
-  out_zp)`` to ``[act_min, act_max]``; the second input broadcasts as ADD's does.
+  out_zp)`` to ``[act_min, act_max]``; the second input broadcasts as ADD's does, and DUAL2 reads both inputs
+  in one cycle as ADD's does.
 - ``MEAN`` (9): the mean over H and W of an in_h x in_w x C input (in_h, in_w <= 255) into a 1 x 1 x C output,
   LiteRT's reference int8 MEAN: ``s = sum of the in_h*in_w raw values`` (exact), ``out = clamp(MBQM(s -
   in_zp*in_h*in_w, out_mult, out_shift) + out_zp)`` to ``[act_min, act_max]``; out_mult/out_shift are the
@@ -256,7 +257,7 @@ FIELDS = (
                             'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
                             'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: the last input tile at most half '
                             'full, output-channel tiles in pairs, the last input tile of both in one word); '
-                            'bit 6 DUAL2 (ADD: both inputs read in one cycle, from disjoint SRAM banks); others 0'),
+                            'bit 6 DUAL2 (ADD, MUL: both inputs read in one cycle, from disjoint banks); others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -395,7 +396,8 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR, "ADD": NEG2 | ZPAD2 | DUAL2}
+    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR, "ADD": NEG2 | ZPAD2 | DUAL2,
+               "MUL": DUAL2}
     if desc.flags & ~allowed.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved7"):

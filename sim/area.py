@@ -256,8 +256,8 @@ def area_estimate(config, node="22nm", data=None):
     module, each scaled by the ratio of the parameter it grows with (`_scale_terms`: the MAC pipe by rows x cols,
     the im2col buffers by cols x im2col pixels, the requantizers by their lanes (rows, or cols), ADD's input
     rescalers by cols x activation read ports, the rest of the NPU by cols (the second read port's bank
-    multiplexer, a word wide, is not counted apart), the ISP by pixels per clock, the CSI-2 blocks by lanes; registers and the loader as measured).
-    For a measured preset this is its synthesis."""
+    multiplexer, a word wide, is not counted apart), the ISP by pixels per clock, the CSI-2 blocks by lanes;
+    registers and the loader as measured). For a measured preset this is its synthesis."""
     data = data if data is not None else load_area_data()
     if not data:
         raise AreaError(f"no synthesized area data ({AREA_DATA}); run python -m stackcam.sim.area tiny fpga")

@@ -9,7 +9,7 @@ from stackcam.quant.graph import ModelError, Op
 from stackcam.quant.program import DUAL2, OPCODES, ZPAD2, add_input_banks, banks_disjoint
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import PRESETS, DieConfig
-from tests.test_program import CONFIGS, NETS, Net, check_equal
+from tests.test_program import CONFIGS, NETS, Net, check_equal, net_arith
 
 
 def live_overlap(a, b):
@@ -239,3 +239,17 @@ def test_add_inputs_kept_in_different_banks():
     words = adds[1][0].out_h * adds[1][0].out_w * adds[1][0].out_ct
     assert [la.cycles for la in plain.layers if la.op == "ADD"][0] - \
         [la.cycles for la in dual.layers if la.op == "ADD"][0] == words
+
+
+def test_mul_inputs_kept_in_different_banks():
+    """MUL (and SUB, broadcast ADD) of two tensors take DUAL2 as ADD does; where keeping a pair apart would run
+    past the SRAM (here three tensors pairwise apart in two banks) that one pair stays in one bank, the others
+    still apart. The program stays exact (the golden executor checks each DUAL2's banks)."""
+    two = DieConfig(name="banks2", array_rows=4, array_cols=4, sram_banks=4, sram_bank_bytes=16 * 1024,
+                    weight_banks=2, act_read_ports=2)
+    model = check_equal(net_arith(), two)
+    ops = [d for d in model.descriptors if d.op in ("ADD", "MUL")]
+    assert [d.op for d in ops] == ["MUL", "MUL", "MUL", "ADD", "ADD", "MUL", "ADD"]
+    assert [bool(d.flags & DUAL2) for d in ops] == [False] + [True] * 6
+    for d in ops[1:]:
+        assert banks_disjoint(add_input_banks(d, two.act_bank_words))

@@ -247,15 +247,15 @@ def test_add_zpad2_random(config):
 CFG2 = CFG.with_(act_read_ports=2)   # two activation read ports: 2 banks of 512 words
 
 
-def dual_add(rng, config, shape2, flags, in_place, in2_addr, cols=4):
-    """A random ADD with DUAL2 (and `flags`) of a random output with input 2 of `shape2` ("full", "1x1xC",
-    "1x1x1" or ZPAD2's channel count) at `in2_addr`."""
+def dual_add(rng, config, shape2, flags, in_place, in2_addr, cols=4, op="ADD"):
+    """A random ADD (or MUL) with DUAL2 (and `flags`) of a random output with input 2 of `shape2` ("full",
+    "1x1xC", "1x1x1" or ZPAD2's channel count) at `in2_addr`."""
     h, w = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     c = int(rng.integers(5, 13)) if not isinstance(shape2, int) else max(shape2, 9)
     ct = -(-c // cols)
     h2, w2, c2 = {"full": (h, w, c), "1x1xC": (1, 1, c), "1x1x1": (1, 1, 1)}.get(shape2, (h, w, shape2))
     lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
-    return fmt.Descriptor(opcode=fmt.OPCODES["ADD"], flags=fmt.DUAL2 | flags, in_h=h, in_w=w, in_c=c, in_ct=ct,
+    return fmt.Descriptor(opcode=fmt.OPCODES[op], flags=fmt.DUAL2 | flags, in_h=h, in_w=w, in_c=c, in_ct=ct,
                           in2_h=h2, in2_w=w2, in2_c=c2, in2_ct=-(-c2 // cols), out_h=h, out_w=w, out_c=c, out_ct=ct,
                           in_addr=3, in2_addr=in2_addr, out_addr=3 if in_place else 300,
                           in_zp=int(rng.integers(-128, 128)), in2_zp=int(rng.integers(-128, 128)),
@@ -268,9 +268,9 @@ def dual_add(rng, config, shape2, flags, in_place, in2_addr, cols=4):
 
 @pytest.mark.parametrize("config", [CFG2, CFG2.with_(deep_pipeline=True)], ids=["default", "deep"])
 def test_add_dual_random(config):
-    """ADD with DUAL2 on two activation read ports: input 1 in bank 0, input 2 in bank 1, both read in the same
-    cycle. Every second-input form (the output's shape, 1x1xC, 1x1x1, ZPAD2's fewer channels), SUB (NEG2), in
-    place over input 1, saturating multipliers and wrapping left shifts. The engine's words equal the golden
+    """ADD and MUL with DUAL2 on two activation read ports: input 1 in bank 0, input 2 in bank 1, both read in the
+    same cycle. Every second-input form (the output's shape, 1x1xC, 1x1x1, ZPAD2's fewer channels), SUB (NEG2),
+    in place over input 1, saturating multipliers and wrapping left shifts. The engine's words equal the golden
     step's (which checks the banks), its cycles the model's: one per output word, half the plain ADD's; its reads
     (both ports) the plain ADD's, none of them two in one bank."""
     rng = np.random.default_rng(26)
@@ -278,8 +278,10 @@ def test_add_dual_random(config):
     bank = config.act_bank_words
     cases = [("full", 0, False), ("full", fmt.NEG2, True), ("1x1xC", 0, False), ("1x1x1", fmt.NEG2, False),
              (3, fmt.ZPAD2, False), (5, fmt.ZPAD2 | fmt.NEG2, True), ("1x1xC", 0, True)]
-    for trial, (shape2, flags, in_place) in enumerate(cases):
-        d = dual_add(rng, config, shape2, flags, in_place, bank + trial, cols)
+    cases = [(*c, "ADD") for c in cases] + [("full", 0, False, "MUL"), ("1x1xC", 0, True, "MUL"),
+                                            ("1x1x1", 0, False, "MUL")]
+    for trial, (shape2, flags, in_place, op) in enumerate(cases):
+        d = dual_add(rng, config, shape2, flags, in_place, bank + trial, cols, op)
         sram = random_sram(rng, config)
         wsram = np.zeros((4, config.weight_word_bytes), np.uint8)
         want = sram.copy()
@@ -305,8 +307,9 @@ def test_add_dual_refused():
     nothing."""
     rng = np.random.default_rng(27)
     bank = CFG2.act_bank_words
-    for config, in2_addr in ((CFG2, 100), (CFG2, bank - 1), (CFG, bank)):
-        d = dual_add(rng, config, "full", 0, False, in2_addr)
+    for config, in2_addr, op in ((CFG2, 100, "ADD"), (CFG2, bank - 1, "ADD"), (CFG, bank, "ADD"),
+                                 (CFG2, 100, "MUL"), (CFG, bank, "MUL")):
+        d = dual_add(rng, config, "full", 0, False, in2_addr, op=op)
         if config is CFG2 and in2_addr == bank - 1:
             d = fmt.Descriptor(**{**vars(d), "in2_addr": 0, "in_addr": bank - 1})   # input 1 spans both banks
         sram = random_sram(rng, config)

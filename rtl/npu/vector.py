@@ -102,9 +102,10 @@ class NPUVectorEngine(wiring.Component):
       bits, so the Q31 product is a 9 x 32 multiply shifted by the left shift); the sums go to the same
       `VectorArithDatapath` requantizer (cols lanes) for the output rescale, zero point and clamp. Multipliers:
       cols of 9 x 32, and the requantizer's cols of 32 x 32 shared with MUL, PRELU and MEAN. With a second
-      activation read port (`config.act_read_ports` 2, the `act_r2` port) an ADD with DUAL2 is 1 cycle per word:
-      input 1 on the first port, input 2 on the second in the same cycle, into a second rescaler per lane
-      (another cols of 9 x 32); `VectorDecode` refuses it when the inputs' banks meet.
+      activation read port (`config.act_read_ports` 2, the `act_r2` port) an ADD or MUL with DUAL2 is 1 cycle per
+      word: input 1 on the first port, input 2 on the second in the same cycle (ADD: into a second rescaler per
+      lane, another cols of 9 x 32; MUL: both into the lane's product); `VectorDecode` refuses it when the inputs'
+      banks meet.
     - MAXPOOL / AVGPOOL: 1 cycle per in-bounds tap, i.e. sum over output words of the taps inside the input
       (a 2x2/s2 pool is 4 cycles per word, a 7x7 global pool 49). Out-of-bounds taps cost nothing.
       AVGPOOL divides exactly with an 8-stage pipelined restoring divider per lane: the quotient
@@ -263,7 +264,8 @@ class NPUVectorEngine(wiring.Component):
             au.width.eq(Mux(op.copy, d.out_w, d.in_w)), au.tiles.eq(Mux(op.copy, d.out_ct, d.in_ct)),
             au.base.eq(Mux(op.copy, out_addr, in_addr)),
             add.act_data.eq(self.act_r.data), add.add_l.eq(dec.add_l), add.add_r.eq(dec.add_r),
-            *([add.act_data2.eq(self.act_r2.data), add.dual.eq(dual)] if cfg.act_read_ports == 2 else []),
+            *([add.act_data2.eq(self.act_r2.data), add.dual.eq(dual), arith.act_data2.eq(self.act_r2.data),
+               arith.dual.eq(dual)] if cfg.act_read_ports == 2 else []),
             lut.param_addr.eq(d.param_addr), lut.w_data.eq(self.w_r.data), lut.act_data.eq(self.act_r.data),
             rsz.tap.eq(au.p3), rsz.act_data.eq(self.act_r.data), writer.resize.eq(rsz.out),
             pool.tap.eq(au.p3), pool.act_data.eq(self.act_r.data), pool.max.eq(op.max),

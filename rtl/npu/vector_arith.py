@@ -1,7 +1,7 @@
 """Vector engine component: MUL, PRELU and MEAN's datapath, per-lane multipliers and the requantizer (ADD's
 too)."""
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,6 +26,8 @@ class VectorArithDatapath(wiring.Component):
     - MUL: the engine reads input 1 (`issue` with `phase` 0) then input 2 (`phase` 1) of each output word; the
       lane holds ``x1 - in_zp`` and multiplies it by ``x2 - in2_zp`` (9 x 9 bits), lane 0 of input 2 for every
       lane when `bcast` (a 1x1x1 second input); the product goes to the requantizer with out_mult / out_shift.
+      With `dual` (DUAL2, a second activation read port) every `issue` reads both: input 2's word is on
+      `act_data2` with input 1's and the product is taken at once, one word per cycle.
     - PRELU: `alpha_init` / `alpha_load` (one pulse per channel tile, tiles in order) copy the alphas from
       weight space (``param_addr``, a tile of `cols` bytes per cycle: weight word ``param_addr + k // R``,
       bytes ``(k % R) * cols ..`` with ``R = weight_word_bytes / cols``) into a memory of one row per tile; each
@@ -54,6 +56,7 @@ class VectorArithDatapath(wiring.Component):
             "sums": In(data.ArrayLayout(signed(24), cols)), "sum_valid": In(1),
             "add_sums": In(data.ArrayLayout(signed(32), cols)), "add_valid": In(1),
             "mac_active": Out(1), "out": Out(word_layout(cols)),
+            **({"dual": In(1), "act_data2": In(8 * cols)} if config.act_read_ports == 2 else {}),
         })
 
     def elaborate(self, platform):
@@ -94,7 +97,9 @@ class VectorArithDatapath(wiring.Component):
         dv = Signal()
         dsel = Signal()
         m.d.sync += [dv.eq(self.issue), dsel.eq(self.phase & self.mul)]
+        second = cfg.act_read_ports == 2
         act, alpha = self.act_data, ar.data
+        act2 = self.act_data2 if second else None
         stages = vector_input_stages(cfg)
         if stages:
             assert stages == 1
@@ -102,6 +107,11 @@ class VectorArithDatapath(wiring.Component):
             dv_q, dsel_q = Signal(name="arith_dv_q"), Signal(name="arith_dsel_q")
             m.d.sync += [act.eq(self.act_data), alpha.eq(ar.data), dv_q.eq(dv), dsel_q.eq(dsel)]
             dv, dsel = dv_q, dsel_q
+            if second:
+                act2 = Signal.like(self.act_data2, name="arith_act2_q")
+                m.d.sync += act2.eq(self.act_data2)
+        # MUL with DUAL2: both inputs' words arrive together (input 2 on the second port), the product at once.
+        dual = (self.dual & self.mul) if second else Const(0, 1)
 
         # MEAN's zero-point correction in_zp * in_h * in_w (the descriptor is stable from the start).
         count = Signal(16)
@@ -110,9 +120,10 @@ class VectorArithDatapath(wiring.Component):
 
         m.submodules.requant = requant = RequantUnit(cols, deep=cfg.deep_pipeline)
         acc_v = Signal()
-        m.d.sync += acc_v.eq((dv & (dsel | self.prelu)) | self.sum_valid | self.add_valid)
-        m.d.comb += [requant.valid.eq(acc_v), self.mac_active.eq(dv & (dsel | self.prelu))]
+        m.d.sync += acc_v.eq((dv & (dsel | self.prelu | dual)) | self.sum_valid | self.add_valid)
+        m.d.comb += [requant.valid.eq(acc_v), self.mac_active.eq(dv & (dsel | self.prelu | dual))]
         x2_0 = lane(act, 0) - d.in2_zp
+        y2_0 = lane(act2, 0) - d.in2_zp if second else None
         for c in range(cols):
             x = lane(act, c)
             hold = Signal(signed(9), name=f"mul_hold{c}")
@@ -125,12 +136,18 @@ class VectorArithDatapath(wiring.Component):
                          x2.eq(Mux(self.bcast, x2_0, x - d.in2_zp))]
             with m.If(dv & ~dsel & self.mul):
                 m.d.sync += hold.eq(v)
+            if second:
+                y2 = Signal(signed(9), name=f"mul_y2{c}")       # DUAL2: input 2 from the second port
+                m.d.comb += y2.eq(Mux(self.bcast, y2_0, lane(act2, c) - d.in2_zp))
             with m.If(self.sum_valid):
                 m.d.sync += [acc.eq(self.sums[c] - zp_n), neg.eq(0)]
             with m.Elif(self.add_valid):
                 m.d.sync += [acc.eq(self.add_sums[c]), neg.eq(0)]
             with m.Elif(dv & dsel):
                 m.d.sync += [acc.eq(hold * x2), neg.eq(0)]
+            if second:
+                with m.Elif(dv & dual):
+                    m.d.sync += [acc.eq(v * y2), neg.eq(0)]
             with m.Elif(dv & self.prelu):
                 m.d.sync += [acc.eq(Mux(v < 0, v * a, v)), neg.eq(v < 0)]
             p = requant.params[c]

@@ -17,17 +17,16 @@ class VectorDecode(wiring.Component):
 
     Combinational: `op` (which operator), `in2_full` (ADD/MUL: the second input has the output's shape),
     `bcast` (its lane 0 serves every lane: 1x1x1), `zpad` (an ADD with ZPAD2: the second input has in2_ct of the
-    output's channel tiles, the others are its zero point), `dual` (an ADD with DUAL2: both inputs read in one
+    output's channel tiles, the others are its zero point), `dual` (an ADD or MUL with DUAL2: both inputs read in one
     cycle) and `bad` (the descriptor is refused at setup: an
     opcode other than ADD/MAXPOOL/AVGPOOL/COPY/LUT/MUL/MEAN/PRELU/RESIZE/GATHER, a flag it does not have, a zero size,
     ADD/MUL/MEAN/PRELU shifts outside -31..31, an ADD/MUL/PRELU input that is not the output's shape, a second
     input that neither is nor broadcasts as 1x1xC or 1x1x1, a MEAN output other than 1x1xC or an input over
     255x255, a ZPAD2 second input that is not out_h x out_w with at most out_c channels and out_ct tiles, a DUAL2
-    ADD on a die with one activation read port or whose two inputs' banks meet (`quant.program.add_input_banks`),
-    a zero
-    pool kernel or stride, a LUT table shorter than ``ceil(256 / weight_word_bytes)`` words, a
-    PRELU of more than 256 channels or with fewer bytes of alphas than channels, a RESIZE with other input than
-    output channel tiles or an empty table).
+    ADD or MUL on a die with one activation read port or whose two inputs' banks meet
+    (`quant.program.add_input_banks`), a zero pool kernel or stride, a LUT table shorter than
+    ``ceil(256 / weight_word_bytes)`` words, a PRELU of more than 256 channels or with fewer bytes of alphas than
+    channels, a RESIZE with other input than output channel tiles or an empty table).
 
     COPY and GATHER share the copy walk (COPY is the GATHER of the whole input from (0, 0, 0), unit steps):
     `copy_h`, `copy_w`, `copy_c` (the box), `src_base` (word offset of its first source word from in_addr),
@@ -81,8 +80,10 @@ class VectorDecode(wiring.Component):
                      (d.in2_h == d.out_h) & (d.in2_w == d.out_w) & (d.in2_c <= d.out_c) & (d.in2_ct <= d.out_ct),
                      self.in2_full | ((d.in2_h == 1) & (d.in2_w == 1) & ((d.in2_c == d.out_c) | (d.in2_c == 1))))
         add_flags = NEG2 | ZPAD2 | (DUAL2 if cfg.act_read_ports == 2 else 0)
+        mul_flags = DUAL2 if cfg.act_read_ports == 2 else 0
         flags_ok = Mux(op.add, (d.flags & ~add_flags) == 0,
-                       Mux(op.copy | op.lut | op.max | op.avg, 1, d.flags == 0))
+                       Mux(op.mul, (d.flags & ~mul_flags) == 0,
+                           Mux(op.copy | op.lut | op.max | op.avg, 1, d.flags == 0)))
         shift_bad = Signal()
         m.d.comb += shift_bad.eq(
             ((op.add | op.prelu) & ((d.in_shift < -31) | (d.in_shift > 31) | (d.in2_shift < -31)
@@ -125,7 +126,7 @@ class VectorDecode(wiring.Component):
 
         # DUAL2 (two read ports): the banks each input spans, registered (`desc` is stable from `start`; `bad` is
         # read at the end of SETUP), must not meet: each bank has one read port.
-        m.d.comb += self.dual.eq(op.add & ((d.flags & DUAL2) != 0))
+        m.d.comb += self.dual.eq((op.add | op.mul) & ((d.flags & DUAL2) != 0))
         dual_bad = Signal()
         if cfg.act_read_ports == 2:
             shift = (cfg.act_bank_words - 1).bit_length()
