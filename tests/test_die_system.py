@@ -74,7 +74,7 @@ def test_clock_gating_changes_nothing_but_the_clock():
     gated = preset("tiny")
     plain = gated.with_(clock_gating=False)
     build, _ = build_die(gated)
-    assert "npu_engines_clk" in build.verilog_text and "loader_clk" in build.verilog_text
+    assert all(f"{d}_clk" in build.verilog_text for d in ("npu_conv", "npu_vec", "loader"))
     model = Model("first-light", gated, seed=4)
     raws = photo_frames(gated, 2, seed=6)
     pressure = [{"stall": 0.3, "rom": 0.3}, {"stall": 0.1, "pixels": 0.2}]

@@ -108,9 +108,9 @@ class NPU(wiring.Component):
     past the list), with the ports' activity up to two cycles before (the counters see the ports a cycle late).
     The bank of a word address is ``addr // words_per_bank`` of its SRAM.
 
-    Clock gating (`config.clock_gating`, `rtl.clockgate`): the engines' clock runs while `busy` and ENGINE_HOLD
-    cycles after, the per-bank counters' in cycles with port traffic, each SRAM read port's in cycles with a read;
-    nothing else changes.
+    Clock gating (`config.clock_gating`, `rtl.clockgate`): each engine's clock runs while it owns the SRAM ports
+    (from the cycle it is started) and ENGINE_HOLD cycles after, the per-bank counters' in cycles with port
+    traffic, each SRAM read port's in cycles with a read; nothing else changes.
     """
 
     def __init__(self, config):
@@ -281,17 +281,22 @@ class NPU(wiring.Component):
         act_read_any = act_r.en | act_r2.en if act_r2 is not None else act_r.en
         run_fault = Signal()         # a bad word was read since this run started (sticky)
         conv, vec = NPUConvEngine(cfg), NPUVectorEngine(cfg)
+        owner = Signal(2)            # 0: sequencer/outside, 1: conv engine, 2: vector engine
         if gated:
-            # The engines hold still between runs (the readout of the next frame, the output read-out): their
-            # clock runs while the sequencer is busy and for ENGINE_HOLD cycles after, for pipelines to drain.
-            engines_hold = Signal(range(ENGINE_HOLD + 1))
-            with m.If(self.busy):
-                m.d.sync += engines_hold.eq(ENGINE_HOLD)
-            with m.Elif(engines_hold != 0):
-                m.d.sync += engines_hold.eq(engines_hold - 1)
-            clock_gates(m, [("npu_engines", self.busy | (engines_hold != 0)), (bank_domain, bank_enable),
-                            (ACT_READ, act_read_any), (WEIGHT_READ, w_r.en)])
-            conv, vec = DomainRenamer("npu_engines")(conv), DomainRenamer("npu_engines")(vec)
+            # Each engine holds still while it does not own the SRAM ports (the other engine's descriptors, the
+            # readout of the next frame, the output read-out): its clock runs from the cycle it is started (the
+            # sequencer names it the owner the cycle before) until ENGINE_HOLD cycles after it hands the ports
+            # back, for its pipelines to drain. An engine reads `desc` only from its `start` on.
+            gates = []
+            for k, name in ((1, "npu_conv"), (2, "npu_vec")):
+                hold = Signal(range(ENGINE_HOLD + 1), name=f"{name}_hold")
+                with m.If(owner == k):
+                    m.d.sync += hold.eq(ENGINE_HOLD)
+                with m.Elif(hold != 0):
+                    m.d.sync += hold.eq(hold - 1)
+                gates.append((name, (owner == k) | (hold != 0)))
+            clock_gates(m, [*gates, (bank_domain, bank_enable), (ACT_READ, act_read_any), (WEIGHT_READ, w_r.en)])
+            conv, vec = DomainRenamer("npu_conv")(conv), DomainRenamer("npu_vec")(vec)
         m.submodules.conv = conv
         m.submodules.vec = vec
 
@@ -302,7 +307,6 @@ class NPU(wiring.Component):
         desc = Signal(descriptor_layout())
         desc_bits = desc.as_value()
         pc = Signal(16)
-        owner = Signal(2)            # 0: sequencer/outside, 1: conv engine, 2: vector engine
         seq_w_addr = Signal.like(w_r.addr)
         seq_w_en = Signal()
 
