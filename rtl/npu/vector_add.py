@@ -129,9 +129,9 @@ class VectorAddDatapath(wiring.Component):
                     low = dx[:32 - shift].as_signed()
                     m.d.comb += [dw.eq(low), sat_a.eq(low == -(1 << (31 - shift)))]
             with m.Case(32):
-                m.d.comb += dw.eq(0)
+                m.d.comb += [dw.eq(0), sat_a.eq(0)]
             with m.Default():
-                m.d.comb += dw.eq(dx)
+                m.d.comb += [dw.eq(dx), sat_a.eq(0)]
         return dw, sat_a
 
     def _selects(self, add_dsel):
