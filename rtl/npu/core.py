@@ -22,7 +22,7 @@ NPU_ERRORS = {1: "invalid opcode", 2: "engine refused the descriptor", 3: "progr
               SRAM_PARITY_ERROR: "SRAM parity error (a bit of the activation or weight SRAM flipped)",
               BANK_CONFLICT_ERROR: "activation SRAM bank conflict (both read ports in one bank in one cycle)"}
 DESC_BYTES = DESCRIPTOR_BYTES
-# Cycles the engines' gated clock keeps running after the sequencer stops being busy (`config.clock_gating`).
+# Cycles an engine's gated clock keeps running after it hands the SRAM ports back (`config.clock_gating`).
 ENGINE_HOLD = 15
 # The SRAM read ports' gated clock domains.
 ACT_READ, WEIGHT_READ = "npu_act_read", "npu_weight_read"
@@ -78,7 +78,10 @@ class NPU(wiring.Component):
     128 / WB reads), decoded and handed to the MAC-array engine (CONV, DWCONV) or the vector engine (ADD, pools,
     COPY, LUT); the engine owns the SRAM ports until it is done. Between programs the SRAMs belong to the
     outside: `ext_act_w`/`ext_act_r` (the ISP's input writer and the CSI-2 output reader) and `load_w` (the
-    model loader). While `busy`, external accesses are ignored.
+    model loader). While `busy`, external accesses are ignored. With `config.act_read_ports` 2 the activation SRAM
+    has a second read port, the vector engine's (ADD and MUL with DUAL2); its banks have one read port each, so a
+    cycle in which both ports read one bank stops the run with error 6 (`BANK_CONFLICT_ERROR`) at the end of the
+    descriptor (the engine refuses such a descriptor at setup, so this is the die's check on its own logic).
 
     SRAM fault detection: every byte of both SRAMs is stored with an even-parity bit (activation words: 9 bits per
     byte lane; weight words: the bytes, then a parity bit per byte), written with the byte on every write, so a
