@@ -7,6 +7,7 @@ import pytest
 from stackcam.quant.compiler import HOST_OPS, bank_use, compile_graph
 from stackcam.quant.graph import ModelError, Op
 from stackcam.quant.program import DUAL2, OPCODES, ZPAD2, add_input_banks, banks_disjoint
+from stackcam.quant.report import layer_table
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import PRESETS, DieConfig
 from tests.test_program import CONFIGS, NETS, Net, check_equal, net_arith
@@ -239,6 +240,10 @@ def test_add_inputs_kept_in_different_banks():
     words = adds[1][0].out_h * adds[1][0].out_w * adds[1][0].out_ct
     assert [la.cycles for la in plain.layers if la.op == "ADD"][0] - \
         [la.cycles for la in dual.layers if la.op == "ADD"][0] == words
+    # `stackcam compile`'s per-layer table says so in its die column.
+    for model, die in ((plain, "ADD"), (dual, "ADD+DUAL2")):
+        rows = [line.split() for line in layer_table(model)[1:]]
+        assert [r[3] for r in rows if r[2] == "ADD"] == [die, die]
 
 
 def test_mul_inputs_kept_in_different_banks():
