@@ -108,10 +108,7 @@ class VectorAddDatapath(wiring.Component):
         m.d.sync += add_dv.eq(issue)
         with m.If(issue):
             m.d.sync += [add_dsel.eq(phase), add_dsolo.eq(solo & ~phase)]
-        if self.deep:
-            sums, valid = self._deep_lanes(m, act, act2, add_dv, add_dsel, add_dsolo)
-        else:
-            sums, valid = self._lanes(m, act, act2, add_dv, add_dsel, add_dsolo)
+        sums, valid = self._lanes(m, act, act2, add_dv, add_dsel, add_dsolo)
         m.d.comb += [self.sum_valid.eq(valid)] + [self.sums[c].eq(s) for c, s in enumerate(sums)]
         return m
 
@@ -162,34 +159,43 @@ class VectorAddDatapath(wiring.Component):
         return sel | solo | self.dual if self.second else sel | solo
 
     def _lanes(self, m, act, act2, add_dv, add_dsel, add_dsolo):
-        """The default rescaler (4 stages) and sums: (each lane's sum, the word's sums are valid). With a second
-        read port each lane has a second rescaler, input 2's alone, for dual words."""
-        cols = self.cols
+        """The rescalers (`_chain`, 4 stages; `_deep_chain`, 8, with `deep_pipeline`) and sums: (each lane's sum,
+        the word's sums are valid). With a second read port each lane has a second rescaler, input 2's alone, for
+        dual words."""
         d, add_l, add_r = self.desc, self.add_l, self.add_r
-        a1_v, a2_v, a3_v, a4_v, a5_v = (Signal(name=f"add_v{i}") for i in range(1, 6))
-        a1_sel, a2_sel, a3_sel, a4_sel = (Signal(name=f"add_sel{i}") for i in range(1, 5))
-        a1_solo, a2_solo, a3_solo, a4_solo = (Signal(name=f"add_solo{i}") for i in range(1, 5))
-        m.d.sync += [a1_v.eq(add_dv), a1_sel.eq(add_dsel), a2_v.eq(a1_v), a2_sel.eq(a1_sel),
-                     a3_v.eq(a2_v), a3_sel.eq(a2_sel), a4_v.eq(a3_v), a4_sel.eq(a3_sel),
-                     a1_solo.eq(add_dsolo), a2_solo.eq(a1_solo), a3_solo.eq(a2_solo), a4_solo.eq(a3_solo),
-                     a5_v.eq(a4_v & self._word_done(a4_sel, a4_solo))]
-        m.d.comb += self.mac_active.eq(a1_v)
-        sums = []
-        l_in, zp_in, _, neg2 = self._selects(add_dsel)
-        # Each stage's select of the input's multiplier, left shift and right shift: the first rescaler serves
-        # both inputs (by the word's select), the second input 2 only.
-        sel_a = (Mux(a1_sel, d.in2_mult, d.in_mult), Mux(a2_sel, add_l[1], add_l[0])[:5],
-                 Mux(a3_sel, add_r[1], add_r[0]))   # L = 32 leaves dw = 0, so the shift's top bit does not matter
+        # Stage k's valid, input select (0: input 1, 1: input 2) and solo word, k = 1 .. n; then the sum.
+        n = self.rescale_stages
+        av = [add_dv] + [Signal(name=f"add_v{i}") for i in range(1, n + 1)]
+        asel = [add_dsel] + [Signal(name=f"add_sel{i}") for i in range(1, n + 1)]
+        asolo = [add_dsolo] + [Signal(name=f"add_solo{i}") for i in range(1, n + 1)]
+        for i in range(n):
+            m.d.sync += [av[i + 1].eq(av[i]), asel[i + 1].eq(asel[i]), asolo[i + 1].eq(asolo[i])]
+        sum_v = Signal()                            # the word's sums are complete
+        m.d.sync += sum_v.eq(av[n] & self._word_done(asel[n], asolo[n]))
+        m.d.comb += self.mac_active.eq(av[1])
+        l_in, zp_in, mult_in, neg2 = self._selects(add_dsel)
+        # The input's multiplier, left shift and right shift where each chain takes them (the first rescaler
+        # serves both inputs, by the word's select in that stage; the second input 2 only). L = 32 leaves dw = 0,
+        # so the shift's top bit does not matter.
+        if self.deep:
+            assert n == 8
+            chain, (m_at, l_at, r_at) = self._deep_chain, (0, 3, 6)
+        else:
+            assert n == 4
+            chain, (m_at, l_at, r_at) = self._chain, (1, 2, 3)
+        sel_a = (mult_in if m_at == 0 else Mux(asel[m_at], d.in2_mult, d.in_mult),
+                 Mux(asel[l_at], add_l[1], add_l[0])[:5], Mux(asel[r_at], add_r[1], add_r[0]))
         sel_b = (d.in2_mult, add_l[1][:5], add_r[1])
-        for c in range(cols):
+        sums = []
+        for c in range(self.cols):
             dw, sat_a = self._input(m, act, c, add_dsel, l_in, zp_in)
-            r_a = self._chain(m, c, dw, sat_a, sel_a, "add")
+            r_a = chain(m, c, dw, sat_a, sel_a, "add")
             r_b = None
             if self.second:
                 dw2, sat2 = self._input(m, act2, c, 1, add_l[1], d.in2_zp, pre="add2")
-                r_b = self._chain(m, c, dw2, sat2, sel_b, "add2")
-            sums.append(self._sum(m, c, a4_v, a4_sel, a4_solo, r_a, r_b, neg2, "s5_sum"))
-        return sums, a5_v
+                r_b = chain(m, c, dw2, sat2, sel_b, "add2")
+            sums.append(self._sum(m, c, av[n], asel[n], asolo[n], r_a, r_b, neg2, f"s{n + 1}_sum"))
+        return sums, sum_v
 
     @staticmethod
     def _chain(m, c, dw, sat_a, sel, pre):
@@ -214,37 +220,6 @@ class VectorAddDatapath(wiring.Component):
         m.d.comb += mask.eq((Const(1, unsigned(33)) << r4) - 1)
         m.d.sync += s4_r.eq((s3_q >> r4) + ((s3_q.as_unsigned() & mask) > ((mask >> 1) + (s3_q < 0))))
         return s4_r
-
-    def _deep_lanes(self, m, act, act2, add_dv, add_dsel, add_dsolo):
-        """The deep rescaler (8 stages) and sums: (each lane's sum, the word's sums are valid). With a second
-        read port each lane has a second rescaler, input 2's alone, for dual words."""
-        cols = self.cols
-        d, add_l, add_r = self.desc, self.add_l, self.add_r
-        # Stage k's valid, input select (0: input 1, 1: input 2) and solo word, k = 1 .. n; then the sum.
-        n = self.rescale_stages
-        assert n == 8
-        av = [add_dv] + [Signal(name=f"add_v{i}") for i in range(1, n + 1)]
-        asel = [add_dsel] + [Signal(name=f"add_sel{i}") for i in range(1, n + 1)]
-        asolo = [add_dsolo] + [Signal(name=f"add_solo{i}") for i in range(1, n + 1)]
-        for i in range(n):
-            m.d.sync += [av[i + 1].eq(av[i]), asel[i + 1].eq(asel[i]), asolo[i + 1].eq(asolo[i])]
-        sum_v = Signal()                            # the word's sums are complete
-        m.d.sync += sum_v.eq(av[n] & self._word_done(asel[n], asolo[n]))
-        m.d.comb += self.mac_active.eq(av[1])
-        sums = []
-        l_in, zp_in, mult_in, neg2 = self._selects(add_dsel)
-        # L = 32 leaves dw = 0, so the shift's top bit does not matter.
-        sel_a = (mult_in, Mux(asel[3], add_l[1], add_l[0])[:5], Mux(asel[6], add_r[1], add_r[0]))
-        sel_b = (d.in2_mult, add_l[1][:5], add_r[1])
-        for c in range(cols):
-            dw, sat_a = self._input(m, act, c, add_dsel, l_in, zp_in)
-            r_a = self._deep_chain(m, c, dw, sat_a, sel_a, "add")
-            r_b = None
-            if self.second:
-                dw2, sat2 = self._input(m, act2, c, 1, add_l[1], d.in2_zp, pre="add2")
-                r_b = self._deep_chain(m, c, dw2, sat2, sel_b, "add2")
-            sums.append(self._sum(m, c, av[n], asel[n], asolo[n], r_a, r_b, neg2, "s9_sum"))
-        return sums, sum_v
 
     @staticmethod
     def _deep_chain(m, c, dw, sat_a, sel, pre):
