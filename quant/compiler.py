@@ -59,6 +59,7 @@ class Layer:
     act_bytes: int = 0           # activation-SRAM bytes of its inputs and output
     cycles: int = 0              # NPU cycles of its descriptors (quant.timing), as the die's counters count them
     descriptors: list = field(default_factory=list)
+    fused: int = -1              # an ADD run by layer `fused`'s CONV in its back end (RESADD): no descriptor
 
 
 @dataclass
@@ -975,25 +976,52 @@ class _Compiler:
         for r in start:
             end.setdefault(r, start[r])
         self.in_place(start, end)
-        roots = sorted(start, key=lambda r: (start[r], r))
-        for r in roots:
+        for r in start:
             end.setdefault(r, start[r])
-        sizes = {r: self.words(r) for r in roots}
-        addr = _allocate(roots, sizes, start, end)
-        act_words = max((addr[r] + sizes[r] for r in roots), default=0)
-        if cfg.act_read_ports == 2:
-            # Two read ports: keep each ADD's inputs in different banks where the SRAM has room for it, so that
-            # it reads both in one cycle (DUAL2); otherwise the plain allocation.
-            apart = [(self.root[names["in_addr"]], self.root[names["in2_addr"]]) for desc, names in self.descs
-                     if desc.op in ("ADD", "MUL")]
-            banked = _allocate(roots, sizes, start, end, apart, cfg.act_bank_words,
-                               cfg.act_banks * cfg.sram_bank_bytes // self.cols)
-            banked_words = max((banked[r] + sizes[r] for r in roots), default=0)
-            if banked_words * self.cols <= cfg.act_banks * cfg.sram_bank_bytes or banked_words <= act_words:
-                addr, act_words = banked, banked_words
+        # Two read ports: each ADD whose one input is a CONV's output read by nothing else runs in that CONV's back
+        # end (RESADD) where the CONV's input and the residual can be placed in disjoint banks.
+        fusions = self.residual_fusions(start, end, g, host, die_index) if cfg.act_read_ports == 2 else []
+        while True:
+            live_start, live_end = dict(start), dict(end)
+            for conv_i, add_i, x, y, out, late in fusions:
+                conv_step = self.descs[conv_i][0].layer
+                if self.root[out] != self.root[x]:           # x is never written: its buffer is not needed
+                    del live_start[self.root[x]], live_end[self.root[x]]
+                if late:                                     # the CONV runs at the ADD: its input lives till then
+                    rc = self.root[self.descs[conv_i][1]["in_addr"]]
+                    live_end[rc] = max(live_end[rc], self.descs[add_i][0].layer)
+                elif self.root[out] not in (self.root[x], self.root[y]):
+                    live_start[self.root[out]] = min(live_start[self.root[out]], conv_step)
+            roots = sorted(live_start, key=lambda r: (live_start[r], r))
+            sizes = {r: self.words(r) for r in roots}
+            addr = _allocate(roots, sizes, live_start, live_end)
+            act_words = max((addr[r] + sizes[r] for r in roots), default=0)
+            if cfg.act_read_ports == 2:
+                # Keep each ADD's inputs in different banks where the SRAM has room for it, so that it reads both
+                # in one cycle (DUAL2), and each fused CONV's input apart from its residual; otherwise the plain
+                # allocation.
+                fused_adds = {add_i for _, add_i, *_ in fusions}
+                apart = [(self.root[names["in_addr"]], self.root[names["in2_addr"]])
+                         for i, (desc, names) in enumerate(self.descs)
+                         if desc.op in ("ADD", "MUL") and i not in fused_adds]
+                apart += [(self.root[self.descs[conv_i][1]["in_addr"]], self.root[y])
+                          for conv_i, _, _, y, _, _ in fusions]
+                banked = _allocate(roots, sizes, live_start, live_end, apart, cfg.act_bank_words,
+                                   cfg.act_banks * cfg.sram_bank_bytes // self.cols)
+                banked_words = max((banked[r] + sizes[r] for r in roots), default=0)
+                if banked_words * self.cols <= cfg.act_banks * cfg.sram_bank_bytes or banked_words <= act_words:
+                    addr, act_words = banked, banked_words
+            apart_ok = [f for f in fusions if self.resadd_banks_disjoint(addr, f)]
+            if len(apart_ok) == len(fusions):
+                break
+            fusions = apart_ok                              # the others stay a CONV and an ADD
+        start, end = live_start, live_end
 
+        descs, renumber = self.fused_descriptors(fusions)
+        for layer in self.layers:
+            layer.descriptors = [renumber[i] for i in layer.descriptors if i in renumber]
         # Weight space: program, then each region in layer order, every block starting on a word.
-        n_desc = len(self.descs) + 1
+        n_desc = len(descs) + 1
         program_words = _ceil(n_desc * fmt.DESCRIPTOR_BYTES, self.wb)
         cursor = program_words
         regions = {}
@@ -1008,7 +1036,7 @@ class _Compiler:
         self.fit(weight_words, act_words, start, end, sizes)
 
         descriptors = []
-        for desc, names in self.descs:
+        for desc, names in descs:
             for fld, name in names.items():
                 setattr(desc, fld, addr[self.root[name]])
             # Two read ports: an ADD whose inputs lie in disjoint banks reads both in one cycle.
@@ -1027,6 +1055,8 @@ class _Compiler:
         tensors = {}
         for name in self.phys:
             r = self.root[name]
+            if r not in addr:                               # a fused CONV's output, never stored
+                continue
             tensors[name] = {"addr": addr[r], "words": sizes[r], "hwc": list(self.phys[name]),
                              "start": start[r], "end": end[r]}
             if name in self.sp:
@@ -1035,6 +1065,102 @@ class _Compiler:
         return CompiledModel(name=g.name, config=cfg, layers=self.layers, descriptors=descriptors,
                              program=program, params=regions["params"], dw_weights=regions["dw"],
                              weights=regions["conv"], io=io, tensors=tensors, act_words=act_words)
+
+    def residual_fusions(self, start, end, g, host, die_index):
+        """[(CONV descriptor, ADD descriptor, x, residual y, ADD output, late)] of the residual ADDs a CONV can run
+        in its back end (RESADD, `quant.program`): an ADD (not SUB, no broadcast, no ZPAD2) of x and y, x the
+        output of a one-descriptor CONV (not PACKED or FCSCALE) that nothing else reads, y not the CONV's input.
+        The fused CONV runs where the CONV was when y is in memory by then (when the ADD works in place over y,
+        nothing may read y between the two), otherwise (`late`) where the ADD was, its input kept until then
+        (when nothing between overwrites that input: the CONV is its last reader, or it lives past the ADD)."""
+        producer, readers = {}, {}
+        for i, (_, names) in enumerate(self.descs):
+            producer.setdefault(names.get("out_addr"), []).append(i)
+        for i, op in enumerate(g.ops):
+            if i in host:
+                continue
+            for name in op.inputs:
+                if name in self.root:
+                    readers.setdefault(self.root[name], set()).add(die_index[i])
+        consumers = g.consumers()
+        host_reads = {name for i in host for name in g.ops[i].inputs}
+        fusions = []
+        for add_i, (desc, names) in enumerate(self.descs):
+            if desc.op != "ADD" or desc.flags & (fmt.NEG2 | fmt.ZPAD2):
+                continue
+            layer, op = self.layers[desc.layer], self.layer_ops[desc.layer]
+            a, b, out = names["in_addr"], names["in2_addr"], names["out_addr"]
+            if layer.descriptors != [add_i] or {a, b} != set(op.inputs[:2]) or \
+                    not self.phys[a] == self.phys[b] == self.phys[out]:
+                continue
+            for x, y in ((a, b), (b, a)):
+                writers = producer.get(x, [])
+                if len(writers) != 1:
+                    continue
+                conv_i = writers[0]
+                conv, conv_names = self.descs[conv_i]
+                conv_step = conv.layer
+                if conv.op != "CONV" or conv.flags & (fmt.PACKED | fmt.FCSCALE) or \
+                        self.layers[conv_step].descriptors != [conv_i] or self.root[x] != x or \
+                        len(consumers.get(x, [])) != 1 or x in g.outputs or x in host_reads:
+                    continue
+                ry, rc = self.root[y], self.root[conv_names["in_addr"]]
+                if ry == rc or x in self.packed:
+                    continue
+                late = start[ry] >= conv_step
+                if late and conv_step < end[rc] < desc.layer:
+                    continue
+                if not late and self.root[out] == ry and \
+                        any(conv_step < s < desc.layer for s in readers.get(ry, ())):
+                    continue
+                fusions.append((conv_i, add_i, x, y, out, late))
+                break
+        return fusions
+
+    def resadd_banks_disjoint(self, addr, fusion):
+        """Whether a fusion's CONV input and residual lie in disjoint banks at the addresses `addr`."""
+        conv_i, _, _, y, _, _ = fusion
+        x_in = self.descs[conv_i][1]["in_addr"]
+        spans = []
+        for name in (x_in, y):
+            base = addr[self.root[name]]
+            spans.append((base // self.cfg.act_bank_words, (base + self.words(name) - 1) // self.cfg.act_bank_words))
+        return fmt.banks_disjoint(spans)
+
+    def fused_descriptors(self, fusions):
+        """The descriptor list with each fusion's ADD folded into its CONV (RESADD, the CONV's descriptor updated),
+        the fused CONV where the CONV was or, `late`, where the ADD was: ([(desc, names)], {old index: new
+        index}; the ADD's index has none, a late CONV's maps to the ADD's place)."""
+        at = {(f[1] if f[5] else f[0]): f for f in fusions}     # the descriptor slot each fused CONV takes
+        skip = {f[0] if f[5] else f[1] for f in fusions}
+        descs, renumber = [], {}
+        for i in range(len(self.descs)):
+            if i in skip:
+                continue
+            desc, names = self.descs[i]
+            if i in at:
+                conv_i, add_i, x, y, out, _ = at[i]
+                desc, names = self.descs[conv_i]
+                add, add_names = self.descs[add_i]
+                first = add_names["in_addr"] == x              # the CONV's output is the ADD's input 1
+                one, two = ("in", "in2") if first else ("in2", "in")
+                h, w, c = self.phys[y]
+                fields = dict(
+                    flags=desc.flags | fmt.RESADD, in2_h=h, in2_w=w, in2_c=c, in2_ct=_ceil(c, self.cols),
+                    in2_zp=getattr(add, f"{two}_zp"), left_shift=add.left_shift,
+                    in_mult=getattr(add, f"{one}_mult"), in_shift=getattr(add, f"{one}_shift"),
+                    in2_mult=getattr(add, f"{two}_mult"), in2_shift=getattr(add, f"{two}_shift"),
+                    out_mult=add.out_mult, out_shift=add.out_shift, add_zp=add.out_zp, add_min=add.act_min,
+                    add_max=add.act_max)
+                for key, value in fields.items():
+                    setattr(desc, key, value)
+                assert getattr(add, f"{one}_zp") == desc.out_zp
+                names = dict(names, in2_addr=y, out_addr=out)
+                self.layers[add.layer].fused = desc.layer
+                i = conv_i
+            renumber[i] = len(descs)
+            descs.append((desc, names))
+        return descs, renumber
 
     def in_place(self, start, end):
         """An ADD, MUL, PRELU or LUT whose input dies there writes its output over that input (word by word, each

@@ -19,6 +19,7 @@ from .program import (
     NEG2,
     PACKED,
     PAIR,
+    RESADD,
     ZPAD2,
     ProgramError,
     add_input_banks,
@@ -33,6 +34,7 @@ from .program import (
     read_packed,
     read_stream,
     read_tensor,
+    resadd_input_banks,
     resize_table_words,
     tensor_words,
     unpack,
@@ -61,7 +63,7 @@ def _region(wsram, addr, words, what):
 def _tensors(d):
     """(name, base, h, w, c) of the activation tensors a descriptor reads and writes."""
     ins = [("in", d.in_addr, d.in_h, d.in_w, d.in_c)]
-    if d.op in ("ADD", "MUL"):
+    if d.op in ("ADD", "MUL") or (d.op == "CONV" and d.flags & RESADD):
         ins.append(("in2", d.in2_addr, d.in2_h, d.in2_w, d.in2_c))
     return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
@@ -79,6 +81,20 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
         if not banks_disjoint(banks):
             raise ProgramError(f"{where}: DUAL2 inputs share a bank (input 1 banks {banks[0][0]}..{banks[0][1]}, "
                                f"input 2 banks {banks[1][0]}..{banks[1][1]})")
+    if d.op == "CONV" and d.flags & RESADD:
+        if dual_banks is None:
+            raise ProgramError(f"{where}: RESADD needs an activation SRAM with two read ports")
+        if d.flags & (PACKED | FCSCALE):
+            raise ProgramError(f"{where}: RESADD with PACKED or FCSCALE")
+        if (d.in2_h, d.in2_w) != (d.out_h, d.out_w) or d.in2_c > d.out_c or d.in2_ct != d.out_ct:
+            raise ProgramError(f"{where}: RESADD residual {d.in2_h}x{d.in2_w}x{d.in2_c} ({d.in2_ct} tiles) is not "
+                               f"{d.out_h}x{d.out_w} with at most {d.out_c} channels in {d.out_ct} tiles")
+        if not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift, d.out_shift)):
+            raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift}/{d.out_shift} outside -31..31")
+        banks = resadd_input_banks(d, dual_banks)
+        if not banks_disjoint(banks):
+            raise ProgramError(f"{where}: RESADD input and residual share a bank (input banks {banks[0][0]}.."
+                               f"{banks[0][1]}, residual banks {banks[1][0]}..{banks[1][1]})")
     if max_channels is not None and d.op in ("CONV", "DWCONV"):
         limit = -(-max_channels // cols) * cols
         if d.out_c > limit:
@@ -97,8 +113,8 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
     out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
     for prefix, base, h, w, c in ins:
         size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
-        if d.op in ("ADD", "LUT", "MUL", "PRELU") and base == out_lo and size == out_hi - out_lo:
-            continue                                # elementwise, in place
+        if (d.op in ("ADD", "LUT", "MUL", "PRELU") or prefix == "in2") and base == out_lo and size == out_hi - out_lo:
+            continue                                # elementwise, in place (a RESADD CONV over its residual)
         if base < out_hi and out_lo < base + size:
             raise ProgramError(f"{where}: output words {out_lo}..{out_hi - 1} overlap {prefix} at {base}")
     if d.op in ("CONV", "DWCONV", "MAXPOOL", "AVGPOOL"):
@@ -212,6 +228,13 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
                 raise ProgramError(f"{where}: a parameter record's shift {int(shift[(shift < -31) | (shift > 31)][0])}"
                                    f" is outside -31..31")
             out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
+        if d.flags & RESADD:    # the fused ADD: the conv's output (zero point out_zp) plus the residual's words
+            x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c, lanes=True)[:, :, :d.out_c]
+            p = dict(input1_offset=-d.out_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
+                     input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
+                     input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
+                     output_offset=d.add_zp, act_min=d.add_min, act_max=d.add_max)
+            out = ref.add_int8(out, x2, p)
     elif d.op == "ADD":
         if d.flags & ZPAD2:     # the words of the tiles that exist (padding lanes too), then the zero point
             x2 = np.full((d.out_h, d.out_w, d.out_ct * cols), d.in2_zp, np.int8)
@@ -277,7 +300,7 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
         raise ProgramError(f"{where}: no operation")
     if out.shape != (d.out_h, d.out_w, d.out_c) or out.dtype != np.int8:
         raise ProgramError(f"{where}: computed {out.dtype}{out.shape}, descriptor says {d.out_h}x{d.out_w}x{d.out_c}")
-    write_tensor(sram, d.out_addr, out, d.out_zp)
+    write_tensor(sram, d.out_addr, out, d.add_zp if d.op == "CONV" and d.flags & RESADD else d.out_zp)
 
 
 def execute(rom_bytes, config, input_int8_hwc):

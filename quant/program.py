@@ -95,6 +95,16 @@ program silently); so is any value not listed.
   outputs in a thousand (ties), so a bit-exact die needs both.  An exact integer form: with ``scale = M *
   2^E`` (M the 53-bit significand), round ``|a| * M`` to 53 significant bits (nearest, ties to even), then to
   an integer at bit ``-E`` (ties away), and apply the sign of ``a``.
+  With the RESADD flag (a residual ADD fused into the CONV's back end; a die whose activation SRAM has two read
+  ports) the CONV's int8 output ``v`` (its records, ``out_zp``, ``act_min``/``act_max`` as above) is not stored:
+  ``out_addr`` gets the ADD below of ``v`` as input 1 (its zero point is ``out_zp``) and the **residual** at
+  ``in2_addr`` as input 2 (``out_h x out_w x in2_c``, ``in2_c <= out_c``, ``in2_ct = out_ct``, zero point
+  ``in2_zp``), with ``left_shift``, ``in_mult``/``in_shift`` (input 1), ``in2_mult``/``in2_shift``,
+  ``out_mult``/``out_shift`` and the ADD's own ``add_zp``, ``add_min``, ``add_max`` in place of its ``out_zp``,
+  ``act_min``, ``act_max`` (padding lanes of the output are ``add_zp``). The die reads each output word of the
+  residual on its second read port as the CONV writes that word's lanes, so the words the CONV's input spans and
+  the words the residual spans must lie in disjoint banks (`resadd_input_banks`); ``out_addr`` may equal
+  ``in2_addr`` (in place). Not with PACKED or FCSCALE; refused on a die with one read port.
 - ``DWCONV`` (2): the same per channel (``W[tap][c]`` from the depthwise block), ``in_c == out_c``.
 - ``ADD`` (3): TFLite int8 ADD: ``a = (x1 - in_zp) << left_shift``, ``b = (x2 - in2_zp) << left_shift``,
   ``s = MBQM(a, in_mult, in_shift) + MBQM(b, in2_mult, in2_shift)``,
@@ -157,7 +167,8 @@ program silently); so is any value not listed.
   padding lanes hold ``out_zp``.
 - ``END`` (15): the program is complete.
 
-An output never overlaps an input of the same descriptor, except that ADD, MUL, PRELU and LUT may work in place:
+An output never overlaps an input of the same descriptor, except that ADD, MUL, PRELU and LUT may work in place
+(and a CONV with RESADD over its residual):
 their ``out_addr`` may equal ``in_addr`` exactly (or ``in2_addr`` when the second input is not broadcast), the
 same words, since each output word depends only on the input words at the same address and is written after
 they are read.
@@ -166,7 +177,8 @@ Fields each opcode reads (besides ``opcode``, ``flags`` and ``layer``; the other
 except the informative ``macs`` and a pool's ``in_zp``, and ignored by the sequencer):
 
 - CONV: kernel_*, stride_*, pad_*, in_h/w/c/ct, out_h/w/c/ct, in_addr, out_addr, weight_addr/words,
-  param_addr/words, in_zp, out_zp, act_min/max, oc_tiles, tile_words, in_ppw (PACKED).
+  param_addr/words, in_zp, out_zp, act_min/max, oc_tiles, tile_words, in_ppw (PACKED); with RESADD also in2_*,
+  in2_zp, left_shift, in_mult, in_shift, in2_mult, in2_shift, out_mult, out_shift, add_zp, add_min, add_max.
 - DWCONV: as CONV without oc_tiles and in_ppw.
 - ADD: in_*, in2_*, out_* shapes and addresses, in_zp, in2_zp, out_zp, act_min/max, left_shift, in_mult,
   in_shift, in2_mult, in2_shift, out_mult, out_shift.
@@ -197,7 +209,8 @@ import numpy as np
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR", "DUAL2", "add_input_words", "add_input_banks",
+           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR", "DUAL2", "RESADD", "add_input_words", "add_input_banks",
+           "resadd_input_banks",
            "banks_disjoint",
            "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
            "field_table", "param_words",
@@ -224,6 +237,7 @@ NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SU
 ZPAD2 = 16          # flags bit 4 of ADD: the second input has in2_ct channel tiles, the others are in2_zp
 PAIR = 32           # flags bit 5 of CONV: oc tiles in pairs, the input's last (at most half full) tile in one word
 DUAL2 = 64          # flags bit 6 of ADD: both inputs read in one cycle (two read ports, disjoint banks)
+RESADD = 128        # flags bit 7 of CONV: a residual ADD fused into the back end (two read ports, disjoint banks)
 
 
 class ProgramError(StackcamError, ValueError):
@@ -257,7 +271,9 @@ FIELDS = (
                             'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
                             'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: the last input tile at most half '
                             'full, output-channel tiles in pairs, the last input tile of both in one word); '
-                            'bit 6 DUAL2 (ADD, MUL: both inputs read in one cycle, from disjoint banks); others 0'),
+                            'bit 6 DUAL2 (ADD, MUL: both inputs read in one cycle, from disjoint banks); '
+                            'bit 7 RESADD (CONV: a residual ADD fused into its back end, the residual at in2_addr); '
+                            'others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
     Field(5, "u8", "kernel_w", 'kernel / pooling window width'),
@@ -310,7 +326,10 @@ FIELDS = (
     Field(96, "u32", "macs", "multiply-accumulates of the layer's useful work (for utilization counters)"),
     Field(100, "u16", "in_ppw", 'PACKED: input pixels per word, cols // in_c; otherwise 0'),
     Field(102, "u16", "reserved1", '0'),
-    Field(104, "u32", "reserved2", '0'),
+    Field(104, "i8", "add_zp", 'CONV with RESADD: output zero point of the fused ADD (out_zp is the CONV\'s)'),
+    Field(105, "i8", "add_min", 'CONV with RESADD: output clamp low of the fused ADD'),
+    Field(106, "i8", "add_max", 'CONV with RESADD: output clamp high of the fused ADD'),
+    Field(107, "u8", "reserved2", '0'),
     Field(108, "u16", "src_y", 'GATHER: first source row'),
     Field(110, "u16", "src_x", 'GATHER: first source column'),
     Field(112, "u16", "src_c", 'GATHER: first source channel'),
@@ -396,7 +415,7 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR, "ADD": NEG2 | ZPAD2 | DUAL2,
+    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR | RESADD, "ADD": NEG2 | ZPAD2 | DUAL2,
                "MUL": DUAL2}
     if desc.flags & ~allowed.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
@@ -637,6 +656,15 @@ def add_input_banks(desc, bank_words):
     """((first, last) bank of input 1, (first, last) bank of input 2) of an ADD in an activation SRAM of
     `bank_words` words per bank: DUAL2 needs the two ranges disjoint."""
     n1, n2 = add_input_words(desc)
+    return ((desc.in_addr // bank_words, (desc.in_addr + n1 - 1) // bank_words),
+            (desc.in2_addr // bank_words, (desc.in2_addr + n2 - 1) // bank_words))
+
+
+def resadd_input_banks(desc, bank_words):
+    """((first, last) bank of the input, (first, last) bank of the residual) of a CONV with RESADD (not PACKED):
+    the conv reads its input on the first read port while the fused ADD reads the residual on the second, so the
+    two ranges must be disjoint."""
+    n1, n2 = desc.in_h * desc.in_w * desc.in_ct, desc.in2_h * desc.in2_w * desc.in2_ct
     return ((desc.in_addr // bank_words, (desc.in_addr + n1 - 1) // bank_words),
             (desc.in2_addr // bank_words, (desc.in2_addr + n2 - 1) // bank_words))
 

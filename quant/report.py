@@ -6,7 +6,7 @@ import struct
 
 from . import timing
 from .compiler import bank_use
-from .program import DUAL2, PACKED, PAIR, PROGRAM_FORMAT_VERSION
+from .program import DUAL2, PACKED, PAIR, PROGRAM_FORMAT_VERSION, RESADD
 from .romimage import LAYOUT_FIELDS, ROM_FORMAT_VERSION, load_rom
 
 __all__ = ["manifest", "manifest_json", "layer_table", "totals_text"]
@@ -58,12 +58,15 @@ def _shape(shape):
 def _die_op(model, layer):
     """The layer's die operator and how its descriptors run: +PACKED (a CONV's im2col over a pixel-packed input),
     +PAIR (a CONV's oc tiles in pairs), +LINE (the depthwise line walk), +DUAL2 (an ADD or MUL reading both
-    inputs in one cycle on the activation SRAM's two read ports)."""
+    inputs in one cycle on the activation SRAM's two read ports), +RESADD (a CONV running the residual ADD that
+    follows it in its back end); that ADD's layer is ``ADD@k``, k the CONV's layer, with no descriptor."""
+    if layer.fused >= 0:
+        return f"{layer.op}@{layer.fused}"
     modes = set()
     for i in layer.descriptors:
         d = model.descriptors[i]
         if d.op == "CONV":
-            modes.update(m for m, flag in (("PACKED", PACKED), ("PAIR", PAIR)) if d.flags & flag)
+            modes.update(m for m, flag in (("PACKED", PACKED), ("PAIR", PAIR), ("RESADD", RESADD)) if d.flags & flag)
         elif d.op == "DWCONV" and timing.dw_line_mode(model.config, d):
             modes.add("LINE")
         elif d.op in ("ADD", "MUL") and d.flags & DUAL2:

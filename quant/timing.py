@@ -15,7 +15,7 @@ count them.
 
 from math import gcd
 
-from .program import DESCRIPTOR_BYTES, DUAL2, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, ZPAD2
+from .program import DESCRIPTOR_BYTES, DUAL2, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, RESADD, ZPAD2
 
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
@@ -29,6 +29,7 @@ __all__ = [
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
+    "resadd_latency",
     "im2col_read_stages",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "add_read_words", "ACTIVITY_KEYS", "descriptor_activity",
@@ -75,6 +76,14 @@ def vector_input_stages(config):
     output then ends at a register instead of running on into the rescaler's first stage, the pools' divider or the
     multipliers)."""
     return 1 if _deep(config) else 0
+
+
+def resadd_latency(config):
+    """Cycles a CONV with RESADD (a fused residual ADD) adds from a tile's write on the back end to the fused
+    word's write (`rtl.npu.conv_resadd.ConvResidualAdd`): the residual's read (1), the input register with
+    `deep_pipeline` (`vector_input_stages`), ADD's rescalers (`add_rescale_stages`), the sum (1), the accumulator
+    register (1) and the requantizer (`requant_latency`): the vector engine's ADD latency."""
+    return 1 + vector_input_stages(config) + add_rescale_stages(config) + 1 + 1 + requant_latency(config)
 
 
 def conv_latency(config):
@@ -331,7 +340,7 @@ def im2col_feed_cycles(config, desc, im2col_pixels=None):
 def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=None):
     """`NPUConvEngine`: exact cycles from `start` to `done` of an accepted CONV or DWCONV descriptor: the start
     cycle, `setup_cycles`, `param_load_cycles`, the run (issue to the last write) and `done` with that write.
-    A refused descriptor takes 2."""
+    A refused descriptor takes 2 (a RESADD refused for its banks: ``2 + setup_cycles``, after the setup)."""
     groups = dw_drain_groups(config, dw_sets)
     dw_taps = dw_taps or config.dw_taps
     t0 = 1 + setup_cycles(config, desc, im2col_pixels) + param_load_cycles(config, desc)
@@ -344,7 +353,9 @@ def conv_cycles(config, desc, im2col_pixels=None, dw_sets=None, dw_taps=None):
         return t0 + dw_walk_close_cycles(config, desc, dw_sets) + conv_latency(config) + groups
     if desc.flags & PACKED:
         return t0 + im2col_feed_cycles(config, desc, im2col_pixels) + conv_latency(config)
-    return t0 + direct_issue_cycles(desc) + conv_latency(config)
+    # RESADD: every write passes the fused ADD's pipeline, one word per cycle, so only the last is later.
+    fused = resadd_latency(config) if desc.flags & RESADD else 0
+    return t0 + direct_issue_cycles(desc) + conv_latency(config) + fused
 
 
 # --- vector engine --------------------------------------------------------------------------------------------------
@@ -538,7 +549,9 @@ def descriptor_activity(config, desc):
             out.update(mac_cycles=issues, act_reads=reads, weight_reads=issues)
         else:
             issues = direct_issue_cycles(d)
-            out.update(mac_cycles=issues, act_reads=issue_tiles(d) * tile_tap_words(d) * rows_in * cols_in,
+            # RESADD: the residual's word read once per tile written (a PAIR's pair: one whole word).
+            fused = d.out_h * d.out_w * issue_tiles(d) if d.flags & RESADD else 0
+            out.update(mac_cycles=issues, act_reads=issue_tiles(d) * tile_tap_words(d) * rows_in * cols_in + fused,
                        weight_reads=issues)
         out["weight_reads"] += d.param_words
         return out

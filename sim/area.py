@@ -257,7 +257,9 @@ def area_estimate(config, node="22nm", data=None):
     the im2col buffers by cols x im2col pixels, the requantizers by their lanes (rows, or cols), ADD's input
     rescalers by cols x activation read ports, the rest of the NPU by cols (the second read port's bank
     multiplexer, a word wide, is not counted apart), the ISP by pixels per clock, the CSI-2 blocks by lanes;
-    registers and the loader as measured). For a measured preset this is its synthesis."""
+    registers and the loader as measured); with two read ports and a one-port reference, the conv engine's fused
+    residual ADD (two rescalers and a requantizer lane per column, at the reference's vector ADD's gates). For a
+    measured preset this is its synthesis."""
     data = data if data is not None else load_area_data()
     if not data:
         raise AreaError(f"no synthesized area data ({AREA_DATA}); run python -m stackcam.sim.area tiny fpga")
@@ -283,6 +285,18 @@ def area_estimate(config, node="22nm", data=None):
         b = blocks_out.setdefault(key, {"nand2": 0.0, "sram_bits": 0.0})
         b["nand2"] += g
         b["sram_bits"] += bits
+    if getattr(config, "act_read_ports", 1) == 2 and getattr(_Params(ref["params"]), "act_read_ports", 1) == 1:
+        # The conv engine's fused residual ADD (RESADD, `rtl.npu.conv_resadd`), which a one-port reference does not
+        # have: ADD's two input rescalers and its requantizer on each of cols lanes, at the reference's vector
+        # ADD's gates per rescaler and per requantizer lane.
+        unit = dict.fromkeys(("npu.vec.add", "npu.vec.add.requant"), 0.0)
+        for name, mod in ref["modules"].items():
+            term = _term(name.split(".", 1)[1] if "." in name else "", theirs)
+            if term in unit:
+                unit[term] += mod["nand2"] / theirs[term]
+        g = 2 * config.array_cols * unit["npu.vec.add"] + config.array_cols * unit["npu.vec.add.requant"]
+        gates += g
+        blocks_out.setdefault("npu.conv", {"nand2": 0.0, "sram_bits": 0.0})["nand2"] += g
     if _line_walk(config) and not _line_walk(_Params(ref["params"])):
         # The depthwise line buffer (two words per padded column), which the reference does not have.
         other_bits += 16 * config.array_cols * dw_line_depth(config)

@@ -8,7 +8,7 @@ per word), summed per bank. It equals the die's per-bank counters (`rtl.npu.core
 
 import numpy as np
 
-from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, RESIZE_ENTRY_BYTES, ZPAD2
+from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, RESADD, RESIZE_ENTRY_BYTES, ZPAD2
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import (
     dw_line_mode,
@@ -146,6 +146,9 @@ def _descriptor_banks(config, d, c, weights=None):
             per_tile[-1] = tiles
             c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, per_tile)
             c.add(c.w_reads, d.weight_addr, np.full(tiles * d.tile_words, pixels))
+            if d.flags & RESADD:        # the residual's word of each tile written (a PAIR's: its own word)
+                word = np.arange(tiles) if d.flags & PAIR else np.arange(tiles) * rows // cols
+                c.add(c.act_reads, d.in2_addr, np.tile(np.bincount(word, minlength=d.out_ct), pixels))
         return True
     if op in ("ADD", "MUL"):
         c.add(c.act_reads, d.in_addr, np.ones(words))

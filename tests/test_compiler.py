@@ -4,9 +4,19 @@ MobileNet V1 1.0 224 on the imx500 preset (568.7 M MACs, 4.2 M weights, fits, bi
 import numpy as np
 import pytest
 
+from stackcam.quant import timing
 from stackcam.quant.compiler import HOST_OPS, bank_use, compile_graph
 from stackcam.quant.graph import ModelError, Op
-from stackcam.quant.program import DUAL2, OPCODES, ZPAD2, add_input_banks, banks_disjoint
+from stackcam.quant.program import (
+    DUAL2,
+    OPCODES,
+    RESADD,
+    ZPAD2,
+    Descriptor,
+    add_input_banks,
+    banks_disjoint,
+    resadd_input_banks,
+)
 from stackcam.quant.report import layer_table
 from stackcam.quant.romimage import build_rom
 from stackcam.rtl.params import PRESETS, DieConfig
@@ -226,7 +236,7 @@ def test_add_inputs_kept_in_different_banks():
     b = n.conv(n.input, 6, k=1, out_q=(0.11, -20))
     s = n.add(a, b, out_q=(0.09, -4), act="RELU")
     t = n.add(s, n.conv(s, 6, k=1, out_q=(0.07, 2)), out_q=(0.1, 1))
-    graph = n.graph(t)
+    graph = n.graph(t, n.conv(b, 2, k=1, out_q=(0.1, 3)))     # b read twice: no ADD runs in a CONV (RESADD)
     one = DieConfig(name="banks1", array_rows=4, array_cols=4, sram_banks=8, sram_bank_bytes=1024, weight_banks=4)
     two = one.with_(name="banks2", act_read_ports=2)
     plain = check_equal(graph, one)
@@ -244,6 +254,34 @@ def test_add_inputs_kept_in_different_banks():
     for model, die in ((plain, "ADD"), (dual, "ADD+DUAL2")):
         rows = [line.split() for line in layer_table(model)[1:]]
         assert [r[3] for r in rows if r[2] == "ADD"] == [die, die]
+
+
+def test_residual_add_runs_in_the_conv():
+    """On a die with two read ports each ADD of a CONV's output (read by nothing else) and a residual already in
+    memory runs in that CONV's back end (RESADD): the ADD's descriptor is gone, its layer costs nothing, the CONV
+    costs `resadd_latency` more than alone, its input and residual lie in disjoint banks, and the program equals
+    the graph executor. Not fused: a CONV reading the residual itself; everything on a die with one read port
+    (the same program as before, ADDs included). The compile table marks both layers."""
+    from tests.test_npu_conv import net_residual
+    graph = net_residual()
+    one = DieConfig(name="banks1", array_rows=8, array_cols=16, sram_banks=4, sram_bank_bytes=16 * 1024,
+                    weight_banks=2)
+    two = one.with_(name="banks2", act_read_ports=2)
+    plain, fused = check_equal(graph, one), check_equal(graph, two)
+    assert [d.op for d in plain.descriptors].count("ADD") == 3 and not any(d.flags & RESADD for d in plain.descriptors)
+    convs = [d for d in fused.descriptors if d.flags & RESADD]
+    assert [d.op for d in fused.descriptors].count("ADD") == 1 and len(convs) == 2
+    for d in convs:
+        assert d.op == "CONV" and banks_disjoint(resadd_input_banks(d, two.act_bank_words))
+        alone = Descriptor(**{**vars(d), "flags": d.flags & ~RESADD})
+        assert timing.descriptor_cycles(two, d) == timing.descriptor_cycles(two, alone) + timing.resadd_latency(two)
+    adds = [la for la in fused.layers if la.op == "ADD" and la.fused >= 0]
+    assert len(adds) == 2 and all(la.cycles == 0 and la.descriptors == [] for la in adds)
+    assert {fused.layers[la.fused].op for la in adds} == {"CONV"}
+    die = {r[0]: r[3] for r in (line.split() for line in layer_table(fused)[1:])}
+    for la in adds:
+        assert die[str(la.index)] == f"ADD@{la.fused}" and "+RESADD" in die[str(la.fused)]
+    assert sum(la.cycles for la in fused.layers) < sum(la.cycles for la in plain.layers)
 
 
 def test_mul_inputs_kept_in_different_banks():

@@ -69,7 +69,7 @@ def test_program_format_imports_under_OO():
                         "print(len(p.FIELDS), p.Descriptor().op, len(p.pack(p.Descriptor(opcode=15))))"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["63", "INVALID", "128"]
+    assert r.stdout.split() == ["66", "INVALID", "128"]
 
 
 def test_the_docs_table_is_generated_from_the_format():

@@ -11,7 +11,7 @@ import stackcam.quant.golden as golden
 import stackcam.quant.program as fmt
 from stackcam.quant.compiler import compile_graph
 from stackcam.quant.romimage import build_rom, load_rom
-from stackcam.quant.timing import conv_cycles, descriptor_activity
+from stackcam.quant.timing import conv_cycles, descriptor_activity, resadd_latency, setup_cycles
 from stackcam.rtl import verilog
 from stackcam.rtl.npu.conv import NPUConvEngine
 from stackcam.rtl.params import PRESETS, DieConfig
@@ -35,7 +35,10 @@ CONFIGS = {"4x4": _config(4, 4), "2x4": _config(2, 4), "4x8": _config(4, 8), "8x
            "4x8/G2": _config(4, 8).with_(im2col_pixels=2),
            "4x4/deep": _config(4, 4).with_(deep_pipeline=True), "4x8/deep": _config(4, 8).with_(deep_pipeline=True),
            # Depthwise line walk (3 rows per accumulator set fit): one lane group, and two.
-           "16x16": _config(16, 16), "16x32": _config(16, 32).with_(sram_banks=6, weight_banks=2)}
+           "16x16": _config(16, 16), "16x32": _config(16, 32).with_(sram_banks=6, weight_banks=2),
+           # Two activation read ports (RESADD's residual on the second), default and deep pipelines.
+           "8x16/2p": _config(8, 16).with_(act_read_ports=2),
+           "8x16/2p/deep": _config(8, 16).with_(act_read_ports=2, deep_pipeline=True)}
 
 
 def _initial_sram(rom, config, x):
@@ -87,7 +90,7 @@ def check_graph(graph, config, seed=0, only=None):
         engine = NPUConvEngine(config)
         stats = {}
         got, cycles, macs, error = run_engine(engine, config, d, before, wsram, stats=stats)
-        assert not error
+        assert not error and stats["bank_conflicts"] == 0
         bad = np.argwhere(np.any(got != after, axis=1)).reshape(-1)
         assert bad.size == 0, (f"descriptor {i} ({d.op}{' PACKED' if d.flags & fmt.PACKED else ''}): "
                                f"{bad.size} words differ, first {bad[:8].tolist()}")
@@ -269,6 +272,60 @@ def test_fully_connected_records_wider_than_a_word():
                        weight_banks=2, max_channels=128)
     n = Net((1, 1, 1, 40), seed=18, zp=-1)
     check_graph(n.graph(n.fc(n.input, 70, per_channel=True, out_q=(0.3, 4))), config)
+
+
+def net_residual():
+    """Residual ADDs the compiler runs in a CONV's back end (RESADD) on a die with two read ports: the CONV as the
+    ADD's second input (a 20-channel output in three oc tiles of 8 over two words, the last with lanes above it),
+    as its first with a RELU on the ADD (PAIR: an 8-channel input, oc tiles in pairs, whole words), and one whose
+    CONV reads the residual itself (stays an ADD)."""
+    n = Net((1, 6, 7, 20), seed=18, zp=-6)
+    a = n.conv(n.input, 20, k=1, out_q=(0.06, 5))
+    h = n.conv(a, 12, k=3, act="RELU", out_q=(0.05, -128))
+    s = n.add(a, n.conv(h, 20, k=1, out_q=(0.04, -3)), out_q=(0.08, 2))
+    u = n.conv(s, 8, k=1, out_q=(0.05, 1))
+    t = n.add(n.conv(u, 20, k=3, act="RELU6", out_q=(6 / 255, -128)), s, out_q=(0.07, -100), act="RELU")
+    return n.graph(n.add(t, n.conv(t, 20, k=1, out_q=(0.09, 7)), out_q=(0.1, 0)))
+
+
+@pytest.mark.parametrize("config", ["8x16/2p", "8x16/2p/deep"])
+def test_residual_add(config):
+    """CONVs with a fused residual ADD (RESADD) leave the SRAM as the golden executor does, in the model's cycles
+    (a tile's write `resadd_latency` later), the residual read on the second port once per tile written, never
+    in the bank the first port reads."""
+    cfg = CONFIGS[config]
+    steps = check_graph(net_residual(), cfg, only="CONV")         # no bank conflict either
+    fused = [d for _, d, _, _ in steps if d.flags & fmt.RESADD]
+    assert len(fused) == 2 and any(d.flags & fmt.PAIR for d in fused) and any(not d.flags & fmt.PAIR for d in fused)
+    for d in fused:
+        plain = fmt.Descriptor(**{**vars(d), "flags": d.flags & ~fmt.RESADD})
+        assert conv_cycles(cfg, d) - conv_cycles(cfg, plain) == resadd_latency(cfg)
+
+
+@pytest.mark.parametrize("patch", ["one_port", "banks_meet", "residual_shape", "with_fcscale"])
+def test_residual_add_refused(patch):
+    """RESADD the die cannot run: on a die with one read port, a residual in a bank the input spans (refused
+    after the setup, `2 + setup_cycles`), a residual not of the output's shape, with FCSCALE. The golden executor
+    refuses each; the engine flags an error and writes nothing."""
+    cfg = CONFIGS["8x16/2p"]
+    steps, wsram = trace(net_residual(), cfg)
+    d, before = next((d, before) for _, d, before, _ in steps if d.flags & fmt.RESADD)
+    cycles_want = 2
+    if patch == "one_port":
+        cfg = CONFIGS["8x16"]
+    elif patch == "banks_meet":
+        d.in2_addr = d.in_addr + 1 if d.in_addr + 1 != d.out_addr else d.in_addr
+        cycles_want = 2 + setup_cycles(cfg, d)
+    elif patch == "residual_shape":
+        d.in2_w -= 1
+    else:
+        d.flags |= fmt.FCSCALE
+    with pytest.raises(fmt.ProgramError, match="RESADD"):
+        golden._check(0, d, cfg.array_cols, cfg.array_rows, dual_banks=cfg.act_bank_words
+                      if cfg.act_read_ports == 2 else None)
+    got, cycles, macs, error = run_engine(NPUConvEngine(cfg), cfg, d, before, wsram)
+    assert error and cycles == cycles_want and macs == 0
+    assert np.array_equal(got, before)
 
 
 @pytest.mark.parametrize("patch", ["opcode", "dwconv_flags", "too_many_channels", "im2col_too_long",

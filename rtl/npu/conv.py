@@ -12,6 +12,7 @@ component               file                            does
 `ConvIm2colGatherer`    `conv_im2col.py`                PACKED: window rows into two sets of im2col buffers
 `ConvMACPipe`           `conv_datapath.py`              S1..S4: operands, MAC array, depthwise accumulators
 `ConvBackEnd`           `conv_backend.py`               depthwise drain, parameter read, requantizers, write
+`ConvResidualAdd`       `conv_resadd.py`                RESADD: the residual's read and the fused ADD (two ports)
 ======================  ==============================  ==========================================================
 
 joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine's, are `quant.timing`.
@@ -20,7 +21,7 @@ joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine'
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 
-from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR
+from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR, RESADD
 from stackcam.quant.timing import conv_cycles, conv_latency
 
 from .conv_backend import ConvBackEnd
@@ -30,6 +31,7 @@ from .conv_dwwalk import ConvDepthwiseWalk
 from .conv_im2col import ConvIm2colGatherer
 from .conv_issue import ConvDirectIssue
 from .conv_params import ConvParamLoader
+from .conv_resadd import ConvResidualAdd
 from .conv_setup import ConvSetup
 from .ports import engine_signature
 
@@ -111,9 +113,18 @@ class NPUConvEngine(wiring.Component):
     ``out_h*out_w*ceil(oc_tiles/2)*tile_words`` run cycles with ``tile_words = kh*kw*(2F + 1)`` (instead of
     ``2F + 2`` per pair and tap).
 
+    **RESADD** (a residual ADD fused into the CONV; a die with two activation read ports: demo, imx500): every
+    write of the back end passes `ConvResidualAdd`, which reads the same word of the residual on the second read
+    port and writes the ADD of the two instead, `quant.timing.resadd_latency` cycles later (12; one word per
+    cycle, so only the run's end moves). The conv reads its input on the first port meanwhile: the two tensors
+    must lie in disjoint banks, which the engine checks at the end of the setup (refused there: ``2 +
+    setup_cycles``).
+
     **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
     DWCONV; DWCONV with any flag; PAIR on another array shape, with PACKED or FCSCALE or over ``cols / 2`` channels
-    in the input's last tile; more output channels than the parameter buffer holds; a PACKED K above
+    in the input's last tile; RESADD on a die with one read port, with PACKED or FCSCALE, a residual not of the
+    output's shape and tiles, an ADD shift outside -31..31 (and, after the setup, a residual in a bank the input
+    spans); more output channels than the parameter buffer holds; a PACKED K above
     ``im2col_words`` words (default: 5x5 RGB); a zero loop bound.
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
@@ -133,7 +144,8 @@ class NPUConvEngine(wiring.Component):
         self.dw_taps = self.dims.TM
         # Fixed pipeline depth from the issue of a tile's last tap to its write (S0 -> S10).
         self.latency = conv_latency(config)
-        super().__init__(engine_signature(config))
+        self.second = config.act_read_ports == 2        # RESADD reads the residual on the second read port
+        super().__init__(engine_signature(config, second_read=self.second))
 
     def cycles(self, desc):
         """Exact cycles of `desc` on this engine, `start` to `done`: `quant.timing.conv_cycles`."""
@@ -159,6 +171,7 @@ class NPUConvEngine(wiring.Component):
         is_packed = Signal()
         is_fc = Signal()                       # CONV with FCSCALE: the float64 rescale
         is_pair = Signal()                     # CONV with PAIR: two oc tiles per issue
+        is_resadd = Signal()                   # CONV with RESADD: the fused residual ADD
         wk_mode = Signal()                     # DWCONV on the column walk (kernel of at most dw_taps taps)
         init = Signal()                        # the run's first cycle is next: the run components load
         stop = Signal()                        # the last write is on the port
@@ -184,9 +197,24 @@ class NPUConvEngine(wiring.Component):
             back.tile.eq(pipe.tile), back.acc.eq(pipe.acc), back.dw_sum.eq(pipe.dw_sum), back.dw.eq(is_dw),
             back.fc.eq(is_fc), back.out_zp.eq(d.out_zp), back.act_min.eq(d.act_min), back.act_max.eq(d.act_max),
             pbuf_r.addr.eq(back.pbuf.addr), pbuf_r.en.eq(1), back.pbuf.data.as_value().eq(pbuf_r.data),
-            self.act_w.addr.eq(back.act_w.addr), self.act_w.data.eq(back.act_w.data),
-            self.act_w.en.eq(back.act_w.en), self.mac_active.eq(pipe.mac_active),
+            self.mac_active.eq(pipe.mac_active),
         ]
+        # The back end's writes reach the SRAM through the fused ADD (passed through unless RESADD).
+        last = back.last
+        if self.second:
+            m.submodules.resadd = resadd = ConvResidualAdd(self.config, dm)
+            m.d.comb += [
+                resadd.enable.eq(is_resadd), resadd.desc.eq(d), resadd.w_in.addr.eq(back.act_w.addr),
+                resadd.w_in.data.eq(back.act_w.data), resadd.w_in.en.eq(back.act_w.en), resadd.last_in.eq(back.last),
+                self.act_r2.addr.eq(resadd.act_r2.addr), self.act_r2.en.eq(resadd.act_r2.en),
+                resadd.act_r2.data.eq(self.act_r2.data),
+                self.act_w.addr.eq(resadd.act_w.addr), self.act_w.data.eq(resadd.act_w.data),
+                self.act_w.en.eq(resadd.act_w.en),
+            ]
+            last = resadd.last
+        else:
+            m.d.comb += [self.act_w.addr.eq(back.act_w.addr), self.act_w.data.eq(back.act_w.data),
+                         self.act_w.en.eq(back.act_w.en)]
 
         if dm.LINE:
             m.d.comb += pipe.line.eq(walk.line)
@@ -199,6 +227,7 @@ class NPUConvEngine(wiring.Component):
         op_dw = d.opcode == OPCODES["DWCONV"]
         packed_flag = (d.flags & PACKED) != 0
         pair_flag = (d.flags & PAIR) != 0
+        resadd_flag = (d.flags & RESADD) != 0
         pair_last_c = Signal(signed(18))        # channels of the input's last tile (PAIR: at most cols / 2)
         m.d.comb += pair_last_c.eq(d.in_c - (d.in_ct - 1) * dm.C)
         tiles_used = Mux(op_dw, d.out_ct * dm.NG, d.oc_tiles)      # R-channel groups the layer's tiles use
@@ -213,7 +242,24 @@ class NPUConvEngine(wiring.Component):
             | (op_conv & (d.oc_tiles == 0))
             | (op_conv & pair_flag & (((d.flags & (PACKED | FCSCALE)) != 0) | (pair_last_c > dm.C // 2)
                                        | (not dm.PAIR)))
+            | (op_conv & resadd_flag & ((not self.second) | ((d.flags & (PACKED | FCSCALE)) != 0)
+                                        | (d.in2_h != d.out_h) | (d.in2_w != d.out_w) | (d.in2_c > d.out_c)
+                                        | (d.in2_ct != d.out_ct) | (d.in_shift < -31) | (d.in_shift > 31)
+                                        | (d.in2_shift < -31) | (d.in2_shift > 31) | (d.out_shift < -31)
+                                        | (d.out_shift > 31)))
         )
+        # RESADD: the banks the input and the residual span (registered: `desc` is stable from `start`; read at
+        # the end of the setup) must not meet, each bank having one read port.
+        resadd_bad = Signal()
+        if self.second:
+            shift = (self.config.act_bank_words - 1).bit_length()
+            banks = []
+            for base, words in ((d.in_addr, d.in_h * d.in_w * d.in_ct), (d.in2_addr, d.in2_h * d.in2_w * d.in2_ct)):
+                lo, hi = Signal(32), Signal(50)
+                m.d.sync += [lo.eq(base >> shift), hi.eq((base + words - 1) >> shift)]
+                banks.append((lo, hi))
+            (lo1, hi1), (lo2, hi2) = banks
+            m.d.comb += resadd_bad.eq(is_resadd & ~((hi1 < lo2) | (hi2 < lo1)))
         fail = Signal()
 
         # Control. States: an explicit register decoded with if/elif rather than m.FSM, so the Verilog has no
@@ -224,6 +270,7 @@ class NPUConvEngine(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag),
                              is_fc.eq(op_conv & ((d.flags & FCSCALE) != 0)), is_pair.eq(op_conv & pair_flag),
+                             is_resadd.eq(op_conv & resadd_flag),
                              wk_mode.eq(op_dw & (d.kernel_h * d.kernel_w <= dm.TM))]
                 with m.If(bad):
                     m.d.sync += state.eq(FAIL)
@@ -234,7 +281,9 @@ class NPUConvEngine(wiring.Component):
             m.d.comb += fail.eq(1)
             m.d.sync += state.eq(IDLE)
         with m.Elif(state == SETUP):
-            with m.If(setup.done):
+            with m.If(setup.done & resadd_bad):
+                m.d.sync += state.eq(FAIL)
+            with m.Elif(setup.done):
                 m.d.comb += loader.start.eq(1)
                 m.d.sync += state.eq(LOAD)
         with m.Elif(state == LOAD):
@@ -254,11 +303,11 @@ class NPUConvEngine(wiring.Component):
                     self.act_r.en.eq(Mux(is_packed, gather.act_r.en, issue.act_r.en)),
                     self.act_r.addr.eq(Mux(is_packed, gather.act_r.addr, issue.act_r.addr)),
                 ]
-            with m.If(back.last):
+            with m.If(last):
                 m.d.comb += stop.eq(1)
                 m.d.sync += state.eq(IDLE)
         m.d.comb += [
-            self.done.eq(fail | back.last),
+            self.done.eq(fail | last),
             self.error.eq(fail),
             self.busy.eq(state != IDLE),
         ]

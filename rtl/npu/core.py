@@ -332,14 +332,17 @@ class NPU(wiring.Component):
                                  act_w.addr.eq(self.ext_act_w.addr), act_w.data.eq(self.ext_act_w.data),
                                  act_w.en.eq(self.ext_act_w.en)]
         m.d.comb += self.ext_act_r.data.eq(act_r.data)
-        # The second activation read port is the vector engine's (ADD with DUAL2). Each bank has one read port:
-        # two reads of one bank in a cycle are a conflict, which stops the run (BANK_CONFLICT_ERROR) instead of
-        # returning what a banked SRAM could not have read. The engine refuses a DUAL2 ADD whose inputs share a
-        # bank, so only a fault of the die's own logic gets here.
+        # The second activation read port is the vector engine's (ADD and MUL with DUAL2) and the conv engine's (the
+        # residual of a CONV with RESADD). Each bank has one read port: two reads of one bank in a cycle are a
+        # conflict, which stops the run (BANK_CONFLICT_ERROR) instead of returning what a banked SRAM could not
+        # have read. The engines refuse a descriptor whose two read streams share a bank, so only a fault of the
+        # die's own logic gets here.
         conflict = Signal()
         if act_r2 is not None:
-            m.d.comb += vec.act_r2.data.eq(act_r2.data)
-            with m.If(owner == 2):
+            m.d.comb += [vec.act_r2.data.eq(act_r2.data), conv.act_r2.data.eq(act_r2.data)]
+            with m.If(owner == 1):
+                m.d.comb += [act_r2.addr.eq(conv.act_r2.addr), act_r2.en.eq(conv.act_r2.en)]
+            with m.Elif(owner == 2):
                 m.d.comb += [act_r2.addr.eq(vec.act_r2.addr), act_r2.en.eq(vec.act_r2.en)]
             shift = (cfg.act_bank_words - 1).bit_length()
             m.d.comb += conflict.eq(act_r.en & act_r2.en & (act_r.addr[shift:] == act_r2.addr[shift:]))

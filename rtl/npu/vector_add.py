@@ -11,7 +11,7 @@ from stackcam.quant.timing import REQUANT_LATENCY, add_rescale_stages, requant_l
 from .ports import descriptor_layout
 from .vector_common import lane
 
-__all__ = ["VectorAddDatapath", "ADD_LATENCY", "add_latency", "add_sum_latency"]
+__all__ = ["VectorAddDatapath", "ADD_LATENCY", "add_latency", "add_sum_latency", "add_shifts"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -33,6 +33,15 @@ def add_latency(config):
     """ADD_LATENCY in `config`: `add_sum_latency`, then `VectorArithDatapath`'s accumulator register and
     requantizer."""
     return add_sum_latency(config) + 1 + requant_latency(config)
+
+
+def add_shifts(m, desc, add_l, add_r):
+    """Registers, from `desc` (ADD's fields, or a RESADD CONV's), each input's total left shift (`add_l`: left_shift
+    plus a positive input shift, 32 or more leaves 0) and its rounding right shift (`add_r`), the rescalers'
+    operands (`ArrayLayout(6, 2)`, `ArrayLayout(5, 2)`), one cycle after `desc`."""
+    for lsig, rsig, shift in zip(add_l, add_r, (desc.in_shift, desc.in2_shift)):
+        total = desc.left_shift + Mux(shift > 0, shift.as_unsigned()[:7], 0)
+        m.d.sync += [lsig.eq(Mux(total > 32, 32, total)), rsig.eq(Mux(shift < 0, -shift, 0)[:5])]
 
 
 class VectorAddDatapath(wiring.Component):

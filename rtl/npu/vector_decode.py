@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from stackcam.quant.program import DUAL2, NEG2, OPCODES, ZPAD2
 
 from .ports import descriptor_layout
+from .vector_add import add_shifts
 from .vector_common import opcode_layout
 
 __all__ = ["VectorDecode"]
@@ -90,9 +91,7 @@ class VectorDecode(wiring.Component):
                                     | (d.in2_shift > 31)))
             | ((op.mul | op.mean) & ((d.out_shift < -31) | (d.out_shift > 31))))
 
-        for lsig, rsig, shift in zip(self.add_l, self.add_r, (d.in_shift, d.in2_shift)):
-            total = d.left_shift + Mux(shift > 0, shift.as_unsigned()[:7], 0)
-            m.d.sync += [lsig.eq(Mux(total > 32, 32, total)), rsig.eq(Mux(shift < 0, -shift, 0)[:5])]
+        add_shifts(m, d, self.add_l, self.add_r)
 
         lane_bits = cols.bit_length() - 1    # cols is a power of two (it divides the power-of-two bank size)
         m.d.sync += [self.copy_r.eq(d.copy_c[:lane_bits]), self.copy_ot0.eq(d.copy_c >> lane_bits)]
