@@ -284,6 +284,26 @@ def test_residual_add_runs_in_the_conv():
     assert sum(la.cycles for la in fused.layers) < sum(la.cycles for la in plain.layers)
 
 
+def test_residual_add_late():
+    """A residual written after the CONV (BlazeFace's stride-2 block: depthwise, pointwise, then the MAX_POOL of
+    the block's input as the residual): the fused CONV runs where the ADD was, after the pool, its input kept
+    alive until then; the program equals the graph executor."""
+    n = Net((1, 8, 8, 6), seed=32, zp=2)
+    x = n.conv(n.input, 6, k=1, out_q=(0.05, -1))
+    d = n.conv(x, 0, k=3, stride=2, depthwise=True, out_q=(0.06, 4))
+    c = n.conv(d, 6, k=1, out_q=(0.04, -7))
+    m = n.pool(x, "MAX_POOL_2D", (2, 2), 2)
+    graph = n.graph(n.add(c, m, out_q=(0.08, 3), act="RELU"))
+    two = DieConfig(name="banks2", array_rows=4, array_cols=8, sram_banks=4, sram_bank_bytes=16 * 1024,
+                    weight_banks=2, act_read_ports=2)
+    model = check_equal(graph, two)
+    ops = [dd.op + ("+RESADD" if dd.flags & RESADD else "") for dd in model.descriptors]
+    assert ops == ["CONV", "DWCONV", "MAXPOOL", "CONV+RESADD", "END"]
+    fused = model.descriptors[3]
+    assert fused.layer == 2 and [la.fused for la in model.layers] == [-1, -1, -1, -1, 2]
+    assert banks_disjoint(resadd_input_banks(fused, two.act_bank_words))
+
+
 def test_mul_inputs_kept_in_different_banks():
     """MUL (and SUB, broadcast ADD) of two tensors take DUAL2 as ADD does; where keeping a pair apart would run
     past the SRAM (here three tensors pairwise apart in two banks) that one pair stays in one bank, the others
