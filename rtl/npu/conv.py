@@ -176,6 +176,14 @@ class NPUConvEngine(wiring.Component):
         init = Signal()                        # the run's first cycle is next: the run components load
         stop = Signal()                        # the last write is on the port
 
+        # The zero points and clamps the datapath's lanes read, registered in the engine's domain (`desc` is stable
+        # from `start`, the run begins after the setup): the lanes' logic then depends on nothing outside the
+        # domain, so a simulation does not evaluate it while the engine's clock is stopped.
+        run_in_zp, run_out_zp = Signal(signed(8)), Signal(signed(8))
+        run_act_min, run_act_max = Signal(signed(8)), Signal(signed(8))
+        m.d.sync += [run_in_zp.eq(d.in_zp), run_out_zp.eq(d.out_zp), run_act_min.eq(d.act_min),
+                     run_act_max.eq(d.act_max)]
+
         # Data paths between the components.
         for c in (setup, issue, walk, gather):
             m.d.comb += c.desc.eq(d)
@@ -193,9 +201,10 @@ class NPUConvEngine(wiring.Component):
             gather.release.eq(issue.release),
             pipe.issue.eq(Mux(wk_mode, walk.issue.as_value(), issue.issue.as_value())), pipe.gword.eq(gather.word),
             pipe.act_data.eq(self.act_r.data), pipe.w_data.eq(self.w_r.data), pipe.taps.eq(walk.taps),
-            pipe.in_zp.eq(d.in_zp), pipe.dw.eq(is_dw), pipe.packed.eq(is_packed), pipe.walk.eq(wk_mode),
+            pipe.in_zp.eq(run_in_zp), pipe.dw.eq(is_dw), pipe.packed.eq(is_packed), pipe.walk.eq(wk_mode),
             back.tile.eq(pipe.tile), back.acc.eq(pipe.acc), back.dw_sum.eq(pipe.dw_sum), back.dw.eq(is_dw),
-            back.fc.eq(is_fc), back.out_zp.eq(d.out_zp), back.act_min.eq(d.act_min), back.act_max.eq(d.act_max),
+            back.fc.eq(is_fc), back.out_zp.eq(run_out_zp), back.act_min.eq(run_act_min),
+            back.act_max.eq(run_act_max),
             pbuf_r.addr.eq(back.pbuf.addr), pbuf_r.en.eq(1), back.pbuf.data.as_value().eq(pbuf_r.data),
             self.mac_active.eq(pipe.mac_active),
         ]

@@ -12,6 +12,9 @@ from .vector_add import VectorAddDatapath, add_shifts
 
 __all__ = ["ConvResidualAdd"]
 
+_FIELDS = ("out_addr", "in2_addr", "out_zp", "in2_zp", "left_shift", "in_shift", "in2_shift", "in_mult", "in2_mult",
+           "out_mult", "out_shift", "add_zp", "add_min", "add_max")
+
 
 class ConvResidualAdd(wiring.Component):
     """Between `ConvBackEnd` and the activation SRAM's write port. Without `enable` it passes the back end's
@@ -47,7 +50,12 @@ class ConvResidualAdd(wiring.Component):
         m = Module()
         cfg = self.config
         C, AB = self.dims.C, self.dims.AB
-        d, w_in = self.desc, self.w_in
+        w_in = self.w_in
+        # The fields the fused ADD reads, registered in the engine's (gated) domain: `desc` is stable from the
+        # engine's start and the first write comes after the setup, and none of the lanes' logic then depends on
+        # a signal outside the domain (in a simulation it is not evaluated while the engine's clock is stopped).
+        d = Signal(descriptor_layout())
+        m.d.sync += [getattr(d, f).eq(getattr(self.desc, f)) for f in _FIELDS]
 
         # Cycle t: the back end's write; the residual's word is read.
         beat = Signal()
@@ -65,7 +73,7 @@ class ConvResidualAdd(wiring.Component):
         m.d.comb += [add_desc.eq(d), add_desc.in_zp.eq(d.out_zp), add_desc.flags.eq(0)]
         add_l = Signal(data.ArrayLayout(6, 2))
         add_r = Signal(data.ArrayLayout(5, 2))
-        add_shifts(m, d, add_l, add_r)
+        add_shifts(m, self.desc, add_l, add_r)
         m.d.comb += [
             add.issue.eq(beat), add.phase.eq(0), add.solo.eq(0), add.bcast.eq(0), add.dual.eq(1),
             add.act_data.eq(conv_word), add.act_data2.eq(self.act_r2.data),

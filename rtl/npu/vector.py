@@ -254,11 +254,16 @@ class NPUVectorEngine(wiring.Component):
         # input select and the read-address walk (an FPGA's deepest paths).
         bcast, zpad, in2_full, dual = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [bcast.eq(dec.bcast), zpad.eq(dec.zpad), in2_full.eq(dec.in2_full), dual.eq(dec.dual)]
+        # The descriptor the lanes' datapaths and the writer read, registered in the engine's (gated) domain:
+        # `desc` is stable from `start` and they first read it at the end of SETUP, and their logic then depends on
+        # nothing outside the domain (a simulation does not evaluate it while the engine's clock is stopped).
+        dq = Signal(descriptor_layout())
+        m.d.sync += dq.eq(d)
         # Data paths between the components.
         m.d.comb += [
-            dec.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(d), writer.desc.eq(d),
+            dec.desc.eq(d), walker.avg.eq(op.avg), add.desc.eq(dq), writer.desc.eq(dq),
             arith.add_sums.eq(add.sums), arith.add_valid.eq(add.sum_valid),
-            add.bcast.eq(bcast), arith.desc.eq(d), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
+            add.bcast.eq(bcast), arith.desc.eq(dq), arith.mul.eq(op.mul), arith.prelu.eq(op.prelu),
             arith.bcast.eq(bcast), arith.act_data.eq(self.act_r.data), arith.w_data.eq(self.w_r.data),
             arith.sums.eq(pool.sums), arith.sum_valid.eq(pool.sum_valid & op.mean),
             au.width.eq(Mux(op.copy, d.out_w, d.in_w)), au.tiles.eq(Mux(op.copy, d.out_ct, d.in_ct)),
@@ -269,7 +274,7 @@ class NPUVectorEngine(wiring.Component):
             lut.param_addr.eq(d.param_addr), lut.w_data.eq(self.w_r.data), lut.act_data.eq(self.act_r.data),
             rsz.tap.eq(au.p3), rsz.act_data.eq(self.act_r.data), writer.resize.eq(rsz.out),
             pool.tap.eq(au.p3), pool.act_data.eq(self.act_r.data), pool.max.eq(op.max),
-            pool.act_min.eq(d.act_min), pool.act_max.eq(d.act_max),
+            pool.act_min.eq(dq.act_min), pool.act_max.eq(dq.act_max),
             copy.word.eq(au.p3), copy.act_data.eq(self.act_r.data), copy.enable.eq(op.copy),
             copy.copy_r.eq(dec.copy_r), copy.copy_sh.eq(dec.copy_sh),
             writer.lut.eq(lut.out), writer.pool.eq(pool.out), pool.mean.eq(op.mean),
