@@ -33,7 +33,7 @@ from .conv_issue import ConvDirectIssue
 from .conv_params import ConvParamLoader
 from .conv_resadd import ConvResidualAdd
 from .conv_setup import ConvSetup
-from .ports import engine_signature
+from .ports import banks_meet, engine_signature
 
 __all__ = ["NPUConvEngine", "param_record_layout"]
 
@@ -261,14 +261,8 @@ class NPUConvEngine(wiring.Component):
         # the end of the setup) must not meet, each bank having one read port.
         resadd_bad = Signal()
         if self.second:
-            shift = (self.config.act_bank_words - 1).bit_length()
-            banks = []
-            for base, words in ((d.in_addr, d.in_h * d.in_w * d.in_ct), (d.in2_addr, d.in2_h * d.in2_w * d.in2_ct)):
-                lo, hi = Signal(32), Signal(50)
-                m.d.sync += [lo.eq(base >> shift), hi.eq((base + words - 1) >> shift)]
-                banks.append((lo, hi))
-            (lo1, hi1), (lo2, hi2) = banks
-            m.d.comb += resadd_bad.eq(is_resadd & ~((hi1 < lo2) | (hi2 < lo1)))
+            m.d.comb += resadd_bad.eq(is_resadd & banks_meet(m, self.config, (
+                (d.in_addr, d.in_h * d.in_w * d.in_ct), (d.in2_addr, d.in2_h * d.in2_w * d.in2_ct))))
         fail = Signal()
 
         # Control. States: an explicit register decoded with if/elif rather than m.FSM, so the Verilog has no

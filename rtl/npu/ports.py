@@ -1,13 +1,13 @@
 """Interfaces shared by the NPU's engines: the decoded descriptor and the SRAM ports an engine drives."""
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import FIELDS, OPCODES
 
 __all__ = ["descriptor_layout", "OPCODES", "act_read_signature", "act_write_signature", "weight_read_signature",
-           "engine_signature", "addr_bits"]
+           "engine_signature", "addr_bits", "banks_meet"]
 
 def descriptor_layout():
     """The 128-byte descriptor of `quant.program` as a StructLayout: field for field, same byte offsets, so
@@ -57,3 +57,18 @@ def engine_signature(config, second_read=False):
         "w_r": Out(weight_read_signature(config)),
         **({"act_r2": Out(act_read_signature(config))} if second_read else {}),
     })
+
+
+def banks_meet(m, config, spans):
+    """Whether the activation banks two tensors span meet (each bank has one read port, so two read ports may not
+    read them together): `spans` are two (first word, words) of a stable descriptor's tensors; the bank ranges are
+    registered, so the result is valid from the cycle after the descriptor's (engines read it at the end of their
+    setup)."""
+    shift = (config.act_bank_words - 1).bit_length()
+    banks = []
+    for base, words in spans:
+        lo, hi = Signal(32), Signal(50)
+        m.d.sync += [lo.eq(base >> shift), hi.eq((base + words - 1) >> shift)]
+        banks.append((lo, hi))
+    (lo1, hi1), (lo2, hi2) = banks
+    return ~((hi1 < lo2) | (hi2 < lo1))

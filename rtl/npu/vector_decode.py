@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import DUAL2, NEG2, OPCODES, ZPAD2
 
-from .ports import descriptor_layout
+from .ports import banks_meet, descriptor_layout
 from .vector_add import add_shifts
 from .vector_common import opcode_layout
 
@@ -128,14 +128,8 @@ class VectorDecode(wiring.Component):
         m.d.comb += self.dual.eq((op.add | op.mul) & ((d.flags & DUAL2) != 0))
         dual_bad = Signal()
         if cfg.act_read_ports == 2:
-            shift = (cfg.act_bank_words - 1).bit_length()
-            banks = []
-            for base, words in ((d.in_addr, d.in_h * d.in_w * d.in_ct), (d.in2_addr, d.in2_h * d.in2_w * d.in2_ct)):
-                lo, hi = Signal(32), Signal(50)
-                m.d.sync += [lo.eq(base >> shift), hi.eq((base + words - 1) >> shift)]
-                banks.append((lo, hi))
-            (lo1, hi1), (lo2, hi2) = banks
-            m.d.comb += dual_bad.eq(self.dual & ~((hi1 < lo2) | (hi2 < lo1)))
+            m.d.comb += dual_bad.eq(self.dual & banks_meet(m, cfg, (
+                (d.in_addr, d.in_h * d.in_w * d.in_ct), (d.in2_addr, d.in2_h * d.in2_w * d.in2_ct))))
 
         lut_words = -(-256 // wb)                # weight words holding the table
         m.d.comb += self.bad.eq(
