@@ -1068,8 +1068,9 @@ class _Compiler:
 
     def residual_fusions(self, start, end, g, host, die_index):
         """[(CONV descriptor, ADD descriptor, x, residual y, ADD output, late)] of the residual ADDs a CONV can run
-        in its back end (RESADD, `quant.program`): an ADD (not SUB, no broadcast, no ZPAD2) of x and y, x the
-        output of a one-descriptor CONV (not PACKED or FCSCALE) that nothing else reads, y not the CONV's input.
+        in its back end (RESADD, `quant.program`): an ADD (not SUB, no broadcast) of x and y, x the output of a
+        one-descriptor CONV (not PACKED or FCSCALE) that nothing else reads, y not the CONV's input (with ZPAD2,
+        a channel PAD's unmaterialized output, y is the ADD's second input and keeps the flag).
         The fused CONV runs where the CONV was when y is in memory by then (when the ADD works in place over y,
         nothing may read y between the two), otherwise (`late`) where the ADD was, its input kept until then
         (when nothing between overwrites that input: the CONV is its last reader, or it lives past the ADD)."""
@@ -1086,14 +1087,15 @@ class _Compiler:
         host_reads = {name for i in host for name in g.ops[i].inputs}
         fusions = []
         for add_i, (desc, names) in enumerate(self.descs):
-            if desc.op != "ADD" or desc.flags & (fmt.NEG2 | fmt.ZPAD2):
+            if desc.op != "ADD" or desc.flags & fmt.NEG2:
                 continue
             layer, op = self.layers[desc.layer], self.layer_ops[desc.layer]
             a, b, out = names["in_addr"], names["in2_addr"], names["out_addr"]
-            if layer.descriptors != [add_i] or {a, b} != set(op.inputs[:2]) or \
-                    not self.phys[a] == self.phys[b] == self.phys[out]:
+            zpad = bool(desc.flags & fmt.ZPAD2)
+            if layer.descriptors != [add_i] or {a, b} != set(op.inputs[:2]) or self.phys[a] != self.phys[out] or \
+                    (self.phys[b] != self.phys[out] and not zpad):
                 continue
-            for x, y in ((a, b), (b, a)):
+            for x, y in ((a, b),) if zpad else ((a, b), (b, a)):
                 writers = producer.get(x, [])
                 if len(writers) != 1:
                     continue
@@ -1146,7 +1148,8 @@ class _Compiler:
                 one, two = ("in", "in2") if first else ("in2", "in")
                 h, w, c = self.phys[y]
                 fields = dict(
-                    flags=desc.flags | fmt.RESADD, in2_h=h, in2_w=w, in2_c=c, in2_ct=_ceil(c, self.cols),
+                    flags=desc.flags | fmt.RESADD | (add.flags & fmt.ZPAD2), in2_h=h, in2_w=w, in2_c=c,
+                    in2_ct=_ceil(c, self.cols),
                     in2_zp=getattr(add, f"{two}_zp"), left_shift=add.left_shift,
                     in_mult=getattr(add, f"{one}_mult"), in_shift=getattr(add, f"{one}_shift"),
                     in2_mult=getattr(add, f"{two}_mult"), in2_shift=getattr(add, f"{two}_shift"),

@@ -74,6 +74,8 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
     a DUAL2 ADD or MUL unless the activation SRAM has two read ports (`dual_banks`: its words per bank) and the two
     inputs lie in disjoint banks."""
     where = f"descriptor {i} ({d.op})"
+    if d.op == "CONV" and d.flags & ZPAD2 and not d.flags & RESADD:
+        raise ProgramError(f"{where}: ZPAD2 on a CONV without RESADD")
     if d.flags & DUAL2 and d.op in ("ADD", "MUL"):
         if dual_banks is None:
             raise ProgramError(f"{where}: DUAL2 needs an activation SRAM with two read ports")
@@ -86,9 +88,11 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
             raise ProgramError(f"{where}: RESADD needs an activation SRAM with two read ports")
         if d.flags & (PACKED | FCSCALE):
             raise ProgramError(f"{where}: RESADD with PACKED or FCSCALE")
-        if (d.in2_h, d.in2_w) != (d.out_h, d.out_w) or d.in2_c > d.out_c or d.in2_ct != d.out_ct:
+        if (d.in2_h, d.in2_w) != (d.out_h, d.out_w) or d.in2_c > d.out_c or \
+                (d.in2_ct > d.out_ct if d.flags & ZPAD2 else d.in2_ct != d.out_ct):
             raise ProgramError(f"{where}: RESADD residual {d.in2_h}x{d.in2_w}x{d.in2_c} ({d.in2_ct} tiles) is not "
-                               f"{d.out_h}x{d.out_w} with at most {d.out_c} channels in {d.out_ct} tiles")
+                               f"{d.out_h}x{d.out_w} with at most {d.out_c} channels in "
+                               f"{'at most ' if d.flags & ZPAD2 else ''}{d.out_ct} tiles")
         if not all(-31 <= s <= 31 for s in (d.in_shift, d.in2_shift, d.out_shift)):
             raise ProgramError(f"{where}: shifts {d.in_shift}/{d.in2_shift}/{d.out_shift} outside -31..31")
         banks = resadd_input_banks(d, dual_banks)
@@ -193,6 +197,15 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
         raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
 
+def _second_input_tiles(sram, d, cols):
+    """The second input of an ADD with ZPAD2 or a RESADD CONV as the die reads it: the words of its in2_ct tiles
+    (all their lanes, the padding lanes too), the zero point in2_zp for the output's tiles past them; out_c
+    channels."""
+    x2 = np.full((d.out_h, d.out_w, d.out_ct * cols), d.in2_zp, np.int8)
+    x2[:, :, :d.in2_ct * cols] = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c, lanes=True)
+    return x2[:, :, :d.out_c]
+
+
 def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
     """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address.
     `dual_banks`: words per bank of an activation SRAM with two read ports (None: one read port)."""
@@ -229,17 +242,15 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
                                    f" is outside -31..31")
             out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
         if d.flags & RESADD:    # the fused ADD: the conv's output (zero point out_zp) plus the residual's words
-            x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c, lanes=True)[:, :, :d.out_c]
+            x2 = _second_input_tiles(sram, d, cols)
             p = dict(input1_offset=-d.out_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
                      input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
                      input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
                      output_offset=d.add_zp, act_min=d.add_min, act_max=d.add_max)
             out = ref.add_int8(out, x2, p)
     elif d.op == "ADD":
-        if d.flags & ZPAD2:     # the words of the tiles that exist (padding lanes too), then the zero point
-            x2 = np.full((d.out_h, d.out_w, d.out_ct * cols), d.in2_zp, np.int8)
-            x2[:, :, :d.in2_ct * cols] = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c, lanes=True)
-            x2 = x2[:, :, :d.out_c]
+        if d.flags & ZPAD2:
+            x2 = _second_input_tiles(sram, d, cols)
         else:
             x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
         p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,

@@ -104,7 +104,10 @@ program silently); so is any value not listed.
   ``act_min``, ``act_max`` (padding lanes of the output are ``add_zp``). The die reads each output word of the
   residual on its second read port as the CONV writes that word's lanes, so the words the CONV's input spans and
   the words the residual spans must lie in disjoint banks (`resadd_input_banks`); ``out_addr`` may equal
-  ``in2_addr`` (in place). Not with PACKED or FCSCALE; refused on a die with one read port.
+  ``in2_addr`` (in place). With ZPAD2 as well (a channel PAD fused into the ADD, as ADD's ZPAD2) the residual has
+  ``in2_ct <= out_ct`` tiles (``in2_c <= out_c``): output word ``(p, ct)`` reads residual word ``in2_addr +
+  p*in2_ct + ct`` when ``ct < in2_ct`` and takes ``in2_zp`` in every lane otherwise (no read). Not with PACKED or
+  FCSCALE; refused on a die with one read port.
 - ``DWCONV`` (2): the same per channel (``W[tap][c]`` from the depthwise block), ``in_c == out_c``.
 - ``ADD`` (3): TFLite int8 ADD: ``a = (x1 - in_zp) << left_shift``, ``b = (x2 - in2_zp) << left_shift``,
   ``s = MBQM(a, in_mult, in_shift) + MBQM(b, in2_mult, in2_shift)``,
@@ -234,7 +237,7 @@ FILL = 1            # flags bit 0 of COPY
 PACKED = 2          # flags bit 1 of CONV
 FCSCALE = 4         # flags bit 2 of CONV
 NEG2 = 8            # flags bit 3 of ADD: subtract the second rescaled input (SUB)
-ZPAD2 = 16          # flags bit 4 of ADD: the second input has in2_ct channel tiles, the others are in2_zp
+ZPAD2 = 16          # flags bit 4 of ADD (and a RESADD CONV): the second input's in2_ct tiles, the others in2_zp
 PAIR = 32           # flags bit 5 of CONV: oc tiles in pairs, the input's last (at most half full) tile in one word
 DUAL2 = 64          # flags bit 6 of ADD: both inputs read in one cycle (two read ports, disjoint banks)
 RESADD = 128        # flags bit 7 of CONV: a residual ADD fused into the back end (two read ports, disjoint banks)
@@ -268,8 +271,9 @@ FIELDS = (
     Field(1, "u8", "flags", 'bit 0 FILL (COPY, GATHER); bit 1 PACKED (CONV: pixel-packed input, im2col); '
                             'bit 2 FCSCALE (CONV: float64 rescale of FULLY_CONNECTED); '
                             'bit 3 NEG2 (ADD: subtract the second input, SUB); '
-                            'bit 4 ZPAD2 (ADD: the second input has in2_c <= out_c channels, tiles past in2_ct '
-                            'are in2_zp: a fused channel PAD); bit 5 PAIR (CONV: the last input tile at most half '
+                            'bit 4 ZPAD2 (ADD, CONV with RESADD: the second input has in2_c <= out_c channels, '
+                            'tiles past in2_ct are in2_zp: a fused channel PAD); '
+                            'bit 5 PAIR (CONV: the last input tile at most half '
                             'full, output-channel tiles in pairs, the last input tile of both in one word); '
                             'bit 6 DUAL2 (ADD, MUL: both inputs read in one cycle, from disjoint banks); '
                             'bit 7 RESADD (CONV: a residual ADD fused into its back end, the residual at in2_addr); '
@@ -415,8 +419,8 @@ def unpack(data, index=None):
     desc = Descriptor(*_STRUCT.unpack(bytes(data)))
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
-    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR | RESADD, "ADD": NEG2 | ZPAD2 | DUAL2,
-               "MUL": DUAL2}
+    allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR | RESADD | ZPAD2,
+               "ADD": NEG2 | ZPAD2 | DUAL2, "MUL": DUAL2}
     if desc.flags & ~allowed.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved7"):

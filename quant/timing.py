@@ -29,7 +29,7 @@ __all__ = [
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
-    "resadd_latency",
+    "resadd_latency", "resadd_read_tiles",
     "im2col_read_stages",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "add_read_words", "ACTIVITY_KEYS", "descriptor_activity",
@@ -84,6 +84,15 @@ def resadd_latency(config):
     `deep_pipeline` (`vector_input_stages`), ADD's rescalers (`add_rescale_stages`), the sum (1), the accumulator
     register (1) and the requantizer (`requant_latency`): the vector engine's ADD latency."""
     return 1 + vector_input_stages(config) + add_rescale_stages(config) + 1 + 1 + requant_latency(config)
+
+
+def resadd_read_tiles(config, desc):
+    """The output word (channel tile) each tile a RESADD CONV writes per pixel, for the tiles whose write reads the
+    residual's word (`issue_tiles` in order; a PAIR's pair is word k, an oc tile t word ``t*rows // cols``): all,
+    or with ZPAD2 those of words below ``in2_ct``."""
+    tiles = range(issue_tiles(desc))
+    words = list(tiles) if desc.flags & PAIR else [t * config.array_rows // config.array_cols for t in tiles]
+    return [w for w in words if w < desc.in2_ct]
 
 
 def conv_latency(config):
@@ -549,8 +558,9 @@ def descriptor_activity(config, desc):
             out.update(mac_cycles=issues, act_reads=reads, weight_reads=issues)
         else:
             issues = direct_issue_cycles(d)
-            # RESADD: the residual's word read once per tile written (a PAIR's pair: one whole word).
-            fused = d.out_h * d.out_w * issue_tiles(d) if d.flags & RESADD else 0
+            # RESADD: the residual's word read once per tile written (a PAIR's pair: one whole word), none for a
+            # ZPAD2 word past the residual's tiles.
+            fused = d.out_h * d.out_w * len(resadd_read_tiles(config, d)) if d.flags & RESADD else 0
             out.update(mac_cycles=issues, act_reads=issue_tiles(d) * tile_tap_words(d) * rows_in * cols_in + fused,
                        weight_reads=issues)
         out["weight_reads"] += d.param_words

@@ -19,6 +19,7 @@ from stackcam.quant.timing import (
     issue_tiles,
     lut_row_bytes,
     program_cycles,
+    resadd_read_tiles,
     sequencer_overhead,
 )
 
@@ -146,9 +147,9 @@ def _descriptor_banks(config, d, c, weights=None):
             per_tile[-1] = tiles
             c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, per_tile)
             c.add(c.w_reads, d.weight_addr, np.full(tiles * d.tile_words, pixels))
-            if d.flags & RESADD:        # the residual's word of each tile written (a PAIR's: its own word)
-                word = np.arange(tiles) if d.flags & PAIR else np.arange(tiles) * rows // cols
-                c.add(c.act_reads, d.in2_addr, np.tile(np.bincount(word, minlength=d.out_ct), pixels))
+            if d.flags & RESADD:        # the residual's word of each tile written that reads one
+                word = resadd_read_tiles(config, d)
+                c.add(c.act_reads, d.in2_addr, np.tile(np.bincount(word, minlength=d.in2_ct), pixels))
         return True
     if op in ("ADD", "MUL"):
         c.add(c.act_reads, d.in_addr, np.ones(words))

@@ -10,6 +10,7 @@ from stackcam.quant.graph import ModelError, Op
 from stackcam.quant.program import (
     DUAL2,
     OPCODES,
+    PAIR,
     RESADD,
     ZPAD2,
     Descriptor,
@@ -282,6 +283,20 @@ def test_residual_add_runs_in_the_conv():
     for la in adds:
         assert die[str(la.index)] == f"ADD@{la.fused}" and "+RESADD" in die[str(la.fused)]
     assert sum(la.cycles for la in fused.layers) < sum(la.cycles for la in plain.layers)
+
+
+def test_residual_add_zpad():
+    """A residual that is a channel PAD adding a word (the ADD's ZPAD2) fuses too, keeping ZPAD2: the program equals
+    the graph executor, no ADD is left, and each fused CONV reads only the residual's own tiles."""
+    from tests.test_npu_conv import net_residual_pad
+    two = DieConfig(name="banks2", array_rows=8, array_cols=16, sram_banks=4, sram_bank_bytes=16 * 1024,
+                    weight_banks=2, act_read_ports=2)
+    model = check_equal(net_residual_pad(), two)
+    fused = [d for d in model.descriptors if d.flags & RESADD]
+    assert "ADD" not in [d.op for d in model.descriptors] and len(fused) == 2
+    for d in fused:
+        assert d.flags & ZPAD2 and (d.in2_ct, d.out_ct) == (1, 2)
+        assert timing.resadd_read_tiles(two, d) == [0] * (1 if d.flags & PAIR else 2)
 
 
 def test_residual_add_late():

@@ -302,11 +302,32 @@ def test_residual_add(config):
         assert conv_cycles(cfg, d) - conv_cycles(cfg, plain) == resadd_latency(cfg)
 
 
-@pytest.mark.parametrize("patch", ["one_port", "banks_meet", "residual_shape", "with_fcscale"])
+def net_residual_pad():
+    """Residual ADDs whose residual is a channel PAD adding a word (ZPAD2): 12 channels in one 16-lane word padded
+    to 20 in two; one CONV in PAIRs (6 input channels), one in oc tiles of 8 lanes (12 input channels)."""
+    n = Net((1, 5, 6, 12), seed=19, zp=3)
+    a = n.conv(n.input, 12, k=1, out_q=(0.05, -4))
+    p = n.pad(a, [[0, 0], [0, 0], [0, 0], [0, 8]])
+    c1 = n.conv(n.conv(a, 6, k=3, out_q=(0.04, 2)), 20, k=1, out_q=(0.06, -9))
+    c2 = n.conv(n.conv(a, 12, k=3, out_q=(0.05, 1)), 20, k=1, act="RELU", out_q=(0.03, -128))
+    return n.graph(n.add(c1, p, out_q=(0.07, 5), act="RELU"), n.add(p, c2, out_q=(0.08, -2)))
+
+
+def test_residual_add_zpad():
+    """RESADD with ZPAD2: the output words past the residual's tiles take its zero point without a read; the SRAM as
+    the golden executor leaves it, the model's cycles and reads."""
+    cfg = CONFIGS["8x16/2p"]
+    steps = check_graph(net_residual_pad(), cfg, only="CONV")
+    fused = [d for _, d, _, _ in steps if d.flags & fmt.RESADD]
+    assert len(fused) == 2 and all(d.flags & fmt.ZPAD2 and d.in2_ct == 1 and d.out_ct == 2 for d in fused)
+    assert sorted(bool(d.flags & fmt.PAIR) for d in fused) == [False, True]
+
+
+@pytest.mark.parametrize("patch", ["one_port", "banks_meet", "residual_shape", "with_fcscale", "zpad_alone"])
 def test_residual_add_refused(patch):
     """RESADD the die cannot run: on a die with one read port, a residual in a bank the input spans (refused
-    after the setup, `2 + setup_cycles`), a residual not of the output's shape, with FCSCALE. The golden executor
-    refuses each; the engine flags an error and writes nothing."""
+    after the setup, `2 + setup_cycles`), a residual not of the output's shape, with FCSCALE; and ZPAD2 on a CONV
+    without RESADD. The golden executor refuses each; the engine flags an error and writes nothing."""
     cfg = CONFIGS["8x16/2p"]
     steps, wsram = trace(net_residual(), cfg)
     d, before = next((d, before) for _, d, before, _ in steps if d.flags & fmt.RESADD)
@@ -318,6 +339,8 @@ def test_residual_add_refused(patch):
         cycles_want = 2 + setup_cycles(cfg, d)
     elif patch == "residual_shape":
         d.in2_w -= 1
+    elif patch == "zpad_alone":
+        d.flags = (d.flags & ~fmt.RESADD) | fmt.ZPAD2
     else:
         d.flags |= fmt.FCSCALE
     with pytest.raises(fmt.ProgramError, match="RESADD"):

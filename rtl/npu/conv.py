@@ -21,7 +21,7 @@ joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine'
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 
-from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR, RESADD
+from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR, RESADD, ZPAD2
 from stackcam.quant.timing import conv_cycles, conv_latency
 
 from .conv_backend import ConvBackEnd
@@ -213,7 +213,8 @@ class NPUConvEngine(wiring.Component):
         if self.second:
             m.submodules.resadd = resadd = ConvResidualAdd(self.config, dm)
             m.d.comb += [
-                resadd.enable.eq(is_resadd), resadd.desc.eq(d), resadd.w_in.addr.eq(back.act_w.addr),
+                resadd.enable.eq(is_resadd), resadd.init.eq(init), resadd.desc.eq(d),
+                resadd.w_in.addr.eq(back.act_w.addr),
                 resadd.w_in.data.eq(back.act_w.data), resadd.w_in.en.eq(back.act_w.en), resadd.last_in.eq(back.last),
                 self.act_r2.addr.eq(resadd.act_r2.addr), self.act_r2.en.eq(resadd.act_r2.en),
                 resadd.act_r2.data.eq(self.act_r2.data),
@@ -237,6 +238,7 @@ class NPUConvEngine(wiring.Component):
         packed_flag = (d.flags & PACKED) != 0
         pair_flag = (d.flags & PAIR) != 0
         resadd_flag = (d.flags & RESADD) != 0
+        zpad_flag = (d.flags & ZPAD2) != 0             # with RESADD: the residual's tiles past in2_ct are in2_zp
         pair_last_c = Signal(signed(18))        # channels of the input's last tile (PAIR: at most cols / 2)
         m.d.comb += pair_last_c.eq(d.in_c - (d.in_ct - 1) * dm.C)
         tiles_used = Mux(op_dw, d.out_ct * dm.NG, d.oc_tiles)      # R-channel groups the layer's tiles use
@@ -251,9 +253,11 @@ class NPUConvEngine(wiring.Component):
             | (op_conv & (d.oc_tiles == 0))
             | (op_conv & pair_flag & (((d.flags & (PACKED | FCSCALE)) != 0) | (pair_last_c > dm.C // 2)
                                        | (not dm.PAIR)))
+            | (op_conv & zpad_flag & ~resadd_flag)
             | (op_conv & resadd_flag & ((not self.second) | ((d.flags & (PACKED | FCSCALE)) != 0)
                                         | (d.in2_h != d.out_h) | (d.in2_w != d.out_w) | (d.in2_c > d.out_c)
-                                        | (d.in2_ct != d.out_ct) | (d.in_shift < -31) | (d.in_shift > 31)
+                                        | Mux(zpad_flag, d.in2_ct > d.out_ct, d.in2_ct != d.out_ct)
+                                        | (d.in_shift < -31) | (d.in_shift > 31)
                                         | (d.in2_shift < -31) | (d.in2_shift > 31) | (d.out_shift < -31)
                                         | (d.out_shift > 31)))
         )

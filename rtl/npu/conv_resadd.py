@@ -12,15 +12,16 @@ from .vector_add import VectorAddDatapath, add_shifts
 
 __all__ = ["ConvResidualAdd"]
 
-_FIELDS = ("out_addr", "in2_addr", "out_zp", "in2_zp", "left_shift", "in_shift", "in2_shift", "in_mult", "in2_mult",
-           "out_mult", "out_shift", "add_zp", "add_min", "add_max")
+_FIELDS = ("out_addr", "in2_addr", "out_ct", "in2_ct", "out_zp", "in2_zp", "left_shift", "in_shift", "in2_shift",
+           "in_mult", "in2_mult", "out_mult", "out_shift", "add_zp", "add_min", "add_max")
 
 
 class ConvResidualAdd(wiring.Component):
     """Between `ConvBackEnd` and the activation SRAM's write port. Without `enable` it passes the back end's
     writes through unchanged, in the same cycle. With `enable` (the descriptor's RESADD, `quant.program`) each
-    write of the back end (`w_in`, any lane enabled) reads the same word of the residual (``in2_addr +
-    (addr - out_addr)``) on the second read port (`act_r2`) and becomes, `quant.timing.resadd_latency` cycles
+    write of the back end (`w_in`, any lane enabled) of output word (p, ct) reads the residual's word (``in2_addr +
+    p*in2_ct + ct``; with ZPAD2 none when ``ct >= in2_ct``, the residual then ``in2_zp`` in every lane) on the
+    second read port (`act_r2`) and becomes, `quant.timing.resadd_latency` cycles
     later, a write of the same lanes to the same word holding TFLite's int8 ADD of the conv's bytes (input 1,
     zero point ``out_zp``) and the residual's (input 2): the vector engine's ADD datapath (`VectorAddDatapath`
     in its two-port form, both inputs every cycle) and a ``cols``-lane `RequantUnit` (out_mult / out_shift,
@@ -28,7 +29,12 @@ class ConvResidualAdd(wiring.Component):
     which are written (a tile's lanes, the lanes above the pixel's last tile, whose conv bytes ``out_zp`` and
     residual bytes ``in2_zp`` give ``add_zp``).
 
-    Ports: `enable` (stable from the engine's start to its done), `desc`, `w_in` (the back end's write), `last_in`
+    The word's pixel p and tile ct follow from its address by a pixel counter (`init` clears it at the run's start):
+    the back end writes pixels in order, every pixel at least once, so a write past the current pixel's words is
+    the next pixel's.
+
+    Ports: `enable` (stable from the engine's start to its done), `init` (the run starts), `desc`, `w_in` (the back
+    end's write), `last_in`
     (its last write), `act_r2` (the second read port's request and data), `act_w` (to the SRAM), `last` (the
     descriptor's last write is on `act_w`).
 
@@ -40,7 +46,7 @@ class ConvResidualAdd(wiring.Component):
         self.config = config
         self.dims = dims
         super().__init__({
-            "enable": In(1), "desc": In(descriptor_layout()),
+            "enable": In(1), "init": In(1), "desc": In(descriptor_layout()),
             "w_in": In(act_write_signature(config)), "last_in": In(1),
             "act_r2": Out(act_read_signature(config)),
             "act_w": Out(act_write_signature(config)), "last": Out(1),
@@ -57,13 +63,31 @@ class ConvResidualAdd(wiring.Component):
         d = Signal(descriptor_layout())
         m.d.sync += [getattr(d, f).eq(getattr(self.desc, f)) for f in _FIELDS]
 
-        # Cycle t: the back end's write; the residual's word is read.
+        # Cycle t: the back end's write of output word (p, ct); the residual's word (p, ct) is read, unless it is a
+        # ZPAD2 tile past the residual's.
         beat = Signal()
+        off = Signal(AB)                         # the word's offset in the output, p*out_ct + ct
+        pix_o, pix_i = Signal(AB), Signal(AB)    # p*out_ct and p*in2_ct of the pixel of the previous write
+        new_pix = Signal()
+        cur_o, cur_i, ct = Signal(AB), Signal(AB), Signal(AB)
+        zpad_word = Signal()
         m.d.comb += [
             beat.eq(self.enable & w_in.en.any()),
-            self.act_r2.en.eq(beat),
-            self.act_r2.addr.eq((w_in.addr - d.out_addr[:AB] + d.in2_addr[:AB])[:AB]),
+            off.eq(w_in.addr - d.out_addr[:AB]),
+            new_pix.eq(off >= pix_o + d.out_ct),
+            cur_o.eq(Mux(new_pix, pix_o + d.out_ct, pix_o)),
+            cur_i.eq(Mux(new_pix, pix_i + d.in2_ct, pix_i)),
+            ct.eq(off - cur_o),
+            zpad_word.eq(ct >= d.in2_ct),
+            self.act_r2.en.eq(beat & ~zpad_word),
+            self.act_r2.addr.eq(d.in2_addr[:AB] + cur_i + ct),
         ]
+        with m.If(self.init):
+            m.d.sync += [pix_o.eq(0), pix_i.eq(0)]
+        with m.Elif(beat):
+            m.d.sync += [pix_o.eq(cur_o), pix_i.eq(cur_i)]
+        zpad_q = Signal()
+        m.d.sync += zpad_q.eq(zpad_word)
         # t + 1: the conv's word beside the residual's, into ADD's rescalers (input 1 the conv's, in_zp = out_zp).
         conv_word = Signal(8 * C)
         m.d.sync += conv_word.eq(w_in.data)
@@ -76,7 +100,8 @@ class ConvResidualAdd(wiring.Component):
         add_shifts(m, self.desc, add_l, add_r)
         m.d.comb += [
             add.issue.eq(beat), add.phase.eq(0), add.solo.eq(0), add.bcast.eq(0), add.dual.eq(1),
-            add.act_data.eq(conv_word), add.act_data2.eq(self.act_r2.data),
+            add.act_data.eq(conv_word),
+            add.act_data2.eq(Mux(zpad_q, Cat(d.in2_zp for _ in range(C)), self.act_r2.data)),
             add.add_l.eq(add_l), add.add_r.eq(add_r), add.desc.eq(add_desc),
         ]
 
