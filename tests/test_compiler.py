@@ -222,10 +222,12 @@ def test_blazeface_on_imx500_is_exact():
     assert len(model.io["die_outputs"]) == 4
     # No COPY: every channel PAD is the layout (inside a channel tile) or fused into its ADD (ZPAD2: 64 -> 72).
     assert {layer.op for layer in model.layers} == {"CONV", "DWCONV", "ADD", "MAXPOOL"}
-    assert sum(d.op == "ADD" and bool(d.flags & ZPAD2) for d in model.descriptors) >= 1
-    # Two activation read ports: the allocation keeps every ADD's inputs in different banks (DUAL2; the golden
-    # executor above checked the banks of each).
-    assert all(d.flags & DUAL2 for d in model.descriptors if d.op == "ADD")
+    # Two activation read ports: every ADD runs in the CONV before it (RESADD; the ZPAD2 one keeps the flag), the
+    # CONV's input and the residual in different banks (the golden executor above checked the banks of each).
+    assert "ADD" not in {d.op for d in model.descriptors}
+    fused = [d for d in model.descriptors if d.flags & RESADD]
+    assert len(fused) == 16 and all(d.op == "CONV" for d in fused)
+    assert sum(bool(d.flags & ZPAD2) for d in fused) == 1
 
 
 def test_add_inputs_kept_in_different_banks():
