@@ -29,8 +29,10 @@ __all__ = ["compile_graph", "CompiledModel", "Layer", "HOST_OPS", "LUT_OPS", "ba
 # Operators the host runs after the die when they sit at the tail of the graph (their inputs become the die's
 # outputs): layout the host does for free while unpacking CSI-2, and SOFTMAX, whose fixed-point reference kernel
 # (exp, a Newton-Raphson reciprocal, a row-wide sum) would cost die area for a few hundred values per frame.
-# LOGISTIC is elementwise, so it runs on the die (LUT) unless its input already comes from the host.
-HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "DEQUANTIZE")
+# LOGISTIC and QUANTIZE (int8 -> int8) are elementwise, so they run on the die (LUT) unless their input already
+# comes from the host (LiteRT's quantizer puts a QUANTIZE between a tail RESHAPE and a requantizing CONCATENATION).
+HOST_OPS = ("RESHAPE", "CONCATENATION", "SOFTMAX", "LOGISTIC", "QUANTIZE", "DEQUANTIZE")
+_HOST_IF_FED_BY_HOST = ("LOGISTIC", "QUANTIZE")
 
 # Elementwise int8 -> int8 operators: any function of one int8 value is a 256-entry table (LUT opcode).
 LUT_OPS = ("LOGISTIC", "QUANTIZE", *elementwise.LUT_KINDS)
@@ -164,7 +166,7 @@ def _partition(graph):
     producers = graph.producers()
     for i in sorted(host):
         op = graph.ops[i]
-        if op.kind == "LOGISTIC" and index.get(id(producers.get(op.inputs[0])), -1) not in host:
+        if op.kind in _HOST_IF_FED_BY_HOST and index.get(id(producers.get(op.inputs[0])), -1) not in host:
             host.discard(i)                   # fed by the die: a LUT there, its output a die output
     return host
 
