@@ -1351,8 +1351,7 @@ def _allocate(roots, sizes, start, end, apart=(), bank_words=None, limit=None):
     for r in sorted(roots, key=lambda r: (-sizes[r], start[r], r)):
         busy = sorted((addr[p], addr[p] + sizes[p]) for p in placed
                       if start[p] <= end[r] and start[r] <= end[p])
-        avoid = sorted((addr[q] // bank_words, (addr[q] + sizes[q] - 1) // bank_words)
-                       for q in partners.get(r, ()) if q in addr)
+        avoid = sorted(fmt.span_banks(addr[q], sizes[q], bank_words) for q in partners.get(r, ()) if q in addr)
         a = _lowest_free(busy, sizes[r], avoid, bank_words)
         if avoid and limit is not None and a + sizes[r] > limit:
             a = _lowest_free(busy, sizes[r])
@@ -1371,7 +1370,7 @@ def _lowest_free(busy, size, avoid=(), bank_words=None):
             if a < hi and lo < a + size:
                 a, moved = hi, True
         for b_lo, b_hi in avoid:                # past a partner's banks
-            if a // bank_words <= b_hi and b_lo <= (a + size - 1) // bank_words:
+            if not fmt.banks_disjoint((fmt.span_banks(a, size, bank_words), (b_lo, b_hi))):
                 a, moved = (b_hi + 1) * bank_words, True
         if not moved:
             return a

@@ -197,6 +197,15 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
         raise ProgramError(f"{where}: a {d.param_words}-word table holds fewer than 256 bytes")
 
 
+def _add_params(d, in1_zp, out_zp, act_min, act_max):
+    """`quant.ref.add_int8`'s parameters from an ADD's fields (an ADD descriptor's, or a RESADD CONV's, whose input 1
+    is the conv's output at zero point out_zp and whose output takes add_zp and the add clamps)."""
+    return dict(input1_offset=-in1_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
+                input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
+                input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
+                output_offset=out_zp, act_min=act_min, act_max=act_max)
+
+
 def _second_input_tiles(sram, d, cols):
     """The second input of an ADD with ZPAD2 or a RESADD CONV as the die reads it: the words of its in2_ct tiles
     (all their lanes, the padding lanes too), the zero point in2_zp for the output's tiles past them; out_c
@@ -243,20 +252,13 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
             out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
         if d.flags & RESADD:    # the fused ADD: the conv's output (zero point out_zp) plus the residual's words
             x2 = _second_input_tiles(sram, d, cols)
-            p = dict(input1_offset=-d.out_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
-                     input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
-                     input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
-                     output_offset=d.add_zp, act_min=d.add_min, act_max=d.add_max)
-            out = ref.add_int8(out, x2, p)
+            out = ref.add_int8(out, x2, _add_params(d, d.out_zp, d.add_zp, d.add_min, d.add_max))
     elif d.op == "ADD":
         if d.flags & ZPAD2:
             x2 = _second_input_tiles(sram, d, cols)
         else:
             x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)
-        p = dict(input1_offset=-d.in_zp, input2_offset=-d.in2_zp, left_shift=d.left_shift,
-                 input1_multiplier=d.in_mult, input1_shift=d.in_shift, input2_multiplier=d.in2_mult,
-                 input2_shift=d.in2_shift, output_multiplier=d.out_mult, output_shift=d.out_shift,
-                 output_offset=d.out_zp, act_min=d.act_min, act_max=d.act_max)
+        p = _add_params(d, d.in_zp, d.out_zp, d.act_min, d.act_max)
         out = (ref.sub_int8 if d.flags & NEG2 else ref.add_int8)(x, x2, p)
     elif d.op == "MUL":
         x2 = read_tensor(sram, d.in2_addr, d.in2_h, d.in2_w, d.in2_c)

@@ -213,7 +213,7 @@ from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
            "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR", "DUAL2", "RESADD", "add_input_words", "add_input_banks",
-           "resadd_input_banks",
+           "resadd_input_banks", "span_banks",
            "banks_disjoint",
            "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
            "field_table", "param_words",
@@ -660,8 +660,7 @@ def add_input_banks(desc, bank_words):
     """((first, last) bank of input 1, (first, last) bank of input 2) of an ADD in an activation SRAM of
     `bank_words` words per bank: DUAL2 needs the two ranges disjoint."""
     n1, n2 = add_input_words(desc)
-    return ((desc.in_addr // bank_words, (desc.in_addr + n1 - 1) // bank_words),
-            (desc.in2_addr // bank_words, (desc.in2_addr + n2 - 1) // bank_words))
+    return span_banks(desc.in_addr, n1, bank_words), span_banks(desc.in2_addr, n2, bank_words)
 
 
 def resadd_input_banks(desc, bank_words):
@@ -669,8 +668,12 @@ def resadd_input_banks(desc, bank_words):
     the conv reads its input on the first read port while the fused ADD reads the residual on the second, so the
     two ranges must be disjoint."""
     n1, n2 = desc.in_h * desc.in_w * desc.in_ct, desc.in2_h * desc.in2_w * desc.in2_ct
-    return ((desc.in_addr // bank_words, (desc.in_addr + n1 - 1) // bank_words),
-            (desc.in2_addr // bank_words, (desc.in2_addr + n2 - 1) // bank_words))
+    return span_banks(desc.in_addr, n1, bank_words), span_banks(desc.in2_addr, n2, bank_words)
+
+
+def span_banks(base, words, bank_words):
+    """(first, last) bank of `words` words from word `base`, in banks of `bank_words` words."""
+    return base // bank_words, (base + words - 1) // bank_words
 
 
 def banks_disjoint(ranges):

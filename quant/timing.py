@@ -29,7 +29,7 @@ __all__ = [
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
-    "resadd_latency", "resadd_read_tiles",
+    "add_sum_latency", "add_latency", "resadd_latency", "resadd_read_tiles",
     "im2col_read_stages",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
     "sequencer_overhead", "program_cycles", "add_read_words", "ACTIVITY_KEYS", "descriptor_activity",
@@ -78,12 +78,24 @@ def vector_input_stages(config):
     return 1 if _deep(config) else 0
 
 
+def add_sum_latency(config):
+    """Cycles from the read of an ADD word's last input to its sums (`rtl.npu.vector_add.VectorAddDatapath`): the
+    SRAM (1), the input register with `deep_pipeline` (`vector_input_stages`), the rescalers
+    (`add_rescale_stages`), the sum (1)."""
+    return 1 + vector_input_stages(config) + add_rescale_stages(config) + 1
+
+
+def add_latency(config):
+    """Cycles from the read of an ADD word's last input to the word on the writer: `add_sum_latency`, the
+    accumulator register (1) and the requantizer (`requant_latency`)."""
+    return add_sum_latency(config) + 1 + requant_latency(config)
+
+
 def resadd_latency(config):
     """Cycles a CONV with RESADD (a fused residual ADD) adds from a tile's write on the back end to the fused
-    word's write (`rtl.npu.conv_resadd.ConvResidualAdd`): the residual's read (1), the input register with
-    `deep_pipeline` (`vector_input_stages`), ADD's rescalers (`add_rescale_stages`), the sum (1), the accumulator
-    register (1) and the requantizer (`requant_latency`): the vector engine's ADD latency."""
-    return 1 + vector_input_stages(config) + add_rescale_stages(config) + 1 + 1 + requant_latency(config)
+    word's write (`rtl.npu.conv_resadd.ConvResidualAdd`): the residual's read, then the vector engine's ADD
+    (`add_latency`)."""
+    return add_latency(config)
 
 
 def resadd_read_tiles(config, desc):

@@ -18,12 +18,13 @@ component               file                            does
 joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine's, are `quant.timing`.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import DomainRenamer, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 
 from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR, RESADD, ZPAD2
 from stackcam.quant.timing import conv_cycles, conv_latency
 
+from ..clockgate import clock_gates, gating
 from .conv_backend import ConvBackEnd
 from .conv_common import ConvDims, param_record_layout
 from .conv_datapath import ConvMACPipe
@@ -211,7 +212,13 @@ class NPUConvEngine(wiring.Component):
         # The back end's writes reach the SRAM through the fused ADD (passed through unless RESADD).
         last = back.last
         if self.second:
-            m.submodules.resadd = resadd = ConvResidualAdd(self.config, dm)
+            resadd = ConvResidualAdd(self.config, dm)
+            if gating(self.config, platform):
+                # Its own gated clock, running while the engine runs a CONV with RESADD (`is_resadd` is set at the
+                # start and kept until the next): a simulation does not evaluate its lanes during other layers.
+                clock_gates(m, [("conv_resadd", is_resadd)], latch="conv_icg_latch")
+                resadd = DomainRenamer("conv_resadd")(resadd)
+            m.submodules.resadd = resadd
             m.d.comb += [
                 resadd.enable.eq(is_resadd), resadd.init.eq(init), resadd.desc.eq(d),
                 resadd.w_in.addr.eq(back.act_w.addr),

@@ -6,7 +6,13 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stackcam.quant.program import NEG2
-from stackcam.quant.timing import REQUANT_LATENCY, add_rescale_stages, requant_latency, vector_input_stages
+from stackcam.quant.timing import (
+    REQUANT_LATENCY,
+    add_latency,
+    add_rescale_stages,
+    add_sum_latency,
+    vector_input_stages,
+)
 
 from .ports import descriptor_layout
 from .vector_common import lane
@@ -20,19 +26,6 @@ INT32_MAX = (1 << 31) - 1
 # word on the engine's writer: the SRAM (1), the rescaler (S1..S4), the sum (S5), then `VectorArithDatapath`'s
 # accumulator register (1) and its RequantUnit (5).
 ADD_LATENCY = 1 + 4 + 1 + 1 + REQUANT_LATENCY
-
-
-def add_sum_latency(config):
-    """Cycles from the read of a word's last input to its sums on `sums`: the SRAM, the input register with
-    `deep_pipeline` (`quant.timing.vector_input_stages`), the rescaler (`quant.timing.add_rescale_stages`), the
-    sum."""
-    return 1 + vector_input_stages(config) + add_rescale_stages(config) + 1
-
-
-def add_latency(config):
-    """ADD_LATENCY in `config`: `add_sum_latency`, then `VectorArithDatapath`'s accumulator register and
-    requantizer."""
-    return add_sum_latency(config) + 1 + requant_latency(config)
 
 
 def add_shifts(m, desc, add_l, add_r):
