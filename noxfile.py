@@ -1,5 +1,5 @@
 """nox sessions: tests, simulate (the main job), verilog, bench, sweep, build (FPGA board), gatesim (its netlist
-against the RTL), lint, reliability, models."""
+against the RTL), lint, reliability, models, fuzz."""
 
 import os
 
@@ -43,6 +43,15 @@ def models(session):
     float model (agreement); a table and build/models/report.json (tools/models.py; options after --)."""
     _install(session, "test")
     session.run("python", "tools/models.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session):
+    """Random networks (tools/fuzz.py): each quantized by LiteRT's converter and by our PTQ, compiled for tiny, demo
+    and imx500, the golden executor against LiteRT BUILTIN_REF element for element, a few cases per preset also on
+    the RTL; build/fuzz/report.json. Options after -- (e.g. `-- --cases 2000 --rtl 10`)."""
+    _install(session, "test")
+    session.run("python", "tools/fuzz.py", *(session.posargs or ["--cases", "300", "--rtl", "3"]))
 
 
 @nox.session(python=PYTHON)

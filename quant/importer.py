@@ -267,6 +267,12 @@ def _check_quant(q, dtype, name, tname):
     bad = ~np.isfinite(q.scale) | (q.scale < np.finfo(np.float32).tiny)     # 0 and subnormals divide to inf
     if np.any(bad):
         bad = q.scale[bad][0]
+        if 0 < bad < np.finfo(np.float32).tiny:
+            # LiteRT's quantizer writes such a scale for an activation whose calibration range was empty (a ReLU
+            # output that stayed 0): the multipliers into it overflow the integer kernels' shifts.
+            raise ModelError(f"{name}: tensor '{tname}' has the subnormal quantization scale {float(bad):g} (its "
+                             f"calibration range was empty, e.g. a ReLU output that stayed 0; calibrate on inputs "
+                             f"that reach it)")
         raise ModelError(f"{name}: tensor '{tname}' has the quantization scale {float(bad):g} (a corrupt file?)")
     lo, hi = _ZERO_POINT_RANGE.get(dtype, (-(1 << 31), (1 << 31) - 1))
     if np.any((q.zero_point < lo) | (q.zero_point > hi)):

@@ -268,7 +268,8 @@ def _unify_concat_ranges(graph, ranges):
 
     TFLite's int8 CONCATENATION requires all inputs to share the output's scale and zero point. Its converter
     inserts a requantizing QUANTIZE op per input; we instead widen the range where the input is produced (through
-    RESHAPE/pool/PAD, which keep their input's quantization), so the concatenation stays pure data movement.
+    RESHAPE/pool/PAD, which keep their input's quantization), so the concatenation stays pure data movement; only
+    an input whose quantization is fixed (`FIXED_OUTPUT_QUANT`) is left to requantize.
     Ranges only widen, so iterating to a fixed point terminates.
     """
     producers = graph.producers()
@@ -284,7 +285,10 @@ def _unify_concat_ranges(graph, ranges):
         for op in graph.ops:
             if op.kind != "CONCATENATION":
                 continue
-            members = [root(n) for n in op.inputs] + [op.outputs[0]]
+            # An input whose quantization TFLite fixes (a LOGISTIC's, a TANH's) keeps it: the concatenation
+            # requantizes that one (exported as a QUANTIZE before it, as LiteRT's converter does).
+            members = [m for m in (root(n) for n in op.inputs)
+                       if m not in producers or producers[m].kind not in FIXED_OUTPUT_QUANT] + [op.outputs[0]]
             lo = min(ranges[m][0] for m in members)
             hi = max(ranges[m][1] for m in members)
             for m in members:
@@ -384,7 +388,7 @@ def quantize_graph(float_graph, calib_inputs, *, input_range=None, fuse=True, pe
             for n in op.inputs:
                 qi = quant[n]
                 if qi.scale[0] != qo.scale[0] or qi.zero_point[0] != qo.zero_point[0]:
-                    raise ModelError(f"{op.label()}: input '{n}' could not be given the output's quantization")
+                    notes.append(f"ptq: {op.label()} requantizes input '{n}' (its quantization is fixed)")
     return Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), name=g.name,
                  notes=list(getattr(g, "notes", [])) + notes)
 
