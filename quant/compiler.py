@@ -61,7 +61,8 @@ class Layer:
     act_bytes: int = 0           # activation-SRAM bytes of its inputs and output
     cycles: int = 0              # NPU cycles of its descriptors (quant.timing), as the die's counters count them
     descriptors: list = field(default_factory=list)
-    fused: int = -1              # an ADD run by layer `fused`'s CONV in its back end (RESADD): no descriptor
+    fused: int = -1              # an ADD run by layer `fused`'s CONV in its back end (RESADD), a MAX_POOL by its
+                                 # DWCONV (POOL2): no descriptor
 
 
 @dataclass
@@ -980,6 +981,11 @@ class _Compiler:
         self.in_place(start, end)
         for r in start:
             end.setdefault(r, start[r])
+        # A 2x2 stride-2 MAX_POOL of a stride-2 DWCONV's input runs in that DWCONV (POOL2): its output is written
+        # there, so it lives from the DWCONV's step.
+        pools = self.pool_fusions(die_index, host)
+        for dw_i, _, p in pools:
+            start[self.root[p]] = min(start[self.root[p]], self.descs[dw_i][0].layer)
         # Two read ports: each ADD whose one input is a CONV's output read by nothing else runs in that CONV's back
         # end (RESADD) where the CONV's input and the residual can be placed in disjoint banks.
         fusions = self.residual_fusions(start, end, g, host, die_index) if cfg.act_read_ports == 2 else []
@@ -1019,7 +1025,7 @@ class _Compiler:
             fusions = apart_ok                              # the others stay a CONV and an ADD
         start, end = live_start, live_end
 
-        descs, renumber = self.fused_descriptors(fusions)
+        descs, renumber = self.fused_descriptors(fusions, pools)
         for layer in self.layers:
             layer.descriptors = [renumber[i] for i in layer.descriptors if i in renumber]
         # Weight space: program, then each region in layer order, every block starting on a word.
@@ -1121,6 +1127,47 @@ class _Compiler:
                 break
         return fusions
 
+    def pool_fusions(self, die_index, host):
+        """[(DWCONV descriptor, MAXPOOL descriptor, pool output)] of the max pools a DWCONV writes beside its output
+        (POOL2, `quant.program`): a one-descriptor MAX_POOL_2D of 2x2 stride 2 without padding over the input of a
+        one-descriptor DWCONV of that output size which the line walk runs in one pass per row
+        (`quant.timing.dw_pool2_fits`), neither tensor pixel-packed, the pool's output its own storage and read
+        by nothing at or before the DWCONV's step (it is written there). Each DWCONV takes one pool."""
+        if not timing.dw_line_capable(self.cfg):
+            return []
+        readers = {}
+        for i, op in enumerate(self.g.ops):
+            if i in host:
+                continue
+            for name in op.inputs:
+                if name in self.root:
+                    readers.setdefault(self.root[name], set()).add(die_index[i])
+        dws = {}
+        for i, (desc, names) in enumerate(self.descs):
+            x = names.get("in_addr")
+            if desc.op == "DWCONV" and desc.flags == 0 and self.layers[desc.layer].descriptors == [i] and \
+                    x not in self.temps and x not in self.sp and x not in self.packed:
+                dws.setdefault(self.root[x], []).append(i)
+        pools, taken = [], set()
+        for mp_i, (mp, names) in enumerate(self.descs):
+            x, p = names.get("in_addr"), names.get("out_addr")
+            if mp.op != "MAXPOOL" or self.layers[mp.layer].descriptors != [mp_i] or \
+                    (mp.kernel_h, mp.kernel_w, mp.stride_h, mp.stride_w) != (2, 2, 2, 2) or \
+                    any((mp.pad_top, mp.pad_bottom, mp.pad_left, mp.pad_right)) or mp.in_zp != mp.out_zp or \
+                    x in self.temps or x in self.sp or p in self.sp or self.root[p] != p:
+                continue
+            for dw_i in dws.get(self.root[x], []):
+                dw = self.descs[dw_i][0]
+                trial = fmt.Descriptor(**{**vars(dw), "add_min": mp.act_min, "add_max": mp.act_max})
+                if dw_i in taken or (dw.out_h, dw.out_w, dw.in_c, dw.in_zp) != (mp.out_h, mp.out_w, mp.in_c, mp.in_zp) \
+                        or not timing.dw_pool2_fits(self.cfg, trial) \
+                        or any(s <= dw.layer for s in readers.get(p, ())):
+                    continue
+                pools.append((dw_i, mp_i, p))
+                taken.add(dw_i)
+                break
+        return pools
+
     def resadd_banks_disjoint(self, addr, fusion):
         """Whether a fusion's CONV input and residual lie in disjoint banks at the addresses `addr`."""
         conv_i, _, _, y, _, _ = fusion
@@ -1131,12 +1178,20 @@ class _Compiler:
             spans.append((base // self.cfg.act_bank_words, (base + self.words(name) - 1) // self.cfg.act_bank_words))
         return fmt.banks_disjoint(spans)
 
-    def fused_descriptors(self, fusions):
+    def fused_descriptors(self, fusions, pools=()):
         """The descriptor list with each fusion's ADD folded into its CONV (RESADD, the CONV's descriptor updated),
-        the fused CONV where the CONV was or, `late`, where the ADD was: ([(desc, names)], {old index: new
-        index}; the ADD's index has none, a late CONV's maps to the ADD's place)."""
+        the fused CONV where the CONV was or, `late`, where the ADD was, and each pool's MAXPOOL into its DWCONV
+        (POOL2): ([(desc, names)], {old index: new index}; the ADD's and MAXPOOL's indices have none, a late
+        CONV's maps to the ADD's place)."""
+        for dw_i, mp_i, p in pools:
+            dw, names = self.descs[dw_i]
+            mp = self.descs[mp_i][0]
+            dw.flags |= fmt.POOL2
+            dw.add_min, dw.add_max = mp.act_min, mp.act_max
+            names["in2_addr"] = p
+            self.layers[mp.layer].fused = dw.layer
         at = {(f[1] if f[5] else f[0]): f for f in fusions}     # the descriptor slot each fused CONV takes
-        skip = {f[0] if f[5] else f[1] for f in fusions}
+        skip = {f[0] if f[5] else f[1] for f in fusions} | {mp_i for _, mp_i, _ in pools}
         descs, renumber = [], {}
         for i in range(len(self.descs)):
             if i in skip:

@@ -8,7 +8,7 @@ checked against it word for word, and it against LiteRT's BUILTIN_REF kernels.
 
 import numpy as np
 
-from . import ref
+from . import ref, timing
 from .executor import run_graph
 from .graph import Graph, Op, QuantParams, Tensor
 from .program import (
@@ -19,6 +19,7 @@ from .program import (
     NEG2,
     PACKED,
     PAIR,
+    POOL2,
     RESADD,
     ZPAD2,
     ProgramError,
@@ -68,12 +69,18 @@ def _tensors(d):
     return ins, ("out", d.out_addr, d.out_h, d.out_w, d.out_c)
 
 
-def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
+def _check(i, d, cols, rows, max_channels=None, dual_banks=None, config=None):
     """Refuse a descriptor whose redundant fields disagree: the RTL relies on them, so the golden model does;
     (given the config's `max_channels`) one wider than the conv engine's parameter buffer, as the RTL does; and
     a DUAL2 ADD or MUL unless the activation SRAM has two read ports (`dual_banks`: its words per bank) and the two
     inputs lie in disjoint banks."""
     where = f"descriptor {i} ({d.op})"
+    if d.op == "DWCONV" and d.flags & ~POOL2:
+        raise ProgramError(f"{where}: flags {d.flags:#x} (a DWCONV takes only POOL2)")
+    if d.op == "DWCONV" and d.flags & POOL2 and (config is None or not timing.dw_pool2_fits(config, d)):
+        raise ProgramError(f"{where}: POOL2 needs the line walk in one pass per row (a die that has it), stride 2x2, "
+                           f"no padding above or left, a kernel of at least 2x2, a pool inside the input and "
+                           f"clamps {d.add_min}..{d.add_max} that hold in_zp {d.in_zp}")
     if d.op == "CONV" and d.flags & ZPAD2 and not d.flags & RESADD:
         raise ProgramError(f"{where}: ZPAD2 on a CONV without RESADD")
     if d.flags & DUAL2 and d.op in ("ADD", "MUL"):
@@ -115,6 +122,12 @@ def _check(i, d, cols, rows, max_channels=None, dual_banks=None):
     if d.in_ppw != (cols // d.in_c if packed else 0):
         raise ProgramError(f"{where}: in_ppw {d.in_ppw} (PACKED {packed}, in_c {d.in_c}, cols {cols})")
     out_lo, out_hi = d.out_addr, d.out_addr + tensor_words(d.out_h, d.out_w, d.out_c, cols)
+    if d.op == "DWCONV" and d.flags & POOL2:        # the pool's words meet neither the input nor the output
+        p_lo, p_hi = d.in2_addr, d.in2_addr + tensor_words(d.out_h, d.out_w, d.in_c, cols)
+        for what, lo, hi in (("input", d.in_addr, d.in_addr + tensor_words(d.in_h, d.in_w, d.in_c, cols)),
+                             ("output", out_lo, out_hi)):
+            if p_lo < hi and lo < p_hi:
+                raise ProgramError(f"{where}: POOL2 words {p_lo}..{p_hi - 1} overlap the {what} at {lo}")
     for prefix, base, h, w, c in ins:
         size = packed_words(h, w, c, cols) if packed else tensor_words(h, w, c, cols)
         if (d.op in ("ADD", "LUT", "MUL", "PRELU") or prefix == "in2") and base == out_lo and size == out_hi - out_lo:
@@ -215,10 +228,11 @@ def _second_input_tiles(sram, d, cols):
     return x2[:, :, :d.out_c]
 
 
-def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
+def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None, config=None):
     """Run one descriptor on the activation SRAM: read by address, compute with quant.ref, write by address.
-    `dual_banks`: words per bank of an activation SRAM with two read ports (None: one read port)."""
-    _check(i, d, cols, rows, max_channels, dual_banks)
+    `dual_banks`: words per bank of an activation SRAM with two read ports (None: one read port); `config`: the
+    die's configuration, which a DWCONV with POOL2 needs (whether its line walk can run it)."""
+    _check(i, d, cols, rows, max_channels, dual_banks, config)
     where = f"descriptor {i} ({d.op})"
     if d.flags & PACKED:
         x = read_packed(sram, d.in_addr, d.in_h, d.in_w, d.in_c)
@@ -250,7 +264,11 @@ def step(i, d, sram, wsram, rows, cols, max_channels=None, dual_banks=None):
                 raise ProgramError(f"{where}: a parameter record's shift {int(shift[(shift < -31) | (shift > 31)][0])}"
                                    f" is outside -31..31")
             out = ref.requantize_acc(acc, bias, mult, shift, d.out_zp, d.act_min, d.act_max)[0]
-        if d.flags & RESADD:    # the fused ADD: the conv's output (zero point out_zp) plus the residual's words
+        if d.op == "DWCONV" and d.flags & POOL2:     # the input's 2x2 stride-2 max pool, written beside
+            pool = ref.max_pool(x[None, :2 * d.out_h, :2 * d.out_w], (2, 2), (2, 2), (0, 0, 0, 0), d.add_min,
+                                d.add_max)[0]
+            write_tensor(sram, d.in2_addr, pool, d.in_zp)
+        if d.op == "CONV" and d.flags & RESADD:    # the fused ADD: the conv's output (zero point out_zp) + residual
             x2 = _second_input_tiles(sram, d, cols)
             out = ref.add_int8(out, x2, _add_params(d, d.out_zp, d.add_zp, d.add_min, d.add_max))
     elif d.op == "ADD":
@@ -352,7 +370,7 @@ def execute_trace(rom_bytes, config, input_int8_hwc, on_descriptor=None):
         if d.op == "END":
             break
         step(i, d, sram, wsram, rows, cols, config.max_channels,
-             config.act_bank_words if config.act_read_ports == 2 else None)
+             config.act_bank_words if config.act_read_ports == 2 else None, config)
         if on_descriptor is not None:
             on_descriptor(i, d, sram)
         i += 1

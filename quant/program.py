@@ -109,6 +109,15 @@ program silently); so is any value not listed.
   p*in2_ct + ct`` when ``ct < in2_ct`` and takes ``in2_zp`` in every lane otherwise (no read). Not with PACKED or
   FCSCALE; refused on a die with one read port.
 - ``DWCONV`` (2): the same per channel (``W[tap][c]`` from the depthwise block), ``in_c == out_c``.
+  With the POOL2 flag (a MAX_POOL_2D fused into the DWCONV that reads the same input) the descriptor also writes
+  ``P[y, x, c] = clamp(max(x[2y, 2x, c], x[2y, 2x+1, c], x[2y+1, 2x, c], x[2y+1, 2x+1, c]))`` (clamped to
+  ``[add_min, add_max]``) for ``y < out_h``, ``x < out_w``, at ``in2_addr`` (``out_h x out_w x in_c``, ``out_ct``
+  tiles; padding lanes ``in_zp``): the 2x2 stride-2 max pool of the input, the pool's quantization the
+  input's. The die computes it from the input rows the depthwise line walk reads anyway (a die with the line walk
+  (`quant.timing.dw_line_mode`) and a kernel it runs in one pass per row: ``kernel_w <= dw_line_sets *
+  stride_w``), so it needs ``stride_h = stride_w = 2``, ``pad_top = pad_left = 0``, a kernel of at least 2x2,
+  ``2*out_h <= in_h``, ``2*out_w <= in_w`` and ``add_min <= in_zp <= add_max``, and takes no cycle more. The
+  pool's words may not overlap the input or the DWCONV's output.
 - ``ADD`` (3): TFLite int8 ADD: ``a = (x1 - in_zp) << left_shift``, ``b = (x2 - in2_zp) << left_shift``,
   ``s = MBQM(a, in_mult, in_shift) + MBQM(b, in2_mult, in2_shift)``,
   ``out = clamp(MBQM(s, out_mult, out_shift) + out_zp)`` (MBQM = MultiplyByQuantizedMultiplier; shifts <= 0).
@@ -212,7 +221,8 @@ import numpy as np
 from stackcam.errors import StackcamError
 
 __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "OPCODES", "OPCODE_NAMES", "FILL",
-           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR", "DUAL2", "RESADD", "add_input_words", "add_input_banks",
+           "PACKED", "FCSCALE", "NEG2", "ZPAD2", "PAIR", "DUAL2", "RESADD", "POOL2", "add_input_words",
+           "add_input_banks",
            "resadd_input_banks", "span_banks",
            "banks_disjoint",
            "FIELDS", "Field", "format_markdown", "Descriptor", "ProgramError", "pack", "unpack",
@@ -241,6 +251,7 @@ ZPAD2 = 16          # flags bit 4 of ADD (and a RESADD CONV): the second input's
 PAIR = 32           # flags bit 5 of CONV: oc tiles in pairs, the input's last (at most half full) tile in one word
 DUAL2 = 64          # flags bit 6 of ADD: both inputs read in one cycle (two read ports, disjoint banks)
 RESADD = 128        # flags bit 7 of CONV: a residual ADD fused into the back end (two read ports, disjoint banks)
+POOL2 = 128         # flags bit 7 of DWCONV: the input's 2x2 stride-2 MAX_POOL written too, at in2_addr
 
 
 class ProgramError(StackcamError, ValueError):
@@ -276,7 +287,8 @@ FIELDS = (
                             'bit 5 PAIR (CONV: the last input tile at most half '
                             'full, output-channel tiles in pairs, the last input tile of both in one word); '
                             'bit 6 DUAL2 (ADD, MUL: both inputs read in one cycle, from disjoint banks); '
-                            'bit 7 RESADD (CONV: a residual ADD fused into its back end, the residual at in2_addr); '
+                            'bit 7 RESADD (CONV: a residual ADD fused into its back end, the residual at in2_addr), '
+                            'POOL2 (DWCONV: the input\'s 2x2 stride-2 max pool written at in2_addr); '
                             'others 0'),
     Field(2, "u16", "layer", 'index of the compiled layer this descriptor belongs to (per-layer counters)'),
     Field(4, "u8", "kernel_h", 'kernel / pooling window height'),
@@ -300,7 +312,8 @@ FIELDS = (
     Field(32, "u16", "out_c", 'output channels'),
     Field(34, "u16", "out_ct", 'output channel tiles, ceil(out_c / cols)'),
     Field(36, "u32", "in_addr", 'activation word address of the input'),
-    Field(40, "u32", "in2_addr", 'activation word address of the second input (ADD, MUL)'),
+    Field(40, "u32", "in2_addr", 'activation word address of the second input (ADD, MUL); DWCONV with POOL2: '
+                                 'of the max pool it writes'),
     Field(44, "u32", "out_addr", 'activation word address of the output'),
     Field(48, "u32", "weight_addr", 'weight word address of the MAC-array (CONV) or depthwise (DWCONV) block, '
                                     'or of the column table (RESIZE)'),
@@ -331,8 +344,10 @@ FIELDS = (
     Field(100, "u16", "in_ppw", 'PACKED: input pixels per word, cols // in_c; otherwise 0'),
     Field(102, "u16", "reserved1", '0'),
     Field(104, "i8", "add_zp", 'CONV with RESADD: output zero point of the fused ADD (out_zp is the CONV\'s)'),
-    Field(105, "i8", "add_min", 'CONV with RESADD: output clamp low of the fused ADD'),
-    Field(106, "i8", "add_max", 'CONV with RESADD: output clamp high of the fused ADD'),
+    Field(105, "i8", "add_min", 'CONV with RESADD: output clamp low of the fused ADD; DWCONV with POOL2: of the '
+                                'max pool'),
+    Field(106, "i8", "add_max", 'CONV with RESADD: output clamp high of the fused ADD; DWCONV with POOL2: of the '
+                                'max pool'),
     Field(107, "u8", "reserved2", '0'),
     Field(108, "u16", "src_y", 'GATHER: first source row'),
     Field(110, "u16", "src_x", 'GATHER: first source column'),
@@ -420,7 +435,7 @@ def unpack(data, index=None):
     if desc.opcode not in OPCODE_NAMES:
         raise ProgramError(f"{where}: invalid opcode {desc.opcode}")
     allowed = {"COPY": FILL, "GATHER": FILL, "CONV": PACKED | FCSCALE | PAIR | RESADD | ZPAD2,
-               "ADD": NEG2 | ZPAD2 | DUAL2, "MUL": DUAL2}
+               "ADD": NEG2 | ZPAD2 | DUAL2, "MUL": DUAL2, "DWCONV": POOL2}
     if desc.flags & ~allowed.get(desc.op, 0):
         raise ProgramError(f"{where}: invalid flags 0x{desc.flags:02x} for {desc.op}")
     for name in ("reserved1", "reserved2", "reserved7"):

@@ -6,7 +6,7 @@ import struct
 
 from . import timing
 from .compiler import bank_use
-from .program import DUAL2, PACKED, PAIR, PROGRAM_FORMAT_VERSION, RESADD
+from .program import DUAL2, PACKED, PAIR, POOL2, PROGRAM_FORMAT_VERSION, RESADD
 from .romimage import LAYOUT_FIELDS, ROM_FORMAT_VERSION, load_rom
 
 __all__ = ["manifest", "manifest_json", "layer_table", "totals_text"]
@@ -59,7 +59,8 @@ def _die_op(model, layer):
     """The layer's die operator and how its descriptors run: +PACKED (a CONV's im2col over a pixel-packed input),
     +PAIR (a CONV's oc tiles in pairs), +LINE (the depthwise line walk), +DUAL2 (an ADD or MUL reading both
     inputs in one cycle on the activation SRAM's two read ports), +RESADD (a CONV running the residual ADD that
-    follows it in its back end); that ADD's layer is ``ADD@k``, k the CONV's layer, with no descriptor."""
+    follows it in its back end), +POOL2 (a DWCONV writing the max pool of its input too); that ADD's (MAX_POOL's)
+    layer is ``ADD@k`` (``MAXPOOL@k``), k the CONV's (DWCONV's) layer, with no descriptor."""
     if layer.fused >= 0:
         return f"{layer.op}@{layer.fused}"
     modes = set()
@@ -68,7 +69,7 @@ def _die_op(model, layer):
         if d.op == "CONV":
             modes.update(m for m, flag in (("PACKED", PACKED), ("PAIR", PAIR), ("RESADD", RESADD)) if d.flags & flag)
         elif d.op == "DWCONV" and timing.dw_line_mode(model.config, d):
-            modes.add("LINE")
+            modes.update(("LINE", "POOL2") if d.flags & POOL2 else ("LINE",))
         elif d.op in ("ADD", "MUL") and d.flags & DUAL2:
             modes.add("DUAL2")
     return layer.op + "".join(f"+{m}" for m in sorted(modes))

@@ -15,7 +15,7 @@ count them.
 
 from math import gcd
 
-from .program import DESCRIPTOR_BYTES, DUAL2, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, RESADD, ZPAD2
+from .program import DESCRIPTOR_BYTES, DUAL2, FILL, OPCODES, PACKED, PAIR, PARAM_RECORD_BYTES, POOL2, RESADD, ZPAD2
 
 __all__ = [
     "MAC_LATENCY", "REQUANT_LATENCY", "CONV_LATENCY", "ADD_RESCALE_STAGES", "DEEP_MAC_LATENCY", "DEEP_REQUANT_LATENCY",
@@ -27,7 +27,7 @@ __all__ = [
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
     "direct_issue_cycles", "issue_tiles", "tile_tap_words", "pair_capable", "dw_tap_issue_cycles",
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
-    "dw_line_capable", "dw_walk_passes",
+    "dw_line_capable", "dw_walk_passes", "dw_pool2_fits",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
     "add_sum_latency", "add_latency", "resadd_latency", "resadd_read_tiles",
     "im2col_read_stages",
@@ -283,8 +283,10 @@ def dw_walk_passes(desc, sets):
 
 def dw_drain_groups(config, dw_sets=None):
     """Cycles the conv back end takes to drain a DWCONV output's sums: one per lane group of ``rows`` lanes
-    (``cols // rows``), or 1 on an engine with the line walk, whose requantizer is ``cols`` lanes wide."""
-    return 1 if dw_line_capable(config, dw_sets) else config.array_cols // config.array_rows
+    (``cols // rows``), or 1 on an engine whose requantizer is ``cols`` lanes wide (with the line walk, or on an
+    array of ``cols = 2 * rows`` for PAIR CONVs)."""
+    wide = dw_line_capable(config, dw_sets) or pair_capable(config)
+    return 1 if wide else config.array_cols // config.array_rows
 
 
 def dw_line_depth(config):
@@ -298,6 +300,18 @@ def dw_line_mode(config, desc, dw_sets=None, dw_taps=None):
     kh, kw, sw = desc.kernel_h, desc.kernel_w, desc.stride_w
     return (desc.opcode == OPCODES["DWCONV"] and dw_line_capable(config, dw_sets) and kh <= LINE_KERNEL_ROWS
             and kh * kw <= (dw_taps or config.dw_taps) and (desc.out_w - 1) * sw + kw <= dw_line_depth(config))
+
+
+def dw_pool2_fits(config, desc, dw_sets=None, dw_taps=None):
+    """Whether a DWCONV can write the 2x2 stride-2 max pool of its input beside its output (POOL2,
+    `quant.program`): the line walk runs it (`dw_line_mode`) in one pass per output row (``kernel_w <=
+    dw_line_sets * stride_w``), stride 2x2, no padding above or left, a kernel of at least 2x2 (each output row
+    reads input rows 2y and 2y+1 as kernel rows 0 and 1, each column 2x and 2x+1 in order), a pool of
+    ``out_h x out_w`` inside the input and clamps that hold ``in_zp`` (the padding lanes)."""
+    d = desc
+    return (dw_line_mode(config, d, dw_sets, dw_taps) and d.kernel_w <= dw_line_sets(config, dw_sets) * d.stride_w
+            and d.stride_h == d.stride_w == 2 and d.pad_top == d.pad_left == 0 and min(d.kernel_h, d.kernel_w) >= 2
+            and 2 * d.out_h <= d.in_h and 2 * d.out_w <= d.in_w and d.add_min <= d.in_zp <= d.add_max)
 
 
 def _line_new_rows(desc):
@@ -564,6 +578,8 @@ def descriptor_activity(config, desc):
         elif op == "DWCONV":
             issues, inside = _dw_walk_counts(config, d)
             out.update(mac_cycles=issues, act_reads=inside, weight_reads=d.out_ct * d.tile_words)
+            if d.flags & POOL2:                   # the max pool's words, written whole
+                out["act_write_bytes"] += words * cols
         elif d.flags & PACKED:
             issues = d.out_h * d.out_w * d.oc_tiles * d.in_ct
             reads = sum(1 for _ in im2col_read_words(d, config.im2col_pixels))

@@ -36,6 +36,9 @@ __all__ = ["AreaError", "NAND2_EQUIVALENT", "MACRO_MIN_BITS", "synthesize", "blo
            "area_estimate", "load_area_data", "AREA_DATA", "UTILIZATION", "ARRAY_EFFICIENCY"]
 
 MACRO_MIN_BITS = 16 * 1024
+# POOL2's lane (`rtl.npu.conv_pool2`): four 8-bit signed compare-and-selects (about 40 NAND2 for the compare, 19 for
+# the 8-bit 2:1 select) and 16 flip-flops (about 4.5 NAND2 each): an estimate from cell counts, not a synthesis.
+POOL2_NAND2_PER_LANE = 4 * (40 + 19) + 16 * 4.5
 UTILIZATION = 0.7          # assumption: standard-cell placement density
 ARRAY_EFFICIENCY = 0.7     # assumption: bitcell area over SRAM-macro area (periphery, sense amplifiers)
 AREA_DATA = Path(__file__).with_name("area_data.json")
@@ -298,8 +301,13 @@ def area_estimate(config, node="22nm", data=None):
         gates += g
         blocks_out.setdefault("npu.conv", {"nand2": 0.0, "sram_bits": 0.0})["nand2"] += g
     if _line_walk(config) and not _line_walk(_Params(ref["params"])):
-        # The depthwise line buffer (two words per padded column), which the reference does not have.
+        # The depthwise line buffer (two words per padded column), which the reference does not have, and POOL2's
+        # max-pool lanes beside it (`rtl.npu.conv_pool2`: per lane four 8-bit compare-selects and two byte
+        # registers, counted at `POOL2_NAND2_PER_LANE`, not synthesized).
         other_bits += 16 * config.array_cols * dw_line_depth(config)
+        g = config.array_cols * POOL2_NAND2_PER_LANE
+        gates += g
+        blocks_out.setdefault("npu.conv", {"nand2": 0.0, "sram_bits": 0.0})["nand2"] += g
     sram_bits = config.sram_bytes * 8 + other_bits
     logic, sram = area_mm2(gates, sram_bits, node)
     for b in blocks_out.values():

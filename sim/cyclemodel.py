@@ -8,7 +8,17 @@ per word), summed per bank. It equals the die's per-bank counters (`rtl.npu.core
 
 import numpy as np
 
-from stackcam.quant.program import DESCRIPTOR_BYTES, FILL, OPCODES, PACKED, PAIR, RESADD, RESIZE_ENTRY_BYTES, ZPAD2
+from stackcam.quant.program import (
+    DESCRIPTOR_BYTES,
+    FILL,
+    OPCODES,
+    PACKED,
+    PAIR,
+    POOL2,
+    RESADD,
+    RESIZE_ENTRY_BYTES,
+    ZPAD2,
+)
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import (
     dw_line_mode,
@@ -134,6 +144,8 @@ def _descriptor_banks(config, d, c, weights=None):
                     my[iy] = n
             c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, sets), d.out_ct)
             c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
+            if d.flags & POOL2:                                            # the max pool's words, whole
+                c.add(c.act_wbytes, d.in2_addr, np.full(words, cols))
         elif d.flags & PACKED:
             offs = list(im2col_read_words(d, config.im2col_pixels))
             # Gathered once per pixel group, fed from the buffers to every oc tile.

@@ -52,8 +52,9 @@ class EngineHarness(Elaboratable):
 def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000, stats=None):
     """Run one descriptor on `engine` from SRAM contents `act` (int8 [words, cols]) and `wsram` (uint8 [words,
     WB]); returns (act after, cycles from start to done, mac_active cycles, error flag). A dict `stats` gets the
-    run's SRAM reads (`act_reads`, `weight_reads`: read enables high, both activation read ports counted) and
-    `bank_conflicts` (cycles where both activation read ports read one bank of `config.act_bank_words`)."""
+    run's SRAM reads (`act_reads`, `weight_reads`: read enables high, both activation read ports counted), the
+    bytes it wrote (`act_write_bytes`, byte enables) and `bank_conflicts` (cycles where both activation read ports
+    read one bank of `config.act_bank_words`)."""
     h = EngineHarness(engine, config, act, wsram)
     cols = config.array_cols
     result = {}
@@ -66,14 +67,15 @@ def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000, stats=Non
         await ctx.tick()
         ctx.set(engine.start, 0)
         cycles = 1
-        macs = reads = wreads = conflicts = 0
+        macs = reads = wreads = conflicts = wbytes = 0
         second = [engine.act_r2.en, engine.act_r2.addr] if "act_r2" in engine.signature.members else []
         bank_words = config.act_bank_words
         while True:
-            _, _, done, error, active, ren, wen, raddr, *port2 = await ctx.tick().sample(
+            _, _, done, error, active, ren, wen, raddr, act_wen, *port2 = await ctx.tick().sample(
                 engine.done, engine.error, engine.mac_active, engine.act_r.en, engine.w_r.en, engine.act_r.addr,
-                *second)
+                engine.act_w.en, *second)
             cycles += 1
+            wbytes += bin(act_wen).count("1")
             macs += active
             reads += ren
             wreads += wen
@@ -84,7 +86,7 @@ def run_engine(engine, config, desc, act, wsram, max_cycles=2_000_000, stats=Non
             if done:
                 result.update(cycles=cycles, macs=macs, error=bool(error))
                 if stats is not None:
-                    stats.update(act_reads=reads, weight_reads=wreads, bank_conflicts=conflicts)
+                    stats.update(act_reads=reads, weight_reads=wreads, bank_conflicts=conflicts, act_write_bytes=wbytes)
                 break
             if cycles > max_cycles:
                 raise TimeoutError(f"engine did not finish in {max_cycles} cycles")

@@ -11,6 +11,7 @@ from stackcam.quant.program import (
     DUAL2,
     OPCODES,
     PAIR,
+    POOL2,
     RESADD,
     ZPAD2,
     Descriptor,
@@ -225,9 +226,12 @@ def test_blazeface_on_imx500_is_exact():
     # Two activation read ports: every ADD runs in the CONV before it (RESADD; the ZPAD2 one keeps the flag), the
     # CONV's input and the residual in different banks (the golden executor above checked the banks of each).
     assert "ADD" not in {d.op for d in model.descriptors}
-    fused = [d for d in model.descriptors if d.flags & RESADD]
-    assert len(fused) == 16 and all(d.op == "CONV" for d in fused)
+    fused = [d for d in model.descriptors if d.op == "CONV" and d.flags & RESADD]
+    assert len(fused) == 16
     assert sum(bool(d.flags & ZPAD2) for d in fused) == 1
+    # Each stride-2 block's MAX_POOL runs in the DWCONV that reads the same input (POOL2).
+    assert "MAXPOOL" not in {d.op for d in model.descriptors}
+    assert sum(d.op == "DWCONV" and bool(d.flags & POOL2) for d in model.descriptors) == 3
 
 
 def test_add_inputs_kept_in_different_banks():
@@ -299,6 +303,34 @@ def test_residual_add_zpad():
     for d in fused:
         assert d.flags & ZPAD2 and (d.in2_ct, d.out_ct) == (1, 2)
         assert timing.resadd_read_tiles(two, d) == [0] * (1 if d.flags & PAIR else 2)
+
+
+def test_max_pool_runs_in_the_depthwise():
+    """BlazeFace's stride-2 block on a die with the depthwise line walk and two read ports: the MAX_POOL of the
+    block's input (the residual) runs in the stride-2 DWCONV that reads that input (POOL2: no MAXPOOL descriptor,
+    its layer ``MAXPOOL@k``), so the residual is written before the pointwise CONV, which then runs the ADD in its
+    own slot (RESADD, not late); the program equals the graph executor, the DWCONV's cycles are its own."""
+    n = Net((1, 12, 10, 20), seed=33, zp=-2)
+    x = n.conv(n.input, 20, k=1, out_q=(0.05, -1))
+    d = n.conv(x, 0, k=3, stride=2, depthwise=True, out_q=(0.06, 4))
+    c = n.conv(d, 20, k=1, out_q=(0.04, -7))
+    m = n.pool(x, "MAX_POOL_2D", (2, 2), 2)
+    graph = n.graph(n.add(c, m, out_q=(0.08, 3), act="RELU"))
+    die = DieConfig(name="line2p", array_rows=8, array_cols=16, sram_banks=6, sram_bank_bytes=16 * 1024,
+                    weight_banks=2, act_read_ports=2)
+    assert timing.dw_line_capable(die)
+    model = check_equal(graph, die)
+    ops = [dd.op + ("+POOL2" if dd.op == "DWCONV" and dd.flags & POOL2 else "")
+           + ("+RESADD" if dd.op == "CONV" and dd.flags & RESADD else "") for dd in model.descriptors]
+    assert ops == ["CONV", "DWCONV+POOL2", "CONV+RESADD", "END"]
+    assert [la.fused for la in model.layers] == [-1, -1, -1, 1, 2]
+    dw = model.descriptors[1]
+    plain = Descriptor(**{**vars(dw), "flags": 0})
+    assert timing.descriptor_cycles(die, dw) == timing.descriptor_cycles(die, plain)
+    assert "MAXPOOL@1" in "\n".join(layer_table(model))
+    # Without the line walk (a 4-row array) the pool stays a MAXPOOL and the CONV runs late.
+    small = die.with_(array_rows=4, array_cols=8)
+    assert [dd.op for dd in check_equal(graph, small).descriptors] == ["CONV", "DWCONV", "MAXPOOL", "CONV", "END"]
 
 
 def test_residual_add_late():

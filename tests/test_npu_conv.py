@@ -102,8 +102,8 @@ def check_graph(graph, config, seed=0, only=None):
         if d.op == "CONV":
             assert macs == ideal
         activity = descriptor_activity(config, d)
-        assert (macs, stats["act_reads"], stats["weight_reads"]) == \
-            (activity["mac_cycles"], activity["act_reads"], activity["weight_reads"])
+        assert (macs, stats["act_reads"], stats["weight_reads"], stats["act_write_bytes"]) == \
+            (activity["mac_cycles"], activity["act_reads"], activity["weight_reads"], activity["act_write_bytes"])
         assert cycles == engine.cycles(d)
     print("\n" + "\n".join(report))
     return steps
@@ -219,6 +219,91 @@ def test_depthwise_line(config):
     steps = check_graph(net_depthwise_line(), CONFIGS[config], only="DWCONV")
     line = [dw_line_mode(CONFIGS[config], d) for _, d, _, _ in steps if d.op == "DWCONV"]
     assert line == [True] * 8 + [False]
+
+
+def net_pool2():
+    """Stride-2 3x3 depthwise layers whose input a 2x2 stride-2 max pool could share (POOL2): SAME over an even
+    input (padding below and right only), VALID (the last input row and column unused by the pool), and VALID over
+    an odd input; 20 channels (two 16-lane words, the second with padding lanes)."""
+    n = Net((1, 10, 12, 20), seed=21, zp=-4)
+    a = n.conv(n.input, 0, k=3, stride=2, depthwise=True, act="RELU6", out_q=(6 / 255, -128))
+    b = n.conv(n.input, 0, k=3, stride=2, padding="VALID", depthwise=True, out_q=(0.05, 3))
+    c = n.conv(n.conv(n.input, 20, k=(2, 1), padding="VALID", out_q=(0.06, -20)), 0, k=3, stride=2,
+               padding="VALID", depthwise=True, out_q=(0.04, 9))
+    return n.graph(a, b, c)
+
+
+def _pool2(d, cfg, rng):
+    """`d` with POOL2: the pool at the top of the activation SRAM, clamps around in_zp."""
+    words = fmt.tensor_words(d.out_h, d.out_w, d.in_c, cfg.array_cols)
+    d.flags |= fmt.POOL2
+    d.in2_addr = cfg.act_banks * cfg.sram_bank_bytes // cfg.array_cols - words
+    assert d.in2_addr >= max(d.in_addr + d.in_h * d.in_w * d.in_ct, d.out_addr + d.out_h * d.out_w * d.out_ct)
+    d.add_min = int(max(-128, d.in_zp - rng.integers(0, 80)))
+    d.add_max = int(min(127, d.in_zp + rng.integers(20, 80)))
+    return d
+
+
+@pytest.mark.parametrize("config", ["8x16", "16x32"])
+def test_dwconv_pool2(config):
+    """A DWCONV with POOL2 also writes the input's 2x2 stride-2 max pool (clamped) from the rows its line walk
+    reads: the SRAM as the golden executor leaves it, word for word, in the cycles of the DWCONV alone, its
+    words written once (activity model); two line sets (8 rows) and three, one lane group and two."""
+    from stackcam.quant.timing import dw_pool2_fits
+    cfg = CONFIGS[config]
+    steps, wsram = trace(net_pool2(), cfg)
+    rng = np.random.default_rng(5)
+    dws = [(i, d, before) for i, d, before, _ in steps if d.op == "DWCONV"]
+    assert len(dws) == 3
+    for i, d, before in dws:
+        plain = fmt.Descriptor(**vars(d))
+        d = _pool2(d, cfg, rng)
+        assert dw_pool2_fits(cfg, d)
+        want = before.copy()
+        golden.step(i, d, want, wsram, cfg.array_rows, cfg.array_cols, cfg.max_channels, config=cfg)
+        pool = want[d.in2_addr:d.in2_addr + d.out_h * d.out_w * d.out_ct]
+        assert len(np.unique(pool)) > 20 and not np.array_equal(pool, before[d.in2_addr:d.in2_addr + len(pool)])
+        stats = {}
+        got, cycles, macs, error = run_engine(NPUConvEngine(cfg), cfg, d, before, wsram, stats=stats)
+        assert not error
+        bad = np.argwhere(np.any(got != want, axis=1)).reshape(-1)
+        assert bad.size == 0, f"descriptor {i}: {bad.size} words differ, first {bad[:8].tolist()}"
+        assert cycles == conv_cycles(cfg, d) == conv_cycles(cfg, plain)
+        assert stats["act_write_bytes"] == descriptor_activity(cfg, d)["act_write_bytes"] == \
+            2 * descriptor_activity(cfg, plain)["act_write_bytes"]
+        assert stats["act_reads"] == descriptor_activity(cfg, plain)["act_reads"]
+
+
+@pytest.mark.parametrize("patch", ["stride1", "pad_top", "no_line_walk", "clamps", "overlap"])
+def test_dwconv_pool2_refused(patch):
+    """POOL2 where the line walk cannot give the pool its rows (stride 1, padding above, an engine without the line
+    walk), clamps that exclude in_zp, a pool over the input: the golden executor refuses it (the engine, all but
+    the overlap, which it does not check, at start: `error` one cycle after `start`, nothing written)."""
+    cfg = CONFIGS["4x4" if patch == "no_line_walk" else "8x16"]
+    if patch == "stride1":
+        steps, wsram = trace(net_depthwise_line(), cfg)
+    else:
+        steps, wsram = trace(net_pool2(), cfg)
+    i, d, before = next((i, d, before) for i, d, before, _ in steps if d.op == "DWCONV")
+    d = _pool2(d, CONFIGS["8x16"] if patch == "no_line_walk" else cfg, np.random.default_rng(1)) \
+        if patch != "no_line_walk" else d
+    if patch == "no_line_walk":
+        d.flags |= fmt.POOL2
+        d.in2_addr = cfg.act_banks * cfg.sram_bank_bytes // cfg.array_cols - d.out_h * d.out_w * d.out_ct
+        d.add_min, d.add_max = -128, 127
+    elif patch == "pad_top":
+        d.pad_top, d.pad_bottom = 1, d.pad_bottom - 1
+    elif patch == "clamps":
+        d.add_min = d.in_zp + 1
+    elif patch == "overlap":
+        d.in2_addr = d.in_addr
+    with pytest.raises(fmt.ProgramError, match="POOL2"):
+        golden.step(i, d, before.copy(), wsram, cfg.array_rows, cfg.array_cols, cfg.max_channels, config=cfg)
+    if patch == "overlap":
+        return
+    got, cycles, macs, error = run_engine(NPUConvEngine(cfg), cfg, d, before, wsram)
+    assert error and cycles == 2 and macs == 0
+    assert np.array_equal(got, before)
 
 
 @pytest.mark.parametrize("config,channels", [("4x8", 3), ("8x16", 3), ("2x64", 3), ("4x4", 1), ("8x16/G1", 3),

@@ -2,7 +2,8 @@
 
 Each case is a seeded random float network (2 to 9 operators from what the die runs: CONV_2D and
 DEPTHWISE_CONV_2D of kernel 1-5, stride 1-2, SAME or VALID, with and without fused activations; residual
-ADD/SUB/MUL (a CONV of x added to x: the die's RESADD on two-port presets), pools, channel and spatial PAD,
+ADD/SUB/MUL (a CONV of x added to x: the die's RESADD on two-port presets), BlazeFace's stride-2 block (a
+stride-2 depthwise and pointwise CONV added to the 2x2 max pool of their input: POOL2), pools, channel and spatial PAD,
 CONCATENATION, RESIZE, standalone RELU/RELU6/LEAKY_RELU/HARD_SWISH/LOGISTIC/TANH, and a MEAN or RESHAPE +
 FULLY_CONNECTED head). The float model is quantized to int8 twice: by LiteRT's own calibrator and quantizer
 (`quant.ptq.litert_calibrated_model`) and by our PTQ. Each int8 .tflite is compiled for every preset asked for
@@ -102,7 +103,8 @@ def random_graph(seed):
     acts = ("NONE", "RELU", "RELU6")
     for _ in range(int(rng.integers(2, 9))):
         _, h, w, c = b.shape(x)
-        kind = rng.choice(["conv", "conv", "dw", "residual", "pool", "pad", "concat", "resize", "unary", "branch"])
+        kind = rng.choice(["conv", "conv", "dw", "residual", "pool", "pad", "concat", "resize", "unary", "branch",
+                           "s2block"])
         if kind == "conv" or h < 3 or w < 3:
             k = int(rng.choice([1, 1, 3, 3, 5])) if min(h, w) >= 5 else 1
             s = int(rng.choice([1, 1, 2]))
@@ -118,6 +120,14 @@ def random_graph(seed):
             op = str(rng.choice(["ADD", "ADD", "ADD", "SUB", "MUL"]))
             ins = [x, y] if rng.random() < 0.5 else [y, x]
             x = b.op(op, ins, (1, h, w, c), activation=str(rng.choice(acts)))
+        elif kind == "s2block" and h % 2 == 0 and w % 2 == 0 and h >= 4 and w >= 4:
+            # BlazeFace's stride-2 block: a stride-2 depthwise and pointwise CONV beside the 2x2 max pool of the
+            # same input, added (the die runs the pool in the depthwise (POOL2), the ADD in the CONV (RESADD)).
+            y = b.conv(x, 0, 3, 2, "SAME", str(rng.choice(acts)), depthwise=True)
+            y = b.conv(y, c, 1, 1, "SAME", "NONE")
+            p = b.op("MAX_POOL_2D", [x], (1, h // 2, w // 2, c), filter=(2, 2), stride=(2, 2), padding="VALID",
+                     activation="NONE")
+            x = b.op("ADD", [y, p], (1, h // 2, w // 2, c), activation=str(rng.choice(acts)))
         elif kind == "pool":
             f, s, padding = [(2, 2, "VALID"), (3, 1, "SAME"), (3, 2, "SAME"), (2, 1, "VALID")][int(rng.integers(4))]
             if padding == "VALID" and min(h, w) < f:

@@ -13,6 +13,7 @@ component               file                            does
 `ConvMACPipe`           `conv_datapath.py`              S1..S4: operands, MAC array, depthwise accumulators
 `ConvBackEnd`           `conv_backend.py`               depthwise drain, parameter read, requantizers, write
 `ConvResidualAdd`       `conv_resadd.py`                RESADD: the residual's read and the fused ADD (two ports)
+`ConvPool2`             `conv_pool2.py`                 POOL2: the max pool of the line walk's rows 2y, 2y+1
 ======================  ==============================  ==========================================================
 
 joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine's, are `quant.timing`.
@@ -21,7 +22,7 @@ joined by the layouts of `conv_common.py`. Their cycle formulas, and the engine'
 from amaranth import DomainRenamer, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 
-from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR, RESADD, ZPAD2
+from stackcam.quant.program import FCSCALE, OPCODES, PACKED, PAIR, POOL2, RESADD, ZPAD2
 from stackcam.quant.timing import conv_cycles, conv_latency
 
 from ..clockgate import clock_gates, gating
@@ -32,6 +33,7 @@ from .conv_dwwalk import ConvDepthwiseWalk
 from .conv_im2col import ConvIm2colGatherer
 from .conv_issue import ConvDirectIssue
 from .conv_params import ConvParamLoader
+from .conv_pool2 import ConvPool2
 from .conv_resadd import ConvResidualAdd
 from .conv_setup import ConvSetup
 from .ports import banks_meet, engine_signature
@@ -121,12 +123,18 @@ class NPUConvEngine(wiring.Component):
     must lie in disjoint banks, which the engine checks at the end of the setup (refused there: ``2 +
     setup_cycles``).
 
+    **POOL2** (a MAX_POOL_2D of 2x2 stride 2 fused into a stride-2 DWCONV over the same input; an engine with the
+    depthwise line walk): `ConvPool2` takes each line issue's kernel rows 0 and 1 (input rows 2y and 2y+1) from
+    the datapath, maxes them lane by lane and pairs of columns, clamps, and writes the pool's words at
+    ``in2_addr`` in cycles in which the back end writes nothing: no cycle more than the DWCONV alone, and the
+    MAXPOOL's own reads of the input (one word a cycle, its whole input) are gone.
+
     **Errors** (`error` with `done`, one cycle after `start`, nothing written): an opcode other than CONV and
-    DWCONV; DWCONV with any flag; PAIR on another array shape, with PACKED or FCSCALE or over ``cols / 2`` channels
-    in the input's last tile; RESADD on a die with one read port, with PACKED or FCSCALE, a residual not of the
-    output's shape and tiles, an ADD shift outside -31..31 (and, after the setup, a residual in a bank the input
-    spans); more output channels than the parameter buffer holds; a PACKED K above
-    ``im2col_words`` words (default: 5x5 RGB); a zero loop bound.
+    DWCONV; DWCONV with a flag other than POOL2, or POOL2 where its line walk cannot run it; PAIR on another array
+    shape, with PACKED or FCSCALE or over ``cols / 2`` channels in the input's last tile; RESADD on a die with one
+    read port, with PACKED or FCSCALE, a residual not of the output's shape and tiles, an ADD shift outside
+    -31..31 (and, after the setup, a residual in a bank the input spans); more output channels than the parameter
+    buffer holds; a PACKED K above ``im2col_words`` words (default: 5x5 RGB); a zero loop bound.
 
     No back-pressure: the engine owns the SRAM ports from `start` to `done` and every stage advances every
     cycle; the only internal waits are the PACKED feeder waiting for a gathered group and the DWCONV issue
@@ -173,6 +181,7 @@ class NPUConvEngine(wiring.Component):
         is_fc = Signal()                       # CONV with FCSCALE: the float64 rescale
         is_pair = Signal()                     # CONV with PAIR: two oc tiles per issue
         is_resadd = Signal()                   # CONV with RESADD: the fused residual ADD
+        is_pool2 = Signal()                    # DWCONV with POOL2: the input's max pool written too
         wk_mode = Signal()                     # DWCONV on the column walk (kernel of at most dw_taps taps)
         init = Signal()                        # the run's first cycle is next: the run components load
         stop = Signal()                        # the last write is on the port
@@ -209,8 +218,11 @@ class NPUConvEngine(wiring.Component):
             pbuf_r.addr.eq(back.pbuf.addr), pbuf_r.en.eq(1), back.pbuf.data.as_value().eq(pbuf_r.data),
             self.mac_active.eq(pipe.mac_active),
         ]
-        # The back end's writes reach the SRAM through the fused ADD (passed through unless RESADD).
+        # The back end's writes reach the SRAM through the fused ADD (passed through unless RESADD); POOL2's words
+        # take the cycles in which there is none.
         last = back.last
+        main_addr, main_data = Signal.like(self.act_w.addr), Signal.like(self.act_w.data)
+        main_en = Signal.like(self.act_w.en)
         if self.second:
             resadd = ConvResidualAdd(self.config, dm)
             if gating(self.config, platform):
@@ -225,13 +237,18 @@ class NPUConvEngine(wiring.Component):
                 resadd.w_in.data.eq(back.act_w.data), resadd.w_in.en.eq(back.act_w.en), resadd.last_in.eq(back.last),
                 self.act_r2.addr.eq(resadd.act_r2.addr), self.act_r2.en.eq(resadd.act_r2.en),
                 resadd.act_r2.data.eq(self.act_r2.data),
-                self.act_w.addr.eq(resadd.act_w.addr), self.act_w.data.eq(resadd.act_w.data),
-                self.act_w.en.eq(resadd.act_w.en),
+                main_addr.eq(resadd.act_w.addr), main_data.eq(resadd.act_w.data), main_en.eq(resadd.act_w.en),
             ]
             last = resadd.last
         else:
-            m.d.comb += [self.act_w.addr.eq(back.act_w.addr), self.act_w.data.eq(back.act_w.data),
-                         self.act_w.en.eq(back.act_w.en)]
+            m.d.comb += [main_addr.eq(back.act_w.addr), main_data.eq(back.act_w.data), main_en.eq(back.act_w.en)]
+        m.d.comb += [self.act_w.addr.eq(main_addr), self.act_w.data.eq(main_data), self.act_w.en.eq(main_en)]
+        if dm.LINE:
+            m.submodules.pool2 = pool2 = ConvPool2(dm)
+            m.d.comb += [pool2.enable.eq(is_pool2), pool2.init.eq(init), pool2.desc.eq(d), pool2.pool.eq(pipe.pool)]
+            with m.If(pool2.w_valid & ~main_en.any()):
+                m.d.comb += [self.act_w.addr.eq(pool2.w_addr), self.act_w.data.eq(pool2.w_data),
+                             self.act_w.en.eq((1 << dm.C) - 1), pool2.taken.eq(1)]
 
         if dm.LINE:
             m.d.comb += pipe.line.eq(walk.line)
@@ -249,10 +266,21 @@ class NPUConvEngine(wiring.Component):
         pair_last_c = Signal(signed(18))        # channels of the input's last tile (PAIR: at most cols / 2)
         m.d.comb += pair_last_c.eq(d.in_c - (d.in_ct - 1) * dm.C)
         tiles_used = Mux(op_dw, d.out_ct * dm.NG, d.oc_tiles)      # R-channel groups the layer's tiles use
+        pool2_flag = (d.flags & POOL2) != 0
+        # POOL2: the line walk in one pass per row (`quant.timing.dw_pool2_fits`, as the walk decides it).
+        pool2_ok = Signal()
+        if dm.LINE:
+            m.d.comb += pool2_ok.eq(
+                (d.kernel_h <= 3) & (d.kernel_h * d.kernel_w <= dm.TM) & (d.kernel_h >= 2) & (d.kernel_w >= 2)
+                & (((d.out_w - 1) << 1) + d.kernel_w <= dm.LBD) & (d.kernel_w <= 2 * dm.NSL)
+                & (d.stride_h == 2) & (d.stride_w == 2) & (d.pad_top == 0) & (d.pad_left == 0)
+                & ((d.out_h << 1) <= d.in_h) & ((d.out_w << 1) <= d.in_w)
+                & (d.add_min <= d.in_zp) & (d.in_zp <= d.add_max))
         bad = Signal()
         m.d.comb += bad.eq(
             ~(op_conv | op_dw)
-            | (op_dw & (d.flags != 0))
+            | (op_dw & ((d.flags & (0xFF ^ POOL2)) != 0))
+            | (op_dw & pool2_flag & ~pool2_ok)
             | (tiles_used > dm.param_depth * dm.NG)
             | (op_conv & packed_flag & ((d.in_ct > dm.GM) | (d.in_ppw == 0)))
             | (d.kernel_h == 0) | (d.kernel_w == 0) | (d.stride_h == 0) | (d.stride_w == 0)
@@ -284,7 +312,7 @@ class NPUConvEngine(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [is_dw.eq(op_dw), is_packed.eq(op_conv & packed_flag),
                              is_fc.eq(op_conv & ((d.flags & FCSCALE) != 0)), is_pair.eq(op_conv & pair_flag),
-                             is_resadd.eq(op_conv & resadd_flag),
+                             is_resadd.eq(op_conv & resadd_flag), is_pool2.eq(op_dw & pool2_flag),
                              wk_mode.eq(op_dw & (d.kernel_h * d.kernel_w <= dm.TM))]
                 with m.If(bad):
                     m.d.sync += state.eq(FAIL)

@@ -38,11 +38,11 @@ class ConvBackEnd(wiring.Component):
 
     DWCONV holds a closed output's ``cols`` sums (T + 1) and drains them ``rows`` lanes per cycle over
     ``cols // rows`` cycles (T + 1 .. T + groups; each write fills one lane group of the output word); with the
-    line walk (`quant.timing.dw_drain_groups` = 1) `RequantUnit` is ``cols`` lanes wide and the whole word
-    drains in one cycle (CONV tiles use its first ``rows`` lanes). A PAIR tile (`pair`, on an array of
-    ``cols = 2 * rows``) is a whole output word too: `acc` and `acc2` (the pair's two oc tiles) through the
-    ``cols``-lane requantizer with the word's ``cols`` records, written at once. The issue stages space their
-    closes so that a drain never overlaps the next. Latency from `tile.done` to the write:
+    line walk or on an array of ``cols = 2 * rows`` (`quant.timing.dw_drain_groups` = 1) `RequantUnit` is
+    ``cols`` lanes wide and the whole word drains in one cycle (CONV tiles use its first ``rows`` lanes). A PAIR
+    tile (`pair`, on an array of ``cols = 2 * rows``) is a whole output word too: `acc` and `acc2` (the pair's two
+    oc tiles) through the ``cols``-lane requantizer with the word's ``cols`` records, written at once. The issue
+    stages space their closes so that a drain never overlaps the next. Latency from `tile.done` to the write:
     CONV 1 + ``RequantUnit.latency`` cycles (`quant.timing.CONV_LATENCY` - 4), DWCONV 2 + ``RequantUnit.latency``
     for the first lane group and ``groups - 1`` more for the last. No back-pressure: one tile (or one drain
     beat) per cycle in, one write per cycle out.

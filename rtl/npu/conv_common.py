@@ -18,7 +18,7 @@ from stackcam.quant.timing import (
 from .ports import addr_bits
 
 __all__ = ["ConvDims", "param_record_layout", "geometry_layout", "issue_layout", "tile_layout", "mux_tree", "words",
-           "shift_bytes", "lane", "read_request_signature", "feed_layout", "line_layout"]
+           "shift_bytes", "lane", "read_request_signature", "feed_layout", "line_layout", "pool_rows_layout"]
 
 # One channel's requantization parameters as the parameter buffer holds them: the 16-byte record of
 # quant.program without its zero padding. `rescale` is the Q31 multiplier and shift (TFLite shifts lie in
@@ -177,4 +177,13 @@ def line_layout(dims):
     return data.StructLayout({
         "read": 1, "issue": 1, "keep": 1, "ky": unsigned(2), "ky0": unsigned(2), "e0": 1, "kh": unsigned(2),
         "col": unsigned(max(1, ceil_log2(max(2, dims.LBD)))), "ins": unsigned(dims.XG),
+    })
+
+
+def pool_rows_layout(dims):
+    """The line walk's column at S1 for `ConvPool2`: `issue` (a line issue: the column's MAC issue), its padded
+    column `col`, and its kernel rows 0 and 1 (`row0`, `row1`: raw SRAM bytes, as read or from the line buffer)."""
+    return data.StructLayout({
+        "issue": 1, "col": unsigned(max(1, ceil_log2(max(2, dims.LBD)))), "row0": unsigned(8 * dims.C),
+        "row1": unsigned(8 * dims.C),
     })

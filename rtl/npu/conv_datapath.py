@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from stackcam.quant.timing import mac_latency
 
 from ..mac_array import MACArray
-from .conv_common import issue_layout, lane, line_layout, mux_tree, tile_layout, words
+from .conv_common import issue_layout, lane, line_layout, mux_tree, pool_rows_layout, tile_layout, words
 
 __all__ = ["ConvMACPipe"]
 
@@ -29,7 +29,8 @@ class ConvMACPipe(wiring.Component):
     Ports: `issue` (S0, from `ConvDirectIssue` or `ConvDepthwiseWalk`), `gword` (S0: the im2col buffer word of
     the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set row),
     `in_zp`, `dw` / `packed` / `walk` (modes), `line` (the walk's line mode, S0), `mac_active`, and at S4 `tile`,
-    `acc`, `dw_sum`.
+    `acc`, `dw_sum`; with the line mode also `pool` (S1: a line issue's column and its kernel rows 0 and 1, for
+    `ConvPool2`).
 
     Latency: fixed, 2 + ``MACArray.latency`` (4, or 5 with the configuration's `deep_pipeline`) cycles from issue
     to `tile.done` (`quant.timing.conv_latency` counts it); one word per cycle, no back-pressure.
@@ -41,7 +42,7 @@ class ConvMACPipe(wiring.Component):
         super().__init__({
             "issue": In(issue_layout(dims)), "gword": In(8 * C), "act_data": In(8 * C), "w_data": In(8 * dims.WB),
             "taps": In(data.ArrayLayout(8 * C, NS * dims.XG)), "in_zp": In(signed(8)),
-            **({"line": In(line_layout(dims))} if dims.LINE else {}),
+            **({"line": In(line_layout(dims)), "pool": Out(pool_rows_layout(dims))} if dims.LINE else {}),
             "dw": In(1), "packed": In(1), "walk": In(1),
             **({"acc2": Out(data.ArrayLayout(signed(32), R))} if dims.PAIR else {}),
             "mac_active": Out(1), "tile": Out(tile_layout(dims)), "acc": Out(data.ArrayLayout(signed(32), R)),
@@ -63,7 +64,9 @@ class ConvMACPipe(wiring.Component):
         # rows (`_line_words`).
         xs, xins = [src] * XG, [s1.inside] * XG
         if dm.LINE:
-            lwords, lins, line_on = self._line_words(m)
+            lwords, lins, line_on, line_col = self._line_words(m)
+            m.d.comb += [self.pool.issue.eq(line_on), self.pool.col.eq(line_col),
+                         self.pool.row0.eq(lwords[0]), self.pool.row1.eq(lwords[1])]
             xs = [Mux(line_on, lwords[k], src) for k in range(XG)]
             xins = [Mux(line_on, lins[k], s1.inside) for k in range(XG)]
 
@@ -144,8 +147,9 @@ class ConvMACPipe(wiring.Component):
     def _line_words(self, m):
         """Line mode at S1: the column's kernel rows as XG words (row k: from the line buffer below ``ky0``, the
         SRAM word read in this cycle for row kh-1, the one held from an earlier cycle of the column between),
-        their inside flags, and whether this S1 is a line issue. The buffer (``LBD`` padded columns of two words,
-        kernel rows kh-2 and kh-1) is read at S0 of the column's issue and written at its S1."""
+        their inside flags, whether this S1 is a line issue and its padded column. The buffer (``LBD`` padded
+        columns of two words, kernel rows kh-2 and kh-1) is read at S0 of the column's issue and written at its
+        S1."""
         dm = self.dims
         C, XG = dm.C, dm.XG
         ln = self.line
@@ -174,4 +178,4 @@ class ConvMACPipe(wiring.Component):
             lb_w.addr.eq(s1l.col), lb_w.en.eq(s1l.issue & s1l.keep),
             lb_w.data.eq(Mux(s1l.kh == 3, Cat(lw[1], lw[2]), Cat(lw[0], lw[1]))),
         ]
-        return lw, [s1l.ins[k] for k in range(XG)], s1l.issue
+        return lw, [s1l.ins[k] for k in range(XG)], s1l.issue, s1l.col
