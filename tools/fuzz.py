@@ -23,15 +23,15 @@ stackcam imports this file.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
+
+from stackcam.sim.files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("tiny", "demo", "imx500")
@@ -290,14 +290,6 @@ def run_case(seed, configs, workdir, rtl_left):
     return rows
 
 
-def _write_atomic(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="tools/fuzz.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=int, default=200, help="random networks (default 200)")
@@ -339,7 +331,7 @@ def main(argv=None):
     summary = dict(cases=args.cases, first_seed=args.seed, presets=[c.name for c in configs], outcomes=counts,
                    rtl_runs=sum(1 for r in rows if "RTL equal" in r.get("detail", "")),
                    seconds=round(time.monotonic() - t0, 1))
-    _write_atomic(args.output / "report.json", json.dumps(dict(summary=summary, rows=rows), indent=1) + "\n")
+    write_text_atomic(args.output / "report.json", json.dumps(dict(summary=summary, rows=rows), indent=1) + "\n")
     print(f"\n{args.cases} random networks x {len(configs)} presets x 2 quantizers: "
           + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
           + f"; {summary['rtl_runs']} also on the RTL ({summary['seconds']} s); wrote {args.output / 'report.json'}")

@@ -19,7 +19,6 @@ Nothing in stackcam imports this file.
 import argparse
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from stackcam.sim.files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_AGREEMENT_ELEMENTS = 8      # outputs this large count in the float-agreement figure (all are in the JSON)
@@ -200,14 +201,6 @@ def _table(rows):
     return out
 
 
-def _write_atomic(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="tools/models.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="imx500", help="the die preset to compile for (default imx500)")
@@ -258,7 +251,7 @@ def main(argv=None):
     }
     report = {"wheel": wheel.name, "config": config.name, "photos": args.photos, "summary": summary, "models": rows}
     out = args.output / "report.json"
-    _write_atomic(out, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     print()
     for line in _table(rows):
         print(line)

@@ -41,6 +41,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from stackcam.sim.files import write_text_atomic  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = ("model", "rom", "image")
 CAMPAIGN_IDS = {"model": 1, "rom": 2, "image": 3}
@@ -748,17 +750,7 @@ def _git_commit():
 
 
 def write_json_atomic(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def summary_table(report):
