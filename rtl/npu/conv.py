@@ -223,14 +223,15 @@ class NPUConvEngine(wiring.Component):
         last = back.last
         main_addr, main_data = Signal.like(self.act_w.addr), Signal.like(self.act_w.data)
         main_en = Signal.like(self.act_w.en)
+        # The fused units run on gated clocks of their own, each while the engine runs a descriptor with its flag
+        # (`is_resadd`, `is_pool2`: set at the start and kept until the next): a simulation does not evaluate their
+        # lanes during other layers.
+        gated = gating(self.config, platform)
+        if gated and (self.second or dm.LINE):
+            clock_gates(m, [("conv_resadd", is_resadd), ("conv_pool2", is_pool2)], latch="conv_icg_latch")
         if self.second:
             resadd = ConvResidualAdd(self.config, dm)
-            if gating(self.config, platform):
-                # Its own gated clock, running while the engine runs a CONV with RESADD (`is_resadd` is set at the
-                # start and kept until the next): a simulation does not evaluate its lanes during other layers.
-                clock_gates(m, [("conv_resadd", is_resadd)], latch="conv_icg_latch")
-                resadd = DomainRenamer("conv_resadd")(resadd)
-            m.submodules.resadd = resadd
+            m.submodules.resadd = resadd = DomainRenamer("conv_resadd")(resadd) if gated else resadd
             m.d.comb += [
                 resadd.enable.eq(is_resadd), resadd.init.eq(init), resadd.desc.eq(d),
                 resadd.w_in.addr.eq(back.act_w.addr),
@@ -244,7 +245,8 @@ class NPUConvEngine(wiring.Component):
             m.d.comb += [main_addr.eq(back.act_w.addr), main_data.eq(back.act_w.data), main_en.eq(back.act_w.en)]
         m.d.comb += [self.act_w.addr.eq(main_addr), self.act_w.data.eq(main_data), self.act_w.en.eq(main_en)]
         if dm.LINE:
-            m.submodules.pool2 = pool2 = ConvPool2(dm)
+            pool2 = ConvPool2(dm)
+            m.submodules.pool2 = pool2 = DomainRenamer("conv_pool2")(pool2) if gated else pool2
             m.d.comb += [pool2.enable.eq(is_pool2), pool2.init.eq(init), pool2.desc.eq(d), pool2.pool.eq(pipe.pool)]
             with m.If(pool2.w_valid & ~main_en.any()):
                 m.d.comb += [self.act_w.addr.eq(pool2.w_addr), self.act_w.data.eq(pool2.w_data),

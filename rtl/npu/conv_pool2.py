@@ -15,11 +15,12 @@ _FIELDS = ("in2_addr", "out_ct", "out_w", "out_h", "add_min", "add_max")
 class ConvPool2(wiring.Component):
     """The max pool of POOL2 (`quant.program`), from the rows the depthwise line walk reads anyway: at each line
     issue (`pool`, S1 of the datapath) of a padded column ``col < 2*out_w`` (``pad_left = 0``: the input's column)
-    the lane-wise max of the column's kernel rows 0 and 1 (input rows 2y and 2y+1, ``pad_top = 0``, stride 2) is
-    held at an even column and, at the odd one after it, maxed with it, clamped to ``[add_min, add_max]`` and
-    offered for writing (`w_valid`, `w_addr`, `w_data`, all lanes) at word ``in2_addr + (y*out_w + x)*out_ct +
-    t`` of channel tile t, output row y, x = col // 2: the walk takes each tile's rows in order and, in one pass
-    per row (`quant.timing.dw_pool2_fits`), each row's columns in order, so a word counter gives the address.
+    the lane-wise max of the column's kernel rows 0 and 1 (input rows 2y and 2y+1, ``pad_top = 0``, stride 2;
+    registered first, at S2) is held at an even column and, at the odd one after it, maxed with it, clamped to
+    ``[add_min, add_max]`` and offered for writing (`w_valid`, `w_addr`, `w_data`, all lanes) at word ``in2_addr +
+    (y*out_w + x)*out_ct + t`` of channel tile t, output row y, x = col // 2: the walk takes each tile's rows in
+    order and, in one pass per row (`quant.timing.dw_pool2_fits`), each row's columns in order, so a word counter
+    gives the address.
 
     The engine writes the offered word in a cycle in which the back end does not write (`taken`), the pool's
     words otherwise waiting in `w_valid`'s register: with stride 2 a column takes at least two cycles and a
@@ -47,7 +48,10 @@ class ConvPool2(wiring.Component):
         # line issue comes after the setup).
         d = Signal(descriptor_layout())
         m.d.sync += [getattr(d, f).eq(getattr(self.desc, f)) for f in _FIELDS]
-        p = self.pool
+        # The datapath's column, registered here too (S2): the lanes below then read nothing outside the unit's
+        # domain.
+        p = Signal(pool_rows_layout(dm))
+        m.d.sync += p.eq(self.pool)
 
         fire = Signal()
         m.d.comb += fire.eq(self.enable & p.issue & (p.col < (d.out_w << 1)))
