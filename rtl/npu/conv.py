@@ -248,7 +248,7 @@ class NPUConvEngine(wiring.Component):
             pool2 = ConvPool2(dm)
             m.submodules.pool2 = pool2 = DomainRenamer("conv_pool2")(pool2) if gated else pool2
             m.d.comb += [pool2.enable.eq(is_pool2), pool2.init.eq(init), pool2.desc.eq(d), pool2.pool.eq(pipe.pool)]
-            with m.If(pool2.w_valid & ~main_en.any()):
+            with m.If(pool2.w_valid & is_pool2 & ~main_en.any()):
                 m.d.comb += [self.act_w.addr.eq(pool2.w_addr), self.act_w.data.eq(pool2.w_data),
                              self.act_w.en.eq((1 << dm.C) - 1), pool2.taken.eq(1)]
 
