@@ -305,17 +305,24 @@ def test_residual_add_zpad():
         assert timing.resadd_read_tiles(two, d) == [0] * (1 if d.flags & PAIR else 2)
 
 
+def stride2_block(shape, seed, zp):
+    """BlazeFace's stride-2 block: a 1x1 CONV x, then a stride-2 depthwise and a pointwise CONV of x added to the
+    2x2 stride-2 MAX_POOL of x (the residual), the ADD with a RELU."""
+    n = Net(shape, seed=seed, zp=zp)
+    c = shape[3]
+    x = n.conv(n.input, c, k=1, out_q=(0.05, -1))
+    d = n.conv(x, 0, k=3, stride=2, depthwise=True, out_q=(0.06, 4))
+    y = n.conv(d, c, k=1, out_q=(0.04, -7))
+    m = n.pool(x, "MAX_POOL_2D", (2, 2), 2)
+    return n.graph(n.add(y, m, out_q=(0.08, 3), act="RELU"))
+
+
 def test_max_pool_runs_in_the_depthwise():
     """BlazeFace's stride-2 block on a die with the depthwise line walk and two read ports: the MAX_POOL of the
     block's input (the residual) runs in the stride-2 DWCONV that reads that input (POOL2: no MAXPOOL descriptor,
     its layer ``MAXPOOL@k``), so the residual is written before the pointwise CONV, which then runs the ADD in its
     own slot (RESADD, not late); the program equals the graph executor, the DWCONV's cycles are its own."""
-    n = Net((1, 12, 10, 20), seed=33, zp=-2)
-    x = n.conv(n.input, 20, k=1, out_q=(0.05, -1))
-    d = n.conv(x, 0, k=3, stride=2, depthwise=True, out_q=(0.06, 4))
-    c = n.conv(d, 20, k=1, out_q=(0.04, -7))
-    m = n.pool(x, "MAX_POOL_2D", (2, 2), 2)
-    graph = n.graph(n.add(c, m, out_q=(0.08, 3), act="RELU"))
+    graph = stride2_block((1, 12, 10, 20), seed=33, zp=-2)
     die = DieConfig(name="line2p", array_rows=8, array_cols=16, sram_banks=6, sram_bank_bytes=16 * 1024,
                     weight_banks=2, act_read_ports=2)
     assert timing.dw_line_capable(die)
@@ -337,12 +344,7 @@ def test_residual_add_late():
     """A residual written after the CONV (BlazeFace's stride-2 block: depthwise, pointwise, then the MAX_POOL of
     the block's input as the residual): the fused CONV runs where the ADD was, after the pool, its input kept
     alive until then; the program equals the graph executor."""
-    n = Net((1, 8, 8, 6), seed=32, zp=2)
-    x = n.conv(n.input, 6, k=1, out_q=(0.05, -1))
-    d = n.conv(x, 0, k=3, stride=2, depthwise=True, out_q=(0.06, 4))
-    c = n.conv(d, 6, k=1, out_q=(0.04, -7))
-    m = n.pool(x, "MAX_POOL_2D", (2, 2), 2)
-    graph = n.graph(n.add(c, m, out_q=(0.08, 3), act="RELU"))
+    graph = stride2_block((1, 8, 8, 6), seed=32, zp=2)
     two = DieConfig(name="banks2", array_rows=4, array_cols=8, sram_banks=4, sram_bank_bytes=16 * 1024,
                     weight_banks=2, act_read_ports=2)
     model = check_equal(graph, two)
