@@ -126,24 +126,19 @@ def run_model(model, x, config=DEFAULT_CONFIG, calib=None, calib_photos=False, s
 
 
 def _write_npz(path, arrays):
-    """Write an .npz np.load reads, atomically (a temp file beside the target, renamed at the end, so a failure
-    leaves nothing) and reproducibly: np.savez stamps each member with the clock, so the same outputs would give
-    different bytes; here every member carries the zip epoch."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+    """Write an .npz np.load reads, atomically (`sim.files.write_atomic`: a failure leaves nothing) and
+    reproducibly: np.savez stamps each member with the clock, so the same outputs would give different bytes; here
+    every member carries the zip epoch."""
+    from stackcam.sim.files import write_atomic
+
+    def fill(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
             for name, value in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with z.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)        # mkstemp makes it private; the result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, fill, binary=True)
 
 
 def _check_output(path):
