@@ -49,9 +49,9 @@ def models(session):
 def fuzz(session):
     """Random networks (tools/fuzz.py): each quantized by LiteRT's converter and by our PTQ, compiled for tiny, demo
     and imx500, the golden executor against LiteRT BUILTIN_REF element for element, a few cases per preset also on
-    the RTL; build/fuzz/report.json. Options after -- (e.g. `-- --cases 2000 --rtl 10`)."""
+    the RTL; build/fuzz/report.json. Options after -- (e.g. `-- --cases 2000 --rtl 100`)."""
     _install(session, "test")
-    session.run("python", "tools/fuzz.py", *(session.posargs or ["--cases", "300", "--rtl", "3"]))
+    session.run("python", "tools/fuzz.py", *(session.posargs or ["--cases", "300", "--rtl", "20"]))
 
 
 @nox.session(python=PYTHON)
