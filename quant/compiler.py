@@ -1082,15 +1082,9 @@ class _Compiler:
         The fused CONV runs where the CONV was when y is in memory by then (when the ADD works in place over y,
         nothing may read y between the two), otherwise (`late`) where the ADD was, its input kept until then
         (when nothing between overwrites that input: the CONV is its last reader, or it lives past the ADD)."""
-        producer, readers = {}, {}
+        producer, readers = {}, self.readers(host, die_index)
         for i, (_, names) in enumerate(self.descs):
             producer.setdefault(names.get("out_addr"), []).append(i)
-        for i, op in enumerate(g.ops):
-            if i in host:
-                continue
-            for name in op.inputs:
-                if name in self.root:
-                    readers.setdefault(self.root[name], set()).add(die_index[i])
         consumers = g.consumers()
         host_reads = {name for i in host for name in g.ops[i].inputs}
         fusions = []
@@ -1127,6 +1121,17 @@ class _Compiler:
                 break
         return fusions
 
+    def readers(self, host, die_index):
+        """{storage root: the die steps of the operators that read it}."""
+        readers = {}
+        for i, op in enumerate(self.g.ops):
+            if i in host:
+                continue
+            for name in op.inputs:
+                if name in self.root:
+                    readers.setdefault(self.root[name], set()).add(die_index[i])
+        return readers
+
     def pool_fusions(self, die_index, host):
         """[(DWCONV descriptor, MAXPOOL descriptor, pool output)] of the max pools a DWCONV writes beside its output
         (POOL2, `quant.program`): a one-descriptor MAX_POOL_2D of 2x2 stride 2 without padding over the input of a
@@ -1135,13 +1140,7 @@ class _Compiler:
         by nothing at or before the DWCONV's step (it is written there). Each DWCONV takes one pool."""
         if not timing.dw_line_capable(self.cfg):
             return []
-        readers = {}
-        for i, op in enumerate(self.g.ops):
-            if i in host:
-                continue
-            for name in op.inputs:
-                if name in self.root:
-                    readers.setdefault(self.root[name], set()).add(die_index[i])
+        readers = self.readers(host, die_index)
         dws = {}
         for i, (desc, names) in enumerate(self.descs):
             x = names.get("in_addr")
