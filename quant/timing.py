@@ -28,7 +28,8 @@ __all__ = [
     "direct_issue_cycles", "issue_tiles", "tile_tap_words", "pair_capable", "dw_tap_issue_cycles",
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes", "dw_pool2_fits",
-    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_close_cycles", "dw_line_rows", "im2col_read_words",
+    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_split", "dw_line_passes", "dw_line_close_cycles",
+    "dw_line_rows", "im2col_read_words",
     "add_sum_latency", "add_latency", "resadd_latency", "resadd_read_tiles",
     "im2col_read_stages",
     "im2col_groups", "im2col_feed_cycles", "conv_cycles", "vector_cycles", "descriptor_cycles",
@@ -314,6 +315,31 @@ def dw_pool2_fits(config, desc, dw_sets=None, dw_taps=None):
             and 2 * d.out_h <= d.in_h and 2 * d.out_w <= d.in_w and d.add_min <= d.in_zp <= d.add_max)
 
 
+def dw_line_split(config, desc, dw_sets=None):
+    """Whether the line walk runs a DWCONV in its *split* schedule: two line sets (`dw_line_sets`, e.g. 8 array
+    rows) and a 3-wide kernel at column stride 1, where a column feeds three open outputs (nine taps per lane)
+    but the sets hold two. Even outputs on set 0, odd ones on set 1, the walk goes over the row once: per pair
+    of columns (2t, 2t+1) three issues, each set taking one of the two columns (the datapath keeps the
+    previous column's kernel rows for set 0): 1.5 cycles per column instead of strips of two outputs over four
+    columns."""
+    return (dw_line_mode(config, desc, dw_sets) and dw_line_sets(config, dw_sets) == 2 and desc.kernel_w == 3
+            and desc.stride_w == 1)
+
+
+def dw_line_passes(config, desc, dw_sets=None):
+    """[(first, last padded input column)] of each pass of the line walk over an output row: one with the split
+    schedule (`dw_line_split`), else `dw_walk_passes` with `dw_line_sets` sets."""
+    if dw_line_split(config, desc, dw_sets):
+        return [(0, (desc.out_w - 1) * desc.stride_w + desc.kernel_w - 1)]
+    return dw_walk_passes(desc, dw_line_sets(config, dw_sets))
+
+
+def _split_repeats(desc):
+    """Issues the split schedule (`dw_line_split`) adds per output row: odd column c <= ``out_w`` is issued
+    again (its second issue, no read), so ``(out_w + 1) // 2``."""
+    return (desc.out_w + 1) // 2
+
+
 def _line_new_rows(desc):
     """Kernel rows the line walk reads from the SRAM per column: all of them in a channel tile's first output
     row, ``min(stride_h, kernel_h)`` in the others (the rest come from the line buffer)."""
@@ -326,10 +352,13 @@ def dw_line_close_cycles(config, desc, dw_sets=None):
     output row and pass (`dw_walk_passes`) the walk takes each of the pass's padded input columns in `n` cycles
     (`n` new kernel rows read, one per cycle; the column's MAC issue, all its kernel rows at once, in the last),
     n = ``kernel_h`` in a tile's first row, ``min(stride_h, kernel_h)`` after; a pass ends with its last output's
-    close. The back end drains an output in one cycle (`dw_drain_groups`), so closes never wait."""
-    cols = sum(c1 - c0 + 1 for c0, c1 in dw_walk_passes(desc, dw_line_sets(config, dw_sets)))
+    close; the split schedule (`dw_line_split`) walks the row in one pass and issues ``(out_w + 1) // 2`` of its
+    columns a second time, a cycle each with no read, and its row ends with the close of the row's last output.
+    The back end drains an output in one cycle (`dw_drain_groups`), so closes never wait."""
+    cols = sum(c1 - c0 + 1 for c0, c1 in dw_line_passes(config, desc, dw_sets))
     n0, n1 = _line_new_rows(desc)
-    return desc.out_ct * (desc.tile_words + cols * (n0 + (desc.out_h - 1) * n1))
+    again = desc.out_h * _split_repeats(desc) if dw_line_split(config, desc, dw_sets) else 0
+    return desc.out_ct * (desc.tile_words + cols * (n0 + (desc.out_h - 1) * n1) + again)
 
 
 def im2col_groups(desc, im2col_pixels):
@@ -510,15 +539,17 @@ def dw_line_rows(desc):
 def _dw_walk_counts(config, desc, dw_sets=None):
     """(walk issues, issues inside the input) of `ConvDepthwiseWalk` over the whole descriptor: per channel tile,
     output row and pass, ``kernel_h`` words per padded input column of the pass (line mode: one issue per column,
-    its new kernel rows read)."""
+    its new kernel rows read; the split schedule's second issues of a column read nothing, and its row's first
+    column, which no output of the row takes yet, leaves the MAC array idle)."""
     d = desc
     line = dw_line_mode(config, d, dw_sets)
-    ns = dw_line_sets(config, dw_sets) if line else min(dw_sets or config.dw_sets, config.array_rows)
-    passes = dw_walk_passes(d, ns)
+    passes = (dw_line_passes(config, d, dw_sets) if line
+              else dw_walk_passes(d, min(dw_sets or config.dw_sets, config.array_rows)))
     cols = sum(c1 - c0 + 1 for c0, c1 in passes)
     cols_in = sum(len(range(max(c0, d.pad_left), min(c1, d.pad_left + d.in_w - 1) + 1)) for c0, c1 in passes)
     if line:
-        return d.out_ct * d.out_h * cols, d.out_ct * sum(n for _, n in dw_line_rows(d)) * cols_in
+        extra = _split_repeats(d) - 1 if dw_line_split(config, d, dw_sets) else 0
+        return d.out_ct * d.out_h * (cols + extra), d.out_ct * sum(n for _, n in dw_line_rows(d)) * cols_in
     rows_in = _pool_taps(d.in_h, d.kernel_h, d.stride_h, d.pad_top, d.out_h)
     return d.out_ct * d.out_h * d.kernel_h * cols, d.out_ct * rows_in * cols_in
 

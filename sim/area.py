@@ -28,7 +28,7 @@ from amaranth.hdl import Instance
 from amaranth.lib import memory
 
 from stackcam.errors import StackcamError
-from stackcam.quant.timing import dw_line_capable, dw_line_depth
+from stackcam.quant.timing import dw_line_capable, dw_line_depth, dw_line_sets
 
 from .energy import technology
 
@@ -39,6 +39,10 @@ MACRO_MIN_BITS = 16 * 1024
 # POOL2's lane (`rtl.npu.conv_pool2`): four 8-bit signed compare-and-selects (about 40 NAND2 for the compare, 19 for
 # the 8-bit 2:1 select) and 16 flip-flops (about 4.5 NAND2 each): an estimate from cell counts, not a synthesis.
 POOL2_NAND2_PER_LANE = 4 * (40 + 19) + 16 * 4.5
+# The line walk's split schedule (two line sets, `rtl.npu.conv_datapath`): per lane three more 9-bit activation
+# registers for set 1's rows (about 4.5 NAND2 each bit) and the 3:1 select of set 0's (two 2:1 muxes of about 2.25):
+# an estimate from cell counts, not a synthesis.
+LINE_SPLIT_NAND2_PER_LANE = 3 * 9 * (4.5 + 2 * 2.25)
 UTILIZATION = 0.7          # assumption: standard-cell placement density
 ARRAY_EFFICIENCY = 0.7     # assumption: bitcell area over SRAM-macro area (periphery, sense amplifiers)
 AREA_DATA = Path(__file__).with_name("area_data.json")
@@ -301,11 +305,14 @@ def area_estimate(config, node="22nm", data=None):
         gates += g
         blocks_out.setdefault("npu.conv", {"nand2": 0.0, "sram_bits": 0.0})["nand2"] += g
     if _line_walk(config) and not _line_walk(_Params(ref["params"])):
-        # The depthwise line buffer (two words per padded column), which the reference does not have, and POOL2's
+        # The depthwise line buffer (two words per padded column), which the reference does not have, POOL2's
         # max-pool lanes beside it (`rtl.npu.conv_pool2`: per lane four 8-bit compare-selects and two byte
-        # registers, counted at `POOL2_NAND2_PER_LANE`, not synthesized).
+        # registers, counted at `POOL2_NAND2_PER_LANE`, not synthesized) and with two line sets the split
+        # schedule's activation registers (`LINE_SPLIT_NAND2_PER_LANE`).
         other_bits += 16 * config.array_cols * dw_line_depth(config)
         g = config.array_cols * POOL2_NAND2_PER_LANE
+        if dw_line_sets(config) == 2:
+            g += config.array_cols * LINE_SPLIT_NAND2_PER_LANE
         gates += g
         blocks_out.setdefault("npu.conv", {"nand2": 0.0, "sram_bits": 0.0})["nand2"] += g
     sram_bits = config.sram_bytes * 8 + other_bits

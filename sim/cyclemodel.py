@@ -22,8 +22,8 @@ from stackcam.quant.program import (
 from stackcam.quant.romimage import NOT_LOADED, load_rom
 from stackcam.quant.timing import (
     dw_line_mode,
+    dw_line_passes,
     dw_line_rows,
-    dw_line_sets,
     dw_walk_passes,
     im2col_read_words,
     issue_tiles,
@@ -56,12 +56,12 @@ def _axis_mult(size, k, stride, pad, n):
     return m
 
 
-def _walk_col_mult(desc, sets):
+def _walk_col_mult(desc, passes):
     """`ConvDepthwiseWalk`: how often each input column is read per (output row, tap row): once per pass whose
-    padded columns include it (`quant.timing.dw_walk_passes` with the walk's `sets`)."""
+    padded columns include it (`passes`: `quant.timing.dw_walk_passes` or, in line mode, `dw_line_passes`)."""
     d = desc
     m = np.zeros(d.in_w, dtype=np.int64)
-    for c0, c1 in dw_walk_passes(d, sets):
+    for c0, c1 in passes:
         m[max(0, c0 - d.pad_left):max(0, min(d.in_w, c1 - d.pad_left + 1))] += 1
     return m
 
@@ -136,13 +136,13 @@ def _descriptor_banks(config, d, c, weights=None):
             per_word = [min(rows, taps - k * rows) for k in range(d.tile_words)]
             c.add(c.w_reads, d.weight_addr, pixels * np.tile(per_word, d.out_ct))
         elif op == "DWCONV":
-            sets = min(config.dw_sets, rows)
+            passes = dw_walk_passes(d, min(config.dw_sets, rows))
             if dw_line_mode(config, d):                                    # each new kernel row read per pass
-                sets = dw_line_sets(config)
+                passes = dw_line_passes(config, d)
                 my = np.zeros(d.in_h, dtype=np.int64)
                 for iy, n in dw_line_rows(d):
                     my[iy] = n
-            c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, sets), d.out_ct)
+            c.tensor(c.act_reads, d.in_addr, my, _walk_col_mult(d, passes), d.out_ct)
             c.add(c.w_reads, d.weight_addr, np.ones(d.out_ct * d.tile_words))
             if d.flags & POOL2:                                            # the max pool's words, whole
                 c.add(c.act_wbytes, d.in2_addr, np.full(words, cols))

@@ -221,6 +221,31 @@ def test_depthwise_line(config):
     assert line == [True] * 8 + [False]
 
 
+def net_depthwise_split():
+    """3-wide stride-1 depthwise kernels whose outputs per row are even, odd, 1 and 2 (the split schedule's row
+    ends at its first or second issue of a column, or at once), with and without padding left and right, kernels
+    of one to three rows, 20 channels (the second word with padding lanes)."""
+    n = Net((1, 6, 4, 20), seed=23, zp=6)
+    a = n.conv(n.input, 0, k=3, stride=1, depthwise=True, act="RELU", out_q=(0.03, -128))       # 4 wide
+    b = n.conv(n.input, 0, k=3, stride=1, padding="VALID", depthwise=True, out_q=(0.05, 3))     # 2 wide
+    c = n.conv(n.input, 0, k=(1, 3), stride=1, pads=(0, 0, 1, 0), depthwise=True, out_q=(0.04, -9))   # 3
+    narrow = n.conv(n.input, 20, k=(1, 2), padding="VALID", out_q=(0.06, -20))                  # 3 wide
+    d = n.conv(narrow, 0, k=(2, 3), stride=1, padding="VALID", depthwise=True, out_q=(0.04, 2))  # 1 wide
+    e = n.conv(narrow, 0, k=3, stride=1, pads=(2, 0, 0, 1), depthwise=True, out_q=(0.04, 5))     # 2 wide
+    return n.graph(a, b, c, d, e)
+
+
+def test_depthwise_line_split():
+    """Two line sets (8 rows) and a 3-wide stride-1 kernel: the split schedule (three issues per two columns,
+    set 0 on a column's previous one) equals the golden executor word for word, in `quant.timing`'s cycles, with
+    every row width's ending (see `net_depthwise_split`)."""
+    from stackcam.quant.timing import dw_line_split
+    cfg = CONFIGS["8x16"]
+    steps = check_graph(net_depthwise_split(), cfg, only="DWCONV")
+    widths = [d.out_w for _, d, _, _ in steps if d.op == "DWCONV" and dw_line_split(cfg, d)]
+    assert sorted(widths) == [1, 2, 2, 3, 4]
+
+
 def net_pool2():
     """Stride-2 3x3 depthwise layers whose input a 2x2 stride-2 max pool could share (POOL2): SAME over an even
     input (padding below and right only), VALID (the last input row and column unused by the pool), and VALID over

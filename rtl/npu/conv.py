@@ -88,7 +88,8 @@ class NPUConvEngine(wiring.Component):
     column's kernel rows, multiplied at once, each row its own activation vector), the kernel rows already read
     for the previous output row come from a line buffer in the datapath (``max(64, input_width) + 2`` padded
     columns of two words), so a column takes one cycle per new kernel row (3x3 s1: one cycle per output with
-    three sets, two with two; s2: two per column) and each input word is read once per channel tile and pass;
+    three sets; with two, 1.5 in the walk's split schedule, each set on one of two adjacent columns; s2: two per
+    column) and each input word is read once per channel tile and pass;
     the requantizer is then ``cols`` lanes wide and an output drains in one cycle. Otherwise a closed
     output's sums are requantized ``rows`` lanes per cycle over ``cols // rows`` cycles (each write fills one
     lane group of the output word); a close sooner than that after the previous one waits. `mac_active` is

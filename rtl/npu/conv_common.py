@@ -59,6 +59,10 @@ class ConvDims:
         self.XG = LINE_KERNEL_ROWS if self.LINE else 1
         self.LBD = dw_line_depth(config) if self.LINE else 0
         self.NSL = dw_line_sets(config, dw_sets) if self.LINE else 0
+        # The line walk's split schedule (two line sets, `quant.timing.dw_line_split`): set 1's rows take their
+        # own XG activation vectors (set 0 may keep the previous column's), so the MAC array has XV vectors.
+        self.LSPLIT = self.LINE and self.NSL == 2
+        self.XV = 2 * self.XG if self.LSPLIT else self.XG
         # Lane groups a DWCONV output drains in (one cycle each): with the line walk the requantizer is `cols`
         # lanes wide, so a whole output word in one cycle.
         self.NGD = dw_drain_groups(config, dw_sets)
@@ -173,9 +177,13 @@ def line_layout(dims):
     reads kernel row `ky` of column `col` (`read`), or is the column's MAC issue too (`issue`); kernel rows below
     `ky0` come from the line buffer (its entry `e0` for row 0, entry 1 for row 1); `ins` says which of the
     ``XG`` kernel rows are inside the input; `kh` the kernel's rows (which two the buffer keeps); `keep`: the
-    issue writes the buffer (not when the row's next pass walks the column again)."""
+    issue writes the buffer (not when the row's next pass walks the column again). The split schedule
+    (`quant.timing.dw_line_split`): `hold` (with `issue`: set 0's vectors keep the previous column's words, set
+    1's take the new column's), `rep` (an issue of the last column again, no read: set 0's vectors take set 1's
+    words)."""
     return data.StructLayout({
-        "read": 1, "issue": 1, "keep": 1, "ky": unsigned(2), "ky0": unsigned(2), "e0": 1, "kh": unsigned(2),
+        "read": 1, "issue": 1, "keep": 1, "hold": 1, "rep": 1, "ky": unsigned(2), "ky0": unsigned(2), "e0": 1,
+        "kh": unsigned(2),
         "col": unsigned(max(1, ceil_log2(max(2, dims.LBD)))), "ins": unsigned(dims.XG),
     })
 

@@ -24,7 +24,8 @@ class ConvMACPipe(wiring.Component):
     DWCONV: rows j*XG .. j*XG + XG - 1 carry set j's taps and their registered products are summed lane by lane
     in each set's `cols` 32-bit accumulators; `dw_sum` is the closing set's (``issue.cset``) at S4. With the
     walk's line mode (XG = 3) the array takes three activation vectors, a column's kernel rows, from the line
-    buffer (`_line_words`).
+    buffer (`_line_words`); with two line sets (`ConvDims.LSPLIT`) set 1's rows have three vectors of their own,
+    so that in the walk's split schedule set 0 can keep the previous column's words (`line.hold`, `line.rep`).
 
     Ports: `issue` (S0, from `ConvDirectIssue` or `ConvDepthwiseWalk`), `gword` (S0: the im2col buffer word of
     the issue, PACKED), `act_data` / `w_data` (S1: the SRAMs' data), `taps` (S1: the walk's tap per set row),
@@ -53,7 +54,8 @@ class ConvMACPipe(wiring.Component):
         m = Module()
         dm = self.dims
         R, C, NS, XG = dm.R, dm.C, dm.NS, dm.XG
-        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline, x_groups=XG, split=dm.PAIR)
+        XV = dm.XV
+        m.submodules.mac = mac = MACArray(R, C, deep=dm.config.deep_pipeline, x_groups=XV, split=dm.PAIR)
         assert mac.latency == mac_latency(dm.config)
 
         s1 = Signal(issue_layout(dm))
@@ -64,14 +66,14 @@ class ConvMACPipe(wiring.Component):
         # rows (`_line_words`).
         xs, xins = [src] * XG, [s1.inside] * XG
         if dm.LINE:
-            lwords, lins, line_on, line_col = self._line_words(m)
+            lwords, lins, line_on, line_col, s1l = self._line_words(m)
             m.d.comb += [self.pool.issue.eq(line_on), self.pool.col.eq(line_col),
                          self.pool.row0.eq(lwords[0]), self.pool.row1.eq(lwords[1])]
             xs = [Mux(line_on, lwords[k], src) for k in range(XG)]
             xins = [Mux(line_on, lins[k], s1.inside) for k in range(XG)]
 
         s2 = Signal(issue_layout(dm))
-        s2_x = [Signal(data.ArrayLayout(signed(9), C), name=f"s2_x{k}") for k in range(XG)]
+        s2_x = [Signal(data.ArrayLayout(signed(9), C), name=f"s2_x{k}") for k in range(XV)]
         s2_w = Signal(8 * dm.WB)
         NR = min(R, NS * XG)                    # array rows the depthwise sets use (the last set's may be cut)
         s2_sw = [Signal(8 * C, name=f"s2_sw{j}") for j in range(NR)]
@@ -84,8 +86,21 @@ class ConvMACPipe(wiring.Component):
             # (Every vector: with the line walk's XG vectors, rows take vector r % XG, all the issued word here.)
             half = C // 2
             x_lanes = [xl[:half] + [Mux(s1.split, xl[c - half], xl[c]) for c in range(half, C)] for xl in x_lanes]
-        for k in range(XG):
-            m.d.sync += s2_x[k].as_value().eq(Cat(*x_lanes[k]))
+        if dm.LSPLIT:
+            # Split schedule: set 0's vectors (0 .. XG-1) keep the previous column's words in a `hold` issue and
+            # in the column's read cycles, and take set 1's in a `rep` issue; set 1's (XG .. 2XG-1) keep theirs in
+            # `rep` and in read cycles. Every other cycle both take the issued word(s).
+            reading = s1l.read & ~s1l.issue
+            for k in range(XG):
+                with m.If(s1l.rep):
+                    m.d.sync += s2_x[k].eq(s2_x[XG + k])
+                with m.Elif(~(reading | (s1l.issue & s1l.hold))):
+                    m.d.sync += s2_x[k].as_value().eq(Cat(*x_lanes[k]))
+                with m.If(~(s1l.rep | reading)):
+                    m.d.sync += s2_x[XG + k].as_value().eq(Cat(*x_lanes[k]))
+        else:
+            for k in range(XG):
+                m.d.sync += s2_x[k].as_value().eq(Cat(*x_lanes[k]))
         m.d.sync += [s2.eq(s1), s2.sen.eq(Mux(s1.valid, s1.sen, 0)), s2_w.eq(self.w_data)]
         for j in range(NR):
             if j == 0:
@@ -96,7 +111,7 @@ class ConvMACPipe(wiring.Component):
 
         # S2: the MAC array takes the tap; set j's kernel rows are array rows j*XG .. j*XG + XG - 1.
         dw_w = Cat(*s2_sw, Const(0, 8 * C * (R - NR)))
-        if XG > 1:
+        if XV > 1:
             m.d.comb += mac.xg.as_value().eq(Cat(*[x.as_value() for x in s2_x[1:]]))
         m.d.comb += [
             mac.x.eq(s2_x[0]), mac.w.as_value().eq(Mux(self.dw, dw_w, s2_w)),
@@ -178,4 +193,4 @@ class ConvMACPipe(wiring.Component):
             lb_w.addr.eq(s1l.col), lb_w.en.eq(s1l.issue & s1l.keep),
             lb_w.data.eq(Mux(s1l.kh == 3, Cat(lw[1], lw[2]), Cat(lw[0], lw[1]))),
         ]
-        return lw, [s1l.ins[k] for k in range(XG)], s1l.issue, s1l.col
+        return lw, [s1l.ins[k] for k in range(XG)], s1l.issue, s1l.col, s1l

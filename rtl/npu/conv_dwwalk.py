@@ -31,6 +31,15 @@ class ConvDepthwiseWalk(wiring.Component):
     pass walks again leaves the buffer alone until then. Other modes use row 3j of each set (zero taps on the
     others; the last set's other rows may be past the array).
 
+    **Split schedule** (two line sets and a 3-wide kernel at column stride 1, `quant.timing.dw_line_split`: a
+    column feeds three open outputs, nine taps per lane, but the sets' six rows take six): one pass per row,
+    even outputs on set 0 and odd ones on set 1. An even column's issue (X1) gives set 0 the tap (ky, 2) of output
+    c-2 (which it closes) and set 1 (ky, 1) of c-1; the next (odd) column's issue (X2) gives set 1 its (ky, 2) of
+    c-1 (closing it) while set 0 opens output c-1 with (ky, 0) of the column before, whose words its rows keep
+    (`line.hold`); then the odd column again with no read (X3, `line.rep`: set 0's rows take set 1's words):
+    set 0 (ky, 1) of c-1, set 1 opens c with (ky, 0). Three issues per two columns (1.5 cycles per output
+    instead of 2), one close per issue at most; outputs outside the row take no tap.
+
     Ports: `init` (pulse: load the start values; `enable` says whether to run), `stop` (pulse: the engine is
     done), `desc`, `geom`, `w_data` (weight SRAM data), `act_r` / `w_r` (read requests), `issue`
     (`conv_common.issue_layout`: the word for stage S1, `cset` the set an output closes on), `taps` (in the
@@ -86,6 +95,11 @@ class ConvDepthwiseWalk(wiring.Component):
         wk_saddr = [Signal(AB, name=f"wk_saddr{j}") for j in range(NS)]
         wk_slast = [Signal(name=f"wk_slast{j}") for j in range(NS)]
         cool = Signal(range(max(2, NGD)))            # cycles until an output may close (drain of the previous)
+        # Split schedule (dims.LSPLIT, `quant.timing.dw_line_split`): `sm` for this descriptor; `rep` the second
+        # issue of an odd column; `sp_oaddr` the output word of output col - 2 (the one a column's issue closes).
+        sm = Signal()
+        rep = Signal()
+        sp_oaddr = Signal(AB)
 
         # Taps of the channel tile in registers, loaded from its depthwise block at each channel tile.
         taps = [Signal(8 * C, name=f"tap{t}") for t in range(TM)]
@@ -113,7 +127,21 @@ class ConvDepthwiseWalk(wiring.Component):
         m.d.comb += [wk_iy.eq(wk_iy0 + wk_ky), wk_ix.eq(wk_col - d.pad_left)]
         wk_inside = Signal()
         m.d.comb += wk_inside.eq((wk_iy >= 0) & (wk_iy < d.in_h) & (wk_ix >= 0) & (wk_ix < d.in_w))
-        wk_col_end = wk_ky == d.kernel_h - 1
+        wk_col_end = Signal()
+        m.d.comb += wk_col_end.eq((wk_ky == d.kernel_h - 1) | rep)
+        # Split schedule, per issue of column c (padded; output o takes columns o .. o+2): even c, its first issue
+        # X1: set 0 output c-2 (kx 2, closes), set 1 output c-1 (kx 1); odd c, X2: set 0 output c-1 (kx 0, opens;
+        # its rows keep column c-1's words, `line.hold`), set 1 output c-2 (kx 2, closes); then X3 (`rep`, while
+        # c <= out_w): set 0 output c-1 (kx 1), set 1 output c (kx 0, opens). Outputs outside 0 .. out_w-1 do
+        # not take their tap.
+        odd = wk_col[0]
+        c_ge2 = wk_col >= 2
+        c_le_w = wk_col <= d.out_w
+        sp_kx = [Mux(rep, 1, Mux(odd, 0, 2)), Mux(rep, 0, Mux(odd, 2, 1))]
+        sp_sen = Cat(Mux(rep | odd, c_le_w, c_ge2), Mux(rep, wk_col < d.out_w, Mux(odd, c_ge2, (wk_col != 0) & c_le_w)))
+        sp_sclr = Cat(odd & ~rep, rep)
+        sp_close = ~rep & c_ge2
+        sp_final = sp_close & (wk_col == geo.last_col) & (wk_oy == d.out_h - 1) & (wk_ct == d.out_ct - 1)
         wk_close = [Signal(name=f"wk_close{j}") for j in range(NS)]
         for j in range(NS):
             m.d.comb += wk_close[j].eq(wk_act[j] & (wk_kx[j] == d.kernel_w - 1) & wk_col_end)
@@ -137,15 +165,16 @@ class ConvDepthwiseWalk(wiring.Component):
 
         m.d.comb += [
             self.w_r.en.eq(wl_issue), self.w_r.addr.eq(wl_base + wl_cnt),
-            self.act_r.en.eq(w_issue & wk_inside), self.act_r.addr.eq(wk_base + wk_colo + wk_rowo),
+            self.act_r.en.eq(w_issue & wk_inside & ~rep), self.act_r.addr.eq(wk_base + wk_colo + wk_rowo),
         ]
         iss = self.issue
         m.d.comb += [
-            iss.valid.eq(w_issue & (~lm | wk_col_end)), iss.last.eq(wk_any_close), iss.first.eq(1),
-            iss.inside.eq(wk_inside),
-            iss.final.eq(w_clast & (wk_oy == d.out_h - 1) & (wk_ct == d.out_ct - 1)), iss.pw.eq(wk_ct),
-            iss.oaddr.eq(w_caddr), iss.cset.eq(w_cset), iss.sen.eq(Cat(*wk_act)),
-            iss.sclr.eq(Cat(*[(wk_kx[j] == 0) & (lm | (wk_ky == 0)) for j in range(NS)])),
+            iss.valid.eq(w_issue & (~lm | wk_col_end)), iss.last.eq(Mux(sm, sp_close, wk_any_close)),
+            iss.first.eq(1), iss.inside.eq(wk_inside),
+            iss.final.eq(Mux(sm, sp_final, w_clast & (wk_oy == d.out_h - 1) & (wk_ct == d.out_ct - 1))),
+            iss.pw.eq(wk_ct), iss.oaddr.eq(Mux(sm, sp_oaddr, w_caddr)), iss.cset.eq(Mux(sm, odd, w_cset)),
+            iss.sen.eq(Mux(sm, sp_sen, Cat(*wk_act))),
+            iss.sclr.eq(Mux(sm, sp_sclr, Cat(*[(wk_kx[j] == 0) & (lm | (wk_ky == 0)) for j in range(NS)]))),
         ]
         # S1: each set's tap for the word issued in the previous cycle (line mode: kernel row k's on the set's
         # row k; the other modes use row 0 of each set, the others get tap TM, zero).
@@ -154,7 +183,7 @@ class ConvDepthwiseWalk(wiring.Component):
             for k in range(XG):
                 stap = Signal(range(TM + 1), name=f"stap{j}_{k}")
                 kk = Signal(range(TM + 1), name=f"ktap{j}_{k}")
-                m.d.comb += kk.eq(k * d.kernel_w + wk_kx[j])
+                m.d.comb += kk.eq(k * d.kernel_w + (Mux(sm, sp_kx[j], wk_kx[j]) if j < 2 else wk_kx[j]))
                 if k == 0:
                     m.d.sync += stap.eq(Mux(lm, kk, wk_rowt + wk_kx[j]))
                 else:
@@ -185,13 +214,17 @@ class ConvDepthwiseWalk(wiring.Component):
                         m.d.sync += wk_act[j].eq(0)
                     with m.Else():
                         m.d.sync += wk_kx[j].eq(wk_kx[j] + 1)
-                with m.If(wk_col != wk_plast):
+                with m.If(sm & odd & ~rep & c_le_w):
+                    m.d.sync += rep.eq(1)               # split: X3, the column again
+                with m.Elif(wk_col != wk_plast):
+                    if dm.LSPLIT:
+                        m.d.sync += [rep.eq(0), sp_oaddr.eq(sp_oaddr + d.out_ct)]
                     nxt = wk_col + 1
                     with m.If((nxt == wk_ocol) & (nxt + d.kernel_w - 1 <= wk_plast)):
                         wk_open(nxt, wk_colo + d.in_ct, wk_onext, wk_ocol, wk_ocolo, wk_oaddr, wk_sp)
                     with m.Else():
                         m.d.sync += [wk_col.eq(nxt), wk_colo.eq(wk_colo + d.in_ct)]
-                with m.Elif(wk_onext != d.out_w):
+                with m.Elif(~sm & (wk_onext != d.out_w)):
                     # Strips: the next pass steps back to its first output's first column.
                     m.d.sync += wk_col0.eq(wk_ocol)
                     wk_open(wk_ocol, wk_ocolo, wk_onext, wk_ocol, wk_ocolo, wk_oaddr, wk_sp)
@@ -203,11 +236,15 @@ class ConvDepthwiseWalk(wiring.Component):
                                      wk_iy0.eq(wk_iy0 + d.stride_h), wk_orow.eq(wk_orow + geo.out_row_words),
                                      ky0.eq(ky0_rest), wk_ky.eq(ky0_rest), wk_rowo.eq(rowo(ky0_rest))]
                         wk_open(0, 0, 0, 0, 0, wk_orow + geo.out_row_words, 0)
+                        if dm.LSPLIT:
+                            m.d.sync += sp_oaddr.eq(wk_orow + geo.out_row_words - (d.out_ct << 1))
                     with m.Elif(wk_ct != d.out_ct - 1):
                         m.d.sync += [wk_ct.eq(wk_ct + 1), wk_oy.eq(0), wk_base.eq(geo.pix0 + wk_ct + 1),
                                      wk_iy0.eq(-d.pad_top), wk_orow.eq(d.out_addr + wk_ct + 1), wl_cnt.eq(0),
                                      wl_base.eq(wl_base + d.tile_words), ky0.eq(0), wk_ky.eq(0), wk_rowo.eq(0)]
                         wk_open(0, 0, 0, 0, 0, d.out_addr + wk_ct + 1, 0)
+                        if dm.LSPLIT:
+                            m.d.sync += sp_oaddr.eq(d.out_addr + wk_ct + 1 - (d.out_ct << 1))
                     with m.Else():
                         m.d.sync += wk_run.eq(0)
 
@@ -215,10 +252,11 @@ class ConvDepthwiseWalk(wiring.Component):
             ln = self.line
             inside_col = (wk_ix >= 0) & (wk_ix < d.in_w)
             m.d.comb += [
-                ln.read.eq(w_issue & lm), ln.issue.eq(w_issue & lm & wk_col_end), ln.ky.eq(wk_ky),
+                ln.read.eq(w_issue & lm & ~rep), ln.issue.eq(w_issue & lm & wk_col_end & ~rep), ln.ky.eq(wk_ky),
                 ln.ky0.eq(ky0), ln.kh.eq(d.kernel_h), ln.col.eq(wk_col),
+                ln.hold.eq(sm & odd), ln.rep.eq(w_issue & rep),
                 # A column the row's next pass walks again keeps the buffer's older rows until that last visit.
-                ln.keep.eq((wk_col < wk_ocol) | (wk_onext == d.out_w)),
+                ln.keep.eq(sm | (wk_col < wk_ocol) | (wk_onext == d.out_w)),
                 # The buffer keeps kernel rows kh-2 and kh-1 (entries 0 and 1); the next row's row k is this
                 # row's k + stride_h: entry 0 for row 0 only when kh = 3 and stride 1.
                 ln.e0.eq(~((d.kernel_h == 3) & (d.stride_h == 1))),
@@ -233,8 +271,14 @@ class ConvDepthwiseWalk(wiring.Component):
         with m.If(self.init):
             m.d.sync += [lm.eq(line_ok), ky0.eq(0),
                          ky0_rest.eq(Mux(line_ok & (d.kernel_h > d.stride_h), d.kernel_h - d.stride_h, 0))]
+            if dm.LSPLIT:
+                split = line_ok & (d.kernel_w == 3) & (d.stride_w == 1)
+                m.d.sync += [sm.eq(split), rep.eq(0), sp_oaddr.eq(d.out_addr - (d.out_ct << 1))]
+            else:
+                split = 0
             m.d.sync += [
-                wk_run.eq(self.enable), wk_roll.eq(d.kernel_w <= Mux(line_ok, NSL, NS) * d.stride_w), wk_ct.eq(0),
+                wk_run.eq(self.enable), wk_roll.eq(split | (d.kernel_w <= Mux(line_ok, NSL, NS) * d.stride_w)),
+                wk_ct.eq(0),
                 wk_oy.eq(0),
                 wk_col.eq(0), wk_col0.eq(0), wk_ky.eq(0), wk_rowt.eq(0), wk_iy0.eq(-d.pad_top),
                 wk_base.eq(geo.pix0), wk_colo.eq(0), wk_rowo.eq(0), wk_orow.eq(d.out_addr), wk_onext.eq(1),
