@@ -366,15 +366,18 @@ def test_fully_connected_records_wider_than_a_word():
 def net_residual():
     """Residual ADDs the compiler runs in a CONV's back end (RESADD) on a die with two read ports: the CONV as the
     ADD's second input (a 20-channel output in three oc tiles of 8 over two words, the last with lanes above it),
-    as its first with a RELU on the ADD (PAIR: an 8-channel input, oc tiles in pairs, whole words), and one whose
-    CONV reads the residual itself (stays an ADD)."""
+    as its first with a RELU on the ADD (PAIR: an 8-channel input, oc tiles in pairs, whole words; the third tile
+    a pair of one), the same over an 18-channel input (PAIR with F = 1, the odd last tile's F + 1 issues), and
+    one whose CONV reads the residual itself (stays an ADD)."""
     n = Net((1, 6, 7, 20), seed=18, zp=-6)
     a = n.conv(n.input, 20, k=1, out_q=(0.06, 5))
     h = n.conv(a, 12, k=3, act="RELU", out_q=(0.05, -128))
     s = n.add(a, n.conv(h, 20, k=1, out_q=(0.04, -3)), out_q=(0.08, 2))
     u = n.conv(s, 8, k=1, out_q=(0.05, 1))
     t = n.add(n.conv(u, 20, k=3, act="RELU6", out_q=(6 / 255, -128)), s, out_q=(0.07, -100), act="RELU")
-    return n.graph(n.add(t, n.conv(t, 20, k=1, out_q=(0.09, 7)), out_q=(0.1, 0)))
+    v = n.conv(t, 18, k=1, out_q=(0.05, -2))
+    return n.graph(n.add(t, n.conv(t, 20, k=1, out_q=(0.09, 7)), out_q=(0.1, 0)),
+                   n.add(n.conv(v, 20, k=1, out_q=(0.04, 6)), t, out_q=(0.08, -3)))
 
 
 @pytest.mark.parametrize("config", ["8x16/2p", "8x16/2p/deep"])
@@ -385,7 +388,9 @@ def test_residual_add(config):
     cfg = CONFIGS[config]
     steps = check_graph(net_residual(), cfg, only="CONV")         # no bank conflict either
     fused = [d for _, d, _, _ in steps if d.flags & fmt.RESADD]
-    assert len(fused) == 2 and any(d.flags & fmt.PAIR for d in fused) and any(not d.flags & fmt.PAIR for d in fused)
+    assert len(fused) == 3 and any(not d.flags & fmt.PAIR for d in fused)
+    # PAIR with an odd last tile, over one input word and over two (F = 1).
+    assert sorted(d.in_ct for d in fused if d.flags & fmt.PAIR and d.oc_tiles % 2) == [1, 2]
     for d in fused:
         plain = fmt.Descriptor(**{**vars(d), "flags": d.flags & ~fmt.RESADD})
         assert conv_cycles(cfg, d) - conv_cycles(cfg, plain) == resadd_latency(cfg)
