@@ -24,9 +24,9 @@ class ConvDirectIssue(wiring.Component):
     word, and a tap's ``2F + 1`` issues (F = in_ct - 1) read input words 0 .. F-1 for the first tile, again for
     the second (`issue.to2`), then word F for both (`issue.split`); an odd last tile's pair issues ``F + 1``:
     word F first (`issue.split`: at the pixel's first tap it starts both accumulators, the absent tile's at 0),
-    then words 0 .. F-1. PACKED (the feeder): one ``1x1`` pass of
-    ``oc_tiles * in_ct`` words per pixel from the im2col buffers, group by group. DWCONV with more taps than
-    the walk holds: one tap per cycle on accumulator set 0, a weight word every `rows` taps.
+    then words 0 .. F-1. PACKED (the feeder): one ``1x1`` pass of ``oc_tiles * in_ct`` words per pixel from
+    the im2col buffers, group by group. DWCONV with more taps than the walk holds: one tap per cycle on
+    accumulator set 0, a weight word every `rows` taps.
 
     Latency: the first issue is in the cycle after `init`; ``quant.timing.direct_issue_cycles`` (direct) or
     ``dw_tap_issue_cycles`` cycles to the last issue. Back-pressure: a PACKED issue waits until the set it
