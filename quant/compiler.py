@@ -444,12 +444,13 @@ class _Compiler:
         for k0, k1, target, source in chunks:
             # PAIR: an input whose last channel tile is at most half full leaves half of the lanes idle in its
             # words; oc tiles in pairs share one such word, one tile per half (`quant.program`): 2*F + 1 issues
-            # per pair and tap instead of 2*F + 2 (F full input tiles). Taken when it issues less (an odd last
-            # tile pairs with nothing).
+            # per pair and tap instead of 2*F + 2 (F full input tiles), an odd last tile F + 1 as without.
+            # Taken when it issues less (at least one pair).
             ic_phys, tiles = weights.shape[3], _ceil(k1 - k0, self.rows)
             it = _ceil(ic_phys, self.cols)
             pair = (not (depthwise or packed or fc) and timing.pair_capable(self.cfg)
-                    and fmt.pair_fits(ic_phys, self.cols) and _ceil(tiles, 2) * (2 * it - 1) < tiles * it)
+                    and fmt.pair_fits(ic_phys, self.cols)
+                    and timing.tap_issues(tiles, it, True) < timing.tap_issues(tiles, it, False))
             if depthwise:
                 block = fmt.pack_dw_weights(weights[0][..., k0:k1], self.rows, self.cols)
             elif packed:

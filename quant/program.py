@@ -54,8 +54,12 @@ Weight space holds, from word 0 and in this order, each region and each layer's 
    tile ``2*oc_pair`` in the lower half of each row, ``2*oc_pair + 1`` in the upper half; 0 outside the tensor).
    The die sums the first ``F`` words' rows into the first tile, the next ``F`` into the second, and for the
    last word copies the input word's lower lanes into the upper ones and sums each half of a row into its own
-   tile: ``2*F + 1`` issues for two tiles instead of ``2*F + 2``.  ``tile_words`` is ``kernel_h*kernel_w*(2*F
-   + 1)``, the words per pair.
+   tile: ``2*F + 1`` issues for two tiles instead of ``2*F + 2``.  With an odd number of oc tiles the last
+   pair (``oc_pair = oc_tiles // 2``) has tile ``2*oc_pair`` only: per ``(ky, kx)`` ``F + 1`` words, the merged
+   word first (as above: its upper half is 0, tile ``2*oc_pair + 1`` being outside the tensor), then tile
+   ``2*oc_pair``'s ``F`` full input tiles' words (the merged word, the tap's first issue, starts both
+   accumulators, so the absent tile's sums are exactly 0).  ``tile_words`` is ``kernel_h*kernel_w*(2*F + 1)``,
+   the words per full pair (an odd last pair has ``kernel_h*kernel_w*(F + 1)``).
 
 Activation tensors are channel-tiled HWC: an H x W x C tensor at word ``base`` has ``CT = ceil(C / cols)``
 words per pixel; pixel (y, x) channel tile ct is word ``base + (y*W + x)*CT + ct``; lane c of that word is
@@ -338,7 +342,8 @@ FIELDS = (
     Field(88, "u16", "copy_x", 'COPY/GATHER destination column offset'),
     Field(90, "u16", "copy_c", 'COPY/GATHER destination channel offset'),
     Field(92, "u16", "oc_tiles", 'CONV: ceil(out_c / rows), output-channel tiles of the MAC array'),
-    Field(94, "u16", "tile_words", 'CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct); '
+    Field(94, "u16", "tile_words", 'CONV: kernel_h*kernel_w*in_ct words per oc tile (PACKED: in_ct; PAIR: '
+                                   'kernel_h*kernel_w*(2*in_ct - 1) per full pair); '
                                    'DWCONV: ceil(kernel_h*kernel_w / rows)'),
     Field(96, "u32", "macs", "multiply-accumulates of the layer's useful work (for utilization counters)"),
     Field(100, "u16", "in_ppw", 'PACKED: input pixels per word, cols // in_c; otherwise 0'),
@@ -589,27 +594,34 @@ def pair_fits(in_c, cols):
 
 
 def pair_block_words(out_c, kernel_h, kernel_w, in_c, rows, cols):
-    """Words of a PAIR CONV's weight block: 2*F + 1 per (oc tile pair, ky, kx), F = ceil(in_c / cols) - 1."""
-    return -(-out_c // (2 * rows)) * kernel_h * kernel_w * (2 * -(-in_c // cols) - 1)
+    """Words of a PAIR CONV's weight block: 2*F + 1 per (full oc tile pair, ky, kx), F + 1 per (ky, kx) of an
+    odd last tile, F = ceil(in_c / cols) - 1."""
+    tiles, f = -(-out_c // rows), -(-in_c // cols) - 1
+    return kernel_h * kernel_w * (tiles // 2 * (2 * f + 1) + tiles % 2 * (f + 1))
 
 
 def pack_pair_weights(w, rows, cols):
     """uint8 [words, rows*cols] PAIR block from int8 OHWI weights [OC, KH, KW, IC] (`pair_fits`): per (pair,
     ky, kx) the F full input tiles' words of tile 2*pair, of tile 2*pair + 1, then the merged word, byte
-    (r, h*cols/2 + c) = W[(2*pair + h)*rows + r, ky, kx, F*cols + c]."""
+    (r, h*cols/2 + c) = W[(2*pair + h)*rows + r, ky, kx, F*cols + c]; an odd last tile's pair per (ky, kx) the
+    merged word (upper half 0), then its F full words."""
     oc, kh, kw, ic = w.shape
     half = cols // 2
     assert cols == 2 * rows and pair_fits(ic, cols), (rows, cols, ic)
     it = -(-ic // cols)
     f = it - 1
-    pairs = -(-oc // (2 * rows))
+    tiles = -(-oc // rows)
+    pairs = -(-tiles // 2)
     full = np.zeros((pairs * 2 * rows, kh, kw, it * cols), np.int8)
     full[:oc, :, :, :ic] = w
     a = full.reshape(pairs, 2, rows, kh, kw, it, cols)                     # [p, h, r, ky, kx, it, c]
     out = np.zeros((pairs, kh, kw, 2 * f + 1, rows, cols), np.int8)
     out[:, :, :, :2 * f] = a[..., :f, :].transpose(0, 3, 4, 1, 5, 2, 6).reshape(pairs, kh, kw, 2 * f, rows, cols)
     out[:, :, :, 2 * f] = a[..., f, :half].transpose(0, 3, 4, 2, 1, 5).reshape(pairs, kh, kw, rows, cols)
-    return out.reshape(pairs * kh * kw * (2 * f + 1), rows * cols).view(np.uint8)
+    blocks = [out[:tiles // 2].reshape(-1, rows * cols)]
+    if tiles % 2:                           # the odd last pair: the merged word, then the first tile's F words
+        blocks.append(out[-1][:, :, [2 * f, *range(f)]].reshape(-1, rows * cols))
+    return np.concatenate(blocks).view(np.uint8)
 
 
 def unpack_pair_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
@@ -617,8 +629,14 @@ def unpack_pair_weights(words, out_c, kernel_h, kernel_w, in_c, rows, cols):
     half = cols // 2
     it = -(-in_c // cols)
     f = it - 1
-    pairs = -(-out_c // (2 * rows))
-    blk = words.view(np.int8).reshape(pairs, kernel_h, kernel_w, 2 * f + 1, rows, cols)
+    tiles = -(-out_c // rows)
+    pairs = -(-tiles // 2)
+    words = words.view(np.int8).reshape(-1, rows, cols)
+    blk = np.zeros((pairs, kernel_h, kernel_w, 2 * f + 1, rows, cols), np.int8)
+    n = tiles // 2 * kernel_h * kernel_w * (2 * f + 1)
+    blk[:tiles // 2] = words[:n].reshape(tiles // 2, kernel_h, kernel_w, 2 * f + 1, rows, cols)
+    if tiles % 2:                           # the odd last pair: the merged word, then the first tile's F words
+        blk[-1][:, :, [2 * f, *range(f)]] = words[n:].reshape(kernel_h, kernel_w, f + 1, rows, cols)
     a = np.zeros((pairs, 2, rows, kernel_h, kernel_w, it, cols), np.int8)
     a[..., :f, :] = blk[:, :, :, :2 * f].reshape(pairs, kernel_h, kernel_w, 2, f, rows, cols) \
         .transpose(0, 3, 5, 1, 2, 4, 6)

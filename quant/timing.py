@@ -25,7 +25,7 @@ __all__ = [
     "DIRECT_SETUP_STEPS", "PACKED_SETUP_STEPS", "PACKED_DIVISIONS", "VECTOR_SETUP_CYCLES", "VECTOR_DRAIN_CYCLES",
     "RESIZE_PIXEL_CYCLES", "RESIZE_DATAPATH_LATENCY", "LUT_ROW_BYTES", "addr_bits", "divider_width",
     "lut_row_bytes", "param_load_layout", "gather_steps", "setup_cycles", "param_load_cycles",
-    "direct_issue_cycles", "issue_tiles", "tile_tap_words", "pair_capable", "dw_tap_issue_cycles",
+    "direct_issue_cycles", "issue_tiles", "tap_issues", "pair_capable", "dw_tap_issue_cycles",
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes", "dw_pool2_fits",
     "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_split", "dw_line_passes", "dw_line_close_cycles",
@@ -204,19 +204,22 @@ def pair_capable(config):
 
 
 def issue_tiles(desc):
-    """The tiles a direct CONV issues per pixel: its oc tiles, or with PAIR their pairs (``tile_words`` each)."""
+    """The tiles a direct CONV issues per pixel: its oc tiles, or with PAIR their pairs (the last one a single
+    tile when ``oc_tiles`` is odd)."""
     return -(-desc.oc_tiles // 2) if desc.flags & PAIR else desc.oc_tiles
 
 
-def tile_tap_words(desc):
-    """Activation words a direct CONV reads per issued tile and tap: ``in_ct``, with PAIR ``2*in_ct - 1``."""
-    return 2 * desc.in_ct - 1 if desc.flags & PAIR else desc.in_ct
+def tap_issues(oc_tiles, in_ct, pair):
+    """Issues (activation and weight words) of a direct CONV per pixel and tap over all its tiles: ``oc_tiles *
+    in_ct``; with PAIR (F = in_ct - 1) ``2F + 1`` per pair and ``F + 1`` for an odd last tile, i.e. every oc
+    tile reads the F full input words and every issued tile the last one: ``oc_tiles*F + ceil(oc_tiles/2)``."""
+    return oc_tiles * (in_ct - 1) + (-(-oc_tiles // 2) if pair else oc_tiles)
 
 
 def direct_issue_cycles(desc):
-    """`ConvDirectIssue` on a direct CONV: one tap word per cycle, no bubble: pixels x oc tiles (PAIR: tile
-    pairs) x tile words."""
-    return desc.out_h * desc.out_w * issue_tiles(desc) * desc.tile_words
+    """`ConvDirectIssue` on a direct CONV: one tap word per cycle, no bubble: pixels x taps x `tap_issues`."""
+    return (desc.out_h * desc.out_w * desc.kernel_h * desc.kernel_w
+            * tap_issues(desc.oc_tiles, desc.in_ct, desc.flags & PAIR))
 
 
 def dw_tap_issue_cycles(config, desc, dw_sets=None):
@@ -620,8 +623,8 @@ def descriptor_activity(config, desc):
             # RESADD: the residual's word read once per tile written (a PAIR's pair: one whole word), none for a
             # ZPAD2 word past the residual's tiles.
             fused = d.out_h * d.out_w * len(resadd_read_tiles(config, d)) if d.flags & RESADD else 0
-            out.update(mac_cycles=issues, act_reads=issue_tiles(d) * tile_tap_words(d) * rows_in * cols_in + fused,
-                       weight_reads=issues)
+            out.update(mac_cycles=issues, act_reads=tap_issues(d.oc_tiles, d.in_ct, d.flags & PAIR) * rows_in
+                       * cols_in + fused, weight_reads=issues)
         out["weight_reads"] += d.param_words
         return out
     if op == "ADD":                       # two words per output word (one for ZPAD2's zero-point tiles)

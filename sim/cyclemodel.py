@@ -31,6 +31,7 @@ from stackcam.quant.timing import (
     program_cycles,
     resadd_read_tiles,
     sequencer_overhead,
+    tap_issues,
 )
 
 __all__ = ["predict_cycles", "sequencer_overhead", "predict_bank_activity", "predict_load_banks", "predict_io_banks",
@@ -153,12 +154,14 @@ def _descriptor_banks(config, d, c, weights=None):
             c.add(c.w_reads, d.weight_addr, np.full(d.oc_tiles * d.in_ct, pixels))
         else:
             tiles = issue_tiles(d)
-            # Reads of each input tile per pixel and tap: once per tile; PAIR: the full tiles once per tile of
-            # the pair, the last (half) tile once per pair.
-            per_tile = np.full(d.in_ct, 2 * tiles if d.flags & PAIR else tiles)
+            # Reads of each input tile per pixel and tap: the full tiles once per oc tile, the last once per
+            # issued tile (PAIR: once per pair, an odd last tile's included).
+            per_tile = np.full(d.in_ct, d.oc_tiles)
             per_tile[-1] = tiles
             c.tensor(c.act_reads, d.in_addr, my, mx, d.in_ct, per_tile)
-            c.add(c.w_reads, d.weight_addr, np.full(tiles * d.tile_words, pixels))
+            # The weight block, once per pixel.
+            block = d.kernel_h * d.kernel_w * tap_issues(d.oc_tiles, d.in_ct, d.flags & PAIR)
+            c.add(c.w_reads, d.weight_addr, np.full(block, pixels))
             if d.flags & RESADD:        # the residual's word of each tile written that reads one
                 word = resadd_read_tiles(config, d)
                 c.add(c.act_reads, d.in2_addr, np.tile(np.bincount(word, minlength=d.in2_ct), pixels))

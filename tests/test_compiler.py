@@ -275,15 +275,15 @@ def test_residual_add_runs_in_the_conv():
                     weight_banks=2)
     two = one.with_(name="banks2", act_read_ports=2)
     plain, fused = check_equal(graph, one), check_equal(graph, two)
-    assert [d.op for d in plain.descriptors].count("ADD") == 3 and not any(d.flags & RESADD for d in plain.descriptors)
+    assert [d.op for d in plain.descriptors].count("ADD") == 4 and not any(d.flags & RESADD for d in plain.descriptors)
     convs = [d for d in fused.descriptors if d.flags & RESADD]
-    assert [d.op for d in fused.descriptors].count("ADD") == 1 and len(convs) == 2
+    assert [d.op for d in fused.descriptors].count("ADD") == 1 and len(convs) == 3
     for d in convs:
         assert d.op == "CONV" and banks_disjoint(resadd_input_banks(d, two.act_bank_words))
         alone = Descriptor(**{**vars(d), "flags": d.flags & ~RESADD})
         assert timing.descriptor_cycles(two, d) == timing.descriptor_cycles(two, alone) + timing.resadd_latency(two)
     adds = [la for la in fused.layers if la.op == "ADD" and la.fused >= 0]
-    assert len(adds) == 2 and all(la.cycles == 0 and la.descriptors == [] for la in adds)
+    assert len(adds) == 3 and all(la.cycles == 0 and la.descriptors == [] for la in adds)
     assert {fused.layers[la.fused].op for la in adds} == {"CONV"}
     die = {r[0]: r[3] for r in (line.split() for line in layer_table(fused)[1:])}
     for la in adds:

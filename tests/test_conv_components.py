@@ -180,18 +180,23 @@ def test_param_loader(rows, cols):
 def _direct_reads(d, dims):
     """(act address or None in the padding, weight address, first, to2, split) of every issue of a direct CONV, in
     order: per tap its in_ct words, or with PAIR (per oc-tile pair) words 0 .. F-1 for the first tile, again for
-    the second (`to2`), then word F for both (`split`); `first`: the issue starts an accumulator."""
+    the second (`to2`), then word F for both (`split`), and for an odd last tile word F (`split`) then words
+    0 .. F-1; `first`: the issue starts an accumulator (a `split` one both)."""
     out = []
     row_stride = d.in_w * d.in_ct
     pix0 = d.in_addr - row_stride * d.pad_top - d.pad_left * d.in_ct
     f = d.in_ct - 1
     pair = bool(d.flags & fmt.PAIR)
-    phases = [(i, 0, 0) for i in range(f)] + [(i, 1, 0) for i in range(f)] + [(f, 0, 1)] if pair else \
-        [(i, 0, 0) for i in range(d.in_ct)]
     for oy in range(d.out_h):
         for ox in range(d.out_w):
             w = d.weight_addr
-            for _ in range(-(-d.oc_tiles // 2) if pair else d.oc_tiles):
+            for t in range(-(-d.oc_tiles // 2) if pair else d.oc_tiles):
+                if not pair:
+                    phases = [(i, 0, 0) for i in range(d.in_ct)]
+                elif 2 * t + 1 < d.oc_tiles:
+                    phases = [(i, 0, 0) for i in range(f)] + [(i, 1, 0) for i in range(f)] + [(f, 0, 1)]
+                else:
+                    phases = [(f, 0, 1)] + [(i, 0, 0) for i in range(f)]
                 for ky in range(d.kernel_h):
                     for kx in range(d.kernel_w):
                         for k, (ic, to2, split) in enumerate(phases):
@@ -205,11 +210,12 @@ def _direct_reads(d, dims):
     return out
 
 
-@pytest.mark.parametrize("mode", ["conv", "dw_taps", "pair", "pair1"])
+@pytest.mark.parametrize("mode", ["conv", "dw_taps", "pair", "pair1", "pair_even"])
 def test_direct_issue(mode):
     """CONV: one word per cycle, no bubble, in the loop order, padding taps not read. PAIR (oc tiles in pairs):
     per tap the first tile's full input words, the second's (`to2`), the last word for both (`split`; with one
-    input word only that), each accumulator's first issue marked. DWCONV with a 5x5 kernel (more taps than the
+    input word only that), each accumulator's first issue marked; an odd last tile (3 tiles: "pair", "pair1")
+    its last word first (`split`), then its full words. DWCONV with a 5x5 kernel (more taps than the
     walk holds): a tap per cycle, a tile no sooner than `groups` cycles after the last."""
     config = _config(2, 4)
     dims = ConvDims(config)
@@ -217,11 +223,12 @@ def test_direct_issue(mode):
         d = _desc(in_ct=2, oc_tiles=3, tile_words=18, out_h=3, out_w=4, in_h=3, in_w=4, stride_h=1, stride_w=1)
         want = timing.direct_issue_cycles(d)
     elif mode.startswith("pair"):
-        in_ct = 3 if mode == "pair" else 1
-        d = _desc(in_ct=in_ct, in_c=4 * in_ct - 2, oc_tiles=3, tile_words=9 * (2 * in_ct - 1), out_h=3, out_w=4,
-                  in_h=3, in_w=4, flags=fmt.PAIR)
+        in_ct = 1 if mode == "pair1" else 3
+        tiles = 4 if mode == "pair_even" else 3
+        d = _desc(in_ct=in_ct, in_c=4 * in_ct - 2, oc_tiles=tiles, tile_words=9 * (2 * in_ct - 1), out_h=3,
+                  out_w=4, in_h=3, in_w=4, flags=fmt.PAIR)
         want = timing.direct_issue_cycles(d)
-        assert want == 3 * 4 * 2 * 9 * (2 * in_ct - 1)
+        assert want == 3 * 4 * 9 * (tiles // 2 * (2 * in_ct - 1) + tiles % 2 * in_ct)
     else:
         d = _desc(opcode=fmt.OPCODES["DWCONV"], kernel_h=1, kernel_w=1, in_ct=1, out_ct=2, oc_tiles=0,
                   tile_words=1, out_h=2, out_w=2, in_h=2, in_w=2, pad_top=0, pad_left=0)

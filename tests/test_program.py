@@ -264,39 +264,43 @@ def test_conv_block_layout(rows, cols):
 
 
 @pytest.mark.parametrize("rows,cols,oc,ic", [(4, 8, 11, 4), (8, 16, 17, 5), (2, 4, 4, 2), (32, 64, 70, 32),
-                                         (4, 8, 11, 12), (2, 4, 9, 9), (8, 16, 16, 40)])
+                                         (4, 8, 11, 12), (2, 4, 9, 9), (8, 16, 16, 40), (8, 16, 24, 24)])
 def test_pair_block_layout(rows, cols, oc, ic):
     """PAIR: per (pair, ky, kx) the F full input tiles' words of tile 2*pair, of tile 2*pair + 1 (byte (r, c)
     W[tile*rows + r, ky, kx, i*cols + c]), then the merged word, byte (r, c) W[(2*pair + c // (cols/2))*rows + r,
-    ky, kx, F*cols + c % (cols/2)]."""
+    ky, kx, F*cols + c % (cols/2)]; an odd last tile (a pair of one): per (ky, kx) the merged word (its upper
+    half 0), then the tile's F full words."""
     rng = np.random.default_rng(oc * ic)
     kh, kw, half = 3, 2, cols // 2
     f = -(-ic // cols) - 1
     assert fmt.pair_fits(ic, cols) and not fmt.pair_fits(f * cols + half + 1, cols)
     w = rng.integers(-127, 128, (oc, kh, kw, ic)).astype(np.int8)
     block = fmt.pack_pair_weights(w, rows, cols).view(np.int8)
-    pairs = -(-oc // (2 * rows))
+    tiles = -(-oc // rows)
+    pairs = -(-tiles // 2)
     assert block.shape == (fmt.pair_block_words(oc, kh, kw, ic, rows, cols), rows * cols) == \
-        (pairs * kh * kw * (2 * f + 1), rows * cols)
+        (kh * kw * (tiles // 2 * (2 * f + 1) + tiles % 2 * (f + 1)), rows * cols)
 
     def weight(oo, ky, kx, ii):
         return w[oo, ky, kx, ii] if oo < oc and ii < ic else 0
 
     word = 0
     for p in range(pairs):
+        single = 2 * p + 1 == tiles                 # an odd last tile
         for ky in range(kh):
             for kx in range(kw):
-                for h in range(2):
-                    for i in range(f):
-                        for r in range(rows):
-                            for c in range(cols):
-                                assert block[word, r * cols + c] == weight((2 * p + h) * rows + r, ky, kx, i * cols + c)
-                        word += 1
-                for r in range(rows):
-                    for c in range(cols):
-                        assert block[word, r * cols + c] == weight((2 * p + c // half) * rows + r, ky, kx,
-                                                                     f * cols + c % half)
-                word += 1
+                phases = [("merged", 0, f)] + [("full", 0, i) for i in range(f)] if single else \
+                    [("full", h, i) for h in range(2) for i in range(f)] + [("merged", 0, f)]
+                for kind, h, i in phases:
+                    for r in range(rows):
+                        for c in range(cols):
+                            if kind == "full":
+                                want = weight((2 * p + h) * rows + r, ky, kx, i * cols + c)
+                            else:
+                                want = weight((2 * p + c // half) * rows + r, ky, kx, f * cols + c % half)
+                            assert block[word, r * cols + c] == want
+                    word += 1
+    assert word == block.shape[0]
     np.testing.assert_array_equal(fmt.unpack_pair_weights(block.view(np.uint8), oc, kh, kw, ic, rows, cols), w)
 
 

@@ -113,9 +113,10 @@ class NPUConvEngine(wiring.Component):
     (`quant.program`): per tap the ``F = in_ct - 1`` full input words of the first tile (into the MAC array's
     `acc`), of the second (into its `acc2`), then one word carrying both tiles' last input tile, one per half:
     the datapath copies the input's lower lanes into the upper half and the MAC array sums each half into its
-    own accumulator. The back end requantizes and writes the pair, a whole output word, at once:
-    ``out_h*out_w*ceil(oc_tiles/2)*tile_words`` run cycles with ``tile_words = kh*kw*(2F + 1)`` (instead of
-    ``2F + 2`` per pair and tap).
+    own accumulator. The back end requantizes and writes the pair, a whole output word, at once: ``2F + 1``
+    issues per pair and tap instead of ``2F + 2``. An odd last tile is a pair of one (``F + 1`` per tap, its
+    merged word first, the absent tile's accumulator started at 0 and its lanes requantized with their zero
+    records): ``out_h*out_w*kh*kw*(oc_tiles*F + ceil(oc_tiles/2))`` run cycles (`quant.timing.tap_issues`).
 
     **RESADD** (a residual ADD fused into the CONV; a die with two activation read ports: demo, imx500): every
     write of the back end passes `ConvResidualAdd`, which reads the same word of the residual on the second read

@@ -22,9 +22,11 @@ class ConvDirectIssue(wiring.Component):
     Direct CONV: the weight block is walked once per pixel; a tap in the padding is not read (`inside` low,
     S1 substitutes the zero point). With `pair` (a PAIR CONV) the tiles are oc-tile pairs, each a whole output
     word, and a tap's ``2F + 1`` issues (F = in_ct - 1) read input words 0 .. F-1 for the first tile, again for
-    the second (`issue.to2`), then word F for both (`issue.split`). PACKED (the feeder): one ``1x1`` pass of
-    ``oc_tiles * in_ct`` words per pixel from the im2col buffers, group by group. DWCONV with more taps than
-    the walk holds: one tap per cycle on accumulator set 0, a weight word every `rows` taps.
+    the second (`issue.to2`), then word F for both (`issue.split`); an odd last tile's pair issues ``F + 1``:
+    word F first (`issue.split`: at the pixel's first tap it starts both accumulators, the absent tile's at 0),
+    then words 0 .. F-1. PACKED (the feeder): one ``1x1`` pass of ``oc_tiles * in_ct`` words per pixel from
+    the im2col buffers, group by group. DWCONV with more taps than the walk holds: one tap per cycle on
+    accumulator set 0, a weight word every `rows` taps.
 
     Latency: the first issue is in the cycle after `init`; ``quant.timing.direct_issue_cycles`` (direct) or
     ``dw_tap_issue_cycles`` cycles to the last issue. Back-pressure: a PACKED issue waits until the set it
@@ -56,7 +58,7 @@ class ConvDirectIssue(wiring.Component):
         sub = Signal(dm.sub_w)               # lane group of the tile in that word (CONV)
         ky, kx = Signal(8), Signal(8)
         ic = Signal(16)                      # issue within the tap: input tile (PAIR: 2*F + 1 issues)
-        icw = Signal(16)                     # ... its input word (PAIR: 0 .. F-1 twice, then F)
+        icw = Signal(16)                     # ... its input word (PAIR: 0 .. F-1 twice, then F; odd: see `odd`)
         ph_b = Signal()                      # PAIR: the issue's row sums go to the pair's second tile (acc2)
         ph_m = Signal()                      # PAIR: the merged issue (each half of a row to its own tile)
         pix_base = Signal(AB)
@@ -73,18 +75,21 @@ class ConvDirectIssue(wiring.Component):
 
         lkh = Mux(is_packed, 1, d.kernel_h)
         lkw = Mux(is_packed, 1, d.kernel_w)
-        nic = Mux(is_dw, 1, d.in_ct)
-        if dm.PAIR:
-            nic = Mux(self.pair, (d.in_ct << 1) - 1, nic)
         pair_on = self.pair if dm.PAIR else 0
         ntiles = Mux(is_dw, d.out_ct, d.oc_tiles)
         if dm.PAIR:                         # PAIR: a tile pair (a whole output word) per issue
             ntiles = Mux(self.pair, (d.oc_tiles + 1) >> 1, ntiles)
         word_step = is_dw | self.pair if dm.PAIR else is_dw     # each tile is a whole output word
-        last_ic = ic == nic - 1
+        last_t = t == ntiles - 1
+        # PAIR, an odd number of oc tiles: the last pair is one tile, F + 1 issues per tap (the merged word, issue
+        # ic = 0, then words 0 .. F-1 as issues 1 .. F).
+        odd = Signal()
+        m.d.comb += odd.eq(pair_on & d.oc_tiles[0] & last_t)
+        last_ic = Mux(is_dw, 1, ic == d.in_ct - 1)
+        if dm.PAIR:
+            last_ic = Mux(self.pair & ~odd, ic == (d.in_ct << 1) - 2, last_ic)
         last_kx = kx == lkw - 1
         last_ky = ky == lkh - 1
-        last_t = t == ntiles - 1
         last_ox = ox == d.out_w - 1
         last_oy = oy == d.out_h - 1
         tile_end = last_ic & last_kx & last_ky
@@ -104,8 +109,11 @@ class ConvDirectIssue(wiring.Component):
             m.d.comb += gate.eq(Mux(is_packed, self.full.bit_select(fset, 1), 1))
         s0_issue = Signal()
         m.d.comb += s0_issue.eq(running & ~all_issued & gate)
+        word = Mux(is_dw, pw, icw)
+        if dm.PAIR:
+            word = Mux(odd, Mux(ic == 0, d.in_ct - 1, icw - 1), word)
         m.d.comb += [
-            self.act_r.addr.eq(pix_base + row_off + col_off + Mux(is_dw, pw, icw)),
+            self.act_r.addr.eq(pix_base + row_off + col_off + word),
             self.act_r.en.eq(s0_issue & inside),
             self.w_r.addr.eq(w_addr), self.w_r.en.eq(s0_issue),
             self.feed.set.eq(fset), self.feed.pixel.eq(fg), self.feed.word.eq(ic),
@@ -115,16 +123,17 @@ class ConvDirectIssue(wiring.Component):
             iss.valid.eq(s0_issue), iss.last.eq(tile_end), iss.first.eq(tile_first), iss.inside.eq(inside),
             iss.final.eq(tile_end & last_t & last_ox & last_oy), iss.rest.eq(last_t), iss.pw.eq(pw),
             iss.sub.eq(sub), iss.oaddr.eq(out_pix + pw), iss.cset.eq(0), iss.trow.eq(trow),
-            iss.sen.eq(is_dw), iss.sclr.eq(tile_first), iss.to2.eq(ph_b), iss.split.eq(ph_m),
+            iss.sen.eq(is_dw), iss.sclr.eq(tile_first), iss.to2.eq(ph_b), iss.split.eq(ph_m | (odd & (ic == 0))),
         ]
         # PAIR phases: F issues of the first tile (ph_b, ph_m low), F of the second (ph_b), the merged one
-        # (ph_m; the only one when F = 0). `first_ph_m`: a tap's first issue is the merged one.
+        # (ph_m; the only one when F = 0). `first_ph_m`: a tap's first issue is the merged one. An odd last
+        # tile's tap stays in the first phase (icw = ic: issue ic reads word ic - 1, the merged one word F).
         first_ph_m = pair_on & (d.in_ct == 1)
 
         with m.If(s0_issue):
             with m.If(~last_ic):
                 m.d.sync += ic.eq(ic + 1)
-                with m.If(pair_on & ~ph_m & (icw == d.in_ct - 2)):  # the last of a tile's F issues
+                with m.If(pair_on & ~odd & ~ph_m & (icw == d.in_ct - 2)):  # the last of a tile's F issues
                     m.d.sync += [icw.eq(Mux(ph_b, icw + 1, 0)), ph_b.eq(~ph_b), ph_m.eq(ph_b)]
                 with m.Else():
                     m.d.sync += icw.eq(icw + 1)
