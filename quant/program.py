@@ -4,7 +4,8 @@ This docstring is the contract between the compiler (`quant/compiler.py`) and th
 decodes exactly what is written here, and the golden executor (`quant.golden.execute`) runs a ROM image by these
 rules alone (it never sees the graph), so the RTL is checked against it word for word.
 
-Program format version 1 (``PROGRAM_FORMAT_VERSION``).
+Program format version 2 (``PROGRAM_FORMAT_VERSION``; version 1 laid out a PAIR CONV's odd last oc tile as a full
+pair of ``2*F + 1`` words per tap, see below: a version-1 image is refused, not misread).
 
 Words and addresses
 -------------------
@@ -239,7 +240,7 @@ __all__ = ["PROGRAM_FORMAT_VERSION", "DESCRIPTOR_BYTES", "PARAM_RECORD_BYTES", "
            "write_tensor", "read_tensor", "RESIZE_ENTRY_BYTES", "resize_table_words", "pack_resize_table",
            "unpack_resize_table"]
 
-PROGRAM_FORMAT_VERSION = 1
+PROGRAM_FORMAT_VERSION = 2
 DESCRIPTOR_BYTES = 128
 PARAM_RECORD_BYTES = 16
 RESIZE_ENTRY_BYTES = 8

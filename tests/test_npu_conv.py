@@ -218,7 +218,8 @@ def test_depthwise_line(config):
     """The line walk (a column's kernel rows in one issue, earlier rows from the line buffer): every DWCONV equals
     the golden executor word for word and takes `quant.timing`'s cycles, with one and two lane groups per output
     word, three line sets (16 rows: 3x3 s1 rolls) and two (8 rows: 3x3 and 2x3 s1 in the split schedule, 1x7 in
-    strips, the columns walked twice keeping the buffer); the 5x5 (more taps than the walk holds) still runs a tap per cycle."""
+    strips, the columns walked twice keeping the buffer); the 5x5 (more taps than the walk holds) still runs a tap
+    per cycle."""
     from stackcam.quant.timing import dw_line_mode
     steps = check_graph(net_depthwise_line(), CONFIGS[config], only="DWCONV")
     line = [dw_line_mode(CONFIGS[config], d) for _, d, _, _ in steps if d.op == "DWCONV"]

@@ -97,6 +97,17 @@ def test_truncated_padded_and_foreign(compiled):
         load_rom(rom[:20], config)
 
 
+def test_older_program_format_is_refused(compiled):
+    """An image of program format version 1 (whose PAIR CONVs laid out an odd last oc tile as a full pair) is
+    refused with the version, not run by the rules of version 2, even with a valid CRC."""
+    _, _, rom = compiled
+    old = bytearray(rom)
+    struct.pack_into("<H", old, 10, 1)
+    old[-4:] = struct.pack("<I", zlib.crc32(bytes(old[:-4])))
+    with pytest.raises(RomError, match="program format version 1; this toolchain runs version 2"):
+        load_rom(bytes(old), CONFIGS["tiny"])
+
+
 def test_fingerprint(compiled):
     _, _, rom = compiled
     tiny = CONFIGS["tiny"]
