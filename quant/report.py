@@ -69,7 +69,9 @@ def _die_op(model, layer):
         if d.op == "CONV":
             modes.update(m for m, flag in (("PACKED", PACKED), ("PAIR", PAIR), ("RESADD", RESADD)) if d.flags & flag)
         elif d.op == "DWCONV" and timing.dw_line_mode(model.config, d):
-            modes.update(("LINE", "POOL2") if d.flags & POOL2 else ("LINE",))
+            modes.add("LINE")
+            modes.update(m for m, on in (("POOL2", d.flags & POOL2), ("SPLIT", timing.dw_line_split(model.config, d)))
+                         if on)
         elif d.op in ("ADD", "MUL") and d.flags & DUAL2:
             modes.add("DUAL2")
     return layer.op + "".join(f"+{m}" for m in sorted(modes))

@@ -340,6 +340,20 @@ def test_max_pool_runs_in_the_depthwise():
     assert [dd.op for dd in check_equal(graph, small).descriptors] == ["CONV", "DWCONV", "MAXPOOL", "CONV", "END"]
 
 
+def test_depthwise_layer_table_names_the_split_schedule():
+    """The layer table's die column says how a depthwise layer runs: on two line sets (8 rows) a 3x3 stride-1 in
+    the line walk's split schedule (``DWCONV+LINE+SPLIT``), a stride-2 one rolling (``DWCONV+LINE``); on three
+    (16 rows) both roll."""
+    n = Net((1, 8, 10, 12), seed=35, zp=3)
+    a = n.conv(n.input, 0, k=3, stride=1, depthwise=True, out_q=(0.05, 1))
+    graph = n.graph(a, n.conv(n.input, 0, k=3, stride=2, depthwise=True, out_q=(0.05, -2)))
+    for rows, want in ((8, ["DWCONV+LINE+SPLIT", "DWCONV+LINE"]), (16, ["DWCONV+LINE", "DWCONV+LINE"])):
+        die = DieConfig(name=f"line{rows}", array_rows=rows, array_cols=16, sram_banks=4, sram_bank_bytes=16 * 1024,
+                        weight_banks=2)
+        model = check_equal(graph, die)
+        assert [line.split()[3] for line in layer_table(model)[1:]] == want
+
+
 def test_residual_add_late():
     """A residual written after the CONV (BlazeFace's stride-2 block: depthwise, pointwise, then the MAX_POOL of
     the block's input as the residual): the fused CONV runs where the ADD was, after the pool, its input kept
