@@ -229,7 +229,8 @@ def test_depthwise_line(config):
 def net_depthwise_split():
     """3-wide stride-1 depthwise kernels whose outputs per row are even, odd, 1 and 2 (the split schedule's row
     ends at its first or second issue of a column, or at once), with and without padding left and right, kernels
-    of one to three rows, 20 channels (the second word with padding lanes)."""
+    of one to three rows, one at row stride 2 (two new kernel rows per column), 20 channels (the second word with
+    padding lanes)."""
     n = Net((1, 6, 4, 20), seed=23, zp=6)
     a = n.conv(n.input, 0, k=3, stride=1, depthwise=True, act="RELU", out_q=(0.03, -128))       # 4 wide
     b = n.conv(n.input, 0, k=3, stride=1, padding="VALID", depthwise=True, out_q=(0.05, 3))     # 2 wide
@@ -237,7 +238,10 @@ def net_depthwise_split():
     narrow = n.conv(n.input, 20, k=(1, 2), padding="VALID", out_q=(0.06, -20))                  # 3 wide
     d = n.conv(narrow, 0, k=(2, 3), stride=1, padding="VALID", depthwise=True, out_q=(0.04, 2))  # 1 wide
     e = n.conv(narrow, 0, k=3, stride=1, pads=(2, 0, 0, 1), depthwise=True, out_q=(0.04, 5))     # 2 wide
-    return n.graph(a, b, c, d, e)
+    f = n.conv(n.input, 0, k=3, stride=1, pads=(1, 1, 1, 1), depthwise=True, out_q=(0.05, -4))   # 4 wide ...
+    n.ops[-1].opts["stride"] = (2, 1)                                                # ... at row stride 2
+    n.tensors[f] = dataclasses.replace(n.tensors[f], shape=(1, 3, 4, 20))
+    return n.graph(a, b, c, d, e, f)
 
 
 def test_depthwise_line_split():
@@ -248,7 +252,8 @@ def test_depthwise_line_split():
     cfg = CONFIGS["8x16"]
     steps = check_graph(net_depthwise_split(), cfg, only="DWCONV")
     widths = [d.out_w for _, d, _, _ in steps if d.op == "DWCONV" and dw_line_split(cfg, d)]
-    assert sorted(widths) == [1, 2, 2, 3, 4]
+    assert sorted(widths) == [1, 2, 2, 3, 4, 4]
+    assert [(d.stride_h, d.stride_w) for _, d, _, _ in steps if d.op == "DWCONV"][-1] == (2, 1)
 
 
 def net_pool2():
