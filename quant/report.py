@@ -70,8 +70,10 @@ def _die_op(model, layer):
             modes.update(m for m, flag in (("PACKED", PACKED), ("PAIR", PAIR), ("RESADD", RESADD)) if d.flags & flag)
         elif d.op == "DWCONV" and timing.dw_line_mode(model.config, d):
             modes.add("LINE")
-            modes.update(m for m, on in (("POOL2", d.flags & POOL2), ("SPLIT", timing.dw_line_split(model.config, d)))
-                         if on)
+            if d.flags & POOL2:
+                modes.add("POOL2")
+            if timing.dw_line_split(model.config, d):
+                modes.add("SPLIT")
         elif d.op in ("ADD", "MUL") and d.flags & DUAL2:
             modes.add("DUAL2")
     return layer.op + "".join(f"+{m}" for m in sorted(modes))

@@ -28,7 +28,8 @@ __all__ = [
     "direct_issue_cycles", "issue_tiles", "tap_issues", "pair_capable", "dw_tap_issue_cycles",
     "dw_walk_close_cycles", "LINE_KERNEL_ROWS", "dw_line_sets",
     "dw_line_capable", "dw_walk_passes", "dw_pool2_fits",
-    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_line_split", "dw_line_passes", "dw_line_close_cycles",
+    "dw_line_depth", "dw_drain_groups", "dw_line_mode", "dw_split_capable", "dw_line_split",
+    "dw_line_passes", "dw_line_close_cycles",
     "dw_line_rows", "im2col_read_words",
     "add_sum_latency", "add_latency", "resadd_latency", "resadd_read_tiles",
     "im2col_read_stages",
@@ -318,6 +319,11 @@ def dw_pool2_fits(config, desc, dw_sets=None, dw_taps=None):
             and 2 * d.out_h <= d.in_h and 2 * d.out_w <= d.in_w and d.add_min <= d.in_zp <= d.add_max)
 
 
+def dw_split_capable(config, dw_sets=None):
+    """Whether the line walk has the split schedule (`dw_line_split`): exactly two line sets (`dw_line_sets`)."""
+    return dw_line_capable(config, dw_sets) and dw_line_sets(config, dw_sets) == 2
+
+
 def dw_line_split(config, desc, dw_sets=None):
     """Whether the line walk runs a DWCONV in its *split* schedule: two line sets (`dw_line_sets`, e.g. 8 array
     rows) and a 3-wide kernel at column stride 1, where a column feeds three open outputs (nine taps per lane)
@@ -325,7 +331,7 @@ def dw_line_split(config, desc, dw_sets=None):
     of columns (2t, 2t+1) three issues, each set taking one of the two columns (the datapath keeps the
     previous column's kernel rows for set 0): 1.5 cycles per column instead of strips of two outputs over four
     columns."""
-    return (dw_line_mode(config, desc, dw_sets) and dw_line_sets(config, dw_sets) == 2 and desc.kernel_w == 3
+    return (dw_split_capable(config, dw_sets) and dw_line_mode(config, desc, dw_sets) and desc.kernel_w == 3
             and desc.stride_w == 1)
 
 

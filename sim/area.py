@@ -28,7 +28,7 @@ from amaranth.hdl import Instance
 from amaranth.lib import memory
 
 from stackcam.errors import StackcamError
-from stackcam.quant.timing import dw_line_capable, dw_line_depth, dw_line_sets
+from stackcam.quant.timing import dw_line_capable, dw_line_depth, dw_split_capable
 
 from .energy import technology
 
@@ -311,7 +311,7 @@ def area_estimate(config, node="22nm", data=None):
         # schedule's activation registers (`LINE_SPLIT_NAND2_PER_LANE`).
         other_bits += 16 * config.array_cols * dw_line_depth(config)
         g = config.array_cols * POOL2_NAND2_PER_LANE
-        if dw_line_sets(config) == 2:
+        if dw_split_capable(config):
             g += config.array_cols * LINE_SPLIT_NAND2_PER_LANE
         gates += g
         blocks_out.setdefault("npu.conv", {"nand2": 0.0, "sram_bits": 0.0})["nand2"] += g

@@ -12,6 +12,7 @@ from stackcam.quant.timing import (
     dw_line_capable,
     dw_line_depth,
     dw_line_sets,
+    dw_split_capable,
     pair_capable,
 )
 
@@ -61,7 +62,7 @@ class ConvDims:
         self.NSL = dw_line_sets(config, dw_sets) if self.LINE else 0
         # The line walk's split schedule (two line sets, `quant.timing.dw_line_split`): set 1's rows take their
         # own XG activation vectors (set 0 may keep the previous column's), so the MAC array has XV vectors.
-        self.LSPLIT = self.LINE and self.NSL == 2
+        self.LSPLIT = dw_split_capable(config, dw_sets)
         self.XV = 2 * self.XG if self.LSPLIT else self.XG
         # Lane groups a DWCONV output drains in (one cycle each): with the line walk the requantizer is `cols`
         # lanes wide, so a whole output word in one cycle.
